@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Project tasks: set-up of the development environments, tests, the extension zip, the demo.
+
+    python build.py test        set up everything that is missing, then run every test suite
+    python build.py demo        reconstruct the shipped sample photos through the installed extension
+    python build.py extension   build the Blender extension zip into dist/ (validated by Blender's builder)
+    python build.py setup       only create / update the environments
+
+Environments (at the repository root, made on first use, refreshed when their requirements change):
+
+    .venv               the worker's runtime: torch (CPU wheel, pinned), numpy, pillow, opencv, safetensors
+    .venv-blender-4.2   bpy 4.2.23 (oldest Blender the manifest supports) with numpy<2
+    .venv-blender-5.0   bpy 5.0.1 (newest)
+    .venv-typecheck     mypy + fake-bpy-module-4.2 for the Blender side
+
+Standard library only: this file runs before any environment exists.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+TORCH = "torch==2.13.0"  # the CPU wheel in the test environment; never let an unpinned torch pull CUDA
+
+
+@dataclass(frozen=True)
+class Env:
+    """One virtual environment: where it lives and what it holds."""
+
+    name: str
+    requirements: tuple[str, ...]
+
+    @property
+    def path(self) -> Path:
+        return ROOT / self.name
+
+    @property
+    def python(self) -> Path:
+        return self.path / "bin" / "python"
+
+
+ENGINE = Env(".venv", (
+    TORCH, "numpy>=1.26", "pillow>=10", "opencv-python-headless>=4.8", "safetensors>=0.4",
+    "pytest>=8", "psutil>=5.9",
+))
+BLENDER = {
+    "4.2": Env(".venv-blender-4.2", ("bpy==4.2.23", "numpy<2", "pytest>=8", "pillow>=10")),
+    "5.0": Env(".venv-blender-5.0", ("bpy==5.0.1", "numpy<2", "pytest>=8", "pillow>=10")),
+}
+TYPECHECK = Env(".venv-typecheck", ("mypy==2.4.1", "fake-bpy-module-4.2", "numpy<2"))
+
+
+def log(msg: str) -> None:
+    print(f"[build] {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd: list[str | Path], **kw) -> int:
+    log(" ".join(str(c) for c in cmd))
+    return subprocess.call([str(c) for c in cmd], **kw)
+
+
+def ensure_env(env: Env) -> Path:
+    """Create `env` or bring it up to date; a stamp of its requirements makes re-runs instant."""
+    stamp = env.path / ".requirements.json"
+    wanted = json.dumps(sorted(env.requirements))
+    if stamp.exists() and stamp.read_text() == wanted and env.python.exists():
+        return env.python
+    if not env.python.exists():
+        log(f"creating {env.name}")
+        if run([sys.executable, "-m", "venv", env.path]) != 0:
+            sys.exit(f"could not create the virtual environment {env.path}")
+    log(f"installing into {env.name}: {' '.join(env.requirements)}")
+    if run([env.python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *env.requirements]) != 0:
+        sys.exit(f"pip could not install the requirements of {env.name} (see the messages above)")
+    stamp.write_text(wanted)
+    return env.python
+
+
+def setup() -> None:
+    for env in (ENGINE, *BLENDER.values(), TYPECHECK):
+        ensure_env(env)
+
+
+@dataclass
+class SuiteResult:
+    name: str
+    code: int
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+
+def pytest_suite(name: str, python: Path, paths: list[str], extra_env: dict[str, str]) -> SuiteResult:
+    """Run pytest on `paths` with `python`; count its results from a JUnit report."""
+    report = Path(tempfile.mkdtemp(prefix="mvd-test-")) / "junit.xml"
+    env = {**os.environ, **extra_env, "PYTHONDONTWRITEBYTECODE": "1"}
+    log(f"suite {name}")
+    code = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}", *paths],
+               cwd=ROOT, env=env)
+    result = SuiteResult(name, code)
+    if report.exists():
+        for suite in ET.parse(report).getroot().iter("testsuite"):
+            tests, fail = int(suite.get("tests", 0)), int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+            skip = int(suite.get("skipped", 0))
+            result.passed += tests - fail - skip
+            result.failed += fail
+            result.skipped += skip
+    if code not in (0, 5) and result.failed == 0:
+        result.failed = 1  # pytest itself failed (collection error, crash): count it
+    if code == 5:  # no test collected in a suite that must have tests
+        result.failed += 1
+    return result
+
+
+def test(args: argparse.Namespace) -> int:
+    setup()
+    engine_python = str(ENGINE.python)
+    common = {"MVDUST3R_WORKER_PYTHON": engine_python}
+    results = [pytest_suite("engine", ENGINE.python, ["tests/engine"], common)]
+    for version, env in BLENDER.items():
+        results.append(pytest_suite(f"blender-{version}", env.python, ["tests/blender"], {
+            **common, "MVDUST3R_BLENDER_SERIES": version,
+        }))
+    results.append(typecheck())
+    log("summary:")
+    for r in results:
+        log(f"  {r.name:<14} {'ok' if r.code in (0,) and r.failed == 0 else 'FAILED'}: "
+            f"{r.passed} passed, {r.failed} failed, {r.skipped} skipped")
+    passed = sum(r.passed for r in results)
+    failed = sum(r.failed for r in results)
+    skipped = sum(r.skipped for r in results)
+    print(f"{passed} passed, {failed} failed, {skipped} skipped", flush=True)
+    return 0 if failed == 0 and all(r.code == 0 for r in results) else 1
+
+
+def typecheck() -> SuiteResult:
+    """mypy over the Blender side against fake-bpy-module (the oldest supported API)."""
+    python = ensure_env(TYPECHECK)
+    code = run([python, "-m", "mypy", "--config-file", ROOT / "pyproject.toml", "mvdust3r_blender"], cwd=ROOT)
+    return SuiteResult("typecheck", code, passed=int(code == 0), failed=int(code != 0))
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="build.py", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("setup", help="create / update the environments")
+    sub.add_parser("test", help="set up, then run every test suite")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    if args.command == "setup":
+        setup()
+        code = 0
+    else:
+        code = test(args)
+    log(f"{args.command} finished in {time.perf_counter() - started:.1f} s")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

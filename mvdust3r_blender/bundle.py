@@ -1,0 +1,155 @@
+"""The reconstruction bundle: one versioned ``.npz`` that the worker writes and Blender reads.
+
+This is the only contract between the two processes, so it imports numpy and the standard
+library alone (no torch, no bpy). ``docs/bundle.md`` documents every key; :class:`Bundle` holds
+them with their shapes and conventions, :func:`write_bundle` / :func:`read_bundle` move them to
+and from disk and check them on the way, so a bad file is reported by name, not half-imported.
+
+Conventions (N views on an h×w network grid):
+- world frame: the OpenCV camera frame of the first reference view (x right, y down, z forward),
+  arbitrary scale (network units);
+- intrinsics are in ORIGINAL-photo pixels, the photo spanning [0,W]×[0,H];
+- ``crop_box`` (x0,y0,x1,y1) is the photo region the grid covers: grid pixel (i,j) has its centre
+  at x0+(j+0.5)(x1−x0)/w, y0+(i+0.5)(y1−y0)/h.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+FORMAT = "mvdust3r-bundle"
+VERSION = 1
+
+
+class BundleError(ValueError):
+    """A bundle file is missing, unreadable or inconsistent; the message names the file."""
+
+
+@dataclass
+class Bundle:
+    """One reconstructed scene. Arrays are numpy; shapes are checked by :meth:`validate`."""
+
+    images: np.ndarray              # uint8 [N,h,w,3]   the network's input crops (RGB)
+    pts3d: np.ndarray               # float32 [N,h,w,3] world points, OpenCV convention
+    conf: np.ndarray                # float32 [N,h,w]   confidence, >= 1
+    intrinsics: np.ndarray          # float32 [N,3,3]   original-photo pixels
+    cam2world: np.ndarray           # float32 [N,4,4]   OpenCV camera -> world
+    photo_size: np.ndarray          # int32 [N,2]       (W,H) of the original photo
+    crop_box: np.ndarray            # float32 [N,4]     (x0,y0,x1,y1) in photo pixels
+    photo_paths: list[str]          # N absolute paths, in the user's order
+    gaussian_rotation: Optional[np.ndarray] = None  # float32 [N,h,w,4] unit quaternion (w,x,y,z), world frame
+    gaussian_scale: Optional[np.ndarray] = None     # float32 [N,h,w,3] std-devs in world units, > 0
+    gaussian_opacity: Optional[np.ndarray] = None   # float32 [N,h,w]   in (0,1)
+    gaussian_rgb: Optional[np.ndarray] = None       # float32 [N,h,w,3] the head's own colour (untrained in released models)
+    meta: dict[str, Any] = field(default_factory=dict)  # format version, model, timings per stage, ...
+
+    @property
+    def num_views(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """(h, w) of the network grid."""
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
+    @property
+    def has_gaussians(self) -> bool:
+        return self.gaussian_rotation is not None
+
+    @property
+    def colors(self) -> np.ndarray:
+        """float32 [N,h,w,3] in [0,1]: the colour of each point/Gaussian, from the input photo."""
+        return self.images.astype(np.float32) / 255.0
+
+    def validate(self, source: str = "bundle") -> None:
+        """Raise :class:`BundleError` naming `source` and the first inconsistent array."""
+        n = self.num_views
+        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
+            raise BundleError(f"{source}: 'images' must be uint8 [N,h,w,3], got {self.images.dtype} {list(self.images.shape)}")
+        h, w = self.grid_size
+        expected = {
+            "pts3d": (n, h, w, 3), "conf": (n, h, w), "intrinsics": (n, 3, 3), "cam2world": (n, 4, 4),
+            "photo_size": (n, 2), "crop_box": (n, 4),
+            "gaussian_rotation": (n, h, w, 4), "gaussian_scale": (n, h, w, 3),
+            "gaussian_opacity": (n, h, w), "gaussian_rgb": (n, h, w, 3),
+        }
+        for name, shape in expected.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if tuple(value.shape) != shape:
+                raise BundleError(f"{source}: '{name}' has shape {list(value.shape)}, expected {list(shape)} "
+                                  f"for {n} views on a {h}x{w} grid")
+            if name != "photo_size" and not np.all(np.isfinite(value)):
+                raise BundleError(f"{source}: '{name}' holds NaN or infinite values")
+        gs = [self.gaussian_rotation, self.gaussian_scale, self.gaussian_opacity]
+        if any(a is None for a in gs) and any(a is not None for a in gs):
+            raise BundleError(f"{source}: Gaussian arrays are partly missing (need rotation, scale and opacity together)")
+        if len(self.photo_paths) != n:
+            raise BundleError(f"{source}: {len(self.photo_paths)} photo paths for {n} views")
+
+
+_ARRAYS = [f.name for f in fields(Bundle) if f.name not in ("photo_paths", "meta")]
+_DTYPES = {"images": np.uint8, "photo_size": np.int32}
+_REQUIRED = ("images", "pts3d", "conf", "intrinsics", "cam2world", "photo_size", "crop_box")
+
+
+def write_bundle(bundle: Bundle, path: str | os.PathLike[str]) -> Path:
+    """Validate `bundle` and write it to `path` atomically (a reader never sees half a file)."""
+    path = Path(path)
+    bundle.validate(str(path))
+    meta = {**bundle.meta, "format": FORMAT, "version": VERSION}
+    arrays: dict[str, np.ndarray] = {}
+    for name in _ARRAYS:
+        value = getattr(bundle, name)
+        if value is not None:
+            arrays[name] = np.ascontiguousarray(value, dtype=_DTYPES.get(name, np.float32))
+    arrays["photo_paths"] = np.array([str(p) for p in bundle.photo_paths], dtype=np.str_)
+    arrays["meta"] = np.array(json.dumps(meta))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".bundle-", suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Read and check a bundle; every problem becomes a :class:`BundleError` that names `path`."""
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"{path}: no such bundle file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {k: npz[k] for k in npz.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise BundleError(f"{path}: not a reconstruction bundle (unreadable .npz: {exc})") from exc
+    if "meta" not in data:
+        raise BundleError(f"{path}: not a reconstruction bundle (no 'meta' entry)")
+    try:
+        meta = json.loads(str(data["meta"]))
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path}: the 'meta' entry is not valid JSON ({exc})") from exc
+    if meta.get("format") != FORMAT:
+        raise BundleError(f"{path}: not a reconstruction bundle (format {meta.get('format')!r})")
+    if int(meta.get("version", 0)) > VERSION:
+        raise BundleError(f"{path}: bundle version {meta.get('version')} is newer than this add-on reads "
+                          f"({VERSION}); update the add-on")
+    missing = [k for k in (*_REQUIRED, "photo_paths") if k not in data]
+    if missing:
+        raise BundleError(f"{path}: missing arrays {', '.join(missing)}")
+    kwargs: dict[str, Any] = {k: data[k] for k in _ARRAYS if k in data}
+    bundle = Bundle(photo_paths=[str(p) for p in data["photo_paths"].tolist()], meta=meta, **kwargs)
+    bundle.validate(str(path))
+    return bundle

@@ -1,0 +1,108 @@
+"""The bundle file: round trip, atomic write, and a clear error for every kind of bad file."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mvdust3r_blender.bundle import Bundle, BundleError, read_bundle, write_bundle
+
+
+def make_bundle(n: int = 3, h: int = 8, w: int = 6, gaussians: bool = True) -> Bundle:
+    rng = np.random.default_rng(0)
+    quat = rng.normal(size=(n, h, w, 4)).astype(np.float32)
+    return Bundle(
+        images=rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8),
+        pts3d=rng.normal(size=(n, h, w, 3)).astype(np.float32),
+        conf=1 + rng.random((n, h, w), dtype=np.float32),
+        intrinsics=np.tile(np.array([[100, 0, 32], [0, 100, 24], [0, 0, 1]], np.float32), (n, 1, 1)),
+        cam2world=np.tile(np.eye(4, dtype=np.float32), (n, 1, 1)),
+        photo_size=np.tile(np.array([64, 48], np.int32), (n, 1)),
+        crop_box=np.tile(np.array([8, 0, 56, 48], np.float32), (n, 1)),
+        photo_paths=[f"/photos/ünïcode {i}.jpg" for i in range(n)],
+        gaussian_rotation=quat / np.linalg.norm(quat, axis=-1, keepdims=True) if gaussians else None,
+        gaussian_scale=rng.random((n, h, w, 3), dtype=np.float32) + 0.01 if gaussians else None,
+        gaussian_opacity=rng.random((n, h, w), dtype=np.float32) if gaussians else None,
+        gaussian_rgb=rng.random((n, h, w, 3), dtype=np.float32) if gaussians else None,
+        meta={"model": {"variant": "MVD"}, "timings": {"network": 0.5}},
+    )
+
+
+@pytest.mark.parametrize("gaussians", [True, False])
+def test_round_trip_keeps_every_array_and_meta(tmp_path, gaussians):
+    original = make_bundle(gaussians=gaussians)
+    path = write_bundle(original, tmp_path / "sub" / "scene.npz")
+    loaded = read_bundle(path)
+    for name in ("images", "pts3d", "conf", "intrinsics", "cam2world", "photo_size", "crop_box",
+                 "gaussian_rotation", "gaussian_scale", "gaussian_opacity", "gaussian_rgb"):
+        a, b = getattr(original, name), getattr(loaded, name)
+        if a is None:
+            assert b is None
+        else:
+            np.testing.assert_array_equal(a, b)
+            assert b.dtype == a.dtype
+    assert loaded.photo_paths == original.photo_paths
+    assert loaded.meta["timings"] == {"network": 0.5}
+    assert loaded.meta["version"] == 1 and loaded.meta["format"] == "mvdust3r-bundle"
+    assert loaded.has_gaussians is gaussians
+    assert loaded.grid_size == (8, 6)
+    assert list(tmp_path.joinpath("sub").iterdir()) == [path]  # no temporary file left behind
+
+
+def test_missing_file_names_it(tmp_path):
+    with pytest.raises(BundleError, match="no such bundle file"):
+        read_bundle(tmp_path / "nope.npz")
+
+
+def test_not_an_npz_names_the_file(tmp_path):
+    bad = tmp_path / "photo.npz"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not a zip")
+    with pytest.raises(BundleError, match=r"photo\.npz.*not a reconstruction bundle"):
+        read_bundle(bad)
+
+
+def test_foreign_npz_is_refused(tmp_path):
+    other = tmp_path / "other.npz"
+    np.savez(other, a=np.zeros(3))
+    with pytest.raises(BundleError, match="no 'meta'"):
+        read_bundle(other)
+
+
+def test_newer_version_asks_for_an_update(tmp_path):
+    path = write_bundle(make_bundle(), tmp_path / "b.npz")
+    with np.load(path) as npz:
+        data = dict(npz)
+    data["meta"] = np.array(json.dumps({"format": "mvdust3r-bundle", "version": 99}))
+    np.savez(path, **data)
+    with pytest.raises(BundleError, match="update the add-on"):
+        read_bundle(path)
+
+
+def test_inconsistent_shapes_are_named(tmp_path):
+    bundle = make_bundle()
+    bundle.conf = bundle.conf[:, :4]
+    with pytest.raises(BundleError, match="'conf' has shape"):
+        write_bundle(bundle, tmp_path / "b.npz")
+    assert not (tmp_path / "b.npz").exists()
+
+
+def test_nan_points_are_refused(tmp_path):
+    bundle = make_bundle()
+    bundle.pts3d[0, 0, 0, 0] = np.nan
+    with pytest.raises(BundleError, match="'pts3d' holds NaN"):
+        write_bundle(bundle, tmp_path / "b.npz")
+
+
+def test_partial_gaussians_are_refused():
+    bundle = make_bundle()
+    bundle.gaussian_scale = None
+    with pytest.raises(BundleError, match="partly missing"):
+        bundle.validate()
+
+
+def test_truncated_file_is_reported(tmp_path):
+    path = write_bundle(make_bundle(), tmp_path / "b.npz")
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(BundleError, match="b.npz"):
+        read_bundle(path)
