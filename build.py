@@ -53,8 +53,8 @@ ENGINE = Env(".venv", (
     "pytest>=8", "psutil>=5.9",
 ))
 BLENDER = {
-    "4.2": Env(".venv-blender-4.2", ("bpy==4.2.23", "numpy<2", "pytest>=8", "pillow>=10")),
-    "5.0": Env(".venv-blender-5.0", ("bpy==5.0.1", "numpy<2", "pytest>=8", "pillow>=10")),
+    "4.2": Env(".venv-blender-4.2", ("bpy==4.2.23", "numpy<2", "pytest>=8", "pillow>=10", "uv>=0.9")),
+    "5.0": Env(".venv-blender-5.0", ("bpy==5.0.1", "numpy<2", "pytest>=8", "pillow>=10", "uv>=0.9")),
 }
 TYPECHECK = Env(".venv-typecheck", ("mypy==2.4.1", "fake-bpy-module-4.2", "numpy<2"))
 
@@ -149,15 +149,74 @@ def typecheck() -> SuiteResult:
     return SuiteResult("typecheck", code, passed=int(code == 0), failed=int(code != 0))
 
 
+EXTENSION_STAGE = ROOT / "build" / "extension"
+DIST = ROOT / "dist"
+
+
+def blender_ext_script() -> Path:
+    """Blender's own extension validator/builder, shipped in the oldest supported bpy wheel.
+
+    It is a stand-alone script that runs under plain Python 3.11 (no bpy needed), so the zip is
+    checked by exactly the rules Blender applies when it installs the extension.
+    """
+    python = ensure_env(BLENDER["4.2"])
+    found = sorted(python.parent.parent.glob("lib/python3*/site-packages/bpy/*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
+    if not found:
+        sys.exit(f"blender_ext.py not found in {BLENDER['4.2'].path}: reinstall it (delete the folder, run setup)")
+    return found[0]
+
+
+def build_extension(stage: Path = EXTENSION_STAGE, out_dir: Path = DIST) -> Path:
+    """Stage the extension (manifest + the package's contents + listed wheels), validate it, zip it.
+
+    The repository root holds the manifest but the extension's top level must be the package
+    itself, hence the staging folder. Returns the path of ``<out_dir>/mvdust3r_blender-<version>.zip``.
+    Raises SystemExit with Blender's messages when validation or the build fails.
+    """
+    import shutil
+    import tomllib
+
+    manifest_path = ROOT / "blender_manifest.toml"
+    manifest = tomllib.loads(manifest_path.read_text())
+    if stage.exists():
+        shutil.rmtree(stage)
+    shutil.copytree(ROOT / "mvdust3r_blender", stage,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests", "training", "bench"))
+    shutil.copy2(manifest_path, stage / "blender_manifest.toml")
+    for wheel in manifest.get("wheels", []):
+        source = (ROOT / wheel).resolve()
+        if not source.is_file():
+            sys.exit(f"blender_manifest.toml lists the wheel {wheel}, which is not at {source}")
+        target = stage / wheel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+    script = blender_ext_script()
+    python = BLENDER["4.2"].python
+    if run([python, script, "validate", stage]) != 0:
+        sys.exit(f"the extension in {stage} does not validate (Blender's messages above)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    zip_path = out_dir / f"{manifest['id']}-{manifest['version']}.zip"
+    zip_path.unlink(missing_ok=True)
+    if run([python, script, "build", "--source-dir", stage, "--output-filepath", zip_path],
+           stdout=subprocess.DEVNULL) != 0 or not zip_path.is_file():
+        sys.exit(f"Blender's builder could not build {zip_path} from {stage} (messages above)")
+    log(f"built {zip_path}")
+    return zip_path
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="build.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("setup", help="create / update the environments")
     sub.add_parser("test", help="set up, then run every test suite")
+    sub.add_parser("extension", help="build the extension zip into dist/ (validated by Blender's builder)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     if args.command == "setup":
         setup()
+        code = 0
+    elif args.command == "extension":
+        build_extension()
         code = 0
     else:
         code = test(args)
