@@ -1,0 +1,55 @@
+"""The extension package: Blender's builder accepts it, the zip holds the package and nothing else,
+and the installed copy registers and unregisters cleanly."""
+from __future__ import annotations
+
+import importlib
+import tomllib
+import zipfile
+from pathlib import Path
+from types import ModuleType
+
+import bpy
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = "bl_ext.user_default.mvdust3r_blender"
+
+
+def test_zip_holds_the_package_at_top_level(extension_zip: Path) -> None:
+    manifest = tomllib.loads((ROOT / "blender_manifest.toml").read_text())
+    assert extension_zip.name == f"mvdust3r_blender-{manifest['version']}.zip"
+    names = zipfile.ZipFile(extension_zip).namelist()
+    assert "blender_manifest.toml" in names and "__init__.py" in names and "bundle.py" in names
+    assert "engine/__init__.py" in names  # the worker starts from the installed files
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or n.startswith(("tests/", "bench/"))]
+
+
+def test_manifest_declares_what_blender_needs() -> None:
+    manifest = tomllib.loads((ROOT / "blender_manifest.toml").read_text())
+    assert manifest["id"] == "mvdust3r_blender" and manifest["blender_version_min"] == "4.2.0"
+    assert manifest["license"] == ["SPDX:GPL-3.0-or-later"]
+    assert set(manifest["permissions"]) >= {"files", "network"}
+
+
+def test_installed_extension_is_enabled(ext: ModuleType) -> None:
+    assert ext.__name__ == PACKAGE
+    assert PACKAGE in bpy.context.preferences.addons
+    assert Path(ext.__file__).parent != ROOT / "mvdust3r_blender"  # the installed copy, not the source tree
+    bundle_module = importlib.import_module(f"{PACKAGE}.bundle")
+    assert Path(bundle_module.__file__).parent == Path(ext.__file__).parent
+
+
+def test_make_bundle_points_project_onto_their_pixels(make_bundle) -> None:
+    """The shared bundle factory is itself consistent: K·(world→camera) of each point = its grid pixel."""
+    bundle = make_bundle(photo_sizes=((120, 80), (60, 90)), grid=(6, 9))
+    h, w = bundle.grid_size
+    for k in range(bundle.num_views):
+        w2c = np.linalg.inv(bundle.cam2world[k].astype(np.float64))
+        cam = bundle.pts3d[k].reshape(-1, 3) @ w2c[:3, :3].T + w2c[:3, 3]
+        pix = cam @ bundle.intrinsics[k].astype(np.float64).T
+        uv = pix[:, :2] / pix[:, 2:]
+        x0, y0, x1, y1 = bundle.crop_box[k]
+        jj, ii = np.meshgrid(np.arange(w), np.arange(h))
+        expected = np.stack([x0 + (jj + 0.5) * (x1 - x0) / w, y0 + (ii + 0.5) * (y1 - y0) / h], -1).reshape(-1, 2)
+        assert np.abs(uv - expected).max() < 1e-3
+        assert Path(bundle.photo_paths[k]).is_file()
