@@ -1,0 +1,196 @@
+"""Photos → the network's input crops, with the geometry needed to map results back to the photo.
+
+Preprocessing is the official ``dust3r.utils.image.load_images(files, size=224)`` (spec §3),
+generalised to the model's own square resolution s: EXIF orientation, RGB, resize so the short
+side becomes s (target long edge ``round(s·max(W/H, H/W))``, each side ``round(side·L/S)``,
+LANCZOS when shrinking, BICUBIC when enlarging), then a centre crop of s×s around
+``(W'//2, H'//2)``. For an even s this is exactly the official crop. A non-square model resolution
+(h, w) — no released model has one — uses "cover then centre crop": scale by
+``max(w/W, h/H)``, round each side, crop h×w around ``(W'//2, H'//2)``.
+
+Besides the crop, each photo records its size after EXIF transpose and the ``crop_box``: the exact
+region of the original photo the crop covers. PIL's resize maps the whole source rectangle
+[0,W]×[0,H] onto [0,W']×[0,H'], so a crop ``(a,b,a+w,b+h)`` of the resized image covers
+``(a·W/W', b·H/H', (a+w)·W/W', (b+h)·H/H')`` of the photo — including the rounding of W', H'.
+
+Huge JPEGs (more than ``max_exact_pixels``, default 24 MP) are decoded with PIL's ``draft`` at a
+reduced DCT scale that still leaves ≥ 4× the crop's resolution, so a 50 MP photo decodes to about
+3 MP. That is an approximation of the official result (JPEG DCT scaling instead of a full decode
+before LANCZOS; the crop box is exact up to the ≤ 1 draft pixel that DCT scaling rounds off);
+``PreparedPhoto.approximate`` says when it happened. Photos at or below the limit, and other formats,
+are decoded in full and match the official pipeline exactly.
+
+Formats: whatever Pillow reads (JPEG, PNG 8/16-bit/palette/alpha, WebP, TIFF, BMP, ...). Alpha is
+dropped as the official ``convert('RGB')`` does; 16-bit grey is scaled to 8 bits (the official code
+would clip it to white); palette, grey, CMYK convert to RGB.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import Cancelled, InputError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
+MAX_EXACT_PIXELS = 24_000_000
+_DRAFT_OVERSAMPLE = 4
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that transpose width and height
+
+
+@dataclass
+class PreparedPhoto:
+    """One photo ready for the network, and where its crop lies in the original."""
+
+    path: str                                     # absolute path as given
+    image: np.ndarray                             # uint8 [h,w,3] RGB, the network's input crop
+    photo_size: tuple[int, int]                   # (W, H) after EXIF transpose
+    crop_box: tuple[float, float, float, float]   # (x0,y0,x1,y1) in photo pixels, [0,W]×[0,H]
+    approximate: bool = False                     # decoded at reduced scale (huge JPEG, see module doc)
+
+
+@dataclass(frozen=True)
+class ResizePlan:
+    """How one photo of size (W, H) becomes an h×w crop: resize target, filter and crop in resized pixels."""
+
+    resized: tuple[int, int]          # (W', H')
+    resample: int                     # PIL filter
+    crop: tuple[int, int, int, int]   # (x0, y0, x1, y1) in resized pixels
+
+
+def plan_resize(width: int, height: int, size: tuple[int, int]) -> ResizePlan:
+    """The official short-side resize + centre crop for square `size` (h, w); cover + crop otherwise."""
+    h, w = size
+    if h == w:
+        long_edge = round(h * max(width / height, height / width))
+        longest = max(width, height)
+        resized = (int(round(width * long_edge / longest)), int(round(height * long_edge / longest)))
+        resample = Image.Resampling.LANCZOS if longest > long_edge else Image.Resampling.BICUBIC
+    else:
+        scale = max(w / width, h / height)
+        resized = (max(w, int(round(width * scale))), max(h, int(round(height * scale))))
+        resample = Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC
+    x0, y0 = resized[0] // 2 - w // 2, resized[1] // 2 - h // 2
+    return ResizePlan(resized, int(resample), (x0, y0, x0 + w, y0 + h))
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1))
+    except (ValueError, TypeError, OSError, SyntaxError):
+        return 1
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """RGB as the official ``convert('RGB')``, except that 16-bit grey keeps its range and palettes keep alpha handling quiet."""
+    if img.mode in _SIXTEEN_BIT_MODES:
+        grey = np.asarray(img).astype(np.float32) / 257.0
+        return Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "F":
+        grey = np.asarray(img).astype(np.float32)
+        grey = grey * 255.0 if np.nanmax(grey) <= 1.0 else grey
+        return Image.fromarray(np.clip(np.nan_to_num(grey), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if img.mode in ("P", "PA"):
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def load_photo(path: str | os.PathLike[str], size: tuple[int, int],
+               max_exact_pixels: int = MAX_EXACT_PIXELS) -> PreparedPhoto:
+    """Read one photo and return its h×w crop (`size` = (h, w)); PIL errors propagate to the caller."""
+    h, w = size
+    with Image.open(path) as opened:
+        stored_w, stored_h = opened.size
+        swapped = _orientation(opened) in _SWAPPING_ORIENTATIONS
+        photo_w, photo_h = (stored_h, stored_w) if swapped else (stored_w, stored_h)
+        approximate = False
+        if opened.format == "JPEG" and stored_w * stored_h > max_exact_pixels:
+            scale = max(w / photo_w, h / photo_h) * _DRAFT_OVERSAMPLE
+            want = (math.ceil(stored_w * scale), math.ceil(stored_h * scale))
+            opened.draft("RGB", want)
+            approximate = opened.size != (stored_w, stored_h)
+        img = _to_rgb(ImageOps.exif_transpose(opened))
+    decoded_w, decoded_h = img.size
+    plan = plan_resize(decoded_w, decoded_h, size)
+    resized = img.resize(plan.resized, plan.resample)
+    crop = np.asarray(resized.crop(plan.crop), dtype=np.uint8).copy()
+    sx, sy = photo_w / plan.resized[0], photo_h / plan.resized[1]
+    x0, y0, x1, y1 = plan.crop
+    return PreparedPhoto(path=str(path), image=crop, photo_size=(photo_w, photo_h),
+                         crop_box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy), approximate=approximate)
+
+
+def _problem(path: Path) -> Optional[str]:
+    """Why `path` cannot be a photo before even opening it, or None."""
+    if not path.exists():
+        return "no such file"
+    if path.is_dir():
+        return "is a folder, not a photo"
+    if path.stat().st_size == 0:
+        return "empty file (0 bytes)"
+    return None
+
+
+def load_photos(paths: Sequence[str | os.PathLike[str]], size: tuple[int, int],
+                cancel: Optional[threading.Event] = None,
+                progress: Optional[Callable[[float], None]] = None,
+                max_exact_pixels: int = MAX_EXACT_PIXELS) -> list[PreparedPhoto]:
+    """Load every photo; if any cannot be read, raise one :class:`InputError` naming all of them."""
+    resolved = [Path(p).expanduser().absolute() for p in paths]
+    seen: dict[str, int] = {}
+    duplicates = []
+    for p in resolved:
+        key = os.path.normcase(os.path.realpath(p))
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] == 2:
+            duplicates.append(str(p))
+    if duplicates:
+        raise InputError(f"the same photo is given more than once: {', '.join(duplicates)}",
+                         "give each photo only once")
+    photos: list[PreparedPhoto] = []
+    failures: list[str] = []
+    for i, path in enumerate(resolved):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled while loading photos")
+        reason = _problem(path)
+        if reason is None:
+            try:
+                photos.append(load_photo(path, size, max_exact_pixels))
+            except UnidentifiedImageError:
+                reason = "not an image Pillow can read (unknown or unsupported format)"
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+                reason = f"corrupt or unreadable image ({exc})"
+        if reason is not None:
+            failures.append(f"{path}: {reason}")
+        if progress is not None:
+            progress((i + 1) / len(resolved))
+    if failures:
+        raise InputError(f"{len(failures)} of {len(resolved)} photos cannot be read: " + "; ".join(failures),
+                         "remove or replace those files (JPEG, PNG, WebP, TIFF or BMP)")
+    return photos
+
+
+def network_input(images: np.ndarray) -> torch.Tensor:
+    """uint8 [N,h,w,3] → float32 [N,3,h,w] in [-1,1], exactly ``Normalize(0.5, 0.5)(ToTensor(img))``."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255)
+    return (x - 0.5) / 0.5
+
+
+def collect_photo_paths(arguments: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Expand folders to their image files (sorted by name, not recursive); files stay as given."""
+    out: list[Path] = []
+    for arg in arguments:
+        path = Path(arg)
+        if path.is_dir():
+            out.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS))
+        else:
+            out.append(path)
+    return out
