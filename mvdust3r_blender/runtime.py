@@ -1,0 +1,398 @@
+"""The worker's Python runtime: creating a private environment with torch, and checking a Python.
+
+Blender's own Python has no torch, so the worker runs under another interpreter: either a private
+virtual environment that this module creates in the extension's user folder, or a Python the user
+already has. Nothing here imports bpy: the preferences start a :class:`Job` and a timer polls it,
+so the UI never waits on an installer.
+
+How the environment is made (docs/runtime.md says why):
+
+- with ``uv`` (shipped as a wheel, or on PATH): ``uv venv`` then ``uv pip install torch ...
+  --torch-backend=<backend>``; uv's ``auto`` backend picks the CUDA / ROCm / CPU build of PyTorch
+  for this machine, so no CUDA detection is written here;
+- without uv: ``python -m venv`` then pip; a backend other than ``auto`` becomes an explicit
+  PyTorch index URL (``https://download.pytorch.org/whl/<backend>``).
+
+Every step is a plain command line (shown to the user), its output goes to one log file, and a
+failure is reported with the step, the command, the installer's last lines and a hint.
+"""
+from __future__ import annotations
+
+import enum
+import glob
+import json
+import os
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Mapping, Optional, Sequence
+
+# What the worker imports (engine/): torch plus the image and checkpoint libraries.
+WORKER_REQUIREMENTS: tuple[str, ...] = (
+    "torch", "numpy>=1.26", "pillow>=10", "opencv-python-headless>=4.8", "safetensors>=0.4",
+)
+PYTORCH_INDEX = "https://download.pytorch.org/whl"
+# uv's --torch-backend values offered in the preferences; ``auto`` lets uv detect the GPU.
+TORCH_BACKENDS: tuple[str, ...] = ("auto", "cpu", "cu126", "cu128", "rocm6.3")
+PROBE_MARKER = "MVDUST3R_PROBE "
+
+# Run by the candidate Python: prints one marker line with what torch it has and which devices work.
+_PROBE_SCRIPT = """
+import json, sys
+info = {"python_version": sys.version.split()[0], "executable": sys.executable}
+try:
+    import torch
+except Exception as exc:
+    info["error"] = type(exc).__name__ + ": " + str(exc)
+else:
+    info["torch_version"] = torch.__version__
+    devices = []
+    if torch.cuda.is_available():
+        devices.append("cuda")
+        info["gpu_name"] = torch.cuda.get_device_name(0)
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    devices.append("cpu")
+    info["devices"] = devices
+print("MVDUST3R_PROBE " + json.dumps(info), flush=True)
+"""
+
+
+class RuntimeSetupError(Exception):
+    """The runtime cannot be made or used; `message` names what failed, `hint` what to do."""
+
+    def __init__(self, message: str, hint: str = "", log_tail: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.log_tail = tuple(log_tail)
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+@dataclass(frozen=True)
+class TorchInfo:
+    """What a Python interpreter offers the worker."""
+
+    python: str                   # the interpreter that was asked
+    python_version: str
+    torch_version: str
+    devices: tuple[str, ...]      # usable devices, best first, "cpu" always last
+    gpu_name: str = ""
+
+    @property
+    def summary(self) -> str:
+        """One line for the UI, e.g. ``torch 2.13.0 · cuda (NVIDIA RTX 4090), cpu``."""
+        devices = ", ".join(f"{d} ({self.gpu_name})" if d == "cuda" and self.gpu_name else d
+                            for d in self.devices)
+        return f"torch {self.torch_version} · {devices}"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command of a job, with the title the UI shows while it runs."""
+
+    title: str
+    argv: tuple[str, ...]
+
+    @property
+    def command_line(self) -> str:
+        """The exact command, quoted so that it can be pasted into a terminal."""
+        return shlex.join(self.argv)
+
+
+class JobState(enum.Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+def env_python(env_dir: Path) -> Path:
+    """The interpreter of the virtual environment at `env_dir` (it may not exist yet)."""
+    if sys.platform == "win32":
+        return env_dir / "Scripts" / "python.exe"
+    return env_dir / "bin" / "python"
+
+
+def subprocess_env(base: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+    """The environment for a child Python: Blender's PYTHONHOME / PYTHONPATH would make the
+    child load Blender's standard library instead of its own, so they are dropped."""
+    env = dict(os.environ if base is None else base)
+    for key in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV"):
+        env.pop(key, None)
+    env["PYTHONNOUSERSITE"] = "1"  # ~/.local packages must not shadow the environment's own
+    env["PYTHONUNBUFFERED"] = "1"  # stream installer output to the log as it comes
+    return env
+
+
+def find_uv(search_paths: Optional[Sequence[str]] = None) -> Optional[str]:
+    """The uv executable: the one from a uv wheel on `search_paths` (default ``sys.path``), else
+    the one on PATH, else None.
+
+    Blender unpacks an extension's wheels verbatim into ``extensions/.local/lib/python3.X/
+    site-packages``, so uv's binary lands in ``uv-<version>.data/scripts/uv`` there, without its
+    executable bit and out of reach of ``uv.find_uv_bin()``: look there and make it executable.
+    A ``pip install uv`` puts it where ``find_uv_bin`` looks, so try that too.
+    """
+    exe = "uv.exe" if sys.platform == "win32" else "uv"
+    for entry in sys.path if search_paths is None else search_paths:
+        for candidate in sorted(glob.glob(os.path.join(entry, "uv-*.data", "scripts", exe)), reverse=True):
+            if _ensure_executable(candidate):
+                return candidate
+    try:
+        from uv import find_uv_bin  # type: ignore[import-not-found,unused-ignore]
+        return str(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        pass
+    return shutil.which("uv")
+
+
+def _ensure_executable(path: str) -> bool:
+    if os.access(path, os.X_OK):
+        return True
+    try:
+        mode = os.stat(path).st_mode
+        os.chmod(path, mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    except OSError:
+        return False
+    return os.access(path, os.X_OK)
+
+
+def plan_environment(
+    env_dir: Path,
+    *,
+    base_python: str,
+    uv: Optional[str],
+    backend: str = "auto",
+    requirements: Sequence[str] = WORKER_REQUIREMENTS,
+    installer_args: Sequence[str] = (),
+) -> list[Step]:
+    """The commands that create the worker's environment at `env_dir`.
+
+    `base_python` is the interpreter the environment is made from (Blender's own Python inside
+    Blender), `uv` the uv executable or None for venv + pip. `backend` is one of
+    :data:`TORCH_BACKENDS`. `installer_args` are passed to every install command (e.g.
+    ``--no-index --find-links DIR`` for an offline wheel folder).
+    """
+    if backend not in TORCH_BACKENDS:
+        raise RuntimeSetupError(f"unknown PyTorch build '{backend}'", f"choose one of {', '.join(TORCH_BACKENDS)}")
+    python = str(env_python(env_dir))
+    if uv is not None:
+        return [
+            Step("Create the environment", (uv, "venv", "--allow-existing", "--python", base_python, str(env_dir))),
+            Step("Install PyTorch and the worker's libraries",
+                 (uv, "pip", "install", "--python", python, f"--torch-backend={backend}",
+                  *installer_args, *requirements)),
+        ]
+    torch_reqs = [r for r in requirements if _name(r) == "torch"]
+    other_reqs = [r for r in requirements if _name(r) != "torch"]
+    pip = (python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input")
+    steps = [Step("Create the environment", (base_python, "-m", "venv", str(env_dir)))]
+    if torch_reqs:
+        index = () if backend == "auto" else ("--index-url", f"{PYTORCH_INDEX}/{backend}")
+        steps.append(Step("Install PyTorch", (*pip, *index, *installer_args, *torch_reqs)))
+    if other_reqs:
+        steps.append(Step("Install the worker's libraries", (*pip, *installer_args, *other_reqs)))
+    return steps
+
+
+def _name(requirement: str) -> str:
+    for sep in "<>=!~;[ ":
+        requirement = requirement.split(sep, 1)[0]
+    return requirement.strip().lower()
+
+
+def probe_step(python: str) -> Step:
+    """The command that asks `python` for its torch version and devices (see :func:`parse_probe`)."""
+    return Step("Check PyTorch", (python, "-c", _PROBE_SCRIPT))
+
+
+def parse_probe(output: str, python: str) -> TorchInfo:
+    """Read the probe's marker line from `output`; raise :class:`RuntimeSetupError` if torch is missing."""
+    for line in reversed(output.splitlines()):
+        if line.startswith(PROBE_MARKER):
+            info = json.loads(line[len(PROBE_MARKER):])
+            break
+    else:
+        raise RuntimeSetupError(f"{python} did not answer the PyTorch check",
+                                "is it a Python 3 interpreter? See the log for its output",
+                                output.splitlines()[-10:])
+    if "error" in info:
+        raise RuntimeSetupError(f"{python} (Python {info['python_version']}) cannot import torch: {info['error']}",
+                                "create the private environment in these preferences, or pick a Python that has torch")
+    return TorchInfo(python, info["python_version"], info["torch_version"], tuple(info["devices"]),
+                     info.get("gpu_name", ""))
+
+
+def probe_python(python: str, timeout: float = 120.0) -> TorchInfo:
+    """Blocking check of `python` (for scripts and tests; the UI runs :func:`probe_step` as a Job)."""
+    if not python:
+        raise RuntimeSetupError("no worker Python is set", "create the private environment or pick a Python with torch")
+    if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+        raise RuntimeSetupError(f"the worker Python '{python}' does not exist or is not executable",
+                                "pick the python executable of an environment that has torch")
+    try:
+        done = subprocess.run(probe_step(python).argv, capture_output=True, text=True, timeout=timeout,
+                              env=subprocess_env())
+    except subprocess.TimeoutExpired:
+        raise RuntimeSetupError(f"{python} did not answer within {timeout:.0f} s",
+                                "importing torch takes long the first time; try again") from None
+    except OSError as exc:
+        raise RuntimeSetupError(f"cannot run '{python}': {exc}", "pick a working Python interpreter") from None
+    return parse_probe(done.stdout + done.stderr, python)
+
+
+def diagnose(log_tail: Sequence[str]) -> str:
+    """A hint for an installer failure, from the last lines of its output."""
+    text = "\n".join(log_tail).lower()
+    if any(s in text for s in ("no space left", "errno 28", "disk quota")):
+        return "the disk is full: free some space (PyTorch with CUDA needs about 5 GB) and retry"
+    if any(s in text for s in ("failed to establish", "name or service not known", "temporary failure in name",
+                               "connection refused", "timed out", "network is unreachable", "dns error",
+                               "failed to fetch", "connection reset", "could not connect")):
+        return ("the installer could not reach the package index: check the internet connection or proxy "
+                "(HTTPS_PROXY), then Retry")
+    if any(s in text for s in ("no matching distribution", "no solution found", "could not find a version",
+                               "unsatisfiable", "not available for")):
+        return ("no PyTorch build matches this Python, platform or backend: choose another PyTorch build "
+                "(e.g. 'cpu') or point to an existing Python with torch")
+    if any(s in text for s in ("permission denied", "errno 13", "access is denied")):
+        return "the environment folder is not writable: check its permissions, or remove it and Retry"
+    if "ensurepip" in text or "no module named venv" in text:
+        return "this Python cannot create environments: install uv (pip install uv) or point to a Python with torch"
+    return "see the log file for the installer's full output, fix the cause, then Retry"
+
+
+class Job:
+    """Runs `steps` one after another in subprocesses, appending their output to `log_path`.
+
+    Never blocks: :meth:`poll` advances it (call it from a timer). Output goes straight to the log
+    file (no pipe to drain, so no reader thread); :meth:`tail` reads its last lines for the UI.
+    """
+
+    def __init__(self, steps: Sequence[Step], log_path: Path, env: Optional[Mapping[str, str]] = None) -> None:
+        if not steps:
+            raise ValueError("a job needs at least one step")
+        self.steps = tuple(steps)
+        self.log_path = Path(log_path)
+        self.env = subprocess_env(env)
+        self.state = JobState.PENDING
+        self.step_index = 0
+        self.returncode: Optional[int] = None
+        self.error: Optional[RuntimeSetupError] = None
+        self._proc: Optional[subprocess.Popen[bytes]] = None
+        self._log: Optional[IO[bytes]] = None
+        self._started = 0.0
+
+    @property
+    def current(self) -> Step:
+        return self.steps[min(self.step_index, len(self.steps) - 1)]
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")
+        self.state = JobState.RUNNING
+        self._launch()
+
+    def _launch(self) -> None:
+        assert self._log is not None
+        step = self.current
+        self._write(f"\n=== {step.title}\n$ {step.command_line}\n")
+        self._started = time.monotonic()
+        try:
+            self._proc = subprocess.Popen(step.argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, env=self.env)
+        except OSError as exc:
+            self._write(f"cannot start: {exc}\n")
+            self._fail(f"cannot start '{step.argv[0]}': {exc}", "check that the program exists and is executable")
+
+    def _write(self, text: str) -> None:
+        assert self._log is not None
+        self._log.write(text.encode())
+        self._log.flush()
+
+    def poll(self) -> JobState:
+        """Advance to the next step when the current one ends; return the state."""
+        if self.state is not JobState.RUNNING or self._proc is None:
+            return self.state
+        code = self._proc.poll()
+        if code is None:
+            return self.state
+        self.returncode = code
+        step = self.current
+        self._write(f"=== exit {code} after {time.monotonic() - self._started:.1f} s\n")
+        if code != 0:
+            tail = self.tail()
+            self._fail(f"'{step.title}' failed (exit {code}): {step.command_line}", diagnose(tail))
+        elif self.step_index + 1 < len(self.steps):
+            self.step_index += 1
+            self._launch()
+        else:
+            self.state = JobState.DONE
+            self._close()
+        return self.state
+
+    def _fail(self, message: str, hint: str) -> None:
+        self.error = RuntimeSetupError(message, hint, self.tail())
+        self.state = JobState.FAILED
+        self._close()
+
+    def cancel(self) -> None:
+        """Stop the running step (its partial result stays on disk; a Retry starts over)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if not self.finished:
+            if self._log is not None:
+                self._write("=== cancelled\n")
+            self.state = JobState.CANCELLED
+            self._close()
+
+    def wait(self, timeout: float, interval: float = 0.05) -> JobState:
+        """Poll until finished or `timeout` seconds pass (scripts and tests; the UI uses a timer)."""
+        deadline = time.monotonic() + timeout
+        while not self.finished and time.monotonic() < deadline:
+            self.poll()
+            if not self.finished:
+                time.sleep(interval)
+        return self.state
+
+    def output(self) -> str:
+        """The whole log so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def tail(self, lines: int = 12) -> list[str]:
+        """The last non-empty lines of the log (what the UI shows on failure)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 16384))
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return []
+        return [line for line in text.splitlines() if line.strip()][-lines:]
+
+    def _close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
