@@ -1,0 +1,68 @@
+"""3D Gaussian Splatting PLY in the INRIA layout (the file ``train.py`` of the original 3DGS saves).
+
+Property order, all float32: x y z, nx ny nz (zero), f_dc_0..2, f_rest_0..44, opacity,
+scale_0..2, rot_0..3. Values are stored before activation, as the INRIA code keeps them:
+``f_dc = (rgb - 0.5) / C0`` (the SH band-0 coefficient that renders as `rgb`), ``opacity = logit(o)``,
+``scale = log(std-dev)``, ``rot = (w, x, y, z)``.
+
+The 45 ``f_rest`` are written (as zeros: the network predicts band 0 only) because the readers that
+assume the full degree-3 layout need them: the INRIA SIBR viewer reads fixed 62-float records, the
+INRIA ``GaussianModel.load_ply`` asserts 45 of them at its default ``sh_degree=3``, and the ReshotAI
+Blender add-on reshapes them to (N, 3, 15). Readers that accept any band count (SuperSplat, gsplat,
+KIRI's Blender add-on) read the zeros as "no view dependence", which is exactly what they are.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ...bundle import Bundle
+from .errors import ExportError
+from .ply import write_vertex_ply
+
+SH_C0 = 0.28209479177387814
+"""Band-0 real spherical harmonic, 1 / (2 sqrt(pi)): colour = 0.5 + SH_C0 * f_dc."""
+
+SH_REST = 45
+"""Higher-band coefficients in the INRIA degree-3 layout (15 per colour channel)."""
+
+OPACITY_EPS = 1e-6
+"""Opacities are clipped to [eps, 1 - eps] before the logit so that it stays finite."""
+
+GAUSSIANS_DTYPE = np.dtype(
+    [(n, "<f4") for n in ("x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2")]
+    + [(f"f_rest_{i}", "<f4") for i in range(SH_REST)]
+    + [(n, "<f4") for n in ("opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")]
+)
+
+
+def require_gaussians(bundle: Bundle) -> None:
+    """Raise :class:`ExportError` unless `bundle` holds Gaussian parameters."""
+    if not bundle.has_gaussians:
+        raise ExportError("the 'gaussians' export needs a bundle with Gaussian parameters, and this one "
+                          "has none", "reconstruct with Gaussians enabled, or leave out 'gaussians'")
+
+
+def write_gaussians_ply(bundle: Bundle, keep: np.ndarray, path: Path) -> Path:
+    """The kept Gaussians (`keep`: bool [N,h,w]) as an INRIA-layout 3DGS PLY, coloured from the photos."""
+    require_gaussians(bundle)
+    assert bundle.gaussian_rotation is not None and bundle.gaussian_scale is not None
+    assert bundle.gaussian_opacity is not None
+    pts = bundle.pts3d.reshape(-1, 3)
+    rgb = bundle.images.reshape(-1, 3)
+    rot = bundle.gaussian_rotation.reshape(-1, 4)
+    scale = bundle.gaussian_scale.reshape(-1, 3)
+    opacity = bundle.gaussian_opacity.reshape(-1)
+    dc_of_byte = ((np.arange(256, dtype=np.float64) / 255.0 - 0.5) / SH_C0).astype(np.float32)
+
+    def fill(buf: np.ndarray, idx: np.ndarray) -> None:
+        p, c, q, s = pts[idx], rgb[idx], rot[idx], np.log(scale[idx])
+        o = np.clip(opacity[idx], OPACITY_EPS, 1.0 - OPACITY_EPS)
+        buf["x"], buf["y"], buf["z"] = p[:, 0], p[:, 1], p[:, 2]
+        buf["f_dc_0"], buf["f_dc_1"], buf["f_dc_2"] = dc_of_byte[c[:, 0]], dc_of_byte[c[:, 1]], dc_of_byte[c[:, 2]]
+        buf["opacity"] = np.log(o) - np.log1p(-o)
+        buf["scale_0"], buf["scale_1"], buf["scale_2"] = s[:, 0], s[:, 1], s[:, 2]
+        buf["rot_0"], buf["rot_1"], buf["rot_2"], buf["rot_3"] = q[:, 0], q[:, 1], q[:, 2], q[:, 3]
+
+    return write_vertex_ply(path, GAUSSIANS_DTYPE, np.flatnonzero(keep), fill)
