@@ -1,0 +1,418 @@
+"""The persistent worker: ``python -m mvdust3r_blender.engine.worker``, JSON lines on stdin/stdout.
+
+Blender starts one worker and keeps it: the model stays loaded between requests (reloaded only when
+the checkpoint file, device or dtype change). Protocol: :mod:`mvdust3r_blender.protocol`, reference:
+``docs/worker.md``.
+
+Threads: the main thread reads requests and answers ``hello`` and ``cancel`` at once; ``load``,
+``reconstruct`` and ``release`` run one after another on a job thread, so a ``cancel`` is read
+while a reconstruction runs and sets the ``threading.Event`` the pipeline polls.
+
+The stream is kept clean: at start-up the real stdout is duplicated for the protocol, and file
+descriptor 1 and ``sys.stdout`` are pointed at stderr, so a stray print — even from C code — can
+never corrupt it. Logs go to stderr. The worker exits when stdin closes (Blender quit) or on
+``shutdown``; a bad request or an out-of-memory error is answered with an ``error`` event and the
+worker keeps serving.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import platform
+import queue
+import re
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import IO, Any, Callable, Optional
+
+from ..bundle import write_bundle
+from ..protocol import (AckEvent, CancelRequest, DeviceInfo, ErrorEvent, Event, HelloEvent, HelloRequest,
+                        LoadedEvent, LoadRequest, ModelInfo, ProgressEvent, ProtocolError, ReadyEvent,
+                        ReconstructRequest, ReleaseRequest, Request, ResultEvent, ShutdownRequest,
+                        PROTOCOL_VERSION, decode_request, encode)
+from .errors import Cancelled, EngineError
+
+log = logging.getLogger("mvdust3r.worker")
+
+DTYPES = ("float32", "float16", "bfloat16")
+STOP_TIMEOUT_S = 10.0  # how long shutdown / stdin close waits for a cancelled job to wind down
+
+
+class NotLoaded(EngineError):
+    """A reconstruct request came before any model was loaded."""
+
+    code = "not_loaded"
+
+
+class BadRequest(EngineError):
+    """A well-formed request whose values the worker cannot use (unknown option, dtype, ...)."""
+
+    code = "bad_request"
+
+
+@dataclass
+class _Job:
+    """A queued or running request and the event that cancels it."""
+
+    request: Request
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class Worker:
+    """Serves requests read from a binary stream, writing events to the text stream `out`."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self._out = out
+        self._write_lock = threading.Lock()
+        self._jobs: queue.Queue[Optional[_Job]] = queue.Queue()
+        self._pending: dict[str, _Job] = {}  # queued or running jobs by request id
+        self._pending_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run_jobs, name="mvdust3r-jobs", daemon=True)
+        self._model: Any = None
+        self._model_key: Optional[tuple[Any, ...]] = None
+        self._model_info: Optional[ModelInfo] = None
+        self.loads = 0  # checkpoints loaded by this process: a reused model does not count
+
+    # -- stream ---------------------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        """Write one event line; called from both threads."""
+        line = encode(event) + "\n"
+        with self._write_lock:
+            self._out.write(line)
+            self._out.flush()
+
+    def serve(self, stdin: IO[bytes]) -> int:
+        """Read requests until stdin closes or a shutdown request; returns the exit code."""
+        self._thread.start()
+        self.emit(ReadyEvent(protocol=PROTOCOL_VERSION, pid=os.getpid()))
+        while True:
+            line = stdin.readline()
+            if not line:
+                log.info("stdin closed: stopping")
+                self._stop()
+                return 0
+            if not line.strip():
+                continue
+            try:
+                request = decode_request(line)
+            except ProtocolError as exc:
+                self.emit(ErrorEvent(id=exc.request_id, code="bad_request", message=str(exc),
+                                     hint="send one JSON request object per line (see docs/worker.md)"))
+                continue
+            if isinstance(request, ShutdownRequest):
+                cancelled = self._stop()
+                self.emit(AckEvent(id=request.id, request=request.type,
+                                   detail=f"shutting down; cancelled {cancelled} pending request(s)"))
+                return 0
+            self._dispatch(request)
+
+    def _dispatch(self, request: Request) -> None:
+        with self._pending_lock:
+            duplicate = request.id in self._pending
+        if duplicate:
+            self.emit(ErrorEvent(id=request.id, code="bad_request",
+                                 message=f"request id {request.id!r} is already in use by a pending request",
+                                 hint="give every request a new id"))
+        elif isinstance(request, HelloRequest):
+            self.emit(self._answer(request, self._hello))
+        elif isinstance(request, CancelRequest):
+            self.emit(self._cancel(request))
+        else:  # load, reconstruct, release: in order, on the job thread
+            job = _Job(request)
+            with self._pending_lock:
+                self._pending[request.id] = job
+            self._jobs.put(job)
+
+    def _stop(self) -> int:
+        """Cancel everything pending, end the job thread; returns how many requests were cancelled."""
+        with self._pending_lock:
+            jobs = list(self._pending.values())
+        for job in jobs:
+            job.cancel.set()
+        self._jobs.put(None)
+        self._thread.join(STOP_TIMEOUT_S)
+        if self._thread.is_alive():
+            log.warning("a job did not stop within %.0f s of being cancelled", STOP_TIMEOUT_S)
+        return len(jobs)
+
+    @property
+    def stopped_cleanly(self) -> bool:
+        return not self._thread.is_alive()
+
+    # -- immediate requests ---------------------------------------------------------------------
+
+    def _hello(self, request: HelloRequest) -> Event:
+        if request.protocol != PROTOCOL_VERSION:
+            return ErrorEvent(id=request.id, code="protocol",
+                              message=f"the worker speaks protocol {PROTOCOL_VERSION}, the client {request.protocol}",
+                              hint="run the worker from the same extension version as Blender's add-on")
+        import numpy
+        import torch
+
+        return HelloEvent(id=request.id, protocol=PROTOCOL_VERSION, extension=extension_version(),
+                          python=platform.python_version(), torch=torch.__version__, numpy=numpy.__version__,
+                          pid=os.getpid(), devices=_devices(), model=self._model_info, loads=self.loads)
+
+    def _cancel(self, request: CancelRequest) -> Event:
+        with self._pending_lock:
+            jobs = [j for i, j in self._pending.items() if request.target in (None, i)]
+        for job in jobs:
+            job.cancel.set()
+        names = ", ".join(j.request.id for j in jobs)
+        if jobs:
+            detail = f"cancelling {names}"
+        elif request.target is None:
+            detail = "nothing to cancel"
+        else:
+            detail = f"no pending request {request.target!r} (it may have finished already)"
+        return AckEvent(id=request.id, request=request.type, detail=detail)
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def _run_jobs(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                self.emit(self._answer(job.request, lambda r: self._run(r, job)))
+            finally:
+                with self._pending_lock:
+                    self._pending.pop(job.request.id, None)
+
+    def _run(self, request: Request, job: _Job) -> Event:
+        if job.cancel.is_set():
+            raise Cancelled(f"{request.type} request {request.id!r} was cancelled before it started")
+        if isinstance(request, LoadRequest):
+            started = time.perf_counter()
+            reused = self._ensure_model(request.checkpoint, request.device, request.dtype, self._progress(job))
+            return LoadedEvent(id=request.id, model=self._model_info, reused=reused, loads=self.loads,
+                               seconds=round(time.perf_counter() - started, 4))
+        if isinstance(request, ReconstructRequest):
+            return self._reconstruct(request, job)
+        if isinstance(request, ReleaseRequest):
+            held = self._model_info
+            self._drop_model()
+            detail = f"released the {held.variant or 'model'} on {held.device}" if held else "no model was loaded"
+            return AckEvent(id=request.id, request=request.type, detail=detail)
+        raise AssertionError(f"no job handler for {request.type}")
+
+    def _answer(self, request: Request, handle: Callable[[Any], Event]) -> Event:
+        """Run `handle(request)`; every exception becomes the request's error event."""
+        try:
+            return handle(request)
+        except EngineError as exc:
+            event = ErrorEvent(id=request.id, code=exc.code, message=exc.message, hint=exc.hint)
+            if not isinstance(exc, Cancelled):
+                log.info("%s %s failed: %s", request.type, request.id, exc)
+        except Exception as exc:  # noqa: BLE001 — the boundary: nothing may kill the worker
+            if _is_out_of_memory(exc):
+                where = self._model_info.device if self._model_info else "this device"
+                event = ErrorEvent(id=request.id, code="out_of_memory",
+                                   message=f"{request.type} ran out of memory on {where}: {_first_line(exc)}",
+                                   hint="use fewer or smaller photos, close other programs using that memory, "
+                                        "or choose a device with more memory; the worker is still running")
+                log.warning("%s %s ran out of memory: %s", request.type, request.id, _first_line(exc))
+            else:
+                traceback.print_exc(file=sys.stderr)
+                event = ErrorEvent(id=request.id, code="internal",
+                                   message=f"{request.type} failed unexpectedly: {type(exc).__name__}: "
+                                           f"{_first_line(exc)}",
+                                   hint="this is a bug; the worker log (stderr) has the traceback")
+        # The exception (and the tensors its frames held) is gone now: give the memory back.
+        _free_cached_memory()
+        return event
+
+    def _progress(self, job: _Job) -> Callable[[str, float], None]:
+        """The pipeline's progress callback: emits progress events and, once cancelled, stops the run."""
+        def report(stage: str, fraction: float) -> None:
+            if job.cancel.is_set():
+                raise Cancelled(f"{job.request.type} request {job.request.id!r} was cancelled")
+            self.emit(ProgressEvent(id=job.request.id, stage=str(stage), fraction=min(max(float(fraction), 0.0), 1.0)))
+        return report
+
+    # -- model ----------------------------------------------------------------------------------
+
+    def _ensure_model(self, checkpoint: str, device: str, dtype: Optional[str],
+                      progress: Callable[[str, float], None]) -> bool:
+        """Load `checkpoint` unless the same file (path, size, mtime) is loaded with the same
+        device and dtype; returns whether the loaded model was reused."""
+        from .checkpoint import load_model
+        from .devices import resolve_device
+
+        path = Path(checkpoint).expanduser().resolve()
+        if dtype is not None and dtype not in DTYPES:
+            raise BadRequest(f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPES)}, or null for the checkpoint's own")
+        torch_device = resolve_device(device)
+        try:
+            stat = path.stat()
+            key: Optional[tuple[Any, ...]] = (str(path), stat.st_size, stat.st_mtime_ns, str(torch_device), dtype)
+        except OSError:
+            key = None  # load_model reports the missing or unreadable file
+        if key is not None and key == self._model_key and self._model is not None:
+            return True
+        if key is not None:  # free the old model before the new one needs the memory (a missing
+            self._drop_model()  # file fails in load_model below and keeps the old model)
+        progress("load", 0.0)
+        import torch
+
+        model = load_model(path, device=torch_device, dtype=getattr(torch, dtype) if dtype else None)
+        self._model, self._model_key = model, key
+        config = getattr(model, "config", None)
+        first = next(iter(model.parameters()), None)
+        self._model_info = ModelInfo(checkpoint=str(path), device=str(torch_device),
+                                     dtype=str(first.dtype).removeprefix("torch.") if first is not None else "",
+                                     variant=str(getattr(config, "variant", "")))
+        self.loads += 1
+        progress("load", 1.0)
+        log.info("loaded %s on %s (%s)", path, torch_device, self._model_info.dtype)
+        return False
+
+    def _drop_model(self) -> None:
+        self._model = self._model_key = self._model_info = None
+        _free_cached_memory()
+
+    # -- reconstruct ----------------------------------------------------------------------------
+
+    def _reconstruct(self, request: ReconstructRequest, job: _Job) -> Event:
+        from .pipeline import ReconstructOptions, reconstruct
+
+        started = time.perf_counter()
+        options = _options(ReconstructOptions, request.options)
+        output = Path(request.output).expanduser()
+        if not output.is_absolute():
+            raise BadRequest(f"output path {request.output!r} is not absolute",
+                             "give the bundle's full path (the worker's working directory is arbitrary)")
+        progress = self._progress(job)
+        reused = True
+        if request.checkpoint is not None:
+            reused = self._ensure_model(request.checkpoint, request.device, request.dtype, progress)
+        if self._model is None:
+            raise NotLoaded("no model is loaded", "send a load request first, or give the checkpoint in this request")
+        bundle = reconstruct(list(request.photos), self._model, options, progress=progress, cancel=job.cancel)
+        if job.cancel.is_set():
+            raise Cancelled(f"reconstruct request {request.id!r} was cancelled")
+        written = time.perf_counter()
+        try:
+            write_bundle(bundle, output)
+        except OSError as exc:
+            raise EngineError(f"cannot write the bundle {output}: {exc.strerror or exc}",
+                              "choose a folder you can write to with free space") from exc
+        done = time.perf_counter()
+        timings = {str(k): float(v) for k, v in dict(bundle.meta.get("timings", {})).items()
+                   if isinstance(v, (int, float))}
+        timings.update(write=round(done - written, 4), total=round(done - started, 4))
+        return ResultEvent(id=request.id, bundle=str(output), views=bundle.num_views,
+                           points=int(bundle.pts3d.shape[0] * bundle.pts3d.shape[1] * bundle.pts3d.shape[2]),
+                           gaussians=bundle.has_gaussians, timings=timings, model_reused=reused,
+                           loads=self.loads)
+
+
+def _options(cls: type, given: dict[str, Any]) -> Any:
+    """``cls(**given)``, with unknown names reported as a bad request that lists the valid ones."""
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise BadRequest(f"unknown reconstruct option(s) {', '.join(unknown)}", f"valid options: {', '.join(names)}")
+    try:
+        return cls(**given)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"invalid reconstruct options: {exc}", f"valid options: {', '.join(names)}") from exc
+
+
+def _devices() -> list[DeviceInfo]:
+    """What this runtime can compute on, best first (the order ``auto`` picks from)."""
+    import torch
+
+    from .devices import available_devices
+
+    found: list[DeviceInfo] = []
+    for kind in available_devices():
+        if kind == "cuda":
+            for index in range(torch.cuda.device_count()):
+                props = torch.cuda.get_device_properties(index)
+                found.append(DeviceInfo(name=f"cuda:{index}", label=props.name, memory=int(props.total_memory)))
+        elif kind == "mps":
+            found.append(DeviceInfo(name="mps", label="Apple GPU (Metal)"))
+        else:
+            found.append(DeviceInfo(name=kind, label=platform.processor() or platform.machine(),
+                                    memory=_physical_memory()))
+    return found
+
+
+def _physical_memory() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # not POSIX
+        return 0
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """Host or device memory ran out (numpy/PIL MemoryError, torch's CPU/CUDA/MPS allocators)."""
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if oom is not None and isinstance(exc, oom):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _free_cached_memory() -> None:
+    """Collect garbage and return the allocators' cached blocks to the device."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    mps = getattr(torch, "mps", None)
+    backend = getattr(torch.backends, "mps", None)
+    if mps is not None and backend is not None and backend.is_available():
+        mps.empty_cache()
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def extension_version() -> str:
+    """The extension's version from ``blender_manifest.toml`` (in the package when installed, beside
+    it in a checkout); ``"unknown"`` when neither exists."""
+    package = Path(__file__).resolve().parents[1]
+    for manifest in (package / "blender_manifest.toml", package.parent / "blender_manifest.toml"):
+        if manifest.is_file():
+            found = re.search(r'^version\s*=\s*"([^"]+)"', manifest.read_text(encoding="utf-8"), re.MULTILINE)
+            if found:
+                return found.group(1)
+    return "unknown"
+
+
+def take_stdout() -> IO[str]:
+    """Keep the real stdout for the protocol; send fd 1 and ``sys.stdout`` to stderr from now on."""
+    sys.stdout.flush()
+    protocol_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(protocol_fd, "w", encoding="utf-8", newline="\n")
+
+
+def main() -> int:
+    out = take_stdout()
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="[worker %(asctime)s] %(levelname)s %(message)s")
+    worker = Worker(out)
+    code = worker.serve(sys.stdin.buffer)
+    out.flush()
+    if not worker.stopped_cleanly:  # a job ignored its cancel: don't wait for it at interpreter exit
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

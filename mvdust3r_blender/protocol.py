@@ -1,0 +1,351 @@
+"""The worker protocol: typed requests and events, one JSON object per line.
+
+Blender (the client) writes requests to the worker's stdin; the worker writes events to its stdout.
+Both processes import this module, so it uses the standard library alone. ``docs/worker.md`` is
+the reference for every message.
+
+Every request carries an ``id`` (a string the client picks); every event answering it echoes that
+``id``. A request ends with exactly one *final* event (see :data:`FINAL_EVENTS`): ``hello`` →
+``hello``, ``load`` → ``loaded``, ``reconstruct`` → ``result``, ``cancel``/``release``/``shutdown``
+→ ``ack``, and any of them → ``error`` instead. ``progress`` events may come before the final one.
+Events that answer no request (``ready`` at start-up, ``error`` for a line without a usable id)
+have ``id`` null.
+
+Decoding is strict for requests (the worker answers a bad one with an ``error`` event naming the
+problem) and lenient for events (unknown fields are ignored, so an older client reads a newer
+worker's events).
+"""
+from __future__ import annotations
+
+import json
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, ClassVar, Optional, Union
+
+PROTOCOL_VERSION = 1
+"""Bumped on any change an older peer would misread. Both sides must speak the same version."""
+
+
+class ProtocolError(ValueError):
+    """A line that is not a valid message. ``request_id`` is the line's id when it had a usable one."""
+
+    def __init__(self, message: str, request_id: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests (client → worker)
+
+
+@dataclass(kw_only=True)
+class Request:
+    """Base of every request. ``id`` is filled in by the client when left empty."""
+
+    type: ClassVar[str] = ""
+    id: str = ""
+
+
+@dataclass(kw_only=True)
+class HelloRequest(Request):
+    """Ask for versions, devices and the loaded model; ``protocol`` is the client's version."""
+
+    type: ClassVar[str] = "hello"
+    protocol: int = PROTOCOL_VERSION
+
+
+@dataclass(kw_only=True)
+class LoadRequest(Request):
+    """Load a checkpoint (no-op when the same file, device and dtype are already loaded).
+
+    ``device``: ``auto``, ``cuda``, ``cuda:N``, ``mps`` or ``cpu``. ``dtype``: ``float32``,
+    ``float16``, ``bfloat16`` or null for the checkpoint's own.
+    """
+
+    type: ClassVar[str] = "load"
+    checkpoint: str
+    device: str = "auto"
+    dtype: Optional[str] = None
+
+
+@dataclass(kw_only=True)
+class ReconstructRequest(Request):
+    """Reconstruct ``photos`` (absolute paths, in order) and write the bundle to ``output``.
+
+    ``options`` are fields of the engine's ``ReconstructOptions`` by name. When ``checkpoint`` is
+    given the model is loaded first as by :class:`LoadRequest` (reused when unchanged); otherwise
+    a model must already be loaded.
+    """
+
+    type: ClassVar[str] = "reconstruct"
+    photos: list[str]
+    output: str
+    options: dict[str, Any] = field(default_factory=dict)
+    checkpoint: Optional[str] = None
+    device: str = "auto"
+    dtype: Optional[str] = None
+
+
+@dataclass(kw_only=True)
+class CancelRequest(Request):
+    """Cancel request ``target`` (queued or running), or every pending request when null."""
+
+    type: ClassVar[str] = "cancel"
+    target: Optional[str] = None
+
+
+@dataclass(kw_only=True)
+class ReleaseRequest(Request):
+    """Drop the loaded model and free its (GPU) memory; the worker keeps running."""
+
+    type: ClassVar[str] = "release"
+
+
+@dataclass(kw_only=True)
+class ShutdownRequest(Request):
+    """Cancel what is running, answer ``ack`` and exit with code 0."""
+
+    type: ClassVar[str] = "shutdown"
+
+
+# ---------------------------------------------------------------------------------------------
+# Events (worker → client)
+
+
+@dataclass(kw_only=True)
+class Event:
+    """Base of every event. ``id`` echoes the request it answers (null for none)."""
+
+    type: ClassVar[str] = ""
+    id: Optional[str] = None
+
+
+@dataclass(kw_only=True)
+class ReadyEvent(Event):
+    """Sent once, first, when the worker is reading requests."""
+
+    type: ClassVar[str] = "ready"
+    protocol: int = PROTOCOL_VERSION
+    pid: int = 0
+
+
+@dataclass(kw_only=True)
+class DeviceInfo:
+    """One compute device the worker's torch can use."""
+
+    name: str                 # "cuda:0", "mps", "cpu": what a load request's ``device`` accepts
+    label: str = ""           # e.g. "NVIDIA H100 80GB HBM3"
+    memory: int = 0           # bytes of device memory (0 when unknown, e.g. CPU)
+
+
+@dataclass(kw_only=True)
+class ModelInfo:
+    """The model the worker holds."""
+
+    checkpoint: str           # absolute path
+    device: str               # the resolved torch device, e.g. "cuda:0"
+    dtype: str                # e.g. "float32"
+    variant: str = ""         # "MVD" (MV-DUSt3R) or "MVDp" (MV-DUSt3R+)
+
+
+@dataclass(kw_only=True)
+class HelloEvent(Event):
+    """Answer to ``hello``: what the worker runs on."""
+
+    type: ClassVar[str] = "hello"
+    protocol: int = PROTOCOL_VERSION
+    extension: str = ""       # the extension's version (from blender_manifest.toml)
+    python: str = ""
+    torch: str = ""
+    numpy: str = ""
+    pid: int = 0
+    devices: list[DeviceInfo] = field(default_factory=list)  # best first; always ends with cpu
+    model: Optional[ModelInfo] = None
+    loads: int = 0            # checkpoints loaded by this process so far
+
+
+@dataclass(kw_only=True)
+class ProgressEvent(Event):
+    """A running ``load`` or ``reconstruct`` reached ``stage``; ``fraction`` of it is done (0..1)."""
+
+    type: ClassVar[str] = "progress"
+    stage: str = ""
+    fraction: float = 0.0
+
+
+@dataclass(kw_only=True)
+class LoadedEvent(Event):
+    """Answer to ``load``: the model is ready. ``reused`` when it was already loaded."""
+
+    type: ClassVar[str] = "loaded"
+    model: Optional[ModelInfo] = None
+    reused: bool = False
+    loads: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(kw_only=True)
+class ResultEvent(Event):
+    """Answer to ``reconstruct``: the bundle is complete on disk at ``bundle``."""
+
+    type: ClassVar[str] = "result"
+    bundle: str = ""
+    views: int = 0
+    points: int = 0                                        # N·h·w per-pixel points in the bundle
+    gaussians: bool = False
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, plus "total"
+    model_reused: bool = False                             # no checkpoint was loaded for this request
+    loads: int = 0
+
+
+@dataclass(kw_only=True)
+class AckEvent(Event):
+    """Answer to ``cancel``, ``release`` and ``shutdown``; ``detail`` says what was done."""
+
+    type: ClassVar[str] = "ack"
+    request: str = ""
+    detail: str = ""
+
+
+@dataclass(kw_only=True)
+class ErrorEvent(Event):
+    """A request failed (or a line could not be read). ``code`` is stable; ``hint`` says what to do.
+
+    Codes: the engine's (``checkpoint``, ``input``, ``device``, ``cancelled``), ``out_of_memory``,
+    ``not_loaded``, ``bad_request``, ``protocol``, ``internal``; and on the client side only,
+    ``worker_exited``.
+    """
+
+    type: ClassVar[str] = "error"
+    code: str = "internal"
+    message: str = ""
+    hint: str = ""
+
+
+FINAL_EVENTS: tuple[type[Event], ...] = (HelloEvent, LoadedEvent, ResultEvent, AckEvent, ErrorEvent)
+"""Event types that end a request; any other event with that request's id is intermediate."""
+
+REQUESTS: dict[str, type[Request]] = {c.type: c for c in (
+    HelloRequest, LoadRequest, ReconstructRequest, CancelRequest, ReleaseRequest, ShutdownRequest)}
+EVENTS: dict[str, type[Event]] = {c.type: c for c in (
+    ReadyEvent, HelloEvent, ProgressEvent, LoadedEvent, ResultEvent, AckEvent, ErrorEvent)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding
+
+
+def encode(message: Request | Event) -> str:
+    """One JSON line (without the newline): ``{"type": ..., "id": ..., fields...}``."""
+    return json.dumps({"type": message.type, **asdict(message)}, ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False)
+
+
+def decode_request(line: str | bytes) -> Request:
+    """Parse one request line strictly: bad JSON, unknown type, missing or mistyped fields and
+    unknown fields all raise :class:`ProtocolError` (with the line's id when it had one)."""
+    data = _parse(line)
+    raw_id = data.get("id")
+    request_id = raw_id if isinstance(raw_id, str) and raw_id else None
+    kind = data.get("type")
+    cls = REQUESTS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ProtocolError(f"unknown request type {kind!r}; expected one of {', '.join(REQUESTS)}", request_id)
+    if request_id is None:
+        raise ProtocolError(f"{kind} request has no 'id' (a non-empty string)")
+    return _build(cls, data, strict=True, where=f"{kind} request {request_id!r}", request_id=request_id)
+
+
+def decode_event(line: str | bytes) -> Optional[Event]:
+    """Parse one event line leniently: unknown fields are ignored; an unknown event type gives
+    ``None`` (a newer worker's extra event). Malformed lines raise :class:`ProtocolError`."""
+    data = _parse(line)
+    kind = data.get("type")
+    cls = EVENTS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        return None
+    event = _build(cls, data, strict=False, where=f"{kind} event", request_id=None)
+    assert isinstance(event, Event)
+    return event
+
+
+def _parse(line: str | bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"not a JSON line ({exc}): {_preview(line)}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(f"expected a JSON object, got {type(data).__name__}: {_preview(line)}")
+    return data
+
+
+def _preview(line: str | bytes, limit: int = 80) -> str:
+    text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+    text = text.strip()
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _build(cls: type, data: dict[str, Any], *, strict: bool, where: str, request_id: Optional[str]) -> Any:
+    """Make dataclass `cls` from `data`, checking each field against its annotation."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    if strict:
+        unknown = sorted(set(data) - names - {"type"})
+        if unknown:
+            raise ProtocolError(f"{where}: unknown field(s) {', '.join(unknown)}", request_id)
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name not in data:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ProtocolError(f"{where}: missing field '{f.name}'", request_id)
+            continue
+        try:
+            kwargs[f.name] = _convert(data[f.name], hints[f.name], strict)
+        except TypeError as exc:
+            raise ProtocolError(f"{where}: field '{f.name}' {exc}", request_id) from None
+    return cls(**kwargs)
+
+
+def _convert(value: Any, hint: Any, strict: bool) -> Any:
+    """Check `value` against type `hint` (the few shapes the messages use); build nested dataclasses."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        inner = [o for o in options if o is not type(None)]
+        return _convert(value, inner[0], strict)
+    if hint is Any:
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise TypeError(f"must be a list, got {_kind(value)}")
+        (item,) = typing.get_args(hint)
+        return [_convert(v, item, strict) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TypeError(f"must be an object, got {_kind(value)}")
+        _, item = typing.get_args(hint)
+        return {str(k): _convert(v, item, strict) for k, v in value.items()}
+    if isinstance(hint, type) and hasattr(hint, "__dataclass_fields__"):
+        if not isinstance(value, dict):
+            raise TypeError(f"must be an object, got {_kind(value)}")
+        return _build(hint, value, strict=strict, where=hint.__name__, request_id=None)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"must be a number, got {_kind(value)}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"must be an integer, got {_kind(value)}")
+        return value
+    if hint in (str, bool):
+        if not isinstance(value, hint):
+            raise TypeError(f"must be a {'string' if hint is str else 'boolean'}, got {_kind(value)}")
+        return value
+    raise TypeError(f"has an unsupported annotation {hint!r}")  # a bug in this module, not in the input
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__

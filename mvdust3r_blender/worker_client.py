@@ -1,0 +1,293 @@
+"""The Blender side's handle on the worker process — no bpy, no torch.
+
+:class:`WorkerClient` starts ``<python> -m mvdust3r_blender.engine.worker`` with ``PYTHONPATH`` set to
+the directory that contains this package (in an installed extension: the extension repository), so
+the worker runs from the extension's own files with only the runtime's Python.
+
+Two ways to use it:
+
+- from Blender's main thread (a timer or modal operator): :meth:`WorkerClient.send` (or the
+  convenience methods, which return the request id) and :meth:`WorkerClient.poll`, which never blocks;
+- from scripts and the command line: :meth:`WorkerClient.wait`, which blocks until a request's final
+  event and raises :class:`WorkerError` for an error.
+
+A reader thread decodes the worker's stdout into typed events; another keeps the last lines of its
+stderr (and copies them to a log file when asked) so that a dead worker's last words reach the user:
+when the process ends unexpectedly, the client produces an ``error`` event with code
+``worker_exited``, the exit code and those lines.
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+import queue
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any, Callable, Mapping, Optional
+
+from .protocol import (FINAL_EVENTS, PROTOCOL_VERSION, CancelRequest, ErrorEvent, Event, HelloRequest,
+                       LoadRequest, ProtocolError, ReadyEvent, ReconstructRequest, ReleaseRequest, Request,
+                       ShutdownRequest, decode_event, encode)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+WORKER_MODULE = f"{PACKAGE_DIR.name}.engine.worker"
+EXIT_TAIL_LINES = 12  # stderr lines quoted in a worker_exited error
+
+
+class WorkerError(RuntimeError):
+    """A request failed in the worker, or the worker is gone. Carries the error event's fields."""
+
+    def __init__(self, event: ErrorEvent) -> None:
+        super().__init__(f"{event.message} ({event.hint})" if event.hint else event.message)
+        self.event = event
+        self.code = event.code
+        self.message = event.message
+        self.hint = event.hint
+
+
+class WorkerClient:
+    """One worker process and its event stream.
+
+    `python`: the runtime's interpreter (torch installed there). `env`: the worker's environment
+    (default: this process's); ``PYTHONPATH`` gets `package_parent` in front. `log_path`: a file
+    that receives the worker's stderr (appended). `stderr_lines`: how many stderr lines to keep.
+    """
+
+    def __init__(self, python: str | os.PathLike[str], *, env: Optional[Mapping[str, str]] = None,
+                 package_parent: Path = PACKAGE_DIR.parent, log_path: Optional[Path] = None,
+                 stderr_lines: int = 200) -> None:
+        self.python = Path(python)
+        self.package_parent = Path(package_parent)
+        self.log_path = log_path
+        self._env = dict(os.environ if env is None else env)
+        self._proc: Optional[subprocess.Popen[str]] = None
+        self._events: queue.Queue[Event] = queue.Queue()
+        self._deferred: list[Event] = []  # events wait() took out of the queue for someone else
+        self._deferred_lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._stderr: collections.deque[str] = collections.deque(maxlen=stderr_lines)
+        self._stderr_done = threading.Event()
+        self._exited = threading.Event()
+        self._stopping = False
+        self._ids = itertools.count(1)
+
+    # -- process --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Spawn the worker; returns at once (its ``ready`` event follows when it is reading)."""
+        if self.alive:
+            raise RuntimeError("the worker is already running")
+        if not self.python.is_file():
+            raise FileNotFoundError(f"worker Python {self.python} does not exist: set up the runtime first")
+        env = dict(self._env)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self.package_parent), env.get("PYTHONPATH")) if p)
+        env.update(PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1")
+        self._events = queue.Queue()
+        self._deferred = []
+        self._stderr.clear()
+        self._stderr_done.clear()
+        self._exited.clear()
+        self._stopping = False
+        self._proc = subprocess.Popen(
+            [str(self.python), "-m", WORKER_MODULE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, cwd=self.package_parent, env=env, text=True, encoding="utf-8",
+            errors="replace", bufsize=1,
+            # Its own session / no console window: Ctrl-C in Blender's terminal must not kill it.
+            start_new_session=os.name == "posix", creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
+        assert self._proc.stdout is not None and self._proc.stderr is not None
+        threading.Thread(target=self._drain_stderr, args=(self._proc.stderr,), name="mvdust3r-worker-stderr",
+                         daemon=True).start()
+        threading.Thread(target=self._read_events, args=(self._proc, self._proc.stdout),
+                         name="mvdust3r-worker-events", daemon=True).start()
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return self._proc.poll() if self._proc is not None else None
+
+    def stderr_tail(self, lines: int = 20) -> list[str]:
+        """The worker's last `lines` stderr lines (its log), oldest first."""
+        return list(self._stderr)[-lines:]
+
+    def shutdown(self, timeout: float = 10.0) -> Optional[int]:
+        """Ask the worker to stop (cancelling what runs), wait up to `timeout` s, then close its
+        stdin and at last kill it. Returns the exit code (None if it was never started)."""
+        proc = self._proc
+        if proc is None:
+            return None
+        self._stopping = True
+        if proc.poll() is None:
+            try:
+                self.send(ShutdownRequest())
+            except WorkerError:
+                pass  # it died meanwhile: collected below
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._close_stdin(proc)
+                try:
+                    proc.wait(2.0)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        self._close_stdin(proc)
+        return proc.returncode
+
+    def __enter__(self) -> "WorkerClient":
+        if not self.alive:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def send(self, request: Request) -> str:
+        """Write `request` (giving it an id when it has none); returns its id. Never blocks on the worker."""
+        if not request.id:
+            request.id = f"r{next(self._ids)}"
+        line = encode(request) + "\n"
+        with self._send_lock:
+            proc = self._proc
+            if proc is None or proc.stdin is None or proc.poll() is not None:
+                raise WorkerError(self._exit_event(proc.poll() if proc else None))
+            try:
+                proc.stdin.write(line)
+                proc.stdin.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                raise WorkerError(self._exit_event(proc.poll())) from None
+        return request.id
+
+    def hello(self) -> str:
+        return self.send(HelloRequest(protocol=PROTOCOL_VERSION))
+
+    def load(self, checkpoint: str | os.PathLike[str], device: str = "auto", dtype: Optional[str] = None) -> str:
+        return self.send(LoadRequest(checkpoint=str(checkpoint), device=device, dtype=dtype))
+
+    def reconstruct(self, photos: list[str | os.PathLike[str]], output: str | os.PathLike[str],
+                    options: Optional[dict[str, Any]] = None, *, checkpoint: Optional[str | os.PathLike[str]] = None,
+                    device: str = "auto", dtype: Optional[str] = None) -> str:
+        """Reconstruct `photos` into the bundle `output`; with `checkpoint`, load it first if needed."""
+        return self.send(ReconstructRequest(
+            photos=[str(Path(p).absolute()) for p in photos], output=str(Path(output).absolute()),
+            options=dict(options or {}), checkpoint=str(checkpoint) if checkpoint is not None else None,
+            device=device, dtype=dtype))
+
+    def cancel(self, target: Optional[str] = None) -> str:
+        """Cancel request `target` (or everything pending when None)."""
+        return self.send(CancelRequest(target=target))
+
+    def release(self) -> str:
+        return self.send(ReleaseRequest())
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def poll(self) -> list[Event]:
+        """Every event received since the last call, oldest first; never blocks."""
+        with self._deferred_lock:
+            events, self._deferred = self._deferred, []
+        while True:
+            try:
+                events.append(self._events.get_nowait())
+            except queue.Empty:
+                return events
+
+    def wait(self, request_id: str, timeout: Optional[float] = None,
+             on_event: Optional[Callable[[Event], None]] = None) -> Event:
+        """Block until request `request_id`'s final event and return it. `on_event` sees each of
+        its events (progress included) as it comes. Raises :class:`WorkerError` for its error
+        event or when the worker dies, :class:`TimeoutError` after `timeout` seconds. Events of
+        other requests stay for :meth:`poll`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                event = self._events.get(timeout=0.1)
+            except queue.Empty:
+                if self._exited.is_set() and self._events.empty():
+                    raise WorkerError(self._exit_event(self.returncode)) from None
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"the worker did not answer request {request_id} within {timeout} s") from None
+                continue
+            if event.id == request_id:
+                if on_event is not None:
+                    on_event(event)
+                if isinstance(event, ErrorEvent):
+                    raise WorkerError(event)
+                if isinstance(event, FINAL_EVENTS):
+                    return event
+                continue
+            with self._deferred_lock:
+                self._deferred.append(event)
+            if isinstance(event, ErrorEvent) and event.code == "worker_exited":
+                raise WorkerError(event)
+
+    # -- threads --------------------------------------------------------------------------------
+
+    def _read_events(self, proc: subprocess.Popen[str], stdout: IO[str]) -> None:
+        for line in stdout:
+            if not line.strip():
+                continue
+            try:
+                event = decode_event(line)
+            except ProtocolError as exc:
+                self._events.put(ErrorEvent(code="protocol", message=f"unreadable line from the worker: {exc}",
+                                            hint="something wrote to the worker's stdout; see its log"))
+                continue
+            if event is None:
+                self._stderr.append(f"[client] ignored an event of a newer protocol: {line.strip()[:200]}")
+                continue
+            if isinstance(event, ReadyEvent) and event.protocol != PROTOCOL_VERSION:
+                self._events.put(ErrorEvent(code="protocol", message=f"the worker speaks protocol {event.protocol}, "
+                                                                     f"this add-on {PROTOCOL_VERSION}",
+                                            hint="run the worker from the same extension version as the add-on"))
+            self._events.put(event)
+        # stdout closed: the worker is exiting. Collect its code and last stderr lines.
+        try:
+            code: Optional[int] = proc.wait(10.0)
+        except subprocess.TimeoutExpired:
+            code = None
+        self._stderr_done.wait(2.0)
+        if not (self._stopping and code == 0):
+            self._events.put(self._exit_event(code))
+        self._exited.set()
+
+    def _drain_stderr(self, stderr: IO[str]) -> None:
+        log = open(self.log_path, "a", encoding="utf-8") if self.log_path is not None else None
+        try:
+            for line in stderr:
+                self._stderr.append(line.rstrip("\n"))
+                if log is not None:
+                    log.write(line)
+                    log.flush()
+        finally:
+            if log is not None:
+                log.close()
+            self._stderr_done.set()
+
+    def _exit_event(self, code: Optional[int]) -> ErrorEvent:
+        if code is None and self._proc is None:
+            return ErrorEvent(code="worker_exited", message="the worker is not running", hint="start it first")
+        status = "is not responding" if code is None else f"exited with code {code}"
+        tail = self.stderr_tail(EXIT_TAIL_LINES)
+        return ErrorEvent(code="worker_exited", message=f"the worker {status}",
+                          hint="\n".join(tail) if tail else "it wrote nothing to stderr")
+
+    @staticmethod
+    def _close_stdin(proc: subprocess.Popen[str]) -> None:
+        if proc.stdin is not None and not proc.stdin.closed:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+

@@ -1,0 +1,90 @@
+"""The JSON-lines protocol: round trips, strict requests, lenient events."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mvdust3r_blender import protocol as p
+
+
+def test_every_request_round_trips() -> None:
+    requests = [
+        p.HelloRequest(id="a"),
+        p.LoadRequest(id="b", checkpoint="/m/MVDp_s2.pth", device="cuda:1", dtype="float16"),
+        p.ReconstructRequest(id="c", photos=["/p/1.jpg", "/p/2 é.jpg"], output="/o/scene.npz",
+                             options={"gaussians": True, "conf_threshold": 3.5}, checkpoint="/m/MVD.pth"),
+        p.CancelRequest(id="d", target="c"),
+        p.CancelRequest(id="e"),
+        p.ReleaseRequest(id="f"),
+        p.ShutdownRequest(id="g"),
+    ]
+    for request in requests:
+        line = p.encode(request)
+        assert "\n" not in line
+        assert json.loads(line)["type"] == request.type
+        assert p.decode_request(line) == request
+        assert p.decode_request(line.encode("utf-8")) == request
+
+
+def test_every_event_round_trips() -> None:
+    model = p.ModelInfo(checkpoint="/m/MVD.pth", device="cuda:0", dtype="float16", variant="MVD")
+    events = [
+        p.ReadyEvent(pid=12),
+        p.HelloEvent(id="a", extension="0.1.0", python="3.11.7", torch="2.13.0", numpy="2.4", pid=12,
+                     devices=[p.DeviceInfo(name="cuda:0", label="H100", memory=80 << 30), p.DeviceInfo(name="cpu")],
+                     model=model, loads=1),
+        p.ProgressEvent(id="c", stage="network", fraction=0.5),
+        p.LoadedEvent(id="b", model=model, reused=True, loads=1, seconds=0.25),
+        p.ResultEvent(id="c", bundle="/o/scene.npz", views=4, points=4 * 224 * 224, gaussians=True,
+                      timings={"network": 0.5, "total": 1.0}, model_reused=True, loads=1),
+        p.AckEvent(id="d", request="cancel", detail="cancelling c"),
+        p.ErrorEvent(id=None, code="bad_request", message="not JSON", hint="one object per line"),
+    ]
+    for event in events:
+        assert p.decode_event(p.encode(event)) == event
+
+
+def test_final_events_end_requests_and_progress_does_not() -> None:
+    assert p.ProgressEvent not in p.FINAL_EVENTS and p.ReadyEvent not in p.FINAL_EVENTS
+    assert {c.type for c in p.FINAL_EVENTS} == {"hello", "loaded", "result", "ack", "error"}
+
+
+@pytest.mark.parametrize("line, fragment, request_id", [
+    ("{not json", "not a JSON line", None),
+    ("[1, 2]", "expected a JSON object, got list", None),
+    ('{"type": "explode", "id": "x"}', "unknown request type 'explode'", "x"),
+    ('{"type": ["hello"], "id": "x"}', "unknown request type", "x"),
+    ('{"type": "hello"}', "hello request has no 'id'", None),
+    ('{"type": "hello", "id": 7}', "hello request has no 'id'", None),
+    ('{"type": "load", "id": "x"}', "missing field 'checkpoint'", "x"),
+    ('{"type": "load", "id": "x", "checkpoint": 3}', "field 'checkpoint' must be a string, got int", "x"),
+    ('{"type": "load", "id": "x", "checkpoint": "/m", "chekpoint": "/m"}', "unknown field(s) chekpoint", "x"),
+    ('{"type": "reconstruct", "id": "x", "photos": "/a.jpg", "output": "/o"}', "'photos' must be a list", "x"),
+    ('{"type": "reconstruct", "id": "x", "photos": ["/a", 2], "output": "/o"}', "'photos' must be a string", "x"),
+    ('{"type": "reconstruct", "id": "x", "photos": [], "output": "/o", "options": []}', "must be an object", "x"),
+    ('{"type": "hello", "id": "x", "protocol": true}', "'protocol' must be an integer, got bool", "x"),
+    (b'{"type": "hello", "id": "\xff"}', "not a JSON line", None),
+])
+def test_bad_requests_are_named(line: str | bytes, fragment: str, request_id: str | None) -> None:
+    with pytest.raises(p.ProtocolError) as caught:
+        p.decode_request(line)
+    assert fragment in str(caught.value)
+    assert caught.value.request_id == request_id
+
+
+def test_events_ignore_unknown_fields_and_types() -> None:
+    line = json.dumps({"type": "progress", "id": "r1", "stage": "network", "fraction": 1, "eta": 3})
+    assert p.decode_event(line) == p.ProgressEvent(id="r1", stage="network", fraction=1.0)
+    nested = json.dumps({"type": "loaded", "id": "r1", "model": {"checkpoint": "/c", "device": "cpu",
+                                                                 "dtype": "float32", "sharded": False}})
+    event = p.decode_event(nested)
+    assert isinstance(event, p.LoadedEvent) and event.model == p.ModelInfo(checkpoint="/c", device="cpu", dtype="float32")
+    assert p.decode_event('{"type": "telemetry", "id": null}') is None
+    with pytest.raises(p.ProtocolError, match="'fraction' must be a number"):
+        p.decode_event('{"type": "progress", "id": "r1", "fraction": "half"}')
+
+
+def test_encoding_refuses_non_finite_numbers() -> None:
+    with pytest.raises(ValueError):
+        p.encode(p.ProgressEvent(id="r", stage="x", fraction=float("nan")))
