@@ -182,7 +182,10 @@ class MultiViewModel(nn.Module):
             trace["dec.embed"] = tokens
         final = self.dec_norm(self.decode(tokens, hw, DEFAULT_VIEW_CHUNK * t, trace))
         if trace is not None:
-            trace["dec.final_norm" if r_paths == 1 else "dec.final_norm_preswap"] = final
+            if r_paths == 1:
+                trace["dec.final_norm"] = final[0]
+            else:
+                trace["dec.final_norm_preswap"] = final
 
         # Output slots: batch index b·R + r; in path r >= 1, slot 0 holds view r and slot r view 0.
         view_of = torch.arange(n).unsqueeze(1).repeat(1, r_paths)                 # [N, R]

@@ -1,0 +1,138 @@
+"""``predict``'s options and guards on the golden models: chunking, memory layout, opt-in fast modes,
+bad input, mode handling, and that ``forward`` trains (gradients reach every block kind).
+
+Bounds for the opt-in approximations (measured on the golden models, whose random weights make
+them far more sensitive than trained ones): bf16 keeps the median relative pts3d error under 5 %
+(measured ~1.5 %); dropping the skip CNN changes pts3d by at most 0.05 absolute and 1e-3 median
+relative (measured 0.014 / 1.4e-4; the golden README gives the skip branch's effect as 0.008–0.02).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mvdust3r_blender.engine.errors import InputError
+from mvdust3r_blender.engine.prediction import Prediction
+
+from network_golden import CASES, GoldenCase, load_case
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def case(request: pytest.FixtureRequest, golden: Path) -> GoldenCase:
+    return load_case(golden, request.param)
+
+
+def scene(case: GoldenCase, b: int = 0) -> torch.Tensor:
+    view1, view2s = case.views()
+    return torch.cat([v["img"][b:b + 1] for v in [view1, *view2s]])
+
+
+def median_rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(((a - b).norm(dim=-1) / b.norm(dim=-1)).median())
+
+
+def assert_same(a: Prediction, b: Prediction) -> None:
+    for name in ("pts3d", "conf", "rgb", "opacity", "scale", "rotation"):
+        tol = 1e-4 if name == "pts3d" else 1e-5
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=tol, atol=tol,
+                                   msg=name)
+
+
+def test_chunked_inference_equals_unchunked(case: GoldenCase) -> None:
+    model = case.model()
+    images = scene(case, 1)
+    whole = model.predict(images, view_chunk=len(images))
+    for chunk in (1, 3):
+        assert_same(model.predict(images, view_chunk=chunk), whole)
+
+
+def test_channels_last_is_the_same_maths(case: GoldenCase) -> None:
+    model = case.model()
+    images = scene(case)
+    assert_same(model.predict(images, channels_last=True),
+                model.predict(images, channels_last=False))
+
+
+def test_bf16_runs_and_stays_close(case: GoldenCase) -> None:
+    model = case.model()
+    images = scene(case)
+    ref = model.predict(images)
+    fast = model.predict(images, precision="bf16")
+    assert fast.pts3d.dtype == torch.float32 and torch.isfinite(fast.pts3d).all()
+    err = median_rel(fast.pts3d, ref.pts3d)
+    assert 0 < err < 0.05
+    assert median_rel(fast.rotation, ref.rotation) < 0.05
+
+
+def test_skip_cnn_off_runs_and_stays_close(case: GoldenCase) -> None:
+    model = case.model()
+    images = scene(case)
+    ref = model.predict(images)
+    fast = model.predict(images, skip_cnn=False)
+    diff = (fast.pts3d - ref.pts3d).abs().max()
+    assert 0 < diff < 0.05
+    assert median_rel(fast.pts3d, ref.pts3d) < 1e-3
+    torch.testing.assert_close(fast.conf, ref.conf, rtol=1e-5, atol=1e-5)
+
+
+def test_gaussians_only_when_asked(case: GoldenCase) -> None:
+    model = case.model()
+    images = scene(case)
+    pred = model.predict(images, gaussians=False)
+    assert pred.rgb is None and pred.opacity is None and pred.scale is None \
+        and pred.rotation is None
+    torch.testing.assert_close(pred.pts3d, model.predict(images).pts3d, rtol=0, atol=0)
+    full = model.predict(images)
+    assert full.opacity is not None and full.opacity.shape == full.conf.shape
+    assert full.rotation is not None
+    torch.testing.assert_close(full.rotation.norm(dim=-1), torch.ones_like(full.conf))
+
+
+def test_predict_uses_eval_maths_and_keeps_the_mode(case: GoldenCase) -> None:
+    model = case.model()
+    images = scene(case)
+    ref = model.predict(images)
+    model.train()
+    before = model.downstream_head1.skip_proj[0].norm.running_mean.clone()
+    assert_same(model.predict(images), ref)
+    assert model.training and model.downstream_head1.training
+    assert torch.equal(model.downstream_head1.skip_proj[0].norm.running_mean, before)
+
+
+def test_bad_input_is_refused_with_a_clear_message(case: GoldenCase) -> None:
+    model = case.model()
+    images = scene(case)
+    n_min = model.config.min_views
+    with pytest.raises(InputError, match=f"at least {n_min} views"):
+        model.predict(images[: n_min - 1])
+    with pytest.raises(InputError, match="multiple of the patch size"):
+        model.predict(images[..., :40])
+    with pytest.raises(InputError, match=r"\[N, 3, H, W\]"):
+        model.predict(images[0])
+    with pytest.raises(InputError, match="float"):
+        model.predict((images * 100).to(torch.uint8))
+    with pytest.raises(InputError, match="portrait"):
+        model.predict(torch.cat([images, images], dim=2))
+
+
+def test_forward_is_differentiable_in_train_mode(case: GoldenCase) -> None:
+    model = case.model().train()
+    view1, view2s = case.views()
+    res1, res2s = model(view1, view2s)
+    loss = res1["pts3d"].mean() + res1["conf"].mean() + res1["opacity"].mean() \
+        + sum(r["pts3d_in_other_view"].mean() + r["scale"].mean() for r in res2s)
+    loss.backward()
+    blocks = [model.patch_embed.proj, model.enc_blocks[0].attn.qkv, model.decoder_embed,
+              model.dec_blocks[0].cross_attn.projk, model.dec_blocks2[-1].mlp.fc2,
+              model.downstream_head1.skip_proj[1].conv, model.downstream_head2.proj,
+              model.downstream_GS_head[1].mlp_scale2[2]]
+    if model.dec_same_view_blocks is not None:
+        blocks.append(model.dec_same_view_blocks[0].cross_attn.projv)
+    for module in blocks:
+        assert module.weight.grad is not None and module.weight.grad.abs().sum() > 0, module
+    # Train mode updated the BatchNorm running statistics, as the official demo does.
+    assert int(model.downstream_head1.skip_proj[0].norm.num_batches_tracked) == 8
