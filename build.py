@@ -50,7 +50,7 @@ class Env:
 
 ENGINE = Env(".venv", (
     TORCH, "numpy>=1.26", "pillow>=10", "opencv-python-headless>=4.8", "safetensors>=0.4",
-    "pytest>=8", "psutil>=5.9",
+    "pytest>=8", "psutil>=5.9", "plyfile>=1.0", "trimesh>=4",
 ))
 BLENDER = {
     "4.2": Env(".venv-blender-4.2", ("bpy==4.2.23", "numpy<2", "pytest>=8", "pillow>=10", "uv>=0.9")),
