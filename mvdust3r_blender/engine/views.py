@@ -29,17 +29,22 @@ def official_order(n: int) -> list[int]:
     return order
 
 
+def check_reference_view(n: int, reference_view: Optional[int]) -> None:
+    """Raise :class:`InputError` unless `reference_view` is None or a valid index among `n` photos."""
+    if reference_view is not None and not 0 <= reference_view < n:
+        raise InputError(f"reference view {reference_view} does not exist among {n} photos",
+                         f"give an index from 0 to {n - 1} (in the order the photos were given)")
+
+
 def reference_order(n: int, reference_view: Optional[int] = None) -> list[int]:
     """The official order, then the user's chosen view (if any) swapped into position 0.
 
     The swap keeps the official spread of the other reference positions: the view that was at
     position 0 takes the chosen view's old position.
     """
+    check_reference_view(n, reference_view)
     order = official_order(n)
     if reference_view is not None:
-        if not 0 <= reference_view < n:
-            raise InputError(f"reference view {reference_view} does not exist among {n} photos",
-                             f"give an index from 0 to {n - 1} (in the order the photos were given)")
         pos = order.index(reference_view)
         order[0], order[pos] = order[pos], order[0]
     return order

@@ -1,0 +1,166 @@
+"""Photos in, a :class:`~mvdust3r_blender.bundle.Bundle` out: the whole reconstruction.
+
+Stages (each timed in ``meta["timings"]`` and reported through ``progress(stage, fraction)``):
+
+``load``      read and preprocess the photos (:mod:`.images`), reorder them so the reference views
+              come first (:mod:`.views`);
+``network``   one forward pass of MV-DUSt3R / MV-DUSt3R+ (path 0: points in network view 0's frame);
+``cameras``   confidence mask, shared focal, PnP-RANSAC poses (:mod:`.cameras`), intrinsics in
+              original-photo pixels;
+``gaussians`` world-frame Gaussians (:mod:`.gaussians`) — only when asked for.
+
+Results are always in the user's photo order; the world frame is the camera frame of the first
+reference view (network position 0, ``meta["reference_view"]`` in user indices). ``cancel`` is a
+``threading.Event`` checked between stages and inside the per-photo and per-view loops.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..bundle import Bundle
+from .cameras import estimate_cameras, photo_intrinsics
+from .errors import Cancelled, InputError
+from .gaussians import gaussian_fields
+from .images import load_photos, network_input
+from .views import check_reference_view, inverse_order, reference_order
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass
+class ReconstructOptions:
+    """What the user can choose for one reconstruction."""
+
+    reference_view: Optional[int] = None   # user index of the view that becomes the world frame
+    gaussians: bool = True                 # compute Gaussian parameters
+    min_conf_percent: float = 3.0          # lowest-confidence share left out of the pose/scale mask (official 3 %)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.min_conf_percent) < 100.0:
+            raise InputError(f"min_conf_percent {self.min_conf_percent} is out of range",
+                             "give a percentage from 0 (keep all pixels) to below 100")
+        if self.reference_view is not None and (isinstance(self.reference_view, bool)
+                                                or not isinstance(self.reference_view, int)):
+            raise InputError(f"reference_view {self.reference_view!r} is not a photo index",
+                             "give the 0-based index of a photo, or leave it unset")
+
+
+def _model_device(model: Any) -> torch.device:
+    first = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    return first.device if first is not None else torch.device(getattr(model, "device", "cpu"))
+
+
+def _check_count(n: int, config: Any) -> None:
+    if n == 0:
+        raise InputError("no photos were given", "give at least 2 photos of the same scene (4–100 work best)")
+    if n < config.min_views:
+        name = "MV-DUSt3R+" if config.variant == "MVDp" else "MV-DUSt3R"
+        why = (f"it uses {config.n_ref} reference views" if config.variant == "MVDp"
+               else "it needs a reference view and at least one other")
+        raise InputError(f"{n} photo{'s' if n != 1 else ''} given, but {name} needs at least {config.min_views} ({why})",
+                         f"add photos of the same scene (at least {config.min_views})")
+
+
+def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Any,
+                options: ReconstructOptions = ReconstructOptions(),
+                progress: Optional[Progress] = None,
+                cancel: Optional[threading.Event] = None) -> Bundle:
+    """Reconstruct `photos` with `model` (``config`` + ``predict(images, gaussians=)``); see the module doc."""
+    report: Progress = progress if progress is not None else (lambda stage, fraction: None)
+
+    def stop_if_cancelled(stage: str) -> None:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"reconstruction cancelled before {stage}")
+
+    config = model.config
+    timings: dict[str, float] = {}
+    paths = [str(Path(p).expanduser().absolute()) for p in photos]
+    _check_count(len(paths), config)
+    check_reference_view(len(paths), options.reference_view)
+
+    started = time.perf_counter()
+    report("load", 0.0)
+    loaded = load_photos(paths, tuple(config.img_size), cancel=cancel,
+                         progress=lambda f: report("load", f))
+    order = reference_order(len(loaded), options.reference_view)
+    back = inverse_order(order)
+    images = np.stack([p.image for p in loaded])                              # user order
+    timings["load"] = time.perf_counter() - started
+
+    stop_if_cancelled("the network")
+    started = time.perf_counter()
+    report("network", 0.0)
+    device = _model_device(model)
+    with torch.inference_mode():
+        prediction = model.predict(network_input(images[order]).to(device), gaussians=options.gaussians)
+    pts3d = prediction.pts3d.float().cpu()                                     # network order
+    conf = prediction.conf.float().cpu()
+    timings["network"] = time.perf_counter() - started
+    report("network", 1.0)
+
+    stop_if_cancelled("camera recovery")
+    started = time.perf_counter()
+    report("cameras", 0.0)
+    cams = estimate_cameras(pts3d, conf, options.min_conf_percent, cancel)
+    h, w = pts3d.shape[1:3]
+    crop_boxes = np.array([p.crop_box for p in loaded], dtype=np.float64)     # user order
+    intrinsics = photo_intrinsics(cams.focal, (h, w), crop_boxes)
+    timings["cameras"] = time.perf_counter() - started
+    report("cameras", 1.0)
+
+    gaussian_arrays: dict[str, Optional[np.ndarray]] = {}
+    meta_gaussians: dict[str, Any] = {}
+    if options.gaussians:
+        stop_if_cancelled("the Gaussians")
+        started = time.perf_counter()
+        report("gaussians", 0.0)
+        if prediction.scale is None or prediction.rotation is None or prediction.opacity is None:
+            raise InputError("this checkpoint has no Gaussian head", "reconstruct without Gaussians")
+        fields = gaussian_fields(pts3d, cams.mask, prediction.scale.cpu(), prediction.rotation.cpu(),
+                                 prediction.opacity.cpu(), None if prediction.rgb is None else prediction.rgb.cpu())
+        gaussian_arrays = {
+            "gaussian_rotation": fields.rotation[back].numpy(), "gaussian_scale": fields.scale[back].numpy(),
+            "gaussian_opacity": fields.opacity[back].numpy(),
+            "gaussian_rgb": None if fields.rgb is None else fields.rgb[back].numpy(),
+        }
+        meta_gaussians = {"gaussian_norm_factor": fields.norm_factor,
+                          "gaussian_scale_clamp": [1e-4, 4e-3], "gaussian_colour_source": "images"}
+        timings["gaussians"] = time.perf_counter() - started
+        report("gaussians", 1.0)
+
+    source = getattr(model, "checkpoint_path", None)
+    meta = {
+        "model": {"name": Path(source).name if source else "", "variant": config.variant,
+                  "n_ref": int(config.n_ref), "img_size": [int(s) for s in config.img_size]},
+        "checkpoint": str(source) if source else "",
+        "reference_order": [int(i) for i in order],
+        "reference_view": int(order[0]),
+        "focal_grid_px": cams.focal,
+        "min_conf_percent": float(options.min_conf_percent),
+        "pose_failed_views": sorted(int(order[v]) for v in cams.poses.failed),
+        "approximate_photos": [p.path for p in loaded if p.approximate],
+        "timings": {k: round(v, 4) for k, v in timings.items()},
+        "device": str(device),
+        "torch": torch.__version__,
+        **meta_gaussians,
+    }
+    return Bundle(
+        images=images,
+        pts3d=pts3d[back].numpy(),
+        conf=conf[back].numpy(),
+        intrinsics=intrinsics.astype(np.float32),
+        cam2world=cams.poses.cam2world[back].astype(np.float32),
+        photo_size=np.array([p.photo_size for p in loaded], dtype=np.int32),
+        crop_box=crop_boxes.astype(np.float32),
+        photo_paths=[p.path for p in loaded],
+        meta=meta,
+        **gaussian_arrays,
+    )
