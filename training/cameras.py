@@ -1,0 +1,67 @@
+"""Cameras for synthetic captures: pinhole intrinsics and cam2world poses inside a room.
+
+Conventions (those of the engine, DESIGN.md): OpenCV camera axes (x right, y down, z forward);
+``cam2world`` is a [V,4,4] rigid transform; intrinsics are in pixels of an image spanning
+[0,W]×[0,H], so pixel (i, j) has its centre at (j + 0.5, i + 0.5).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .scenes import CAMERA_RING, Scene
+
+FOV_RANGE_DEG = (50.0, 80.0)  # horizontal field of view of phone / compact cameras, wide end
+
+
+def sample_intrinsics(gen: torch.Generator, n_views: int, height: int, width: int,
+                      fov_range_deg: tuple[float, float] = FOV_RANGE_DEG) -> Tensor:
+    """[V,3,3] float32: one shared horizontal FOV per capture (one phone), square pixels,
+    principal point within 2 % of the image centre."""
+    fov = math.radians(fov_range_deg[0]) + (math.radians(fov_range_deg[1]) - math.radians(fov_range_deg[0])) \
+        * float(torch.rand((), generator=gen))
+    focal = width / (2 * math.tan(fov / 2))
+    pp = torch.tensor([width / 2, height / 2]) * (1 + 0.04 * (torch.rand(n_views, 2, generator=gen) - 0.5))
+    K = torch.zeros(n_views, 3, 3)
+    K[:, 0, 0] = focal
+    K[:, 1, 1] = focal
+    K[:, :2, 2] = pp
+    K[:, 2, 2] = 1
+    return K
+
+
+def look_at(position: Tensor, target: Tensor, up: Tensor | None = None) -> Tensor:
+    """cam2world [V,4,4] of cameras at ``position`` [V,3] whose optical axis (+z) points at ``target``
+    [V,3], with image-down (+y) towards world −Z (no roll)."""
+    up = torch.tensor([0.0, 0.0, 1.0]) if up is None else up
+    forward = torch.nn.functional.normalize(target - position, dim=-1)
+    right = torch.nn.functional.normalize(torch.linalg.cross(forward, up.expand_as(forward)), dim=-1)
+    down = torch.linalg.cross(forward, right)
+    pose = torch.eye(4).repeat(position.shape[0], 1, 1)
+    pose[:, :3, :3] = torch.stack([right, down, forward], dim=-1)
+    pose[:, :3, 3] = position
+    return pose
+
+
+def sample_trajectory(gen: torch.Generator, scene: Scene, n_views: int) -> Tensor:
+    """cam2world [V,4,4]: an arc of cameras around the room centre, looking at the props.
+
+    The arc spans 60°–300° (a walk around part or most of the room), each camera at 60–85 % of
+    the way to the walls (outside every prop), 0.8–2.0 m high, aiming at the centre with ±0.25 m of
+    jitter, so every pair of views shares the central props while baselines vary widely.
+    """
+    half = (scene.room_max - scene.room_min)[:2] / 2
+    mid = (scene.room_min + scene.room_max)[:2] / 2
+    start = 2 * math.pi * float(torch.rand((), generator=gen))
+    span = math.radians(60 + 240 * float(torch.rand((), generator=gen)))
+    steps = torch.linspace(0, 1, n_views) if n_views > 1 else torch.zeros(1)
+    theta = start + span * steps + 0.15 * (torch.rand(n_views, generator=gen) - 0.5)
+    ring = CAMERA_RING[0] + (CAMERA_RING[1] - CAMERA_RING[0]) * torch.rand(n_views, generator=gen)
+    xy = mid + torch.stack([torch.cos(theta), torch.sin(theta)], dim=-1) * ring[:, None] * half
+    top = min(2.0, float(scene.room_max[2]) - 0.3)
+    z = 0.8 + (top - 0.8) * torch.rand(n_views, 1, generator=gen)
+    position = torch.cat([xy, z], dim=-1)
+    target = scene.centre + 0.5 * (torch.rand(n_views, 3, generator=gen) - 0.5)
+    return look_at(position, target)

@@ -1,0 +1,165 @@
+"""Synthetic multi-view training samples and the view-count recipes of the paper.
+
+A sample is one procedural room seen by ``n_input + n_render`` cameras, ray-cast on the fly
+(deterministic from ``(seed, index, view counts)``; no files). Images are normalised as the network
+expects, ``(x/255 − 0.5)/0.5``; ground-truth points are in the camera frame of view 0 (OpenCV), as
+the network predicts them. The last ``num_render_views`` views are never fed to the network
+(the official recipes hold 2 out for the Gaussian rendering loss).
+
+Recipes (official ``scripts/train_*.sh``: ``num_views=10, num_render_views=2`` for MV-DUSt3R and
+MV-DUSt3R+ stage 1; the paper's stage 2 mixes view counts; view order shuffled per sample,
+``random_order=True``):
+
+=================  ======================  ============
+recipe             input views per batch   render views
+=================  ======================  ============
+``mvd``            8                       2
+``mvdp-stage1``    8                       2
+``mvdp-stage2``    uniform in 4..12        2
+=================  ======================  ============
+
+All samples of one batch share their view count (tensors stack), the count is drawn per batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler
+
+from .cameras import sample_intrinsics, sample_trajectory
+from .render import render
+from .scenes import random_scene
+
+
+@dataclass(frozen=True)
+class ViewRecipe:
+    """Input-view counts (one drawn uniformly per batch) and held-out render views."""
+
+    name: str
+    input_views: tuple[int, ...]
+    render_views: int = 2
+
+
+RECIPES = {
+    "mvd": ViewRecipe("mvd", (8,)),
+    "mvdp-stage1": ViewRecipe("mvdp-stage1", (8,)),
+    "mvdp-stage2": ViewRecipe("mvdp-stage2", tuple(range(4, 13))),
+}
+
+
+@dataclass(frozen=True)
+class SampleKey:
+    """Which sample to make: scene ``index`` seen by ``n_input`` network views + ``n_render`` more."""
+
+    index: int
+    n_input: int
+    n_render: int = 0
+
+
+def _mix(*values: int) -> int:
+    """A 62-bit seed from integers (stable across runs and machines, unlike ``hash``)."""
+    h = 1469598103934665603
+    for v in values:
+        h = ((h ^ (int(v) & 0xFFFFFFFFFFFF)) * 1099511628211) % (1 << 62)
+    return h
+
+
+class SyntheticScenes(Dataset):
+    """``dataset[SampleKey(index, n_input, n_render)]`` → dict (V = n_input + n_render views):
+
+    - ``img`` float32 [V,3,H,W] in [-1, 1]
+    - ``pts3d`` float32 [V,H,W,3]: each pixel's surface point in view 0's camera frame
+    - ``valid`` bool [V,H,W]: pixels that see a surface (sky is invalid)
+    - ``depth`` float32 [V,H,W]: z in the pixel's own camera
+    - ``intrinsics`` float32 [V,3,3] (pixels; pixel (i, j) centred at (j+.5, i+.5))
+    - ``cam2world`` float32 [V,4,4]: camera → view-0 camera frame (view 0 is the identity)
+    - ``num_render_views`` int64 scalar, ``scene_seed`` int64 scalar
+
+    An int index means ``SampleKey(index, default_views, 0)``. ``len`` is nominal (the stream of
+    scenes is unbounded; the batch sampler decides which indices are used).
+    """
+
+    def __init__(self, resolution: tuple[int, int] = (224, 224), seed: int = 0,
+                 length: int = 1_000_000, default_views: int = 8) -> None:
+        self.height, self.width = resolution
+        self.seed = seed
+        self.length = length
+        self.default_views = default_views
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, key: SampleKey | int) -> dict[str, Tensor]:
+        if isinstance(key, int):
+            key = SampleKey(key, self.default_views, 0)
+        scene_seed = _mix(self.seed, key.index)
+        scene = random_scene(scene_seed)
+        gen = torch.Generator().manual_seed(_mix(scene_seed, key.n_input, key.n_render))
+        total = key.n_input + key.n_render
+        intrinsics = sample_intrinsics(gen, total, self.height, self.width)
+        cam2world = sample_trajectory(gen, scene, total)
+        # input views in random order along the walk (official random_order), render views after
+        order = torch.cat([torch.randperm(key.n_input, generator=gen),
+                           key.n_input + torch.randperm(key.n_render, generator=gen)])
+        intrinsics, cam2world = intrinsics[order], cam2world[order]
+        views = render(scene, intrinsics, cam2world, self.height, self.width)
+        to_view0 = torch.linalg.inv(cam2world[0])
+        pts = views.world_points @ to_view0[:3, :3].T + to_view0[:3, 3]
+        pts = torch.where(views.valid[..., None], pts, torch.zeros_like(pts))
+        img = views.rgb.permute(0, 3, 1, 2).float() / 255.0
+        return {
+            "img": (img - 0.5) / 0.5,
+            "pts3d": pts,
+            "valid": views.valid,
+            "depth": views.depth,
+            "intrinsics": intrinsics,
+            "cam2world": to_view0 @ cam2world,
+            "num_render_views": torch.tensor(key.n_render),
+            "scene_seed": torch.tensor(scene_seed),
+        }
+
+
+class RecipeBatchSampler(Sampler[list[SampleKey]]):
+    """Batches of :class:`SampleKey` for steps ``start_step .. num_steps-1``.
+
+    Step s uses scenes ``s·batch_size … s·batch_size + batch_size − 1`` (never repeated) — or the
+    same ``batch_size`` scenes every step when ``fixed`` (overfitting checks) — and a view count
+    drawn from the recipe with a generator seeded by (seed, s): resuming at step s replays exactly
+    the batches an uninterrupted run would have seen.
+    """
+
+    def __init__(self, recipe: ViewRecipe, batch_size: int, num_steps: int, seed: int = 0,
+                 start_step: int = 0, fixed: bool = False) -> None:
+        self.recipe = recipe
+        self.batch_size = batch_size
+        self.num_steps = num_steps
+        self.seed = seed
+        self.start_step = start_step
+        self.fixed = fixed
+
+    def __len__(self) -> int:
+        return max(0, self.num_steps - self.start_step)
+
+    def keys(self, step: int) -> list[SampleKey]:
+        gen = torch.Generator().manual_seed(_mix(self.seed, step, 0 if self.fixed else 1))
+        choices = self.recipe.input_views
+        n_input = choices[int(torch.randint(len(choices), (1,), generator=gen))]
+        first = 0 if self.fixed else step * self.batch_size
+        return [SampleKey(first + k, n_input, self.recipe.render_views) for k in range(self.batch_size)]
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        for step in range(self.start_step, self.num_steps):
+            yield self.keys(step)
+
+
+def network_views(batch: dict[str, Tensor]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The official ``(view1, view2s)`` of a collated batch, render views left out."""
+    img = batch["img"]                                                           # [B,V,3,H,W]
+    n = img.shape[1] - int(batch["num_render_views"].flatten()[0])
+    b, _, _, h, w = img.shape
+    shape = torch.tensor([h, w]).expand(b, 2)
+    views = [{"img": img[:, v], "true_shape": shape} for v in range(n)]
+    return views[0], views[1:]

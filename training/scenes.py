@@ -1,0 +1,188 @@
+"""Procedural indoor scenes: a room box with textured walls, props on the floor, one sun-like light.
+
+A scene is plain tensors (world frame: metres, Z up, floor at z = 0) so the renderer can intersect
+every ray with every primitive in one batched pass. Everything is drawn from a single integer seed,
+so a scene is reproducible on any machine. Textures are *solid* (evaluated at the 3-D hit point),
+which keeps a surface's look identical from every viewpoint — the multi-view consistency the
+network has to learn from.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+
+import torch
+from torch import Tensor
+
+
+class Texture(IntEnum):
+    """Kinds of procedural surface pattern (``Materials.kind``)."""
+
+    SOLID = 0
+    CHECKER = 1
+    STRIPES = 2
+    NOISE = 3
+    GRADIENT = 4
+
+
+@dataclass(frozen=True)
+class Materials:
+    """Surface looks, indexed by each primitive's ``material``; colours are linear RGB in [0, 1]."""
+
+    kind: Tensor        # int64 [M], a Texture
+    colour_a: Tensor    # float32 [M,3]
+    colour_b: Tensor    # float32 [M,3]
+    frequency: Tensor   # float32 [M], pattern cycles per metre
+    direction: Tensor   # float32 [M,3], unit; stripes and gradients vary along it
+    offset: Tensor      # float32 [M,3], texture-space shift (keeps pattern edges off the room planes)
+
+
+@dataclass(frozen=True)
+class Planes:
+    """Infinite planes ``normal·x = offset``; the room's floor, walls and (optional) ceiling."""
+
+    normal: Tensor      # float32 [P,3], unit, pointing into the room
+    offset: Tensor      # float32 [P]
+    material: Tensor    # int64 [P]
+
+
+@dataclass(frozen=True)
+class Boxes:
+    """Oriented boxes: ``world = centre + rotation @ local`` with ``|local| <= half_size`` per axis."""
+
+    centre: Tensor      # float32 [N,3]
+    half_size: Tensor   # float32 [N,3]
+    rotation: Tensor    # float32 [N,3,3], local → world
+    material: Tensor    # int64 [N]
+
+
+@dataclass(frozen=True)
+class Spheres:
+    centre: Tensor      # float32 [N,3]
+    radius: Tensor      # float32 [N]
+    material: Tensor    # int64 [N]
+
+
+@dataclass(frozen=True)
+class Cylinders:
+    """Capped cylinders with a vertical (world Z) axis through ``centre``."""
+
+    centre: Tensor      # float32 [N,3]
+    radius: Tensor      # float32 [N]
+    half_height: Tensor  # float32 [N]
+    material: Tensor    # int64 [N]
+
+
+@dataclass(frozen=True)
+class Light:
+    """Lambert lighting: ``albedo · (ambient + (1 − ambient) · max(0, n·direction)) · colour``."""
+
+    direction: Tensor   # float32 [3], unit, from the surface towards the light
+    ambient: float
+    colour: Tensor      # float32 [3]
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One room. ``room_min``/``room_max`` bound the interior (cameras live inside)."""
+
+    room_min: Tensor    # float32 [3]
+    room_max: Tensor    # float32 [3]
+    planes: Planes
+    boxes: Boxes
+    spheres: Spheres
+    cylinders: Cylinders
+    materials: Materials
+    light: Light
+    sky_colour: Tensor  # float32 [3], seen through an open ceiling (those pixels are invalid)
+
+    @property
+    def centre(self) -> Tensor:
+        """Where cameras aim: the middle of the floor area at prop height."""
+        mid = (self.room_min + self.room_max) / 2
+        return torch.stack([mid[0], mid[1], mid.new_tensor(0.5)])
+
+
+PROP_REGION = 0.35   # prop centres lie within this fraction of the room's half extents
+PROP_RADIUS = 0.2    # prop footprint radius, as a fraction of the smaller half extent
+CAMERA_RING = (0.6, 0.85)  # camera distance from the centre, fraction of the half extents
+
+
+def _uniform(gen: torch.Generator, low: float, high: float, *shape: int) -> Tensor:
+    return low + (high - low) * torch.rand(shape, generator=gen)
+
+
+def _random_materials(gen: torch.Generator, count: int) -> Materials:
+    kind = torch.randint(0, len(Texture), (count,), generator=gen)
+    colour_a = _uniform(gen, 0.05, 0.95, count, 3)
+    # the second colour contrasts with the first so patterns are visible (texture = matching cues)
+    colour_b = (colour_a + _uniform(gen, 0.3, 0.7, count, 3)) % 1.0
+    frequency = torch.exp(_uniform(gen, math.log(0.8), math.log(6.0), count))
+    direction = torch.nn.functional.normalize(torch.randn(count, 3, generator=gen), dim=-1)
+    offset = _uniform(gen, 0.0, 10.0, count, 3)
+    return Materials(kind, colour_a, colour_b, frequency, direction, offset)
+
+
+def _yaw(angle: Tensor) -> Tensor:
+    """Rotations about world Z, [N] radians → [N,3,3]."""
+    c, s = torch.cos(angle), torch.sin(angle)
+    zero, one = torch.zeros_like(angle), torch.ones_like(angle)
+    return torch.stack([c, -s, zero, s, c, zero, zero, zero, one], dim=-1).reshape(-1, 3, 3)
+
+
+def random_scene(seed: int) -> Scene:
+    """A room 3–8 m wide, 2.4–3.5 m high, with 3–9 props (boxes, spheres, cylinders) near its centre.
+
+    Props keep clear of the camera ring (see ``PROP_REGION``, ``PROP_RADIUS``, ``CAMERA_RING``), so
+    a camera placed by :mod:`training.cameras` is never inside an object. A third of the rooms
+    have no ceiling: rays into the sky give invalid pixels, as real captures have.
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    size = torch.stack([_uniform(gen, 3.0, 8.0), _uniform(gen, 3.0, 8.0), _uniform(gen, 2.4, 3.5)]).reshape(3)
+    room_min = torch.stack([-size[0] / 2, -size[1] / 2, size.new_tensor(0.0)])
+    room_max = room_min + size
+    half = size[:2] / 2
+    open_ceiling = bool(torch.rand((), generator=gen) < 1 / 3)
+
+    n_box, n_sphere, n_cyl = (int(v) for v in torch.randint(1, 4, (3,), generator=gen))
+    n_props = n_box + n_sphere + n_cyl
+    footprint = PROP_RADIUS * float(half.min())
+    centres_xy = (torch.rand(n_props, 2, generator=gen) * 2 - 1) * PROP_REGION * half
+    radius = _uniform(gen, 0.35, 1.0, n_props) * footprint
+    n_planes = 5 + int(not open_ceiling)
+    materials = _random_materials(gen, n_planes + n_props)
+    mat_ids = torch.arange(n_planes + n_props)
+
+    # planes: floor, 4 walls, ceiling — normals point inwards
+    normal = torch.tensor([[0, 0, 1], [1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, -1]],
+                          dtype=torch.float32)[:n_planes]
+    offset = torch.stack([room_min[2], room_min[0], -room_max[0], room_min[1], -room_max[1], -room_max[2]])
+    planes = Planes(normal, offset[:n_planes], mat_ids[:n_planes])
+
+    sl_box = slice(0, n_box)
+    sl_sph = slice(n_box, n_box + n_sphere)
+    sl_cyl = slice(n_box + n_sphere, n_props)
+    # boxes: footprint inside the circle of `radius` (half diagonal <= radius), resting on the floor
+    aspect = _uniform(gen, 0.4, 1.0, n_box)
+    hx = radius[sl_box] / torch.sqrt(1 + aspect ** 2)
+    box_half = torch.stack([hx, hx * aspect, _uniform(gen, 0.1, 0.7, n_box)], dim=-1)
+    lift = torch.where(torch.rand(n_box, generator=gen) < 0.2, _uniform(gen, 0.2, 0.8, n_box), torch.zeros(n_box))
+    boxes = Boxes(torch.cat([centres_xy[sl_box], (box_half[:, 2] + lift)[:, None]], dim=-1), box_half,
+                  _yaw(_uniform(gen, 0.0, math.pi, n_box)), mat_ids[n_planes:][sl_box])
+    # spheres: on the floor or floating (the network must not assume everything rests on z = 0)
+    sph_r = radius[sl_sph]
+    sph_z = sph_r + torch.where(torch.rand(n_sphere, generator=gen) < 0.3, _uniform(gen, 0.2, 1.0, n_sphere),
+                                torch.zeros(n_sphere))
+    spheres = Spheres(torch.cat([centres_xy[sl_sph], sph_z[:, None]], dim=-1), sph_r, mat_ids[n_planes:][sl_sph])
+    cyl_h = _uniform(gen, 0.15, 0.9, n_cyl)
+    cylinders = Cylinders(torch.cat([centres_xy[sl_cyl], cyl_h[:, None]], dim=-1), radius[sl_cyl], cyl_h,
+                          mat_ids[n_planes:][sl_cyl])
+
+    elevation = _uniform(gen, 0.3, 1.3, 1)
+    azimuth = _uniform(gen, 0.0, 2 * math.pi, 1)
+    direction = torch.cat([torch.cos(elevation) * torch.cos(azimuth), torch.cos(elevation) * torch.sin(azimuth),
+                           torch.sin(elevation)])
+    light = Light(direction, float(_uniform(gen, 0.25, 0.6)), 1.0 - 0.25 * torch.rand(3, generator=gen))
+    sky = torch.tensor([0.55, 0.7, 0.95]) * _uniform(gen, 0.8, 1.0)
+    return Scene(room_min, room_max, planes, boxes, spheres, cylinders, materials, light, sky)

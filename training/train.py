@@ -1,0 +1,201 @@
+"""Train MV-DUSt3R (stage ``mvd``) or MV-DUSt3R+ (``mvdp``, initialised from an MV-DUSt3R checkpoint)
+on procedural scenes. Command line; see ``training/README.md`` for the recipes.
+
+    python -m training.train --out runs/mvd --size small --stage mvd --steps 20000
+
+What follows the paper / official scripts: AdamW (betas 0.9, 0.95, weight decay 0.05 on weights,
+none on biases and 1-D parameters), linear warm-up then half-cosine decay to ``--min-lr``, the loss
+of :mod:`training.loss`, the view-count recipes of :mod:`training.dataset`, checkpoints in the
+official format (``checkpoint-last.pth``, read by ``mvdust3r_blender.engine.checkpoint.load_model``).
+What is ours: step-based (not epoch-based) bookkeeping, training from scratch (no DUSt3R
+initialisation exists at these sizes), no Gaussian rendering loss yet, no gradient accumulation
+(``--batch-size`` is the effective batch).
+
+Resuming (``--resume``) restores weights, optimizer and step; the data of step s depends only on
+(seed, s), so a resumed run sees exactly the batches an uninterrupted run would have.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from mvdust3r_blender.engine.checkpoint import read_checkpoint, save_safetensors
+from mvdust3r_blender.engine.config import ModelConfig
+from mvdust3r_blender.engine.model import build_model
+
+from .checkpoints import load_training_checkpoint, save_training_checkpoint
+from .dataset import RECIPES, RecipeBatchSampler, SyntheticScenes, network_views
+from .loss import multiview_loss
+
+# Network sizes. "tiny": tests and smoke runs. "small": the proposed shipped default
+# (≈ 5.6 M parameters MV-DUSt3R / 6.4 M MV-DUSt3R+, ≈ 13 MB as fp16; see README).
+SIZES: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(enc_embed_dim=64, enc_depth=2, enc_num_heads=2, dec_embed_dim=48, dec_depth=2,
+                        dec_num_heads=2, skip_dim=16, gs_mlp_dim=32, img_size=(64, 64)),
+    "small": ModelConfig(enc_embed_dim=192, enc_depth=8, enc_num_heads=3, dec_embed_dim=128, dec_depth=5,
+                         dec_num_heads=2, skip_dim=32, gs_mlp_dim=64, img_size=(128, 128)),
+}
+CHECKPOINT = "checkpoint-last.pth"
+LOG = "log.csv"
+LOG_FIELDS = ["step", "epoch", "lr", "loss", "conf_view0", "conf_others", "distance", "views", "seconds"]
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoint-last.pth, log.csv")
+    p.add_argument("--size", choices=sorted(SIZES), default="small", help="network widths/depths")
+    p.add_argument("--resolution", type=int, default=None, help="square input size (multiple of 16); "
+                   "default: the size preset's")
+    p.add_argument("--stage", choices=["mvd", "mvdp"], default="mvd",
+                   help="mvd: MV-DUSt3R; mvdp: MV-DUSt3R+ (give --init with an mvd checkpoint)")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                   help="view counts; default mvd for --stage mvd, mvdp-stage1 for mvdp")
+    p.add_argument("--n-ref", type=int, default=4, help="MV-DUSt3R+ reference views (paper: 4)")
+    p.add_argument("--init", type=Path, default=None, help="MV-DUSt3R checkpoint to start MV-DUSt3R+ from")
+    p.add_argument("--resume", action="store_true", help=f"continue from OUT/{CHECKPOINT}")
+    p.add_argument("--steps", type=int, default=1000, help="total optimisation steps (including resumed ones)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1.5e-4, help="peak learning rate (official 1.5e-4)")
+    p.add_argument("--min-lr", type=float, default=1e-6)
+    p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--steps-per-epoch", type=int, default=500, help="bookkeeping: 'epoch' in the checkpoint")
+    p.add_argument("--save-every", type=int, default=200, help="write the checkpoint every N steps")
+    p.add_argument("--seed", type=int, default=0, help="data and initialisation seed")
+    p.add_argument("--fixed-batch", action="store_true", help="the same scenes every step (overfit check)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader processes rendering scenes")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--export", type=Path, default=None, help="at the end, also write fp16 .safetensors here")
+    return p.parse_args(argv)
+
+
+def model_config(args: argparse.Namespace) -> ModelConfig:
+    cfg = SIZES[args.size]
+    if args.resolution is not None:
+        cfg = replace(cfg, img_size=(args.resolution, args.resolution))
+    if args.stage == "mvdp":
+        cfg = replace(cfg, multi_ref=True, n_ref=args.n_ref)
+    return cfg
+
+
+def learning_rate(step: int, total: int, peak: float, floor: float, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps (reaching ``peak`` at the last one), then half-cosine to ``floor``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Official grouping: no decay for biases and 1-D tensors (norms), ``weight_decay`` elsewhere."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
+def init_from_mvd(model: nn.Module, path: Path) -> None:
+    """Load an MV-DUSt3R checkpoint into an MV-DUSt3R+ network: every shared weight is copied, the
+    cross-reference blocks keep their zero-output initialisation (so training starts at MV-DUSt3R)."""
+    state = read_checkpoint(path).state_dict
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad = [k for k in missing if not k.startswith("dec_same_view_blocks.")]
+    if bad or unexpected:
+        raise SystemExit(f"{path} does not fit this network: missing {bad[:5]}, unexpected {unexpected[:5]} "
+                         "(give an MV-DUSt3R checkpoint of the same --size and --resolution)")
+
+
+def _plain(args: argparse.Namespace) -> dict[str, Any]:
+    """``args`` with paths as strings (the checkpoint's ``args`` must hold plain values only)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+
+
+def _open_log(path: Path, start: int) -> tuple[Any, csv.DictWriter]:
+    """The CSV log, keeping only rows before ``start`` (a crash may have logged past the checkpoint)."""
+    rows = []
+    if start > 0 and path.exists():
+        with path.open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) < start]
+    f = path.open("w", newline="")
+    writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    f.flush()
+    return f, writer
+
+
+def train(args: argparse.Namespace) -> Path:
+    """Run (or continue) a training run; returns the checkpoint path."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    cfg = model_config(args)
+    device = torch.device(args.device)
+    model = build_model(cfg).to(device).train()
+    optimizer = torch.optim.AdamW(parameter_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.95))
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / CHECKPOINT
+    start = 0
+    if args.resume:
+        ckpt = load_training_checkpoint(ckpt_path)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start = int(ckpt["step"])
+    elif args.init is not None:
+        init_from_mvd(model, args.init)
+
+    recipe = RECIPES[args.recipe or ("mvd" if args.stage == "mvd" else "mvdp-stage1")]
+    dataset = SyntheticScenes(cfg.img_size, seed=args.seed)
+    sampler = RecipeBatchSampler(recipe, args.batch_size, args.steps, args.seed, start, args.fixed_batch)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.workers)
+    log_file, log = _open_log(out / LOG, start)
+    step = start
+    try:
+        for step, batch in enumerate(loader, start=start):
+            began = time.perf_counter()
+            lr = learning_rate(step, args.steps, args.lr, args.min_lr, args.warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = {k: v.to(device) for k, v in batch.items()}
+            view1, view2s = network_views(batch)
+            res1, res2s = model(view1, view2s)
+            terms = multiview_loss(res1, res2s, batch)
+            if not torch.isfinite(terms.total):
+                raise FloatingPointError(f"loss is {float(terms.total)} at step {step}; lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            terms.total.backward()
+            optimizer.step()
+            log.writerow({"step": step, "epoch": step // args.steps_per_epoch, "lr": f"{lr:.3e}",
+                          "loss": f"{float(terms.total):.6f}", "conf_view0": f"{terms.conf_view0:.6f}",
+                          "conf_others": f"{terms.conf_others:.6f}", "distance": f"{terms.distance:.6f}",
+                          "views": 1 + len(view2s), "seconds": f"{time.perf_counter() - began:.3f}"})
+            log_file.flush()
+            done = step + 1
+            if done % args.save_every == 0 or done == args.steps:
+                save_training_checkpoint(ckpt_path, model, optimizer, cfg, done, step // args.steps_per_epoch,
+                                         _plain(args))
+    finally:
+        log_file.close()
+    if args.export is not None:
+        save_safetensors(model, cfg, args.export, dtype=torch.float16)
+    return ckpt_path
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
