@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 # Blender-side modules, registered in this order and unregistered in reverse.
-_MODULES: tuple[str, ...] = ()
+_MODULES: tuple[str, ...] = ("operators_import", "operators_camera")
 
 
 def register() -> None:

@@ -53,3 +53,25 @@ def test_make_bundle_points_project_onto_their_pixels(make_bundle) -> None:
         expected = np.stack([x0 + (jj + 0.5) * (x1 - x0) / w, y0 + (ii + 0.5) * (y1 - y0) / h], -1).reshape(-1, 2)
         assert np.abs(uv - expected).max() < 1e-3
         assert Path(bundle.photo_paths[k]).is_file()
+
+
+def test_operators_menu_and_file_handler_registered(ext: ModuleType) -> None:
+    assert hasattr(bpy.types, "IMPORT_SCENE_OT_mvdust3r_bundle")
+    assert hasattr(bpy.types, "MVDUST3R_BLENDER_OT_set_render_camera")
+    assert hasattr(bpy.types, "MVDUST3R_FH_bundle")
+    handler = bpy.types.MVDUST3R_FH_bundle
+    assert handler.bl_import_operator == "import_scene.mvdust3r_bundle" and handler.bl_file_extensions == ".npz"
+    menu_functions = [f.__name__ for f in bpy.types.TOPBAR_MT_file_import._dyn_ui_initialize()]
+    assert "menu_import" in menu_functions
+
+
+def test_disable_and_enable_again(ext: ModuleType) -> None:
+    """Unregistering removes every class and menu entry; enabling again restores them (no leftovers)."""
+    bpy.ops.preferences.addon_disable(module=PACKAGE)
+    try:
+        assert not hasattr(bpy.types, "IMPORT_SCENE_OT_mvdust3r_bundle")
+        assert not hasattr(bpy.types, "MVDUST3R_FH_bundle")
+        assert "menu_import" not in [f.__name__ for f in bpy.types.TOPBAR_MT_file_import._dyn_ui_initialize()]
+    finally:
+        bpy.ops.preferences.addon_enable(module=PACKAGE)
+    assert hasattr(bpy.types, "IMPORT_SCENE_OT_mvdust3r_bundle")

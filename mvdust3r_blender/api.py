@@ -1,0 +1,45 @@
+"""The extension's Python API: what scripts, other add-ons and the extension's own operators call.
+
+    import bl_ext.user_default.mvdust3r_blender.api as mvd   # (or the repository the extension is in)
+    result = mvd.import_bundle("/path/scene.npz", axes="Z_UP", gaussians=False)
+    result.points, result.cameras, result.collection, result.report
+
+Everything here runs on Blender's main thread.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Union
+
+import bpy
+
+from .bundle import Bundle, read_bundle
+from .import_options import ImportOptions
+from .importers.scene import ImportResult, import_reconstruction
+
+__all__ = ["ImportOptions", "ImportResult", "import_bundle"]
+
+
+def import_bundle(path_or_bundle: Union[str, "os.PathLike[str]", Bundle], *,
+                  scene: Optional[bpy.types.Scene] = None, **options: Any) -> ImportResult:
+    """Import a reconstruction bundle (a ``.npz`` path or a :class:`~.bundle.Bundle`) into a new collection.
+
+    `options` are the fields of :class:`~.import_options.ImportOptions`: ``points``, ``cameras``,
+    ``gaussians``, ``background_images``, ``image_planes`` (what to create), ``axes`` (``"Z_UP"`` or
+    ``"NETWORK"``), ``confidence_threshold`` / ``confidence_drop``, ``point_radius`` / ``point_size``,
+    ``opacity_threshold``, ``scale_multiplier``, ``name`` (of the collection). `scene` defaults to the
+    context's scene. Existing objects are never modified; if anything fails, everything this import
+    created is removed again and the error is raised: :class:`~.bundle.BundleError` for a bad file
+    (the message names it), ValueError for a bad option.
+    """
+    settings = ImportOptions.from_keywords(**options)
+    if isinstance(path_or_bundle, Bundle):
+        bundle, path = path_or_bundle, None
+        bundle.validate("bundle")
+    else:
+        path = os.fspath(path_or_bundle)
+        bundle = read_bundle(path)
+    target = scene if scene is not None else bpy.context.scene
+    if target is None:
+        raise ValueError("no scene to import into: pass scene=")
+    return import_reconstruction(bundle, settings, target, bundle_path=path)

@@ -1,0 +1,174 @@
+"""Bundle conventions → Blender conventions, in one place (numpy only, never bpy).
+
+The bundle speaks OpenCV: world = the camera frame of the first reference view (x right, y down,
+z forward), cameras as OpenCV camera-to-world matrices, intrinsics K in original-photo pixels (the
+photo spans [0,W]×[0,H]), colours as sRGB bytes. Blender is Z-up, its cameras look down −Z with +Y
+up, its cameras are lens/sensor/shift plus a scene-level resolution and pixel aspect, and its colour
+attributes are linear. Every such change is a function here, so the importers only move arrays into
+Blender and a test can check each change by projecting through Blender's own camera model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+Axes = Literal["Z_UP", "NETWORK"]
+
+# OpenCV camera axes → Blender camera axes (flip camera-local y and z), right-multiplied onto c2w.
+OPENCV_TO_BLENDER_CAMERA = np.diag([1.0, -1.0, -1.0, 1.0])
+
+# "Z_UP": the first reference camera's frame (x right, y down, z forward) becomes Blender's
+# (x right, y forward, z up): x_b = x, y_b = z, z_b = −y — a +90° rotation about x. A photo taken
+# roughly level therefore gives an upright scene, seen from −Y like Blender's front view.
+_Z_UP = np.array([
+    [1.0, 0.0, 0.0, 0.0],
+    [0.0, 0.0, 1.0, 0.0],
+    [0.0, -1.0, 0.0, 0.0],
+    [0.0, 0.0, 0.0, 1.0],
+])
+
+
+def world_axes(axes: Axes) -> np.ndarray:
+    """float64 [4,4]: bundle (network) world → Blender world. ``"NETWORK"`` keeps the frame as is."""
+    if axes == "Z_UP":
+        return _Z_UP.copy()
+    if axes == "NETWORK":
+        return np.eye(4)
+    raise ValueError(f"unknown axes {axes!r}: use 'Z_UP' or 'NETWORK'")
+
+
+def transform_points(points: np.ndarray, axes: Axes) -> np.ndarray:
+    """float32 [...,3]: world points (OpenCV world) in Blender world coordinates."""
+    m = world_axes(axes)
+    return (points.astype(np.float64) @ m[:3, :3].T + m[:3, 3]).astype(np.float32)
+
+
+def camera_matrix_world(cam2world: np.ndarray, axes: Axes) -> np.ndarray:
+    """float64 [...,4,4]: Blender camera object ``matrix_world`` from OpenCV camera-to-world matrices."""
+    return world_axes(axes) @ cam2world.astype(np.float64) @ OPENCV_TO_BLENDER_CAMERA
+
+
+def matrix_to_quaternion(rotation: np.ndarray) -> np.ndarray:
+    """[4] unit quaternion (w,x,y,z), w ≥ 0, of a 3×3 rotation matrix (Shepperd's method)."""
+    r = np.asarray(rotation, dtype=np.float64)
+    trace = r[0, 0] + r[1, 1] + r[2, 2]
+    candidates = np.array([
+        [1 + trace, r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]],
+        [r[2, 1] - r[1, 2], 1 + r[0, 0] - r[1, 1] - r[2, 2], r[0, 1] + r[1, 0], r[0, 2] + r[2, 0]],
+        [r[0, 2] - r[2, 0], r[0, 1] + r[1, 0], 1 - r[0, 0] + r[1, 1] - r[2, 2], r[1, 2] + r[2, 1]],
+        [r[1, 0] - r[0, 1], r[0, 2] + r[2, 0], r[1, 2] + r[2, 1], 1 - r[0, 0] - r[1, 1] + r[2, 2]],
+    ])
+    q = candidates[int(np.argmax(np.diag(candidates)))]
+    q = q / np.linalg.norm(q)
+    return q if q[0] >= 0 else -q
+
+
+def quaternion_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product a⊗b of (w,x,y,z) quaternions, broadcast over leading axes (rotation a after b)."""
+    aw, ax, ay, az = np.moveaxis(a, -1, 0)
+    bw, bx, by, bz = np.moveaxis(b, -1, 0)
+    return np.stack([
+        aw * bw - ax * bx - ay * by - az * bz,
+        aw * bx + ax * bw + ay * bz - az * by,
+        aw * by - ax * bz + ay * bw + az * bx,
+        aw * bz + ax * by - ay * bx + az * bw,
+    ], axis=-1)
+
+
+def transform_rotations(wxyz: np.ndarray, axes: Axes) -> np.ndarray:
+    """float32 [...,4]: world-frame rotations (w,x,y,z) re-expressed in Blender world, q(R_axes·R)."""
+    q_axes = matrix_to_quaternion(world_axes(axes)[:3, :3])
+    q = quaternion_multiply(q_axes, wxyz.astype(np.float64))
+    return (q / np.linalg.norm(q, axis=-1, keepdims=True)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class BlenderCamera:
+    """A pinhole camera in Blender's terms: camera data fields plus the scene's render settings.
+
+    ``sensor_fit`` is always HORIZONTAL (AUTO switches to the larger side and breaks portrait photos);
+    both shifts are in units of the image width under that fit.
+    """
+
+    lens: float                 # mm
+    sensor_width: float         # mm
+    shift_x: float
+    shift_y: float
+    resolution_x: int           # the photo's W
+    resolution_y: int           # the photo's H
+    pixel_aspect_x: float
+    pixel_aspect_y: float
+    sensor_fit: str = "HORIZONTAL"
+
+
+def blender_camera(intrinsics: np.ndarray, width: int, height: int, sensor_width: float = 36.0) -> BlenderCamera:
+    """Blender camera parameters that reproduce K (original-photo pixels, photo [0,W]×[0,H]) exactly.
+
+    fy/fx = pixel_aspect_x / pixel_aspect_y, so non-square pixels become a scene pixel aspect (one of
+    the two is 1); the principal point becomes lens shift.
+    """
+    fx, fy = float(intrinsics[0, 0]), float(intrinsics[1, 1])
+    cx, cy = float(intrinsics[0, 2]), float(intrinsics[1, 2])
+    if fx <= 0 or fy <= 0 or width <= 0 or height <= 0:
+        raise ValueError(f"invalid camera: fx={fx}, fy={fy}, photo {width}x{height} (all must be > 0)")
+    pax, pay = (fy / fx, 1.0) if fy >= fx else (1.0, fx / fy)
+    ycor = pay / pax  # = fx/fy
+    return BlenderCamera(
+        lens=fx * sensor_width / width, sensor_width=sensor_width,
+        shift_x=(width / 2 - cx) / width, shift_y=(cy - height / 2) * ycor / width,
+        resolution_x=int(width), resolution_y=int(height), pixel_aspect_x=pax, pixel_aspect_y=pay,
+    )
+
+
+def image_plane_corners(intrinsics: np.ndarray, width: int, height: int, depth: float) -> np.ndarray:
+    """float32 [4,3]: the photo's corners at `depth` in Blender camera-local coordinates.
+
+    Order: bottom-left, bottom-right, top-right, top-left (UVs (0,0),(1,0),(1,1),(0,1)); they project
+    exactly onto the photo's corners (0,H),(W,H),(W,0),(0,0).
+    """
+    fx, fy = float(intrinsics[0, 0]), float(intrinsics[1, 1])
+    cx, cy = float(intrinsics[0, 2]), float(intrinsics[1, 2])
+    x_left, x_right = -cx * depth / fx, (width - cx) * depth / fx
+    y_top, y_bottom = cy * depth / fy, -(height - cy) * depth / fy
+    return np.array([
+        [x_left, y_bottom, -depth], [x_right, y_bottom, -depth],
+        [x_right, y_top, -depth], [x_left, y_top, -depth],
+    ], dtype=np.float32)
+
+
+def srgb_to_linear(srgb: np.ndarray) -> np.ndarray:
+    """float32: sRGB-encoded values in [0,1] → linear (Blender's colour attributes are linear)."""
+    c = np.clip(srgb.astype(np.float32), 0.0, 1.0)
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def confidence_threshold(conf: np.ndarray, drop_fraction: float = 0.03) -> float:
+    """The official demo's threshold: the value at index int(total·fraction) of all views' sorted conf.
+
+    Keeping ``conf >= threshold`` drops about the `drop_fraction` least-confident points.
+    """
+    flat = conf.ravel()
+    if flat.size == 0:
+        return 0.0
+    index = min(max(int(flat.size * drop_fraction), 0), flat.size - 1)
+    return float(np.partition(flat, index)[index])
+
+
+def grid_point_spacing(pts3d: np.ndarray, intrinsics: np.ndarray, cam2world: np.ndarray,
+                       crop_box: np.ndarray) -> float:
+    """Median distance (world units) between neighbouring grid points on the surface they sample.
+
+    A grid pixel covers (x1−x0)/w photo pixels, which at depth z spans z·(x1−x0)/(w·fx) world units.
+    Half of this is a point radius at which neighbours just touch, so the cloud looks closed at any
+    scene scale (network units are arbitrary) without blurring detail.
+    """
+    n, _, w = pts3d.shape[:3]
+    world_to_cam = np.linalg.inv(cam2world.astype(np.float64))
+    spacing = []
+    for k in range(n):  # per view (≤ 100), vectorised over its points
+        depth = pts3d[k].reshape(-1, 3).astype(np.float64) @ world_to_cam[k, 2, :3] + world_to_cam[k, 2, 3]
+        pixel = (float(crop_box[k, 2]) - float(crop_box[k, 0])) / w
+        spacing.append(np.abs(depth) * pixel / float(intrinsics[k, 0, 0]))
+    return float(np.median(np.concatenate(spacing))) if spacing else 1.0

@@ -1,0 +1,64 @@
+"""Small builders for the geometry-node groups and materials the importers create.
+
+Interface identifiers (``Socket_<n>``) depend on creation order, so modifier inputs are always
+looked up by their display name here, never hard-coded.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+
+
+def new_geometry_group(name: str, inputs: list[tuple[str, str]]) -> bpy.types.GeometryNodeTree:
+    """A modifier node group with a Geometry input, `inputs` (name, socket type) and a Geometry output."""
+    group = bpy.data.node_groups.new(name, "GeometryNodeTree")
+    assert isinstance(group, bpy.types.GeometryNodeTree)
+    group.interface.new_socket(name="Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+    for socket_name, socket_type in inputs:
+        group.interface.new_socket(name=socket_name, in_out="INPUT", socket_type=socket_type)
+    group.interface.new_socket(name="Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+    return group
+
+
+def input_identifier(group: bpy.types.NodeTree, name: str) -> str:
+    """The modifier key of the group input called `name`."""
+    for item in group.interface.items_tree:
+        if item.item_type == "SOCKET" and getattr(item, "in_out", None) == "INPUT" and item.name == name:
+            return str(getattr(item, "identifier"))
+    raise KeyError(f"node group {group.name!r} has no input {name!r}")
+
+
+def set_modifier_input(obj: bpy.types.Object, modifier: bpy.types.NodesModifier, name: str, value: Any) -> None:
+    """Set a geometry-nodes modifier input by its name and make Blender re-evaluate the object."""
+    assert modifier.node_group is not None
+    modifier[input_identifier(modifier.node_group, name)] = value
+    obj.update_tag()
+
+
+def get_modifier_input(modifier: bpy.types.NodesModifier, name: str) -> Any:
+    """The value of a geometry-nodes modifier input, by its name."""
+    assert modifier.node_group is not None
+    return modifier[input_identifier(modifier.node_group, name)]
+
+
+def named_attribute(nodes: bpy.types.Nodes, name: str, data_type: str, location: tuple[float, float]) -> bpy.types.Node:
+    """A Named Attribute node reading `name` as `data_type` (FLOAT, FLOAT_VECTOR, QUATERNION, ...)."""
+    node = nodes.new("GeometryNodeInputNamedAttribute")
+    setattr(node, "data_type", data_type)
+    node.inputs["Name"].default_value = name  # type: ignore[attr-defined]
+    node.location = location
+    return node
+
+
+def new_node_material(name: str) -> tuple[bpy.types.Material, bpy.types.Nodes, bpy.types.NodeLinks]:
+    """A material with an empty node tree and a Material Output node; (material, nodes, links)."""
+    material = bpy.data.materials.new(name)
+    if bpy.app.version < (5, 0, 0):  # node materials are the only kind from 5.0 on (use_nodes deprecated)
+        material.use_nodes = True
+    tree = material.node_tree
+    assert tree is not None
+    tree.nodes.clear()
+    output = tree.nodes.new("ShaderNodeOutputMaterial")
+    output.location = (600, 0)
+    return material, tree.nodes, tree.links

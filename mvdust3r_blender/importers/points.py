@@ -1,0 +1,108 @@
+"""The point cloud: one vertices-only mesh shown as points through a geometry-nodes modifier.
+
+The mesh keeps every point with its attributes — ``Col`` (FLOAT_COLOR, linear), ``confidence``
+(FLOAT) and ``view`` (INT, the photo it came from) — and the modifier's inputs decide what is
+shown: points whose confidence is below ``Confidence Threshold`` are deleted live (nothing is lost,
+the slider can go back), each point is a sphere of ``Radius``. A material reads ``Col``.
+"""
+from __future__ import annotations
+
+import bpy
+import numpy as np
+
+from .nodes import new_geometry_group, new_node_material, named_attribute, set_modifier_input
+
+MODIFIER = "MV-DUSt3R Points"
+THRESHOLD = "Confidence Threshold"
+RADIUS = "Radius"
+COLOR_ATTRIBUTE = "Col"
+
+
+def new_points_mesh(name: str, positions: np.ndarray, attributes: dict[str, tuple[str, np.ndarray]],
+                    colors: np.ndarray) -> bpy.types.Mesh:
+    """A vertices-only mesh: positions [M,3], `colors` [M,4] linear RGBA as ``Col``, and more point
+    attributes given as {name: (type, values)} with type FLOAT, INT, FLOAT_VECTOR or QUATERNION."""
+    mesh = bpy.data.meshes.new(name)
+    mesh.vertices.add(len(positions))
+    mesh.vertices.foreach_set("co", np.ascontiguousarray(positions, dtype=np.float32).ravel())
+    color = mesh.color_attributes.new(COLOR_ATTRIBUTE, "FLOAT_COLOR", "POINT")
+    color.data.foreach_set("color", np.ascontiguousarray(colors, dtype=np.float32).ravel())
+    for attr_name, (attr_type, values) in attributes.items():
+        attribute = mesh.attributes.new(attr_name, attr_type, "POINT")
+        field = {"FLOAT": "value", "INT": "value", "QUATERNION": "value", "FLOAT_VECTOR": "vector"}[attr_type]
+        dtype = np.int32 if attr_type == "INT" else np.float32
+        attribute.data.foreach_set(field, np.ascontiguousarray(values, dtype=dtype).ravel())
+    mesh.update()
+    return mesh
+
+
+def emission_material(name: str, attribute_type: str) -> bpy.types.Material:
+    """A material showing the ``Col`` attribute as emitted light (the photo's own colours, unlit).
+
+    `attribute_type` is GEOMETRY for point clouds, INSTANCER for instanced splats. The node tree is
+    completed by the caller when it needs more than colour (see gaussians.py).
+    """
+    material, nodes, links = new_node_material(name)
+    attribute = nodes.new("ShaderNodeAttribute")
+    setattr(attribute, "attribute_type", attribute_type)
+    setattr(attribute, "attribute_name", COLOR_ATTRIBUTE)
+    attribute.location = (-400, 0)
+    emission = nodes.new("ShaderNodeEmission")
+    emission.location = (0, 0)
+    links.new(attribute.outputs["Color"], emission.inputs["Color"])
+    links.new(emission.outputs["Emission"], nodes["Material Output"].inputs["Surface"])
+    return material
+
+
+def points_node_group(name: str, material: bpy.types.Material) -> bpy.types.GeometryNodeTree:
+    """Mesh → points of `Radius`, minus those with confidence < `Confidence Threshold`, with `material`."""
+    group = new_geometry_group(name, [(THRESHOLD, "NodeSocketFloat"), (RADIUS, "NodeSocketFloat")])
+    nodes, links = group.nodes, group.links
+    group_in = nodes.new("NodeGroupInput")
+    group_in.location = (-800, 0)
+    group_out = nodes.new("NodeGroupOutput")
+    group_out.location = (600, 0)
+    to_points = nodes.new("GeometryNodeMeshToPoints")
+    to_points.location = (-500, 100)
+    confidence = named_attribute(nodes, "confidence", "FLOAT", (-500, -150))
+    below = nodes.new("FunctionNodeCompare")
+    setattr(below, "data_type", "FLOAT")
+    setattr(below, "operation", "LESS_THAN")
+    below.location = (-250, -150)
+    delete = nodes.new("GeometryNodeDeleteGeometry")
+    setattr(delete, "domain", "POINT")
+    delete.location = (0, 100)
+    set_material = nodes.new("GeometryNodeSetMaterial")
+    set_material.inputs["Material"].default_value = material  # type: ignore[attr-defined]
+    set_material.location = (300, 100)
+    links.new(group_in.outputs["Geometry"], to_points.inputs["Mesh"])
+    links.new(group_in.outputs[RADIUS], to_points.inputs["Radius"])
+    links.new(confidence.outputs["Attribute"], below.inputs["A"])
+    links.new(group_in.outputs[THRESHOLD], below.inputs["B"])
+    links.new(to_points.outputs["Points"], delete.inputs["Geometry"])
+    links.new(below.outputs["Result"], delete.inputs["Selection"])
+    links.new(delete.outputs["Geometry"], set_material.inputs["Geometry"])
+    links.new(set_material.outputs["Geometry"], group_out.inputs["Geometry"])
+    return group
+
+
+def create_points(name: str, positions: np.ndarray, colors: np.ndarray, confidence: np.ndarray,
+                  view: np.ndarray, threshold: float, radius: float,
+                  collection: bpy.types.Collection) -> bpy.types.Object:
+    """The point-cloud object in `collection`.
+
+    positions [M,3] in Blender world; colors [M,3] linear RGB; confidence [M]; view [M] photo index.
+    """
+    rgba = np.ones((len(positions), 4), dtype=np.float32)
+    rgba[:, :3] = colors
+    mesh = new_points_mesh(name, positions, {"confidence": ("FLOAT", confidence), "view": ("INT", view)}, rgba)
+    obj = bpy.data.objects.new(name, mesh)
+    collection.objects.link(obj)
+    material = emission_material(f"{name} Colour", "GEOMETRY")
+    mesh.materials.append(material)
+    modifier = obj.modifiers.new(MODIFIER, "NODES")
+    assert isinstance(modifier, bpy.types.NodesModifier)
+    modifier.node_group = points_node_group(f"{name} Display", material)
+    set_modifier_input(obj, modifier, THRESHOLD, float(threshold))
+    set_modifier_input(obj, modifier, RADIUS, float(radius))
+    return obj

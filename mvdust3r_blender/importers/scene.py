@@ -1,0 +1,116 @@
+"""The import as a whole: a new collection holding the points, cameras and Gaussians of a bundle.
+
+Existing data is never modified. Every datablock the import creates is found by comparing
+``bpy.data`` before and after, so if any part fails midway all of them are removed again — the
+scene is left exactly as it was — and the error is raised unchanged for the caller to show.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import bpy
+import numpy as np
+
+from ..bundle import Bundle
+from ..conventions import (camera_matrix_world, confidence_threshold, grid_point_spacing, srgb_to_linear,
+                           transform_points, transform_rotations)
+from ..import_options import ImportOptions
+from .cameras import create_cameras
+from .gaussians import create_gaussians
+from .points import create_points
+
+# The bpy.data collections an import can add to (and so must roll back).
+_DATA = ("objects", "meshes", "cameras", "materials", "node_groups", "images", "collections")
+
+
+@dataclass
+class ImportResult:
+    """What one import created."""
+
+    collection: bpy.types.Collection
+    points: Optional[bpy.types.Object] = None
+    cameras: list[bpy.types.Object] = field(default_factory=list)
+    gaussians: Optional[bpy.types.Object] = None
+    bundle_path: Optional[str] = None
+    report: list[str] = field(default_factory=list)  # human-readable lines: what was made, what was missing
+
+
+@contextmanager
+def rollback_on_error() -> Iterator[None]:
+    """Remove every datablock created inside the block if the block raises (then re-raise)."""
+    before = {name: {id_.as_pointer() for id_ in getattr(bpy.data, name)} for name in _DATA}
+    try:
+        yield
+    except BaseException:
+        for name in _DATA:  # objects first, so no user of a mesh/material/image is left
+            data: Any = getattr(bpy.data, name)
+            for id_ in [i for i in data if i.as_pointer() not in before[name]]:
+                data.remove(id_)
+        raise
+
+
+def collection_name(bundle: Bundle, bundle_path: Optional[str]) -> str:
+    """The photos' folder name, else the bundle file's stem, else "Reconstruction"."""
+    folders = {Path(p).parent.name for p in bundle.photo_paths}
+    if len(folders) == 1 and (folder := folders.pop()):
+        return folder
+    if bundle_path:
+        return Path(bundle_path).stem
+    return "Reconstruction"
+
+
+def import_reconstruction(bundle: Bundle, options: ImportOptions, scene: bpy.types.Scene,
+                          bundle_path: Optional[str] = None) -> ImportResult:
+    """Create a new collection in `scene` with what `options` asks for from `bundle`."""
+    options.check()
+    name = options.name or collection_name(bundle, bundle_path)
+    n, h, w = bundle.num_views, *bundle.grid_size
+    with rollback_on_error():
+        collection = bpy.data.collections.new(name)
+        scene.collection.children.link(collection)
+        result = ImportResult(collection=collection, bundle_path=bundle_path)
+        spacing = grid_point_spacing(bundle.pts3d, bundle.intrinsics, bundle.cam2world, bundle.crop_box)
+        positions = transform_points(bundle.pts3d.reshape(-1, 3), options.axes)
+        colors = srgb_to_linear(bundle.colors.reshape(-1, 3))
+        if options.points:
+            conf = bundle.conf.reshape(-1)
+            threshold = (options.confidence_threshold if options.confidence_threshold is not None
+                         else confidence_threshold(conf, options.confidence_drop))
+            radius = options.point_radius if options.point_radius is not None else 0.5 * spacing * options.point_size
+            view = np.repeat(np.arange(n, dtype=np.int32), h * w)
+            result.points = create_points(f"{name} Points", positions, colors, conf, view, threshold, radius, collection)
+            shown = int((conf >= threshold).sum())
+            result.report.append(f"{conf.size} points ({shown} shown at confidence ≥ {threshold:.3g}, radius {radius:.3g})")
+        if options.cameras:
+            depth = _camera_depths(bundle)
+            result.cameras, lines = create_cameras(
+                bundle.intrinsics, bundle.photo_size, camera_matrix_world(bundle.cam2world, options.axes),
+                bundle.photo_paths, collection, scene_scale=float(np.median(depth)) if depth.size else 1.0,
+                background_images=options.background_images, image_planes=options.image_planes)
+            result.report.append(f"{len(result.cameras)} cameras")
+            result.report.extend(lines)
+        if options.gaussians:
+            if bundle.has_gaussians:
+                assert bundle.gaussian_rotation is not None and bundle.gaussian_scale is not None
+                assert bundle.gaussian_opacity is not None
+                result.gaussians = create_gaussians(
+                    f"{name} Gaussians", positions,
+                    transform_rotations(bundle.gaussian_rotation.reshape(-1, 4), options.axes),
+                    bundle.gaussian_scale.reshape(-1, 3), bundle.gaussian_opacity.reshape(-1), colors,
+                    options.opacity_threshold, options.scale_multiplier, collection)
+                result.report.append(f"{n * h * w} Gaussians")
+            else:
+                result.report.append("the reconstruction has no Gaussians (the model has no Gaussian head)")
+    return result
+
+
+def _camera_depths(bundle: Bundle) -> np.ndarray:
+    """Each view's median point depth in its own camera: a typical camera-to-scene distance."""
+    world_to_cam = np.linalg.inv(bundle.cam2world.astype(np.float64))
+    pts = bundle.pts3d.reshape(bundle.num_views, -1, 3).astype(np.float64)
+    depth = np.einsum("nmk,nk->nm", pts, world_to_cam[:, 2, :3]) + world_to_cam[:, 2, 3:4]
+    return np.median(np.abs(depth), axis=1)

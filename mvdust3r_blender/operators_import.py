@@ -1,0 +1,91 @@
+"""File > Import > MV-DUSt3R Reconstruction (.npz), and dropping a bundle onto the 3D viewport.
+
+A thin operator over :func:`.api.import_bundle`: the option mixins give its properties and layout,
+errors a user can cause (a bad file, a bad option) are reported and cancel with the scene unchanged.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import bpy
+from bpy_extras.io_utils import ImportHelper
+
+from .api import import_bundle
+from .bundle import BundleError
+from .import_options import AxisOptions, ContentOptions, GaussianOptions, PointOptions
+
+if TYPE_CHECKING:
+    from bpy.stub_internal.rna_enums import OperatorReturnItems
+
+
+class IMPORT_SCENE_OT_mvdust3r_bundle(bpy.types.Operator, ImportHelper, ContentOptions, AxisOptions,
+                                      PointOptions, GaussianOptions):
+    """Import a saved MV-DUSt3R reconstruction bundle (.npz): points, cameras and Gaussians"""
+
+    bl_idname = "import_scene.mvdust3r_bundle"
+    bl_label = "Import MV-DUSt3R Reconstruction"
+    bl_options = {"REGISTER", "UNDO", "PRESET"}
+
+    filename_ext = ".npz"
+    filter_glob: bpy.props.StringProperty(default="*.npz", options={"HIDDEN"})  # type: ignore[valid-type]
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set["OperatorReturnItems"]:
+        # A dropped file arrives with filepath set: show the options only (Blender 4.2+), else browse.
+        if self.filepath and hasattr(ImportHelper, "invoke_popup"):
+            return self.invoke_popup(context)  # type: ignore[no-any-return]
+        return ImportHelper.invoke(self, context, event)  # type: ignore[no-any-return]
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        if layout is None:
+            return
+        self.draw_content(layout)
+        self.draw_axes(layout)
+        self.draw_points(layout)
+        self.draw_gaussians(layout)
+
+    def options(self) -> dict[str, Any]:
+        return {**self.content_options(), **self.axis_options(), **self.point_options(), **self.gaussian_options()}
+
+    def execute(self, context: bpy.types.Context) -> set["OperatorReturnItems"]:
+        try:
+            result = import_bundle(self.filepath, scene=context.scene, **self.options())
+        except (BundleError, ValueError, OSError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        for line in result.report:
+            self.report({"WARNING"} if "not" in line else {"INFO"}, line)
+        return {"FINISHED"}
+
+
+class MVDUST3R_FH_bundle(bpy.types.FileHandler):
+    """Drop a reconstruction bundle (.npz) onto the 3D viewport to import it."""
+
+    bl_idname = "MVDUST3R_FH_bundle"
+    bl_label = "MV-DUSt3R Reconstruction"
+    bl_import_operator = "import_scene.mvdust3r_bundle"
+    bl_file_extensions = ".npz"
+
+    @classmethod
+    def poll_drop(cls, context: bpy.types.Context) -> bool:
+        return context.area is not None and context.area.type == "VIEW_3D"
+
+
+def menu_import(self: bpy.types.Menu, context: bpy.types.Context) -> None:
+    if self.layout is not None:
+        self.layout.operator(IMPORT_SCENE_OT_mvdust3r_bundle.bl_idname, text="MV-DUSt3R Reconstruction (.npz)")
+
+
+_CLASSES = (IMPORT_SCENE_OT_mvdust3r_bundle, MVDUST3R_FH_bundle)
+
+
+def register() -> None:
+    for cls in _CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.TOPBAR_MT_file_import.append(menu_import)
+
+
+def unregister() -> None:
+    bpy.types.TOPBAR_MT_file_import.remove(menu_import)
+    for cls in reversed(_CLASSES):
+        bpy.utils.unregister_class(cls)
