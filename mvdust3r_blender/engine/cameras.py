@@ -7,7 +7,9 @@ functions, spec §7 and §10), vectorised:
    ``int(total·percent/100)`` of the sorted confidences; keep ``conf >= threshold``.
 2. :func:`estimate_focal` — from view 0 only, over its own 3 %-threshold pixels: closed-form
    least squares then 10 Weiszfeld re-weightings of ``f = argmin Σ‖p − f·(x,y)/z‖`` where p are
-   integer pixel indices minus the principal point (W/2, H/2).
+   integer pixel indices minus the principal point (W/2, H/2). Where that gives no usable focal
+   (≤ 0 or not finite — points behind the camera, e.g. an untrained network) a 60° field of view is
+   used instead and reported (``focal_fallback``), so the cameras stay importable.
 3. :func:`solve_poses` — ``cv2.solvePnPRansac`` per view on the masked points with
    ``K = [[f,0,W/2],[0,f,H/2],[0,0,1]]``, zero distortion and OpenCV's defaults (100 iterations,
    8 px, 0.99, SOLVEPNP_ITERATIVE); c2w = inverse of [R|t]. On failure the official fallback
@@ -66,6 +68,11 @@ def estimate_focal(pts3d: torch.Tensor, valid: torch.Tensor) -> float:
         weight = (pixels - focal * xy_over_z).norm(dim=-1).clip(min=1e-8).reciprocal()
         focal = (weight * dot_xy_px).mean() / (weight * dot_xy_xy).mean()
     return float(focal.clip(min=0.0))
+
+
+def fallback_focal(h: int, w: int) -> float:
+    """The official reference focal ``max(h,w)/(2·tan 30°)`` (60° field of view), used when the estimate is unusable."""
+    return float(max(h, w) / (2 * np.tan(np.radians(30.0))))
 
 
 def grid_intrinsics(focal: float, h: int, w: int) -> np.ndarray:
@@ -143,6 +150,7 @@ class CameraEstimate:
     focal: float                # grid pixels
     K: np.ndarray               # float64 [3,3] official grid intrinsics
     poses: PoseResult
+    focal_fallback: bool = False  # the estimate was unusable (≤ 0 or not finite): 60° field of view used
 
 
 def estimate_cameras(pts3d: torch.Tensor, conf: torch.Tensor, min_conf_percent: float = 3.0,
@@ -152,5 +160,8 @@ def estimate_cameras(pts3d: torch.Tensor, conf: torch.Tensor, min_conf_percent: 
     mask = confidence_mask(conf, min_conf_percent)
     valid_first = confidence_mask(conf[0], min_conf_percent)
     focal = estimate_focal(pts3d[0], valid_first)
+    fallback = not (np.isfinite(focal) and focal > 0)
+    if fallback:  # e.g. points behind the camera: no camera can see them, keep a usable one
+        focal = fallback_focal(h, w)
     K = grid_intrinsics(focal, h, w)
-    return CameraEstimate(mask, valid_first, focal, K, solve_poses(pts3d, mask, K, cancel))
+    return CameraEstimate(mask, valid_first, focal, K, solve_poses(pts3d, mask, K, cancel), fallback)

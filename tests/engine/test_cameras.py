@@ -88,3 +88,11 @@ def test_photo_intrinsics_project_points_onto_the_grid_pixel_centres():
     # the identity crop of a w×h photo: principal point half a pixel right/below the centre
     K0 = photo_intrinsics(f, (h, w), np.array([[0.0, 0.0, w, h]]))[0]
     np.testing.assert_allclose(K0, [[f, 0, w / 2 + 0.5], [0, f, h / 2 + 0.5], [0, 0, 1]])
+
+
+def test_unusable_focal_falls_back_to_sixty_degrees_and_is_reported():
+    scene = make_scene(2, 16, 16, seed=4)
+    behind = torch.from_numpy(scene.pts3d) * torch.tensor([1.0, 1.0, -1.0])  # every point behind its camera
+    est = estimate_cameras(behind, torch.from_numpy(scene.conf))
+    assert est.focal_fallback and est.focal == pytest.approx(16 / (2 * np.tan(np.radians(30))))
+    assert not estimate_cameras(torch.from_numpy(scene.pts3d), torch.from_numpy(scene.conf)).focal_fallback

@@ -1,0 +1,179 @@
+"""Photo loading and preprocessing: official parity, formats, geometry of the crop, bad files."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mvdust3r_blender.engine.errors import InputError
+from mvdust3r_blender.engine.images import (collect_photo_paths, load_photo, load_photos, network_input,
+                                            plan_resize)
+
+
+def _gradient(width, height):
+    """R = x/W·255, G = y/H·255 sampled at pixel centres: colour tells where in the photo a pixel is."""
+    x = (np.arange(width) + 0.5) / width * 255
+    y = (np.arange(height) + 0.5) / height * 255
+    img = np.zeros((height, width, 3), dtype=np.float64)
+    img[..., 0], img[..., 1], img[..., 2] = x[None, :], y[:, None], 100
+    return Image.fromarray(np.rint(img).astype(np.uint8))
+
+
+def test_matches_the_official_load_images_exactly(golden):
+    g = np.load(golden / "preprocess_load_images_224.npz")
+    photos = load_photos([golden / "pre_landscape_320x240.png", golden / "pre_portrait_150x200.png"], (224, 224))
+    for i, photo in enumerate(photos):
+        assert photo.image.shape == (224, 224, 3)
+        np.testing.assert_array_equal(network_input(photo.image[None]).numpy(), g[f"img{i}.img"])
+    # 320x240 → 299x224 (LANCZOS), crop x 37..261; 150x200 → 224x299 (BICUBIC), crop y 37..261
+    assert photos[0].photo_size == (320, 240) and photos[1].photo_size == (150, 200)
+    np.testing.assert_allclose(photos[0].crop_box, (37 * 320 / 299, 0, 261 * 320 / 299, 240))
+    np.testing.assert_allclose(photos[1].crop_box, (0, 37 * 200 / 299, 150, 261 * 200 / 299))
+
+
+def test_resize_plan_follows_the_official_rule_and_generalises():
+    p = plan_resize(320, 240, (224, 224))
+    assert p.resized == (299, 224) and p.resample == Image.Resampling.LANCZOS and p.crop == (37, 0, 261, 224)
+    p = plan_resize(150, 200, (224, 224))
+    assert p.resized == (224, 299) and p.resample == Image.Resampling.BICUBIC
+    for width, height in [(4000, 3000), (3024, 4032), (1001, 999), (97, 61), (64, 64), (8160, 6120)]:
+        for s in (32, 64, 224, 512):
+            p = plan_resize(width, height, (s, s))
+            assert min(p.resized) == s and p.crop[2] - p.crop[0] == s and p.crop[3] - p.crop[1] == s
+            assert p.crop[0] >= 0 and p.crop[2] <= p.resized[0] and p.crop[3] <= p.resized[1]
+    p = plan_resize(400, 400, (32, 48))  # non-square model resolution: cover, then centre crop h×w
+    assert p.resized == (48, 48) and p.crop == (0, 8, 48, 40)
+
+
+@pytest.mark.parametrize("size", [(301, 203), (203, 301), (97, 61), (64, 64), (33, 200)])
+def test_crop_box_locates_the_grid_in_the_original_photo(tmp_path, size):
+    """Sampling the photo's coordinate gradient at x0+(j+0.5)(x1−x0)/w gives the crop's colours."""
+    path = tmp_path / "g.png"
+    _gradient(*size).save(path)
+    photo = load_photo(path, (32, 32))
+    x0, y0, x1, y1 = photo.crop_box
+    j = np.arange(32)
+    expect_r = (x0 + (j + 0.5) * (x1 - x0) / 32) / size[0] * 255
+    expect_g = (y0 + (j + 0.5) * (y1 - y0) / 32) / size[1] * 255
+    # interior rows/columns (filter edges clamp); tolerance: colour quantisation + resampling
+    np.testing.assert_allclose(photo.image[16, 2:-2, 0], expect_r[2:-2], atol=2.0)
+    np.testing.assert_allclose(photo.image[2:-2, 16, 1], expect_g[2:-2], atol=2.0)
+    assert 0 <= x0 < x1 <= size[0] and 0 <= y0 < y1 <= size[1]
+
+
+def test_exif_orientation_is_applied_before_everything(tmp_path):
+    base = _gradient(120, 80)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    rotated = tmp_path / "rotated.png"
+    base.save(rotated, exif=exif)
+    upright = tmp_path / "upright.png"
+    base.transpose(Image.Transpose.ROTATE_270).save(upright)
+    a, b = load_photo(rotated, (32, 32)), load_photo(upright, (32, 32))
+    assert a.photo_size == (80, 120) == b.photo_size
+    np.testing.assert_array_equal(a.image, b.image)
+    assert a.crop_box == b.crop_box
+
+
+def _save(img: Image.Image, path, **kw):
+    img.save(path, **kw)
+    return path
+
+
+def test_every_supported_format_and_mode_loads(tmp_path):
+    rgb = _gradient(90, 60)
+    pal = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    pal.info["transparency"] = 0
+    grey16 = Image.fromarray(np.full((60, 90), 40000, dtype=np.uint16))
+    files = [
+        _save(rgb, tmp_path / "a.jpg", quality=95),
+        _save(rgb, tmp_path / "b.png"),
+        _save(rgb.convert("RGBA"), tmp_path / "c_alpha.png"),
+        _save(pal, tmp_path / "d_palette.png", transparency=0),
+        _save(grey16, tmp_path / "e_grey16.png"),
+        _save(rgb.convert("L"), tmp_path / "f_grey.png"),
+        _save(rgb, tmp_path / "g.webp", lossless=True),
+        _save(rgb, tmp_path / "h.tiff"),
+        _save(rgb, tmp_path / "i.bmp"),
+        _save(rgb.convert("CMYK"), tmp_path / "j_cmyk.jpg"),
+    ]
+    photos = load_photos(files, (32, 32))
+    assert [p.image.shape for p in photos] == [(32, 32, 3)] * len(files)
+    assert all(p.photo_size == (90, 60) for p in photos)
+    lossless = photos[1].image.astype(int)
+    for k in (2, 6, 7, 8):  # alpha dropped, lossless formats identical to the PNG
+        np.testing.assert_array_equal(photos[k].image, lossless)
+    assert abs(photos[0].image.astype(int) - lossless).max() < 12  # JPEG
+    # 16-bit grey keeps its range (40000/65535 ≈ 156), not clipped to white as convert('RGB') would
+    assert np.all(np.abs(photos[4].image.astype(int) - 156) <= 1)
+    assert photos[5].image.std(axis=-1).max() == 0  # grey stays grey
+
+
+def test_photos_of_different_sizes_share_the_grid(tmp_path):
+    files = [_save(_gradient(w, h), tmp_path / f"p{w}x{h}.png") for w, h in [(400, 300), (90, 160), (50, 50)]]
+    photos = load_photos(files, (48, 48))
+    assert {p.image.shape for p in photos} == {(48, 48, 3)}
+    assert [p.photo_size for p in photos] == [(400, 300), (90, 160), (50, 50)]
+
+
+def test_paths_with_spaces_and_non_ascii_work(tmp_path):
+    folder = tmp_path / "mes photos – été 写真"
+    folder.mkdir()
+    path = _save(_gradient(40, 30), folder / "vue n°1 ü.png")
+    (photo,) = load_photos([path], (16, 16))
+    assert photo.path == str(path) and photo.image.shape == (16, 16, 3)
+
+
+def test_every_unreadable_file_is_named_in_one_error(tmp_path):
+    good = _save(_gradient(40, 30), tmp_path / "good.png")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    buf = io.BytesIO()
+    _gradient(200, 150).save(buf, "JPEG")
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 3])
+    missing = tmp_path / "missing.png"
+    with pytest.raises(InputError) as info:
+        load_photos([good, empty, text, truncated, missing, tmp_path], (16, 16))
+    message = str(info.value)
+    assert "5 of 6 photos cannot be read" in message
+    for bad, why in [(empty, "empty file"), (text, "not an image"), (truncated, "corrupt"),
+                     (missing, "no such file"), (tmp_path, "is a folder")]:
+        assert f"{bad}: {why}" in message
+    assert "good.png" not in message
+
+
+def test_duplicate_paths_are_refused(tmp_path):
+    a = _save(_gradient(40, 30), tmp_path / "a.png")
+    with pytest.raises(InputError, match="more than once: .*a.png"):
+        load_photos([a, tmp_path / "." / "a.png"], (16, 16))
+
+
+def test_huge_jpeg_is_decoded_at_reduced_scale_close_to_the_exact_result(tmp_path):
+    path = _save(_gradient(1600, 1200), tmp_path / "big.jpg", quality=95)
+    exact = load_photo(path, (32, 32))
+    assert not exact.approximate
+    draft = load_photo(path, (32, 32), max_exact_pixels=1_000_000)  # pretend 1 MP is "huge"
+    assert draft.approximate and draft.photo_size == (1600, 1200)
+    np.testing.assert_allclose(draft.crop_box, exact.crop_box, atol=8.0)  # ≤ one draft pixel (8 photo px)
+    assert np.abs(draft.image.astype(int) - exact.image.astype(int)).mean() < 2.0
+
+
+def test_network_input_is_normalised_to_minus_one_one():
+    images = np.array([[[[0, 255, 128]]]], dtype=np.uint8)
+    x = network_input(images)
+    assert x.shape == (1, 3, 1, 1) and x.dtype == torch.float32
+    np.testing.assert_allclose(x.flatten().numpy(), [-1.0, 1.0, 128 / 255 * 2 - 1], atol=1e-7)
+
+
+def test_folders_expand_to_their_sorted_image_files(tmp_path):
+    for name in ["b.JPG", "a.png", "c.txt", "d.webp"]:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    other = tmp_path / "elsewhere.tif"
+    assert collect_photo_paths([tmp_path, other]) == [tmp_path / "a.png", tmp_path / "b.JPG", tmp_path / "d.webp", other]
