@@ -58,9 +58,10 @@ def write_glb(bundle: Bundle, keep: np.ndarray, path: Path) -> Path:
     """Write the kept points (`keep`: bool [N,h,w]) and every view's camera to `path` as .glb, atomically."""
     points, cams = opencv_to_gltf(bundle.pts3d[keep], bundle.cam2world)
     colors = srgb_to_linear(bundle.images[keep])
-    extent = np.concatenate([points.astype(np.float64), cams[:, :3, 3]])
-    size = float(np.ptp(extent, axis=0).max()) if len(extent) else 0.0
-    znear = 1e-3 * size if size > 0 else 1e-3
+    lo, hi = (points.min(axis=0), points.max(axis=0)) if len(points) else (np.zeros(3), np.zeros(3))
+    corners = np.concatenate([[lo, hi], cams[:, :3, 3]])
+    size = float(np.ptp(corners, axis=0).max())
+    znear = 1e-3 * size if size > 0 else 1e-3  # 1/1000 of the scene: no clipping, depth precision kept
 
     names = [Path(p).name for p in bundle.photo_paths]
     quats = quaternion_from_matrix(cams[:, :3, :3])[:, [1, 2, 3, 0]]  # glTF stores x, y, z, w
@@ -80,7 +81,7 @@ def write_glb(bundle: Bundle, keep: np.ndarray, path: Path) -> Path:
             {"attributes": {"POSITION": 0, "COLOR_0": 1}, "mode": _MODE_POINTS}]}]
         doc["accessors"] = [
             {"bufferView": 0, "componentType": _FLOAT, "count": len(points), "type": "VEC3",
-             "min": points.min(axis=0).tolist(), "max": points.max(axis=0).tolist()},
+             "min": lo.tolist(), "max": hi.tolist()},
             {"bufferView": 1, "componentType": _FLOAT, "count": len(points), "type": "VEC3"}]
         doc["bufferViews"] = [
             {"buffer": 0, "byteOffset": 0, "byteLength": nbytes, "target": _ARRAY_BUFFER},
