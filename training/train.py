@@ -70,6 +70,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--steps-per-epoch", type=int, default=500, help="bookkeeping: 'epoch' in the checkpoint")
     p.add_argument("--save-every", type=int, default=200, help="write the checkpoint every N steps")
+    p.add_argument("--stop-at", type=int, default=None,
+                   help="save and stop at this step (a session's share of a long run; continue with --resume)")
     p.add_argument("--seed", type=int, default=0, help="data and initialisation seed")
     p.add_argument("--fixed-batch", action="store_true", help="the same scenes every step (overfit check)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -158,10 +160,10 @@ def train(args: argparse.Namespace) -> Path:
 
     recipe = RECIPES[args.recipe or ("mvd" if args.stage == "mvd" else "mvdp-stage1")]
     dataset = SyntheticScenes(cfg.img_size, seed=args.seed)
-    sampler = RecipeBatchSampler(recipe, args.batch_size, args.steps, args.seed, start, args.fixed_batch)
+    stop = min(args.steps, args.stop_at if args.stop_at is not None else args.steps)
+    sampler = RecipeBatchSampler(recipe, args.batch_size, stop, args.seed, start, args.fixed_batch)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.workers)
     log_file, log = _open_log(out / LOG, start)
-    step = start
     try:
         for step, batch in enumerate(loader, start=start):
             began = time.perf_counter()
@@ -183,7 +185,7 @@ def train(args: argparse.Namespace) -> Path:
                           "views": 1 + len(view2s), "seconds": f"{time.perf_counter() - began:.3f}"})
             log_file.flush()
             done = step + 1
-            if done % args.save_every == 0 or done == args.steps:
+            if done % args.save_every == 0 or done >= stop:
                 save_training_checkpoint(ckpt_path, model, optimizer, cfg, done, step // args.steps_per_epoch,
                                          _plain(args))
     finally:
