@@ -287,6 +287,26 @@ def test_colmap_keeps_its_line_structure_when_a_view_has_no_points(tmp_path):
     assert len(points) == 20 and {t[0][0] for t in (p["track"] for p in points.values())} == {1, 3}
 
 
+def test_colmap_images_are_upright_copies(tmp_path):
+    from PIL import Image, ImageOps
+
+    bundle = make_bundle(tmp_path / "photos", names=["turned.jpg", "plain.jpg", "notes.jpg"])
+    stored = np.zeros((30, 40, 3), np.uint8)
+    stored[:, :20] = (250, 10, 10)
+    stored[:, 20:] = (10, 10, 250)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed turned 90 degrees clockwise: 30 wide, 40 tall
+    Image.fromarray(stored).save(bundle.photo_paths[0], exif=exif.tobytes(), quality=95)
+    Image.fromarray(stored).save(bundle.photo_paths[1], quality=95)
+    folder = export(bundle, ["colmap"], tmp_path / "out")["colmap"]
+    with Image.open(folder / "images" / "turned.jpg") as copy, Image.open(bundle.photo_paths[0]) as original:
+        assert copy.size == (30, 40) and copy.getexif().get(0x0112, 1) == 1
+        expected = np.asarray(ImageOps.exif_transpose(original), dtype=np.int16)
+        assert np.abs(np.asarray(copy, dtype=np.int16) - expected).mean() < 3
+    assert (folder / "images" / "plain.jpg").read_bytes() == Path(bundle.photo_paths[1]).read_bytes()
+    assert (folder / "images" / "notes.jpg").read_bytes() == Path(bundle.photo_paths[2]).read_bytes()
+
+
 def test_image_names_are_unique_and_space_free():
     names = image_names(["/a/x y.JPG", "/b/x_y.jpg", "/c/x y.JPG", "/d/noext", "/e/noext"])
     assert names == ["x_y.JPG", "x_y_2.jpg", "x_y_3.JPG", "noext", "noext_2"]

@@ -4,7 +4,7 @@
     <folder>/sparse/0/images.txt    world-to-camera qw qx qy qz tx ty tz, camera id, image name,
                                     then the view's 2D observations (x y point3D_id)
     <folder>/sparse/0/points3D.txt  id, xyz, rgb, reprojection error, track (image id, 2D index)
-    <folder>/images/                copies of the photos under the names images.txt uses
+    <folder>/images/                copies of the photos under the names images.txt uses (upright)
 
 Pixel convention: COLMAP puts the centre of the top-left pixel at (0.5, 0.5), i.e. the photo spans
 [0,W]x[0,H] continuously, which is the bundle's convention, so intrinsics and observations are
@@ -54,6 +54,28 @@ def require_photos(bundle: Bundle) -> None:
     if missing:
         raise ExportError(f"the 'colmap' export copies the photos, but {len(missing)} cannot be found "
                           f"(first: {missing[0]})", "put the photos back where they were reconstructed from")
+
+
+def copy_photo(source: str, target: Path) -> None:
+    """Copy a photo to `target`, upright: one carrying an EXIF orientation other than 1 is written
+    with its pixels turned and the tag dropped, because the bundle's photo size and intrinsics
+    describe the photo as displayed, while trainers read pixels as stored. Anything else, and every
+    photo when Pillow is missing (Blender's own Python), is copied byte for byte."""
+    try:
+        from PIL import Image, ImageOps, UnidentifiedImageError
+    except ImportError:
+        shutil.copyfile(source, target)
+        return
+    try:
+        with Image.open(source) as img:
+            if int(img.getexif().get(0x0112, 1)) != 1:
+                fmt = "JPEG" if img.format == "MPO" else img.format
+                upright = ImageOps.exif_transpose(img)
+                upright.save(target, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+                return
+    except (UnidentifiedImageError, ValueError, TypeError, SyntaxError):
+        pass  # not an image Pillow reads: keep its bytes
+    shutil.copyfile(source, target)
 
 
 def _rows(fmt: str, *columns: np.ndarray) -> str:
@@ -132,5 +154,5 @@ def write_colmap(bundle: Bundle, keep: np.ndarray, folder: Path, *, max_points: 
         if copy_images:
             (tmp / "images").mkdir()
             for path, name in zip(bundle.photo_paths, names):
-                shutil.copyfile(path, tmp / "images" / name)
+                copy_photo(path, tmp / "images" / name)
     return folder

@@ -33,9 +33,8 @@ def ply_header(dtype: np.dtype, count: int, comments: Sequence[str] = ()) -> byt
     lines = ["ply", "format binary_little_endian 1.0"]
     lines += [f"comment {c}" for c in comments]
     lines.append(f"element vertex {count}")
-    for name in dtype.names or ():
-        base = dtype.fields[name][0]  # type: ignore[index]
-        lines.append(f"property {_PLY_TYPES[base.str.lstrip('<|=')]} {name}")
+    for name, code in dtype.descr:
+        lines.append(f"property {_PLY_TYPES[code.lstrip('<|=')]} {name}")
     lines.append("end_header")
     return ("\n".join(lines) + "\n").encode("ascii")
 
