@@ -277,14 +277,22 @@ def test_colmap_round_trip(tmp_path):
     assert sum(len(img["point_ids"]) for img in images.values()) == len(points)
 
 
-def test_colmap_keeps_its_line_structure_when_a_view_has_no_points(tmp_path):
+def test_colmap_gives_every_image_an_observation(tmp_path):
+    # Readers of the pycolmap SceneManager family stop at the first blank line of images.txt.
     bundle = make_bundle(tmp_path / "photos")
     keep = np.ones(bundle.conf.shape, dtype=bool)
-    keep[1] = False
-    folder = write_colmap(bundle, keep, tmp_path / "model", max_points=20)
-    cameras, images, points = parse_colmap(folder / "sparse" / "0")
-    assert len(images) == 3 and len(images[2]["point_ids"]) == 0
-    assert len(points) == 20 and {t[0][0] for t in (p["track"] for p in points.values())} == {1, 3}
+    keep[1] = False  # nothing kept in view 1
+    keep[2] = bundle.conf[2] < np.median(bundle.conf[2])  # view 2: only its weaker half kept
+    folder = write_colmap(bundle, keep, tmp_path / "model", max_points=1)  # the subsample: one point, from view 0
+    sparse = folder / "sparse" / "0"
+    assert "" not in (sparse / "images.txt").read_text().splitlines()
+    cameras, images, points = parse_colmap(sparse)
+    assert [len(images[i]["point_ids"]) for i in (1, 2, 3)] == [1, 1, 1]
+    (p1,) = [points[i] for i in images[2]["point_ids"]]
+    np.testing.assert_allclose(p1["xyz"], bundle.pts3d[1].reshape(-1, 3)[np.argmax(bundle.conf[1])], rtol=1e-7)
+    (p2,) = [points[i] for i in images[3]["point_ids"]]
+    weak = np.where(keep[2], bundle.conf[2], 0).reshape(-1)
+    np.testing.assert_allclose(p2["xyz"], bundle.pts3d[2].reshape(-1, 3)[np.argmax(weak)], rtol=1e-7)
 
 
 def test_colmap_images_are_upright_copies(tmp_path):

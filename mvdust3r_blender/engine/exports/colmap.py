@@ -26,8 +26,8 @@ from .errors import ExportError
 from .quaternions import quaternion_from_matrix
 
 MAX_POINTS = 200_000
-"""Cap on points3D (a uniform subsample of the kept points): plenty to initialise a 3DGS trainer,
-and it keeps the text model small and quick to write and parse."""
+"""Cap on points3D taken from the kept points (a uniform subsample; see :func:`_select`): plenty to
+initialise a 3DGS trainer, and it keeps the text model small and quick to write and parse."""
 
 
 def image_names(photo_paths: Sequence[str]) -> list[str]:
@@ -83,11 +83,20 @@ def _rows(fmt: str, *columns: np.ndarray) -> str:
     return "".join(fmt % row for row in zip(*(c.tolist() for c in columns)))
 
 
-def _select(keep: np.ndarray, max_points: int) -> np.ndarray:
-    """Flat indices of the kept points, uniformly thinned to at most `max_points`, ascending."""
+def _select(conf: np.ndarray, keep: np.ndarray, max_points: int) -> np.ndarray:
+    """Flat indices (ascending) of the points3D: the kept points, uniformly thinned to at most
+    `max_points`, plus, for a view left with none, its most confident point (kept if it has any).
+    So no image has an empty 2D-points line: some readers of the text format (the pycolmap
+    ``SceneManager`` family) stop at the first blank line."""
     idx = np.flatnonzero(keep)
     if len(idx) > max_points:
         idx = idx[np.unique(np.linspace(0, len(idx) - 1, max_points).round().astype(np.int64))]
+    n = conf.shape[0]
+    per_view = conf.reshape(n, -1).astype(np.float64)
+    empty = np.setdiff1d(np.arange(n), idx // per_view.shape[1])
+    if len(empty):
+        score = per_view[empty] + keep.reshape(n, -1)[empty] * (per_view.max() + 1.0)
+        idx = np.union1d(idx, empty * per_view.shape[1] + np.argmax(score, axis=1))
     return idx
 
 
@@ -106,7 +115,7 @@ def write_colmap(bundle: Bundle, keep: np.ndarray, folder: Path, *, max_points: 
     K = bundle.intrinsics.astype(np.float64)
 
     # Observations: one per selected point, grouped by view (indices ascend, views are outermost).
-    idx = _select(keep, max_points)
+    idx = _select(bundle.conf, keep, max_points)
     view, pix = idx // (h * w), idx % (h * w)
     row, col = pix // w, pix % w
     box = bundle.crop_box.astype(np.float64)[view]
