@@ -1,0 +1,253 @@
+"""Set-up operators of the preferences: create the runtime, check it, download a model, stop.
+
+Each starts a background task (an installer :class:`~.runtime.Job`, a worker ``hello``, a
+:class:`~.download.Download`) and returns at once; :func:`poll_tasks`, registered as a
+``bpy.app.timers`` callback, advances them on the main thread and mirrors their state into
+``window_manager.mvdust3r_setup`` for the preferences to draw. (Timers never fire in module-mode
+bpy; tests call :func:`poll_tasks` themselves.)
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
+
+import bpy
+
+from . import preferences
+from .download import Download, DownloadState
+from .engine import registry
+from .preferences import SetupError
+from .run import RuntimeCheck
+from .runtime import Job, JobState, RuntimeSetupError, find_uv, plan_environment
+
+if TYPE_CHECKING:
+    from bpy.stub_internal.rna_enums import OperatorReturnItems
+
+POLL_INTERVAL = 0.25
+
+
+@dataclass
+class _Tasks:
+    """What runs in the background now (at most one of each kind)."""
+
+    install: Optional[Job] = None
+    check: Optional[RuntimeCheck] = None
+    download: Optional[Download] = None
+
+
+TASKS = _Tasks()
+
+
+def _setup_state() -> Any:
+    wm = bpy.context.window_manager
+    return getattr(wm, "mvdust3r_setup", None) if wm is not None else None
+
+
+def poll_tasks() -> Optional[float]:
+    """Advance every task and publish its state; None (stop the timer) when nothing runs."""
+    state = _setup_state()
+    busy = False
+    job = TASKS.install
+    if job is not None:
+        job.poll()
+        if state is not None:
+            state.runtime_state = {JobState.PENDING: "RUNNING"}.get(job.state, job.state.value)
+            state.runtime_step = job.current.title
+            state.runtime_command = job.current.command_line
+            state.runtime_tail = "\n".join(job.error.log_tail if job.error else job.tail(8))
+            state.runtime_message = job.error.message if job.error else _job_message(job)
+            state.runtime_hint = job.error.hint if job.error else ""
+        if job.finished:
+            TASKS.install = None
+        else:
+            busy = True
+    check = TASKS.check
+    if check is not None:
+        check.step()
+        if check.finished:
+            TASKS.check = None
+            if state is not None:
+                state.check_state = "DONE" if check.result is not None else "FAILED"
+                state.check_message = check.error
+            if check.result is not None:
+                preferences.get().runtime_summary = check.summary
+        else:
+            busy = True
+    download = TASKS.download
+    if download is not None:
+        progress = download.progress
+        if state is not None:
+            state.download_state = progress.state.value
+            state.download_progress = progress.fraction
+            state.download_message = str(progress.error) if progress.error else _download_message(progress)
+        if progress.state is not DownloadState.RUNNING:
+            TASKS.download = None
+        else:
+            busy = True
+    _redraw_preferences()
+    return POLL_INTERVAL if busy else None
+
+
+def _job_message(job: Job) -> str:
+    if job.state is JobState.DONE:
+        return "the environment is ready; press Check"
+    if job.state is JobState.CANCELLED:
+        return "stopped; press Retry to start again"
+    return f"step {job.step_index + 1} of {len(job.steps)}: {job.current.title}"
+
+
+def _download_message(progress: Any) -> str:
+    done = progress.done_bytes / 1e9
+    if progress.state is DownloadState.DONE:
+        return f"done ({done:.2f} GB)"
+    total = f" of {progress.total_bytes / 1e9:.2f} GB" if progress.total_bytes else ""
+    return f"{done:.2f} GB{total} at {progress.bytes_per_second / 1e6:.1f} MB/s"
+
+
+def _redraw_preferences() -> None:
+    wm = bpy.context.window_manager
+    for window in wm.windows if wm is not None else ():
+        for area in window.screen.areas if window.screen is not None else ():
+            if area.type == "PREFERENCES":
+                area.tag_redraw()
+
+
+def _start_timer() -> None:
+    if not bpy.app.timers.is_registered(poll_tasks):
+        bpy.app.timers.register(poll_tasks, first_interval=POLL_INTERVAL)
+
+
+class MVDUST3R_BLENDER_OT_create_runtime(bpy.types.Operator):
+    """Create the private Python environment with PyTorch for the worker (runs in the background)"""
+
+    bl_idname = "mvdust3r_blender.create_runtime"
+    bl_label = "Create PyTorch Environment"
+    bl_options = {"REGISTER", "INTERNAL"}
+
+    wheel_folder: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Wheel Folder", subtype="DIR_PATH", options={"SKIP_SAVE"},
+        description="Install only from this folder of wheels, without the internet (offline set-up)")
+
+    def execute(self, context: bpy.types.Context) -> set["OperatorReturnItems"]:
+        if TASKS.install is not None and not TASKS.install.finished:
+            self.report({"WARNING"}, "The environment is already being created")
+            return {"CANCELLED"}
+        prefs = preferences.get()
+        extra = ("--no-index", "--find-links", bpy.path.abspath(self.wheel_folder)) if self.wheel_folder else ()
+        if not extra and not bpy.app.online_access:
+            self.report({"ERROR"}, "Online access is off: allow it in Preferences > System to download PyTorch, "
+                                   "or choose Existing Python")
+            return {"CANCELLED"}
+        target = preferences.runtime_dir()
+        try:
+            steps = plan_environment(target, base_python=sys.executable, uv=find_uv(),
+                                     backend=str(prefs.torch_backend), installer_args=extra)
+        except RuntimeSetupError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        job = Job(steps, preferences.user_dir() / "runtime-install.log")
+        job.start()
+        TASKS.install = job
+        state = _setup_state()
+        if state is not None:
+            state.runtime_log = str(job.log_path)
+        prefs.runtime_summary = ""
+        poll_tasks()
+        _start_timer()
+        self.report({"INFO"}, f"Creating the PyTorch environment in {target} (log: {job.log_path})")
+        return {"FINISHED"}
+
+
+class MVDUST3R_BLENDER_OT_check_runtime(bpy.types.Operator):
+    """Start the worker with the chosen Python and show its PyTorch version and devices"""
+
+    bl_idname = "mvdust3r_blender.check_runtime"
+    bl_label = "Check Runtime"
+    bl_options = {"REGISTER", "INTERNAL"}
+
+    def execute(self, context: bpy.types.Context) -> set["OperatorReturnItems"]:
+        try:
+            python = preferences.worker_python(preferences.get())
+        except SetupError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        check = RuntimeCheck(python)
+        check.start(preferences.user_dir() / "worker.log")
+        TASKS.check = check
+        state = _setup_state()
+        if state is not None:
+            state.check_state, state.check_message = "RUNNING", ""
+        poll_tasks()
+        _start_timer()
+        return {"FINISHED"}
+
+
+class MVDUST3R_BLENDER_OT_download_model(bpy.types.Operator):
+    """Download the chosen released checkpoint from Hugging Face (resumes an interrupted download)"""
+
+    bl_idname = "mvdust3r_blender.download_model"
+    bl_label = "Download Model"
+    bl_options = {"REGISTER", "INTERNAL"}
+
+    url: bpy.props.StringProperty(options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
+
+    def execute(self, context: bpy.types.Context) -> set["OperatorReturnItems"]:
+        prefs = preferences.get()
+        entry = registry.find_released(prefs.checkpoint)
+        if entry is None:
+            self.report({"ERROR"}, "Choose a released model to download (a local file needs no download)")
+            return {"CANCELLED"}
+        if not prefs.licence_accepted:
+            self.report({"ERROR"}, f"Accept the model licence ({entry.licence}, non-commercial) first")
+            return {"CANCELLED"}
+        if not bpy.app.online_access:
+            self.report({"ERROR"}, "Online access is off: allow it in Preferences > System, or pick a local file")
+            return {"CANCELLED"}
+        if TASKS.download is not None:
+            self.report({"WARNING"}, "A download is already running")
+            return {"CANCELLED"}
+        download = Download(self.url or entry.url, preferences.models_dir() / entry.filename, entry.download_bytes)
+        download.start()
+        TASKS.download = download
+        poll_tasks()
+        _start_timer()
+        return {"FINISHED"}
+
+
+class MVDUST3R_BLENDER_OT_cancel_setup(bpy.types.Operator):
+    """Stop the environment creation or the download (a download resumes later)"""
+
+    bl_idname = "mvdust3r_blender.cancel_setup"
+    bl_label = "Stop"
+    bl_options = {"REGISTER", "INTERNAL"}
+
+    def execute(self, context: bpy.types.Context) -> set["OperatorReturnItems"]:
+        if TASKS.install is not None:
+            TASKS.install.cancel()
+        if TASKS.download is not None:
+            TASKS.download.cancel()
+            TASKS.download.join(5.0)
+        poll_tasks()
+        return {"FINISHED"}
+
+
+CLASSES = (MVDUST3R_BLENDER_OT_create_runtime, MVDUST3R_BLENDER_OT_check_runtime,
+           MVDUST3R_BLENDER_OT_download_model, MVDUST3R_BLENDER_OT_cancel_setup)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    if bpy.app.timers.is_registered(poll_tasks):
+        bpy.app.timers.unregister(poll_tasks)
+    if TASKS.install is not None:
+        TASKS.install.cancel()
+    if TASKS.download is not None:
+        TASKS.download.cancel()
+    TASKS.install = TASKS.check = TASKS.download = None
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,130 @@
+"""The "MV-DUSt3R" tab of the 3D viewport's sidebar: photos, options, run.
+
+Drawing only reads state (``scene.mvdust3r``, ``window_manager.mvdust3r_run``, the preferences);
+every change goes through an operator.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+
+from . import preferences, run
+from .preferences import SetupError, draw_task
+
+CATEGORY = "MV-DUSt3R"
+
+
+class MVDUST3R_UL_photos(bpy.types.UIList):
+    """The photo list: number and file name, the reference photo marked."""
+
+    def draw_item(self, context: bpy.types.Context, layout: bpy.types.UILayout, data: Any, item: Any,
+                  icon: int | None, active_data: Any, active_property: str | None, index: int = 0,
+                  flt_flag: int = 0) -> None:
+        reference = index + 1 == data.reference_photo
+        layout.label(text=f"{index + 1}. {item.name}", icon="OUTLINER_OB_CAMERA" if reference else "IMAGE_DATA")
+
+
+class _SidebarPanel:
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = CATEGORY
+
+
+class VIEW3D_PT_mvdust3r_photos(_SidebarPanel, bpy.types.Panel):
+    """Photos to reconstruct."""
+
+    bl_label = "MV-DUSt3R+ Photos"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        if layout is None or context.scene is None:
+            return
+        settings = context.scene.mvdust3r  # type: ignore[attr-defined]
+        count = len(settings.photos)
+        row = layout.row()
+        row.template_list("MVDUST3R_UL_photos", "", settings, "photos", settings, "photo_index", rows=4)
+        col = row.column(align=True)
+        col.operator("mvdust3r_blender.add_photos", text="", icon="ADD")
+        col.operator("mvdust3r_blender.remove_photo", text="", icon="REMOVE")
+        col.separator()
+        col.operator("mvdust3r_blender.clear_photos", text="", icon="TRASH")
+        layout.label(text=f"{count} photo{'s' if count != 1 else ''}" + (" (at least 2 needed)" if count < 2 else ""))
+        layout.prop(settings, "reference_photo")
+
+
+class VIEW3D_PT_mvdust3r_options(_SidebarPanel, bpy.types.Panel):
+    """What to import and how it is shown."""
+
+    bl_label = "Import Options"
+    bl_parent_id = "VIEW3D_PT_mvdust3r_photos"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        if layout is None or context.scene is None:
+            return
+        settings = context.scene.mvdust3r  # type: ignore[attr-defined]
+        settings.draw_content(layout)
+        settings.draw_axes(layout)
+        settings.draw_points(layout)
+        settings.draw_gaussians(layout)
+
+
+class VIEW3D_PT_mvdust3r_run(_SidebarPanel, bpy.types.Panel):
+    """Reconstruct, its progress, the last run's result or error."""
+
+    bl_label = "MV-DUSt3R+ Reconstruct"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        if layout is None:
+            return
+        state = getattr(context.window_manager, "mvdust3r_run", None)
+        missing = _missing_setup()
+        if missing is not None:
+            box = layout.box()
+            draw_task(box, "FAILED", "Set-up needed", missing.message, missing.hint)
+            box.operator("preferences.addon_show", text="Open Preferences", icon="PREFERENCES").module = \
+                __package__ or ""
+        if run.active() is not None and state is not None:
+            layout.progress(factor=state.progress, type="BAR", text=f"{state.stage} {state.progress * 100:.0f} %")
+            layout.operator("mvdust3r_blender.cancel", text="Cancel", icon="CANCEL")
+            return
+        row = layout.row()
+        row.scale_y = 1.5
+        row.enabled = missing is None
+        row.operator("mvdust3r_blender.reconstruct", text="Reconstruct", icon="PLAY")
+        layout.operator("mvdust3r_blender.release", text="Release GPU Memory", icon="X")
+        if state is None or state.state == "IDLE":
+            return
+        if state.state == "DONE":
+            draw_task(layout, "DONE", "Last run", state.message, "")
+        elif state.state in ("FAILED", "CANCELLED"):
+            draw_task(layout, state.state, "Last run", state.message, state.hint)
+        if state.timings:
+            layout.label(text=state.timings, icon="TIME")
+
+
+def _missing_setup() -> SetupError | None:
+    """What must be set up before a run can start (no runtime, no model), or None."""
+    try:
+        prefs = preferences.get()
+        preferences.worker_python(prefs)
+        preferences.checkpoint_file(prefs)
+    except SetupError as exc:
+        return exc
+    return None
+
+
+CLASSES = (MVDUST3R_UL_photos, VIEW3D_PT_mvdust3r_photos, VIEW3D_PT_mvdust3r_options, VIEW3D_PT_mvdust3r_run)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,231 @@
+"""Add-on preferences: the worker's runtime, the model checkpoint, the compute device.
+
+The preferences hold choices only; the long tasks they start (creating the environment, checking
+it, downloading a checkpoint) live in :mod:`.operators_setup` and report through
+``window_manager.mvdust3r_setup``. The helpers at the bottom turn the choices into paths, raising
+:class:`SetupError` with the fix when something is missing, so the run operators can say exactly
+what to set up.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import bpy
+
+from .engine import registry
+from .runtime import TORCH_BACKENDS, env_python
+
+LOCAL = "LOCAL"
+_BACKEND_LABELS = {"auto": "Automatic (detect the GPU)", "cpu": "CPU only", "cu126": "NVIDIA CUDA 12.6",
+                   "cu128": "NVIDIA CUDA 12.8", "rocm6.3": "AMD ROCm 6.3 (Linux)"}
+# Property arguments are evaluated by Blender from the annotations' text: keep them plain names.
+_BACKEND_ITEMS = [(b, _BACKEND_LABELS[b], f"Install the '{b}' build of PyTorch") for b in TORCH_BACKENDS]
+_LICENCE_LABEL = f"I accept the model licence ({registry.LICENCE}, non-commercial use only)"
+
+
+class SetupError(Exception):
+    """Something the user has to set up first; `message` says what is missing, `hint` how to fix it."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+def _checkpoint_items(self: Any, context: Any) -> list[tuple[str, str, str]]:
+    items = [(c.filename, c.title, f"{c.description} {c.download_size_text}, licence {c.licence}")
+             for c in registry.RELEASED]
+    items.append((LOCAL, "Local File", "A checkpoint file already on this computer"))
+    return items
+
+
+# EnumProperty with a callback: Python must keep the strings alive, so build them once.
+_CHECKPOINT_ITEMS = _checkpoint_items(None, None)
+
+
+class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
+    """Runtime, model and device of the MV-DUSt3R+ worker."""
+
+    bl_idname = __package__  # type: ignore[assignment]
+
+    runtime_mode: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Runtime",
+        items=(("PRIVATE", "Private Environment", "An environment with PyTorch created by this add-on in its "
+                                                  "user folder"),
+               ("EXISTING", "Existing Python", "A Python interpreter you already have, with PyTorch installed")),
+        default="PRIVATE")
+    python_path: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Python", subtype="FILE_PATH",
+        description="The python executable of an environment that has torch (e.g. .../venv/bin/python)")
+    torch_backend: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="PyTorch Build",
+        items=_BACKEND_ITEMS,
+        default="auto")
+    checkpoint: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Model", items=_CHECKPOINT_ITEMS, default=0)
+    checkpoint_path: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Checkpoint File", subtype="FILE_PATH",
+        description="MVDp_s2.pth, MVD.pth or a .safetensors file written by this add-on")
+    licence_accepted: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name=_LICENCE_LABEL, default=False)
+    device: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Device",
+        items=(("auto", "Automatic", "The best available: CUDA/ROCm GPU, Apple GPU, else CPU"),
+               ("cuda", "GPU (CUDA / ROCm)", "An NVIDIA or AMD GPU"),
+               ("mps", "Apple GPU (MPS)", "The GPU of an Apple Silicon Mac"),
+               ("cpu", "CPU", "Slow, but works everywhere")),
+        default="auto")
+    runtime_summary: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Last Check", description="What the last runtime check found")
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        if layout is None:
+            return
+        setup = getattr(context.window_manager, "mvdust3r_setup", None)
+        self._draw_runtime(layout.box(), setup)
+        self._draw_model(layout.box(), setup)
+        layout.prop(self, "device")
+
+    def _draw_runtime(self, box: bpy.types.UILayout, setup: Any) -> None:
+        box.label(text="PyTorch Runtime", icon="CONSOLE")
+        box.row().prop(self, "runtime_mode", expand=True)
+        if self.runtime_mode == "EXISTING":
+            box.prop(self, "python_path")
+        else:
+            python = env_python(runtime_dir())
+            box.label(text=f"Environment: {runtime_dir()}")
+            box.prop(self, "torch_backend")
+            row = box.row()
+            running = setup is not None and setup.runtime_state == "RUNNING"
+            row.enabled = not running
+            label = "Recreate Environment" if python.is_file() else "Create Environment"
+            if setup is not None and setup.runtime_state == "FAILED":
+                label = "Retry"
+            row.operator("mvdust3r_blender.create_runtime", text=label, icon="FILE_REFRESH")
+            if setup is not None and setup.runtime_state != "IDLE":
+                draw_task(box, setup.runtime_state, setup.runtime_step, setup.runtime_message, setup.runtime_hint)
+                if setup.runtime_command:
+                    box.label(text=f"$ {setup.runtime_command}")
+                for line in setup.runtime_tail.splitlines()[-8:]:
+                    box.label(text=line)
+                if setup.runtime_log:
+                    box.label(text=f"Log: {setup.runtime_log}")
+        row = box.row()
+        row.operator("mvdust3r_blender.check_runtime", text="Check", icon="CHECKMARK")
+        if setup is not None and setup.check_state == "RUNNING":
+            row.label(text="Starting the worker…")
+        elif setup is not None and setup.check_state == "FAILED":
+            draw_task(box, "FAILED", "Check", setup.check_message, "")
+        elif self.runtime_summary:
+            row.label(text=self.runtime_summary)
+
+    def _draw_model(self, box: bpy.types.UILayout, setup: Any) -> None:
+        box.label(text="Model", icon="MESH_MONKEY")
+        box.prop(self, "checkpoint")
+        if self.checkpoint == LOCAL:
+            box.prop(self, "checkpoint_path")
+            return
+        entry = registry.find_released(self.checkpoint)
+        path = models_dir() / self.checkpoint
+        if entry is not None:
+            box.label(text=f"{entry.title}: {entry.download_size_text}, licence {entry.licence}")
+        if path.is_file():
+            box.label(text=f"Downloaded: {path}", icon="CHECKMARK")
+            return
+        box.prop(self, "licence_accepted")
+        if not bpy.app.online_access:
+            box.label(text="Online access is off: allow it in Preferences > System, or pick a local file",
+                      icon="ERROR")
+        row = box.row()
+        row.enabled = self.licence_accepted and bool(bpy.app.online_access) and not (
+            setup is not None and setup.download_state == "RUNNING")
+        row.operator("mvdust3r_blender.download_model", text=f"Download {self.checkpoint}", icon="IMPORT")
+        if setup is not None and setup.download_state != "IDLE":
+            draw_task(box, setup.download_state, "Download", setup.download_message, "")
+            if setup.download_state == "RUNNING":
+                box.progress(factor=setup.download_progress, type="BAR",
+                             text=f"{setup.download_progress * 100:.0f} %")
+                box.operator("mvdust3r_blender.cancel_setup", text="Stop Download", icon="CANCEL")
+
+
+def draw_task(layout: bpy.types.UILayout, state: str, title: str, message: str, hint: str) -> None:
+    """One status line (and the fix, for a failure) of a set-up task or run."""
+    icon = {"RUNNING": "SORTTIME", "DONE": "CHECKMARK", "FAILED": "ERROR", "CANCELLED": "CANCEL"}.get(state, "INFO")
+    col = layout.column(align=True)
+    col.label(text=f"{title}: {message}" if message else title, icon=icon)
+    if hint:
+        for line in hint.splitlines()[:6]:
+            col.label(text=line)
+
+
+# ---------------------------------------------------------------------------------------------
+# Choices → paths (raise SetupError with the fix)
+
+
+def get() -> MVDUST3R_AddonPreferences:
+    """This add-on's preferences."""
+    addon = bpy.context.preferences.addons[__package__]  # type: ignore[index]
+    prefs = addon.preferences
+    assert isinstance(prefs, MVDUST3R_AddonPreferences)
+    return prefs
+
+
+def user_dir() -> Path:
+    """The extension's own writable folder (environment, models, logs); survives updates."""
+    return Path(bpy.utils.extension_path_user(__package__, create=True))  # type: ignore[arg-type]
+
+
+def runtime_dir() -> Path:
+    return user_dir() / "runtime"
+
+
+def models_dir() -> Path:
+    return user_dir() / "models"
+
+
+def worker_python(prefs: MVDUST3R_AddonPreferences) -> str:
+    """The interpreter the worker runs under; SetupError when none is set up."""
+    if prefs.runtime_mode == "EXISTING":
+        path = bpy.path.abspath(prefs.python_path) if prefs.python_path else ""
+        if not path:
+            raise SetupError("no Python is set for the worker",
+                             "set Preferences > Add-ons > MV-DUSt3R+ > Python, or create the private environment")
+        if not Path(path).is_file():
+            raise SetupError(f"the worker Python '{path}' does not exist",
+                             "pick the python executable of an environment with torch")
+        return path
+    python = env_python(runtime_dir())
+    if not python.is_file():
+        raise SetupError("the PyTorch runtime is not set up",
+                         "open Preferences > Add-ons > MV-DUSt3R+ and press Create Environment "
+                         "(or choose Existing Python)")
+    return str(python)
+
+
+def checkpoint_file(prefs: MVDUST3R_AddonPreferences) -> Path:
+    """The checkpoint to load; SetupError when it is not on disk."""
+    if prefs.checkpoint == LOCAL:
+        if not prefs.checkpoint_path:
+            raise SetupError("no checkpoint file is chosen", "pick one in the add-on's preferences (Model)")
+        path = Path(bpy.path.abspath(prefs.checkpoint_path))
+        if not path.is_file():
+            raise SetupError(f"the checkpoint '{path}' does not exist", "pick an existing file, or download a model")
+        return path
+    path = models_dir() / prefs.checkpoint
+    if not path.is_file():
+        raise SetupError(f"the model {prefs.checkpoint} is not downloaded",
+                         "download it in the add-on's preferences (Model), or pick a local file")
+    return path
+
+
+def register() -> None:
+    bpy.utils.register_class(MVDUST3R_AddonPreferences)
+
+
+def unregister() -> None:
+    bpy.utils.unregister_class(MVDUST3R_AddonPreferences)

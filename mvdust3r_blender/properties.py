@@ -1,0 +1,100 @@
+"""Properties the panel edits and shows.
+
+``scene.mvdust3r`` (:class:`MVDUST3R_PG_scene`, saved with the .blend): the photo list and the
+options of a reconstruction. ``window_manager.mvdust3r_run`` and ``window_manager.mvdust3r_setup``
+(never saved): the state of the current run and of the runtime / model set-up, written only on
+the main thread by the run controller and the set-up timers, read by the panel and preferences.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+
+from .import_options import AxisOptions, ContentOptions, GaussianOptions, PointOptions
+
+RUN_STATES = (
+    ("IDLE", "Idle", "No reconstruction has run in this session"),
+    ("RUNNING", "Running", "A reconstruction is running"),
+    ("CANCELLING", "Cancelling", "Waiting for the worker to stop"),
+    ("DONE", "Done", "The last reconstruction was imported"),
+    ("FAILED", "Failed", "The last reconstruction failed"),
+    ("CANCELLED", "Cancelled", "The last reconstruction was cancelled"),
+)
+TASK_STATES = (
+    ("IDLE", "Idle", ""),
+    ("RUNNING", "Running", ""),
+    ("DONE", "Done", ""),
+    ("FAILED", "Failed", ""),
+    ("CANCELLED", "Cancelled", ""),
+)
+
+
+class MVDUST3R_PG_photo(bpy.types.PropertyGroup):
+    """One input photo (``name`` is the file name shown in the list)."""
+
+    filepath: bpy.props.StringProperty(name="File", subtype="FILE_PATH")  # type: ignore[valid-type]
+
+
+class MVDUST3R_PG_scene(ContentOptions, AxisOptions, PointOptions, GaussianOptions, bpy.types.PropertyGroup):
+    """The photos and options of the next reconstruction in this scene. What to import and how
+    comes from the importers' option mixins, so the panel and File > Import offer the same choices."""
+
+    photos: bpy.props.CollectionProperty(type=MVDUST3R_PG_photo)  # type: ignore[valid-type]
+    photo_index: bpy.props.IntProperty(name="Active Photo", default=0, min=0)  # type: ignore[valid-type]
+    reference_photo: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Reference Photo", default=0, min=0,
+        description="The photo whose camera becomes the world origin (1 = first in the list); "
+                    "0 lets the model choose")
+
+    def import_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``api.import_bundle``."""
+        return {**self.content_options(), **self.axis_options(), **self.point_options(), **self.gaussian_options()}
+
+
+class MVDUST3R_PG_run(bpy.types.PropertyGroup):
+    """The current or last reconstruction of this Blender session."""
+
+    state: bpy.props.EnumProperty(items=RUN_STATES, default="IDLE")  # type: ignore[valid-type]
+    stage: bpy.props.StringProperty()  # type: ignore[valid-type]
+    progress: bpy.props.FloatProperty(min=0.0, max=1.0, subtype="FACTOR")  # type: ignore[valid-type]
+    message: bpy.props.StringProperty()  # type: ignore[valid-type]
+    hint: bpy.props.StringProperty()  # type: ignore[valid-type]
+    timings: bpy.props.StringProperty()  # type: ignore[valid-type]
+    collection: bpy.props.StringProperty()  # type: ignore[valid-type]
+
+
+class MVDUST3R_PG_setup(bpy.types.PropertyGroup):
+    """Runtime installation, runtime check and model download, as the preferences show them."""
+
+    runtime_state: bpy.props.EnumProperty(items=TASK_STATES, default="IDLE")  # type: ignore[valid-type]
+    runtime_step: bpy.props.StringProperty()  # type: ignore[valid-type]
+    runtime_command: bpy.props.StringProperty()  # type: ignore[valid-type]
+    runtime_message: bpy.props.StringProperty()  # type: ignore[valid-type]
+    runtime_hint: bpy.props.StringProperty()  # type: ignore[valid-type]
+    runtime_tail: bpy.props.StringProperty()  # type: ignore[valid-type]
+    runtime_log: bpy.props.StringProperty(subtype="FILE_PATH")  # type: ignore[valid-type]
+    check_state: bpy.props.EnumProperty(items=TASK_STATES, default="IDLE")  # type: ignore[valid-type]
+    check_message: bpy.props.StringProperty()  # type: ignore[valid-type]
+    download_state: bpy.props.EnumProperty(items=TASK_STATES, default="IDLE")  # type: ignore[valid-type]
+    download_progress: bpy.props.FloatProperty(min=0.0, max=1.0, subtype="FACTOR")  # type: ignore[valid-type]
+    download_message: bpy.props.StringProperty()  # type: ignore[valid-type]
+
+
+CLASSES = (MVDUST3R_PG_photo, MVDUST3R_PG_scene, MVDUST3R_PG_run, MVDUST3R_PG_setup)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.mvdust3r = bpy.props.PointerProperty(type=MVDUST3R_PG_scene)  # type: ignore[attr-defined]
+    bpy.types.WindowManager.mvdust3r_run = bpy.props.PointerProperty(type=MVDUST3R_PG_run)  # type: ignore[attr-defined]
+    bpy.types.WindowManager.mvdust3r_setup = bpy.props.PointerProperty(type=MVDUST3R_PG_setup)  # type: ignore[attr-defined]
+
+
+def unregister() -> None:
+    del bpy.types.WindowManager.mvdust3r_setup  # type: ignore[attr-defined]
+    del bpy.types.WindowManager.mvdust3r_run  # type: ignore[attr-defined]
+    del bpy.types.Scene.mvdust3r  # type: ignore[attr-defined]
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)
