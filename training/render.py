@@ -47,10 +47,20 @@ def _first_positive(*ts: Tensor) -> Tensor:
     return stacked.amin(dim=0)
 
 
-def ray_plane(o: Tensor, d: Tensor, normal: Tensor, offset: Tensor) -> Tensor:
-    """t [R,P] where rays o + t·d [R,3] meet planes ``normal·x = offset`` [P,3], [P]."""
+def ray_plane(o: Tensor, d: Tensor, normal: Tensor, offset: Tensor,
+              bounds: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
+    """t [R,P] where rays o + t·d [R,3] meet planes ``normal·x = offset`` [P,3], [P].
+
+    ``bounds = (lo [3], hi [3], bounded [P] bool)``: hits of bounded planes outside the box
+    [lo, hi] (1 mm tolerance) are misses.
+    """
     denom = d @ normal.T
     t = (offset[None] - o @ normal.T) / torch.where(denom.abs() > 1e-12, denom, torch.full_like(denom, 1e-12))
+    if bounds is not None:
+        lo, hi, bounded = bounds
+        p = o[:, None, :] + t[..., None] * d[:, None, :]                         # [R,P,3]
+        inside = ((p >= lo - 1e-3) & (p <= hi + 1e-3)).all(-1)
+        t = torch.where(inside | ~bounded[None], t, torch.full_like(t, NO_HIT))
     return _first_positive(t)
 
 
@@ -165,7 +175,7 @@ def render(scene: Scene, intrinsics: Tensor, cam2world: Tensor, height: int, wid
     o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
     s = scene
     hits = [
-        ray_plane(o, d, s.planes.normal, s.planes.offset),
+        ray_plane(o, d, s.planes.normal, s.planes.offset, (s.room_min, s.room_max, s.planes.bounded)),
         ray_box(o, d, s.boxes.centre, s.boxes.half_size, s.boxes.rotation),
         ray_sphere(o, d, s.spheres.centre, s.spheres.radius),
         ray_cylinder(o, d, s.cylinders.centre, s.cylinders.radius, s.cylinders.half_height),

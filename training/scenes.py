@@ -40,11 +40,14 @@ class Materials:
 
 @dataclass(frozen=True)
 class Planes:
-    """Infinite planes ``normal·x = offset``; the room's floor, walls and (optional) ceiling."""
+    """Planes ``normal·x = offset``: the room's floor, walls and (optional) ceiling. A ``bounded``
+    plane exists only inside the room box (walls, ceiling); an unbounded one is infinite (the
+    ground, which an open room shows beyond its missing wall)."""
 
     normal: Tensor      # float32 [P,3], unit, pointing into the room
     offset: Tensor      # float32 [P]
     material: Tensor    # int64 [P]
+    bounded: Tensor     # bool [P]
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,8 @@ def random_scene(seed: int) -> Scene:
 
     Props keep clear of the camera ring (see ``PROP_REGION``, ``PROP_RADIUS``, ``CAMERA_RING``), so
     a camera placed by :mod:`training.cameras` is never inside an object. A third of the rooms
-    have no ceiling: rays into the sky give invalid pixels, as real captures have.
+    are open (no ceiling, one wall missing): rays into the sky give invalid pixels, as real
+    captures have.
     """
     gen = torch.Generator().manual_seed(int(seed))
     size = torch.stack([_uniform(gen, 3.0, 8.0), _uniform(gen, 3.0, 8.0), _uniform(gen, 2.4, 3.5)]).reshape(3)
@@ -150,15 +154,17 @@ def random_scene(seed: int) -> Scene:
     footprint = PROP_RADIUS * float(half.min())
     centres_xy = (torch.rand(n_props, 2, generator=gen) * 2 - 1) * PROP_REGION * half
     radius = _uniform(gen, 0.35, 1.0, n_props) * footprint
-    n_planes = 5 + int(not open_ceiling)
+    # planes: floor, 4 walls, ceiling — normals point inwards. An open room (a terrace) has no
+    # ceiling and one wall fewer, so views across the open side see sky above the horizon.
+    missing_wall = 1 + int(torch.randint(0, 4, (1,), generator=gen))
+    keep = [i for i in range(6) if not open_ceiling or i not in (missing_wall, 5)]
+    n_planes = len(keep)
     materials = _random_materials(gen, n_planes + n_props)
     mat_ids = torch.arange(n_planes + n_props)
-
-    # planes: floor, 4 walls, ceiling — normals point inwards
     normal = torch.tensor([[0, 0, 1], [1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, -1]],
-                          dtype=torch.float32)[:n_planes]
+                          dtype=torch.float32)[keep]
     offset = torch.stack([room_min[2], room_min[0], -room_max[0], room_min[1], -room_max[1], -room_max[2]])
-    planes = Planes(normal, offset[:n_planes], mat_ids[:n_planes])
+    planes = Planes(normal, offset[keep], mat_ids[:n_planes], torch.tensor(keep) > 0)
 
     sl_box = slice(0, n_box)
     sl_sph = slice(n_box, n_box + n_sphere)

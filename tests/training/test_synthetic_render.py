@@ -24,7 +24,7 @@ def _scene(planes: Planes | None = None, boxes: Boxes | None = None, spheres: Sp
     empty_long = torch.zeros(0, dtype=torch.long)
     return Scene(
         room_min=torch.tensor([-10.0, -10.0, 0.0]), room_max=torch.tensor([10.0, 10.0, 10.0]),
-        planes=planes or Planes(torch.zeros(0, 3), torch.zeros(0), empty_long),
+        planes=planes or Planes(torch.zeros(0, 3), torch.zeros(0), empty_long, torch.zeros(0, dtype=torch.bool)),
         boxes=boxes or Boxes(torch.zeros(0, 3), torch.zeros(0, 3), torch.zeros(0, 3, 3), empty_long),
         spheres=spheres or Spheres(torch.zeros(0, 3), torch.zeros(0), empty_long),
         cylinders=cylinders or Cylinders(torch.zeros(0, 3), torch.zeros(0), torch.zeros(0), empty_long),
@@ -37,7 +37,7 @@ def _intrinsics(size: int, focal: float) -> torch.Tensor:
     return torch.tensor([[[focal, 0, size / 2], [0, focal, size / 2], [0, 0, 1]]])
 
 
-FLOOR = Planes(torch.tensor([[0.0, 0, 1]]), torch.tensor([0.0]), torch.tensor([0]))
+FLOOR = Planes(torch.tensor([[0.0, 0, 1]]), torch.tensor([0.0]), torch.tensor([0]), torch.tensor([False]))
 
 
 def test_floor_depth_matches_the_pitched_camera_formula() -> None:
@@ -139,3 +139,21 @@ def test_cameras_follow_the_opencv_convention() -> None:
     forward = torch.nn.functional.normalize(torch.tensor([3.0, -3.0, -1.0]), dim=0)
     assert torch.allclose(rot[:, 2], forward, atol=1e-6)
     assert rot[2, 1] < 0 and abs(rot[2, 0]) < 1e-6          # image down has a world-down component, no roll
+
+
+def test_bounded_walls_end_at_the_room_box() -> None:
+    """A wall plane x = 5 bounded by the room box (|y| ≤ 10, 0 ≤ z ≤ 10): rays meeting the plane
+    outside the box miss it, the others hit it at z-depth 5 (camera facing the wall head-on)."""
+    wall = Planes(torch.tensor([[-1.0, 0, 0]]), torch.tensor([-5.0]), torch.tensor([0]), torch.tensor([True]))
+    size, focal = 21, 4.0                                   # wide view: rays reach z = 2 ± 13
+    pos = torch.tensor([[0.0, 0.0, 2.0]])
+    out = render(_scene(planes=wall), _intrinsics(size, focal), look_at(pos, pos + torch.tensor([[1.0, 0, 0]])),
+                 size, size)
+    z = out.world_points[0][..., 2]
+    y = (torch.arange(size) + 0.5 - size / 2) / focal
+    hit_z = 2.0 - 5.0 * y                                   # image down = world −Z
+    hit_y = -5.0 * y                                        # image right = world −Y (facing +X, Z up)
+    expected = ((hit_z >= -1e-3) & (hit_z <= 10 + 1e-3))[:, None] & (hit_y.abs() <= 10 + 1e-3)[None, :]
+    assert torch.equal(out.valid[0], expected) and not bool(expected.all()) and bool(expected.any())
+    assert torch.allclose(out.depth[0][out.valid[0]], torch.tensor(5.0), rtol=1e-6)
+    assert torch.allclose(z[out.valid[0]], hit_z[:, None].expand(size, size)[out.valid[0]], atol=1e-5)
