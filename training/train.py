@@ -175,12 +175,12 @@ def train(args: argparse.Namespace) -> Path:
             res1, res2s = model(view1, view2s)
             terms = multiview_loss(res1, res2s, batch)
             if not torch.isfinite(terms.total):
-                raise FloatingPointError(f"loss is {float(terms.total)} at step {step}; lower --lr")
+                raise FloatingPointError(f"loss is {float(terms.total.detach())} at step {step}; lower --lr")
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
             optimizer.step()
             log.writerow({"step": step, "epoch": step // args.steps_per_epoch, "lr": f"{lr:.3e}",
-                          "loss": f"{float(terms.total):.6f}", "conf_view0": f"{terms.conf_view0:.6f}",
+                          "loss": f"{float(terms.total.detach()):.6f}", "conf_view0": f"{terms.conf_view0:.6f}",
                           "conf_others": f"{terms.conf_others:.6f}", "distance": f"{terms.distance:.6f}",
                           "views": 1 + len(view2s), "seconds": f"{time.perf_counter() - began:.3f}"})
             log_file.flush()
