@@ -1,0 +1,213 @@
+"""End to end through the installed extension: preferences point at the test worker Python and the
+golden checkpoint, photos made here go through the Reconstruct operator, and the run controller is
+driven by hand (timers never fire in module mode) until the result is a new collection. Cancel, a
+killed worker and bad photos leave the scene exactly as it was."""
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import bpy
+import numpy as np
+import pytest
+from PIL import Image
+
+PACKAGE = "bl_ext.user_default.mvdust3r_blender"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def module(name: str) -> ModuleType:
+    return importlib.import_module(f"{PACKAGE}.{name}")
+
+
+def worker_python() -> str:
+    python = os.environ.get("MVDUST3R_WORKER_PYTHON", str(ROOT / ".venv" / "bin" / "python"))
+    assert Path(python).is_file(), f"the worker Python {python} is missing: run `python build.py setup`"
+    return python
+
+
+@pytest.fixture
+def configured(ext: ModuleType, golden: Path) -> Any:
+    """Preferences set to the test runtime and the tiny golden checkpoint (random weights)."""
+    checkpoint = golden / "mvd_reduced_ckpt.pth"
+    assert checkpoint.is_file(), f"golden checkpoint {checkpoint} is missing"
+    prefs = bpy.context.preferences.addons[PACKAGE].preferences
+    prefs.runtime_mode = "EXISTING"
+    prefs.python_path = worker_python()
+    prefs.checkpoint = "LOCAL"
+    prefs.checkpoint_path = str(checkpoint)
+    prefs.device = "cpu"
+    yield prefs
+    module("run").SESSION.shutdown()
+
+
+def make_photos(folder: Path, count: int = 3, size: tuple[int, int] = (96, 64)) -> list[Path]:
+    """Smooth, slightly shifted colour gradients: like photos of one scene, and cheap."""
+    folder.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    paths = []
+    for k in range(count):
+        rgb = np.stack([(x + 4 * k) / w, y / h, 0.5 + 0.5 * np.sin((x + y + 3 * k) / 9)], -1)
+        path = folder / f"photo_{k:02d}.png"
+        Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def add(paths: list[Path]) -> None:
+    result = bpy.ops.mvdust3r_blender.add_photos(
+        directory=str(paths[0].parent) + os.sep, files=[{"name": p.name} for p in paths])
+    assert result == {"FINISHED"}
+
+
+def drive(timeout: float = 120.0) -> Any:
+    """What the timer does in Blender: call run.tick until it says the run is over."""
+    run = module("run")
+    controller = run.active()
+    assert controller is not None, "no run is active"
+    deadline = time.monotonic() + timeout
+    interval = run.tick()
+    while interval is not None:
+        assert time.monotonic() < deadline, f"the run did not finish within {timeout} s (stage {controller.stage})"
+        time.sleep(interval)
+        interval = run.tick()
+    return controller
+
+
+def scene_state() -> tuple[set[str], set[str], set[str], set[str]]:
+    return ({o.name for o in bpy.data.objects}, {c.name for c in bpy.data.collections},
+            {m.name for m in bpy.data.meshes}, {n.name for n in bpy.data.node_groups})
+
+
+def test_reconstruct_imports_a_new_collection(configured: Any, tmp_path: Path) -> None:
+    add(make_photos(tmp_path / "shoot", 3))
+    before = scene_state()
+    assert bpy.ops.mvdust3r_blender.reconstruct() == {"FINISHED"}  # returns at once; the run goes on
+    controller = module("run").active()
+    assert controller is not None and not controller.finished
+    assert before == scene_state()  # nothing is applied before the result arrives
+    controller = drive()
+    state = bpy.context.window_manager.mvdust3r_run
+    assert controller.phase.value == "DONE", f"{controller.message} ({controller.hint})"
+    assert state.state == "DONE" and state.progress == 1.0
+    collection = bpy.data.collections[state.collection]
+    assert bpy.context.scene.collection.children.get(collection.name) is not None
+    objects = list(collection.all_objects)
+    cameras = [o for o in objects if o.type == "CAMERA"]
+    assert len(cameras) == 3
+    meshes = [o for o in objects if o.type == "MESH"]
+    assert len(meshes) >= 2  # the point cloud and the Gaussians
+    assert max(len(o.data.vertices) for o in meshes) > 0
+    assert "total" in state.timings and "import" in state.timings
+    assert controller.timings["total"] > 0
+    # the objects that were there before are untouched, and the run's temporary bundle is gone
+    assert before[0] <= scene_state()[0]
+    assert module("run").active() is None
+
+
+def test_model_stays_loaded_between_runs(configured: Any, tmp_path: Path) -> None:
+    add(make_photos(tmp_path / "shoot", 2))
+    bpy.ops.mvdust3r_blender.reconstruct()
+    first = drive()
+    client = module("run").SESSION.client
+    assert first.phase.value == "DONE", first.message
+    bpy.ops.mvdust3r_blender.reconstruct()
+    second = drive()
+    assert second.phase.value == "DONE", second.message
+    assert module("run").SESSION.client is client and client.alive  # same worker process
+    assert len([c for c in bpy.data.collections if c.name == first.collection_name
+                or c.name == second.collection_name]) == 2
+    assert bpy.ops.mvdust3r_blender.release() == {"FINISHED"}
+
+
+def test_cancel_leaves_the_scene_unchanged_and_the_worker_usable(configured: Any, tmp_path: Path) -> None:
+    add(make_photos(tmp_path / "shoot", 3))
+    before = scene_state()
+    bpy.ops.mvdust3r_blender.reconstruct()
+    assert bpy.ops.mvdust3r_blender.cancel() == {"FINISHED"}
+    controller = drive()
+    assert controller.phase.value == "CANCELLED"
+    assert bpy.context.window_manager.mvdust3r_run.state == "CANCELLED"
+    assert scene_state() == before
+    client = module("run").SESSION.client
+    assert client is not None and client.alive
+    bpy.ops.mvdust3r_blender.reconstruct()
+    again = drive()
+    assert again.phase.value == "DONE", again.message
+    assert module("run").SESSION.client is client  # the same worker served the next run
+
+
+def test_a_killed_worker_is_reported_and_the_next_run_starts_a_new_one(configured: Any, tmp_path: Path) -> None:
+    add(make_photos(tmp_path / "shoot", 3))
+    before = scene_state()
+    bpy.ops.mvdust3r_blender.reconstruct()
+    client = module("run").SESSION.client
+    assert client is not None and client.pid is not None
+    os.kill(client.pid, signal.SIGKILL)
+    controller = drive()
+    assert controller.phase.value == "FAILED"
+    assert "exited with code -9" in controller.message and "scene was not changed" in controller.message
+    state = bpy.context.window_manager.mvdust3r_run
+    assert state.state == "FAILED" and state.message == controller.message
+    assert scene_state() == before
+    bpy.ops.mvdust3r_blender.reconstruct()
+    again = drive()
+    assert again.phase.value == "DONE", again.message
+    assert module("run").SESSION.client is not client
+
+
+def test_an_unreadable_photo_is_named_and_nothing_is_imported(configured: Any, tmp_path: Path) -> None:
+    photos = make_photos(tmp_path / "shoot", 2)
+    broken = tmp_path / "shoot" / "broken.png"
+    broken.write_bytes(b"this is not a PNG file")
+    add([*photos, broken])
+    before = scene_state()
+    bpy.ops.mvdust3r_blender.reconstruct()
+    controller = drive()
+    assert controller.phase.value == "FAILED"
+    assert "broken.png" in controller.message
+    assert scene_state() == before
+
+
+def test_a_missing_photo_is_refused_before_anything_starts(configured: Any, tmp_path: Path) -> None:
+    photos = make_photos(tmp_path / "shoot", 3)
+    add(photos)
+    photos[1].unlink()
+    with pytest.raises(RuntimeError, match="photo_01.png' does not exist"):
+        bpy.ops.mvdust3r_blender.reconstruct()
+    assert module("run").active() is None
+    state = bpy.context.window_manager.mvdust3r_run
+    assert state.state == "FAILED" and "photo_01.png" in state.message and "remove it" in state.hint
+
+
+def test_too_few_photos_and_missing_setup_are_explained(ext: ModuleType, golden: Path, tmp_path: Path) -> None:
+    add(make_photos(tmp_path / "shoot", 1))
+    with pytest.raises(RuntimeError, match="1 photo in the list"):
+        bpy.ops.mvdust3r_blender.reconstruct()
+    add(make_photos(tmp_path / "more", 2))
+    with pytest.raises(RuntimeError, match="PyTorch runtime is not set up"):  # factory preferences
+        bpy.ops.mvdust3r_blender.reconstruct()
+    prefs = bpy.context.preferences.addons[PACKAGE].preferences
+    prefs.runtime_mode = "EXISTING"
+    prefs.python_path = worker_python()
+    with pytest.raises(RuntimeError, match="model MVDp_s2.pth is not downloaded"):
+        bpy.ops.mvdust3r_blender.reconstruct()
+
+
+def test_runtime_check_reports_torch_and_devices(configured: Any) -> None:
+    setup_ops = module("operators_setup")
+    assert bpy.ops.mvdust3r_blender.check_runtime() == {"FINISHED"}
+    deadline = time.monotonic() + 60
+    interval = setup_ops.poll_tasks()
+    while interval is not None and time.monotonic() < deadline:
+        time.sleep(interval)
+        interval = setup_ops.poll_tasks()
+    setup = bpy.context.window_manager.mvdust3r_setup
+    assert setup.check_state == "DONE", setup.check_message
+    assert configured.runtime_summary.startswith("torch 2.") and "cpu" in configured.runtime_summary
