@@ -1,0 +1,134 @@
+"""Command line: ``python -m mvdust3r_blender.engine reconstruct PHOTOS... --checkpoint CKPT --out DIR``.
+
+Writes ``DIR/reconstruction.npz`` (the bundle, see docs/bundle.md) and the requested exports
+beside it, shows progress on stderr, and on a problem the user can fix prints one line
+``error: <what> (<what to do>)`` and exits with status 1 (2 for a bad command line, 130 when
+interrupted). Folders given as PHOTOS expand to their image files, sorted by name.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence, TextIO
+
+from ..bundle import BundleError, write_bundle
+from .errors import Cancelled, EngineError, InputError
+
+BUNDLE_NAME = "reconstruction.npz"
+EXPORT_FORMATS = ("ply", "gaussians", "colmap", "glb")
+
+
+class ProgressLine:
+    """One ``\\r``-rewritten line on a stream: ``network   [#########-----------]  45%``."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.last = ""
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        filled = int(round(self.WIDTH * min(max(fraction, 0.0), 1.0)))
+        line = f"\r{stage:<10}[{'#' * filled}{'-' * (self.WIDTH - filled)}] {fraction * 100:3.0f}%"
+        if line != self.last:
+            self.stream.write(line)
+            self.stream.flush()
+            self.last = line
+
+    def finish(self) -> None:
+        if self.last:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.last = ""
+
+
+def _formats(text: str) -> list[str]:
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in EXPORT_FORMATS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown export format(s) {', '.join(unknown) or repr(text)}; "
+                                         f"choose from {','.join(EXPORT_FORMATS)}")
+    return list(dict.fromkeys(names))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mvdust3r_blender.engine",
+                                     description="MV-DUSt3R / MV-DUSt3R+ reconstruction from unposed photos.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    rec = commands.add_parser("reconstruct", help="photos → DIR/reconstruction.npz (+ exports)",
+                              description="Reconstruct a scene from 2–100 photos (files or folders).")
+    rec.add_argument("photos", nargs="+", help="photo files, or folders whose image files are used (sorted)")
+    rec.add_argument("--checkpoint", required=True, help="MV-DUSt3R(+) checkpoint (.pth or .safetensors)")
+    rec.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
+    rec.add_argument("--export", type=_formats, default=[], metavar="FORMATS",
+                     help=f"comma-separated: {','.join(EXPORT_FORMATS)}")
+    rec.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+    rec.add_argument("--reference-view", type=int, default=None, metavar="I",
+                     help="0-based index (in the order given) of the photo that defines the world frame")
+    rec.add_argument("--no-gaussians", action="store_true", help="skip the Gaussian parameters")
+    rec.add_argument("--min-conf-percent", type=float, default=3.0,
+                     help="share of lowest-confidence pixels left out of pose estimation (default 3)")
+    return parser
+
+
+def run_reconstruct(args: argparse.Namespace, stderr: TextIO) -> int:
+    """Load the model, reconstruct, write the bundle and exports; raise EngineError on user problems."""
+    from .checkpoint import load_model
+    from .devices import resolve_device
+    from .exports import export
+    from .images import collect_photo_paths
+    from .pipeline import ReconstructOptions, reconstruct
+
+    if "gaussians" in args.export and args.no_gaussians:
+        raise InputError("--export gaussians needs the Gaussians that --no-gaussians turns off",
+                         "drop one of the two options")
+    options = ReconstructOptions(reference_view=args.reference_view, gaussians=not args.no_gaussians,
+                                 min_conf_percent=args.min_conf_percent)
+    photos = collect_photo_paths(args.photos)
+    if not photos:
+        raise InputError(f"no image files found in {', '.join(args.photos)}",
+                         "give photo files or folders holding .jpg/.png/.webp/.tif/.bmp files")
+    out = args.out.expanduser()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output {out} exists and is not a folder", "give a folder path for --out")
+    device = resolve_device(args.device)
+    progress = ProgressLine(stderr)
+    started = time.perf_counter()
+    try:
+        progress("model", 0.0)
+        model = load_model(args.checkpoint, device=device)
+        model.checkpoint_path = str(Path(args.checkpoint).expanduser().absolute())
+        progress("model", 1.0)
+        bundle = reconstruct(photos, model, options, progress=progress)
+        progress("write", 0.0)
+        bundle.meta["timings"]["total"] = round(time.perf_counter() - started, 4)
+        written = [write_bundle(bundle, out / BUNDLE_NAME)]
+        if args.export:
+            written += list(export(bundle, args.export, out).values())
+        progress("write", 1.0)
+    finally:
+        progress.finish()
+    for path in written:
+        print(path)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run_reconstruct(args, sys.stderr)
+    except (Cancelled, KeyboardInterrupt):
+        print("error: cancelled", file=sys.stderr)
+        return 130
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (BundleError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

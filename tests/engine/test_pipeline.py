@@ -1,0 +1,175 @@
+"""reconstruct(): photos → bundle, in the user's order, with cameras that reproject onto the photos.
+
+Geometry is checked with a network stand-in that returns known ground truth (tests/engine/
+synthetic_scenes.py); the real networks run from the golden checkpoints.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from mvdust3r_blender.bundle import read_bundle, write_bundle
+from mvdust3r_blender.engine.cameras import photo_intrinsics
+from mvdust3r_blender.engine.checkpoint import load_model
+from mvdust3r_blender.engine.config import ModelConfig
+from mvdust3r_blender.engine.errors import Cancelled, InputError
+from mvdust3r_blender.engine.images import network_input
+from mvdust3r_blender.engine.metrics import camera_metrics
+from mvdust3r_blender.engine.pipeline import ReconstructOptions, reconstruct
+from synthetic_scenes import SceneNetwork, make_scene, write_index_photos
+
+SIZES = [(96, 72), (64, 64), (50, 90), (120, 80), (70, 70)]
+MVD = ModelConfig(img_size=(32, 32))
+MVDP = ModelConfig(multi_ref=True, n_ref=4, img_size=(32, 32))
+
+
+@pytest.fixture
+def scene_photos(tmp_path):
+    scene = make_scene(len(SIZES), 32, 32, focal=30.0, seed=11, noise=0.001)
+    return scene, write_index_photos(tmp_path / "photos", SIZES)
+
+
+def _reproject(bundle, v):
+    """Photo pixel coordinates of view v's points through the bundle's own camera."""
+    w2c = np.linalg.inv(bundle.cam2world[v].astype(np.float64))
+    cam = bundle.pts3d[v].reshape(-1, 3) @ w2c[:3, :3].T + w2c[:3, 3]
+    proj = cam @ bundle.intrinsics[v].astype(np.float64).T
+    return proj[:, :2] / proj[:, 2:]
+
+
+@pytest.mark.parametrize("reference_view", [None, 3, 4])
+def test_results_come_back_in_user_order_in_the_reference_frame(scene_photos, reference_view):
+    scene, photos = scene_photos
+    net = SceneNetwork(scene, MVD)
+    bundle = reconstruct(photos, net, ReconstructOptions(reference_view=reference_view))
+    bundle.validate()
+    order = bundle.meta["reference_order"]
+    ref = order[0]
+    assert bundle.meta["reference_view"] == ref == (0 if reference_view is None else reference_view)
+    assert net.calls == [order] and sorted(order) == list(range(len(SIZES)))
+    assert bundle.photo_paths == [str(p) for p in photos]
+    # images in the user's order (photo k is coloured 20k+10)
+    np.testing.assert_array_equal(bundle.images[:, 0, 0, 0], [20 * k + 10 for k in range(len(SIZES))])
+    assert bundle.photo_size.tolist() == [list(s) for s in SIZES]
+    # cameras: the truth re-expressed in the reference view's frame
+    truth = np.linalg.inv(scene.c2w[ref]) @ scene.c2w
+    m = camera_metrics(bundle.cam2world, truth, bundle.meta["focal_grid_px"], scene.focal)
+    assert m.rre < 0.2 and m.rte < 0.5 and m.mae < 0.005
+    np.testing.assert_allclose(bundle.cam2world[ref], np.eye(4), atol=2e-3)
+    np.testing.assert_allclose(bundle.cam2world[:, :3, 3], truth[:, :3, 3], atol=0.02)
+    # intrinsics are in original-photo pixels: every point reprojects onto its grid pixel centre
+    j, i = np.meshgrid(np.arange(32) + 0.5, np.arange(32) + 0.5)
+    for v in range(len(SIZES)):
+        x0, y0, x1, y1 = bundle.crop_box[v]
+        centres = np.stack([x0 + j * (x1 - x0) / 32, y0 + i * (y1 - y0) / 32], -1).reshape(-1, 2)
+        err = np.linalg.norm(_reproject(bundle, v) - centres, axis=-1)
+        assert np.median(err) < 0.1 * max(SIZES[v]) / 32 and err.max() < max(SIZES[v]) / 32 * 0.6
+        np.testing.assert_allclose(bundle.intrinsics[v], photo_intrinsics(bundle.meta["focal_grid_px"], (32, 32),
+                                                                          bundle.crop_box[v:v + 1])[0], rtol=1e-6)
+
+
+def test_gaussians_only_when_asked(scene_photos):
+    scene, photos = scene_photos
+    without = reconstruct(photos, SceneNetwork(scene, MVD), ReconstructOptions(gaussians=False))
+    assert not without.has_gaussians and without.gaussian_rgb is None and "gaussians" not in without.meta["timings"]
+    net = SceneNetwork(scene, MVD)
+    b = reconstruct(photos, net, ReconstructOptions(reference_view=2))
+    assert b.has_gaussians and b.gaussian_rgb is not None
+    nf = b.meta["gaussian_norm_factor"]
+    assert np.all(b.gaussian_scale >= 1e-4 * nf * (1 - 1e-6)) and np.all(b.gaussian_scale <= 4e-3 * nf * (1 + 1e-6))
+    np.testing.assert_allclose(np.linalg.norm(b.gaussian_rotation, axis=-1), 1.0, atol=1e-5)
+    assert np.all((b.gaussian_opacity > 0) & (b.gaussian_opacity < 1))
+    # user order: re-running the stand-in gives the raw head output in network order
+    raw = net.predict(network_input(b.images[b.meta["reference_order"]]))
+    back = np.argsort(b.meta["reference_order"])
+    np.testing.assert_array_equal(b.gaussian_rgb, raw.rgb[back].numpy())
+
+
+def test_progress_meta_and_round_trip(scene_photos, tmp_path):
+    scene, photos = scene_photos
+    seen = []
+    b = reconstruct(photos, SceneNetwork(scene, MVD), progress=lambda s, f: seen.append((s, f)))
+    stages = [s for s, _ in seen]
+    assert [s for k, s in enumerate(stages) if k == 0 or stages[k - 1] != s] == ["load", "network", "cameras", "gaussians"]
+    for stage in ("load", "network", "cameras", "gaussians"):
+        fractions = [f for s, f in seen if s == stage]
+        assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+    assert set(b.meta["timings"]) == {"load", "network", "cameras", "gaussians"}
+    assert b.meta["model"]["variant"] == "MVD" and b.meta["torch"] == torch.__version__ and b.meta["device"] == "cpu"
+    again = read_bundle(write_bundle(b, tmp_path / "out" / "r.npz"))
+    np.testing.assert_array_equal(again.cam2world, b.cam2world)
+    assert again.meta["reference_order"] == b.meta["reference_order"]
+
+
+def test_cancel_between_stages_and_during_loading(scene_photos):
+    scene, photos = scene_photos
+    net = SceneNetwork(scene, MVD)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Cancelled):
+        reconstruct(photos, net, cancel=stop)
+    assert net.calls == []
+    stop = threading.Event()
+    with pytest.raises(Cancelled, match="before camera recovery"):
+        reconstruct(photos, net, cancel=stop, progress=lambda s, f: stop.set() if (s, f) == ("network", 1.0) else None)
+    assert len(net.calls) == 1
+
+
+def test_bad_input_is_reported_before_any_work(tmp_path, scene_photos):
+    scene, photos = scene_photos
+    net = SceneNetwork(scene, MVD)
+    with pytest.raises(InputError, match="no photos"):
+        reconstruct([], net)
+    with pytest.raises(InputError, match="1 photo given, but MV-DUSt3R needs at least 2"):
+        reconstruct(photos[:1], net)
+    with pytest.raises(InputError, match=r"3 photos given, but MV-DUSt3R\+ needs at least 4 \(it uses 4 reference"):
+        reconstruct(photos[:3], SceneNetwork(scene, MVDP))
+    with pytest.raises(InputError, match="reference view 5 does not exist among 5"):
+        reconstruct(photos, net, ReconstructOptions(reference_view=5))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really")
+    with pytest.raises(InputError) as info:
+        reconstruct([photos[0], broken, tmp_path / "nope.png"], net)
+    assert str(broken) in str(info.value) and str(tmp_path / "nope.png") in str(info.value)
+    with pytest.raises(InputError, match="more than once"):
+        reconstruct([photos[0], photos[1], photos[0]], net)
+    with pytest.raises(InputError, match="min_conf_percent"):
+        ReconstructOptions(min_conf_percent=100)
+    assert net.calls == []
+
+
+def test_non_ascii_paths_reconstruct(tmp_path):
+    scene = make_scene(3, 32, 32, focal=30.0, seed=2)
+    photos = write_index_photos(tmp_path / "dossier été 写真", [(40, 30)] * 3, ["a b.png", "ü.png", "写真.png"])
+    b = reconstruct(photos, SceneNetwork(scene, MVD))
+    assert b.photo_paths == [str(p) for p in photos]
+
+
+@pytest.mark.parametrize("name", ["mvd", "mvdp"])
+def test_real_golden_networks_end_to_end(golden, tmp_path, name):
+    """The real network from a golden checkpoint: bundle is valid, in user order, equal to the
+    network's own output for the reordered input."""
+    torch.set_num_threads(2)
+    model = load_model(golden / f"{name}_reduced_ckpt.pth", cache_dir=tmp_path / "cache")
+    rng = np.random.default_rng(0)
+    from PIL import Image
+    photos = []
+    for k, (w, h) in enumerate([(96, 72), (64, 64), (50, 90), (120, 80), (70, 70)]):
+        path = tmp_path / f"photo {k}.png"
+        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(path)
+        photos.append(path)
+    b = reconstruct(photos, model, ReconstructOptions(reference_view=2))
+    b.validate()
+    assert b.meta["model"]["variant"] == ("MVDp" if name == "mvdp" else "MVD")
+    assert b.meta["model"]["n_ref"] == (4 if name == "mvdp" else 1)
+    assert b.grid_size == tuple(model.config.img_size) and b.has_gaussians
+    order = b.meta["reference_order"]
+    assert order[0] == 2
+    direct = model.predict(network_input(b.images[order]))
+    back = np.argsort(order)
+    np.testing.assert_allclose(b.pts3d, direct.pts3d[back].numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(b.conf, direct.conf[back].numpy(), rtol=1e-5)
+    assert np.all(b.intrinsics[:, 0, 0] > 0) and np.all(np.isfinite(b.cam2world))
