@@ -4,10 +4,13 @@ The mesh holds one vertex per Gaussian with ``rot`` (QUATERNION, w,x,y,z, Blende
 (FLOAT_VECTOR, the standard deviations along the Gaussian's own axes), ``opacity`` (FLOAT) and
 ``Col`` (FLOAT_COLOR, linear). A geometry-nodes modifier drops Gaussians below ``Opacity Threshold``
 and instances a smooth unit icosphere on the rest, rotated by ``rot`` and scaled by
-``scale × Scale Multiplier`` (the splat spans that many σ). The material, reading the instancer's
-attributes, fades each splat like a Gaussian seen through its shell: along a view ray that grazes
-the shell at distance b from the centre (sphere units), 1 − (N·I)² = b², so
-alpha = opacity · exp(−½ (m·b)²) with m = the multiplier (stored per instance as ``splat_sigmas``).
+``scale × Scale Multiplier`` = m (the splat spans m σ). The material, reading the instancer's
+attributes, gives each view ray the alpha a 3DGS rasteriser gives it: in the splat's own frame the
+Gaussian is isotropic (one unit = m σ), and a ray passing at distance b from the centre has peak
+density exp(−½ (m·b)²) — which equals the projected 2D Gaussian 3DGS evaluates, for any rotation and
+anisotropic scale. b² = |P|² − (P·D)² from the shading point P and the unit view direction D, both in
+object (instance) coordinates; alpha = opacity · exp(−½ m² b²) on front faces only. m is stored per
+instance as ``splat_sigmas``.
 """
 from __future__ import annotations
 
@@ -46,18 +49,34 @@ def splat_material(name: str) -> bpy.types.Material:
                 socket.default_value = value  # type: ignore[attr-defined]
         return node
 
+    def vector_math(operation: str, a: bpy.types.NodeSocket, b: bpy.types.NodeSocket | None,
+                    x: float, y: float) -> bpy.types.Node:
+        node = nodes.new("ShaderNodeVectorMath")
+        setattr(node, "operation", operation)
+        node.location = (x, y)
+        links.new(a, node.inputs[0])
+        if b is not None:
+            links.new(b, node.inputs[1])
+        return node
+
     colour, opacity, sigmas = attribute(COLOR_ATTRIBUTE, 300), attribute("opacity", 0), attribute(SIGMAS_ATTRIBUTE, -300)
     geometry = nodes.new("ShaderNodeNewGeometry")
-    geometry.location = (-1200, -600)
-    cosine = nodes.new("ShaderNodeVectorMath")
-    setattr(cosine, "operation", "DOT_PRODUCT")
-    cosine.location = (-1000, -600)
-    links.new(geometry.outputs["Normal"], cosine.inputs[0])
-    links.new(geometry.outputs["Incoming"], cosine.inputs[1])
-    b2 = math("SUBTRACT", 1.0, math("MULTIPLY", cosine.outputs["Value"], cosine.outputs["Value"], -800, -600).outputs[0],
-              -600, -600)                                                    # b² = 1 − (N·I)²
+    geometry.location = (-1400, -600)
+    coords = nodes.new("ShaderNodeTexCoord")   # "Object": the splat's own (unit-sphere) coordinates
+    coords.location = (-1400, -900)
+    to_local = nodes.new("ShaderNodeVectorTransform")
+    setattr(to_local, "vector_type", "VECTOR")
+    setattr(to_local, "convert_from", "WORLD")
+    setattr(to_local, "convert_to", "OBJECT")
+    to_local.location = (-1200, -600)
+    links.new(geometry.outputs["Incoming"], to_local.inputs[0])
+    direction = vector_math("NORMALIZE", to_local.outputs[0], None, -1000, -600)
+    along = vector_math("DOT_PRODUCT", coords.outputs["Object"], direction.outputs["Vector"], -800, -600)
+    radial = vector_math("DOT_PRODUCT", coords.outputs["Object"], coords.outputs["Object"], -800, -900)
+    b2 = math("SUBTRACT", radial.outputs["Value"],                            # b² = |P|² − (P·D)²
+              math("MULTIPLY", along.outputs["Value"], along.outputs["Value"], -600, -600).outputs[0], -400, -750)
     m2 = math("MULTIPLY", sigmas.outputs[2], sigmas.outputs[2], -800, -300)
-    exponent = math("MULTIPLY", math("MULTIPLY", b2.outputs[0], m2.outputs[0], -400, -450).outputs[0], -0.5, -200, -450)
+    exponent = math("MULTIPLY", math("MULTIPLY", b2.outputs[0], m2.outputs[0], -200, -450).outputs[0], -0.5, -100, -450)
     falloff = math("EXPONENT", exponent.outputs[0], 0.0, 0, -450)
     front = math("SUBTRACT", 1.0, geometry.outputs["Backfacing"], -400, -750)
     alpha = math("MULTIPLY", math("MULTIPLY", falloff.outputs[0], opacity.outputs[2], 200, -300).outputs[0],
