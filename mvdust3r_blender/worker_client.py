@@ -210,9 +210,12 @@ class WorkerClient:
         event or when the worker dies, :class:`TimeoutError` after `timeout` seconds. Events of
         other requests stay for :meth:`poll`."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        with self._deferred_lock:  # its events that an earlier wait() set aside come first
+            backlog = [e for e in self._deferred if e.id == request_id]
+            self._deferred = [e for e in self._deferred if e.id != request_id]
         while True:
             try:
-                event = self._events.get(timeout=0.1)
+                event = backlog.pop(0) if backlog else self._events.get(timeout=0.1)
             except queue.Empty:
                 if self._exited.is_set() and self._events.empty():
                     raise WorkerError(self._exit_event(self.returncode)) from None

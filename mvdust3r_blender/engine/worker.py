@@ -91,6 +91,8 @@ class Worker:
         """Read requests until stdin closes or a shutdown request; returns the exit code."""
         self._thread.start()
         self.emit(ReadyEvent(protocol=PROTOCOL_VERSION, pid=os.getpid()))
+        log.info("ready: pid %d, protocol %d, Python %s at %s", os.getpid(), PROTOCOL_VERSION,
+                 platform.python_version(), sys.executable)
         while True:
             line = stdin.readline()
             if not line:
@@ -165,6 +167,7 @@ class Worker:
         for job in jobs:
             job.cancel.set()
         names = ", ".join(j.request.id for j in jobs)
+        log.info("cancel %s: %s", request.target or "everything", names or "nothing pending")
         if jobs:
             detail = f"cancelling {names}"
         elif request.target is None:
@@ -178,7 +181,12 @@ class Worker:
     def _run_jobs(self) -> None:
         while (job := self._jobs.get()) is not None:
             try:
-                self.emit(self._answer(job.request, lambda r: self._run(r, job)))
+                event = self._answer(job.request, lambda r: self._run(r, job))
+                self.emit(event)
+                if isinstance(event, ErrorEvent):
+                    # The exception and the frames holding its tensors are gone: give the memory back
+                    # (after answering: a collection can take a while with torch loaded).
+                    _free_cached_memory()
             finally:
                 with self._pending_lock:
                     self._pending.pop(job.request.id, None)
@@ -206,8 +214,7 @@ class Worker:
             return handle(request)
         except EngineError as exc:
             event = ErrorEvent(id=request.id, code=exc.code, message=exc.message, hint=exc.hint)
-            if not isinstance(exc, Cancelled):
-                log.info("%s %s failed: %s", request.type, request.id, exc)
+            log.info("%s %s failed: %s", request.type, request.id, exc)
         except Exception as exc:  # noqa: BLE001 — the boundary: nothing may kill the worker
             if _is_out_of_memory(exc):
                 where = self._model_info.device if self._model_info else "this device"
@@ -222,8 +229,6 @@ class Worker:
                                    message=f"{request.type} failed unexpectedly: {type(exc).__name__}: "
                                            f"{_first_line(exc)}",
                                    hint="this is a bug; the worker log (stderr) has the traceback")
-        # The exception (and the tensors its frames held) is gone now: give the memory back.
-        _free_cached_memory()
         return event
 
     def _progress(self, job: _Job) -> Callable[[str, float], None]:

@@ -1,0 +1,450 @@
+"""The worker process and its client, for real: every test spawns ``python -m mvdust3r_blender.engine.worker``.
+
+The interpreter is ``$MVDUST3R_WORKER_PYTHON`` (build.py sets it to the engine venv) or this one.
+Model tests load the golden reduced checkpoint; photos are made here.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mvdust3r_blender import protocol as p
+from mvdust3r_blender.bundle import read_bundle
+from mvdust3r_blender.worker_client import PACKAGE_DIR, WORKER_MODULE, WorkerClient, WorkerError
+
+PYTHON = os.environ.get("MVDUST3R_WORKER_PYTHON", sys.executable)
+TIMEOUT = 60.0  # generous ceiling for a request on a loaded CI machine; never reached when things work
+WORKER_ENV: dict[str, str] = {}  # filled by the autouse fixture below
+
+
+@pytest.fixture(scope="module", autouse=True)
+def worker_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """One compute thread (the test machine is shared, and a single thread keeps the worker's memory
+    map stable for the out-of-memory test); the checkpoint cache in a temporary folder."""
+    WORKER_ENV.update({**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": "",
+                       "MVDUST3R_CACHE_DIR": str(tmp_path_factory.mktemp("checkpoint-cache"))})
+    yield WORKER_ENV
+    WORKER_ENV.clear()
+
+
+def start_worker() -> WorkerClient:
+    worker = WorkerClient(PYTHON, env=WORKER_ENV)
+    worker.start()
+    return worker
+
+
+@pytest.fixture
+def client() -> Iterator[WorkerClient]:
+    worker = start_worker()
+    yield worker
+    code = worker.shutdown(timeout=10)
+    assert not worker.alive
+    assert code == 0, worker.stderr_tail()
+
+
+@pytest.fixture
+def checkpoint(golden: Path) -> Path:
+    path = golden / "mvd_reduced_ckpt.pth"
+    assert path.is_file(), f"golden checkpoint missing: {path}"
+    return path
+
+
+def make_photos(folder: Path, count: int, size: tuple[int, int] = (96, 72), seed: int = 0) -> list[Path]:
+    """`count` smooth random PNG photos of `size` (W, H)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        coarse = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+        img = Image.fromarray(coarse, "RGB").resize(size, Image.BICUBIC)
+        paths.append(folder / f"photo_{i:03d}.png")
+        img.save(paths[-1])
+    return paths
+
+
+def raw_session(lines: list[str | bytes], *args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[bytes]:
+    """Feed `lines` to a fresh worker, close its stdin and collect everything it wrote."""
+    command = list(args) or ["-m", WORKER_MODULE]
+    data = b"".join((line.encode() if isinstance(line, str) else line) + b"\n" for line in lines)
+    env = {**WORKER_ENV, "PYTHONPATH": str(PACKAGE_DIR.parent)}
+    return subprocess.run([PYTHON, *command], input=data, capture_output=True, timeout=timeout, env=env,
+                          cwd=PACKAGE_DIR.parent)
+
+
+def events_of(stdout: bytes) -> list[p.Event]:
+    """Decode every stdout line; a line that is not a protocol event fails the test."""
+    events = []
+    for line in stdout.decode("utf-8").splitlines():
+        event = p.decode_event(line)
+        assert event is not None, f"unknown event line {line!r}"
+        events.append(event)
+    return events
+
+
+# -- protocol and process behaviour (no model) ----------------------------------------------------
+
+
+def test_hello_reports_versions_and_devices(client: WorkerClient) -> None:
+    answer = client.wait(client.hello(), timeout=TIMEOUT)
+    assert isinstance(answer, p.HelloEvent)
+    assert answer.protocol == p.PROTOCOL_VERSION and answer.pid == client.pid
+    assert answer.torch == torch.__version__ and answer.python == ".".join(map(str, sys.version_info[:3]))
+    assert answer.extension == "0.1.0"  # blender_manifest.toml beside the package
+    assert answer.devices[-1].name == "cpu" and answer.devices[-1].memory > 0
+    assert answer.model is None and answer.loads == 0
+    ready = [e for e in client.poll() if isinstance(e, p.ReadyEvent)]
+    assert len(ready) == 1 and ready[0].pid == client.pid  # kept for poll() while wait() looked for hello
+
+
+def test_hello_from_another_protocol_version_is_refused(client: WorkerClient) -> None:
+    with pytest.raises(WorkerError) as caught:
+        client.wait(client.send(p.HelloRequest(protocol=p.PROTOCOL_VERSION + 1)), timeout=TIMEOUT)
+    assert caught.value.code == "protocol" and "same extension version" in caught.value.hint
+    assert isinstance(client.wait(client.hello(), timeout=TIMEOUT), p.HelloEvent)
+
+
+def test_bad_requests_are_answered_and_the_worker_keeps_serving() -> None:
+    run = raw_session([
+        "this is not json",
+        b"\xff\xfe garbage bytes",
+        "",
+        '["hello"]',
+        '{"type": "explode", "id": "x1"}',
+        '{"type": "hello"}',
+        '{"type": "load", "id": "x2"}',
+        '{"type": "load", "id": "x3", "checkpoint": 42}',
+        '{"type": "reconstruct", "id": "x4", "photos": ["/a.png"], "output": "/o.npz", "colour": 1}',
+        '{"type": "hello", "id": "last"}',
+    ])
+    assert run.returncode == 0, run.stderr.decode()
+    events = events_of(run.stdout)
+    assert isinstance(events[0], p.ReadyEvent)
+    errors = [e for e in events if isinstance(e, p.ErrorEvent)]
+    assert [e.code for e in errors] == ["bad_request"] * 8
+    assert [e.id for e in errors] == [None, None, None, "x1", None, "x2", "x3", "x4"]
+    messages = " | ".join(e.message for e in errors)
+    for fragment in ("not a JSON line", "expected a JSON object", "unknown request type 'explode'",
+                     "hello request has no 'id'", "missing field 'checkpoint'", "'checkpoint' must be a string",
+                     "unknown field(s) colour"):
+        assert fragment in messages
+    assert isinstance(events[-1], p.HelloEvent) and events[-1].id == "last"
+
+
+def test_stdout_carries_only_protocol_lines_when_libraries_print() -> None:
+    # Everything that usually corrupts a pipe protocol, done inside the worker after it took its
+    # stdout: print(), the interpreter's original sys.__stdout__, a raw write to fd 1 and C printf.
+    noisy_main = (
+        "import ctypes, os, sys\n"
+        "from mvdust3r_blender.engine import worker\n"
+        "take = worker.take_stdout\n"
+        "def noisy():\n"
+        "    out = take()\n"
+        "    print('NOISE print')\n"
+        "    print('NOISE sys.__stdout__', file=sys.__stdout__, flush=True)\n"
+        "    os.write(1, b'NOISE fd1\\n')\n"
+        "    libc = ctypes.CDLL(None)\n"
+        "    libc.printf(b'NOISE printf\\n')\n"
+        "    libc.fflush(None)\n"
+        "    return out\n"
+        "worker.take_stdout = noisy\n"
+        "sys.exit(worker.main())\n"
+    )
+    run = raw_session(['{"type": "hello", "id": "h"}'], "-c", noisy_main)
+    assert run.returncode == 0, run.stderr.decode()
+    assert b"NOISE" not in run.stdout
+    events = events_of(run.stdout)
+    assert [type(e) for e in events] == [p.ReadyEvent, p.HelloEvent]
+    stderr = run.stderr.decode()
+    for noise in ("NOISE print", "NOISE sys.__stdout__", "NOISE fd1", "NOISE printf"):
+        assert noise in stderr
+
+
+def test_worker_exits_when_stdin_closes() -> None:
+    env = {**WORKER_ENV, "PYTHONPATH": str(PACKAGE_DIR.parent)}
+    proc = subprocess.Popen([PYTHON, "-m", WORKER_MODULE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        ready = p.decode_event(proc.stdout.readline())
+        assert isinstance(ready, p.ReadyEvent) and ready.pid == proc.pid
+        proc.stdin.close()
+        assert proc.wait(timeout=TIMEOUT) == 0
+        assert b"stdin closed" in proc.stderr.read()  # type: ignore[union-attr]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_shutdown_is_acknowledged_and_exits_cleanly(client: WorkerClient) -> None:
+    request = client.send(p.ShutdownRequest())
+    ack = client.wait(request, timeout=TIMEOUT)
+    assert isinstance(ack, p.AckEvent) and ack.request == "shutdown"
+    assert client.shutdown(timeout=TIMEOUT) == 0
+    time.sleep(0.2)  # the reader thread has seen EOF: a clean exit adds no error event
+    assert not [e for e in client.poll() if isinstance(e, p.ErrorEvent)]
+
+
+def test_a_worker_that_cannot_start_reports_its_exit_code_and_stderr(tmp_path: Path) -> None:
+    # The runtime was pointed at a folder without the package: the import fails at once.
+    client = WorkerClient(PYTHON, env=WORKER_ENV, package_parent=tmp_path)
+    client.start()
+    with pytest.raises(WorkerError) as caught:
+        client.wait(client.hello(), timeout=TIMEOUT)
+    assert caught.value.code == "worker_exited"
+    assert caught.value.message == "the worker exited with code 1"
+    assert "No module named 'mvdust3r_blender'" in caught.value.hint
+    assert not client.alive
+    with pytest.raises(WorkerError, match="exited with code 1"):
+        client.hello()
+    client.shutdown()
+
+
+def test_a_killed_worker_gives_an_error_event_with_its_last_log_lines() -> None:
+    client = start_worker()
+    client.wait(client.send(p.ReleaseRequest()), timeout=TIMEOUT)
+    assert client.pid is not None
+    os.kill(client.pid, signal.SIGKILL)
+    deadline = time.monotonic() + TIMEOUT
+    exited: list[p.ErrorEvent] = []
+    while not exited and time.monotonic() < deadline:
+        exited = [e for e in client.poll() if isinstance(e, p.ErrorEvent) and e.code == "worker_exited"]
+        time.sleep(0.05)
+    assert exited, "no worker_exited event after SIGKILL"
+    assert exited[0].message == f"the worker exited with code {-signal.SIGKILL}"
+    assert client.returncode == -signal.SIGKILL
+    assert "ready: pid" in exited[0].hint  # the worker's log lines, for the UI's error report
+    with pytest.raises(WorkerError):
+        client.hello()
+    assert client.shutdown() == -signal.SIGKILL
+
+
+def test_client_refuses_a_missing_interpreter(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        WorkerClient(tmp_path / "no-python").start()
+
+
+# -- model requests (golden reduced checkpoint) ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served(worker_env: dict[str, str], golden: Path) -> Iterator[WorkerClient]:
+    """One worker with the golden MV-DUSt3R loaded, shared by the tests that leave it loaded."""
+    worker = start_worker()
+    loaded = worker.wait(worker.load(golden / "mvd_reduced_ckpt.pth", device="cpu"), timeout=TIMEOUT)
+    assert isinstance(loaded, p.LoadedEvent) and not loaded.reused
+    yield worker
+    assert worker.shutdown(timeout=10) == 0, worker.stderr_tail()
+
+
+@pytest.fixture(scope="module")
+def many_photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """64 photos of 1000×750: loading them takes about a second or more, with a cancel check
+    before each one (tens of milliseconds apart)."""
+    folder = tmp_path_factory.mktemp("many")
+    (first,) = make_photos(folder, 1, size=(1000, 750))
+    copies = [first]
+    for i in range(1, 64):
+        copies.append(folder / f"copy_{i:03d}.png")
+        shutil.copyfile(first, copies[-1])
+    return copies
+
+
+def test_load_reports_the_model_and_reuses_it(served: WorkerClient, checkpoint: Path) -> None:
+    again = served.wait(served.load(checkpoint, device="cpu"), timeout=TIMEOUT)
+    assert isinstance(again, p.LoadedEvent)
+    assert again.reused and again.loads == 1
+    assert again.model == p.ModelInfo(checkpoint=str(checkpoint.resolve()), device="cpu", dtype="float32",
+                                      variant="MVD")
+    hello = served.wait(served.hello(), timeout=TIMEOUT)
+    assert isinstance(hello, p.HelloEvent) and hello.model == again.model and hello.loads == 1
+
+
+def test_reconstruct_writes_a_bundle_and_keeps_the_model(served: WorkerClient, checkpoint: Path,
+                                                         tmp_path: Path) -> None:
+    photos = make_photos(tmp_path / "photos", 4)
+    seen: list[p.Event] = []
+    result = served.wait(served.reconstruct(photos, tmp_path / "out" / "scene.npz"), timeout=TIMEOUT,
+                         on_event=seen.append)
+    assert isinstance(result, p.ResultEvent)
+    bundle = read_bundle(result.bundle)
+    assert result.bundle == str(tmp_path / "out" / "scene.npz")
+    assert bundle.num_views == result.views == 4
+    assert bundle.photo_paths == [str(ph) for ph in photos]
+    assert result.points == 4 * bundle.grid_size[0] * bundle.grid_size[1]
+    assert result.gaussians and bundle.has_gaussians
+    assert {"load", "network", "cameras", "write", "total"} <= set(result.timings)
+    stages = [e.stage for e in seen if isinstance(e, p.ProgressEvent)]
+    assert stages[0] == "load" and "network" in stages and "cameras" in stages
+    assert seen[-1] is result
+    # Same checkpoint, device and dtype given again: no reload (the load counter stays at 1).
+    second = served.wait(served.reconstruct(photos, tmp_path / "second.npz", {"gaussians": False},
+                                            checkpoint=checkpoint, device="cpu"), timeout=TIMEOUT)
+    assert isinstance(second, p.ResultEvent)
+    assert second.model_reused and second.loads == 1 and not second.gaussians
+    assert not read_bundle(second.bundle).has_gaussians
+
+
+def test_cancel_stops_a_running_reconstruction_within_a_second(served: WorkerClient, many_photos: list[Path],
+                                                               tmp_path: Path) -> None:
+    output = tmp_path / "cancelled.npz"
+    sent: dict[str, float] = {}
+
+    def cancel_once_loading(event: p.Event) -> None:
+        if isinstance(event, p.ProgressEvent) and event.stage == "load" and event.fraction > 0 and not sent:
+            sent[served.cancel(event.id)] = time.perf_counter()
+
+    with pytest.raises(WorkerError) as caught:
+        served.wait(served.reconstruct(many_photos, output), timeout=TIMEOUT, on_event=cancel_once_loading)
+    latency = time.perf_counter() - next(iter(sent.values()))
+    assert caught.value.code == "cancelled"
+    assert latency < 1.0, f"cancel took {latency:.3f} s"
+    print(f"cancel latency: {latency * 1000:.0f} ms")
+    assert not output.exists() and not list(tmp_path.iterdir())  # nothing half-written
+    (cancel_id,) = sent
+    ack = served.wait(cancel_id, timeout=TIMEOUT)
+    assert isinstance(ack, p.AckEvent) and ack.detail.startswith("cancelling")
+    # Still serving, model still loaded.
+    photos = make_photos(tmp_path / "photos", 4)
+    result = served.wait(served.reconstruct(photos, output), timeout=TIMEOUT)
+    assert isinstance(result, p.ResultEvent) and result.model_reused and output.is_file()
+
+
+def test_cancel_all_covers_running_and_queued_requests(served: WorkerClient, many_photos: list[Path],
+                                                       tmp_path: Path) -> None:
+    running = served.reconstruct(many_photos, tmp_path / "a.npz")
+    queued = served.reconstruct(many_photos[:4], tmp_path / "b.npz")
+    ack = served.wait(served.cancel(), timeout=TIMEOUT)
+    assert isinstance(ack, p.AckEvent) and running in ack.detail and queued in ack.detail
+    for request_id in (running, queued):
+        with pytest.raises(WorkerError) as caught:
+            served.wait(request_id, timeout=TIMEOUT)
+        assert caught.value.code == "cancelled"
+    assert "before it started" in caught.value.message
+    unknown = served.wait(served.cancel("r-none"), timeout=TIMEOUT)
+    assert isinstance(unknown, p.AckEvent) and "no pending request 'r-none'" in unknown.detail
+
+
+@pytest.mark.parametrize("make_request, code, fragment, keeps_model", [
+    (lambda d: p.LoadRequest(checkpoint=str(d / "missing.pth")), "checkpoint", "missing.pth", True),
+    # An existing file replaces the model: the old one is freed before the new one is read.
+    (lambda d: p.LoadRequest(checkpoint=str(d / "notes.pth")), "checkpoint", "notes.pth", False),
+    (lambda d: p.LoadRequest(checkpoint=str(d / "missing.pth"), device="tpu"), "device", "unknown device 'tpu'",
+     True),
+    (lambda d: p.LoadRequest(checkpoint=str(d / "missing.pth"), dtype="float8"), "bad_request", "unknown dtype",
+     True),
+    (lambda d: p.ReconstructRequest(photos=[str(d / "a.png")], output="rel/out.npz"), "bad_request", "not absolute",
+     True),
+    (lambda d: p.ReconstructRequest(photos=[], output=str(d / "o.npz"), options={"colour": 1}),
+     "bad_request", "unknown reconstruct option(s) colour", True),
+    (lambda d: p.ReconstructRequest(photos=[], output=str(d / "o.npz"), options={"min_conf_percent": 150}),
+     "input", "min_conf_percent 150", True),
+    (lambda d: p.ReconstructRequest(photos=[str(d / "a.png"), str(d / "gone.png")], output=str(d / "o.npz")),
+     "input", "gone.png: no such file", True),
+])
+def test_bad_values_are_errors_and_the_worker_serves_on(served: WorkerClient, checkpoint: Path, tmp_path: Path,
+                                                        make_request, code: str, fragment: str,
+                                                        keeps_model: bool) -> None:
+    (tmp_path / "notes.pth").write_text("not a checkpoint")
+    make_photos(tmp_path, 1)
+    (tmp_path / "photo_000.png").rename(tmp_path / "a.png")
+    with pytest.raises(WorkerError) as caught:
+        served.wait(served.send(make_request(tmp_path)), timeout=TIMEOUT)
+    assert caught.value.code == code
+    assert fragment in caught.value.message
+    assert caught.value.hint
+    assert not (tmp_path / "o.npz").exists()
+    hello = served.wait(served.hello(), timeout=TIMEOUT)
+    assert isinstance(hello, p.HelloEvent) and (hello.model is not None) == keeps_model
+    reload = served.wait(served.load(checkpoint, device="cpu"), timeout=TIMEOUT)
+    assert isinstance(reload, p.LoadedEvent) and reload.reused == keeps_model
+
+
+def test_release_frees_the_model_and_a_changed_dtype_reloads(checkpoint: Path, tmp_path: Path) -> None:
+    client = start_worker()
+    try:
+        with pytest.raises(WorkerError) as caught:
+            client.wait(client.reconstruct(make_photos(tmp_path, 4), tmp_path / "o.npz"), timeout=TIMEOUT)
+        assert caught.value.code == "not_loaded"
+        first = client.wait(client.load(checkpoint, device="cpu"), timeout=TIMEOUT)
+        assert isinstance(first, p.LoadedEvent) and first.loads == 1
+        half = client.wait(client.load(checkpoint, device="cpu", dtype="bfloat16"), timeout=TIMEOUT)
+        assert isinstance(half, p.LoadedEvent) and not half.reused and half.loads == 2
+        assert half.model is not None and half.model.dtype == "bfloat16"
+        released = client.wait(client.release(), timeout=TIMEOUT)
+        assert isinstance(released, p.AckEvent) and released.detail == "released the MVD on cpu"
+        hello = client.wait(client.hello(), timeout=TIMEOUT)
+        assert isinstance(hello, p.HelloEvent) and hello.model is None and hello.loads == 2
+        with pytest.raises(WorkerError) as caught:
+            client.wait(client.reconstruct(make_photos(tmp_path, 4), tmp_path / "o.npz"), timeout=TIMEOUT)
+        assert caught.value.code == "not_loaded"
+        result = client.wait(client.reconstruct(make_photos(tmp_path, 4), tmp_path / "o.npz",
+                                                checkpoint=checkpoint, device="cpu"), timeout=TIMEOUT)
+        assert isinstance(result, p.ResultEvent) and not result.model_reused and result.loads == 3
+    finally:
+        assert client.shutdown(timeout=10) == 0
+
+
+def test_shutdown_cancels_a_running_reconstruction(checkpoint: Path, many_photos: list[Path],
+                                                   tmp_path: Path) -> None:
+    client = start_worker()
+    request = client.reconstruct(many_photos, tmp_path / "o.npz", checkpoint=checkpoint, device="cpu")
+    events: list[p.Event] = []
+    while not any(isinstance(e, p.ProgressEvent) and e.stage == "load" and e.fraction > 0 for e in events):
+        events += client.poll()
+        assert client.alive, client.stderr_tail()
+        time.sleep(0.02)
+    assert client.shutdown(timeout=TIMEOUT) == 0
+    time.sleep(0.1)
+    events += client.poll()
+    (error,) = [e for e in events if isinstance(e, p.ErrorEvent)]
+    assert error.id == request and error.code == "cancelled"
+    assert isinstance(events[-1], p.AckEvent) and events[-1].request == "shutdown"
+    assert not (tmp_path / "o.npz").exists()
+
+
+def _virtual_memory(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmSize for process {pid}")
+
+
+def test_out_of_memory_is_an_error_and_the_worker_serves_on(checkpoint: Path, tmp_path: Path) -> None:
+    """Real memory exhaustion: after a warm-up run the worker's address space is capped (RLIMIT_AS,
+    set from outside with prlimit) 64 MiB above its current size; a 6000×6000 photo needs 108 MB to
+    decode. Afterwards the same worker, still capped, must answer and reconstruct again."""
+    client = start_worker()
+    try:
+        photos = make_photos(tmp_path / "small", 4)
+        assert isinstance(client.wait(client.reconstruct(photos, tmp_path / "warm.npz", checkpoint=checkpoint,
+                                                         device="cpu"), timeout=TIMEOUT), p.ResultEvent)
+        assert isinstance(client.wait(client.hello(), timeout=TIMEOUT), p.HelloEvent)
+        huge = tmp_path / "huge.png"
+        Image.new("RGB", (6000, 6000), (90, 120, 200)).save(huge, compress_level=1)
+        assert client.pid is not None
+        cap = _virtual_memory(client.pid) + (64 << 20)
+        resource.prlimit(client.pid, resource.RLIMIT_AS, (cap, cap))
+        with pytest.raises(WorkerError) as caught:
+            client.wait(client.reconstruct([*photos[:3], huge], tmp_path / "huge.npz"), timeout=TIMEOUT)
+        assert caught.value.code == "out_of_memory", caught.value
+        assert "ran out of memory on cpu" in caught.value.message
+        assert "fewer or smaller photos" in caught.value.hint
+        assert isinstance(client.wait(client.hello(), timeout=TIMEOUT), p.HelloEvent)
+        again = client.wait(client.reconstruct(photos, tmp_path / "after.npz"), timeout=TIMEOUT)
+        assert isinstance(again, p.ResultEvent) and again.model_reused
+        assert resource.prlimit(client.pid, resource.RLIMIT_AS)[0] == cap  # still capped
+    finally:
+        assert client.shutdown(timeout=10) == 0, client.stderr_tail()
