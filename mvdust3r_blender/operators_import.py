@@ -44,12 +44,12 @@ class IMPORT_SCENE_OT_mvdust3r_bundle(bpy.types.Operator, ImportHelper, ContentO
         self.draw_points(layout)
         self.draw_gaussians(layout)
 
-    def options(self) -> dict[str, Any]:
+    def import_options(self) -> dict[str, Any]:
         return {**self.content_options(), **self.axis_options(), **self.point_options(), **self.gaussian_options()}
 
     def execute(self, context: bpy.types.Context) -> set["OperatorReturnItems"]:
         try:
-            result = import_bundle(self.filepath, scene=context.scene, **self.options())
+            result = import_bundle(self.filepath, scene=context.scene, **self.import_options())
         except (BundleError, ValueError, OSError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}

@@ -75,3 +75,9 @@ def test_disable_and_enable_again(ext: ModuleType) -> None:
     finally:
         bpy.ops.preferences.addon_enable(module=PACKAGE)
     assert hasattr(bpy.types, "IMPORT_SCENE_OT_mvdust3r_bundle")
+
+
+def test_operators_that_change_data_are_undoable(ext: ModuleType) -> None:
+    """Undo cannot run headless (ed.undo's poll needs a window), so check the operators declare it."""
+    assert {"REGISTER", "UNDO", "PRESET"} <= set(bpy.types.IMPORT_SCENE_OT_mvdust3r_bundle.bl_options)
+    assert {"REGISTER", "UNDO"} <= set(bpy.types.MVDUST3R_BLENDER_OT_set_render_camera.bl_options)

@@ -1,0 +1,151 @@
+"""The import as a whole: a new collection, existing data untouched, complete rollback on failure,
+and the File > Import operator (thin over the API) reporting bad files with the scene unchanged."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+import bpy
+import numpy as np
+import pytest
+
+from blender_queries import evaluated_point_count
+
+DATA = ("objects", "meshes", "cameras", "materials", "node_groups", "images", "collections")
+
+
+def snapshot() -> dict[str, set[str]]:
+    """Names of every datablock an import could touch, plus the scene's linked collections/objects."""
+    names = {kind: {i.name for i in getattr(bpy.data, kind)} for kind in DATA}
+    scene = bpy.context.scene
+    names["scene"] = {c.name for c in scene.collection.children} | {o.name for o in scene.collection.objects}
+    return names
+
+
+@pytest.fixture
+def api(ext: ModuleType) -> ModuleType:
+    return importlib.import_module(f"{ext.__name__}.api")
+
+
+@pytest.fixture
+def user_scene() -> bpy.types.Object:
+    """Something of the user's in the scene: a mesh object that an import must leave alone."""
+    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(1, 2, 3))
+    cube = bpy.context.active_object
+    assert cube is not None
+    return cube
+
+
+def test_import_makes_one_new_collection_and_leaves_the_rest(api: ModuleType, make_bundle: Callable[..., Any],
+                                                             user_scene: bpy.types.Object) -> None:
+    bundle = make_bundle()
+    before = snapshot()
+    matrix = np.array(user_scene.matrix_world)
+    result = api.import_bundle(bundle)
+    # the collection is named after the photos' folder and holds everything made
+    assert result.collection.name == Path(bundle.photo_paths[0]).parent.name
+    assert result.collection.name in {c.name for c in bpy.context.scene.collection.children}
+    made = set(result.collection.objects)
+    assert {result.points, result.gaussians, *result.cameras} <= made
+    assert result.bundle_path is None and result.report
+    # nothing that existed was changed or removed
+    after = snapshot()
+    for kind in DATA:
+        assert before[kind] <= after[kind]
+    assert np.array_equal(np.array(user_scene.matrix_world), matrix)
+    assert user_scene.users_collection[0] == bpy.context.scene.collection
+    # a second import makes a second collection
+    again = api.import_bundle(bundle, name="Second")
+    assert again.collection.name == "Second" and again.collection != result.collection
+
+
+def test_import_from_file_records_the_path(api: ModuleType, ext: ModuleType, make_bundle: Callable[..., Any],
+                                           tmp_path: Path) -> None:
+    bundle_module = importlib.import_module(f"{ext.__name__}.bundle")
+    path = bundle_module.write_bundle(make_bundle(), tmp_path / "scene.npz")
+    result = api.import_bundle(path, cameras=False, gaussians=False)
+    assert result.bundle_path == str(path) and result.points is not None and not result.cameras
+
+
+def test_failure_midway_removes_everything_it_made(api: ModuleType, ext: ModuleType,
+                                                  make_bundle: Callable[..., Any],
+                                                  user_scene: bpy.types.Object,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Points and cameras (with their photos) are made, then the Gaussians fail: all of it goes again."""
+    scene_module = importlib.import_module(f"{ext.__name__}.importers.scene")
+
+    def failing(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("injected failure while creating the Gaussians")
+
+    monkeypatch.setattr(scene_module, "create_gaussians", failing)
+    before = snapshot()
+    with pytest.raises(RuntimeError, match="injected failure"):
+        api.import_bundle(make_bundle(), image_planes=True)
+    assert snapshot() == before
+    assert user_scene.name in bpy.data.objects
+
+
+def test_bad_options_are_refused_before_anything_is_made(api: ModuleType, make_bundle: Callable[..., Any]) -> None:
+    bundle = make_bundle(write_photos=False)
+    before = snapshot()
+    with pytest.raises(ValueError, match="unknown import option.*colour"):
+        api.import_bundle(bundle, colour=True)
+    with pytest.raises(ValueError, match="axes"):
+        api.import_bundle(bundle, axes="Y_UP")
+    assert snapshot() == before
+
+
+def test_operator_imports_a_file(make_bundle: Callable[..., Any], ext: ModuleType, tmp_path: Path) -> None:
+    bundle_module = importlib.import_module(f"{ext.__name__}.bundle")
+    path = bundle_module.write_bundle(make_bundle(), tmp_path / "garden.npz")
+    result = bpy.ops.import_scene.mvdust3r_bundle(filepath=str(path), import_gaussians=False, axes="NETWORK",
+                                                  confidence_drop_percent=50.0, point_size=2.0)
+    assert result == {"FINISHED"}
+    collection = bpy.context.scene.collection.children[-1]
+    kinds = sorted(o.type for o in collection.objects)
+    assert kinds == ["CAMERA", "CAMERA", "CAMERA", "MESH"]
+    points = next(o for o in collection.objects if o.type == "MESH")
+    assert abs(evaluated_point_count(points) - len(points.data.vertices) / 2) <= 1
+
+
+@pytest.mark.parametrize("content", [None, b"not a zip file", "npz-without-meta"])
+def test_operator_reports_a_bad_file_and_leaves_the_scene(tmp_path: Path, content: Any,
+                                                          user_scene: bpy.types.Object) -> None:
+    path = tmp_path / "broken.npz"
+    if content == "npz-without-meta":
+        np.savez(path, images=np.zeros((1, 2, 2, 3), np.uint8))
+    elif content is not None:
+        path.write_bytes(content)
+    before = snapshot()
+    with pytest.raises(RuntimeError, match="broken.npz"):  # the operator's ERROR report, as bpy raises it
+        bpy.ops.import_scene.mvdust3r_bundle(filepath=str(path))
+    assert snapshot() == before
+    assert bpy.ops.import_scene.mvdust3r_bundle.poll()
+
+
+def test_file_handler_accepts_bundles_only_over_the_viewport(ext: ModuleType) -> None:
+    handler = bpy.types.MVDUST3R_FH_bundle
+    assert handler.bl_import_operator == "import_scene.mvdust3r_bundle"
+
+    class Area:
+        def __init__(self, kind: str) -> None:
+            self.type = kind
+
+    class Context:
+        def __init__(self, area: Any) -> None:
+            self.area = area
+
+    assert handler.poll_drop(Context(Area("VIEW_3D")))
+    assert not handler.poll_drop(Context(Area("NODE_EDITOR")))
+    assert not handler.poll_drop(Context(None))
+
+
+def test_dropped_file_imports(make_bundle: Callable[..., Any], ext: ModuleType, tmp_path: Path) -> None:
+    """A drop invokes the operator with `filepath` set: headless, the options popup executes at once."""
+    bundle_module = importlib.import_module(f"{ext.__name__}.bundle")
+    path = bundle_module.write_bundle(make_bundle(write_photos=False), tmp_path / "dropped.npz")
+    before = len(bpy.context.scene.collection.children)
+    assert bpy.ops.import_scene.mvdust3r_bundle("INVOKE_DEFAULT", filepath=str(path)) == {"FINISHED"}
+    assert len(bpy.context.scene.collection.children) == before + 1
