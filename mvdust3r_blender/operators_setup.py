@@ -58,6 +58,8 @@ def poll_tasks() -> Optional[float]:
             state.runtime_tail = "\n".join(job.error.log_tail if job.error else job.tail(8))
             state.runtime_message = job.error.message if job.error else _job_message(job)
             state.runtime_hint = job.error.hint if job.error else ""
+        if job.state is JobState.DONE:
+            preferences.runtime_ready_marker().write_text(job.log_path.name + "\n")
         if job.finished:
             TASKS.install = None
         else:
@@ -146,6 +148,7 @@ class MVDUST3R_BLENDER_OT_create_runtime(bpy.types.Operator):
         except RuntimeSetupError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
+        preferences.runtime_ready_marker().unlink(missing_ok=True)
         job = Job(steps, preferences.user_dir() / "runtime-install.log")
         job.start()
         TASKS.install = job

@@ -97,13 +97,12 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
         if self.runtime_mode == "EXISTING":
             box.prop(self, "python_path")
         else:
-            python = env_python(runtime_dir())
             box.label(text=f"Environment: {runtime_dir()}")
             box.prop(self, "torch_backend")
             row = box.row()
             running = setup is not None and setup.runtime_state == "RUNNING"
             row.enabled = not running
-            label = "Recreate Environment" if python.is_file() else "Create Environment"
+            label = "Recreate Environment" if runtime_ready_marker().is_file() else "Create Environment"
             if setup is not None and setup.runtime_state == "FAILED":
                 label = "Retry"
             row.operator("mvdust3r_blender.create_runtime", text=label, icon="FILE_REFRESH")
@@ -184,6 +183,11 @@ def runtime_dir() -> Path:
     return user_dir() / "runtime"
 
 
+def runtime_ready_marker() -> Path:
+    """Written when the private environment's installation finished; a half-made one has none."""
+    return runtime_dir() / "mvdust3r-runtime-complete"
+
+
 def models_dir() -> Path:
     return user_dir() / "models"
 
@@ -200,7 +204,7 @@ def worker_python(prefs: MVDUST3R_AddonPreferences) -> str:
                              "pick the python executable of an environment with torch")
         return path
     python = env_python(runtime_dir())
-    if not python.is_file():
+    if not (python.is_file() and runtime_ready_marker().is_file()):
         raise SetupError("the PyTorch runtime is not set up",
                          "open Preferences > Add-ons > MV-DUSt3R+ and press Create Environment "
                          "(or choose Existing Python)")

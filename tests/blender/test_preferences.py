@@ -1,0 +1,216 @@
+"""Preferences of the installed extension: defaults, drawing in each set-up state, the runtime
+creation operator failing for real (an installer with nothing to install), the check of a wrong
+Python, and the model download through the operator against a local HTTP server."""
+from __future__ import annotations
+
+import http.server
+import importlib
+import os
+import threading
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Iterator
+
+import bpy
+import pytest
+
+PACKAGE = "bl_ext.user_default.mvdust3r_blender"
+ROOT = Path(__file__).resolve().parents[2]
+CHECKPOINT_BYTES = os.urandom(300_000)
+
+
+def module(name: str) -> ModuleType:
+    return importlib.import_module(f"{PACKAGE}.{name}")
+
+
+def prefs() -> Any:
+    return bpy.context.preferences.addons[PACKAGE].preferences
+
+
+class RecordingLayout:
+    """Stands in for UILayout: records calls and attribute sets in one shared log."""
+
+    def __init__(self, log: list[tuple[str, tuple[Any, ...], dict[str, Any]]] | None = None) -> None:
+        object.__setattr__(self, "log", [] if log is None else log)
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.log.append((name, args, kwargs))
+            return RecordingLayout(self.log)
+        return call
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.log.append((f"set {name}", (value,), {}))
+
+    def labels(self) -> list[str]:
+        return [kw.get("text", "") for name, _, kw in self.log if name == "label"]
+
+    def operators(self) -> list[tuple[str, str]]:
+        return [(args[0], kw.get("text", "")) for name, args, kw in self.log if name == "operator"]
+
+    def props(self) -> list[str]:
+        return [args[1] for name, args, _ in self.log if name == "prop"]
+
+
+class PrefsView:
+    """The real preferences with a recording layout (``AddonPreferences.layout`` is read-only)."""
+
+    def __init__(self, real: Any, layout: RecordingLayout) -> None:
+        self._real, self.layout = real, layout
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def draw_prefs() -> RecordingLayout:
+    layout = RecordingLayout()
+    type(prefs()).draw(PrefsView(prefs(), layout), bpy.context)
+    return layout
+
+
+def poll_until_idle(timeout: float = 60.0) -> None:
+    """What the timer does in Blender: call poll_tasks until it stops asking to be called."""
+    poll_tasks = module("operators_setup").poll_tasks
+    deadline = time.monotonic() + timeout
+    interval = poll_tasks()
+    while interval is not None:
+        assert time.monotonic() < deadline, "the set-up task did not finish"
+        time.sleep(interval)
+        interval = poll_tasks()
+
+
+@pytest.fixture
+def checkpoint_server() -> Iterator[str]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(CHECKPOINT_BYTES)))
+            self.end_headers()
+            self.wfile.write(CHECKPOINT_BYTES)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/checkpoints/MVDp_s2.pth"
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_defaults(ext: ModuleType) -> None:
+    p = prefs()
+    assert type(p).bl_idname == PACKAGE
+    assert (p.runtime_mode, p.checkpoint, p.device, p.torch_backend) == ("PRIVATE", "MVDp_s2.pth", "auto", "auto")
+    assert not p.licence_accepted
+    assert {item.identifier for item in type(p).bl_rna.properties["checkpoint"].enum_items} >= {
+        "MVDp_s2.pth", "MVD.pth", "LOCAL"}
+
+
+def test_draw_first_start_offline(ext: ModuleType) -> None:
+    layout = draw_prefs()
+    labels = layout.labels()
+    assert any(t.startswith("Environment: ") and t.endswith("runtime") for t in labels)
+    assert ("mvdust3r_blender.create_runtime", "Create Environment") in layout.operators()
+    assert ("mvdust3r_blender.check_runtime", "Check") in layout.operators()
+    assert any("Online access is off" in t for t in labels)
+    assert "licence_accepted" in layout.props() and "torch_backend" in layout.props()
+    download = [i for i, (name, _, _) in enumerate(layout.log) if name == "operator"
+                and layout.log[i][1][0] == "mvdust3r_blender.download_model"]
+    assert download and layout.log[download[0] - 1] == ("set enabled", (False,), {})  # greyed out
+
+
+def test_draw_existing_python_and_local_checkpoint(ext: ModuleType) -> None:
+    p = prefs()
+    p.runtime_mode, p.checkpoint, p.runtime_summary = "EXISTING", "LOCAL", "torch 2.13.0 · cpu · Python 3.11.7"
+    layout = draw_prefs()
+    assert {"python_path", "checkpoint_path", "device"} <= set(layout.props())
+    assert not any(op == "mvdust3r_blender.create_runtime" for op, _ in layout.operators())
+    assert "torch 2.13.0 · cpu · Python 3.11.7" in layout.labels()
+
+
+def test_create_runtime_failure_is_shown_with_command_output_and_retry(ext: ModuleType, tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="Online access is off"):
+        bpy.ops.mvdust3r_blender.create_runtime()
+    empty = tmp_path / "wheels"
+    empty.mkdir()
+    os.environ["UV_CACHE_DIR"] = str(tmp_path / "uv-cache")  # keep the installer's cache in the test's folder
+    try:
+        assert bpy.ops.mvdust3r_blender.create_runtime(wheel_folder=str(empty)) == {"FINISHED"}
+        setup = bpy.context.window_manager.mvdust3r_setup
+        assert setup.runtime_state == "RUNNING"
+        poll_until_idle(120)
+    finally:
+        del os.environ["UV_CACHE_DIR"]
+    assert setup.runtime_state == "FAILED", setup.runtime_message
+    assert "failed (exit" in setup.runtime_message and "--no-index" in setup.runtime_message
+    assert "no PyTorch build matches" in setup.runtime_hint
+    assert "torch" in setup.runtime_tail
+    assert Path(setup.runtime_log).is_file() and "$ " in Path(setup.runtime_log).read_text()
+    with pytest.raises(module("preferences").SetupError, match="runtime is not set up"):
+        module("preferences").worker_python(prefs())  # a half-made environment is not used
+    layout = draw_prefs()
+    assert ("mvdust3r_blender.create_runtime", "Retry") in layout.operators()
+    labels = layout.labels()
+    assert any(t.startswith("$ ") and "pip install" in t for t in labels)
+    assert any("no PyTorch build matches" in t for t in labels)
+
+
+def test_check_of_a_missing_python_names_it(ext: ModuleType, tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="PyTorch runtime is not set up"):
+        bpy.ops.mvdust3r_blender.check_runtime()
+    prefs().runtime_mode = "EXISTING"
+    prefs().python_path = str(tmp_path / "bin" / "python")
+    with pytest.raises(RuntimeError, match="bin/python' does not exist"):
+        bpy.ops.mvdust3r_blender.check_runtime()
+
+
+def test_check_of_a_python_without_torch_fails_with_the_workers_words(ext: ModuleType) -> None:
+    prefs().runtime_mode = "EXISTING"
+    prefs().python_path = os.path.realpath(os.sys.executable)  # this bpy venv's Python: no torch here
+    try:
+        assert bpy.ops.mvdust3r_blender.check_runtime() == {"FINISHED"}
+        poll_until_idle(60)
+    finally:
+        module("run").SESSION.shutdown()
+    setup = bpy.context.window_manager.mvdust3r_setup
+    assert setup.check_state == "FAILED"
+    assert "No module named 'torch'" in setup.check_message
+
+
+def test_download_needs_licence_and_online_access_then_downloads(ext: ModuleType, checkpoint_server: str) -> None:
+    with pytest.raises(RuntimeError, match="Accept the model licence"):
+        bpy.ops.mvdust3r_blender.download_model(url=checkpoint_server)
+    prefs().licence_accepted = True
+    with pytest.raises(RuntimeError, match="Online access is off"):
+        bpy.ops.mvdust3r_blender.download_model(url=checkpoint_server)
+    bpy.context.preferences.system.use_online_access = True
+    assert bpy.ops.mvdust3r_blender.download_model(url=checkpoint_server) == {"FINISHED"}
+    poll_until_idle(30)
+    setup = bpy.context.window_manager.mvdust3r_setup
+    assert setup.download_state == "DONE", setup.download_message
+    assert setup.download_progress == 1.0
+    preferences = module("preferences")
+    path = preferences.checkpoint_file(prefs())
+    assert path.name == "MVDp_s2.pth" and path.read_bytes() == CHECKPOINT_BYTES
+    assert any(t.startswith("Downloaded: ") for t in draw_prefs().labels())
+    path.unlink()
+
+
+def test_setup_errors_name_the_missing_piece(ext: ModuleType, tmp_path: Path) -> None:
+    preferences = module("preferences")
+    p = prefs()
+    with pytest.raises(preferences.SetupError, match="model MVDp_s2.pth is not downloaded"):
+        preferences.checkpoint_file(p)
+    p.checkpoint = "LOCAL"
+    with pytest.raises(preferences.SetupError, match="no checkpoint file is chosen"):
+        preferences.checkpoint_file(p)
+    p.checkpoint_path = str(tmp_path / "gone.pth")
+    with pytest.raises(preferences.SetupError, match="gone.pth' does not exist"):
+        preferences.checkpoint_file(p)
+    p.runtime_mode = "EXISTING"
+    with pytest.raises(preferences.SetupError, match="no Python is set"):
+        preferences.worker_python(p)
