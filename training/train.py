@@ -37,7 +37,7 @@ from .dataset import RECIPES, RecipeBatchSampler, SyntheticScenes, network_views
 from .loss import multiview_loss
 
 # Network sizes. "tiny": tests and smoke runs. "small": the proposed shipped default
-# (≈ 5.6 M parameters MV-DUSt3R / 6.4 M MV-DUSt3R+, ≈ 13 MB as fp16; see README).
+# (7.18 M parameters MV-DUSt3R / 8.50 M MV-DUSt3R+: 14.4 / 17.0 MB as fp16; see README).
 SIZES: dict[str, ModelConfig] = {
     "tiny": ModelConfig(enc_embed_dim=64, enc_depth=2, enc_num_heads=2, dec_embed_dim=48, dec_depth=2,
                         dec_num_heads=2, skip_dim=16, gs_mlp_dim=32, img_size=(64, 64)),
@@ -60,7 +60,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--recipe", choices=sorted(RECIPES), default=None,
                    help="view counts; default mvd for --stage mvd, mvdp-stage1 for mvdp")
     p.add_argument("--n-ref", type=int, default=4, help="MV-DUSt3R+ reference views (paper: 4)")
-    p.add_argument("--init", type=Path, default=None, help="MV-DUSt3R checkpoint to start MV-DUSt3R+ from")
+    p.add_argument("--init", type=Path, default=None,
+                   help="weights to start from: an MV-DUSt3R checkpoint for MV-DUSt3R+ stage 1, "
+                        "the stage-1 checkpoint for stage 2 (optimizer and step start afresh)")
     p.add_argument("--resume", action="store_true", help=f"continue from OUT/{CHECKPOINT}")
     p.add_argument("--steps", type=int, default=1000, help="total optimisation steps (including resumed ones)")
     p.add_argument("--batch-size", type=int, default=4)
@@ -108,9 +110,11 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
-def init_from_mvd(model: nn.Module, path: Path) -> None:
-    """Load an MV-DUSt3R checkpoint into an MV-DUSt3R+ network: every shared weight is copied, the
-    cross-reference blocks keep their zero-output initialisation (so training starts at MV-DUSt3R)."""
+def init_from_checkpoint(model: nn.Module, path: Path) -> None:
+    """Start from the weights of a checkpoint of the same size. An MV-DUSt3R checkpoint fits an
+    MV-DUSt3R+ network except for the cross-reference blocks, which keep their zero-output
+    initialisation (so MV-DUSt3R+ training starts exactly at MV-DUSt3R); anything else missing or
+    unexpected is refused."""
     state = read_checkpoint(path).state_dict
     missing, unexpected = model.load_state_dict(state, strict=False)
     bad = [k for k in missing if not k.startswith("dec_same_view_blocks.")]
@@ -156,7 +160,7 @@ def train(args: argparse.Namespace) -> Path:
         optimizer.load_state_dict(ckpt["optimizer"])
         start = int(ckpt["step"])
     elif args.init is not None:
-        init_from_mvd(model, args.init)
+        init_from_checkpoint(model, args.init)
 
     recipe = RECIPES[args.recipe or ("mvd" if args.stage == "mvd" else "mvdp-stage1")]
     dataset = SyntheticScenes(cfg.img_size, seed=args.seed)

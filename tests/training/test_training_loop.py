@@ -15,7 +15,7 @@ from mvdust3r_blender.engine.checkpoint import config_from_checkpoint, load_mode
 from mvdust3r_blender.engine.model import build_model
 from training.checkpoints import load_training_checkpoint, model_string
 from training.dataset import SampleKey, SyntheticScenes
-from training.train import SIZES, init_from_mvd, learning_rate, parse_args, train
+from training.train import SIZES, init_from_checkpoint, learning_rate, parse_args, train
 
 torch.set_num_threads(1)
 FAST = ["--size", "tiny", "--resolution", "32", "--batch-size", "1", "--warmup", "0", "--threads", "1"]
@@ -88,7 +88,7 @@ def test_mvdp_starts_from_an_mvd_checkpoint(tmp_path: Path) -> None:
     mvd_state = read_checkpoint(mvd).state_dict
     cfg = replace(SIZES["tiny"], img_size=(32, 32), multi_ref=True, n_ref=4)
     model = build_model(cfg)
-    init_from_mvd(model, mvd)
+    init_from_checkpoint(model, mvd)
     state = model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in mvd_state.items())
     assert all(state[k].abs().sum() == 0 for k in state

@@ -1,0 +1,56 @@
+"""Benchmark: synthetic training samples per second (procedural room + 8 ray-cast views).
+
+    .venv/bin/python bench/synthetic_data.py [--views 8] [--sizes 224 64] [--scenes 10] [--threads 1]
+
+A sample is what the training loop consumes: scene generation, camera sampling, ray casting of all
+views, and the conversion to network inputs and view-0 ground truth
+(:class:`training.dataset.SyntheticScenes`). Prints one line per resolution and markdown rows for
+the "Synthetic data" section of docs/benchmarks.md. The first sample of each size is a warm-up.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.dataset import SampleKey, SyntheticScenes  # noqa: E402
+
+
+def measure(size: int, views: int, scenes: int) -> tuple[float, float]:
+    """(scenes per second, mean fraction of valid pixels) over ``scenes`` samples at size×size."""
+    ds = SyntheticScenes((size, size), seed=123)
+    ds[SampleKey(10_000, views, 0)]
+    valid = 0.0
+    start = time.perf_counter()
+    for i in range(scenes):
+        valid += float(ds[SampleKey(i, views, 0)]["valid"].float().mean())
+    return scenes / (time.perf_counter() - start), valid / scenes
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--views", type=int, default=8)
+    p.add_argument("--sizes", type=int, nargs="+", default=[224, 64])
+    p.add_argument("--scenes", type=int, default=10)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{args.threads} thread(s), {args.views} views")
+    rows = []
+    for size in args.sizes:
+        rate, valid = measure(size, args.views, args.scenes)
+        print(f"{size}x{size}: {rate:.2f} scenes/s ({rate * args.views:.1f} views/s), valid pixels {valid:.1%}")
+        rows.append(f"| {size}×{size} | {args.views} | {rate:.2f} | {rate * args.views:.1f} | {args.threads} |")
+    print("\n| resolution | views | scenes/s | views/s | threads |\n|---|---:|---:|---:|---:|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
