@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 import bpy
 
-from .importers.cameras import INTRINSIC_PROPS, set_render_camera
+from .importers.cameras import set_render_camera
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
@@ -30,11 +30,12 @@ class MVDUST3R_BLENDER_OT_set_render_camera(bpy.types.Operator):
         if obj is None:
             self.report({"ERROR"}, f"no camera {self.camera!r}" if self.camera else "no active object")
             return {"CANCELLED"}
-        if obj.type != "CAMERA" or any(key not in obj for key in INTRINSIC_PROPS):
-            self.report({"ERROR"}, f"{obj.name!r} is not a camera imported from a reconstruction")
-            return {"CANCELLED"}
         assert context.scene is not None
-        set_render_camera(context.scene, obj)
+        try:
+            set_render_camera(context.scene, obj)
+        except KeyError as exc:
+            self.report({"ERROR"}, str(exc.args[0]))
+            return {"CANCELLED"}
         return {"FINISHED"}
 
 

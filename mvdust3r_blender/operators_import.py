@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
 
 
-class IMPORT_SCENE_OT_mvdust3r_bundle(bpy.types.Operator, ImportHelper, ContentOptions, AxisOptions,
-                                      PointOptions, GaussianOptions):
+class IMPORT_SCENE_OT_mvdust3r_bundle(bpy.types.Operator, ImportHelper, ContentOptions,  # type: ignore[misc]
+                                      AxisOptions, PointOptions, GaussianOptions):
     """Import a saved MV-DUSt3R reconstruction bundle (.npz): points, cameras and Gaussians"""
 
     bl_idname = "import_scene.mvdust3r_bundle"
@@ -27,13 +27,16 @@ class IMPORT_SCENE_OT_mvdust3r_bundle(bpy.types.Operator, ImportHelper, ContentO
     bl_options = {"REGISTER", "UNDO", "PRESET"}
 
     filename_ext = ".npz"
+    if TYPE_CHECKING:
+        filepath: str  # ImportHelper's property (the stubs don't declare it)
     filter_glob: bpy.props.StringProperty(default="*.npz", options={"HIDDEN"})  # type: ignore[valid-type]
 
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set["OperatorReturnItems"]:
+    def invoke(self, context: bpy.types.Context,  # type: ignore[override]
+               event: bpy.types.Event) -> set["OperatorReturnItems"]:
         # A dropped file arrives with filepath set: show the options only (Blender 4.2+), else browse.
         if self.filepath and hasattr(ImportHelper, "invoke_popup"):
-            return self.invoke_popup(context)  # type: ignore[no-any-return]
-        return ImportHelper.invoke(self, context, event)  # type: ignore[no-any-return]
+            return self.invoke_popup(context)  # type: ignore[func-returns-value, return-value]
+        return ImportHelper.invoke(self, context, event)  # type: ignore[func-returns-value, return-value]
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout

@@ -38,7 +38,7 @@ def apply_render_settings(scene: bpy.types.Scene, params: BlenderCamera) -> None
 
 def stored_intrinsics(obj: bpy.types.Object) -> tuple[np.ndarray, int, int]:
     """(K [3,3], W, H) stored on an imported camera object; KeyError names what is missing."""
-    missing = [key for key in INTRINSIC_PROPS if key not in obj]
+    missing = [key for key in INTRINSIC_PROPS if key not in obj]  # type: ignore[operator]
     if obj.type != "CAMERA" or missing:
         raise KeyError(f"{obj.name!r} is not a camera imported from a reconstruction "
                        f"(missing properties: {', '.join(missing) or 'it is not a camera'})")

@@ -12,8 +12,8 @@ import bpy
 
 def new_geometry_group(name: str, inputs: list[tuple[str, str]]) -> bpy.types.GeometryNodeTree:
     """A modifier node group with a Geometry input, `inputs` (name, socket type) and a Geometry output."""
-    group = bpy.data.node_groups.new(name, "GeometryNodeTree")
-    assert isinstance(group, bpy.types.GeometryNodeTree)
+    group = bpy.data.node_groups.new(name, "GeometryNodeTree")  # type: ignore[arg-type]
+    assert isinstance(group, bpy.types.GeometryNodeTree) and group.interface is not None
     group.interface.new_socket(name="Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
     for socket_name, socket_type in inputs:
         group.interface.new_socket(name=socket_name, in_out="INPUT", socket_type=socket_type)
@@ -23,8 +23,9 @@ def new_geometry_group(name: str, inputs: list[tuple[str, str]]) -> bpy.types.Ge
 
 def input_identifier(group: bpy.types.NodeTree, name: str) -> str:
     """The modifier key of the group input called `name`."""
+    assert group.interface is not None
     for item in group.interface.items_tree:
-        if item.item_type == "SOCKET" and getattr(item, "in_out", None) == "INPUT" and item.name == name:
+        if item.item_type == "SOCKET" and getattr(item, "in_out", None) == "INPUT" and getattr(item, "name") == name:
             return str(getattr(item, "identifier"))
     raise KeyError(f"node group {group.name!r} has no input {name!r}")
 

@@ -26,12 +26,12 @@ def new_points_mesh(name: str, positions: np.ndarray, attributes: dict[str, tupl
     mesh.vertices.add(len(positions))
     mesh.vertices.foreach_set("co", np.ascontiguousarray(positions, dtype=np.float32).ravel())
     color = mesh.color_attributes.new(COLOR_ATTRIBUTE, "FLOAT_COLOR", "POINT")
-    color.data.foreach_set("color", np.ascontiguousarray(colors, dtype=np.float32).ravel())
+    getattr(color, "data").foreach_set("color", np.ascontiguousarray(colors, dtype=np.float32).ravel())
     for attr_name, (attr_type, values) in attributes.items():
-        attribute = mesh.attributes.new(attr_name, attr_type, "POINT")
+        attribute = mesh.attributes.new(attr_name, attr_type, "POINT")  # type: ignore[arg-type]
         field = {"FLOAT": "value", "INT": "value", "QUATERNION": "value", "FLOAT_VECTOR": "vector"}[attr_type]
         dtype = np.int32 if attr_type == "INT" else np.float32
-        attribute.data.foreach_set(field, np.ascontiguousarray(values, dtype=dtype).ravel())
+        getattr(attribute, "data").foreach_set(field, np.ascontiguousarray(values, dtype=dtype).ravel())
     mesh.update()
     return mesh
 
