@@ -96,3 +96,16 @@ def test_unusable_focal_falls_back_to_sixty_degrees_and_is_reported():
     est = estimate_cameras(behind, torch.from_numpy(scene.conf))
     assert est.focal_fallback and est.focal == pytest.approx(16 / (2 * np.tan(np.radians(30))))
     assert not estimate_cameras(torch.from_numpy(scene.pts3d), torch.from_numpy(scene.conf)).focal_fallback
+
+
+def test_pose_loop_checks_for_cancel():
+    import threading
+
+    from mvdust3r_blender.engine.errors import Cancelled
+
+    scene = make_scene(3, 16, 16, seed=2)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Cancelled, match="camera poses"):
+        solve_poses(torch.from_numpy(scene.pts3d), torch.ones(3, 16, 16, dtype=torch.bool),
+                    grid_intrinsics(40.0, 16, 16), cancel=stop)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -100,8 +101,12 @@ def test_every_supported_format_and_mode_loads(tmp_path):
         _save(rgb, tmp_path / "i.bmp"),
         _save(rgb.convert("CMYK"), tmp_path / "j_cmyk.jpg"),
     ]
+    rgb16 = (np.asarray(rgb).astype(np.uint16) * 257)[..., ::-1]  # 16 bits per channel, BGR for OpenCV
+    assert cv2.imwrite(str(tmp_path / "k_rgb16.png"), np.ascontiguousarray(rgb16))
+    files.append(tmp_path / "k_rgb16.png")
     photos = load_photos(files, (32, 32))
     assert [p.image.shape for p in photos] == [(32, 32, 3)] * len(files)
+    np.testing.assert_array_equal(photos[10].image, photos[1].image)  # 16-bit RGB keeps its 8 high bits
     assert all(p.photo_size == (90, 60) for p in photos)
     lossless = photos[1].image.astype(int)
     for k in (2, 6, 7, 8):  # alpha dropped, lossless formats identical to the PNG

@@ -17,7 +17,7 @@ from mvdust3r_blender.engine.checkpoint import load_model
 from mvdust3r_blender.engine.config import ModelConfig
 from mvdust3r_blender.engine.errors import Cancelled, InputError
 from mvdust3r_blender.engine.images import network_input
-from mvdust3r_blender.engine.metrics import camera_metrics
+from mvdust3r_blender.engine.metrics import camera_metrics, point_metrics
 from mvdust3r_blender.engine.pipeline import ReconstructOptions, reconstruct
 from synthetic_scenes import SceneNetwork, make_scene, write_index_photos
 
@@ -60,6 +60,11 @@ def test_results_come_back_in_user_order_in_the_reference_frame(scene_photos, re
     assert m.rre < 0.2 and m.rte < 0.5 and m.mae < 0.005
     np.testing.assert_allclose(bundle.cam2world[ref], np.eye(4), atol=2e-3)
     np.testing.assert_allclose(bundle.cam2world[:, :3, 3], truth[:, :3, 3], atol=0.02)
+    # points: the noise-free truth in the same frame, compared with the paper's point metrics
+    to_ref = np.linalg.inv(scene.c2w[ref])
+    clean = scene.clean @ to_ref[:3, :3].T + to_ref[:3, 3]
+    pm = point_metrics(bundle.pts3d, clean, np.ones(bundle.conf.shape, dtype=bool))
+    assert pm.nd < 0.005 and pm.dac == 1.0 and pm.cd < 0.005
     # intrinsics are in original-photo pixels: every point reprojects onto its grid pixel centre
     j, i = np.meshgrid(np.arange(32) + 0.5, np.arange(32) + 0.5)
     for v in range(len(SIZES)):
