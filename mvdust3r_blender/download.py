@@ -213,6 +213,8 @@ class Download:
             self._done, self._total = done, total
 
     def _run(self) -> None:
+        state: DownloadState
+        error: Optional[DownloadError]
         try:
             download_file(self.url, self.dest, self.expected_size, on_progress=self._on_progress,
                           cancel=self._cancel, timeout=self.timeout)

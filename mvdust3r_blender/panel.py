@@ -5,12 +5,15 @@ every change goes through an operator.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bpy
 
 from . import preferences, run
 from .preferences import SetupError, draw_task
+
+if TYPE_CHECKING:
+    from bpy.stub_internal.rna_enums import RegionTypeItems, SpaceTypeItems
 
 CATEGORY = "MV-DUSt3R"
 
@@ -19,15 +22,16 @@ class MVDUST3R_UL_photos(bpy.types.UIList):
     """The photo list: number and file name, the reference photo marked."""
 
     def draw_item(self, context: bpy.types.Context, layout: bpy.types.UILayout, data: Any, item: Any,
-                  icon: int | None, active_data: Any, active_property: str | None, index: int = 0,
-                  flt_flag: int = 0) -> None:
-        reference = index + 1 == data.reference_photo
-        layout.label(text=f"{index + 1}. {item.name}", icon="OUTLINER_OB_CAMERA" if reference else "IMAGE_DATA")
+                  icon: int | None, active_data: Any, active_property: str | None, index: int | None = 0,
+                  flt_flag: int | None = 0) -> None:
+        number = (index or 0) + 1
+        reference = number == data.reference_photo
+        layout.label(text=f"{number}. {item.name}", icon="OUTLINER_OB_CAMERA" if reference else "IMAGE_DATA")
 
 
 class _SidebarPanel:
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
+    bl_space_type: "SpaceTypeItems" = "VIEW_3D"
+    bl_region_type: "RegionTypeItems" = "UI"
     bl_category = CATEGORY
 
 

@@ -9,12 +9,15 @@ what to set up.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bpy
 
 from .engine import registry
 from .runtime import TORCH_BACKENDS, env_python
+
+if TYPE_CHECKING:
+    from bpy.stub_internal.rna_enums import IconItems
 
 LOCAL = "LOCAL"
 _BACKEND_LABELS = {"auto": "Automatic (detect the GPU)", "cpu": "CPU only", "cu126": "NVIDIA CUDA 12.6",
@@ -50,7 +53,7 @@ _CHECKPOINT_ITEMS = _checkpoint_items(None, None)
 class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
     """Runtime, model and device of the MV-DUSt3R+ worker."""
 
-    bl_idname = __package__  # type: ignore[assignment]
+    bl_idname = __package__
 
     runtime_mode: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Runtime",
@@ -152,9 +155,13 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
                 box.operator("mvdust3r_blender.cancel_setup", text="Stop Download", icon="CANCEL")
 
 
+_STATE_ICONS: dict[str, "IconItems"] = {"RUNNING": "SORTTIME", "DONE": "CHECKMARK", "FAILED": "ERROR",
+                                       "CANCELLED": "CANCEL"}
+
+
 def draw_task(layout: bpy.types.UILayout, state: str, title: str, message: str, hint: str) -> None:
     """One status line (and the fix, for a failure) of a set-up task or run."""
-    icon = {"RUNNING": "SORTTIME", "DONE": "CHECKMARK", "FAILED": "ERROR", "CANCELLED": "CANCEL"}.get(state, "INFO")
+    icon = _STATE_ICONS.get(state, "INFO")
     col = layout.column(align=True)
     col.label(text=f"{title}: {message}" if message else title, icon=icon)
     if hint:
@@ -168,15 +175,17 @@ def draw_task(layout: bpy.types.UILayout, state: str, title: str, message: str, 
 
 def get() -> MVDUST3R_AddonPreferences:
     """This add-on's preferences."""
-    addon = bpy.context.preferences.addons[__package__]  # type: ignore[index]
-    prefs = addon.preferences
+    context_prefs = bpy.context.preferences
+    assert context_prefs is not None and __package__ is not None
+    prefs = context_prefs.addons[__package__].preferences
     assert isinstance(prefs, MVDUST3R_AddonPreferences)
     return prefs
 
 
 def user_dir() -> Path:
     """The extension's own writable folder (environment, models, logs); survives updates."""
-    return Path(bpy.utils.extension_path_user(__package__, create=True))  # type: ignore[arg-type]
+    assert __package__ is not None
+    return Path(bpy.utils.extension_path_user(__package__, create=True))
 
 
 def runtime_dir() -> Path:

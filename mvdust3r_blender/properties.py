@@ -87,14 +87,15 @@ CLASSES = (MVDUST3R_PG_photo, MVDUST3R_PG_scene, MVDUST3R_PG_run, MVDUST3R_PG_se
 def register() -> None:
     for cls in CLASSES:
         bpy.utils.register_class(cls)
-    bpy.types.Scene.mvdust3r = bpy.props.PointerProperty(type=MVDUST3R_PG_scene)  # type: ignore[attr-defined]
-    bpy.types.WindowManager.mvdust3r_run = bpy.props.PointerProperty(type=MVDUST3R_PG_run)  # type: ignore[attr-defined]
-    bpy.types.WindowManager.mvdust3r_setup = bpy.props.PointerProperty(type=MVDUST3R_PG_setup)  # type: ignore[attr-defined]
+    # setattr: the stubs type the property functions as returning None
+    setattr(bpy.types.Scene, "mvdust3r", bpy.props.PointerProperty(type=MVDUST3R_PG_scene))  # type: ignore[func-returns-value]
+    setattr(bpy.types.WindowManager, "mvdust3r_run", bpy.props.PointerProperty(type=MVDUST3R_PG_run))  # type: ignore[func-returns-value]
+    setattr(bpy.types.WindowManager, "mvdust3r_setup", bpy.props.PointerProperty(type=MVDUST3R_PG_setup))  # type: ignore[func-returns-value]
 
 
 def unregister() -> None:
-    del bpy.types.WindowManager.mvdust3r_setup  # type: ignore[attr-defined]
-    del bpy.types.WindowManager.mvdust3r_run  # type: ignore[attr-defined]
-    del bpy.types.Scene.mvdust3r  # type: ignore[attr-defined]
+    delattr(bpy.types.WindowManager, "mvdust3r_setup")
+    delattr(bpy.types.WindowManager, "mvdust3r_run")
+    delattr(bpy.types.Scene, "mvdust3r")
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)
