@@ -170,7 +170,8 @@ class MVDUST3R_BLENDER_OT_reconstruct(bpy.types.Operator):
         if not self._start(context):
             return {"CANCELLED"}
         if not bpy.app.timers.is_registered(run.tick):
-            bpy.app.timers.register(run.tick, first_interval=run.POLL_INTERVAL)
+            # persistent: a run outlives loading another file (it then reports its scene is gone)
+            bpy.app.timers.register(run.tick, first_interval=run.POLL_INTERVAL, persistent=True)
         return {"FINISHED"}
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set["OperatorReturnItems"]:
@@ -189,11 +190,9 @@ class MVDUST3R_BLENDER_OT_reconstruct(bpy.types.Operator):
             return self._end(context)
         if event.type == "ESC" and event.value == "PRESS":
             controller.cancel()
-        elif event.type == "TIMER":
+            return {"RUNNING_MODAL"}  # Esc is ours while a run goes on
+        if event.type == "TIMER":
             controller.step()
-            if context.workspace is not None:
-                context.workspace.status_text_set(
-                    f"MV-DUSt3R: {controller.stage} {controller.fraction * 100:.0f} % — Esc to cancel")
         if controller.finished:
             return self._end(context)
         return {"PASS_THROUGH"}
@@ -202,8 +201,6 @@ class MVDUST3R_BLENDER_OT_reconstruct(bpy.types.Operator):
         if self._timer is not None and context.window_manager is not None:
             context.window_manager.event_timer_remove(self._timer)
             self._timer = None
-        if context.workspace is not None:
-            context.workspace.status_text_set(None)
         state = context.window_manager.mvdust3r_run  # type: ignore[union-attr]
         if state.state == "FAILED":
             self.report({"ERROR"}, f"Reconstruction failed: {state.message}")

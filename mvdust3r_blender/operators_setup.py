@@ -117,7 +117,7 @@ def _redraw_preferences() -> None:
 
 def _start_timer() -> None:
     if not bpy.app.timers.is_registered(poll_tasks):
-        bpy.app.timers.register(poll_tasks, first_interval=POLL_INTERVAL)
+        bpy.app.timers.register(poll_tasks, first_interval=POLL_INTERVAL, persistent=True)
 
 
 class MVDUST3R_BLENDER_OT_create_runtime(bpy.types.Operator):

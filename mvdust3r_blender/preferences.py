@@ -117,6 +117,8 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
                     box.label(text=line)
                 if setup.runtime_log:
                     box.label(text=f"Log: {setup.runtime_log}")
+                if running:
+                    box.operator("mvdust3r_blender.cancel_setup", text="Stop", icon="CANCEL")
         row = box.row()
         row.operator("mvdust3r_blender.check_runtime", text="Check", icon="CHECKMARK")
         if setup is not None and setup.check_state == "RUNNING":

@@ -297,17 +297,21 @@ class RunController:
         state.hint = self.hint
         state.timings = self.timings_text
         state.collection = self.collection_name
-        _redraw()
+        status = None if self.finished else f"MV-DUSt3R+: {self.stage} {self.fraction * 100:.0f} %"
+        _show(status)
 
 
-def _redraw() -> None:
+def _show(status: Optional[str]) -> None:
+    """Redraw the sidebar and put `status` in the status bar (None clears it) in every window."""
     wm = bpy.context.window_manager
     if wm is None:
         return
     for window in wm.windows:
+        if window.workspace is not None:
+            window.workspace.status_text_set(status)
         screen = window.screen
         for area in screen.areas if screen is not None else ():
-            if area.type in ("VIEW_3D", "PREFERENCES"):
+            if area.type == "VIEW_3D":
                 area.tag_redraw()
 
 
