@@ -10,6 +10,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from mvdust3r_blender.bundle import read_bundle, write_bundle
 from mvdust3r_blender.engine.cameras import photo_intrinsics
@@ -50,6 +51,7 @@ def test_results_come_back_in_user_order_in_the_reference_frame(scene_photos, re
     ref = order[0]
     assert bundle.meta["reference_view"] == ref == (0 if reference_view is None else reference_view)
     assert net.calls == [order] and sorted(order) == list(range(len(SIZES)))
+    assert bundle.meta["pose_failed_views"] == [] and min(bundle.meta["pose_inliers"]) > 0.9 * 32 * 32
     assert bundle.photo_paths == [str(p) for p in photos]
     # images in the user's order (photo k is coloured 20k+10)
     np.testing.assert_array_equal(bundle.images[:, 0, 0, 0], [20 * k + 10 for k in range(len(SIZES))])
@@ -160,7 +162,6 @@ def test_real_golden_networks_end_to_end(golden, tmp_path, name):
     torch.set_num_threads(2)
     model = load_model(golden / f"{name}_reduced_ckpt.pth", cache_dir=tmp_path / "cache")
     rng = np.random.default_rng(0)
-    from PIL import Image
     photos = []
     for k, (w, h) in enumerate([(96, 72), (64, 64), (50, 90), (120, 80), (70, 70)]):
         path = tmp_path / f"photo {k}.png"
