@@ -1,0 +1,128 @@
+"""Evaluate checkpoints on held-out synthetic scenes with the paper's metrics; compare to a baseline.
+
+    python -m training.evaluate --checkpoint runs/mvd-small/checkpoint-last.pth \
+        --checkpoint runs/mvdp-s2/checkpoint-last.pth --views 4 8 12 --scenes 50 --out eval.md
+
+Each method turns a scene's images into pointmaps + confidences (path 0, view 0's frame); the
+engine's own camera recovery (confidence mask, focal from view 0, PnP-RANSAC) turns those into
+cameras, exactly as a user's reconstruction does; the engine's metrics score them
+(``mvdust3r_blender.engine.metrics``): ND, DAc@0.2 and CD on ``avg_dis``-normalised points; RRE,
+RTE (degrees, all view pairs), mAE (relative focal error) and mAA@30. Numbers are means over scenes.
+
+The trivial baseline knows nothing about the images: every view is a fronto-parallel plane at
+unit depth seen with a 60° field of view, so all cameras coincide (RRE = the true relative
+rotation, RTE = 90°). A trained network must beat it on every metric.
+
+Held-out scenes come from their own seed (``HELDOUT_SEED``), never used for training.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mvdust3r_blender.engine.cameras import estimate_cameras, fallback_focal, pixel_grid
+from mvdust3r_blender.engine.checkpoint import load_model
+from mvdust3r_blender.engine.metrics import camera_metrics, point_metrics
+
+from .dataset import SampleKey, SyntheticScenes
+
+HELDOUT_SEED = 2_147_483_647
+# images [N,3,H,W] in [-1,1] -> (pts3d [N,H,W,3] in view 0's frame, conf [N,H,W])
+Predictor = Callable[[Tensor], tuple[Tensor, Tensor]]
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    """Means over ``scenes`` held-out scenes of ``views`` views each."""
+
+    method: str
+    views: int
+    scenes: int
+    nd: float
+    dac: float
+    cd: float
+    rre: float
+    rte: float
+    mae: float
+    maa30: float
+
+
+def trivial_prediction(images: Tensor) -> tuple[Tensor, Tensor]:
+    """The baseline: each view a plane at depth 1 through a 60° camera, all at the origin."""
+    n, _, h, w = images.shape
+    pix = pixel_grid(h, w).float()                                   # the engine's (x, y) pixel grid
+    focal = fallback_focal(h, w)
+    xy = (pix - torch.tensor([w / 2, h / 2])) / focal
+    plane = torch.cat([xy, torch.ones(h, w, 1)], dim=-1)
+    return plane.expand(n, h, w, 3).clone(), torch.ones(n, h, w)
+
+
+def network_prediction(model: torch.nn.Module) -> Predictor:
+    """Path 0 of ``model.predict`` (eval-mode maths, as the add-on runs it)."""
+    def predict(images: Tensor) -> tuple[Tensor, Tensor]:
+        pred = model.predict(images, gaussians=False)
+        return pred.pts3d, pred.conf
+    return predict
+
+
+def evaluate(method: str, predictor: Predictor, views: int, scenes: int, resolution: tuple[int, int],
+             seed: int = HELDOUT_SEED) -> EvalRow:
+    """Score ``predictor`` on ``scenes`` held-out scenes of ``views`` views at ``resolution``."""
+    data = SyntheticScenes(resolution, seed=seed)
+    scores = []
+    for index in range(scenes):
+        sample = data[SampleKey(index, views, 0)]
+        with torch.no_grad():
+            pts3d, conf = predictor(sample["img"])
+        points = point_metrics(pts3d.numpy(), sample["pts3d"].numpy(), sample["valid"].numpy())
+        cams = estimate_cameras(pts3d, conf)
+        camera = camera_metrics(cams.poses.cam2world, sample["cam2world"].double().numpy(),
+                                np.full(views, cams.focal), sample["intrinsics"][:, 0, 0].double().numpy())
+        scores.append([points.nd, points.dac, points.cd, camera.rre, camera.rte, camera.mae, camera.maa30])
+    mean = np.mean(scores, axis=0)
+    return EvalRow(method, views, scenes, *(float(v) for v in mean))
+
+
+def markdown_table(rows: Sequence[EvalRow]) -> str:
+    """Rows as a markdown table (↓ lower is better, ↑ higher is better)."""
+    head = "| method | views | scenes | ND ↓ | DAc@0.2 ↑ | CD ↓ | RRE° ↓ | RTE° ↓ | mAE ↓ | mAA@30 ↑ |"
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r.method} | {r.views} | {r.scenes} | {r.nd:.3f} | {r.dac:.3f} | {r.cd:.3f} | "
+                     f"{r.rre:.2f} | {r.rte:.2f} | {r.mae:.3f} | {r.maa30:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", type=Path, action="append", default=[],
+                   help="a .pth or .safetensors model (repeat to compare several)")
+    p.add_argument("--views", type=int, nargs="+", default=[4, 8, 12])
+    p.add_argument("--scenes", type=int, default=20)
+    p.add_argument("--resolution", type=int, default=None,
+                   help="square size; default: the first checkpoint's training size (64 without one)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    models = [(path.stem if path.suffix == ".safetensors" else path.parent.name, load_model(path))
+              for path in args.checkpoint]
+    size = args.resolution or (models[0][1].config.img_size[0] if models else 64)
+    methods: list[tuple[str, Predictor]] = [("trivial baseline", trivial_prediction)]
+    methods += [(f"{name} ({model.config.variant})", network_prediction(model)) for name, model in models]
+    rows = [evaluate(name, predictor, n, args.scenes, (size, size)) for n in args.views for name, predictor in methods]
+    table = markdown_table(rows)
+    print(table)
+    if args.out is not None:
+        args.out.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
+
