@@ -125,7 +125,7 @@ def test(args: argparse.Namespace) -> int:
     setup()
     engine_python = str(ENGINE.python)
     common = {"MVDUST3R_WORKER_PYTHON": engine_python}
-    results = [pytest_suite("engine", ENGINE.python, ["tests/engine"], common)]
+    results = [pytest_suite("engine", ENGINE.python, ["tests/engine", "tests/training"], common)]
     for version, env in BLENDER.items():
         results.append(pytest_suite(f"blender-{version}", env.python, ["tests/blender"], {
             **common, "MVDUST3R_BLENDER_SERIES": version,
