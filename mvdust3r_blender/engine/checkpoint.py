@@ -97,18 +97,18 @@ class RawCheckpoint:
 # ---------------------------------------------------------------------------------------------
 # public entry points
 
-def load_model(path: PathLike, device: str = "cpu", dtype: Optional[torch.dtype] = None,
+def load_model(path: PathLike, device: Union[str, torch.device] = "cpu", dtype: Optional[torch.dtype] = None,
                cache_dir: Optional[PathLike] = None) -> "MultiViewModel":
     """Load an official checkpoint (``.pth``) or one of our ``.safetensors`` files, in eval mode.
 
-    `device` is ``"cpu"``, ``"cuda"`` (``"cuda:1"``), ``"mps"`` or ``"auto"``; `dtype` (e.g.
+    `device` is ``"cpu"``, ``"cuda"`` (``"cuda:1"``), ``"mps"``, ``"auto"`` or a ``torch.device``; `dtype` (e.g.
     ``torch.float16``) casts floating weights except BatchNorm's, which stay float32; integer
     buffers are never cast. `cache_dir` overrides where ``.pth`` files are cached. On CPU with
     the stored dtype the weights stay memory-mapped: pages are read as the network uses them.
     Raises :class:`CheckpointError` (naming the file) or :class:`DeviceError`.
     """
     source = Path(path).expanduser()
-    target = resolve_device(device)
+    target = resolve_device(str(device))
     if _sniff(source) == "safetensors":
         config, tensors = _read_weights_file(source)
         model = _empty_checked_model(config, tensors, str(source))

@@ -1,4 +1,4 @@
-"""Read the constructor string that official checkpoints keep in ``ckpt['args'].model``.
+"""Read (and write) the constructor string that official checkpoints keep in ``ckpt['args'].model``.
 
 The official loader ``eval``s that string to build the network; we never do. The string is
 parsed with :mod:`ast` and only literals are accepted: numbers, strings, booleans, ``None``,
@@ -12,6 +12,8 @@ import ast
 import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from .config import ModelConfig
 
 _NAMES = {"inf": math.inf, "nan": math.nan}
 
@@ -75,3 +77,19 @@ def _literal(node: ast.expr) -> Any:
             raise ValueError("a dict with ** unpacking")
         return {_literal(key): _literal(value) for key, value in zip(node.keys, node.values) if key is not None}
     raise ValueError(f"unsupported expression {ast.unparse(node)!r} (only literals are read)")
+
+
+def format_model_string(config: ModelConfig) -> str:
+    """The official constructor string for `config` (as the released training scripts write it).
+
+    What :func:`parse_model_string` reads back; the hard-coded head widths (``skip_dim``,
+    ``gs_mlp_dim``) are not constructor arguments and live only in the tensor shapes.
+    """
+    extra = f", m_ref_flag=True, n_ref={config.n_ref}" if config.multi_ref else ""
+    return (
+        f"AsymmetricCroCo3DStereoMultiView(pos_embed='RoPE100', img_size={tuple(config.img_size)}, "
+        f"head_type='linear', output_mode='pts3d', depth_mode=('exp', -inf, inf), conf_mode=('exp', 1, 1e9), "
+        f"enc_embed_dim={config.enc_embed_dim}, enc_depth={config.enc_depth}, enc_num_heads={config.enc_num_heads}, "
+        f"dec_embed_dim={config.dec_embed_dim}, dec_depth={config.dec_depth}, dec_num_heads={config.dec_num_heads}, "
+        f"GS=True, sh_degree=0, pts_head_config={{'skip': True}}{extra})"
+    )
