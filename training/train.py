@@ -123,6 +123,11 @@ def init_from_checkpoint(model: nn.Module, path: Path) -> None:
                          "(give an MV-DUSt3R checkpoint of the same --size and --resolution)")
 
 
+def _single_threaded_worker(_: int) -> None:
+    """Loader processes render with one thread each (N workers must not fight over the cores)."""
+    torch.set_num_threads(1)
+
+
 def _plain(args: argparse.Namespace) -> dict[str, Any]:
     """``args`` with paths as strings (the checkpoint's ``args`` must hold plain values only)."""
     return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
@@ -166,7 +171,8 @@ def train(args: argparse.Namespace) -> Path:
     dataset = SyntheticScenes(cfg.img_size, seed=args.seed)
     stop = min(args.steps, args.stop_at if args.stop_at is not None else args.steps)
     sampler = RecipeBatchSampler(recipe, args.batch_size, stop, args.seed, start, args.fixed_batch)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.workers)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.workers,
+                        worker_init_fn=_single_threaded_worker, persistent_workers=args.workers > 0)
     log_file, log = _open_log(out / LOG, start)
     try:
         for step, batch in enumerate(loader, start=start):
