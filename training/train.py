@@ -102,7 +102,8 @@ def learning_rate(step: int, total: int, peak: float, floor: float, warmup: int)
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Official grouping: no decay for biases and 1-D tensors (norms), ``weight_decay`` elsewhere."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
