@@ -112,7 +112,7 @@ def load_photo(path: str | os.PathLike[str], size: tuple[int, int],
         swapped = _orientation(opened) in _SWAPPING_ORIENTATIONS
         photo_w, photo_h = (stored_h, stored_w) if swapped else (stored_w, stored_h)
         approximate = False
-        if opened.format == "JPEG" and stored_w * stored_h > max_exact_pixels:
+        if opened.format in ("JPEG", "MPO") and stored_w * stored_h > max_exact_pixels:
             scale = max(w / photo_w, h / photo_h) * _DRAFT_OVERSAMPLE
             want = (math.ceil(stored_w * scale), math.ceil(stored_h * scale))
             opened.draft("RGB", want)
