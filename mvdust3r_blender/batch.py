@@ -1,0 +1,235 @@
+"""Many scenes in one go: a hundred photo folders into a hundred .blend files overnight.
+
+One worker serves every scene (the model loads once). Each scene starts from an empty file,
+is reconstructed and imported, and gets ``<out_dir>/<name>.blend`` (saved atomically) and/or its
+exports in ``<out_dir>/<name>/``. A scene is finished when its record ``<out_dir>/<name>.json``
+exists, lists the same photos and every output asked for, and those outputs exist: the record is
+written last, so a crash mid-scene leaves none and a re-run does the scene again, while finished
+scenes are skipped (resume). A failed scene is reported and the batch goes on. Progress goes to
+`log` (stderr), a summary table at the end.
+
+Note for interactive use: with ``blend=True`` the open file is replaced by each scene's.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, TextIO, Union
+
+from .engine.exports import FORMATS
+from .reconstruction import (PathLike, PhotoSource, WorkerSettings, export, fresh_file, photo_list, reconstruct,
+                             save_blend, show_through_first_camera)
+
+RECORD_VERSION = 1
+Scenes = Union[Sequence[PhotoSource], Mapping[str, PhotoSource]]
+"""Folders or photo lists (named after their folder), or {name: folder or photo list}."""
+
+
+@dataclass
+class SceneOutcome:
+    """What became of one scene; a row of the summary table."""
+
+    name: str
+    status: str = "pending"           # "done", "skipped" (finished by an earlier run) or "failed"
+    views: int = 0
+    seconds: float = 0.0
+    points: int = 0
+    outputs: dict[str, Path] = field(default_factory=dict)  # "blend" and each export format → path
+    error: str = ""
+    worker_pid: Optional[int] = None
+    model_reused: bool = False
+
+
+@dataclass
+class BatchReport:
+    """Every scene's outcome, in the order given."""
+
+    out_dir: Path
+    scenes: list[SceneOutcome]
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[SceneOutcome]:
+        return [s for s in self.scenes if s.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def table(self) -> str:
+        """The summary: one row per scene (scene, views, seconds, points, status), then the errors."""
+        rows = [("scene", "views", "seconds", "points", "status")]
+        rows += [(s.name, str(s.views), f"{s.seconds:.1f}", str(s.points), s.status) for s in self.scenes]
+        width = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = ["  ".join(c.ljust(width[i]) if i in (0, 4) else c.rjust(width[i]) for i, c in enumerate(r)).rstrip()
+                 for r in rows]
+        counts = {k: sum(s.status == k for s in self.scenes) for k in ("done", "skipped", "failed")}
+        lines.append(f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
+                     f"in {self.seconds:.1f} s; output in {self.out_dir}")
+        lines += [f"{s.name}: {s.error}" for s in self.failed]
+        return "\n".join(lines)
+
+
+def scene_names(scenes: Scenes) -> list[tuple[str, PhotoSource]]:
+    """(file-safe name, photos) per scene: the mapping's keys, else the folder's (or the photos'
+    folder's) name; repeated names get ``-2``, ``-3``, ..."""
+    if isinstance(scenes, Mapping):
+        named = [(str(k), v) for k, v in scenes.items()]
+    else:
+        named = []
+        for source in scenes:
+            if isinstance(source, (str, os.PathLike)):
+                name = Path(source).absolute().name
+            else:
+                parents = {Path(p).absolute().parent.name for p in source}
+                name = parents.pop() if len(parents) == 1 else "scene"
+            named.append((name, source))
+    result, seen = [], set()
+    for name, source in named:
+        base = re.sub(r"[^\w.-]+", "_", name).strip("._") or "scene"
+        unique, k = base, 1
+        while unique in seen:
+            k += 1
+            unique = f"{base}-{k}"
+        seen.add(unique)
+        result.append((unique, source))
+    return result
+
+
+def _finished(record_path: Path, photos: list[str], wanted: Sequence[str]) -> Optional[dict[str, Any]]:
+    """The record of an earlier run that made every `wanted` output from these `photos`, else None."""
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    outputs = record.get("outputs", {}) if isinstance(record, dict) else {}
+    if record.get("version") != RECORD_VERSION or record.get("photos") != photos:
+        return None
+    if not all(k in outputs and Path(outputs[k]).exists() for k in wanted):
+        return None
+    return dict(record)
+
+
+def _write_record(path: Path, outcome: SceneOutcome, photos: list[str], timings: dict[str, float]) -> None:
+    record = {"version": RECORD_VERSION, "scene": outcome.name, "photos": photos, "views": outcome.views,
+              "points": outcome.points, "seconds": outcome.seconds, "timings": timings,
+              "outputs": {k: str(v) for k, v in outcome.outputs.items()},
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    os.replace(partial, path)
+
+
+def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[PathLike] = None,
+                     device: Optional[str] = None, python: Optional[PathLike] = None, blend: bool = True,
+                     formats: Sequence[str] = (), min_conf: Optional[float] = None, resume: bool = True,
+                     timeout: Optional[float] = None, log: Optional[TextIO] = None,
+                     **options: Any) -> BatchReport:
+    """Reconstruct each scene (a folder or a list of photos) into `out_dir`.
+
+    Per scene: ``<name>.blend`` when `blend`, the `formats` (``ply``, ``gaussians``, ``colmap``,
+    ``glb``) in ``<name>/``, and the record ``<name>.json``. `checkpoint`, `device`, `python` as
+    for :func:`~.reconstruction.reconstruct` (settings are resolved once, before the first scene:
+    a missing runtime or checkpoint raises :class:`SetupError` at once). With `resume`, scenes
+    finished by an earlier run are skipped. `options`: ``import_points`` / ``import_cameras`` /
+    ``import_gaussians``, ``reference_view`` and import options, passed to ``reconstruct``.
+    `log`: where progress and the summary go (default stderr). Returns the :class:`BatchReport`;
+    a failed scene does not stop the batch (check ``report.ok``).
+    """
+    stream = log if log is not None else sys.stderr
+    started = time.perf_counter()
+    folder = Path(out_dir).absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not (blend or formats):
+        raise ValueError(f"unknown export format(s) {', '.join(unknown)}: choose from {', '.join(FORMATS)}" if unknown
+                         else "nothing to write: ask for a .blend (blend=True) or export formats")
+    settings = WorkerSettings.resolve(python, checkpoint, device)
+    wanted = (["blend"] if blend else []) + list(dict.fromkeys(formats))
+    named = scene_names(scenes)
+    report = BatchReport(out_dir=folder, scenes=[])
+
+    def say(text: str) -> None:
+        print(f"[mvdust3r] {text}", file=stream, flush=True)
+
+    say(f"{len(named)} scene{'s' if len(named) != 1 else ''} → {folder} (checkpoint {settings.checkpoint}, "
+        f"device {settings.device})")
+    for index, (name, source) in enumerate(named, 1):
+        outcome = SceneOutcome(name=name)
+        report.scenes.append(outcome)
+        label = f"{index}/{len(named)} {name}"
+        scene_started = time.perf_counter()
+        try:
+            photos = photo_list(source)
+            record = _finished(folder / f"{name}.json", photos, wanted) if resume else None
+            if record is not None:
+                outcome.status = "skipped"
+                outcome.views, outcome.points = int(record["views"]), int(record["points"])
+                outcome.seconds = float(record["seconds"])
+                outcome.outputs = {k: Path(v) for k, v in record["outputs"].items()}
+                say(f"{label}: already done, skipped")
+                continue
+            _run_scene(outcome, photos, settings, folder, blend, formats, min_conf, timeout, options,
+                       stage_printer(say, label), scene_started)
+            say(f"{label}: done in {outcome.seconds:.1f} s ({outcome.views} views, {outcome.points} points)")
+        except Exception as exc:  # noqa: BLE001 -- the batch's boundary: report the scene, go on with
+            # the next (a worker that died is restarted by the next scene's request).
+            outcome.status = "failed"
+            outcome.seconds = time.perf_counter() - scene_started
+            outcome.error = str(exc).replace("\n", " | ")
+            say(f"{label}: FAILED: {outcome.error}")
+    report.seconds = time.perf_counter() - started
+    for line in report.table().splitlines():
+        print(line, file=stream, flush=True)
+    return report
+
+
+def stage_printer(say: Callable[[str], None], label: str) -> Callable[[str, float], None]:
+    """A progress callback that prints a line when the worker enters a new stage (not per fraction)."""
+    last = [""]
+
+    def on_progress(stage: str, fraction: float) -> None:
+        if stage != last[0]:
+            last[0] = stage
+            say(f"{label}: {stage}" if label else stage)
+
+    return on_progress
+
+
+def _run_scene(outcome: SceneOutcome, photos: list[str], settings: WorkerSettings, folder: Path, blend: bool,
+               formats: Sequence[str], min_conf: Optional[float], timeout: Optional[float],
+               options: dict[str, Any], on_progress: Callable[[str, float], None], started: float) -> None:
+    """Reconstruct one scene, write its outputs, then its record (last, so it marks completion)."""
+    work = Path(tempfile.mkdtemp(prefix=f"mvdust3r-{outcome.name}-"))
+    try:
+        if blend:
+            fresh_file()
+        importing = blend and any(options.get(k, True) for k in ("import_points", "import_cameras",
+                                                                   "import_gaussians"))
+        flags = {} if importing else {"import_points": False, "import_cameras": False, "import_gaussians": False}
+        result = reconstruct(photos, settings.checkpoint, device=settings.device, python=settings.python,
+                             output=work / "bundle.npz", timeout=timeout, on_progress=on_progress,
+                             **{"name": outcome.name, **options, **flags})
+        outcome.views, outcome.points = result.views, result.points
+        outcome.worker_pid, outcome.model_reused = result.worker_pid, result.model_reused
+        if formats:
+            outcome.outputs.update(export(result, formats, folder / outcome.name, min_conf=min_conf))
+        if blend:
+            show_through_first_camera(result)
+            outcome.outputs["blend"] = save_blend(folder / f"{outcome.name}.blend")
+        outcome.status = "done"
+        outcome.seconds = time.perf_counter() - started
+        _write_record(folder / f"{outcome.name}.json", outcome, photos, result.timings)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+__all__ = ["BatchReport", "SceneOutcome", "reconstruct_many", "scene_names", "stage_printer"]

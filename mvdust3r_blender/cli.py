@@ -1,0 +1,128 @@
+"""The command line: ``blender -b -c mvdust3r batch|reconstruct ...`` (Blender 4.2+).
+
+:func:`main` is a plain ``main(argv) -> int``: Blender calls it with the arguments after
+``-c mvdust3r`` (registered in :func:`register`), and tests call it directly, since the bpy module
+cannot run ``blender -c``. Exit codes: 0 everything worked (or was already done), 1 a scene or the
+run failed (the error is printed), 2 the command line is wrong.
+
+    blender -b -c mvdust3r batch shoots/* --out results/ --export ply glb
+    blender -b -c mvdust3r reconstruct shoots/kitchen --out kitchen.blend
+    blender -b -c mvdust3r --help
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import bpy
+
+from . import run
+from .batch import reconstruct_many, stage_printer
+from .engine.exports import FORMATS
+from .reconstruction import WORKER_PYTHON_ENV, export, fresh_file, reconstruct, save_blend, show_through_first_camera
+
+PROG = "blender -b -c mvdust3r"
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser (also used by the docs test to check the documented command lines)."""
+    top = argparse.ArgumentParser(
+        prog=PROG, description="Turn unposed photos into Blender scenes (points, cameras, 3D Gaussians) with "
+                               "MV-DUSt3R(+). Settings not given come from the add-on's preferences.")
+    sub = top.add_subparsers(dest="command", required=True, metavar="{batch,reconstruct}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--checkpoint", help="model checkpoint file (default: the preferences' model)")
+    common.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"),
+                        help="compute device (default: the preferences')")
+    common.add_argument("--python", help=f"the worker's Python, with torch (default: ${WORKER_PYTHON_ENV}, "
+                                         "else the preferences' runtime)")
+    common.add_argument("--export", nargs="+", default=[], choices=FORMATS, metavar="FORMAT",
+                        help=f"also write these formats ({', '.join(FORMATS)})")
+    common.add_argument("--min-conf", type=float, help="exports leave out points below this confidence (>= 1)")
+    for what in ("points", "cameras", "gaussians"):
+        common.add_argument(f"--no-{what}", action="store_true", help=f"do not import the {what}")
+    common.add_argument("--timeout", type=float, help="give up on a scene after this many seconds")
+
+    batch = sub.add_parser("batch", parents=[common], help="many folders of photos → one .blend each",
+                           description="Reconstruct each FOLDER of photos into OUT/<folder>.blend (and exports "
+                                       "in OUT/<folder>/). Finished scenes are skipped; failed ones are "
+                                       "reported and the batch goes on. Exit code 1 if any scene failed.")
+    batch.add_argument("folders", nargs="+", metavar="FOLDER", help="a folder of photos of one scene")
+    batch.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    batch.add_argument("--no-blend", action="store_true", help="write only the exports, no .blend files")
+    batch.add_argument("--no-resume", action="store_true", help="redo scenes that an earlier run finished")
+
+    single = sub.add_parser("reconstruct", parents=[common], help="one set of photos → one .blend",
+                            description="Reconstruct PHOTOS (files, or one folder) into the .blend file OUT.")
+    single.add_argument("photos", nargs="+", metavar="PHOTO", help="photo files, or one folder of photos")
+    single.add_argument("--out", required=True, metavar="FILE.blend", help="the .blend file to write")
+    single.add_argument("--export-dir", metavar="DIR", help="folder for --export (default: beside OUT)")
+    return top
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run the command line `argv` (without the program name); returns the exit code."""
+    try:
+        args = parser().parse_args(list(argv))
+    except SystemExit as exc:  # --help (0) or a usage error (2): argparse has printed why
+        return int(exc.code) if isinstance(exc.code, int) else 2
+    flags = {"import_points": not args.no_points, "import_cameras": not args.no_cameras,
+             "import_gaussians": not args.no_gaussians}
+    settings: dict[str, Any] = {"checkpoint": args.checkpoint, "device": args.device, "python": args.python}
+    try:
+        if args.command == "batch":
+            report = reconstruct_many(args.folders, args.out, blend=not args.no_blend, formats=args.export,
+                                      min_conf=args.min_conf, resume=not args.no_resume, timeout=args.timeout,
+                                      **settings, **flags)
+            return 0 if report.ok else 1
+        return _reconstruct_one(args, settings, flags)
+    except KeyboardInterrupt:
+        print("mvdust3r: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 -- the command line's boundary: say what failed, exit 1
+        print(f"mvdust3r: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        run.SESSION.shutdown()
+
+
+def _reconstruct_one(args: argparse.Namespace, settings: dict[str, Any], flags: dict[str, bool]) -> int:
+    out = Path(args.out)
+    if out.suffix.lower() != ".blend":
+        print(f"mvdust3r: error: --out {out} must be a .blend file", file=sys.stderr)
+        return 2
+    photos: Any = args.photos[0] if len(args.photos) == 1 and Path(args.photos[0]).is_dir() else args.photos
+    fresh_file()
+    result = reconstruct(photos, timeout=args.timeout, on_progress=stage_printer(_say, ""), name=out.stem,
+                         **settings, **flags)
+    if args.export:
+        folder = Path(args.export_dir) if args.export_dir else out.with_suffix("")
+        for fmt, path in export(result, args.export, folder, min_conf=args.min_conf).items():
+            _say(f"{fmt}: {path}")
+    show_through_first_camera(result)
+    saved = save_blend(out)
+    _say(f"{result.views} views, {result.points} points in {result.timings.get('total', 0.0):.1f} s → {saved}")
+    return 0
+
+
+def _say(text: str) -> None:
+    print(f"[mvdust3r] {text}", file=sys.stderr, flush=True)
+
+
+_handle: Optional[Any] = None
+
+
+def register() -> None:
+    """Register ``-c mvdust3r`` with Blender (``bpy.utils.register_cli_command``, Blender 4.2+)."""
+    global _handle
+    _handle = bpy.utils.register_cli_command("mvdust3r", main)
+
+
+def unregister() -> None:
+    global _handle
+    if _handle is not None:
+        bpy.utils.unregister_cli_command(_handle)
+        _handle = None

@@ -1,0 +1,227 @@
+"""One reconstruction that blocks until it is in the scene: for scripts, other add-ons and the command line.
+
+The panel's run (:mod:`.run`) never blocks Blender; a script wants the opposite, a call that
+returns the finished collection. Both share the session's worker (``run.SESSION``), so the model
+loaded by one call is reused by the next, whoever makes it. Settings not given come from the
+add-on's preferences, the worker's Python first from ``$MVDUST3R_WORKER_PYTHON`` (tests, farms).
+
+Errors name the input and the fix: :class:`~.run.RunError` (photos, options),
+:class:`~.preferences.SetupError` (runtime, checkpoint), :class:`~.worker_client.WorkerError`
+(the worker failed or died), :class:`~.bundle.BundleError` (an unreadable bundle). A failed import
+leaves the scene as it was.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import bpy
+
+from . import preferences, run
+from .bundle import Bundle, read_bundle
+from .engine.exports import export as export_bundle
+from .import_options import ImportOptions
+from .importers.scene import ImportResult, import_reconstruction
+from .preferences import SetupError
+from .protocol import Event, ProgressEvent, ResultEvent
+from .run import IMAGE_EXTENSIONS, RunError, check_photos
+
+WORKER_PYTHON_ENV = "MVDUST3R_WORKER_PYTHON"
+"""Environment variable naming the worker's Python; wins over the preferences (tests, render farms)."""
+
+PathLike = Union[str, "os.PathLike[str]"]
+PhotoSource = Union[PathLike, Sequence[PathLike]]
+"""A folder (its image files, sorted by name) or a list of photo paths."""
+
+ProgressCallback = Callable[[str, float], None]
+"""Called with (stage, fraction of that stage done) as the worker reports progress."""
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What the worker runs with: its Python, the checkpoint file, the device."""
+
+    python: str
+    checkpoint: str
+    device: str
+
+    @classmethod
+    def resolve(cls, python: Optional[PathLike] = None, checkpoint: Optional[PathLike] = None,
+                device: Optional[str] = None) -> "WorkerSettings":
+        """Each setting from its argument, else (the Python only) ``$MVDUST3R_WORKER_PYTHON``, else
+        the add-on's preferences. Raises :class:`SetupError` naming a missing file."""
+        python = python if python is not None else os.environ.get(WORKER_PYTHON_ENV) or None
+        if python is None:
+            python = preferences.worker_python(preferences.get())
+        elif not Path(python).is_file():
+            raise SetupError(f"the worker Python '{os.fspath(python)}' does not exist",
+                             f"pass the python of an environment with torch (or set ${WORKER_PYTHON_ENV})")
+        if checkpoint is None:
+            checkpoint = preferences.checkpoint_file(preferences.get())
+        elif not Path(checkpoint).is_file():
+            raise SetupError(f"the checkpoint '{os.fspath(checkpoint)}' does not exist",
+                             "pass an existing MV-DUSt3R(+) checkpoint file")
+        return cls(python=os.fspath(python), checkpoint=str(Path(checkpoint).absolute()),
+                   device=device if device is not None else str(preferences.get().device))
+
+
+def photo_list(photos: PhotoSource) -> list[str]:
+    """Absolute paths of `photos`: a folder's image files sorted by name, or the list as given.
+    Raises :class:`RunError` naming a missing folder or photo, a duplicate, or too few photos."""
+    if isinstance(photos, (str, os.PathLike)):
+        folder = Path(photos)
+        if not folder.is_dir():
+            raise RunError(f"'{folder}' is not a folder", "pass a folder of photos or a list of photo files")
+        paths = [str(p.absolute()) for p in sorted(folder.iterdir())
+                 if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        if len(paths) < 2:
+            raise RunError(f"the folder '{folder}' holds {len(paths)} photo{'s' if len(paths) != 1 else ''}",
+                           f"put at least 2 photos of one scene in it ({', '.join(IMAGE_EXTENSIONS)})")
+    else:
+        paths = [str(Path(p).absolute()) for p in photos]
+    check_photos(paths)
+    return paths
+
+
+@dataclass
+class Result:
+    """One finished reconstruction: the bundle on disk and what was imported from it."""
+
+    bundle_path: Path                 # the reconstruction bundle (.npz); see export()
+    photos: list[str]                 # absolute paths, in the order the network saw them
+    views: int
+    points: int                       # per-pixel points in the bundle (views × grid pixels)
+    timings: dict[str, float]         # seconds per worker stage, "total", and "import"
+    imported: Optional[ImportResult]  # None when nothing was imported
+    worker_pid: Optional[int] = None  # the worker process that computed it
+    model_reused: bool = False        # the checkpoint was already loaded in the worker
+    loads: int = 0                    # checkpoints the worker had loaded after this request
+
+    @property
+    def collection(self) -> Optional[bpy.types.Collection]:
+        return self.imported.collection if self.imported is not None else None
+
+    @property
+    def objects(self) -> list[bpy.types.Object]:
+        """The objects created: the point cloud, the cameras, the Gaussians (those imported)."""
+        if self.imported is None:
+            return []
+        found = [self.imported.points, *self.imported.cameras, self.imported.gaussians]
+        return [o for o in found if o is not None]
+
+
+def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, device: Optional[str] = None,
+                python: Optional[PathLike] = None, output: Optional[PathLike] = None,
+                reference_view: Optional[int] = None, import_points: bool = True, import_cameras: bool = True,
+                import_gaussians: bool = True, scene: Optional[bpy.types.Scene] = None,
+                timeout: Optional[float] = None, on_progress: Optional[ProgressCallback] = None,
+                **import_options: Any) -> Result:
+    """Reconstruct `photos` (a folder or a list) and import the result into a new collection; blocks.
+
+    `checkpoint`, `device` (``auto``, ``cuda``, ``mps``, ``cpu``) and `python` (the worker's
+    interpreter) default to the add-on's preferences (`python` to ``$MVDUST3R_WORKER_PYTHON``
+    first). `output`: where the bundle is written (default: a new temporary folder; it is kept, for
+    :func:`export`). `reference_view`: 0-based index of the photo that becomes the world frame.
+    `import_*` choose what is created (all False: nothing is imported); the other keywords are
+    :class:`~.import_options.ImportOptions` fields (``axes``, ``confidence_drop``, ``name``, ...).
+    `scene` defaults to the context's. `timeout` (seconds) cancels a request that takes longer.
+    Ctrl-C cancels the request in the worker too.
+    """
+    paths = photo_list(photos)
+    options = ImportOptions.from_keywords(points=import_points, cameras=import_cameras,
+                                          gaussians=import_gaussians, **import_options)
+    settings = WorkerSettings.resolve(python, checkpoint, device)
+    target = scene if scene is not None else bpy.context.scene
+    importing = import_points or import_cameras or import_gaussians
+    if importing and target is None:
+        raise RunError("there is no scene to import into", "pass scene=")
+    if run.active() is not None:
+        raise RunError("a reconstruction started from the panel is running", "wait for it or cancel it first")
+    bundle_path = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="mvdust3r-")) / "bundle.npz"
+    bundle_path.parent.mkdir(parents=True, exist_ok=True)
+    engine_options: dict[str, Any] = {"gaussians": True}  # cheap, and exports may want them
+    if reference_view is not None:
+        engine_options["reference_view"] = reference_view
+
+    client = run.SESSION.ensure(settings.python, preferences.user_dir() / "worker.log")
+    request_id = client.reconstruct(paths, bundle_path, engine_options, checkpoint=settings.checkpoint,
+                                    device=settings.device)
+
+    def follow(event: Event) -> None:
+        if on_progress is not None and isinstance(event, ProgressEvent):
+            on_progress(event.stage, event.fraction)
+
+    try:
+        final = client.wait(request_id, timeout, on_event=follow)
+    except (KeyboardInterrupt, TimeoutError):
+        if client.alive:
+            client.cancel(request_id)
+        raise
+    assert isinstance(final, ResultEvent)
+    result = Result(bundle_path=Path(final.bundle), photos=paths, views=final.views, points=final.points,
+                    timings=dict(final.timings), imported=None, worker_pid=client.pid,
+                    model_reused=final.model_reused, loads=final.loads)
+    if importing:
+        assert target is not None
+        started = time.perf_counter()
+        result.imported = import_reconstruction(read_bundle(result.bundle_path), options, target,
+                                                bundle_path=str(result.bundle_path))
+        result.timings["import"] = time.perf_counter() - started
+    return result
+
+
+def export(result_or_bundle: Union[Result, Bundle, PathLike], formats: Sequence[str], out_dir: PathLike, *,
+           min_conf: Optional[float] = None) -> dict[str, Path]:
+    """Write a reconstruction (a :class:`Result`, a :class:`~.bundle.Bundle` or a bundle path) in
+    `formats` (``ply``, ``gaussians``, ``colmap``, ``glb``) into `out_dir`; {format: path written}.
+    Raises the engine's ``ExportError`` naming the format or file at fault."""
+    if isinstance(result_or_bundle, Result):
+        bundle = read_bundle(result_or_bundle.bundle_path)
+    elif isinstance(result_or_bundle, Bundle):
+        bundle = result_or_bundle
+    else:
+        bundle = read_bundle(result_or_bundle)
+    written: dict[str, Path] = export_bundle(bundle, formats, out_dir, min_conf=min_conf)
+    return written
+
+
+def fresh_file() -> None:
+    """Replace the open file with an empty one (the extension stays enabled): each batch scene
+    and command-line run starts from nothing, so its .blend holds only its own reconstruction."""
+    bpy.ops.wm.read_homefile(use_empty=True)
+
+
+def show_through_first_camera(result: Result) -> None:
+    """Make the first imported camera the scene camera, with its photo's resolution (for a saved file)."""
+    from .importers.cameras import set_render_camera
+
+    if result.imported is not None and result.imported.cameras:
+        scene = bpy.context.scene
+        assert scene is not None
+        set_render_camera(scene, result.imported.cameras[0])
+
+
+def save_blend(path: PathLike) -> Path:
+    """Save the open file as a copy at `path`, atomically: written under a temporary name in the
+    same folder, then renamed, so a crash never leaves a half-written file at `path`."""
+    final = Path(path).absolute()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = final.with_name(f".{final.stem}.partial-{os.getpid()}.blend")
+    try:
+        result = bpy.ops.wm.save_as_mainfile(filepath=str(partial), copy=True, check_existing=False)
+        if result != {"FINISHED"} or not partial.is_file():
+            raise OSError(f"Blender could not write '{partial}'")
+        os.replace(partial, final)
+    finally:
+        partial.unlink(missing_ok=True)
+    return final
+
+
+__all__ = ["PhotoSource", "Result", "WorkerSettings", "WORKER_PYTHON_ENV", "export", "fresh_file", "photo_list",
+           "reconstruct", "save_blend", "show_through_first_camera"]
+
