@@ -4,7 +4,11 @@
     result = mvd.import_bundle("/path/scene.npz", axes="Z_UP", gaussians=False)
     result.points, result.cameras, result.collection, result.report
 
-Everything here runs on Blender's main thread.
+    result = mvd.reconstruct("/photos/kitchen")                  # blocks; settings from the preferences
+    mvd.export(result, ["ply", "glb"], "/out/kitchen")
+    report = mvd.reconstruct_many(["/photos/a", "/photos/b"], "/out")   # one .blend per scene
+
+Everything here runs on Blender's main thread. docs/scripting.md has worked examples.
 """
 from __future__ import annotations
 
@@ -13,11 +17,14 @@ from typing import Any, Optional, Union
 
 import bpy
 
+from .batch import BatchReport, SceneOutcome, reconstruct_many
 from .bundle import Bundle, read_bundle
 from .import_options import ImportOptions
 from .importers.scene import ImportResult, import_reconstruction
+from .reconstruction import Result, export, reconstruct
 
-__all__ = ["ImportOptions", "ImportResult", "import_bundle"]
+__all__ = ["BatchReport", "ImportOptions", "ImportResult", "Result", "SceneOutcome", "export", "import_bundle",
+           "reconstruct", "reconstruct_many"]
 
 
 def import_bundle(path_or_bundle: Union[str, "os.PathLike[str]", Bundle], *,
