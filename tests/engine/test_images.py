@@ -182,3 +182,14 @@ def test_folders_expand_to_their_sorted_image_files(tmp_path):
     (tmp_path / "sub").mkdir()
     other = tmp_path / "elsewhere.tif"
     assert collect_photo_paths([tmp_path, other]) == [tmp_path / "a.png", tmp_path / "b.JPG", tmp_path / "d.webp", other]
+
+
+def test_huge_rotated_jpeg_keeps_orientation_and_geometry(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = _save(_gradient(1600, 1200), tmp_path / "big_rotated.jpg", quality=95, exif=exif)
+    exact = load_photo(path, (32, 32))
+    draft = load_photo(path, (32, 32), max_exact_pixels=1_000_000)
+    assert draft.approximate and draft.photo_size == exact.photo_size == (1200, 1600)
+    np.testing.assert_allclose(draft.crop_box, exact.crop_box, atol=8.0)
+    assert np.abs(draft.image.astype(int) - exact.image.astype(int)).mean() < 2.0
