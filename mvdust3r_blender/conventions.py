@@ -40,9 +40,12 @@ def world_axes(axes: Axes) -> np.ndarray:
 
 
 def transform_points(points: np.ndarray, axes: Axes) -> np.ndarray:
-    """float32 [...,3]: world points (OpenCV world) in Blender world coordinates."""
-    m = world_axes(axes)
-    return (points.astype(np.float64) @ m[:3, :3].T + m[:3, 3]).astype(np.float32)
+    """float32 [...,3]: world points (OpenCV world) in Blender world coordinates.
+
+    float32 is exact here: the axis change only permutes and negates coordinates.
+    """
+    m = world_axes(axes).astype(np.float32)
+    return np.asarray(points, dtype=np.float32) @ m[:3, :3].T + m[:3, 3]
 
 
 def camera_matrix_world(cam2world: np.ndarray, axes: Axes) -> np.ndarray:
@@ -78,10 +81,14 @@ def quaternion_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def transform_rotations(wxyz: np.ndarray, axes: Axes) -> np.ndarray:
-    """float32 [...,4]: world-frame rotations (w,x,y,z) re-expressed in Blender world, q(R_axes·R)."""
+    """float32 [...,4]: world-frame rotations (w,x,y,z) re-expressed in Blender world, q(R_axes·R).
+
+    Left-multiplying by the fixed q_axes is linear in q: row i of `left` is q_axes ⊗ e_i, so the
+    product for all Gaussians is one [M,4]×[4,4] matrix product (orthogonal: norms are kept).
+    """
     q_axes = matrix_to_quaternion(world_axes(axes)[:3, :3])
-    q = quaternion_multiply(q_axes, wxyz.astype(np.float64))
-    return (q / np.linalg.norm(q, axis=-1, keepdims=True)).astype(np.float32)
+    left = quaternion_multiply(q_axes[None, :], np.eye(4)).astype(np.float32)
+    return np.asarray(wxyz, dtype=np.float32) @ left
 
 
 @dataclass(frozen=True)
@@ -140,8 +147,16 @@ def image_plane_corners(intrinsics: np.ndarray, width: int, height: int, depth: 
 
 def srgb_to_linear(srgb: np.ndarray) -> np.ndarray:
     """float32: sRGB-encoded values in [0,1] → linear (Blender's colour attributes are linear)."""
-    c = np.clip(srgb.astype(np.float32), 0.0, 1.0)
+    c = np.clip(np.asarray(srgb, dtype=np.float32), 0.0, 1.0)
     return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+_SRGB8_TO_LINEAR = srgb_to_linear(np.arange(256, dtype=np.float32) / 255.0)
+
+
+def srgb8_to_linear(srgb: np.ndarray) -> np.ndarray:
+    """float32: sRGB bytes (uint8, e.g. the bundle's images) → linear, by table look-up."""
+    return _SRGB8_TO_LINEAR[np.asarray(srgb, dtype=np.uint8)]
 
 
 def confidence_threshold(conf: np.ndarray, drop_fraction: float = 0.03) -> float:
@@ -165,10 +180,12 @@ def grid_point_spacing(pts3d: np.ndarray, intrinsics: np.ndarray, cam2world: np.
     scene scale (network units are arbitrary) without blurring detail.
     """
     n, _, w = pts3d.shape[:3]
-    world_to_cam = np.linalg.inv(cam2world.astype(np.float64))
+    world_to_cam = np.linalg.inv(cam2world.astype(np.float64)).astype(np.float32)
+    points = pts3d.reshape(n, -1, 3)
+    stride = max(1, points.shape[1] * n // 100_000)  # a median needs no more than ~100 k samples
     spacing = []
     for k in range(n):  # per view (≤ 100), vectorised over its points
-        depth = pts3d[k].reshape(-1, 3).astype(np.float64) @ world_to_cam[k, 2, :3] + world_to_cam[k, 2, 3]
+        depth = points[k, ::stride] @ world_to_cam[k, 2, :3] + world_to_cam[k, 2, 3]
         pixel = (float(crop_box[k, 2]) - float(crop_box[k, 0])) / w
         spacing.append(np.abs(depth) * pixel / float(intrinsics[k, 0, 0]))
     return float(np.median(np.concatenate(spacing))) if spacing else 1.0

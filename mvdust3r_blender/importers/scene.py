@@ -16,7 +16,7 @@ import bpy
 import numpy as np
 
 from ..bundle import Bundle
-from ..conventions import (camera_matrix_world, confidence_threshold, grid_point_spacing, srgb_to_linear,
+from ..conventions import (camera_matrix_world, confidence_threshold, grid_point_spacing, srgb8_to_linear,
                            transform_points, transform_rotations)
 from ..import_options import ImportOptions
 from .cameras import create_cameras
@@ -75,7 +75,7 @@ def import_reconstruction(bundle: Bundle, options: ImportOptions, scene: bpy.typ
         result = ImportResult(collection=collection, bundle_path=bundle_path)
         spacing = grid_point_spacing(bundle.pts3d, bundle.intrinsics, bundle.cam2world, bundle.crop_box)
         positions = transform_points(bundle.pts3d.reshape(-1, 3), options.axes)
-        colors = srgb_to_linear(bundle.colors.reshape(-1, 3))
+        colors = srgb8_to_linear(bundle.images.reshape(-1, 3))
         if options.points:
             conf = bundle.conf.reshape(-1)
             threshold = (options.confidence_threshold if options.confidence_threshold is not None

@@ -130,6 +130,8 @@ def test_srgb_to_linear_matches_blender(conv: ModuleType) -> None:
         if hasattr(c, "from_srgb_to_scene_linear"):
             assert abs(c.from_srgb_to_scene_linear().r - lin) < 1e-3
     assert abs(float(conv.srgb_to_linear(np.float32(0.5))) - 0.21404) < 1e-4
+    bytes_ = np.arange(256, dtype=np.uint8)
+    assert np.array_equal(conv.srgb8_to_linear(bytes_), conv.srgb_to_linear(bytes_.astype(np.float32) / 255))
 
 
 def test_confidence_threshold_is_the_official_sorted_index(conv: ModuleType) -> None:

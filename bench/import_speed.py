@@ -1,0 +1,128 @@
+"""Benchmark: importing a large bundle into Blender (points + Gaussians + cameras).
+
+    .venv-blender-4.2/bin/python bench/import_speed.py [--views 12] [--size 224] [--repeat 3]
+
+Builds and installs the extension zip into a temporary Blender user folder (as the tests do), makes
+a synthetic bundle of views × size × size points (12 × 224² = 602,112 by default, each with a
+Gaussian), and times ``api.import_bundle`` from an in-memory bundle and from a .npz file, with the
+time split into the parts it is made of. Target: < 1 s for 600 k points + 600 k Gaussians.
+Results go to docs/benchmarks.md ("Import") by hand, with the machine and date.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+USER = tempfile.mkdtemp(prefix="mvd-bench-user-")
+os.environ["BLENDER_USER_RESOURCES"] = USER
+
+import bpy  # noqa: E402
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "bl_ext.user_default.mvdust3r_blender"
+
+
+def install_extension(work: Path) -> None:
+    spec = importlib.util.spec_from_file_location("mvdust3r_build_script", ROOT / "build.py")
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = build
+    spec.loader.exec_module(build)
+    zip_path = build.build_extension(stage=work / "stage", out_dir=work / "dist")
+    bpy.ops.extensions.package_install_files(filepath=str(zip_path), repo="user_default", enable_on_install=True)
+
+
+def synthetic_bundle(bundle_module, views: int, size: int):
+    rng = np.random.default_rng(0)
+    n, h, w = views, size, size
+    f = 0.9 * 512
+    k = np.array([[f, 0, 256], [0, f, 192], [0, 0, 1]], dtype=np.float32)
+    c2w = np.tile(np.eye(4, dtype=np.float32), (n, 1, 1))
+    c2w[:, 0, 3] = np.linspace(-1, 1, n)
+    quat = rng.normal(size=(n, h, w, 4)).astype(np.float32)
+    quat /= np.linalg.norm(quat, axis=-1, keepdims=True)
+    return bundle_module.Bundle(
+        images=rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8),
+        pts3d=(rng.normal(size=(n, h, w, 3)) + [0, 0, 3]).astype(np.float32),
+        conf=(1 + rng.exponential(2, (n, h, w))).astype(np.float32),
+        intrinsics=np.tile(k, (n, 1, 1)), cam2world=c2w,
+        photo_size=np.tile(np.array([512, 384], np.int32), (n, 1)),
+        crop_box=np.tile(np.array([64, 0, 448, 384], np.float32), (n, 1)),
+        photo_paths=[f"/nonexistent/photo_{i:03d}.jpg" for i in range(n)],
+        gaussian_rotation=quat, gaussian_scale=rng.uniform(0.001, 0.01, (n, h, w, 3)).astype(np.float32),
+        gaussian_opacity=rng.uniform(0.01, 1, (n, h, w)).astype(np.float32),
+        gaussian_rgb=rng.uniform(0, 1, (n, h, w, 3)).astype(np.float32),
+        meta={"model": "bench"})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--views", type=int, default=12)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="mvd-bench-"))
+    try:
+        install_extension(work)
+        api = importlib.import_module(f"{PACKAGE}.api")
+        bundle_module = importlib.import_module(f"{PACKAGE}.bundle")
+        scene_module = importlib.import_module(f"{PACKAGE}.importers.scene")
+        bundle = synthetic_bundle(bundle_module, args.views, args.size)
+        count = bundle.conf.size
+        path = bundle_module.write_bundle(bundle, work / "bench.npz")
+        print(f"bpy {bpy.app.version_string}, Python {platform.python_version()}, {platform.processor() or platform.machine()}, "
+              f"{os.cpu_count()} CPUs; {args.views} views × {args.size}² = {count:,} points + {count:,} Gaussians, "
+              f"{args.views} cameras; bundle file {path.stat().st_size / 1e6:.0f} MB")
+        # time the parts by wrapping the importer's steps (same calls, same order)
+        parts: dict[str, float] = {}
+        originals = {name: getattr(scene_module, name) for name in
+                     ("create_points", "create_gaussians", "create_cameras", "transform_points", "srgb8_to_linear",
+                      "grid_point_spacing", "transform_rotations", "confidence_threshold")}
+
+        def timed(name, fn):
+            def wrapper(*a, **kw):
+                t = time.perf_counter()
+                try:
+                    return fn(*a, **kw)
+                finally:
+                    parts[name] = parts.get(name, 0.0) + time.perf_counter() - t
+            return wrapper
+
+        for name, fn in originals.items():
+            setattr(scene_module, name, timed(name, fn))
+        totals: dict[str, list[float]] = {"in memory": [], "from file": []}
+        for _ in range(args.repeat):
+            bpy.ops.wm.read_factory_settings(use_empty=True)
+            if PACKAGE not in bpy.context.preferences.addons:
+                bpy.ops.preferences.addon_enable(module=PACKAGE)
+            t = time.perf_counter()
+            api.import_bundle(bundle)
+            totals["in memory"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            result = api.import_bundle(path)
+            totals["from file"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        dg = bpy.context.evaluated_depsgraph_get()
+        instances = sum(1 for i in dg.object_instances if i.is_instance and i.parent and i.parent.original == result.gaussians)
+        evaluate = time.perf_counter() - t
+        for name, values in totals.items():
+            print(f"import_bundle ({name}): best {min(values):.3f} s, median {np.median(values):.3f} s over {len(values)}")
+        print("parts (mean per import): " + ", ".join(
+            f"{name} {value / (2 * args.repeat) * 1e3:.0f} ms" for name, value in sorted(parts.items(), key=lambda kv: -kv[1])))
+        print(f"first depsgraph evaluation (geometry nodes, {instances:,} splat instances): {evaluate:.3f} s")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(USER, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
