@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
@@ -90,8 +90,12 @@ class PoseResult:
 
 
 def solve_poses(pts3d: torch.Tensor, mask: torch.Tensor, K: np.ndarray,
-                cancel: Optional[threading.Event] = None) -> PoseResult:
-    """PnP-RANSAC per view: world points `pts3d` [N,h,w,3] seen at their own pixels, masked by `mask` [N,h,w]."""
+                cancel: Optional[threading.Event] = None,
+                progress: Optional[Callable[[float], None]] = None) -> PoseResult:
+    """PnP-RANSAC per view: world points `pts3d` [N,h,w,3] seen at their own pixels, masked by `mask` [N,h,w].
+
+    `progress(fraction)` is called after each view; `cancel` is checked before each.
+    """
     n, h, w = pts3d.shape[:3]
     pixels = pixel_grid(h, w).numpy().reshape(-1, 2)
     points = pts3d.detach().float().cpu().numpy().reshape(n, -1, 3)
@@ -114,6 +118,8 @@ def solve_poses(pts3d: torch.Tensor, mask: torch.Tensor, K: np.ndarray,
             failed.append(v)
         c2ws[v] = np.linalg.inv(w2c)
         inliers.append(int(count))
+        if progress is not None:
+            progress((v + 1) / n)
     return PoseResult(c2ws, failed, inliers)
 
 
@@ -154,7 +160,8 @@ class CameraEstimate:
 
 
 def estimate_cameras(pts3d: torch.Tensor, conf: torch.Tensor, min_conf_percent: float = 3.0,
-                     cancel: Optional[threading.Event] = None) -> CameraEstimate:
+                     cancel: Optional[threading.Event] = None,
+                     progress: Optional[Callable[[float], None]] = None) -> CameraEstimate:
     """Steps 1–3 of the module doc on network outputs (view 0 first, points in view 0's frame)."""
     h, w = pts3d.shape[1:3]
     mask = confidence_mask(conf, min_conf_percent)
@@ -164,4 +171,4 @@ def estimate_cameras(pts3d: torch.Tensor, conf: torch.Tensor, min_conf_percent: 
     if fallback:  # e.g. points behind the camera: no camera can see them, keep a usable one
         focal = fallback_focal(h, w)
     K = grid_intrinsics(focal, h, w)
-    return CameraEstimate(mask, valid_first, focal, K, solve_poses(pts3d, mask, K, cancel), fallback)
+    return CameraEstimate(mask, valid_first, focal, K, solve_poses(pts3d, mask, K, cancel, progress), fallback)

@@ -109,7 +109,7 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Any,
     stop_if_cancelled("camera recovery")
     started = time.perf_counter()
     report("cameras", 0.0)
-    cams = estimate_cameras(pts3d, conf, options.min_conf_percent, cancel)
+    cams = estimate_cameras(pts3d, conf, options.min_conf_percent, cancel, progress=lambda f: report("cameras", f))
     h, w = pts3d.shape[1:3]
     crop_boxes = np.array([p.crop_box for p in loaded], dtype=np.float64)     # user order
     intrinsics = photo_intrinsics(cams.focal, (h, w), crop_boxes)

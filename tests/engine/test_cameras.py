@@ -98,12 +98,16 @@ def test_unusable_focal_falls_back_to_sixty_degrees_and_is_reported():
     assert not estimate_cameras(torch.from_numpy(scene.pts3d), torch.from_numpy(scene.conf)).focal_fallback
 
 
-def test_pose_loop_checks_for_cancel():
+def test_pose_loop_reports_progress_and_checks_for_cancel():
     import threading
 
     from mvdust3r_blender.engine.errors import Cancelled
 
     scene = make_scene(3, 16, 16, seed=2)
+    seen: list[float] = []
+    solve_poses(torch.from_numpy(scene.pts3d), torch.ones(3, 16, 16, dtype=torch.bool),
+                grid_intrinsics(40.0, 16, 16), progress=seen.append)
+    assert seen == [1 / 3, 2 / 3, 1.0]
     stop = threading.Event()
     stop.set()
     with pytest.raises(Cancelled, match="camera poses"):
