@@ -77,12 +77,10 @@ _REQUIRED: dict[str, Any] = {
     "conf_mode": ("exp", 1, 1e9), "pos_embed": "RoPE100", "GS": True, "GS_skip": False,
     "sh_degree": 0, "pts_head_config": {"skip": True}, "norm_im2_in_dec": True,
 }
-# Keywords that change nothing at inference (training-time freezing, the unused mask generator,
-# the transposition wrapper, the patch-embed class, which has the same weights either way).
-_IGNORED = {"freeze", "mask_ratio", "landscape_only", "patch_embed_cls"}
+# Keywords that change nothing at inference are accepted with any value: freeze (training-time),
+# mask_ratio (the unused mask generator), landscape_only (the heads' transposition wrapper) and
+# patch_embed_cls among these two (same weights either way).
 _PATCH_EMBED_CLASSES = {"PatchEmbedDust3R", "ManyAR_PatchEmbed"}
-_READ = {"img_size", "patch_size", "mlp_ratio", "enc_embed_dim", "enc_depth", "enc_num_heads",
-         "dec_embed_dim", "dec_depth", "dec_num_heads", "m_ref_flag", "n_ref"}
 
 
 @dataclass
@@ -190,14 +188,17 @@ def config_from_checkpoint(state_dict: Mapping[str, Any], model_string: str,
         raise CheckpointError(f"{source}: unsupported patch_embed_cls={kwargs['patch_embed_cls']!r}",
                               f"supported: {', '.join(sorted(_PATCH_EMBED_CLASSES))}")
 
-    def shape(key: str) -> tuple[int, ...]:
+    def shape(key: str, ndim: int) -> tuple[int, ...]:
         if key not in state_dict:
             raise CheckpointError(f"{source}: missing weight {key!r}", _CORRUPT_HINT)
-        return tuple(int(n) for n in state_dict[key].shape)
+        found = tuple(int(n) for n in state_dict[key].shape)
+        if len(found) != ndim:
+            raise CheckpointError(f"{source}: weight {key!r} has shape {list(found)}, not {ndim}-D", _CORRUPT_HINT)
+        return found
 
-    enc_dim, in_chans, patch, patch_w = shape("patch_embed.proj.weight")
-    dec_dim, dec_in = shape("decoder_embed.weight")
-    mlp_ratio = shape("enc_blocks.0.mlp.fc1.weight")[0] / enc_dim
+    enc_dim, in_chans, patch, patch_w = shape("patch_embed.proj.weight", 4)
+    dec_dim, dec_in = shape("decoder_embed.weight", 2)
+    mlp_ratio = shape("enc_blocks.0.mlp.fc1.weight", 2)[0] / enc_dim
     multi_ref = any(key.startswith("dec_same_view_blocks.") for key in state_dict)
     config = ModelConfig(
         enc_embed_dim=enc_dim,
@@ -209,8 +210,8 @@ def config_from_checkpoint(state_dict: Mapping[str, Any], model_string: str,
         patch_size=patch,
         mlp_ratio=mlp_ratio,
         rope_freq=100.0,
-        skip_dim=shape("downstream_head1.skip_proj.0.conv.weight")[0],
-        gs_mlp_dim=shape("downstream_GS_head.0.mlp_rgb.0.weight")[0],
+        skip_dim=shape("downstream_head1.skip_proj.0.conv.weight", 4)[0],
+        gs_mlp_dim=shape("downstream_GS_head.0.mlp_rgb.0.weight", 2)[0],
         sh_degree=0,
         multi_ref=multi_ref,
         n_ref=_n_ref(kwargs, multi_ref, source),
@@ -226,10 +227,10 @@ def config_from_checkpoint(state_dict: Mapping[str, Any], model_string: str,
     if in_chans != 3 or patch_w != patch or dec_in != enc_dim:
         mismatches.append(f"patch_embed {in_chans}×{patch}×{patch_w} / decoder_embed input {dec_in} do not fit "
                           f"an RGB ViT of width {enc_dim}")
-    dec_ratio = shape("dec_blocks.0.mlp.fc1.weight")[0] / dec_dim
+    dec_ratio = shape("dec_blocks.0.mlp.fc1.weight", 2)[0] / dec_dim
     if dec_ratio != mlp_ratio:
         mismatches.append(f"encoder MLP ratio {mlp_ratio} differs from the decoder's {dec_ratio}")
-    if shape("downstream_GS_head.0.mlp_rgb.2.weight")[0] != 3 * patch * patch:
+    if shape("downstream_GS_head.0.mlp_rgb.2.weight", 2)[0] != 3 * patch * patch:
         mismatches.append("the Gaussian colour head is not sh_degree=0")
     if mismatches:
         raise CheckpointError(f"{source}: constructor string and weights disagree: {'; '.join(mismatches)}",
@@ -401,7 +402,7 @@ def _check_config(config: ModelConfig, source: str) -> None:
         problems.append(f"sh_degree={config.sh_degree} (only 0 is implemented)")
     if config.rope_freq != 100.0:
         problems.append(f"RoPE frequency {config.rope_freq} (only RoPE100 is implemented)")
-    if config.multi_ref and config.n_ref < 2 or not config.multi_ref and config.n_ref != 1:
+    if (config.multi_ref and config.n_ref < 2) or (not config.multi_ref and config.n_ref != 1):
         problems.append(f"n_ref={config.n_ref} with multi_ref={config.multi_ref}")
     if any(size % config.patch_size for size in config.img_size):
         problems.append(f"img_size {config.img_size} is not a multiple of the patch size {config.patch_size}")
@@ -490,6 +491,7 @@ def _load_through_cache(source: Path, cache_root: Path) -> tuple[nn.Module, dict
             return _empty_checked_model(cached[0], cached[1], str(cache)), cached[1]
         except CheckpointError as exc:
             log.warning("rebuilding the cache %s: %s", cache, exc.message)
+        del cached  # unmap it before it is replaced (Windows refuses to replace a mapped file)
     raw = read_checkpoint(source)
     config = config_from_checkpoint(raw.state_dict, raw.model_string, str(source))
     model = _empty_checked_model(config, raw.state_dict, str(source))
@@ -532,7 +534,7 @@ def _write_safetensors(tensors: Mapping[str, torch.Tensor], metadata: dict[str, 
     os.close(handle)
     try:
         save_file({key: t.detach().contiguous() for key, t in tensors.items()}, temporary, metadata=metadata)
-        with open(temporary, "rb") as written:
+        with open(temporary, "r+b") as written:
             os.fsync(written.fileno())
         os.replace(temporary, path)
     except BaseException:

@@ -25,16 +25,14 @@ from mvdust3r_blender.engine.model_string import format_model_string
 
 def random_state_dict(config: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor]:
     """A state dict with the network's keys and shapes: floats uniform in [0, 0.02) (BatchNorm
-    variances 1 + that), counters 7. One random draw, cut into separately stored tensors."""
+    variances 1 + that), counters 7."""
     with torch.device("meta"):
         shapes = build_model(config).state_dict()
-    floats = [key for key, meta in shapes.items() if meta.is_floating_point()]
-    pool = torch.rand(sum(shapes[key].numel() for key in floats), generator=torch.Generator().manual_seed(seed)) * 0.02
-    parts = dict(zip(floats, pool.split([shapes[key].numel() for key in floats])))
+    gen = torch.Generator().manual_seed(seed)
     out = {}
     for key, meta in shapes.items():
-        if key in parts:
-            out[key] = parts[key].view(meta.shape).clone() + (1.0 if key.endswith("running_var") else 0.0)
+        if meta.is_floating_point():
+            out[key] = torch.rand(meta.shape, generator=gen).mul_(0.02).add_(1.0 if key.endswith("running_var") else 0.0)
         else:
             out[key] = torch.full(meta.shape, 7, dtype=meta.dtype)
     return out

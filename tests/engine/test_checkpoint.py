@@ -422,6 +422,9 @@ def test_missing_unexpected_and_misshapen_keys_are_named(golden: Path, tmp_path:
     with pytest.raises(CheckpointError, match="missing weight 'patch_embed.proj.weight'"):
         ck.config_from_checkpoint({k: v for k, v in raw.state_dict.items() if not k.startswith("patch_embed")},
                                   raw.model_string, source="x.pth")
+    with pytest.raises(CheckpointError, match=r"'decoder_embed.weight' has shape \[96\], not 2-D"):
+        ck.config_from_checkpoint({**raw.state_dict, "decoder_embed.weight": torch.zeros(96)}, raw.model_string,
+                                  source="x.pth")
 
 
 def test_checkpoint_without_model_or_args(golden: Path, tmp_path: Path) -> None:
