@@ -27,8 +27,8 @@ import torch
 
 from ..bundle import Bundle
 from .cameras import estimate_cameras, photo_intrinsics
-from .errors import Cancelled, InputError
-from .gaussians import gaussian_fields
+from .errors import Cancelled, CheckpointError, InputError
+from .gaussians import SCALE_MAX, SCALE_MIN, gaussian_fields
 from .images import load_photos, network_input
 from .views import check_reference_view, inverse_order, reference_order
 
@@ -123,7 +123,8 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Any,
         started = time.perf_counter()
         report("gaussians", 0.0)
         if prediction.scale is None or prediction.rotation is None or prediction.opacity is None:
-            raise InputError("this checkpoint has no Gaussian head", "reconstruct without Gaussians")
+            raise CheckpointError("this checkpoint's network returned no Gaussian parameters",
+                                  "reconstruct without Gaussians, or use an MV-DUSt3R(+) checkpoint with its GS heads")
         fields = gaussian_fields(pts3d, cams.mask, prediction.scale.cpu(), prediction.rotation.cpu(),
                                  prediction.opacity.cpu(), None if prediction.rgb is None else prediction.rgb.cpu())
         gaussian_arrays = {
@@ -132,7 +133,7 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Any,
             "gaussian_rgb": None if fields.rgb is None else fields.rgb[back].numpy(),
         }
         meta_gaussians = {"gaussian_norm_factor": fields.norm_factor,
-                          "gaussian_scale_clamp": [1e-4, 4e-3], "gaussian_colour_source": "images"}
+                          "gaussian_scale_clamp": [SCALE_MIN, SCALE_MAX], "gaussian_colour_source": "images"}
         timings["gaussians"] = time.perf_counter() - started
         report("gaussians", 1.0)
 
