@@ -46,11 +46,9 @@ def multiview_layer(ref_block: DecoderBlock, src_block: DecoderBlock, x: torch.T
     r_paths, n, b, t, d = x.shape
     dev = x.device
     flat = x.reshape(r_paths * n, b, t, d)
-    paths = torch.arange(r_paths, device=dev)
-    ref_idx = paths * (n + 1)                                   # flat index of (r, r)
-    is_src = torch.ones(r_paths, n, dtype=torch.bool, device=dev)
-    is_src[paths, paths] = False
-    src_idx = is_src.flatten().nonzero().squeeze(1)             # (r, v != r), r-major, v ascending
+    ref_idx = torch.tensor([r * n + r for r in range(r_paths)], device=dev)      # (r, r)
+    src_idx = torch.tensor([r * n + v for r in range(r_paths) for v in range(n) if v != r],
+                           device=dev)                          # (r, v != r), r-major, v ascending
     x_ref, x_src = flat[ref_idx], flat[src_idx]                 # [R, B, T, D], [R·(N-1), B, T, D]
 
     # Reference views: keys/values are this path's other views under the reference block.
@@ -70,7 +68,7 @@ def multiview_layer(ref_block: DecoderBlock, src_block: DecoderBlock, x: torch.T
     k_group = group_ids(views, t)
     attended_src = []
     for r in range(r_paths):
-        q_group = group_ids(views[views != r], t)
+        q_group = group_ids(torch.cat([views[:r], views[r + 1:]]), t)
         out = attend_excluding_groups(concat_tokens(q[r]), concat_tokens(k[r]),
                                       concat_tokens(v[r]), q_group, k_group, chunk_tokens)
         attended_src.append(split_tokens(out, n - 1))

@@ -7,6 +7,9 @@ Parameter names follow the official state dict (``proj``, ``skip_proj.k.conv/nor
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,19 +56,26 @@ class LinearPts3d(nn.Module):
         )
 
     def forward(self, tokens: torch.Tensor, img: torch.Tensor, hw: tuple[int, int],
-                skip_cnn: bool = True, channels_last: bool = False) -> dict[str, torch.Tensor]:
+                skip_cnn: bool = True, skip_dtype: Optional[torch.dtype] = None,
+                channels_last: bool = False) -> dict[str, torch.Tensor]:
         """tokens [B, T, D], img [B, 3, H, W] -> ``pts3d`` [B, H, W, 3], ``conf`` [B, H, W].
 
         ``skip_cnn=False`` drops the skip CNN (an approximation: its output is scaled by 1e-4);
-        ``channels_last`` runs the convolutions in NHWC layout (same maths, faster on CPU).
+        ``skip_dtype`` runs it in that autocast dtype (e.g. bfloat16: its ×1e-4 contribution
+        keeps the rounding far below float32 noise of the outputs); ``channels_last`` runs the
+        convolutions in NHWC layout (same maths; a GPU option, slower on the test CPU).
+        The output maths (xyz, depth and confidence activations) is always float32.
         """
-        feat = tokens_to_maps(self.proj(tokens), hw, self.patch)     # [B, 4, H, W]
+        feat = tokens_to_maps(self.proj(tokens), hw, self.patch).float()     # [B, 4, H, W]
         xyz = feat[:, :3]
         if skip_cnn:
             x = torch.cat([img.to(feat.dtype), xyz], dim=1)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            xyz = xyz + self.skip_proj(x) * SKIP_SCALE
+            with (torch.autocast(x.device.type, dtype=skip_dtype) if skip_dtype is not None
+                  else nullcontext()):
+                skip = self.skip_proj(x)
+            xyz = xyz + skip.float() * SKIP_SCALE
         xyz = xyz.permute(0, 2, 3, 1)
         d = xyz.norm(dim=-1, keepdim=True)
         pts3d = xyz / d.clip(min=1e-8) * torch.expm1(d)

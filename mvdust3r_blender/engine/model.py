@@ -27,7 +27,7 @@ from .heads import GSHead, LinearPts3d
 from .prediction import Prediction
 from .rope import RoPE2D, RotaryTables, grid_positions
 
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["fp32", "bf16", "bf16-skip-cnn"]
 DEFAULT_VIEW_CHUNK = 8
 
 
@@ -165,9 +165,9 @@ class MultiViewModel(nn.Module):
         if any(i.shape != imgs[0].shape for i in imgs):
             raise NotImplementedError("all views must share one image size")
         self._check_views(len(views), h, w)
-        default_shape = torch.tensor([h, w], device=imgs[0].device).expand(b, 2)
-        shapes = torch.stack([torch.as_tensor(v.get("true_shape", default_shape)).to(
-            imgs[0].device).long().reshape(b, 2) for v in views])                # [N, B, 2]
+        default_shape = torch.tensor([h, w]).expand(b, 2)
+        shapes = torch.stack([torch.as_tensor(v.get("true_shape", default_shape)).cpu().long()
+                              .reshape(b, 2) for v in views])                   # [N, B, 2] (CPU)
         n, r_paths = len(views), self.n_paths
         hw = (h, w)
 
@@ -242,7 +242,7 @@ class MultiViewModel(nn.Module):
     def predict(self, images: torch.Tensor, *, gaussians: bool = True,
                 precision: Precision = "fp32", skip_cnn: bool = True,
                 view_chunk: int = DEFAULT_VIEW_CHUNK,
-                channels_last: bool = True) -> Prediction:
+                channels_last: bool = False) -> Prediction:
         """Reconstruct one scene: images float [N, 3, H, W] in [-1, 1] -> path-0 :class:`Prediction`.
 
         Equals ``forward``'s path 0 in eval mode (batch index 0 for MV-DUSt3R+), views in input
@@ -250,8 +250,10 @@ class MultiViewModel(nn.Module):
         fuse). ``view_chunk`` views at a time go through the encoder and heads (and bound the
         attention mask), so memory grows linearly with N; the result does not depend on it.
         Opt-in approximations, never defaults: ``precision="bf16"`` (bfloat16 autocast on the
-        whole network), ``skip_cnn=False`` (drop the point head's skip CNN, whose output is
-        scaled by 1e-4). ``channels_last`` only changes the convolutions' memory layout.
+        whole network), ``precision="bf16-skip-cnn"`` (only the point head's skip CNN in
+        bfloat16: its output is scaled by 1e-4, so outputs stay within float32 parity
+        tolerance), ``skip_cnn=False`` (drop the skip CNN). ``channels_last`` only changes the
+        convolutions' memory layout (a GPU option; slower on the CPU we measured).
         """
         if images.dim() != 4 or images.shape[1] != 3:
             raise InputError(f"images must be a float tensor [N, 3, H, W], got shape "
@@ -259,8 +261,9 @@ class MultiViewModel(nn.Module):
         if not images.is_floating_point():
             raise InputError(f"images must be float in [-1, 1], got {images.dtype}",
                              "normalise with (x/255 - 0.5)/0.5")
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if precision not in ("fp32", "bf16", "bf16-skip-cnn"):
+            raise ValueError(f"precision must be 'fp32', 'bf16' or 'bf16-skip-cnn', "
+                             f"got {precision!r}")
         if view_chunk < 1:
             raise ValueError(f"view_chunk must be >= 1, got {view_chunk}")
         n, _, h, w = images.shape
@@ -271,6 +274,7 @@ class MultiViewModel(nn.Module):
         images = images.float()
         autocast = (torch.autocast(images.device.type, dtype=torch.bfloat16)
                     if precision == "bf16" else nullcontext())
+        skip_dtype = torch.bfloat16 if precision == "bf16-skip-cnn" else None
         with self._eval_mode(), autocast:
             enc = self.encode(images, view_chunk)
             t = enc.shape[1]
@@ -285,7 +289,7 @@ class MultiViewModel(nn.Module):
                         continue
                     pts_head = self.downstream_head1 if which == 0 else self.downstream_head2
                     res = pts_head(final[lo:hi], images[lo:hi], (h, w), skip_cnn=skip_cnn,
-                                   channels_last=channels_last)
+                                   skip_dtype=skip_dtype, channels_last=channels_last)
                     if gaussians:
                         res.update(self.downstream_GS_head[which](final[lo:hi], (h, w)))
                     for k, v in res.items():
