@@ -169,19 +169,19 @@ class MVDUST3R_BLENDER_OT_reconstruct(bpy.types.Operator):
         """Start the run and let a timer drive it (scripts, and where no modal loop runs)."""
         if not self._start(context):
             return {"CANCELLED"}
-        if not bpy.app.timers.is_registered(run.tick):
-            # persistent: a run outlives loading another file (it then reports its scene is gone)
-            bpy.app.timers.register(run.tick, first_interval=run.POLL_INTERVAL, persistent=True)
+        _drive_with_timer()
         return {"FINISHED"}
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set["OperatorReturnItems"]:
-        """Start the run and drive it from this modal operator, so that Esc cancels it."""
+        """Start the run and drive it from this modal operator, so that Esc cancels it (from a
+        timer when there is no window to run a modal loop in)."""
         if not self._start(context):
             return {"CANCELLED"}
         wm = context.window_manager
-        assert wm is not None
+        if wm is None or context.window is None or not wm.modal_handler_add(self):
+            _drive_with_timer()
+            return {"FINISHED"}
         self._timer = wm.event_timer_add(run.POLL_INTERVAL, window=context.window)
-        wm.modal_handler_add(self)
         return {"RUNNING_MODAL"}
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set["OperatorReturnItems"]:
@@ -207,6 +207,12 @@ class MVDUST3R_BLENDER_OT_reconstruct(bpy.types.Operator):
         elif state.state == "DONE":
             self.report({"INFO"}, f"Reconstruction imported: {state.collection}")
         return {"FINISHED"}
+
+
+def _drive_with_timer() -> None:
+    if not bpy.app.timers.is_registered(run.tick):
+        # persistent: a run outlives loading another file (it then reports its scene is gone)
+        bpy.app.timers.register(run.tick, first_interval=run.POLL_INTERVAL, persistent=True)
 
 
 def _publish_error(context: bpy.types.Context, exc: RunError | SetupError) -> None:

@@ -203,3 +203,16 @@ def test_runtime_check_reports_torch_and_devices(configured: Any) -> None:
     setup = bpy.context.window_manager.mvdust3r_setup
     assert setup.check_state == "DONE", setup.check_message
     assert configured.runtime_summary.startswith("torch 2.") and "cpu" in configured.runtime_summary
+
+
+
+def test_invoke_without_a_modal_loop_falls_back_to_the_timer(configured: Any, tmp_path: Path) -> None:
+    """The panel's button invokes the operator. Where no modal handler can be added (here, module
+    mode; in Blender, a call without a window) the run is driven by the timer instead."""
+    add(make_photos(tmp_path / "shoot", 2))
+    assert bpy.ops.mvdust3r_blender.reconstruct("INVOKE_DEFAULT") == {"FINISHED"}
+    assert bpy.app.timers.is_registered(module("run").tick)
+    assert not bpy.ops.mvdust3r_blender.reconstruct.poll()  # one run at a time
+    controller = drive()
+    assert controller.phase.value == "DONE", controller.message
+    bpy.app.timers.unregister(module("run").tick)
