@@ -27,8 +27,8 @@ import math
 import os
 import pickle
 import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -530,8 +530,8 @@ def _read_cache(cache: Path, stamp: Mapping[str, str]) -> Optional[tuple[ModelCo
 def _write_safetensors(tensors: Mapping[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
     """Write to a temporary file beside `path`, flush it to disk, then rename: never a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(handle)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.partial")
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # usual permissions (umask)
     try:
         save_file({key: t.detach().contiguous() for key, t in tensors.items()}, temporary, metadata=metadata)
         with open(temporary, "r+b") as written:

@@ -288,6 +288,9 @@ def test_save_safetensors_fp16_round_trip(golden: Path, tmp_path: Path, cache: P
     assert stored["downstream_head1.skip_proj.1.norm.running_var"].dtype == torch.float32   # BatchNorm stays fp32
     assert stored["downstream_head1.skip_proj.1.norm.num_batches_tracked"].dtype == torch.int64
     assert path.stat().st_size < 0.6 * ck.cache_path(golden_ckpt(golden, "mvdp"), cache).stat().st_size
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask   # a file to ship: ordinary permissions
 
     loaded = ck.load_model(path, dtype=torch.float32)
     assert loaded.config == fp32.config and not loaded.training
