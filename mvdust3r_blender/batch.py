@@ -121,6 +121,7 @@ def _finished(record_path: Path, photos: list[str], wanted: Sequence[str]) -> Op
 def _write_record(path: Path, outcome: SceneOutcome, photos: list[str], timings: dict[str, float]) -> None:
     record = {"version": RECORD_VERSION, "scene": outcome.name, "photos": photos, "views": outcome.views,
               "points": outcome.points, "seconds": outcome.seconds, "timings": timings,
+              "worker_pid": outcome.worker_pid, "model_reused": outcome.model_reused,
               "outputs": {k: str(v) for k, v in outcome.outputs.items()},
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     partial = path.with_name(f".{path.name}.partial")

@@ -1,0 +1,126 @@
+"""The blocking Python API of the installed extension: reconstruct, export, settings resolution.
+Real bpy, a real worker process, the golden checkpoint (random weights: shapes, not quality)."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Iterator
+
+import bpy
+import pytest
+
+from scripting_setup import PACKAGE, module, scene_folder, worker_python
+
+
+@pytest.fixture
+def api(ext: ModuleType, golden: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The API with the preferences set to the golden checkpoint on the CPU (worker Python: the env var)."""
+    monkeypatch.setenv("MVDUST3R_WORKER_PYTHON", worker_python())
+    prefs = bpy.context.preferences.addons[PACKAGE].preferences
+    prefs.checkpoint = "LOCAL"
+    prefs.checkpoint_path = str(golden / "mvd_reduced_ckpt.pth")
+    prefs.device = "cpu"
+    yield module("api")
+    module("run").SESSION.shutdown()
+
+
+def objects() -> set[str]:
+    return {o.name for o in bpy.data.objects}
+
+
+def test_reconstruct_a_folder_into_a_new_collection(api: Any, tmp_path: Path) -> None:
+    folder = scene_folder(tmp_path / "room", 4)
+    stages: list[str] = []
+    result = api.reconstruct(folder, on_progress=lambda stage, fraction: stages.append(stage))
+    assert result.views == 4 and result.points > 0
+    assert [Path(p).name for p in result.photos] == [f"view_{k}.png" for k in range(4)]
+    assert result.collection.name == "room"  # named after the photos' folder
+    assert bpy.context.scene.collection.children.get("room") is not None
+    kinds = sorted(o.type for o in result.objects)
+    assert kinds == ["CAMERA"] * 4 + ["MESH", "MESH"]
+    assert set(result.objects) == set(result.collection.all_objects)
+    assert len(result.imported.points.data.vertices) == result.points
+    assert result.bundle_path.is_file()
+    assert result.timings["total"] > 0 and result.timings["import"] > 0
+    assert stages, "no progress was reported"
+    # the same worker, with the model still loaded, serves the next call
+    again = api.reconstruct(sorted(folder.iterdir())[:2], import_cameras=False, import_gaussians=False,
+                            name="pair")
+    assert again.worker_pid == result.worker_pid and again.model_reused and again.loads == 1
+    assert [o.type for o in again.objects] == ["MESH"] and again.collection.name == "pair"
+
+
+def test_nothing_imported_and_export(api: Any, tmp_path: Path) -> None:
+    before = objects()
+    result = api.reconstruct(scene_folder(tmp_path / "room", 3), output=tmp_path / "keep" / "room.npz",
+                             import_points=False, import_cameras=False, import_gaussians=False)
+    assert objects() == before and result.collection is None and result.objects == []
+    assert result.bundle_path == tmp_path / "keep" / "room.npz" and result.bundle_path.is_file()
+    written = api.export(result, ["ply", "gaussians", "glb"], tmp_path / "exports")
+    assert {k: p.name for k, p in written.items()} == {"ply": "points.ply", "gaussians": "gaussians.ply",
+                                                       "glb": "scene.glb"}
+    assert written["ply"].read_bytes().startswith(b"ply\n")
+    assert written["glb"].read_bytes()[:4] == b"glTF"
+    # a bundle path and a Bundle give the same files
+    bundle = module("bundle").read_bundle(result.bundle_path)
+    by_path = api.export(result.bundle_path, ["ply"], tmp_path / "by_path")
+    by_bundle = api.export(bundle, ["ply"], tmp_path / "by_bundle")
+    assert by_path["ply"].read_bytes() == by_bundle["ply"].read_bytes() == written["ply"].read_bytes()
+
+
+def test_arguments_override_the_preferences(api: Any, tmp_path: Path, golden: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """checkpoint= wins over the preferences; the env var wins over the preferences' runtime."""
+    prefs = bpy.context.preferences.addons[PACKAGE].preferences
+    prefs.checkpoint_path = str(tmp_path / "missing.pth")
+    settings = module("reconstruction").WorkerSettings
+    setup_error = module("preferences").SetupError
+    with pytest.raises(setup_error, match="missing.pth"):
+        settings.resolve()
+    plus = golden / "mvdp_reduced_ckpt.pth"
+    resolved = settings.resolve(checkpoint=plus, device="auto")
+    assert resolved.checkpoint == str(plus) and resolved.device == "auto" and resolved.python == worker_python()
+    monkeypatch.delenv("MVDUST3R_WORKER_PYTHON")
+    prefs.runtime_mode = "EXISTING"
+    prefs.python_path = ""
+    with pytest.raises(setup_error, match="no Python is set"):
+        settings.resolve(checkpoint=plus)
+    assert settings.resolve(checkpoint=plus, python=worker_python()).python == worker_python()
+    with pytest.raises(setup_error, match="nowhere/python"):
+        settings.resolve(checkpoint=plus, python=tmp_path / "nowhere" / "python")
+    # and a real run with the MV-DUSt3R+ checkpoint given per call (4 reference views: 4 photos)
+    result = api.reconstruct(scene_folder(tmp_path / "plus", 4), checkpoint=plus, python=worker_python(),
+                             import_gaussians=False)
+    assert result.views == 4 and len([o for o in result.objects if o.type == "CAMERA"]) == 4
+
+
+def test_bad_input_is_named_and_leaves_the_scene_alone(api: Any, tmp_path: Path) -> None:
+    run_error = module("run").RunError
+    worker_error = module("worker_client").WorkerError
+    before = objects()
+    with pytest.raises(run_error, match="not a folder"):
+        api.reconstruct(tmp_path / "nowhere")
+    (tmp_path / "one").mkdir()
+    with pytest.raises(run_error, match="holds 0 photos"):
+        api.reconstruct(tmp_path / "one")
+    with pytest.raises(ValueError, match="unknown import option"):
+        api.reconstruct(scene_folder(tmp_path / "ok", 2), colour="red")
+    broken = scene_folder(tmp_path / "broken", 2) / "view_9.png"
+    broken.write_bytes(b"not a PNG")
+    with pytest.raises(worker_error, match="view_9.png"):
+        api.reconstruct(broken.parent)
+    assert objects() == before and not bpy.data.collections
+    # the worker survived the bad photo and works for the next call
+    assert api.reconstruct(tmp_path / "ok", import_gaussians=False).views == 2
+
+
+def test_reference_view_is_passed_to_the_network(api: Any, tmp_path: Path) -> None:
+    """reference_view=k puts photo k first for the network (its frame is the world frame); the
+    results stay in the user's photo order."""
+    folder = scene_folder(tmp_path / "room", 3)
+    result = api.reconstruct(folder, reference_view=2, import_points=False, import_gaussians=False)
+    bundle = module("bundle").read_bundle(result.bundle_path)
+    assert bundle.meta["reference_view"] == 2 and bundle.meta["reference_order"][0] == 2
+    assert [Path(p).name for p in bundle.photo_paths] == ["view_0.png", "view_1.png", "view_2.png"]
+    with pytest.raises(module("worker_client").WorkerError, match="reference"):
+        api.reconstruct(folder, reference_view=5)
