@@ -28,6 +28,7 @@ from .runtime import subprocess_env
 from .worker_client import WorkerClient, WorkerError
 
 POLL_INTERVAL = 0.1
+CANCEL_GRACE = 15.0  # seconds a cancelled run may take to stop before its worker is stopped
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -182,11 +183,10 @@ class RunController:
     collection_name: str = ""
     request_id: str = ""
     _workdir: Optional[Path] = None
-    _started: float = 0.0
+    _cancelled_at: float = 0.0
 
     def start(self) -> None:
         """Start (or reuse) the worker and send the request; raises SetupError if it cannot start."""
-        self._started = time.monotonic()
         client = self.session.ensure(self.request.python, self.request.log_path)
         self._workdir = Path(tempfile.mkdtemp(prefix="mvdust3r-run-"))
         try:
@@ -207,6 +207,7 @@ class RunController:
             return
         self.phase = Phase.CANCELLING
         self.stage = "Cancelling"
+        self._cancelled_at = time.monotonic()
         client = self.session.client
         try:
             if client is not None:
@@ -223,6 +224,10 @@ class RunController:
             self._handle(event)
             if self.finished:
                 break
+        if self.phase is Phase.CANCELLING and time.monotonic() - self._cancelled_at > CANCEL_GRACE:
+            self.session.shutdown()  # stuck (e.g. inside a GPU kernel): stop it; the next run starts a new one
+            self._finish(Phase.CANCELLED, "cancelled; the worker did not stop in time and was stopped. "
+                                          "Nothing was imported")
         self.publish()
         return None if self.finished else POLL_INTERVAL
 
