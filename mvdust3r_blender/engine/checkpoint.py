@@ -531,9 +531,11 @@ def _write_safetensors(tensors: Mapping[str, torch.Tensor], metadata: dict[str, 
     """Write to a temporary file beside `path`, flush it to disk, then rename: never a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.partial")
-    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # usual permissions (umask)
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    mode = temporary.stat().st_mode & 0o777   # 0o666 less the umask: safetensors itself writes 0o600
     try:
         save_file({key: t.detach().contiguous() for key, t in tensors.items()}, temporary, metadata=metadata)
+        os.chmod(temporary, mode)
         with open(temporary, "r+b") as written:
             os.fsync(written.fileno())
         os.replace(temporary, path)
