@@ -48,19 +48,17 @@ def _first_positive(*ts: Tensor) -> Tensor:
 
 
 def ray_plane(o: Tensor, d: Tensor, normal: Tensor, offset: Tensor,
-              bounds: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
+              lo: Tensor | None = None, hi: Tensor | None = None) -> Tensor:
     """t [R,P] where rays o + t·d [R,3] meet planes ``normal·x = offset`` [P,3], [P].
 
-    ``bounds = (lo [3], hi [3], bounded [P] bool)``: hits of bounded planes outside the box
-    [lo, hi] (1 mm tolerance) are misses.
+    With ``lo``/``hi`` [P,3], a hit outside its plane's box [lo, hi] (1 mm tolerance) is a miss.
     """
     denom = d @ normal.T
     t = (offset[None] - o @ normal.T) / torch.where(denom.abs() > 1e-12, denom, torch.full_like(denom, 1e-12))
-    if bounds is not None:
-        lo, hi, bounded = bounds
+    if lo is not None and hi is not None:
         p = o[:, None, :] + t[..., None] * d[:, None, :]                         # [R,P,3]
         inside = ((p >= lo - 1e-3) & (p <= hi + 1e-3)).all(-1)
-        t = torch.where(inside | ~bounded[None], t, torch.full_like(t, NO_HIT))
+        t = torch.where(inside, t, torch.full_like(t, NO_HIT))
     return _first_positive(t)
 
 
@@ -168,25 +166,34 @@ def _albedo(materials: Materials, material: Tensor, p: Tensor) -> Tensor:
     return a + (b - a) * mix[:, None]
 
 
-def render(scene: Scene, intrinsics: Tensor, cam2world: Tensor, height: int, width: int) -> Rendering:
-    """Ray-cast V views of ``scene``: intrinsics [V,3,3] (pixels), cam2world [V,4,4] (OpenCV)."""
-    origins, dirs = pixel_rays(intrinsics, cam2world, height, width)
-    v = intrinsics.shape[0]
-    o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
-    s = scene
+@dataclass(frozen=True)
+class _Hits:
+    """Nearest hit of each ray [R]: parameter ``t`` (0 where none), primitive index into the
+    concatenation planes | boxes | spheres | cylinders, and whether there is a hit at all."""
+
+    t: Tensor
+    index: Tensor
+    valid: Tensor
+    bounds: Tensor      # [5] start of each primitive kind in ``index``
+
+
+def _cast(s: Scene, o: Tensor, d: Tensor) -> _Hits:
     hits = [
-        ray_plane(o, d, s.planes.normal, s.planes.offset, (s.room_min, s.room_max, s.planes.bounded)),
+        ray_plane(o, d, s.planes.normal, s.planes.offset, s.planes.lo, s.planes.hi),
         ray_box(o, d, s.boxes.centre, s.boxes.half_size, s.boxes.rotation),
         ray_sphere(o, d, s.spheres.centre, s.spheres.radius),
         ray_cylinder(o, d, s.cylinders.centre, s.cylinders.radius, s.cylinders.half_height),
     ]
-    t_all = torch.cat(hits, dim=1)                                               # [R, P]
-    t, idx = t_all.min(dim=1)
+    t, index = torch.cat(hits, dim=1).min(dim=1)
     valid = torch.isfinite(t)
-    t = torch.where(valid, t, torch.zeros_like(t))
-    p = o + t[:, None] * d
-
     bounds = torch.tensor([0] + [h.shape[1] for h in hits]).cumsum(0)
+    return _Hits(torch.where(valid, t, torch.zeros_like(t)), index, valid, bounds)
+
+
+def _shade(s: Scene, o: Tensor, d: Tensor, hits: _Hits) -> Tensor:
+    """Linear RGB [R,3]: Lambert-lit solid texture at each hit, sky colour for misses."""
+    p = o + hits.t[:, None] * d
+    idx, valid, bounds = hits.index, hits.valid, hits.bounds
     material = torch.cat([s.planes.material, s.boxes.material, s.spheres.material, s.cylinders.material])[idx]
     normal = torch.zeros_like(p)
     for kind in range(4):
@@ -208,8 +215,37 @@ def render(scene: Scene, intrinsics: Tensor, cam2world: Tensor, height: int, wid
     lambert = (normal @ s.light.direction).clamp(min=0)
     shade = s.light.ambient + (1 - s.light.ambient) * lambert
     colour = _albedo(s.materials, material, p) * shade[:, None] * s.light.colour
-    colour = torch.where(valid[:, None], colour, s.sky_colour.expand_as(colour))
+    return torch.where(valid[:, None], colour, s.sky_colour.expand_as(colour))
+
+
+def render(scene: Scene, intrinsics: Tensor, cam2world: Tensor, height: int, width: int,
+           supersample: int = 2) -> Rendering:
+    """Ray-cast V views of ``scene``: intrinsics [V,3,3] (pixels), cam2world [V,4,4] (OpenCV).
+
+    Geometry (depth, validity, points) is that of the ray through each pixel's centre; colour is
+    the mean of ``supersample``² rays spread evenly over the pixel (a camera integrates light over
+    its pixel area, so textures are anti-aliased as in real photos).
+    """
+    v = intrinsics.shape[0]
+    origins, dirs = pixel_rays(intrinsics, cam2world, height, width)
+    o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
+    hits = _cast(scene, o, d)
+    if supersample <= 1:
+        colour = _shade(scene, o, d, hits)
+    else:
+        # sub-pixel sample (a, b) sits at offset ((b + ½)/n − ½, (a + ½)/n − ½) from the centre
+        step = (torch.arange(supersample, dtype=torch.float32) + 0.5) / supersample - 0.5
+        colour = torch.zeros_like(o)
+        for dy in step:
+            for dx in step:
+                shift = torch.stack([dx, dy, torch.zeros(())])
+                sub = torch.einsum("vij,j->vi", cam2world[:, :3, :3].float() @ torch.linalg.inv(intrinsics.float()),
+                                   shift)
+                d_sub = (dirs + sub[:, None, None, :]).reshape(-1, 3)
+                colour += _shade(scene, o, d_sub, _cast(scene, o, d_sub))
+        colour /= supersample ** 2
     rgb = (colour.clamp(0, 1) * 255).round().to(torch.uint8)
-    p = torch.where(valid[:, None], p, torch.zeros_like(p))
-    return Rendering(rgb.reshape(v, height, width, 3), t.reshape(v, height, width),
-                     valid.reshape(v, height, width), p.reshape(v, height, width, 3))
+    p = o + hits.t[:, None] * d
+    p = torch.where(hits.valid[:, None], p, torch.zeros_like(p))
+    return Rendering(rgb.reshape(v, height, width, 3), hits.t.reshape(v, height, width),
+                     hits.valid.reshape(v, height, width), p.reshape(v, height, width, 3))

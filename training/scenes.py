@@ -40,14 +40,15 @@ class Materials:
 
 @dataclass(frozen=True)
 class Planes:
-    """Planes ``normal·x = offset``: the room's floor, walls and (optional) ceiling. A ``bounded``
-    plane exists only inside the room box (walls, ceiling); an unbounded one is infinite (the
-    ground, which an open room shows beyond its missing wall)."""
+    """Rectangles on planes ``normal·x = offset``: the room's floor, walls and (optional) ceiling.
+    A plane exists only inside its axis-aligned box [lo, hi] (±inf: unbounded along that axis):
+    walls and ceiling end at the room's edges, the ground of an open room reaches further out."""
 
     normal: Tensor      # float32 [P,3], unit, pointing into the room
     offset: Tensor      # float32 [P]
     material: Tensor    # int64 [P]
-    bounded: Tensor     # bool [P]
+    lo: Tensor          # float32 [P,3]
+    hi: Tensor          # float32 [P,3]
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class Scene:
 PROP_REGION = 0.35   # prop centres lie within this fraction of the room's half extents
 PROP_RADIUS = 0.2    # prop footprint radius, as a fraction of the smaller half extent
 CAMERA_RING = (0.6, 0.85)  # camera distance from the centre, fraction of the half extents
+GROUND_MARGIN = 8.0  # metres the ground reaches beyond the walls (seen through an open room's missing wall)
 
 
 def _uniform(gen: torch.Generator, low: float, high: float, *shape: int) -> Tensor:
@@ -164,7 +166,10 @@ def random_scene(seed: int) -> Scene:
     normal = torch.tensor([[0, 0, 1], [1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, -1]],
                           dtype=torch.float32)[keep]
     offset = torch.stack([room_min[2], room_min[0], -room_max[0], room_min[1], -room_max[1], -room_max[2]])
-    planes = Planes(normal, offset[keep], mat_ids[:n_planes], torch.tensor(keep) > 0)
+    lo, hi = room_min.repeat(n_planes, 1), room_max.repeat(n_planes, 1)
+    lo[0, :2] -= GROUND_MARGIN                     # the ground (plane 0) extends beyond the walls
+    hi[0, :2] += GROUND_MARGIN
+    planes = Planes(normal, offset[keep], mat_ids[:n_planes], lo, hi)
 
     sl_box = slice(0, n_box)
     sl_sph = slice(n_box, n_box + n_sphere)

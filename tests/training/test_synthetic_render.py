@@ -24,7 +24,7 @@ def _scene(planes: Planes | None = None, boxes: Boxes | None = None, spheres: Sp
     empty_long = torch.zeros(0, dtype=torch.long)
     return Scene(
         room_min=torch.tensor([-10.0, -10.0, 0.0]), room_max=torch.tensor([10.0, 10.0, 10.0]),
-        planes=planes or Planes(torch.zeros(0, 3), torch.zeros(0), empty_long, torch.zeros(0, dtype=torch.bool)),
+        planes=planes or Planes(torch.zeros(0, 3), torch.zeros(0), empty_long, torch.zeros(0, 3), torch.zeros(0, 3)),
         boxes=boxes or Boxes(torch.zeros(0, 3), torch.zeros(0, 3), torch.zeros(0, 3, 3), empty_long),
         spheres=spheres or Spheres(torch.zeros(0, 3), torch.zeros(0), empty_long),
         cylinders=cylinders or Cylinders(torch.zeros(0, 3), torch.zeros(0), torch.zeros(0), empty_long),
@@ -37,7 +37,9 @@ def _intrinsics(size: int, focal: float) -> torch.Tensor:
     return torch.tensor([[[focal, 0, size / 2], [0, focal, size / 2], [0, 0, 1]]])
 
 
-FLOOR = Planes(torch.tensor([[0.0, 0, 1]]), torch.tensor([0.0]), torch.tensor([0]), torch.tensor([False]))
+INF = float("inf")
+FLOOR = Planes(torch.tensor([[0.0, 0, 1]]), torch.tensor([0.0]), torch.tensor([0]),
+               torch.full((1, 3), -INF), torch.full((1, 3), INF))
 
 
 def test_floor_depth_matches_the_pitched_camera_formula() -> None:
@@ -142,9 +144,10 @@ def test_cameras_follow_the_opencv_convention() -> None:
 
 
 def test_bounded_walls_end_at_the_room_box() -> None:
-    """A wall plane x = 5 bounded by the room box (|y| ≤ 10, 0 ≤ z ≤ 10): rays meeting the plane
-    outside the box miss it, the others hit it at z-depth 5 (camera facing the wall head-on)."""
-    wall = Planes(torch.tensor([[-1.0, 0, 0]]), torch.tensor([-5.0]), torch.tensor([0]), torch.tensor([True]))
+    """A wall plane x = 5 bounded by the box |y| ≤ 10, 0 ≤ z ≤ 10: rays meeting the plane outside
+    the box miss it, the others hit it at z-depth 5 (camera facing the wall head-on)."""
+    wall = Planes(torch.tensor([[-1.0, 0, 0]]), torch.tensor([-5.0]), torch.tensor([0]),
+                  torch.tensor([[-10.0, -10.0, 0.0]]), torch.tensor([[10.0, 10.0, 10.0]]))
     size, focal = 21, 4.0                                   # wide view: rays reach z = 2 ± 13
     pos = torch.tensor([[0.0, 0.0, 2.0]])
     out = render(_scene(planes=wall), _intrinsics(size, focal), look_at(pos, pos + torch.tensor([[1.0, 0, 0]])),
@@ -157,3 +160,17 @@ def test_bounded_walls_end_at_the_room_box() -> None:
     assert torch.equal(out.valid[0], expected) and not bool(expected.all()) and bool(expected.any())
     assert torch.allclose(out.depth[0][out.valid[0]], torch.tensor(5.0), rtol=1e-6)
     assert torch.allclose(z[out.valid[0]], hit_z[:, None].expand(size, size)[out.valid[0]], atol=1e-5)
+
+
+def test_supersampling_changes_colours_only() -> None:
+    """Anti-aliasing averages sub-pixel rays: same geometry as one ray per pixel, colours close on
+    average but blended at texture edges (more distinct values)."""
+    scene = random_scene(2)
+    gen = torch.Generator().manual_seed(2)
+    K, c2w = sample_intrinsics(gen, 2, 40, 40), sample_trajectory(gen, scene, 2)
+    one, four = render(scene, K, c2w, 40, 40, supersample=1), render(scene, K, c2w, 40, 40, supersample=2)
+    assert torch.equal(one.depth, four.depth) and torch.equal(one.valid, four.valid)
+    assert torch.equal(one.world_points, four.world_points)
+    diff = (one.rgb.float() - four.rgb.float()).abs()
+    assert 0 < diff.mean() < 12
+    assert len(torch.unique(four.rgb.reshape(-1, 3), dim=0)) > len(torch.unique(one.rgb.reshape(-1, 3), dim=0))
