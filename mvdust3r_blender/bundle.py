@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
 import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -114,13 +114,14 @@ def write_bundle(bundle: Bundle, path: str | os.PathLike[str]) -> Path:
     arrays["photo_paths"] = np.array([str(p) for p in bundle.photo_paths], dtype=np.str_)
     arrays["meta"] = np.array(json.dumps(meta))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".bundle-", suffix=".npz", dir=path.parent)
+    # A plain exclusive open (not mkstemp) so the file gets the user's umask, like any other output.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             np.savez(f, **arrays)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -106,3 +108,12 @@ def test_truncated_file_is_reported(tmp_path):
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(BundleError, match="b.npz"):
         read_bundle(path)
+
+
+def test_written_file_follows_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = write_bundle(make_bundle(), tmp_path / "b.npz")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
