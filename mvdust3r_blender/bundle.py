@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+
+from .atomic import atomic_file
 
 FORMAT = "mvdust3r-bundle"
 VERSION = 1
@@ -114,15 +115,8 @@ def write_bundle(bundle: Bundle, path: str | os.PathLike[str]) -> Path:
     arrays["photo_paths"] = np.array([str(p) for p in bundle.photo_paths], dtype=np.str_)
     arrays["meta"] = np.array(json.dumps(meta))
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A plain exclusive open (not mkstemp) so the file gets the user's umask, like any other output.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
-    try:
-        with open(tmp, "xb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
     return path
 
 

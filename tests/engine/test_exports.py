@@ -489,3 +489,17 @@ def test_importing_the_exports_does_not_import_torch():
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ply,gaussians,colmap,glb"
+
+
+def test_exported_files_and_folders_follow_the_umask(tmp_path):
+    """Temporary names must not leak mkstemp's 0600 / mkdtemp's 0700 into the final outputs."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        paths = export(make_bundle(tmp_path / "photos"), ["ply", "colmap"], tmp_path / "out")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(paths["ply"].stat().st_mode) == 0o644
+    assert stat.S_IMODE(paths["colmap"].stat().st_mode) == 0o755

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ...bundle import Bundle
-from .atomic import atomic_folder
+from ...atomic import atomic_folder
 from .errors import ExportError
 from .quaternions import quaternion_from_matrix
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ...bundle import Bundle
-from .atomic import atomic_file
+from ...atomic import atomic_file
 from .errors import ExportError
 from .quaternions import quaternion_from_matrix
 

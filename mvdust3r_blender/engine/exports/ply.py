@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ...bundle import Bundle
-from .atomic import atomic_file
+from ...atomic import atomic_file
 
 CHUNK_ROWS = 1 << 18
 """Rows packed per write: large enough for throughput, small enough to bound memory."""

@@ -1,0 +1,61 @@
+"""Atomic output: a file or folder appears complete under its final name, or not at all.
+
+Writers (bundles, exports, saved .blend files) write into a hidden sibling and rename it into place
+at the end, so a crash, a full disk or a cancelled run never leaves a truncated file behind — and a
+resumed batch never mistakes half a file for a finished scene. Standard library only. Temporary
+names are made with plain exclusive creation (not mkstemp/mkdtemp, whose 0600/0700 modes would
+survive the rename), so outputs get the user's umask like any other file.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def sibling(path: Path, suffix: str) -> Path:
+    """A fresh hidden name beside `path` (unique per process and call)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}")
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a new empty temporary path beside `path`; on success it replaces `path`, on failure
+    it is removed and `path` is left as it was."""
+    tmp = sibling(path, ".part")
+    tmp.open("xb").close()
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """Yield a new temporary folder beside `path`; on success it takes the place of `path` (an older
+    folder of that name is moved aside first and deleted after), on failure it is removed."""
+    tmp = sibling(path, ".part")
+    tmp.mkdir()
+    try:
+        yield tmp
+        aside = None
+        if path.exists():
+            aside = sibling(path, ".old")
+            os.replace(path, aside)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if aside is not None:
+                os.replace(aside, path)  # put the older output back
+            raise
+        finally:
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
