@@ -94,7 +94,7 @@ def _reconstruct_one(args: argparse.Namespace, settings: dict[str, Any], flags: 
     if out.suffix.lower() != ".blend":
         print(f"mvdust3r: error: --out {out} must be a .blend file", file=sys.stderr)
         return 2
-    photos: Any = args.photos[0] if len(args.photos) == 1 and Path(args.photos[0]).is_dir() else args.photos
+    photos: Any = args.photos[0] if len(args.photos) == 1 else args.photos  # one argument: a folder
     fresh_file()
     result = reconstruct(photos, timeout=args.timeout, on_progress=stage_printer(_say, ""), name=out.stem,
                          **settings, **flags)
