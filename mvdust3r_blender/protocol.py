@@ -213,7 +213,7 @@ class ErrorEvent(Event):
     """A request failed (or a line could not be read). ``code`` is stable; ``hint`` says what to do.
 
     Codes: the engine's (``checkpoint``, ``input``, ``device``, ``cancelled``), ``out_of_memory``,
-    ``not_loaded``, ``bad_request``, ``protocol``, ``internal``; and on the client side only,
+    ``not_loaded``, ``bad_request``, ``protocol``, ``runtime``, ``internal``; and on the client side only,
     ``worker_exited``.
     """
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
 import platform
 import queue
@@ -30,12 +31,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any, Callable, Optional
 
-from ..bundle import write_bundle
 from ..protocol import (AckEvent, CancelRequest, DeviceInfo, ErrorEvent, Event, HelloEvent, HelloRequest,
                         LoadedEvent, LoadRequest, ModelInfo, ProgressEvent, ProtocolError, ReadyEvent,
                         ReconstructRequest, ReleaseRequest, Request, ResultEvent, ShutdownRequest,
                         PROTOCOL_VERSION, decode_request, encode)
-from .errors import Cancelled, EngineError
+from .errors import Cancelled, EngineError, InputError
 
 log = logging.getLogger("mvdust3r.worker")
 
@@ -215,6 +215,12 @@ class Worker:
         except EngineError as exc:
             event = ErrorEvent(id=request.id, code=exc.code, message=exc.message, hint=exc.hint)
             log.info("%s %s failed: %s", request.type, request.id, exc)
+        except ModuleNotFoundError as exc:
+            event = ErrorEvent(id=request.id, code="runtime",
+                               message=f"the worker's Python ({sys.executable}) cannot import {exc.name!r}",
+                               hint="install the runtime's packages (torch, numpy, pillow, opencv, safetensors) "
+                                    "into that Python, or choose another runtime in the add-on's preferences")
+            log.error("%s %s: %s", request.type, request.id, exc)
         except Exception as exc:  # noqa: BLE001 — the boundary: nothing may kill the worker
             if _is_out_of_memory(exc):
                 where = self._model_info.device if self._model_info else "this device"
@@ -236,7 +242,8 @@ class Worker:
         def report(stage: str, fraction: float) -> None:
             if job.cancel.is_set():
                 raise Cancelled(f"{job.request.type} request {job.request.id!r} was cancelled")
-            self.emit(ProgressEvent(id=job.request.id, stage=str(stage), fraction=min(max(float(fraction), 0.0), 1.0)))
+            share = float(fraction) if math.isfinite(fraction) else 0.0
+            self.emit(ProgressEvent(id=job.request.id, stage=str(stage), fraction=min(max(share, 0.0), 1.0)))
         return report
 
     # -- model ----------------------------------------------------------------------------------
@@ -283,6 +290,7 @@ class Worker:
     # -- reconstruct ----------------------------------------------------------------------------
 
     def _reconstruct(self, request: ReconstructRequest, job: _Job) -> Event:
+        from ..bundle import write_bundle
         from .pipeline import ReconstructOptions, reconstruct
 
         started = time.perf_counter()
@@ -304,8 +312,8 @@ class Worker:
         try:
             write_bundle(bundle, output)
         except OSError as exc:
-            raise EngineError(f"cannot write the bundle {output}: {exc.strerror or exc}",
-                              "choose a folder you can write to with free space") from exc
+            raise InputError(f"cannot write the bundle {output}: {exc.strerror or exc}",
+                             "choose an output file in a folder you can write to, with free space") from exc
         done = time.perf_counter()
         timings = {str(k): float(v) for k, v in dict(bundle.meta.get("timings", {})).items()
                    if isinstance(v, (int, float))}

@@ -231,6 +231,24 @@ def test_a_killed_worker_gives_an_error_event_with_its_last_log_lines() -> None:
     assert client.shutdown() == -signal.SIGKILL
 
 
+def test_a_runtime_without_the_packages_is_reported_not_crashed(tmp_path: Path) -> None:
+    # A real interpreter with nothing installed: the worker itself needs only the standard library.
+    bare = tmp_path / "bare"
+    subprocess.run([PYTHON, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=TIMEOUT)
+    client = WorkerClient(bare / ("Scripts" if os.name == "nt" else "bin") / "python", env=WORKER_ENV)
+    client.start()
+    try:
+        with pytest.raises(WorkerError) as caught:
+            client.wait(client.hello(), timeout=TIMEOUT)
+        assert caught.value.code == "runtime" and "cannot import 'numpy'" in caught.value.message
+        assert "install the runtime's packages" in caught.value.hint
+        with pytest.raises(WorkerError) as caught:
+            client.wait(client.load(tmp_path / "model.pth", device="cpu"), timeout=TIMEOUT)
+        assert caught.value.code == "runtime" and "cannot import 'torch'" in caught.value.message
+    finally:
+        assert client.shutdown(timeout=10) == 0, client.stderr_tail()
+
+
 def test_client_refuses_a_missing_interpreter(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         WorkerClient(tmp_path / "no-python").start()
@@ -353,12 +371,14 @@ def test_cancel_all_covers_running_and_queued_requests(served: WorkerClient, man
      "input", "min_conf_percent 150", True),
     (lambda d: p.ReconstructRequest(photos=[str(d / "a.png"), str(d / "gone.png")], output=str(d / "o.npz")),
      "input", "gone.png: no such file", True),
+    (lambda d: p.ReconstructRequest(photos=[str(d / "a.png"), str(d / "photo_001.png")],
+                                    output=str(d / "notes.pth" / "o.npz")), "input", "cannot write the bundle", True),
 ])
 def test_bad_values_are_errors_and_the_worker_serves_on(served: WorkerClient, checkpoint: Path, tmp_path: Path,
                                                         make_request, code: str, fragment: str,
                                                         keeps_model: bool) -> None:
     (tmp_path / "notes.pth").write_text("not a checkpoint")
-    make_photos(tmp_path, 1)
+    make_photos(tmp_path, 2)
     (tmp_path / "photo_000.png").rename(tmp_path / "a.png")
     with pytest.raises(WorkerError) as caught:
         served.wait(served.send(make_request(tmp_path)), timeout=TIMEOUT)
