@@ -78,18 +78,21 @@ class SyntheticScenes(Dataset):
     - ``cam2world`` float32 [V,4,4]: camera → view-0 camera frame (view 0 is the identity)
     - ``num_render_views`` int64 scalar, ``scene_seed`` int64 scalar
 
-    Images are anti-aliased with ``supersample``² rays a pixel (1: one ray, ≈ 4× faster).
+    Images are anti-aliased with ``supersample``² rays a pixel (1: one ray, ≈ 4× faster) and
+    each view's colours are jittered (:func:`jitter_colours`, ``colour_jitter`` = 0 for none).
     An int index means ``SampleKey(index, default_views, 0)``. ``len`` is nominal (the stream of
     scenes is unbounded; the batch sampler decides which indices are used).
     """
 
     def __init__(self, resolution: tuple[int, int] = (224, 224), seed: int = 0,
-                 length: int = 1_000_000, default_views: int = 8, supersample: int = 2) -> None:
+                 length: int = 1_000_000, default_views: int = 8, supersample: int = 2,
+                 colour_jitter: float = 0.3) -> None:
         self.height, self.width = resolution
         self.seed = seed
         self.length = length
         self.default_views = default_views
         self.supersample = supersample
+        self.colour_jitter = colour_jitter
 
     def __len__(self) -> int:
         return self.length
@@ -111,7 +114,7 @@ class SyntheticScenes(Dataset):
         to_view0 = torch.linalg.inv(cam2world[0])
         pts = views.world_points @ to_view0[:3, :3].T + to_view0[:3, 3]
         pts = torch.where(views.valid[..., None], pts, torch.zeros_like(pts))
-        img = views.rgb.permute(0, 3, 1, 2).float() / 255.0
+        img = jitter_colours(views.rgb, gen, self.colour_jitter).permute(0, 3, 1, 2).float() / 255.0
         return {
             "img": (img - 0.5) / 0.5,
             "pts3d": pts,
@@ -122,6 +125,25 @@ class SyntheticScenes(Dataset):
             "num_render_views": torch.tensor(key.n_render),
             "scene_seed": torch.tensor(scene_seed),
         }
+
+
+def jitter_colours(rgb: Tensor, gen: torch.Generator, strength: float) -> Tensor:
+    """Per-view brightness, contrast and saturation factors in [1 − strength, 1 + strength]
+    (the official datasets' ColorJitter, without hue): uint8 [V,H,W,3] → uint8 [V,H,W,3].
+
+    Photos of one scene differ in exposure and white balance; the network must match views anyway.
+    """
+    if strength <= 0:
+        return rgb
+    v = rgb.shape[0]
+    factors = 1 + strength * (2 * torch.rand(3, v, 1, 1, 1, generator=gen) - 1)
+    x = rgb.float() / 255 * factors[0]
+    gray = (x * torch.tensor([0.299, 0.587, 0.114])).sum(-1, keepdim=True)
+    mean = gray.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * factors[1] + mean
+    gray = (x * torch.tensor([0.299, 0.587, 0.114])).sum(-1, keepdim=True)
+    x = gray + (x - gray) * factors[2]
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 class RecipeBatchSampler(Sampler[list[SampleKey]]):

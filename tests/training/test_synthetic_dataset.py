@@ -76,3 +76,13 @@ def test_loader_batches_feed_the_network_without_render_views() -> None:
     assert len(view2s) == 7 and view1["img"].shape == (2, 3, 32, 32)
     assert torch.equal(view2s[-1]["img"], batch["img"][:, 7])
     assert view1["true_shape"].tolist() == [[32, 32], [32, 32]]
+
+
+def test_colour_jitter_changes_each_view_not_the_geometry() -> None:
+    plain = SyntheticScenes((24, 24), seed=4, colour_jitter=0.0)[SampleKey(1, 3, 0)]
+    jittered = SyntheticScenes((24, 24), seed=4, colour_jitter=0.3)[SampleKey(1, 3, 0)]
+    for key in ("pts3d", "valid", "depth", "intrinsics", "cam2world"):
+        assert torch.equal(plain[key], jittered[key]), key
+    change = (plain["img"] - jittered["img"]).abs().mean(dim=(1, 2, 3))
+    assert (change > 0.01).all() and (change < 0.5).all()
+    assert len({round(float(c), 4) for c in change}) == 3          # an independent draw per view
