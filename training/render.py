@@ -3,8 +3,9 @@
 One pass over every pixel of every view: rays [R] (R = V·H·W) meet every primitive at once
 (closed-form ray–plane, ray–box, ray–sphere, ray–cylinder; tensors [R, n]), the nearest hit wins,
 its normal and solid texture are evaluated only for the rays it won, and Lambert shading gives the
-colour. Ray directions are ``R_c2w · K⁻¹ · (u, v, 1)`` *without* normalisation, so the ray
-parameter ``t`` of a hit is directly the z-depth in that camera.
+colour (averaged over 2×2 rays a pixel by default: anti-aliasing). Ray directions are
+``R_c2w · K⁻¹ · (u, v, 1)`` *without* normalisation, so the ray parameter ``t`` of a hit is
+directly the z-depth in that camera.
 """
 from __future__ import annotations
 
@@ -235,12 +236,11 @@ def render(scene: Scene, intrinsics: Tensor, cam2world: Tensor, height: int, wid
     else:
         # sub-pixel sample (a, b) sits at offset ((b + ½)/n − ½, (a + ½)/n − ½) from the centre
         step = (torch.arange(supersample, dtype=torch.float32) + 0.5) / supersample - 0.5
+        pixel_to_world = cam2world[:, :3, :3].float() @ torch.linalg.inv(intrinsics.float())   # [V,3,3]
         colour = torch.zeros_like(o)
         for dy in step:
             for dx in step:
-                shift = torch.stack([dx, dy, torch.zeros(())])
-                sub = torch.einsum("vij,j->vi", cam2world[:, :3, :3].float() @ torch.linalg.inv(intrinsics.float()),
-                                   shift)
+                sub = torch.einsum("vij,j->vi", pixel_to_world, torch.stack([dx, dy, torch.zeros(())]))
                 d_sub = (dirs + sub[:, None, None, :]).reshape(-1, 3)
                 colour += _shade(scene, o, d_sub, _cast(scene, o, d_sub))
         colour /= supersample ** 2
