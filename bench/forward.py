@@ -14,8 +14,10 @@ matmul peak, then times ONE call on random 224×224 images:
 FLOPs are counted with ``torch.utils.flop_counter`` on the meta device (same code path, no data),
 so "achieved" = counted FLOPs / wall time, shown as a fraction of the matmul peak measured in the
 same process. Peak memory = the highest RSS sampled every 20 ms during the call.
-``--mem-views N`` adds a memory-only row: predict on N views with the full widths but one encoder
-and one decoder layer (per-layer activations are what grows with N; weights are reported apart).
+``--mem-views N`` adds a memory-only row per variant: predict on N views with the full widths but
+one encoder and one decoder layer and no skip CNN (what grows with N is the per-layer decoder
+state; the encoder and the heads run ``view_chunk`` views at a time, so their share is the same
+as in the full rows).
 """
 from __future__ import annotations
 
@@ -163,7 +165,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--views", type=int, nargs="+", default=[4, 12])
     ap.add_argument("--variants", nargs="+", default=["MVD", "MVDp"], choices=["MVD", "MVDp"])
-    ap.add_argument("--modes", nargs="+", default=["predict", "forward"])
+    ap.add_argument("--modes", nargs="*", default=["predict", "forward"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--mem-views", type=int, default=0)
     ap.add_argument("--json", type=Path)
@@ -179,7 +181,7 @@ def main() -> None:
 
     plan = [(v, n, m, "full") for v in args.variants for n in args.views for m in args.modes]
     if args.mem_views:
-        plan += [(v, args.mem_views, "predict", "1") for v in args.variants]
+        plan += [(v, args.mem_views, "predict:no-skip-cnn", "1") for v in args.variants]
     print(f"# {platform.node()} {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, threads {args.threads}", flush=True)
     rows = []
