@@ -149,10 +149,10 @@ def jitter_colours(rgb: Tensor, gen: torch.Generator, strength: float) -> Tensor
 class RecipeBatchSampler(Sampler[list[SampleKey]]):
     """Batches of :class:`SampleKey` for steps ``start_step .. num_steps-1``.
 
-    Step s uses scenes ``s·batch_size … s·batch_size + batch_size − 1`` (never repeated) — or the
-    same ``batch_size`` scenes every step when ``fixed`` (overfitting checks) — and a view count
-    drawn from the recipe with a generator seeded by (seed, s): resuming at step s replays exactly
-    the batches an uninterrupted run would have seen.
+    Step s uses scenes ``s·batch_size … s·batch_size + batch_size − 1`` (never repeated) and a
+    view count drawn from the recipe with a generator seeded by (seed, s): resuming at step s
+    replays exactly the batches an uninterrupted run would have seen. With ``fixed`` every step
+    is step 0 (the same scenes and views: overfitting checks).
     """
 
     def __init__(self, recipe: ViewRecipe, batch_size: int, num_steps: int, seed: int = 0,
@@ -168,7 +168,7 @@ class RecipeBatchSampler(Sampler[list[SampleKey]]):
         return max(0, self.num_steps - self.start_step)
 
     def keys(self, step: int) -> list[SampleKey]:
-        gen = torch.Generator().manual_seed(_mix(self.seed, step, 0 if self.fixed else 1))
+        gen = torch.Generator().manual_seed(_mix(self.seed, 0 if self.fixed else step))
         choices = self.recipe.input_views
         n_input = choices[int(torch.randint(len(choices), (1,), generator=gen))]
         first = 0 if self.fixed else step * self.batch_size

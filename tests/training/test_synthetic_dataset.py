@@ -63,7 +63,7 @@ def test_recipes_view_counts_and_replayable_batches() -> None:
     assert len(set(indices)) == len(indices)                            # no scene repeated
     resumed = list(RecipeBatchSampler(RECIPES["mvdp-stage2"], 3, 40, seed=1, start_step=25))
     assert resumed == batches[25:]
-    fixed = list(RecipeBatchSampler(RECIPES["mvd"], 2, 3, fixed=True))
+    fixed = list(RecipeBatchSampler(RECIPES["mvdp-stage2"], 2, 3, fixed=True))
     assert fixed[0] == fixed[1] == fixed[2]
 
 
