@@ -154,6 +154,7 @@ def train(args: argparse.Namespace) -> Path:
     torch.manual_seed(args.seed)
     cfg = model_config(args)
     device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = True   # as the official train.py (fp32 weights, TF32 matmuls)
     model = build_model(cfg).to(device).train()
     optimizer = torch.optim.AdamW(parameter_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.95))
     out: Path = args.out
