@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import importlib
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -170,7 +171,7 @@ def test_check_of_a_missing_python_names_it(ext: ModuleType, tmp_path: Path) -> 
 
 def test_check_of_a_python_without_torch_fails_with_the_workers_words(ext: ModuleType) -> None:
     prefs().runtime_mode = "EXISTING"
-    prefs().python_path = os.path.realpath(os.sys.executable)  # this bpy venv's Python: no torch here
+    prefs().python_path = sys.executable  # this bpy venv's Python: no torch here
     try:
         assert bpy.ops.mvdust3r_blender.check_runtime() == {"FINISHED"}
         poll_until_idle(60)
@@ -178,7 +179,7 @@ def test_check_of_a_python_without_torch_fails_with_the_workers_words(ext: Modul
         module("run").SESSION.shutdown()
     setup = bpy.context.window_manager.mvdust3r_setup
     assert setup.check_state == "FAILED"
-    assert "No module named 'torch'" in setup.check_message
+    assert "import 'torch'" in setup.check_message or "No module named 'torch'" in setup.check_message
 
 
 def test_download_needs_licence_and_online_access_then_downloads(ext: ModuleType, checkpoint_server: str) -> None:
