@@ -69,7 +69,7 @@ def main(argv: Sequence[str]) -> int:
         args = parser().parse_args(list(argv))
     except SystemExit as exc:  # --help (0) or a usage error (2): argparse has printed why
         return int(exc.code) if isinstance(exc.code, int) else 2
-    flags = {"import_points": not args.no_points, "import_cameras": not args.no_cameras,
+    flags: dict[str, Any] = {"import_points": not args.no_points, "import_cameras": not args.no_cameras,
              "import_gaussians": not args.no_gaussians}
     settings: dict[str, Any] = {"checkpoint": args.checkpoint, "device": args.device, "python": args.python}
     try:
@@ -89,7 +89,7 @@ def main(argv: Sequence[str]) -> int:
         run.SESSION.shutdown()
 
 
-def _reconstruct_one(args: argparse.Namespace, settings: dict[str, Any], flags: dict[str, bool]) -> int:
+def _reconstruct_one(args: argparse.Namespace, settings: dict[str, Any], flags: dict[str, Any]) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".blend":
         print(f"mvdust3r: error: --out {out} must be a .blend file", file=sys.stderr)
@@ -118,7 +118,8 @@ _handle: Optional[Any] = None
 def register() -> None:
     """Register ``-c mvdust3r`` with Blender (``bpy.utils.register_cli_command``, Blender 4.2+)."""
     global _handle
-    _handle = bpy.utils.register_cli_command("mvdust3r", main)
+    # fake-bpy-module types it as returning None; Blender returns the handle that unregistering needs
+    _handle = bpy.utils.register_cli_command("mvdust3r", main)  # type: ignore[func-returns-value]
 
 
 def unregister() -> None:
