@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Iterator
 
@@ -101,7 +102,8 @@ def test_hello_reports_versions_and_devices(client: WorkerClient) -> None:
     assert isinstance(answer, p.HelloEvent)
     assert answer.protocol == p.PROTOCOL_VERSION and answer.pid == client.pid
     assert answer.torch == torch.__version__ and answer.python == ".".join(map(str, sys.version_info[:3]))
-    assert answer.extension == "0.1.0"  # blender_manifest.toml beside the package
+    manifest = tomllib.loads((PACKAGE_DIR.parent / "blender_manifest.toml").read_text(encoding="utf-8"))
+    assert answer.extension == manifest["version"]
     assert answer.devices[-1].name == "cpu" and answer.devices[-1].memory > 0
     assert answer.model is None and answer.loads == 0
     ready = [e for e in client.poll() if isinstance(e, p.ReadyEvent)]
