@@ -71,8 +71,8 @@ class WorkerSession:
         self.client = client
         return client
 
-    def send(self, request_id: str) -> str:
-        """Open the mailbox of a request just sent."""
+    def expect(self, request_id: str) -> str:
+        """Open the mailbox of a request just sent; returns its id."""
         self._mail.setdefault(request_id, [])
         return request_id
 
@@ -85,7 +85,9 @@ class WorkerSession:
                 elif event.id is None and isinstance(event, ErrorEvent):
                     for box in self._mail.values():
                         box.append(event)
-        events = self._mail.get(request_id, [])
+        events = self._mail.get(request_id)
+        if events is None:  # closed: the request already ended
+            return []
         self._mail[request_id] = []
         return events
 
@@ -190,7 +192,7 @@ class RunController:
         client = self.session.ensure(self.request.python, self.request.log_path)
         self._workdir = Path(tempfile.mkdtemp(prefix="mvdust3r-run-"))
         try:
-            self.request_id = self.session.send(client.reconstruct(
+            self.request_id = self.session.expect(client.reconstruct(
                 list(self.request.photos), self._workdir / "bundle.npz", self.request.engine_options,
                 checkpoint=self.request.checkpoint, device=self.request.device))
         except WorkerError as exc:
@@ -252,7 +254,7 @@ class RunController:
     def _apply(self, bundle_path: Path) -> None:
         """Import the bundle into the run's scene as one undo step. ``api.import_bundle`` removes
         whatever it created when it fails, so a failure leaves the scene as it was."""
-        from . import api
+        from . import api  # here, not at the top: api imports the scripting module, which imports this one
 
         scene = bpy.data.scenes.get(self.request.scene_name)
         if scene is None:
@@ -365,7 +367,7 @@ class RuntimeCheck:
 
     def start(self, log_path: Optional[Path] = None) -> None:
         try:
-            self.request_id = self.session.send(self.session.ensure(self.python, log_path).hello())
+            self.request_id = self.session.expect(self.session.ensure(self.python, log_path).hello())
         except (SetupError, WorkerError) as exc:
             self.error = str(exc)
 
