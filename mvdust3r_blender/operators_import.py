@@ -57,7 +57,7 @@ class IMPORT_SCENE_OT_mvdust3r_bundle(bpy.types.Operator, ImportHelper, ContentO
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         for line in result.report:
-            self.report({"WARNING"} if "not" in line else {"INFO"}, line)
+            self.report({"WARNING"} if line in result.warnings else {"INFO"}, line)
         return {"FINISHED"}
 
 

@@ -36,7 +36,8 @@ class ImportResult:
     cameras: list[bpy.types.Object] = field(default_factory=list)
     gaussians: Optional[bpy.types.Object] = None
     bundle_path: Optional[str] = None
-    report: list[str] = field(default_factory=list)  # human-readable lines: what was made, what was missing
+    report: list[str] = field(default_factory=list)    # human-readable lines: what was made, what was missing
+    warnings: list[str] = field(default_factory=list)  # the report lines about something missing or skipped
 
 
 @contextmanager
@@ -93,7 +94,8 @@ def import_reconstruction(bundle: Bundle, options: ImportOptions, scene: bpy.typ
                 background_images=options.background_images, image_planes=options.image_planes)
             result.report.append(f"{len(result.cameras)} cameras")
             result.report.extend(lines)
-        if options.gaussians:
+            result.warnings.extend(lines)
+        if options.gaussians:  # coloured from the photos, like the official demo (the head's rgb is untrained)
             if bundle.has_gaussians:
                 assert bundle.gaussian_rotation is not None and bundle.gaussian_scale is not None
                 assert bundle.gaussian_opacity is not None
@@ -104,7 +106,9 @@ def import_reconstruction(bundle: Bundle, options: ImportOptions, scene: bpy.typ
                     options.opacity_threshold, options.scale_multiplier, collection)
                 result.report.append(f"{n * h * w} Gaussians")
             else:
-                result.report.append("the reconstruction has no Gaussians (the model has no Gaussian head)")
+                line = "the reconstruction has no Gaussians (the model has no Gaussian head)"
+                result.report.append(line)
+                result.warnings.append(line)
     return result
 
 

@@ -116,6 +116,7 @@ def test_missing_photos_still_import_and_are_reported(api: ModuleType, make_bund
     assert len(bpy.data.images) == images_before
     missing = [line for line in result.report if line.startswith("photo not found")]
     assert len(missing) == bundle.num_views and bundle.photo_paths[0] in missing[0]
+    assert set(missing) <= set(result.warnings)
 
 
 def test_set_render_camera_sets_size_and_pixel_aspect(api: ModuleType, make_bundle: Callable[..., Any]) -> None:

@@ -109,7 +109,7 @@ def test_opacity_threshold_and_multiplier_are_live(mods: dict[str, ModuleType], 
 def test_bundle_without_gaussians_is_reported(mods: dict[str, ModuleType], make_bundle: Callable[..., Any]) -> None:
     result = mods["api"].import_bundle(make_bundle(gaussians=False), cameras=False)
     assert result.gaussians is None and result.points is not None
-    assert any("no Gaussians" in line for line in result.report)
+    assert any("no Gaussians" in line for line in result.warnings)
 
 
 def test_render_shows_splats_where_they_belong(mods: dict[str, ModuleType], make_bundle: Callable[..., Any],

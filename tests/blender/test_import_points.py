@@ -103,3 +103,36 @@ def test_material_reads_col_and_renders_photo_colours(mods: dict[str, ModuleType
         assert pixel[3] > 0.5, (u, v)
         hits += int(np.argmax(pixel[:3]) == int(np.argmax(colour)))
     assert hits == 24
+
+
+@pytest.mark.slow
+def test_points_and_splats_render_in_eevee(ext: ModuleType, extension_zip: Path, make_bundle: Callable[..., Any],
+                                           tmp_path: Path) -> None:
+    """EEVEE (in a child process: without EGL it aborts the process): each point and each splat shows
+    its own colour at its pixel. Slow: EEVEE compiles its shaders on first use (~20 s)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    bundle_module = importlib.import_module(f"{ext.__name__}.bundle")
+    bundle = make_bundle(photo_sizes=((96, 64),), grid=(2, 3), write_photos=False)
+    palette = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], dtype=np.uint8)
+    bundle.images[0] = palette[np.arange(6).reshape(2, 3) % 3]
+    bundle.conf[:] = 2.0
+    bundle.gaussian_opacity[:] = 1.0
+    bundle.gaussian_scale[:] = 2.0 * 3.0 / float(bundle.intrinsics[0, 0, 0])  # σ ≈ 2 px at depth 3
+    path = bundle_module.write_bundle(bundle, tmp_path / "eevee.npz")
+    script = Path(__file__).with_name("eevee_render.py")
+    env = {k: v for k, v in os.environ.items() if k != "BLENDER_USER_RESOURCES"}
+    run = subprocess.run([sys.executable, str(script), str(extension_zip), str(path), str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    pixels = json.loads(run.stdout.strip().splitlines()[-1])
+    for name in ("points.png", "gaussians.png"):
+        image = np.asarray(Image.open(tmp_path / name).convert("RGBA"), dtype=np.float32) / 255.0
+        for (u, v), colour in zip(pixels, bundle.images[0].reshape(-1, 3)):
+            pixel = image[int(v), int(u)]
+            assert pixel[3] > 0.3 and np.argmax(pixel[:3]) == np.argmax(colour), (name, u, v, pixel)
