@@ -216,3 +216,19 @@ def test_invoke_without_a_modal_loop_falls_back_to_the_timer(configured: Any, tm
     controller = drive()
     assert controller.phase.value == "DONE", controller.message
     bpy.app.timers.unregister(module("run").tick)
+
+
+def test_reference_photo_and_options_reach_the_request(configured: Any, tmp_path: Path) -> None:
+    add(make_photos(tmp_path / "shoot", 3))
+    settings = bpy.context.scene.mvdust3r
+    settings.reference_photo = 4
+    with pytest.raises(RuntimeError, match="reference photo 4 does not exist: there are 3 photos"):
+        bpy.ops.mvdust3r_blender.reconstruct()
+    settings.reference_photo, settings.import_gaussians, settings.point_size = 2, False, 2.5
+    request = module("run").RunRequest.from_context(bpy.context)
+    assert request.engine_options == {"gaussians": False, "reference_view": 1}  # 0-based for the engine
+    assert request.import_options["gaussians"] is False and request.import_options["point_size"] == 2.5
+    assert request.photos == [str(tmp_path / "shoot" / f"photo_{k:02d}.png") for k in range(3)]
+    assert (request.device, request.python) == ("cpu", worker_python())
+    settings.reference_photo = 0
+    assert "reference_view" not in module("run").RunRequest.from_context(bpy.context).engine_options
