@@ -3,16 +3,12 @@
 ``torch.save`` of ``{'model', 'optimizer', 'scaler', 'args', 'epoch'}`` with ``args`` an
 ``argparse.Namespace`` carrying the constructor string, and (optionally) a full AdamW state:
 ``exp_avg`` and ``exp_avg_sq`` per parameter, twice the weights, as the released files hold.
-Also the page-cache tools the memory test uses to prove the optimizer state was never read.
+Also a page-cache eviction, so bench/load.py can time cold reads.
 """
 from __future__ import annotations
 
 import argparse
-import ctypes
-import mmap
 import os
-import struct
-import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -64,50 +60,11 @@ def write_like_release(path: Path, config: ModelConfig, seed: int = 0, with_mome
     return write_training_checkpoint(path, random_state_dict(config, seed), format_model_string(config), with_moments)
 
 
-def record_ranges(path: Path) -> dict[int, tuple[int, int]]:
-    """Byte range [start, end) of every tensor record ``<archive>/data/<key>`` in a torch.save zip."""
-    ranges = {}
-    with zipfile.ZipFile(path) as archive, open(path, "rb") as raw:
-        for info in archive.infolist():
-            parts = info.filename.split("/")
-            if len(parts) == 3 and parts[1] == "data" and parts[2].isdigit():
-                raw.seek(info.header_offset)
-                header = struct.unpack("<IHHHHHIIIHH", raw.read(30))
-                start = info.header_offset + 30 + header[9] + header[10]
-                ranges[int(parts[2])] = (start, start + info.file_size)
-    return ranges
-
-
 def drop_from_page_cache(path: Path) -> None:
-    """Flush `path` and evict it from the page cache, so residency afterwards shows what was read."""
+    """Flush `path` and evict it from the page cache, so the next read of it comes from the disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
-
-
-def resident_pages(path: Path) -> list[bool]:
-    """Which pages of `path` are in the page cache (mincore(2)), without reading any."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_ubyte)]
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    size = path.stat().st_size
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-        if addr in (None, ctypes.c_void_p(-1).value):
-            raise OSError(ctypes.get_errno(), "mmap failed")
-        pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
-        vec = (ctypes.c_ubyte * pages)()
-        try:
-            if libc.mincore(addr, size, vec) != 0:
-                raise OSError(ctypes.get_errno(), "mincore failed")
-        finally:
-            libc.munmap(addr, size)
-    finally:
-        os.close(fd)
-    return [bool(v & 1) for v in vec]

@@ -93,8 +93,9 @@ def test_parse_model_string_reads_literals_inf_tuples_dicts() -> None:
     ("X(", "not a Python expression"),
     ("X()()", "not a class name"),
 ])
-def test_parse_model_string_refuses_code(text: str, complaint: str, tmp_path: Path) -> None:
-    os.chdir(tmp_path)
+def test_parse_model_string_refuses_code(text: str, complaint: str, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=complaint.replace("*", r"\*")):
         parse_model_string(text)
     assert not (tmp_path / "pwned").exists()
