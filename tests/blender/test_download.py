@@ -9,9 +9,17 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
+import importlib
+from types import ModuleType
+
 import pytest
 
-from mvdust3r_blender.download import Download, DownloadError, DownloadState, download_file, part_path
+
+@pytest.fixture
+def dl(ext: ModuleType) -> ModuleType:
+    """The installed extension's download module (what Blender runs)."""
+    return importlib.import_module(f"{ext.__name__}.download")
+
 
 PAYLOAD = os.urandom(3 * 1024 * 1024 + 12345)
 
@@ -78,84 +86,84 @@ def url(server: RangeServer, path: str) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}{path}"
 
 
-def test_full_download_with_progress(server: RangeServer, tmp_path: Path) -> None:
+def test_full_download_with_progress(dl: ModuleType, server: RangeServer, tmp_path: Path) -> None:
     seen: list[tuple[int, int | None]] = []
     dest = tmp_path / "models" / "MVDp_s2.pth"
-    assert download_file(url(server, "/ckpt"), dest, len(PAYLOAD), on_progress=lambda d, t: seen.append((d, t))) == dest
+    assert dl.download_file(url(server, "/ckpt"), dest, len(PAYLOAD), on_progress=lambda d, t: seen.append((d, t))) == dest
     assert dest.read_bytes() == PAYLOAD
-    assert not part_path(dest).exists()
+    assert not dl.part_path(dest).exists()
     assert seen[-1] == (len(PAYLOAD), len(PAYLOAD)) and len(seen) >= 4
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
-def test_interrupted_download_resumes_with_range(server: RangeServer, tmp_path: Path) -> None:
+def test_interrupted_download_resumes_with_range(dl: ModuleType, server: RangeServer, tmp_path: Path) -> None:
     dest = tmp_path / "MVD.pth"
     server.drop_after = 1_000_000
-    with pytest.raises(DownloadError, match="broke after") as err:
-        download_file(url(server, "/flaky"), dest, len(PAYLOAD))
+    with pytest.raises(dl.DownloadError, match="broke after") as err:
+        dl.download_file(url(server, "/flaky"), dest, len(PAYLOAD))
     assert "resumes" in err.value.hint
     assert not dest.exists()
-    kept = part_path(dest).stat().st_size
+    kept = dl.part_path(dest).stat().st_size
     assert 0 < kept <= 1_000_000
-    download_file(url(server, "/flaky"), dest, len(PAYLOAD))
+    dl.download_file(url(server, "/flaky"), dest, len(PAYLOAD))
     assert dest.read_bytes() == PAYLOAD
     assert server.requests_seen[-1] == ("/flaky", f"bytes={kept}-")
 
 
-def test_a_server_that_ignores_range_restarts_cleanly(server: RangeServer, tmp_path: Path) -> None:
+def test_a_server_that_ignores_range_restarts_cleanly(dl: ModuleType, server: RangeServer, tmp_path: Path) -> None:
     dest = tmp_path / "MVD.pth"
-    part_path(dest).write_bytes(b"x" * 5000)  # stale bytes that must not stay in front
-    download_file(url(server, "/norange"), dest, len(PAYLOAD))
+    dl.part_path(dest).write_bytes(b"x" * 5000)  # stale bytes that must not stay in front
+    dl.download_file(url(server, "/norange"), dest, len(PAYLOAD))
     assert dest.read_bytes() == PAYLOAD
 
 
-def test_wrong_size_is_an_error_and_leaves_nothing(server: RangeServer, tmp_path: Path) -> None:
+def test_wrong_size_is_an_error_and_leaves_nothing(dl: ModuleType, server: RangeServer, tmp_path: Path) -> None:
     dest = tmp_path / "MVD.pth"
-    with pytest.raises(DownloadError, match=f"gave {len(PAYLOAD)} bytes, expected {len(PAYLOAD) + 1}"):
-        download_file(url(server, "/ckpt"), dest, len(PAYLOAD) + 1)
-    assert not dest.exists() and not part_path(dest).exists()
+    with pytest.raises(dl.DownloadError, match=f"gave {len(PAYLOAD)} bytes, expected {len(PAYLOAD) + 1}"):
+        dl.download_file(url(server, "/ckpt"), dest, len(PAYLOAD) + 1)
+    assert not dest.exists() and not dl.part_path(dest).exists()
 
 
-def test_server_errors_give_clear_messages(server: RangeServer, tmp_path: Path) -> None:
+def test_server_errors_give_clear_messages(dl: ModuleType, server: RangeServer, tmp_path: Path) -> None:
     dest = tmp_path / "MVD.pth"
-    with pytest.raises(DownloadError, match="answered 503") as err:
-        download_file(url(server, "/error"), dest, 10)
+    with pytest.raises(dl.DownloadError, match="answered 503") as err:
+        dl.download_file(url(server, "/error"), dest, 10)
     assert url(server, "/error") in err.value.message and "retry later" in err.value.hint
-    with pytest.raises(DownloadError, match="answered 404") as err:
-        download_file(url(server, "/missing"), dest, 10)
+    with pytest.raises(dl.DownloadError, match="answered 404") as err:
+        dl.download_file(url(server, "/missing"), dest, 10)
     assert "local checkpoint" in err.value.hint
     assert not dest.exists()
 
 
-def test_unreachable_host_says_to_check_the_connection(tmp_path: Path) -> None:
-    with pytest.raises(DownloadError, match="cannot reach") as err:
-        download_file("http://127.0.0.1:9/ckpt", tmp_path / "MVD.pth", 10, timeout=5)  # port 9: nothing listens
+def test_unreachable_host_says_to_check_the_connection(dl: ModuleType, tmp_path: Path) -> None:
+    with pytest.raises(dl.DownloadError, match="cannot reach") as err:
+        dl.download_file("http://127.0.0.1:9/ckpt", tmp_path / "MVD.pth", 10, timeout=5)  # port 9: nothing listens
     assert "internet connection" in err.value.hint
 
 
-def test_download_thread_reports_progress_and_can_be_cancelled_and_resumed(server: RangeServer,
+def test_download_thread_reports_progress_and_can_be_cancelled_and_resumed(dl: ModuleType, server: RangeServer,
                                                                             tmp_path: Path) -> None:
     dest = tmp_path / "MVDp_s2.pth"
-    job = Download(url(server, "/slow"), dest, len(PAYLOAD))
+    job = dl.Download(url(server, "/slow"), dest, len(PAYLOAD))
     job.start()
-    while job.progress.done_bytes < 200_000 and job.progress.state is DownloadState.RUNNING:
+    while job.progress.done_bytes < 200_000 and job.progress.state is dl.DownloadState.RUNNING:
         threading.Event().wait(0.01)
     job.cancel()
     stopped = job.join(10)
-    assert stopped.state is DownloadState.CANCELLED
+    assert stopped.state is dl.DownloadState.CANCELLED
     assert 0 < stopped.done_bytes < len(PAYLOAD) and not dest.exists()
-    again = Download(url(server, "/ckpt"), dest, len(PAYLOAD))
+    again = dl.Download(url(server, "/ckpt"), dest, len(PAYLOAD))
     again.start()
     assert again.progress.done_bytes > 0  # starts from the kept part
     finished = again.join(30)
-    assert finished.state is DownloadState.DONE and finished.fraction == 1.0 and finished.error is None
+    assert finished.state is dl.DownloadState.DONE and finished.fraction == 1.0 and finished.error is None
     assert dest.read_bytes() == PAYLOAD
     assert server.requests_seen[-1][1] is not None  # the second attempt asked for a range
 
 
-def test_download_thread_failure_is_reported_not_raised(server: RangeServer, tmp_path: Path) -> None:
-    job = Download(url(server, "/error"), tmp_path / "MVD.pth", 10)
+def test_download_thread_failure_is_reported_not_raised(dl: ModuleType, server: RangeServer, tmp_path: Path) -> None:
+    job = dl.Download(url(server, "/error"), tmp_path / "MVD.pth", 10)
     job.start()
     result = job.join(10)
-    assert result.state is DownloadState.FAILED
+    assert result.state is dl.DownloadState.FAILED
     assert result.error is not None and "503" in result.error.message

@@ -14,12 +14,19 @@ import time
 import zipfile
 from pathlib import Path
 
+import importlib
+from types import ModuleType
+
 import pytest
 
-from mvdust3r_blender import runtime
-from mvdust3r_blender.runtime import Job, JobState, RuntimeSetupError, Step
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def runtime(ext: ModuleType) -> ModuleType:
+    """The installed extension's runtime module (what Blender runs)."""
+    return importlib.import_module(f"{ext.__name__}.runtime")
 
 
 def worker_python() -> str:
@@ -56,7 +63,7 @@ def uv_env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "UV_CACHE_DIR": str(tmp_path / "uv-cache")}
 
 
-def test_probe_finds_torch_and_cpu_in_the_worker_python() -> None:
+def test_probe_finds_torch_and_cpu_in_the_worker_python(runtime: ModuleType) -> None:
     info = runtime.probe_python(worker_python())
     assert info.torch_version.startswith("2.")
     assert info.devices[-1] == "cpu"
@@ -64,32 +71,32 @@ def test_probe_finds_torch_and_cpu_in_the_worker_python() -> None:
     assert info.summary.startswith(f"torch {info.torch_version}")
 
 
-def test_probe_of_a_python_without_torch_says_so() -> None:
-    with pytest.raises(RuntimeSetupError, match="cannot import torch: ModuleNotFoundError") as err:
+def test_probe_of_a_python_without_torch_says_so(runtime: ModuleType) -> None:
+    with pytest.raises(runtime.RuntimeSetupError, match="cannot import torch: ModuleNotFoundError") as err:
         runtime.probe_python(sys.executable)
     assert sys.executable in str(err.value)
     assert "private environment" in err.value.hint
 
 
-def test_probe_of_a_missing_python_names_the_path(tmp_path: Path) -> None:
+def test_probe_of_a_missing_python_names_the_path(runtime: ModuleType, tmp_path: Path) -> None:
     missing = str(tmp_path / "nowhere" / "python")
-    with pytest.raises(RuntimeSetupError, match="does not exist") as err:
+    with pytest.raises(runtime.RuntimeSetupError, match="does not exist") as err:
         runtime.probe_python(missing)
     assert missing in str(err.value)
-    with pytest.raises(RuntimeSetupError, match="no worker Python"):
+    with pytest.raises(runtime.RuntimeSetupError, match="no worker Python"):
         runtime.probe_python("")
 
 
-def test_probe_of_something_that_is_not_python(tmp_path: Path) -> None:
+def test_probe_of_something_that_is_not_python(runtime: ModuleType, tmp_path: Path) -> None:
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\necho hello\n")
     fake.chmod(0o755)
-    with pytest.raises(RuntimeSetupError, match="did not answer the PyTorch check") as err:
+    with pytest.raises(runtime.RuntimeSetupError, match="did not answer the PyTorch check") as err:
         runtime.probe_python(str(fake))
     assert err.value.log_tail == ("hello",)
 
 
-def test_uv_environment_from_a_local_wheel_folder(tmp_path: Path, uv_env: dict[str, str]) -> None:
+def test_uv_environment_from_a_local_wheel_folder(runtime: ModuleType, tmp_path: Path, uv_env: dict[str, str]) -> None:
     uv = runtime.find_uv()
     assert uv is not None, "uv is missing from this test environment: run `python build.py setup`"
     make_wheel(tmp_path / "wheels")
@@ -98,10 +105,10 @@ def test_uv_environment_from_a_local_wheel_folder(tmp_path: Path, uv_env: dict[s
                                      installer_args=("--no-index", "--find-links", str(tmp_path / "wheels")))
     assert [s.argv[1] for s in steps] == ["venv", "pip"]
     assert "--torch-backend=auto" in steps[1].argv
-    job = Job(steps, tmp_path / "install.log", env=uv_env)
+    job = runtime.Job(steps, tmp_path / "install.log", env=uv_env)
     job.start()
-    assert job.state is JobState.RUNNING
-    assert job.wait(120) is JobState.DONE, job.output()
+    assert job.state is runtime.JobState.RUNNING
+    assert job.wait(120) is runtime.JobState.DONE, job.output()
     python = runtime.env_python(env_dir)
     done = subprocess.run([str(python), "-c", "import mvd_probe_pkg; print(mvd_probe_pkg.VALUE)"],
                           capture_output=True, text=True, env=runtime.subprocess_env())
@@ -111,44 +118,44 @@ def test_uv_environment_from_a_local_wheel_folder(tmp_path: Path, uv_env: dict[s
         assert f"$ {step.command_line}" in log
     assert log.count("=== exit 0") == 2
     # the new environment has no torch: the check says so instead of passing
-    with pytest.raises(RuntimeSetupError, match="cannot import torch"):
+    with pytest.raises(runtime.RuntimeSetupError, match="cannot import torch"):
         runtime.probe_python(str(python))
 
 
-def test_venv_and_pip_environment_without_uv(tmp_path: Path) -> None:
+def test_venv_and_pip_environment_without_uv(runtime: ModuleType, tmp_path: Path) -> None:
     make_wheel(tmp_path / "wheels")
     env_dir = tmp_path / "runtime"
     steps = runtime.plan_environment(env_dir, base_python=sys.executable, uv=None,
                                      requirements=("mvd_probe_pkg",),
                                      installer_args=("--no-index", "--find-links", str(tmp_path / "wheels")))
     assert steps[0].argv == (sys.executable, "-m", "venv", str(env_dir))
-    job = Job(steps, tmp_path / "install.log")
+    job = runtime.Job(steps, tmp_path / "install.log")
     job.start()
-    assert job.wait(180) is JobState.DONE, job.output()
+    assert job.wait(180) is runtime.JobState.DONE, job.output()
     python = runtime.env_python(env_dir)
     assert subprocess.run([str(python), "-c", "import mvd_probe_pkg"], env=runtime.subprocess_env()).returncode == 0
 
 
-def test_pip_plan_uses_an_explicit_pytorch_index_for_a_chosen_build(tmp_path: Path) -> None:
+def test_pip_plan_uses_an_explicit_pytorch_index_for_a_chosen_build(runtime: ModuleType, tmp_path: Path) -> None:
     steps = runtime.plan_environment(tmp_path / "rt", base_python="/usr/bin/python3", uv=None, backend="cu126")
     torch_step = next(s for s in steps if s.title == "Install PyTorch")
     assert torch_step.argv[-3:] == ("--index-url", "https://download.pytorch.org/whl/cu126", "torch")
     auto = runtime.plan_environment(tmp_path / "rt", base_python="/usr/bin/python3", uv=None, backend="auto")
     assert not any("--index-url" in s.argv for s in auto)
-    with pytest.raises(RuntimeSetupError, match="unknown PyTorch build 'cu999'"):
+    with pytest.raises(runtime.RuntimeSetupError, match="unknown PyTorch build 'cu999'"):
         runtime.plan_environment(tmp_path / "rt", base_python="/usr/bin/python3", uv=None, backend="cu999")
 
 
-def test_a_failing_install_reports_command_output_and_hint(tmp_path: Path, uv_env: dict[str, str]) -> None:
+def test_a_failing_install_reports_command_output_and_hint(runtime: ModuleType, tmp_path: Path, uv_env: dict[str, str]) -> None:
     uv = runtime.find_uv()
     assert uv is not None
     (tmp_path / "wheels").mkdir()
     steps = runtime.plan_environment(tmp_path / "runtime", base_python=sys.executable, uv=uv,
                                      requirements=("mvd-package-that-is-not-there",),
                                      installer_args=("--no-index", "--find-links", str(tmp_path / "wheels")))
-    job = Job(steps, tmp_path / "install.log", env=uv_env)
+    job = runtime.Job(steps, tmp_path / "install.log", env=uv_env)
     job.start()
-    assert job.wait(120) is JobState.FAILED
+    assert job.wait(120) is runtime.JobState.FAILED
     assert job.step_index == 1 and job.returncode not in (0, None)
     assert job.error is not None
     assert "'Install PyTorch and the worker's libraries' failed" in job.error.message
@@ -157,32 +164,32 @@ def test_a_failing_install_reports_command_output_and_hint(tmp_path: Path, uv_en
     assert "no PyTorch build matches" in job.error.hint
 
 
-def test_a_missing_program_fails_cleanly(tmp_path: Path) -> None:
-    job = Job([Step("Run", (str(tmp_path / "no-such-program"),))], tmp_path / "log.txt")
+def test_a_missing_program_fails_cleanly(runtime: ModuleType, tmp_path: Path) -> None:
+    job = runtime.Job([runtime.Step("Run", (str(tmp_path / "no-such-program"),))], tmp_path / "log.txt")
     job.start()
-    assert job.state is JobState.FAILED and job.error is not None
+    assert job.state is runtime.JobState.FAILED and job.error is not None
     assert "cannot start" in job.error.message and "no-such-program" in job.error.message
 
 
-def test_cancel_stops_a_running_step(tmp_path: Path) -> None:
-    job = Job([Step("Sleep", (sys.executable, "-c", "import time; time.sleep(60)")),
-               Step("Never", (sys.executable, "-c", "print('unreachable')"))], tmp_path / "log.txt")
+def test_cancel_stops_a_running_step(runtime: ModuleType, tmp_path: Path) -> None:
+    job = runtime.Job([runtime.Step("Sleep", (sys.executable, "-c", "import time; time.sleep(60)")),
+               runtime.Step("Never", (sys.executable, "-c", "print('unreachable')"))], tmp_path / "log.txt")
     job.start()
     started = time.monotonic()
-    assert job.poll() is JobState.RUNNING
+    assert job.poll() is runtime.JobState.RUNNING
     job.cancel()
-    assert job.state is JobState.CANCELLED and job.step_index == 0
+    assert job.state is runtime.JobState.CANCELLED and job.step_index == 0
     assert time.monotonic() - started < 10
     assert "unreachable" not in job.output() and "=== cancelled" in job.output()
 
 
-def test_diagnose_gives_actionable_hints() -> None:
+def test_diagnose_gives_actionable_hints(runtime: ModuleType) -> None:
     assert "internet" in runtime.diagnose(["error: Failed to fetch: https://x", "dns error: failed to lookup"])
     assert "disk is full" in runtime.diagnose(["OSError: [Errno 28] No space left on device"])
     assert "Retry" in runtime.diagnose(["something unexpected"])
 
 
-def test_uv_from_an_unpacked_extension_wheel_is_found_and_made_executable(tmp_path: Path) -> None:
+def test_uv_from_an_unpacked_extension_wheel_is_found_and_made_executable(runtime: ModuleType, tmp_path: Path) -> None:
     """Blender extracts bundled wheels verbatim: uv's binary sits in uv-X.data/scripts without +x."""
     real = runtime.find_uv()
     assert real is not None
