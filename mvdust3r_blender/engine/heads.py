@@ -66,10 +66,11 @@ class LinearPts3d(nn.Module):
         convolutions in NHWC layout (same maths; a GPU option, slower on the test CPU).
         The output maths (xyz, depth and confidence activations) is always float32.
         """
-        feat = tokens_to_maps(self.proj(tokens), hw, self.patch).float()     # [B, 4, H, W]
-        xyz = feat[:, :3]
+        feat = tokens_to_maps(self.proj(tokens), hw, self.patch)             # [B, 4, H, W]
+        xyz = feat[:, :3].float()
         if skip_cnn:
-            x = torch.cat([img.to(feat.dtype), xyz], dim=1)
+            conv_dtype = self.skip_proj[0].conv.weight.dtype
+            x = torch.cat([img.to(conv_dtype), feat[:, :3].to(conv_dtype)], dim=1)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with (torch.autocast(x.device.type, dtype=skip_dtype) if skip_dtype is not None
@@ -79,7 +80,7 @@ class LinearPts3d(nn.Module):
         xyz = xyz.permute(0, 2, 3, 1)
         d = xyz.norm(dim=-1, keepdim=True)
         pts3d = xyz / d.clip(min=1e-8) * torch.expm1(d)
-        conf = 1.0 + feat[:, 3].exp().clip(max=CONF_MAX)
+        conf = 1.0 + feat[:, 3].float().exp().clip(max=CONF_MAX)
         return {"pts3d": pts3d, "conf": conf}
 
 

@@ -271,7 +271,7 @@ class MultiViewModel(nn.Module):
         if h > w:
             raise InputError(f"portrait input {h}x{w}: the official heads return portrait "
                              "batches transposed", "crop to a square (224x224) or landscape")
-        images = images.float()
+        images = images.to(self.patch_embed.proj.weight.dtype)   # float32 unless loaded cast
         autocast = (torch.autocast(images.device.type, dtype=torch.bfloat16)
                     if precision == "bf16" else nullcontext())
         skip_dtype = torch.bfloat16 if precision == "bf16-skip-cnn" else None

@@ -1,11 +1,10 @@
 """Golden cases for the network tests: reduced official checkpoints, inputs, outputs, intermediates.
 
-Loads a golden checkpoint through the engine's own loader when it exists (so the real loading path
-is exercised); otherwise with ``weights_only=True`` and ``argparse.Namespace`` allow-listed.
+The golden checkpoints go through the engine's real loader (``checkpoint.load_model``: safe
+unpickling, config inferred from the file), into a per-session cache folder.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mvdust3r_blender.engine.checkpoint import load_model, read_checkpoint
 from mvdust3r_blender.engine.config import ModelConfig
-from mvdust3r_blender.engine.model import MultiViewModel, build_model
+from mvdust3r_blender.engine.model import MultiViewModel
 
 CASES = {"mvd_b2_v4_64x64": "mvd", "mvdp_b2_v4_48x48": "mvdp"}
 
@@ -22,8 +22,9 @@ CASES = {"mvd_b2_v4_64x64": "mvd", "mvdp_b2_v4_48x48": "mvdp"}
 @dataclass
 class GoldenCase:
     name: str
-    config: ModelConfig
-    state: dict[str, torch.Tensor]
+    checkpoint: Path
+    cache_dir: Path
+    config: ModelConfig                # from the golden *_reduced_config.json
     inputs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]
     outputs_train_bn: dict[str, np.ndarray]
@@ -40,9 +41,10 @@ class GoldenCase:
         return views[0], views[1:]
 
     def model(self) -> MultiViewModel:
-        model = build_model(self.config)
-        model.load_state_dict(self.state, strict=True)
-        return model.eval()
+        """A fresh model (eval mode) loaded from the golden checkpoint."""
+        model = load_model(self.checkpoint, cache_dir=self.cache_dir)
+        assert model.config == self.config and not model.training
+        return model
 
 
 def config_from_json(path: Path) -> ModelConfig:
@@ -59,12 +61,11 @@ def config_from_json(path: Path) -> ModelConfig:
 
 
 def load_state(path: Path) -> dict[str, torch.Tensor]:
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return ckpt["model"]
+    """The state dict stored in an official checkpoint file (safe reader, memory-mapped)."""
+    return read_checkpoint(path).state_dict
 
 
-def load_case(golden: Path, name: str) -> GoldenCase:
+def load_case(golden: Path, name: str, cache_dir: Path) -> GoldenCase:
     kind = CASES[name]
 
     def npz(suffix: str) -> dict[str, np.ndarray]:
@@ -72,8 +73,8 @@ def load_case(golden: Path, name: str) -> GoldenCase:
             return {k: f[k] for k in f.files}
 
     return GoldenCase(
-        name=name, config=config_from_json(golden / f"{kind}_reduced_config.json"),
-        state=load_state(golden / f"{kind}_reduced_ckpt.pth"), inputs=npz("inputs"),
+        name=name, checkpoint=golden / f"{kind}_reduced_ckpt.pth", cache_dir=cache_dir,
+        config=config_from_json(golden / f"{kind}_reduced_config.json"), inputs=npz("inputs"),
         outputs=npz("outputs"), outputs_train_bn=npz("outputs_trainmode_bn"),
         intermediates=npz("intermediates"))
 

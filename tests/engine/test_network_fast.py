@@ -23,8 +23,9 @@ torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="module", params=list(CASES))
-def case(request: pytest.FixtureRequest, golden: Path) -> GoldenCase:
-    return load_case(golden, request.param)
+def case(request: pytest.FixtureRequest, golden: Path,
+         tmp_path_factory: pytest.TempPathFactory) -> GoldenCase:
+    return load_case(golden, request.param, tmp_path_factory.mktemp("checkpoint-cache"))
 
 
 def scene(case: GoldenCase, b: int = 0) -> torch.Tensor:

@@ -19,8 +19,9 @@ torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="module", params=list(CASES))
-def case(request: pytest.FixtureRequest, golden: Path) -> GoldenCase:
-    return load_case(golden, request.param)
+def case(request: pytest.FixtureRequest, golden: Path,
+         tmp_path_factory: pytest.TempPathFactory) -> GoldenCase:
+    return load_case(golden, request.param, tmp_path_factory.mktemp("checkpoint-cache"))
 
 
 def assert_close(name: str, got: np.ndarray, want: np.ndarray) -> None:
