@@ -171,6 +171,19 @@ def confidence_threshold(conf: np.ndarray, drop_fraction: float = 0.03) -> float
     return float(np.partition(flat, index)[index])
 
 
+def point_depths(pts3d: np.ndarray, cam2world: np.ndarray, max_samples: int = 100_000) -> np.ndarray:
+    """float32 [N,m]: depth of (an even subsample of) each view's points in that view's own camera.
+
+    Statistics over the scene (a median) need no more than ~`max_samples` points in all.
+    """
+    n = pts3d.shape[0]
+    points = pts3d.reshape(n, -1, 3)
+    stride = max(1, points.shape[1] * n // max_samples)
+    world_to_cam = np.linalg.inv(cam2world.astype(np.float64)).astype(np.float32)
+    rows = world_to_cam[:, 2, :]  # [N,4]: the camera-z row
+    return np.einsum("nmk,nk->nm", points[:, ::stride], rows[:, :3]) + rows[:, 3:4]
+
+
 def grid_point_spacing(pts3d: np.ndarray, intrinsics: np.ndarray, cam2world: np.ndarray,
                        crop_box: np.ndarray) -> float:
     """Median distance (world units) between neighbouring grid points on the surface they sample.
@@ -179,13 +192,8 @@ def grid_point_spacing(pts3d: np.ndarray, intrinsics: np.ndarray, cam2world: np.
     Half of this is a point radius at which neighbours just touch, so the cloud looks closed at any
     scene scale (network units are arbitrary) without blurring detail.
     """
-    n, _, w = pts3d.shape[:3]
-    world_to_cam = np.linalg.inv(cam2world.astype(np.float64)).astype(np.float32)
-    points = pts3d.reshape(n, -1, 3)
-    stride = max(1, points.shape[1] * n // 100_000)  # a median needs no more than ~100 k samples
-    spacing = []
-    for k in range(n):  # per view (≤ 100), vectorised over its points
-        depth = points[k, ::stride] @ world_to_cam[k, 2, :3] + world_to_cam[k, 2, 3]
-        pixel = (float(crop_box[k, 2]) - float(crop_box[k, 0])) / w
-        spacing.append(np.abs(depth) * pixel / float(intrinsics[k, 0, 0]))
-    return float(np.median(np.concatenate(spacing))) if spacing else 1.0
+    if pts3d.shape[0] == 0:
+        return 1.0
+    w = pts3d.shape[2]
+    footprint = (crop_box[:, 2] - crop_box[:, 0]) / w / intrinsics[:, 0, 0]  # world units per unit depth
+    return float(np.median(np.abs(point_depths(pts3d, cam2world)) * footprint[:, None]))

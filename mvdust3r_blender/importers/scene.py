@@ -16,8 +16,8 @@ import bpy
 import numpy as np
 
 from ..bundle import Bundle
-from ..conventions import (camera_matrix_world, confidence_threshold, grid_point_spacing, srgb8_to_linear,
-                           transform_points, transform_rotations)
+from ..conventions import (camera_matrix_world, confidence_threshold, grid_point_spacing, point_depths,
+                           srgb8_to_linear, transform_points, transform_rotations)
 from ..import_options import ImportOptions
 from .cameras import create_cameras
 from .gaussians import create_gaussians
@@ -87,10 +87,10 @@ def import_reconstruction(bundle: Bundle, options: ImportOptions, scene: bpy.typ
             shown = int((conf >= threshold).sum())
             result.report.append(f"{conf.size} points ({shown} shown at confidence ≥ {threshold:.3g}, radius {radius:.3g})")
         if options.cameras:
-            depth = _camera_depths(bundle)
+            scene_scale = float(np.median(np.abs(point_depths(bundle.pts3d, bundle.cam2world))))
             result.cameras, lines = create_cameras(
                 bundle.intrinsics, bundle.photo_size, camera_matrix_world(bundle.cam2world, options.axes),
-                bundle.photo_paths, collection, scene_scale=float(np.median(depth)) if depth.size else 1.0,
+                bundle.photo_paths, collection, scene_scale=scene_scale,
                 background_images=options.background_images, image_planes=options.image_planes)
             result.report.append(f"{len(result.cameras)} cameras")
             result.report.extend(lines)
@@ -111,10 +111,3 @@ def import_reconstruction(bundle: Bundle, options: ImportOptions, scene: bpy.typ
                 result.warnings.append(line)
     return result
 
-
-def _camera_depths(bundle: Bundle) -> np.ndarray:
-    """Each view's median point depth in its own camera: a typical camera-to-scene distance."""
-    world_to_cam = np.linalg.inv(bundle.cam2world.astype(np.float64))
-    pts = bundle.pts3d.reshape(bundle.num_views, -1, 3).astype(np.float64)
-    depth = np.einsum("nmk,nk->nm", pts, world_to_cam[:, 2, :3]) + world_to_cam[:, 2, 3:4]
-    return np.median(np.abs(depth), axis=1)
