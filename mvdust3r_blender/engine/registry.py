@@ -2,7 +2,8 @@
 
 The Blender side imports this module for its download UI, so it holds frozen dataclasses and
 the standard library only (no torch, nothing else). Facts, not guesses: a size that no page we
-could read states is ``None`` ("unknown"), never invented. The files are training checkpoints
+could read states is unknown, never invented, and a rounded size ("7.94 GB") is display text,
+never the exact byte count a download is checked against. The files are training checkpoints
 (weights plus AdamW moments), so a download is about three times the weights.
 """
 from __future__ import annotations
@@ -29,8 +30,10 @@ class ReleasedCheckpoint:
     title: str                      # what a person reads in a menu
     variant: str                    # "MVD" (MV-DUSt3R) or "MVDp" (MV-DUSt3R+)
     description: str
-    download_bytes: Optional[int]   # approximate size of the file as published; None = unknown
     weights_bytes: int              # fp32 weights once loaded (memory the model needs)
+    download_bytes: Optional[int] = None  # EXACT size of the published file (a download is checked
+                                          # against it); None = not known to the byte
+    published_size: str = ""        # the size as the Hugging Face file page rounds it ("7.94 GB"); "" = unknown
     default: bool = False
     licence: str = LICENCE
 
@@ -50,10 +53,10 @@ class ReleasedCheckpoint:
 
     @property
     def download_size_text(self) -> str:
-        """``"7.94 GB"`` or ``"size unknown"`` (decimal gigabytes, as Hugging Face shows them)."""
-        if self.download_bytes is None:
-            return "size unknown"
-        return f"{self.download_bytes / 1e9:.2f} GB"
+        """``"7.94 GB"`` (decimal gigabytes, as Hugging Face shows them) or ``"size unknown"``."""
+        if self.download_bytes is not None:
+            return f"{self.download_bytes / 1e9:.2f} GB"
+        return self.published_size or "size unknown"
 
 
 RELEASED: tuple[ReleasedCheckpoint, ...] = (
@@ -63,7 +66,6 @@ RELEASED: tuple[ReleasedCheckpoint, ...] = (
         variant="MVDp",
         description="Multiple reference views fused by cross-reference-view blocks; trained on 4–12 views. "
                     "Best quality; needs at least 4 photos.",
-        download_bytes=None,
         weights_bytes=MVDP_WEIGHTS_BYTES,
         default=True,
     ),
@@ -72,7 +74,6 @@ RELEASED: tuple[ReleasedCheckpoint, ...] = (
         title="MV-DUSt3R",
         variant="MVD",
         description="Single reference view; about four times faster than MV-DUSt3R+ and needs only 2 photos.",
-        download_bytes=None,
         weights_bytes=MVD_WEIGHTS_BYTES,
     ),
     ReleasedCheckpoint(
@@ -80,8 +81,8 @@ RELEASED: tuple[ReleasedCheckpoint, ...] = (
         title="MV-DUSt3R+ (stage 1)",
         variant="MVDp",
         description="MV-DUSt3R+ after the first training stage (8 views); superseded by stage 2.",
-        download_bytes=7_940_000_000,  # "7.94 GB" on the Hugging Face file page (rounded there)
         weights_bytes=MVDP_WEIGHTS_BYTES,
+        published_size="7.94 GB",  # the Hugging Face file page; the exact byte count is not known here
     ),
 )
 

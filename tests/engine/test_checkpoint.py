@@ -573,6 +573,8 @@ def test_registry_lists_the_release_honestly() -> None:
     s1 = registry.find_released("/some/where/MVDp_s1.pth")
     assert s1 is not None and s1.download_size_text == "7.94 GB" and s1.variant == "MVDp"
     assert registry.find_released("MVD.pth").download_size_text == "size unknown"  # type: ignore[union-attr]
+    # a download is checked against download_bytes to the byte: a rounded "7.94 GB" must not be there
+    assert all(entry.download_bytes is None for entry in registry.RELEASED)
     assert registry.find_released("other.pth") is None
     # weights sizes agree with the network built for the released configs
     for entry in registry.RELEASED:
