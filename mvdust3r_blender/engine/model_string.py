@@ -88,7 +88,7 @@ def format_model_string(config: ModelConfig) -> str:
     extra = f", m_ref_flag=True, n_ref={config.n_ref}" if config.multi_ref else ""
     return (
         f"AsymmetricCroCo3DStereoMultiView(pos_embed='RoPE100', img_size={tuple(config.img_size)}, "
-        f"head_type='linear', output_mode='pts3d', depth_mode=('exp', -inf, inf), conf_mode=('exp', 1, 1e9), "
+        f"head_type='linear', output_mode='pts3d', depth_mode=('exp', -inf, inf), conf_mode=('exp', 1, 1e+09), "
         f"enc_embed_dim={config.enc_embed_dim}, enc_depth={config.enc_depth}, enc_num_heads={config.enc_num_heads}, "
         f"dec_embed_dim={config.dec_embed_dim}, dec_depth={config.dec_depth}, dec_num_heads={config.dec_num_heads}, "
         f"GS=True, sh_degree=0, pts_head_config={{'skip': True}}{extra})"

@@ -101,6 +101,12 @@ def test_parse_model_string_refuses_code(text: str, complaint: str, tmp_path: Pa
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_format_model_string_writes_the_official_string(golden: Path, variant: str) -> None:
+    meta = json.loads((golden / f"{variant}_reduced_config.json").read_text())
+    assert format_model_string(config_from_json(golden / f"{variant}_reduced_config.json")) == meta["_model_string"]
+
+
 def test_format_model_string_round_trips_through_the_parser() -> None:
     for config in (ModelConfig.released_mvd(), ModelConfig.released_mvdp(), replace(ModelConfig.released_mvdp(), n_ref=3)):
         kwargs = parse_model_string(format_model_string(config)).kwargs
