@@ -66,7 +66,7 @@ class WorkerSettings:
         elif not Path(checkpoint).is_file():
             raise SetupError(f"the checkpoint '{os.fspath(checkpoint)}' does not exist",
                              "pass an existing MV-DUSt3R(+) checkpoint file")
-        return cls(python=os.fspath(python), checkpoint=str(Path(checkpoint).absolute()),
+        return cls(python=str(Path(python).absolute()), checkpoint=str(Path(checkpoint).absolute()),
                    device=device if device is not None else str(preferences.get().device))
 
 
