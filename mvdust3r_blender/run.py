@@ -271,8 +271,7 @@ class RunController:
             return
         self.timings["import"] = time.perf_counter() - started
         self.collection_name = result.collection.name
-        if not bpy.app.background:
-            bpy.ops.ed.undo_push(message="MV-DUSt3R Reconstruction")
+        _push_undo("MV-DUSt3R Reconstruction")
         self._finish(Phase.DONE, f"{len(self.request.photos)} photos → {self.collection_name}")
 
     def _finish(self, phase: Phase, message: str, hint: str = "") -> None:
@@ -306,6 +305,17 @@ class RunController:
         state.collection = self.collection_name
         status = None if self.finished else f"MV-DUSt3R+: {self.stage} {self.fraction * 100:.0f} %"
         _show(status)
+
+
+def _push_undo(message: str) -> None:
+    """Make what was just imported one undo step. Timers run without a window in the context, so
+    borrow the first one; background Blender has no undo stack to push to."""
+    wm = bpy.context.window_manager
+    window = bpy.context.window or (wm.windows[0] if wm is not None and len(wm.windows) else None)
+    if bpy.app.background or window is None:
+        return
+    with bpy.context.temp_override(window=window):
+        bpy.ops.ed.undo_push(message=message)
 
 
 def _show(status: Optional[str]) -> None:
