@@ -29,6 +29,7 @@ import pickle
 import re
 import secrets
 import shutil
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,10 +132,7 @@ def read_checkpoint(path: PathLike) -> RawCheckpoint:
     except pickle.UnpicklingError as exc:
         raise _unpickling_error(source, exc) from None
     except (RuntimeError, EOFError, ValueError, KeyError, IndexError) as exc:
-        raise CheckpointError(
-            f"{source} is truncated or corrupt ({source.stat().st_size:,} bytes; torch: "
-            f"{_first_line(exc)})",
-            "download it again; an interrupted download leaves a partial file") from None
+        raise _unreadable_zip(source, exc) from None
     except OSError as exc:
         raise CheckpointError(f"cannot read {source}: {exc.strerror or exc}",
                               "check that the file is readable") from None
@@ -322,6 +320,22 @@ def _unpickling_error(source: Path, exc: pickle.UnpicklingError) -> CheckpointEr
             "arbitrary code, so nothing in it was executed",
             f"use an official checkpoint ({supported_files_text()})")
     return CheckpointError(f"{source} is corrupt: its pickle cannot be read ({_first_line(exc)})", _CORRUPT_HINT)
+
+
+def _unreadable_zip(source: Path, exc: BaseException) -> CheckpointError:
+    """A zip torch cannot load: some other archive (an .npz, a zipped .pth), or a damaged checkpoint."""
+    try:
+        with zipfile.ZipFile(source) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        names = None   # no readable central directory: the end of the file is missing
+    if names is not None and not any(name.rsplit("/", 1)[-1] == "data.pkl" for name in names):
+        return CheckpointError(f"{source} is a zip archive, not a PyTorch checkpoint (it holds "
+                               f"{', '.join(names[:_FIRST_FEW]) or 'nothing'})",
+                               "extract the checkpoint from it, or choose the .pth file itself")
+    return CheckpointError(
+        f"{source} is truncated or corrupt ({source.stat().st_size:,} bytes; torch: {_first_line(exc)})",
+        "download it again; an interrupted download leaves a partial file")
 
 
 def _first_line(exc: BaseException) -> str:

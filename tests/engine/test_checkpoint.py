@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -396,6 +397,15 @@ def test_truncated_checkpoint(golden: Path, tmp_path: Path) -> None:
         ck.load_model(path, cache_dir=tmp_path / "cache")
     assert str(path) in err.value.message and "download it again" in err.value.hint
     assert not (tmp_path / "cache").exists()
+
+
+def test_zip_archive_that_is_not_a_checkpoint(golden: Path, tmp_path: Path) -> None:
+    path = tmp_path / "MVD.pth"
+    with zipfile.ZipFile(path, "w") as archive:   # e.g. the checkpoint zipped up for sending
+        archive.write(golden_ckpt(golden, "mvd"), "MVD.pth")
+    with pytest.raises(CheckpointError, match=r"is a zip archive, not a PyTorch checkpoint \(it holds MVD.pth\)") as err:
+        ck.load_model(path, cache_dir=tmp_path / "cache")
+    assert "extract" in err.value.hint
 
 
 def test_pairwise_dust3r_checkpoint_is_named(golden: Path, tmp_path: Path) -> None:
