@@ -263,10 +263,11 @@ def default_cache_dir() -> Path:
 
 
 def cache_path(path: PathLike, cache_dir: Optional[PathLike] = None) -> Path:
-    """Where the safetensors cache of checkpoint `path` lives (one file per absolute source path)."""
-    source = Path(path).expanduser().resolve()
-    digest = hashlib.sha256(str(source).encode("utf-8")).hexdigest()[:16]
-    return _cache_root(cache_dir) / f"{source.stem}-{digest}.safetensors"
+    """Where the safetensors cache of checkpoint `path` lives: one file per real (symlink-resolved)
+    source path, named after the path as given (a Hugging Face cache links names to hashed blobs)."""
+    given = Path(path).expanduser()
+    digest = hashlib.sha256(str(given.resolve()).encode("utf-8")).hexdigest()[:16]
+    return _cache_root(cache_dir) / f"{given.stem}-{digest}.safetensors"
 
 
 # ---------------------------------------------------------------------------------------------

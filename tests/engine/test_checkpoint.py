@@ -278,6 +278,12 @@ def test_cache_location_follows_the_environment(tmp_path: Path, monkeypatch: pyt
     assert ck.cache_path("/x/MVDp_s2.pth").parent == tmp_path / "mine"
     assert ck.cache_path("/x/MVDp_s2.pth").name.startswith("MVDp_s2-")
     assert ck.cache_path("/x/MVDp_s2.pth") != ck.cache_path("/y/MVDp_s2.pth")   # one cache per source path
+    blob = tmp_path / "blobs" / "474e814e"
+    blob.parent.mkdir()
+    blob.write_bytes(b"")
+    (tmp_path / "MVDp_s1.pth").symlink_to(blob)                                  # a Hugging Face cache layout
+    linked = ck.cache_path(tmp_path / "MVDp_s1.pth")
+    assert linked.name.startswith("MVDp_s1-") and linked.name[-28:] == ck.cache_path(blob).name[-28:]
     monkeypatch.delenv(ck.CACHE_ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert ck.default_cache_dir() == tmp_path / "xdg" / "mvdust3r_blender"
