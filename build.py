@@ -166,7 +166,8 @@ def blender_ext_script() -> Path:
     return found[0]
 
 
-def build_extension(stage: Path = EXTENSION_STAGE, out_dir: Path = DIST) -> Path:
+def build_extension(stage: Path = EXTENSION_STAGE, out_dir: Path = DIST,
+                    manifest_path: Path = ROOT / "blender_manifest.toml") -> Path:
     """Stage the extension (manifest + the package's contents + listed wheels), validate it, zip it.
 
     The repository root holds the manifest but the extension's top level must be the package
@@ -176,7 +177,6 @@ def build_extension(stage: Path = EXTENSION_STAGE, out_dir: Path = DIST) -> Path
     import shutil
     import tomllib
 
-    manifest_path = ROOT / "blender_manifest.toml"
     manifest = tomllib.loads(manifest_path.read_text())
     if stage.exists():
         shutil.rmtree(stage)

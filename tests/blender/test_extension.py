@@ -3,6 +3,8 @@ and the installed copy registers and unregisters cleanly."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
 import tomllib
 import zipfile
 from pathlib import Path
@@ -10,6 +12,7 @@ from types import ModuleType
 
 import bpy
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "bl_ext.user_default.mvdust3r_blender"
@@ -81,3 +84,20 @@ def test_operators_that_change_data_are_undoable(ext: ModuleType) -> None:
     """Undo cannot run headless (ed.undo's poll needs a window), so check the operators declare it."""
     assert {"REGISTER", "UNDO", "PRESET"} <= set(bpy.types.IMPORT_SCENE_OT_mvdust3r_bundle.bl_options)
     assert {"REGISTER", "UNDO"} <= set(bpy.types.MVDUST3R_BLENDER_OT_set_render_camera.bl_options)
+
+
+
+def test_build_fails_on_an_invalid_manifest(tmp_path: Path) -> None:
+    """build.py's extension build stops on Blender's validation errors (a tagline ending in '.')."""
+    spec = importlib.util.spec_from_file_location("mvdust3r_build_script_check", ROOT / "build.py")
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = build
+    spec.loader.exec_module(build)
+    lines = (ROOT / "blender_manifest.toml").read_text().splitlines()
+    bad = tmp_path / "blender_manifest.toml"
+    bad.write_text("\n".join('tagline = "Ends with a full stop."' if line.startswith("tagline") else line
+                             for line in lines) + "\n")
+    with pytest.raises(SystemExit, match="does not validate"):
+        build.build_extension(stage=tmp_path / "stage", out_dir=tmp_path / "dist", manifest_path=bad)
+    assert not (tmp_path / "dist").exists()
