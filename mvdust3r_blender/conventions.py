@@ -107,7 +107,7 @@ class BlenderCamera:
     resolution_y: int           # the photo's H
     pixel_aspect_x: float
     pixel_aspect_y: float
-    sensor_fit: str = "HORIZONTAL"
+    sensor_fit: Literal["HORIZONTAL"] = "HORIZONTAL"
 
 
 def blender_camera(intrinsics: np.ndarray, width: int, height: int, sensor_width: float = 36.0) -> BlenderCamera:

@@ -21,7 +21,7 @@ INTRINSIC_PROPS = ("W", "H", "fx", "fy", "cx", "cy")
 def apply_camera(data: bpy.types.Camera, params: BlenderCamera) -> None:
     """Lens, explicit sensor fit and principal-point shift of `params` onto camera data."""
     data.type = "PERSP"
-    data.sensor_fit = "HORIZONTAL"
+    data.sensor_fit = params.sensor_fit
     data.sensor_width = params.sensor_width
     data.lens = params.lens
     data.shift_x = params.shift_x
