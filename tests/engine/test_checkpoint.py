@@ -613,7 +613,7 @@ def test_registry_imports_with_the_standard_library_only() -> None:
     # Load the module on its own (not through the package), so only its own imports count.
     code = ("import importlib.util, sys; "
             "spec = importlib.util.spec_from_file_location('registry', 'mvdust3r_blender/engine/registry.py'); "
-            "registry = importlib.util.module_from_spec(spec); spec.loader.exec_module(registry); "
+            "registry = sys.modules['registry'] = importlib.util.module_from_spec(spec); spec.loader.exec_module(registry); "
             "bad = sorted(m for m in ('torch', 'numpy', 'bpy', 'safetensors') if m in sys.modules); "
             "assert not bad, bad; print(registry.default_checkpoint().filename)")
     done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
