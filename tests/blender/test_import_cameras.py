@@ -4,6 +4,7 @@ missing photos reported, set_render_camera applying a photo's size and aspect.""
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
@@ -11,7 +12,7 @@ import bpy
 import numpy as np
 import pytest
 
-from blender_queries import project
+from blender_queries import project, render_rgba
 
 
 @pytest.fixture
@@ -137,3 +138,22 @@ def test_set_render_camera_sets_size_and_pixel_aspect(api: ModuleType, make_bund
     with pytest.raises(RuntimeError, match="not a camera imported from a reconstruction"):
         bpy.ops.mvdust3r_blender.set_render_camera(camera="Other")
     assert scene.camera == result.cameras[0]
+
+
+def test_image_plane_renders_as_the_photo(api: ModuleType, make_bundle: Callable[..., Any], tmp_path: Path) -> None:
+    """Cycles through the camera: the plane fills the frame and shows the photo pixel for pixel."""
+    from PIL import Image
+
+    bundle = make_bundle(photo_sizes=((96, 64),), principal_offset=[(0.12, -0.1)], fy_over_fx=[1.1])
+    yy, xx = np.mgrid[0:64, 0:96]
+    photo = np.stack([xx / 95, yy / 63, 0.5 + 0.4 * np.sin(xx / 9) * np.cos(yy / 7)], -1)
+    Image.fromarray((photo * 255).round().astype(np.uint8)).save(bundle.photo_paths[0])
+    result = api.import_bundle(bundle, points=False, gaussians=False, background_images=False, image_planes=True)
+    plane = result.cameras[0].children[0]
+    plane.hide_render = False
+    scene = bpy.context.scene
+    bpy.ops.mvdust3r_blender.set_render_camera(camera=result.cameras[0].name)
+    image = render_rgba(scene, tmp_path / "plane.png", samples=16)
+    assert image[..., 3].min() > 0.45  # covered up to the frame's edge (edge pixels: half by the filter)
+    inner = (slice(2, -2), slice(2, -2))
+    assert np.abs(image[inner][..., :3] - photo[inner]).mean() < 0.004  # a 1 px shift gives 0.011-0.015
