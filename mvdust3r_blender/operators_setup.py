@@ -18,7 +18,7 @@ from . import preferences
 from .download import Download, DownloadState
 from .engine import registry
 from .preferences import SetupError
-from .run import RuntimeCheck
+from .run import SESSION, RuntimeCheck, active
 from .runtime import Job, JobState, RuntimeSetupError, find_uv, plan_environment
 
 if TYPE_CHECKING:
@@ -135,6 +135,9 @@ class MVDUST3R_BLENDER_OT_create_runtime(bpy.types.Operator):
         if TASKS.install is not None and not TASKS.install.finished:
             self.report({"WARNING"}, "The environment is already being created")
             return {"CANCELLED"}
+        if active() is not None:
+            self.report({"ERROR"}, "A reconstruction is running: wait for it or cancel it first")
+            return {"CANCELLED"}
         prefs = preferences.get()
         extra = ("--no-index", "--find-links", bpy.path.abspath(self.wheel_folder)) if self.wheel_folder else ()
         if not extra and not bpy.app.online_access:
@@ -148,6 +151,7 @@ class MVDUST3R_BLENDER_OT_create_runtime(bpy.types.Operator):
         except RuntimeSetupError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
+        SESSION.shutdown()  # a worker running from the environment must not see it change under it
         preferences.runtime_ready_marker().unlink(missing_ok=True)
         job = Job(steps, preferences.user_dir() / "runtime-install.log")
         job.start()

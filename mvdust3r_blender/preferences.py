@@ -46,6 +46,11 @@ def _checkpoint_items(self: Any, context: Any) -> list[tuple[str, str, str]]:
     return items
 
 
+def _forget_check(self: Any, context: Any) -> None:
+    """Another runtime was chosen: the last check's result no longer describes it."""
+    self.runtime_summary = ""
+
+
 # EnumProperty with a callback: Python must keep the strings alive, so build them once.
 _CHECKPOINT_ITEMS = _checkpoint_items(None, None)
 
@@ -60,10 +65,11 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
         items=(("PRIVATE", "Private Environment", "An environment with PyTorch created by this add-on in its "
                                                   "user folder"),
                ("EXISTING", "Existing Python", "A Python interpreter you already have, with PyTorch installed")),
-        default="PRIVATE")
+        default="PRIVATE", update=_forget_check)
     python_path: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Python", subtype="FILE_PATH",
-        description="The python executable of an environment that has torch (e.g. .../venv/bin/python)")
+        description="The python executable of an environment that has torch (e.g. .../venv/bin/python)",
+        update=_forget_check)
     torch_backend: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="PyTorch Build",
         items=_BACKEND_ITEMS,

@@ -131,6 +131,8 @@ def test_draw_existing_python_and_local_checkpoint(ext: ModuleType) -> None:
     assert {"python_path", "checkpoint_path", "device"} <= set(layout.props())
     assert not any(op == "mvdust3r_blender.create_runtime" for op, _ in layout.operators())
     assert "torch 2.13.0 · cpu · Python 3.11.7" in layout.labels()
+    p.python_path = "/another/python"  # another runtime: the old check no longer applies
+    assert p.runtime_summary == ""
 
 
 def test_create_runtime_failure_is_shown_with_command_output_and_retry(ext: ModuleType, tmp_path: Path) -> None:
