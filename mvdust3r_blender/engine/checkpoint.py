@@ -449,11 +449,25 @@ def _config_from_metadata(metadata: Optional[Mapping[str, str]], source: str) ->
         fields = json.loads(metadata["config"])
         fields["img_size"] = tuple(fields.get("img_size", ModelConfig.img_size))
         config = ModelConfig(**fields)
+        for field in dataclasses.fields(ModelConfig):
+            if not _same_kind(getattr(config, field.name), field.default):
+                raise TypeError(f"{field.name}={getattr(config, field.name)!r}")
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{source}: the network settings in its metadata are unreadable ({exc})",
                               "write or download the file again") from None
     _check_config(config, source)
     return config
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    """Whether a config value read from JSON has the type of the field's default (ints count as floats)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, tuple):
+        return isinstance(value, tuple) and len(value) == len(default) and all(_same_kind(v, d) for v, d in zip(value, default))
+    return isinstance(value, type(default))
 
 
 def _metadata(config: ModelConfig, **extra: str) -> dict[str, str]:

@@ -332,6 +332,14 @@ def test_safetensors_without_our_metadata_or_damaged(golden: Path, tmp_path: Pat
     with pytest.raises(CheckpointError, match="without MV-DUSt3R settings") as err:
         ck.load_model(plain)
     assert str(plain) in err.value.message and "save_safetensors" in err.value.hint
+    meta = ck._metadata(ModelConfig())
+    for key, bad in (("enc_depth", "24"), ("multi_ref", 1), ("img_size", [224])):   # hand-edited metadata
+        config = {**json.loads(meta["config"]), key: bad}
+        edited = tmp_path / "edited.safetensors"
+        save_file({"x": torch.zeros(1)}, str(edited), metadata={**meta, "config": json.dumps(config)})
+        with pytest.raises(CheckpointError, match="settings in its metadata are unreadable") as err:
+            ck.load_model(edited)
+        assert key in err.value.message
     damaged = tmp_path / "damaged.safetensors"
     damaged.write_bytes(plain.read_bytes()[:-1000])
     with pytest.raises(CheckpointError, match="damaged safetensors"):
