@@ -217,3 +217,23 @@ def test_setup_errors_name_the_missing_piece(ext: ModuleType, tmp_path: Path) ->
     p.runtime_mode = "EXISTING"
     with pytest.raises(preferences.SetupError, match="no Python is set"):
         preferences.worker_python(p)
+
+
+def test_draw_while_installing_and_downloading(ext: ModuleType) -> None:
+    setup = bpy.context.window_manager.mvdust3r_setup
+    setup.runtime_state, setup.runtime_step = "RUNNING", "Install PyTorch and the worker's libraries"
+    setup.runtime_command, setup.runtime_tail = "uv pip install torch", "Resolved 24 packages\nDownloading torch"
+    setup.download_state, setup.download_progress, setup.download_message = "RUNNING", 0.25, "0.70 GB of 2.80 GB"
+    prefs().licence_accepted = True
+    layout = draw_prefs()
+    labels = layout.labels()
+    assert "Install PyTorch and the worker's libraries" in labels and "$ uv pip install torch" in labels
+    assert "Downloading torch" in labels and "Download: 0.70 GB of 2.80 GB" in labels
+    operators = layout.operators()
+    assert ("mvdust3r_blender.cancel_setup", "Stop") in operators
+    assert ("mvdust3r_blender.cancel_setup", "Stop Download") in operators
+    progress = [kw for name, _, kw in layout.log if name == "progress"]
+    assert progress == [{"factor": 0.25, "type": "BAR", "text": "25 %"}]
+    create = next(i for i, (name, args, _) in enumerate(layout.log)
+                  if name == "operator" and args[0] == "mvdust3r_blender.create_runtime")
+    assert layout.log[create - 1] == ("set enabled", (False,), {})  # no second install while one runs
