@@ -407,13 +407,23 @@ class RuntimeCheck:
         return f"torch {self.result.torch} · {devices} · Python {self.result.python}"
 
 
+@bpy.app.handlers.persistent
+def _cancel_on_load(*_args: Any) -> None:
+    """Another .blend is being opened: its scenes are not the run's, so the run imports nothing."""
+    controller = active()
+    if controller is not None:
+        controller.cancel()
+
+
 def register() -> None:
-    pass
+    bpy.app.handlers.load_pre.append(_cancel_on_load)
 
 
 def unregister() -> None:
     """Blender quits or the add-on is disabled: stop the run and the worker."""
     global _active
+    if _cancel_on_load in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(_cancel_on_load)
     if _active is not None and not _active.finished:
         _active.cancel()
     _active = None

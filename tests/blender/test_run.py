@@ -232,3 +232,19 @@ def test_reference_photo_and_options_reach_the_request(configured: Any, tmp_path
     assert (request.device, request.python) == ("cpu", worker_python())
     settings.reference_photo = 0
     assert "reference_view" not in module("run").RunRequest.from_context(bpy.context).engine_options
+
+
+def test_opening_another_file_cancels_the_run(configured: Any, tmp_path: Path) -> None:
+    other = tmp_path / "other.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(other), copy=True)
+    add(make_photos(tmp_path / "shoot", 2))
+    bpy.ops.mvdust3r_blender.reconstruct()
+    controller = module("run").active()
+    assert controller is not None
+    bpy.ops.wm.open_mainfile(filepath=str(other))
+    assert controller.phase.value in ("CANCELLING", "CANCELLED")
+    before = scene_state()
+    while controller.step() is not None:
+        time.sleep(0.1)
+    assert controller.phase.value == "CANCELLED"
+    assert scene_state() == before  # nothing landed in the file that was opened
