@@ -13,6 +13,8 @@ view), and all views/paths of a block run as one batch.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from .blocks import DecoderBlock, attend_excluding_groups
@@ -79,23 +81,26 @@ def multiview_layer(ref_block: DecoderBlock, src_block: DecoderBlock, x: torch.T
 
 
 def cross_reference_layer(block: DecoderBlock, y: torch.Tensor, rope: RotaryTables,
-                          chunk_tokens: int) -> torch.Tensor:
-    """MV-DUSt3R+ cross-reference-view block: y [R, N, B, T, D] -> [R, N, B, T, D].
+                          chunk_tokens: int, out_paths: Optional[int] = None) -> torch.Tensor:
+    """MV-DUSt3R+ cross-reference-view block: y [R, N, B, T, D] -> [R', N, B, T, D].
 
     ``Z[r, v] = block(Y[r, v], ys=[Y[r', v] for r' != r])``: each view attends to itself in the
-    other reference paths (ascending r').
+    other reference paths (ascending r'). Only the first ``out_paths`` paths are computed (R' of
+    them; default all): after the last layer only path 0 is used, but it reads every path.
     """
     r_paths, n, b, t, d = y.shape
-    z = block.self_step(y.flatten(0, 2), rope).view_as(y)
+    r_out = r_paths if out_paths is None else out_paths
+    z = block.self_step(y[:r_out].flatten(0, 2), rope).view(r_out, n, b, t, d)
     k, v = block.memory(y, rope)                                            # [R, N, B, h, T, d]
-    q = block.query(z, rope)
+    q = block.query(z, rope)                                                # [R', N, B, h, T, d]
     h, hd = q.shape[-3], q.shape[-1]
 
     def by_view(a: torch.Tensor) -> torch.Tensor:
-        # [R, N, B, h, T, d] -> [N·B, h, R·T, d]: one attention problem per (view, scene).
-        return a.permute(1, 2, 3, 0, 4, 5).reshape(n * b, h, r_paths * t, hd)
+        # [P, N, B, h, T, d] -> [N·B, h, P·T, d]: one attention problem per (view, scene).
+        return a.permute(1, 2, 3, 0, 4, 5).reshape(n * b, h, a.shape[0] * t, hd)
 
     group = group_ids(torch.arange(r_paths, device=y.device), t)
-    out = attend_excluding_groups(by_view(q), by_view(k), by_view(v), group, group, chunk_tokens)
-    out = out.view(n, b, h, r_paths, t, hd).permute(3, 0, 1, 2, 4, 5)      # [R, N, B, h, T, d]
+    out = attend_excluding_groups(by_view(q), by_view(k), by_view(v), group[: r_out * t], group,
+                                  chunk_tokens)
+    out = out.view(n, b, h, r_out, t, hd).permute(3, 0, 1, 2, 4, 5)        # [R', N, B, h, T, d]
     return block.mlp_step(block.cross_step(z, out))

@@ -121,11 +121,14 @@ class MultiViewModel(nn.Module):
         return out[0] if len(out) == 1 else torch.cat(out)
 
     def decode(self, tokens: torch.Tensor, hw: tuple[int, int], chunk_tokens: int,
-               trace: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
-        """``decoder_embed`` output [N, B, T, D] -> last layer's states [R, N, B, T, D]
+               trace: Optional[dict[str, torch.Tensor]] = None,
+               out_paths: Optional[int] = None) -> torch.Tensor:
+        """``decoder_embed`` output [N, B, T, D] -> last layer's states [R', N, B, T, D]
         (before ``dec_norm``; path r has view r as its reference).
 
-        ``trace``, if given, receives every layer's states under the golden file's names.
+        ``out_paths`` limits the returned paths to the first R' (all paths still run every
+        layer but the last, where the others are only read). ``trace``, if given, receives
+        every layer's states under the golden file's names.
         """
         c = self.config
         rope = self._rope(hw, c.dec_embed_dim // c.dec_num_heads, tokens.device)
@@ -139,7 +142,9 @@ class MultiViewModel(nn.Module):
                 continue
             if trace is not None:
                 trace[f"dec.layer{layer}.mv"] = x
-            x = cross_reference_layer(self.dec_same_view_blocks[layer], x, rope, chunk_tokens)
+            last = layer == c.dec_depth - 1
+            x = cross_reference_layer(self.dec_same_view_blocks[layer], x, rope, chunk_tokens,
+                                      out_paths if last else None)
             if trace is not None:
                 trace[f"dec.layer{layer}.crossref"] = x
         return x
@@ -280,7 +285,8 @@ class MultiViewModel(nn.Module):
             t = enc.shape[1]
             tokens = self.decoder_embed(enc).view(n, 1, t, -1)
             # Path 0 only from here: its slot order is the input order (no swap for r = 0).
-            final = self.dec_norm(self.decode(tokens, (h, w), view_chunk * t)[0, :, 0])  # [N,T,D]
+            final = self.dec_norm(self.decode(tokens, (h, w), view_chunk * t,
+                                              out_paths=1)[0, :, 0])               # [N, T, D]
             parts: dict[str, list[torch.Tensor]] = {}
             for start in range(0, n, view_chunk):
                 stop = min(n, start + view_chunk)
