@@ -110,7 +110,9 @@ def _finished(record_path: Path, photos: list[str], wanted: Sequence[str]) -> Op
         record = json.loads(record_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    outputs = record.get("outputs", {}) if isinstance(record, dict) else {}
+    if not isinstance(record, dict):
+        return None
+    outputs = record.get("outputs", {})
     if record.get("version") != RECORD_VERSION or record.get("photos") != photos:
         return None
     if not all(k in outputs and Path(outputs[k]).exists() for k in wanted):
@@ -147,13 +149,13 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
     """
     stream = log if log is not None else sys.stderr
     started = time.perf_counter()
-    folder = Path(out_dir).absolute()
-    folder.mkdir(parents=True, exist_ok=True)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not (blend or formats):
         raise ValueError(f"unknown export format(s) {', '.join(unknown)}: choose from {', '.join(FORMATS)}" if unknown
                          else "nothing to write: ask for a .blend (blend=True) or export formats")
     settings = WorkerSettings.resolve(python, checkpoint, device)
+    folder = Path(out_dir).absolute()
+    folder.mkdir(parents=True, exist_ok=True)
     wanted = (["blend"] if blend else []) + list(dict.fromkeys(formats))
     named = scene_names(scenes)
     report = BatchReport(out_dir=folder, scenes=[])
@@ -185,7 +187,8 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
             # the next (a worker that died is restarted by the next scene's request).
             outcome.status = "failed"
             outcome.seconds = time.perf_counter() - scene_started
-            outcome.error = str(exc).replace("\n", " | ")
+            ours = type(exc).__module__.startswith(__package__ or "")  # our errors' messages say it all
+            outcome.error = (str(exc) if ours else f"{type(exc).__name__}: {exc}").replace("\n", " | ")
             say(f"{label}: FAILED: {outcome.error}")
     report.seconds = time.perf_counter() - started
     for line in report.table().splitlines():

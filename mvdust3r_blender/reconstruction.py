@@ -149,7 +149,7 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
         engine_options["reference_view"] = reference_view
 
     client = run.SESSION.ensure(settings.python, preferences.user_dir() / "worker.log")
-    request_id = client.reconstruct(list[PathLike](paths), bundle_path, engine_options, checkpoint=settings.checkpoint,
+    request_id = client.reconstruct([*paths], bundle_path, engine_options, checkpoint=settings.checkpoint,
                                     device=settings.device)
 
     def follow(event: Event) -> None:

@@ -99,7 +99,8 @@ def test_rerun_skips_finished_scenes_and_redoes_the_rest(batch: Any, tmp_path: P
 def test_a_half_written_blend_is_not_taken_for_a_finished_scene(batch: Any, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    (out / "kitchen.blend").write_bytes(b"BLENDER-v0 a crash left this")  # no record: not finished
+    (out / "kitchen.blend").write_bytes(b"BLENDER-v0 a crash left this")  # no usable record: not finished
+    (out / "kitchen.json").write_text("[1, 2]")
     report, log = batch([scene_folder(tmp_path / "kitchen", 2)], out)
     assert report.scenes[0].status == "done", log
     bpy.ops.wm.open_mainfile(filepath=str(out / "kitchen.blend"))
