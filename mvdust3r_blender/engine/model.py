@@ -70,7 +70,8 @@ class MultiViewModel(nn.Module):
         self.downstream_GS_head = nn.ModuleList(
             GSHead(c.dec_embed_dim, c.patch_size, c.gs_mlp_dim, c.sh_degree) for _ in range(2))
         self.rope = RoPE2D(c.rope_freq)
-        self._init_weights()
+        if not self.mask_token.is_meta:     # meta tensors hold no values (loaders build there)
+            self._init_weights()
 
     # ------------------------------------------------------------------------------ set-up
     def _init_weights(self) -> None:
