@@ -162,6 +162,8 @@ def train(args: argparse.Namespace) -> Path:
     ckpt_path = out / CHECKPOINT
     start = 0
     if args.resume:
+        if not ckpt_path.is_file():
+            raise SystemExit(f"--resume: no {ckpt_path} (start the run without --resume first)")
         ckpt = load_training_checkpoint(ckpt_path)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])

@@ -55,6 +55,11 @@ def test_resume_continues_at_the_right_step(tmp_path: Path) -> None:
         assert torch.allclose(value.float(), wb["model"][key].float(), atol=1e-5), key
 
 
+def test_resume_without_a_checkpoint_says_so(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="no .*checkpoint-last.pth"):
+        _run(tmp_path, "--steps", "2", "--resume")
+
+
 def test_checkpoint_is_official_format_and_loads_with_the_project_loader(tmp_path: Path) -> None:
     path = _run(tmp_path, "--steps", "2", "--export", str(tmp_path / "tiny.safetensors"))
     ckpt = load_training_checkpoint(path)
