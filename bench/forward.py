@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/forward.py [--views 4 12] [--variants MVD MVDp] [--threads 2]
                                       [--modes predict forward] [--json results.json]
+    .venv/bin/python bench/forward.py --flops --views 4 12 24 100   (work only, seconds)
 
 Every row runs in a fresh process (so its peak RSS is its own): it builds the full released
 configuration with random weights (eval mode), measures this machine's float32 (and bfloat16)
@@ -128,7 +129,7 @@ def run_row(variant: str, views: int, mode: str, threads: int, layers: int | Non
     with counter:
         call(meta_model, torch.empty(views, 3, 224, 224, device="meta"), mode)
     flops = counter.get_total_flops()
-    del meta_model
+    del meta_model, counter
 
     torch.manual_seed(0)
     model = build_model(cfg).eval()
@@ -143,6 +144,47 @@ def run_row(variant: str, views: int, mode: str, threads: int, layers: int | Non
         seconds = time.perf_counter() - t
     return Row(variant, views, mode if layers is None else f"{mode} ({layers}-layer, memory)",
                seconds, flops / 1e12, peak32, peak16, before / GIB, rss.peak / GIB, threads)
+
+
+def count_tflop(variant: str, views: int, mode: str) -> float:
+    """FLOPs of one call, counted on the meta device (no data, seconds)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mvdust3r_blender.engine.config import ModelConfig
+    from mvdust3r_blender.engine.model import build_model
+
+    cfg = ModelConfig.released_mvdp() if variant == "MVDp" else ModelConfig.released_mvd()
+    with torch.device("meta"):
+        model = build_model(cfg).eval()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        call(model, torch.empty(views, 3, 224, 224, device="meta"), mode)
+    return counter.get_total_flops() / 1e12
+
+
+def official_extra_tflop(variant: str, views: int) -> float:
+    """Work the official code does on top of our ``forward``: it projects the keys/values of
+    every other view again for each query view (spec §9), where we project each view once per
+    block and path. Per layer, with R paths and N views, the official code projects
+    R·(N-1)² + R·(N-1) views in the reference/source blocks and R·N·(R-1) in the
+    cross-reference blocks; ours R·N + R·(N-1) and R·N. One view's k and v cost 2·(2·T·D²)."""
+    r, n, t, d, layers = (4 if variant == "MVDp" else 1), views, 196, 768, 12
+    extra = r * (n - 1) ** 2 - r * n
+    if variant == "MVDp":
+        extra += r * n * (r - 1) - r * n
+    return layers * extra * 4 * t * d * d / 1e12
+
+
+def flops_table(variants: list[str], views: list[int]) -> str:
+    lines = ["| model | views | predict TFLOP | our forward TFLOP | official forward TFLOP (est.) "
+             "| official / predict |", "|---|---|---|---|---|---|"]
+    for v in variants:
+        for n in views:
+            pred, fwd = count_tflop(v, n, "predict"), count_tflop(v, n, "forward")
+            off = fwd + official_extra_tflop(v, n)
+            lines.append(f"| {v} | {n} | {pred:.2f} | {fwd:.2f} | {off:.2f} | {off / pred:.2f}× |")
+    return "\n".join(lines)
 
 
 def markdown(rows: list[Row]) -> str:
@@ -169,6 +211,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--mem-views", type=int, default=0)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--flops", action="store_true",
+                    help="only print counted FLOPs (ours) and the official estimate, no timing")
     ap.add_argument("--row", nargs=4, metavar=("VARIANT", "VIEWS", "MODE", "LAYERS"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -179,6 +223,9 @@ def main() -> None:
         print("ROW " + json.dumps(asdict(row)), flush=True)
         return
 
+    if args.flops:
+        print(flops_table(args.variants, args.views))
+        return
     plan = [(v, n, m, "full") for v in args.variants for n in args.views for m in args.modes]
     if args.mem_views:
         plan += [(v, args.mem_views, "predict:no-skip-cnn", "1") for v in args.variants]
