@@ -99,7 +99,6 @@ def run_reconstruct(args: argparse.Namespace, stderr: TextIO) -> int:
     try:
         progress("model", 0.0)
         model = load_model(args.checkpoint, device=device)
-        model.checkpoint_path = str(Path(args.checkpoint).expanduser().absolute())
         progress("model", 1.0)
         bundle = reconstruct(photos, model, options, progress=progress)
         progress("write", 0.0)

@@ -104,6 +104,7 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu", dtype: 
     ``torch.float16``) casts floating weights except BatchNorm's, which stay float32; integer
     buffers are never cast. `cache_dir` overrides where ``.pth`` files are cached. On CPU with
     the stored dtype the weights stay memory-mapped: pages are read as the network uses them.
+    The model remembers its file as ``model.checkpoint_path``.
     Raises :class:`CheckpointError` (naming the file) or :class:`DeviceError`.
     """
     source = Path(path).expanduser()
@@ -113,7 +114,9 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu", dtype: 
         model = _empty_checked_model(config, tensors, str(source))
     else:
         model, tensors = _load_through_cache(source, _cache_root(cache_dir))
-    return _materialise(model, tensors, target, dtype)
+    model = _materialise(model, tensors, target, dtype)
+    model.checkpoint_path = str(source.absolute())  # recorded in every bundle's meta
+    return model
 
 
 def read_checkpoint(path: PathLike) -> RawCheckpoint:

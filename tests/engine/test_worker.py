@@ -303,6 +303,7 @@ def test_reconstruct_writes_a_bundle_and_keeps_the_model(served: WorkerClient, c
     assert result.bundle == str(tmp_path / "out" / "scene.npz")
     assert bundle.num_views == result.views == 4
     assert bundle.photo_paths == [str(ph) for ph in photos]
+    assert bundle.meta["checkpoint"] == str(checkpoint.absolute())  # which model made it, for the record
     assert result.points == 4 * bundle.grid_size[0] * bundle.grid_size[1]
     assert result.gaussians and bundle.has_gaussians
     assert {"load", "network", "cameras", "write", "total"} <= set(result.timings)
