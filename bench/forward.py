@@ -14,7 +14,9 @@ matmul peak, then times ONE call on random 224×224 images:
 
 FLOPs are counted with ``torch.utils.flop_counter`` on the meta device (same code path, no data),
 so "achieved" = counted FLOPs / wall time, shown as a fraction of the matmul peak measured in the
-same process. Peak memory = the highest RSS sampled every 20 ms during the call.
+same process. On a shared machine the wall time includes time the threads wait for a core, so
+the process CPU time divided by the thread count is reported beside it. Peak memory = the
+highest RSS sampled every 20 ms during the call.
 ``--mem-views N`` adds a memory-only row per variant: predict on N views with the full widths but
 one encoder and one decoder layer and no skip CNN (what grows with N is the per-layer decoder
 state; the encoder and the heads run ``view_chunk`` views at a time, so their share is the same
@@ -45,6 +47,7 @@ class Row:
     views: int
     mode: str
     seconds: float
+    cpu_seconds: float
     tflop: float
     peak_fp32_gflops: float
     peak_bf16_gflops: float
@@ -55,6 +58,11 @@ class Row:
     @property
     def achieved_gflops(self) -> float:
         return self.tflop * 1e3 / self.seconds
+
+    @property
+    def busy_seconds(self) -> float:
+        """CPU time over threads: what the call takes with its threads never preempted."""
+        return self.cpu_seconds / self.threads
 
 
 def matmul_peak(dtype_name: str) -> float:
@@ -139,11 +147,11 @@ def run_row(variant: str, views: int, mode: str, threads: int, layers: int | Non
 
     before = psutil.Process().memory_info().rss
     with PeakRss() as rss:
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         call(model, images, mode)
-        seconds = time.perf_counter() - t
+        seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
     return Row(variant, views, mode if layers is None else f"{mode} ({layers}-layer, memory)",
-               seconds, flops / 1e12, peak32, peak16, before / GIB, rss.peak / GIB, threads)
+               seconds, cpu, flops / 1e12, peak32, peak16, before / GIB, rss.peak / GIB, threads)
 
 
 def count_tflop(variant: str, views: int, mode: str) -> float:
@@ -168,7 +176,7 @@ def official_extra_tflop(variant: str, views: int) -> float:
     every other view again for each query view (spec §9), where we project each view once per
     block and path. Per layer, with R paths and N views, the official code projects
     R·(N-1)² + R·(N-1) views in the reference/source blocks and R·N·(R-1) in the
-    cross-reference blocks; ours R·N + R·(N-1) and R·N. One view's k and v cost 2·(2·T·D²)."""
+    cross-reference blocks; ours R·N + R·(N-1) and R·N. One view's k and v: 2·(2·T·D²)."""
     r, n, t, d, layers = (4 if variant == "MVDp" else 1), views, 196, 768, 12
     extra = r * (n - 1) ** 2 - r * n
     if variant == "MVDp":
@@ -188,18 +196,23 @@ def flops_table(variants: list[str], views: list[int]) -> str:
 
 
 def markdown(rows: list[Row]) -> str:
-    lines = ["| model | views | call | wall s | TFLOP | achieved GFLOP/s | of fp32 mm peak "
-             "| peak RSS GiB (before call) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | views | call | wall s | CPU s / threads | TFLOP | achieved GFLOP/s "
+             "| of fp32 mm peak | peak RSS GiB (before call) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r.variant} | {r.views} | {r.mode} | {r.seconds:.1f} | {r.tflop:.2f} | "
+        lines.append(f"| {r.variant} | {r.views} | {r.mode} | {r.seconds:.1f} | "
+                     f"{r.busy_seconds:.1f} | {r.tflop:.2f} | "
                      f"{r.achieved_gflops:.0f} | {r.achieved_gflops / r.peak_fp32_gflops:.0%} "
                      f"(peak {r.peak_fp32_gflops:.0f}; bf16 {r.peak_bf16_gflops:.0f}) | "
                      f"{r.peak_rss_gib:.2f} ({r.rss_before_gib:.2f}) |")
     by_key = {(r.variant, r.views, r.mode): r for r in rows}
-    ratios = [f"- {v} {n} views: forward / predict = "
-              f"{by_key[(v, n, 'forward')].seconds / by_key[(v, n, 'predict')].seconds:.2f}×"
-              for (v, n, m) in by_key if m == "forward" and (v, n, "predict") in by_key]
+    ratios = []
+    for (v, n, m), fwd in by_key.items():
+        pred = by_key.get((v, n, "predict"))
+        if m == "forward" and pred is not None:
+            ratios.append(f"- {v} {n} views: forward / predict = "
+                          f"{fwd.seconds / pred.seconds:.2f}× wall, "
+                          f"{fwd.cpu_seconds / pred.cpu_seconds:.2f}× CPU time")
     return "\n".join(lines + [""] + ratios)
 
 
@@ -241,7 +254,8 @@ def main() -> None:
             sys.exit(f"row {variant} {views} {mode} failed:\n{out.stderr[-3000:]}")
         rows.append(Row(**json.loads(line[4:])))
         r = rows[-1]
-        print(f"{r.variant} {r.views} {r.mode}: {r.seconds:.1f} s, {r.tflop:.2f} TFLOP, "
+        print(f"{r.variant} {r.views} {r.mode}: {r.seconds:.1f} s (CPU {r.cpu_seconds:.1f} s), "
+              f"{r.tflop:.2f} TFLOP, "
               f"{r.achieved_gflops:.0f} GFLOP/s (fp32 peak {r.peak_fp32_gflops:.0f}), "
               f"peak RSS {r.peak_rss_gib:.2f} GiB", flush=True)
         if args.json:
