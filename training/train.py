@@ -8,8 +8,9 @@ none on biases and 1-D parameters), linear warm-up then half-cosine decay to ``-
 of :mod:`training.loss`, the view-count recipes of :mod:`training.dataset`, checkpoints in the
 official format (``checkpoint-last.pth``, read by ``mvdust3r_blender.engine.checkpoint.load_model``).
 What is ours: step-based (not epoch-based) bookkeeping, training from scratch (no DUSt3R
-initialisation exists at these sizes), no Gaussian rendering loss yet, no gradient accumulation
-(``--batch-size`` is the effective batch).
+initialisation exists at these sizes), the Gaussian rendering loss (``--render-weight``) without
+its LPIPS term and on reference path 0 only, no gradient accumulation (``--batch-size`` is the
+effective batch).
 
 Resuming (``--resume``) restores weights, optimizer and step; the data of step s depends only on
 (seed, s), so a resumed run sees exactly the batches an uninterrupted run would have.
@@ -34,7 +35,7 @@ from mvdust3r_blender.engine.model import build_model
 
 from .checkpoints import load_training_checkpoint, save_training_checkpoint
 from .dataset import RECIPES, RecipeBatchSampler, SyntheticScenes, network_views
-from .loss import multiview_loss
+from .loss import gaussian_render_loss, multiview_loss
 
 # Network sizes. "tiny": tests and smoke runs. "small": the proposed shipped default
 # (7.18 M parameters MV-DUSt3R / 8.50 M MV-DUSt3R+: 14.4 / 17.0 MB as fp16; see README).
@@ -46,7 +47,8 @@ SIZES: dict[str, ModelConfig] = {
 }
 CHECKPOINT = "checkpoint-last.pth"
 LOG = "log.csv"
-LOG_FIELDS = ["step", "epoch", "lr", "loss", "conf_view0", "conf_others", "distance", "views", "seconds"]
+LOG_FIELDS = ["step", "epoch", "lr", "loss", "conf_view0", "conf_others", "distance", "render", "views",
+              "seconds"]
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -70,6 +72,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--min-lr", type=float, default=1e-6)
     p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
     p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--render-weight", type=float, default=0.0,
+                   help="weight of the Gaussian rendering loss (official: 1, plus LPIPS; 0: off)")
     p.add_argument("--steps-per-epoch", type=int, default=500, help="bookkeeping: 'epoch' in the checkpoint")
     p.add_argument("--save-every", type=int, default=200, help="write the checkpoint every N steps")
     p.add_argument("--stop-at", type=int, default=None,
@@ -188,14 +192,19 @@ def train(args: argparse.Namespace) -> Path:
             view1, view2s = network_views(batch)
             res1, res2s = model(view1, view2s)
             terms = multiview_loss(res1, res2s, batch)
-            if not torch.isfinite(terms.total):
-                raise FloatingPointError(f"loss is {float(terms.total.detach())} at step {step}; lower --lr")
+            total = terms.total
+            render = gaussian_render_loss(res1, res2s, batch) if args.render_weight > 0 else None
+            if render is not None:
+                total = total + args.render_weight * render
+            if not torch.isfinite(total):
+                raise FloatingPointError(f"loss is {float(total.detach())} at step {step}; lower --lr")
             optimizer.zero_grad(set_to_none=True)
-            terms.total.backward()
+            total.backward()
             optimizer.step()
             log.writerow({"step": step, "epoch": step // args.steps_per_epoch, "lr": f"{lr:.3e}",
-                          "loss": f"{float(terms.total.detach()):.6f}", "conf_view0": f"{terms.conf_view0:.6f}",
+                          "loss": f"{float(total.detach()):.6f}", "conf_view0": f"{terms.conf_view0:.6f}",
                           "conf_others": f"{terms.conf_others:.6f}", "distance": f"{terms.distance:.6f}",
+                          "render": "" if render is None else f"{float(render.detach()):.6f}",
                           "views": 1 + len(view2s), "seconds": f"{time.perf_counter() - began:.3f}"})
             log_file.flush()
             done = step + 1

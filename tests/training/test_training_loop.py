@@ -109,3 +109,12 @@ def test_learning_rate_warms_up_then_decays_to_the_floor() -> None:
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
     assert lrs[-1] == pytest.approx(1e-6, abs=1e-6)
+
+
+def test_rendering_loss_is_added_and_logged(tmp_path: Path) -> None:
+    _run(tmp_path / "off", "--steps", "1")
+    _run(tmp_path / "on", "--steps", "1", "--render-weight", "1")
+    off, on = _log(tmp_path / "off")[0], _log(tmp_path / "on")[0]
+    assert off["render"] == "" and float(on["render"]) > 0
+    # same data, same initial weights: the logged total differs exactly by the rendering term
+    assert float(on["loss"]) == pytest.approx(float(off["loss"]) + float(on["render"]), rel=1e-5)
