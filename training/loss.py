@@ -57,10 +57,10 @@ def path_ground_truth(pts3d: Tensor, cam2world: Tensor, valid: Tensor, n_ref: in
     world2ref = torch.linalg.inv(cam2world[:, :n_ref])                         # [B,R,4,4]
     pts = torch.einsum("brij,bvhwj->brvhwi", world2ref[..., :3, :3], pts3d) \
         + world2ref[:, :, None, None, None, :3, 3]                             # [B,R,V,H,W,3]
-    view_of = torch.arange(v).repeat(n_ref, 1)                                  # [R,V]
+    view_of = torch.arange(v, device=pts3d.device).repeat(n_ref, 1)             # [R,V]
     for r in range(1, n_ref):
         view_of[r, 0], view_of[r, r] = r, 0
-    path = torch.arange(n_ref)[:, None]
+    path = torch.arange(n_ref, device=pts3d.device)[:, None]
     pts = pts[:, path, view_of]                                                 # [B,R,V,H,W,3]
     mask = valid[:, view_of]                                                    # [B,R,V,H,W]
     return pts.flatten(0, 1), mask.flatten(0, 1)
@@ -140,6 +140,6 @@ def gaussian_render_loss(res1: dict[str, Tensor], res2s: list[dict[str, Tensor]]
             world2cam = torch.cat([world2cam[:3, :3], world2cam[:3, 3:] / gt_factor[i]], 1)
             image = render_gaussians(means, quats[i].reshape(-1, 4), sc, opacity[i].reshape(-1),
                                      colour[i].reshape(-1, 3), world2cam, batch["intrinsics"][i, k], h, w,
-                                     torch.ones(3, dtype=means.dtype))
+                                     torch.ones(3, dtype=means.dtype, device=means.device))
             losses.append(((image - batch["img"][i, k].permute(1, 2, 0)) ** 2).mean())
     return torch.stack(losses).mean() if losses else pred_pts.new_zeros(())

@@ -45,13 +45,14 @@ def render_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacity: Tens
     cov = rot @ torch.diag_embed(scales ** 2) @ rot.transpose(-1, -2)
     zero = torch.zeros_like(z)
     jac = torch.stack([fx / z, zero, -fx * x / z ** 2, zero, fy / z, -fy * y / z ** 2], -1).reshape(-1, 2, 3)
-    cov2 = jac @ cov @ jac.transpose(-1, -2) + eps2d * torch.eye(2, dtype=cov.dtype)
+    cov2 = jac @ cov @ jac.transpose(-1, -2) + eps2d * torch.eye(2, dtype=cov.dtype, device=cov.device)
     a, b, c = cov2[:, 0, 0], cov2[:, 0, 1], cov2[:, 1, 1]
     det = a * c - b * b
     inv_a, inv_b, inv_c = c / det, -b / det, a / det                       # Σ2⁻¹ = [[ia, ib], [ib, ic]]
 
     # contributions: Gaussian n × pixel offset k in the (2·reach+1)² window around its centre
-    offsets = torch.arange(-reach, reach + 1)
+    dev = means.device
+    offsets = torch.arange(-reach, reach + 1, device=dev)
     oy, ox = torch.meshgrid(offsets, offsets, indexing="ij")
     px = torch.floor(u).long()[:, None] + ox.reshape(1, -1)                  # [N,K]
     py = torch.floor(v).long()[:, None] + oy.reshape(1, -1)
@@ -60,24 +61,28 @@ def render_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacity: Tens
     power = -0.5 * (inv_a[:, None] * dx ** 2 + 2 * inv_b[:, None] * dx * dy + inv_c[:, None] * dy ** 2)
     alpha = (opacity[:, None] * torch.exp(power)).clamp(max=ALPHA_MAX)
     inside = (px >= 0) & (px < width) & (py >= 0) & (py < height) & (alpha >= ALPHA_MIN)
-    gauss = torch.arange(len(z))[:, None].expand_as(px)[inside]
+    gauss = torch.arange(len(z), device=dev)[:, None].expand_as(px)[inside]
     pixel = (py * width + px)[inside]
     alpha = alpha[inside]
 
     # sort by pixel, then depth (near first): one key from the pixel index and the depth rank
-    rank = torch.empty(len(z), dtype=torch.long)
-    rank[torch.argsort(z.detach())] = torch.arange(len(z))
+    rank = torch.empty(len(z), dtype=torch.long, device=dev)
+    rank[torch.argsort(z.detach())] = torch.arange(len(z), device=dev)
     order = torch.argsort(pixel * max(1, len(z)) + rank[gauss])
     pixel, gauss, alpha = pixel[order], gauss[order], alpha[order]
     log_keep = torch.log1p(-alpha)                                          # log(1 − α)
-    total = torch.cumsum(log_keep, 0)
+    # float64: the running sum over all contributions reaches −1e5 and more, where float32 would
+    # lose the few-percent differences between neighbouring pixels' segments
+    total = torch.cumsum(log_keep.double(), 0)
     first = torch.ones_like(pixel, dtype=torch.bool)
     first[1:] = pixel[1:] != pixel[:-1]
-    start = torch.cummax(torch.where(first, torch.arange(len(pixel)), torch.zeros_like(pixel)), 0).values
+    index = torch.arange(len(pixel), device=dev)
+    start = torch.cummax(torch.where(first, index, torch.zeros_like(pixel)), 0).values
     before = torch.where(start > 0, total[(start - 1).clamp(min=0)], torch.zeros_like(total))
-    transmittance = torch.exp(total - log_keep - before)                    # exclusive, within the pixel
+    transmittance = torch.exp(total - log_keep.double() - before).to(alpha.dtype)  # exclusive, in the pixel
     weight = (transmittance * alpha)[:, None] * colour[gauss]
-    image = torch.zeros(height * width, colour.shape[1], dtype=colour.dtype).index_add(0, pixel, weight)
-    seen = torch.zeros(height * width, dtype=log_keep.dtype).index_add(0, pixel, log_keep)
+    image = torch.zeros(height * width, colour.shape[1], dtype=colour.dtype, device=dev)
+    image = image.index_add(0, pixel, weight)
+    seen = torch.zeros(height * width, dtype=log_keep.dtype, device=dev).index_add(0, pixel, log_keep)
     image = image + torch.exp(seen)[:, None] * background
     return image.reshape(height, width, -1)

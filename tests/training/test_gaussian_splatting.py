@@ -94,3 +94,29 @@ def test_rendering_loss_trains_the_gaussian_heads() -> None:
         assert grads[name].grad is not None and grads[name].grad.abs().sum() > 0, name
     no_render = {**batch, "img": batch["img"][:, :3], "num_render_views": torch.zeros(2, dtype=torch.long)}
     assert float(gaussian_render_loss(res1, res2s, no_render)) == 0.0
+
+
+def test_compositing_stays_exact_with_many_gaussians() -> None:
+    """Some 10⁵ contributions sorted before the tested pixel must not blur its transmittance
+    (a float32 running sum of log-transmittance would: ≈ 1e-4 error here)."""
+    gen = torch.Generator().manual_seed(0)
+    n = 20000
+    # a crowd drawn into columns 2..8, sorted before the lone Gaussian projecting to u = 11
+    crowd = torch.cat([torch.rand(n, 2, generator=gen) * 0.6 - 0.3, torch.full((n, 1), 2.0)], -1)
+    crowd[:, 0] = -0.39 + 0.08 * torch.rand(n, generator=gen)
+    means = torch.cat([crowd, torch.tensor([[0.3, 0.0, 2.0], [0.45, 0.0, 3.0]])])   # both project to u = 11
+    opacity = torch.full((n + 2,), 0.9)
+    colour = torch.zeros(n + 2, 3)
+    colour[-2:, 0] = 1.0                                   # red pair on black: the second one's
+    image = render_gaussians(means, torch.tensor([[1.0, 0, 0, 0]]).expand(n + 2, 4),  # weight is T·α
+                             torch.full((n + 2, 3), 0.05), opacity, colour, torch.eye(4), K, 16, 16,
+                             torch.zeros(3), reach=2)
+
+    def alpha(x: float, z: float, s: float = 0.05) -> float:
+        # EWA off the axis: var_u = s²((f/z)² + (f·x/z²)²), var_v = s²(f/z)², plus eps2d = 0.1
+        var_u = s ** 2 * ((20 / z) ** 2 + (20 * x / z ** 2) ** 2) + 0.1
+        var_v = s ** 2 * (20 / z) ** 2 + 0.1
+        return 0.9 * math.exp(-0.5 * ((11.5 - 11.0) ** 2 / var_u + 0.25 / var_v))  # pixel (7, 11)
+
+    expected = alpha(0.3, 2.0) + (1 - alpha(0.3, 2.0)) * alpha(0.45, 3.0)
+    assert float(image[7, 11, 0]) == pytest.approx(expected, abs=1e-6)
