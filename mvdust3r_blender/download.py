@@ -20,20 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from .errors import UserError
+
 CHUNK = 1 << 20
 USER_AGENT = "mvdust3r-blender"
 
 
-class DownloadError(Exception):
+class DownloadError(UserError):
     """A download failed; `message` names the URL or file and the problem, `hint` what to do."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
 class DownloadCancelled(DownloadError):

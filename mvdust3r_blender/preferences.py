@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import bpy
 
 from .engine import registry
+from .errors import UserError
 from .runtime import TORCH_BACKENDS, env_python
 
 if TYPE_CHECKING:
@@ -27,16 +28,8 @@ _BACKEND_ITEMS = [(b, _BACKEND_LABELS[b], f"Install the '{b}' build of PyTorch")
 _LICENCE_LABEL = f"I accept the model licence ({registry.LICENCE}, non-commercial use only)"
 
 
-class SetupError(Exception):
+class SetupError(UserError):
     """Something the user has to set up first; `message` says what is missing, `hint` how to fix it."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
 def _checkpoint_items(self: Any, context: Any) -> list[tuple[str, str, str]]:

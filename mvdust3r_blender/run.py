@@ -22,6 +22,7 @@ from typing import Any, Optional
 import bpy
 
 from . import preferences
+from .errors import UserError
 from .preferences import SetupError
 from .protocol import ErrorEvent, Event, HelloEvent, ProgressEvent, ResultEvent
 from .runtime import subprocess_env
@@ -32,16 +33,8 @@ CANCEL_GRACE = 15.0  # seconds a cancelled run may take to stop before its worke
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class RunError(Exception):
+class RunError(UserError):
     """Photos or options that cannot be reconstructed; `message` names the input, `hint` the fix."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
 class WorkerSession:

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Mapping, Optional, Sequence
 
+from .errors import UserError
+
 # What the worker imports (engine/): torch plus the image and checkpoint libraries.
 WORKER_REQUIREMENTS: tuple[str, ...] = (
     "torch", "numpy>=1.26", "pillow>=10", "opencv-python-headless>=4.8", "safetensors>=0.4",
@@ -64,17 +66,13 @@ print("MVDUST3R_PROBE " + json.dumps(info), flush=True)
 """
 
 
-class RuntimeSetupError(Exception):
-    """The runtime cannot be made or used; `message` names what failed, `hint` what to do."""
+class RuntimeSetupError(UserError):
+    """The runtime cannot be made or used; `message` names what failed, `hint` what to do, and
+    `log_tail` holds the installer's last lines."""
 
     def __init__(self, message: str, hint: str = "", log_tail: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
+        super().__init__(message, hint)
         self.log_tail = tuple(log_tail)
-
-    def __str__(self) -> str:
-        return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable, Mapping, Optional
 
+from .errors import UserError
 from .protocol import (FINAL_EVENTS, PROTOCOL_VERSION, CancelRequest, ErrorEvent, Event, HelloRequest,
                        LoadRequest, ProtocolError, ReadyEvent, ReconstructRequest, ReleaseRequest, Request,
                        ShutdownRequest, decode_event, encode)
@@ -37,15 +38,13 @@ WORKER_MODULE = f"{PACKAGE_DIR.name}.engine.worker"
 EXIT_TAIL_LINES = 12  # stderr lines quoted in a worker_exited error
 
 
-class WorkerError(RuntimeError):
+class WorkerError(UserError):
     """A request failed in the worker, or the worker is gone. Carries the error event's fields."""
 
     def __init__(self, event: ErrorEvent) -> None:
-        super().__init__(f"{event.message} ({event.hint})" if event.hint else event.message)
+        super().__init__(event.message, event.hint)
         self.event = event
         self.code = event.code
-        self.message = event.message
-        self.hint = event.hint
 
 
 class WorkerClient:

@@ -5,19 +5,13 @@ the worker turns them into ``error`` events (code, message, hint). Standard libr
 """
 from __future__ import annotations
 
+from ..errors import UserError
 
-class EngineError(Exception):
+
+class EngineError(UserError):
     """Base class: `message` names the input and the problem; `hint` says what to do about it."""
 
     code = "engine"
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
 class CheckpointError(EngineError):
