@@ -17,7 +17,8 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
-from .nodes import new_geometry_group, new_node_material, named_attribute, set_modifier_input
+from .nodes import (new_geometry_group, new_node_material, named_attribute, set_modifier_input,
+                    thresholded_points)
 from .points import COLOR_ATTRIBUTE, new_points_mesh
 
 MODIFIER = "MV-DUSt3R Gaussians"
@@ -103,16 +104,7 @@ def gaussians_node_group(name: str, material: bpy.types.Material) -> bpy.types.G
     group_in.location = (-1000, 0)
     group_out = nodes.new("NodeGroupOutput")
     group_out.location = (800, 0)
-    to_points = nodes.new("GeometryNodeMeshToPoints")
-    to_points.location = (-700, 200)
-    opacity = named_attribute(nodes, "opacity", "FLOAT", (-700, -50))
-    below = nodes.new("FunctionNodeCompare")
-    setattr(below, "data_type", "FLOAT")
-    setattr(below, "operation", "LESS_THAN")
-    below.location = (-500, -50)
-    delete = nodes.new("GeometryNodeDeleteGeometry")
-    setattr(delete, "domain", "POINT")
-    delete.location = (-300, 200)
+    _, delete = thresholded_points(group, group_in, "opacity", OPACITY_THRESHOLD, -800, 200)
     sphere = nodes.new("GeometryNodeMeshIcoSphere")
     sphere.inputs["Radius"].default_value = 1.0  # type: ignore[attr-defined]
     sphere.inputs["Subdivisions"].default_value = 2  # type: ignore[attr-defined]
@@ -134,11 +126,6 @@ def gaussians_node_group(name: str, material: bpy.types.Material) -> bpy.types.G
     setattr(store, "domain", "INSTANCE")
     store.inputs["Name"].default_value = SIGMAS_ATTRIBUTE  # type: ignore[attr-defined]
     store.location = (400, 200)
-    links.new(group_in.outputs["Geometry"], to_points.inputs["Mesh"])
-    links.new(opacity.outputs["Attribute"], below.inputs["A"])
-    links.new(group_in.outputs[OPACITY_THRESHOLD], below.inputs["B"])
-    links.new(to_points.outputs["Points"], delete.inputs["Geometry"])
-    links.new(below.outputs["Result"], delete.inputs["Selection"])
     links.new(sphere.outputs["Mesh"], smooth.inputs[0])
     links.new(smooth.outputs[0], set_material.inputs["Geometry"])
     links.new(scale.outputs["Attribute"], scaled.inputs[0])

@@ -63,3 +63,28 @@ def new_node_material(name: str) -> tuple[bpy.types.Material, bpy.types.Nodes, b
     output = tree.nodes.new("ShaderNodeOutputMaterial")
     output.location = (600, 0)
     return material, tree.nodes, tree.links
+
+
+def thresholded_points(group: bpy.types.GeometryNodeTree, group_in: bpy.types.Node, attribute: str,
+                       threshold_input: str, x: float, y: float) -> tuple[bpy.types.Node, bpy.types.Node]:
+    """Mesh from `group_in` → points, minus those whose FLOAT `attribute` is below the group input
+    `threshold_input` (a live filter). Returns (Mesh to Points, Delete Geometry): the first takes a
+    radius, the second outputs the kept points.
+    Nodes are laid out to the right of (`x`, `y`); the caller wires the rest (radius, instancing)."""
+    nodes, links = group.nodes, group.links
+    to_points = nodes.new("GeometryNodeMeshToPoints")
+    to_points.location = (x, y)
+    value = named_attribute(nodes, attribute, "FLOAT", (x, y - 250))
+    below = nodes.new("FunctionNodeCompare")
+    setattr(below, "data_type", "FLOAT")
+    setattr(below, "operation", "LESS_THAN")
+    below.location = (x + 250, y - 250)
+    delete = nodes.new("GeometryNodeDeleteGeometry")
+    setattr(delete, "domain", "POINT")
+    delete.location = (x + 500, y)
+    links.new(group_in.outputs["Geometry"], to_points.inputs["Mesh"])
+    links.new(value.outputs["Attribute"], below.inputs["A"])
+    links.new(group_in.outputs[threshold_input], below.inputs["B"])
+    links.new(to_points.outputs["Points"], delete.inputs["Geometry"])
+    links.new(below.outputs["Result"], delete.inputs["Selection"])
+    return to_points, delete

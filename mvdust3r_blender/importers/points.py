@@ -10,7 +10,7 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
-from .nodes import new_geometry_group, new_node_material, named_attribute, set_modifier_input
+from .nodes import new_geometry_group, new_node_material, set_modifier_input, thresholded_points
 
 MODIFIER = "MV-DUSt3R Points"
 THRESHOLD = "Confidence Threshold"
@@ -62,25 +62,11 @@ def points_node_group(name: str, material: bpy.types.Material) -> bpy.types.Geom
     group_in.location = (-800, 0)
     group_out = nodes.new("NodeGroupOutput")
     group_out.location = (600, 0)
-    to_points = nodes.new("GeometryNodeMeshToPoints")
-    to_points.location = (-500, 100)
-    confidence = named_attribute(nodes, "confidence", "FLOAT", (-500, -150))
-    below = nodes.new("FunctionNodeCompare")
-    setattr(below, "data_type", "FLOAT")
-    setattr(below, "operation", "LESS_THAN")
-    below.location = (-250, -150)
-    delete = nodes.new("GeometryNodeDeleteGeometry")
-    setattr(delete, "domain", "POINT")
-    delete.location = (0, 100)
+    to_points, delete = thresholded_points(group, group_in, "confidence", THRESHOLD, -500, 100)
     set_material = nodes.new("GeometryNodeSetMaterial")
     set_material.inputs["Material"].default_value = material  # type: ignore[attr-defined]
     set_material.location = (300, 100)
-    links.new(group_in.outputs["Geometry"], to_points.inputs["Mesh"])
     links.new(group_in.outputs[RADIUS], to_points.inputs["Radius"])
-    links.new(confidence.outputs["Attribute"], below.inputs["A"])
-    links.new(group_in.outputs[THRESHOLD], below.inputs["B"])
-    links.new(to_points.outputs["Points"], delete.inputs["Geometry"])
-    links.new(below.outputs["Result"], delete.inputs["Selection"])
     links.new(delete.outputs["Geometry"], set_material.inputs["Geometry"])
     links.new(set_material.outputs["Geometry"], group_out.inputs["Geometry"])
     return group
