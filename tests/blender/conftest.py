@@ -33,9 +33,7 @@ os.environ["BLENDER_USER_RESOURCES"] = _USER_RESOURCES
 atexit.register(shutil.rmtree, _USER_RESOURCES, True)
 
 import bpy  # noqa: E402  (must come after BLENDER_USER_RESOURCES)
-
-ROOT = Path(__file__).resolve().parents[2]
-PACKAGE = "bl_ext.user_default.mvdust3r_blender"
+from installed import PACKAGE, ROOT
 
 
 def _load_build_script() -> ModuleType:

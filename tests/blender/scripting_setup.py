@@ -1,27 +1,12 @@
-"""What the scripting tests share: scene folders made from the shipped sample photos, a broken
-scene, and the worker settings (the test runtime, the tiny golden checkpoint with random weights)."""
+"""What the scripting tests share: scene folders made from the shipped sample photos, and a broken scene."""
 from __future__ import annotations
 
-import importlib
-import os
 import shutil
 from pathlib import Path
-from types import ModuleType
 
-ROOT = Path(__file__).resolve().parents[2]
-PACKAGE = "bl_ext.user_default.mvdust3r_blender"
+from installed import ROOT
+
 SAMPLES = ROOT / "samples" / "room"
-
-
-def module(name: str) -> ModuleType:
-    """A module of the INSTALLED extension."""
-    return importlib.import_module(f"{PACKAGE}.{name}")
-
-
-def worker_python() -> str:
-    python = os.environ.get("MVDUST3R_WORKER_PYTHON", str(ROOT / ".venv" / "bin" / "python"))
-    assert Path(python).is_file(), f"the worker Python {python} is missing: run `python build.py setup`"
-    return python
 
 
 def scene_folder(folder: Path, views: int = 3, first: int = 0) -> Path:

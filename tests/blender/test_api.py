@@ -9,7 +9,8 @@ from typing import Any, Iterator
 import bpy
 import pytest
 
-from scripting_setup import PACKAGE, module, scene_folder, worker_python
+from installed import PACKAGE, module, worker_python
+from scripting_setup import scene_folder
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator
@@ -13,7 +12,8 @@ from typing import Any, Iterator
 import bpy
 import pytest
 
-from scripting_setup import broken_scene, module, scene_folder, worker_python
+from installed import module, worker_python
+from scripting_setup import broken_scene, scene_folder
 
 
 @pytest.fixture

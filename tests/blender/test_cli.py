@@ -11,7 +11,8 @@ from typing import Any, Iterator
 import bpy
 import pytest
 
-from scripting_setup import PACKAGE, broken_scene, module, scene_folder, worker_python
+from installed import PACKAGE, module, worker_python
+from scripting_setup import broken_scene, scene_folder
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripting_setup import ROOT, module, worker_python
+from installed import ROOT, module, worker_python
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,7 @@ from types import ModuleType
 import bpy
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-PACKAGE = "bl_ext.user_default.mvdust3r_blender"
+from installed import PACKAGE, ROOT
 
 
 def test_zip_holds_the_package_at_top_level(extension_zip: Path) -> None:
@@ -84,7 +82,6 @@ def test_operators_that_change_data_are_undoable(ext: ModuleType) -> None:
     """Undo cannot run headless (ed.undo's poll needs a window), so check the operators declare it."""
     assert {"REGISTER", "UNDO", "PRESET"} <= set(bpy.types.IMPORT_SCENE_OT_mvdust3r_bundle.bl_options)
     assert {"REGISTER", "UNDO"} <= set(bpy.types.MVDUST3R_BLENDER_OT_set_render_camera.bl_options)
-
 
 
 def test_build_fails_on_an_invalid_manifest(tmp_path: Path) -> None:

@@ -2,47 +2,15 @@
 failed, done), the photo-list operators, and the drop-on-viewport file handler."""
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
-from typing import Any
 
 import bpy
 import pytest
 from PIL import Image
-
-PACKAGE = "bl_ext.user_default.mvdust3r_blender"
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class RecordingLayout:
-    """Stands in for UILayout: records every call (shared log) and attribute set, returns children."""
-
-    def __init__(self, log: list[tuple[str, tuple[Any, ...], dict[str, Any]]] | None = None) -> None:
-        object.__setattr__(self, "log", [] if log is None else log)
-
-    def __getattr__(self, name: str) -> Any:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.log.append((name, args, kwargs))
-            return RecordingLayout(self.log)
-        return call
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        self.log.append((f"set {name}", (value,), {}))
-
-    def labels(self) -> list[str]:
-        return [kw.get("text", "") for name, _, kw in self.log if name == "label"]
-
-    def operators(self) -> list[str]:
-        return [args[0] for name, args, _ in self.log if name == "operator"]
-
-    def props(self) -> list[str]:
-        return [args[1] for name, args, _ in self.log if name == "prop"]
-
-
-def module(name: str) -> ModuleType:
-    return importlib.import_module(f"{PACKAGE}.{name}")
+from installed import PACKAGE, ROOT, module
+from recording_layout import RecordingLayout
 
 
 def draw(panel_name: str) -> RecordingLayout:

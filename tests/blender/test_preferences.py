@@ -4,7 +4,6 @@ Python, and the model download through the operator against a local HTTP server.
 from __future__ import annotations
 
 import http.server
-import importlib
 import os
 import sys
 import threading
@@ -15,43 +14,14 @@ from typing import Any, Iterator
 
 import bpy
 import pytest
+from installed import PACKAGE, module
+from recording_layout import RecordingLayout
 
-PACKAGE = "bl_ext.user_default.mvdust3r_blender"
-ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT_BYTES = os.urandom(300_000)
-
-
-def module(name: str) -> ModuleType:
-    return importlib.import_module(f"{PACKAGE}.{name}")
 
 
 def prefs() -> Any:
     return bpy.context.preferences.addons[PACKAGE].preferences
-
-
-class RecordingLayout:
-    """Stands in for UILayout: records calls and attribute sets in one shared log."""
-
-    def __init__(self, log: list[tuple[str, tuple[Any, ...], dict[str, Any]]] | None = None) -> None:
-        object.__setattr__(self, "log", [] if log is None else log)
-
-    def __getattr__(self, name: str) -> Any:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.log.append((name, args, kwargs))
-            return RecordingLayout(self.log)
-        return call
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        self.log.append((f"set {name}", (value,), {}))
-
-    def labels(self) -> list[str]:
-        return [kw.get("text", "") for name, _, kw in self.log if name == "label"]
-
-    def operators(self) -> list[tuple[str, str]]:
-        return [(args[0], kw.get("text", "")) for name, args, kw in self.log if name == "operator"]
-
-    def props(self) -> list[str]:
-        return [args[1] for name, args, _ in self.log if name == "prop"]
 
 
 class PrefsView:
@@ -115,8 +85,8 @@ def test_draw_first_start_offline(ext: ModuleType) -> None:
     layout = draw_prefs()
     labels = layout.labels()
     assert any(t.startswith("Environment: ") and t.endswith("runtime") for t in labels)
-    assert ("mvdust3r_blender.create_runtime", "Create Environment") in layout.operators()
-    assert ("mvdust3r_blender.check_runtime", "Check") in layout.operators()
+    assert ("mvdust3r_blender.create_runtime", "Create Environment") in layout.buttons()
+    assert ("mvdust3r_blender.check_runtime", "Check") in layout.buttons()
     assert any("Online access is off" in t for t in labels)
     assert "licence_accepted" in layout.props() and "torch_backend" in layout.props()
     download = [i for i, (name, _, _) in enumerate(layout.log) if name == "operator"
@@ -129,7 +99,7 @@ def test_draw_existing_python_and_local_checkpoint(ext: ModuleType) -> None:
     p.runtime_mode, p.checkpoint, p.runtime_summary = "EXISTING", "LOCAL", "torch 2.13.0 · cpu · Python 3.11.7"
     layout = draw_prefs()
     assert {"python_path", "checkpoint_path", "device"} <= set(layout.props())
-    assert not any(op == "mvdust3r_blender.create_runtime" for op, _ in layout.operators())
+    assert not any(op == "mvdust3r_blender.create_runtime" for op, _ in layout.buttons())
     assert "torch 2.13.0 · cpu · Python 3.11.7" in layout.labels()
     p.python_path = "/another/python"  # another runtime: the old check no longer applies
     assert p.runtime_summary == ""
@@ -156,7 +126,7 @@ def test_create_runtime_failure_is_shown_with_command_output_and_retry(ext: Modu
     with pytest.raises(module("preferences").SetupError, match="runtime is not set up"):
         module("preferences").worker_python(prefs())  # a half-made environment is not used
     layout = draw_prefs()
-    assert ("mvdust3r_blender.create_runtime", "Retry") in layout.operators()
+    assert ("mvdust3r_blender.create_runtime", "Retry") in layout.buttons()
     labels = layout.labels()
     assert any(t.startswith("$ ") and "pip install" in t for t in labels)
     assert any("no PyTorch build matches" in t for t in labels)
@@ -229,7 +199,7 @@ def test_draw_while_installing_and_downloading(ext: ModuleType) -> None:
     labels = layout.labels()
     assert "Install PyTorch and the worker's libraries" in labels and "$ uv pip install torch" in labels
     assert "Downloading torch" in labels and "Download: 0.70 GB of 2.80 GB" in labels
-    operators = layout.operators()
+    operators = layout.buttons()
     assert ("mvdust3r_blender.cancel_setup", "Stop") in operators
     assert ("mvdust3r_blender.cancel_setup", "Stop Download") in operators
     progress = [kw for name, _, kw in layout.log if name == "progress"]

@@ -4,7 +4,6 @@ driven by hand (timers never fire in module mode) until the result is a new coll
 killed worker and bad photos leave the scene exactly as it was."""
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import time
@@ -16,19 +15,7 @@ import bpy
 import numpy as np
 import pytest
 from PIL import Image
-
-PACKAGE = "bl_ext.user_default.mvdust3r_blender"
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def module(name: str) -> ModuleType:
-    return importlib.import_module(f"{PACKAGE}.{name}")
-
-
-def worker_python() -> str:
-    python = os.environ.get("MVDUST3R_WORKER_PYTHON", str(ROOT / ".venv" / "bin" / "python"))
-    assert Path(python).is_file(), f"the worker Python {python} is missing: run `python build.py setup`"
-    return python
+from installed import PACKAGE, module, worker_python
 
 
 @pytest.fixture
@@ -203,7 +190,6 @@ def test_runtime_check_reports_torch_and_devices(configured: Any) -> None:
     setup = bpy.context.window_manager.mvdust3r_setup
     assert setup.check_state == "DONE", setup.check_message
     assert configured.runtime_summary.startswith("torch 2.") and "cpu" in configured.runtime_summary
-
 
 
 def test_invoke_without_a_modal_loop_falls_back_to_the_timer(configured: Any, tmp_path: Path) -> None:

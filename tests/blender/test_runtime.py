@@ -18,21 +18,13 @@ import importlib
 from types import ModuleType
 
 import pytest
-
-
-ROOT = Path(__file__).resolve().parents[2]
+from installed import worker_python
 
 
 @pytest.fixture
 def runtime(ext: ModuleType) -> ModuleType:
     """The installed extension's runtime module (what Blender runs)."""
     return importlib.import_module(f"{ext.__name__}.runtime")
-
-
-def worker_python() -> str:
-    python = os.environ.get("MVDUST3R_WORKER_PYTHON", str(ROOT / ".venv" / "bin" / "python"))
-    assert Path(python).is_file(), f"the worker Python {python} is missing: run `python build.py setup`"
-    return python
 
 
 def make_wheel(folder: Path, name: str = "mvd_probe_pkg", version: str = "1.0") -> Path:

@@ -16,7 +16,8 @@ from typing import Any, Iterator
 import bpy
 import pytest
 
-from scripting_setup import PACKAGE, ROOT, module, scene_folder, worker_python
+from installed import PACKAGE, ROOT, module, worker_python
+from scripting_setup import scene_folder
 
 DOC = ROOT / "docs" / "scripting.md"
 

@@ -1,0 +1,24 @@
+"""What Blender tests share about the extension under test: its installed package name, the repo
+root, its modules, and the worker Python (the test runtime with torch). No bpy import here, so the
+conftest can use it before ``BLENDER_USER_RESOURCES`` is set."""
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = "bl_ext.user_default.mvdust3r_blender"
+
+
+def module(name: str) -> ModuleType:
+    """A module of the INSTALLED extension (not the source tree)."""
+    return importlib.import_module(f"{PACKAGE}.{name}")
+
+
+def worker_python() -> str:
+    """``$MVDUST3R_WORKER_PYTHON`` (set by build.py) or the repo's engine venv; fails loudly if missing."""
+    python = os.environ.get("MVDUST3R_WORKER_PYTHON", str(ROOT / ".venv" / "bin" / "python"))
+    assert Path(python).is_file(), f"the worker Python {python} is missing: run `python build.py setup`"
+    return python
