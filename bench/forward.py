@@ -134,8 +134,9 @@ def run_row(variant: str, views: int, mode: str, threads: int, layers: int | Non
     with torch.device("meta"):
         meta_model = build_model(cfg).eval()
     counter = FlopCounterMode(display=False)
-    with counter:
-        call(meta_model, torch.empty(views, 3, 224, 224, device="meta"), mode)
+    with counter:   # bf16 modes do the fp32 mode's operations (autocast has no meta device)
+        call(meta_model, torch.empty(views, 3, 224, 224, device="meta"),
+             "predict" if "bf16" in mode else mode)
     flops = counter.get_total_flops()
     del meta_model, counter
 

@@ -254,7 +254,8 @@ class MultiViewModel(nn.Module):
         Equals ``forward``'s path 0 in eval mode (batch index 0 for MV-DUSt3R+), views in input
         order. Only path 0's heads run; all reference paths still go through the decoder (they
         fuse). ``view_chunk`` views at a time go through the encoder and heads (and bound the
-        attention mask), so memory grows linearly with N; the result does not depend on it.
+        attention mask), so memory grows linearly with N; results agree across chunk sizes up to
+        float rounding.
         Opt-in approximations, never defaults: ``precision="bf16"`` (bfloat16 autocast on the
         whole network), ``precision="bf16-skip-cnn"`` (only the point head's skip CNN in
         bfloat16: its output is scaled by 1e-4, so outputs stay within float32 parity
