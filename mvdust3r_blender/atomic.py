@@ -23,9 +23,9 @@ def sibling(path: Path, suffix: str) -> Path:
 
 @contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
-    """Yield a new empty temporary path beside `path`; on success it replaces `path`, on failure
-    it is removed and `path` is left as it was."""
-    tmp = sibling(path, ".part")
+    """Yield a new empty temporary path beside `path` (ending in the same suffix, for writers that
+    look at it); on success it replaces `path`, on failure it is removed and `path` is left as it was."""
+    tmp = sibling(path, ".part" + path.suffix)
     tmp.open("xb").close()
     try:
         yield tmp

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Optional, TextIO, Union
 
 from .engine.exports import FORMATS
-from .reconstruction import (PathLike, PhotoSource, WorkerSettings, export, fresh_file, photo_list, reconstruct,
+from .reconstruction import (PathLike, PhotoSource, WorkerSettings, fresh_file, photo_list, reconstruct,
                              save_blend, show_through_first_camera)
 
 RECORD_VERSION = 1
@@ -221,11 +221,11 @@ def _run_scene(outcome: SceneOutcome, photos: list[str], settings: WorkerSetting
         flags = {} if importing else {"import_points": False, "import_cameras": False, "import_gaussians": False}
         result = reconstruct(photos, settings.checkpoint, device=settings.device, python=settings.python,
                              output=work / "bundle.npz", timeout=timeout, on_progress=on_progress,
+                             exports=formats, export_dir=folder / outcome.name, min_conf=min_conf,
                              **{"name": outcome.name, **options, **flags})
         outcome.views, outcome.points = result.views, result.points
         outcome.worker_pid, outcome.model_reused = result.worker_pid, result.model_reused
-        if formats:
-            outcome.outputs.update(export(result, formats, folder / outcome.name, min_conf=min_conf))
+        outcome.outputs.update(result.exports)
         if blend:
             show_through_first_camera(result)
             outcome.outputs["blend"] = save_blend(folder / f"{outcome.name}.blend")

@@ -22,7 +22,7 @@ import bpy
 from . import run
 from .batch import reconstruct_many, stage_printer
 from .engine.exports import FORMATS
-from .reconstruction import WORKER_PYTHON_ENV, export, fresh_file, reconstruct, save_blend, show_through_first_camera
+from .reconstruction import WORKER_PYTHON_ENV, fresh_file, reconstruct, save_blend, show_through_first_camera
 
 PROG = "blender -b -c mvdust3r"
 
@@ -97,11 +97,10 @@ def _reconstruct_one(args: argparse.Namespace, settings: dict[str, Any], flags: 
     photos: Any = args.photos[0] if len(args.photos) == 1 else args.photos  # one argument: a folder
     fresh_file()
     result = reconstruct(photos, timeout=args.timeout, on_progress=stage_printer(_say, ""), name=out.stem,
-                         **settings, **flags)
-    if args.export:
-        folder = Path(args.export_dir) if args.export_dir else out.with_suffix("")
-        for fmt, path in export(result, args.export, folder, min_conf=args.min_conf).items():
-            _say(f"{fmt}: {path}")
+                         exports=args.export, export_dir=Path(args.export_dir) if args.export_dir else out.with_suffix(""),
+                         min_conf=args.min_conf, **settings, **flags)
+    for fmt, path in result.exports.items():
+        _say(f"{fmt}: {path}")
     show_through_first_camera(result)
     saved = save_blend(out)
     _say(f"{result.views} views, {result.points} points in {result.timings.get('total', 0.0):.1f} s → {saved}")

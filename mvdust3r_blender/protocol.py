@@ -75,7 +75,10 @@ class ReconstructRequest(Request):
 
     ``options`` are fields of the engine's ``ReconstructOptions`` by name. When ``checkpoint`` is
     given the model is loaded first as by :class:`LoadRequest` (reused when unchanged); otherwise
-    a model must already be loaded.
+    a model must already be loaded. ``exports`` (format names: ply, gaussians, colmap, glb) are
+    written into ``export_dir`` by the worker itself, which has the libraries some formats need
+    (the COLMAP export re-saves EXIF-rotated photos upright); ``export_min_conf`` overrides the
+    default confidence cut. Format names are checked before the reconstruction starts.
     """
 
     type: ClassVar[str] = "reconstruct"
@@ -85,6 +88,9 @@ class ReconstructRequest(Request):
     checkpoint: Optional[str] = None
     device: str = "auto"
     dtype: Optional[str] = None
+    exports: list[str] = field(default_factory=list)
+    export_dir: Optional[str] = None
+    export_min_conf: Optional[float] = None
 
 
 @dataclass(kw_only=True)
@@ -197,6 +203,7 @@ class ResultEvent(Event):
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, plus "total"
     model_reused: bool = False                             # no checkpoint was loaded for this request
     loads: int = 0
+    exports: dict[str, str] = field(default_factory=dict)  # format -> file or folder written
 
 
 @dataclass(kw_only=True)

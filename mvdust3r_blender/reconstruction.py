@@ -16,13 +16,14 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import bpy
 
 from . import preferences, run
+from .atomic import atomic_file
 from .bundle import Bundle, read_bundle
 from .engine.exports import export as export_bundle
 from .import_options import ImportOptions
@@ -101,6 +102,7 @@ class Result:
     worker_pid: Optional[int] = None  # the worker process that computed it
     model_reused: bool = False        # the checkpoint was already loaded in the worker
     loads: int = 0                    # checkpoints the worker had loaded after this request
+    exports: dict[str, Path] = field(default_factory=dict)  # format -> what the worker wrote
 
     @property
     def collection(self) -> Optional[bpy.types.Collection]:
@@ -120,7 +122,8 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
                 reference_view: Optional[int] = None, import_points: bool = True, import_cameras: bool = True,
                 import_gaussians: bool = True, scene: Optional[bpy.types.Scene] = None,
                 timeout: Optional[float] = None, on_progress: Optional[ProgressCallback] = None,
-                **import_options: Any) -> Result:
+                exports: Sequence[str] = (), export_dir: Optional[PathLike] = None,
+                min_conf: Optional[float] = None, **import_options: Any) -> Result:
     """Reconstruct `photos` (a folder or a list) and import the result into a new collection; blocks.
 
     `checkpoint`, `device` (``auto``, ``cuda``, ``mps``, ``cpu``) and `python` (the worker's
@@ -130,7 +133,9 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
     `import_*` choose what is created (all False: nothing is imported); the other keywords are
     :class:`~.import_options.ImportOptions` fields (``axes``, ``confidence_drop``, ``name``, ...).
     `scene` defaults to the context's. `timeout` (seconds) cancels a request that takes longer.
-    Ctrl-C cancels the request in the worker too.
+    Ctrl-C cancels the request in the worker too. `exports` (``ply``, ``gaussians``, ``colmap``,
+    ``glb``) are written by the worker into `export_dir` (default: beside the bundle), confidence cut
+    `min_conf` (default: the official 3 % quantile); ``Result.exports`` lists them.
     """
     paths = photo_list(photos)
     options = ImportOptions.from_keywords(points=import_points, cameras=import_cameras,
@@ -150,7 +155,9 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
 
     client = run.SESSION.ensure(settings.python, preferences.user_dir() / "worker.log")
     request_id = client.reconstruct([*paths], bundle_path, engine_options, checkpoint=settings.checkpoint,
-                                    device=settings.device)
+                                    device=settings.device, exports=exports,
+                                    export_dir=(export_dir if export_dir is not None else bundle_path.parent)
+                                    if exports else None, export_min_conf=min_conf)
 
     def follow(event: Event) -> None:
         if on_progress is not None and isinstance(event, ProgressEvent):
@@ -165,7 +172,8 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
     assert isinstance(final, ResultEvent)
     result = Result(bundle_path=Path(final.bundle), photos=paths, views=final.views, points=final.points,
                     timings=dict(final.timings), imported=None, worker_pid=client.pid,
-                    model_reused=final.model_reused, loads=final.loads)
+                    model_reused=final.model_reused, loads=final.loads,
+                    exports={name: Path(path) for name, path in final.exports.items()})
     if importing:
         assert target is not None
         started = time.perf_counter()
@@ -207,18 +215,15 @@ def show_through_first_camera(result: Result) -> None:
 
 
 def save_blend(path: PathLike) -> Path:
-    """Save the open file as a copy at `path`, atomically: written under a temporary name in the
-    same folder, then renamed, so a crash never leaves a half-written file at `path`."""
+    """Save the open file as a copy at `path`, atomically (a crash never leaves half a file there
+    for a resumed batch to mistake for a finished scene)."""
     final = Path(path).absolute()
     final.parent.mkdir(parents=True, exist_ok=True)
-    partial = final.with_name(f".{final.stem}.partial-{os.getpid()}.blend")
-    try:
+    with atomic_file(final) as partial:
+        partial.unlink()  # else Blender keeps the empty placeholder as a '.blend1' backup
         result = bpy.ops.wm.save_as_mainfile(filepath=str(partial), copy=True, check_existing=False)
-        if result != {"FINISHED"} or not partial.is_file():
+        if result != {"FINISHED"}:
             raise OSError(f"Blender could not write '{partial}'")
-        os.replace(partial, final)
-    finally:
-        partial.unlink(missing_ok=True)
     return final
 
 

@@ -26,7 +26,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Callable, Mapping, Optional
+from typing import IO, Any, Callable, Mapping, Optional, Sequence
 
 from .errors import UserError
 from .protocol import (FINAL_EVENTS, PROTOCOL_VERSION, CancelRequest, ErrorEvent, Event, HelloRequest,
@@ -176,12 +176,17 @@ class WorkerClient:
 
     def reconstruct(self, photos: list[str | os.PathLike[str]], output: str | os.PathLike[str],
                     options: Optional[dict[str, Any]] = None, *, checkpoint: Optional[str | os.PathLike[str]] = None,
-                    device: str = "auto", dtype: Optional[str] = None) -> str:
-        """Reconstruct `photos` into the bundle `output`; with `checkpoint`, load it first if needed."""
+                    device: str = "auto", dtype: Optional[str] = None, exports: Sequence[str] = (),
+                    export_dir: Optional[str | os.PathLike[str]] = None,
+                    export_min_conf: Optional[float] = None) -> str:
+        """Reconstruct `photos` into the bundle `output`; with `checkpoint`, load it first if needed.
+        `exports` (ply, gaussians, colmap, glb) are written by the worker into `export_dir`."""
         return self.send(ReconstructRequest(
             photos=[str(Path(p).absolute()) for p in photos], output=str(Path(output).absolute()),
             options=dict(options or {}), checkpoint=str(checkpoint) if checkpoint is not None else None,
-            device=device, dtype=dtype))
+            device=device, dtype=dtype, exports=list(exports),
+            export_dir=str(Path(export_dir).absolute()) if export_dir is not None else None,
+            export_min_conf=export_min_conf))
 
     def cancel(self, target: Optional[str] = None) -> str:
         """Cancel request `target` (or everything pending when None)."""

@@ -291,6 +291,7 @@ class Worker:
 
     def _reconstruct(self, request: ReconstructRequest, job: _Job) -> Event:
         from ..bundle import write_bundle
+        from .exports import export
         from .pipeline import ReconstructOptions, reconstruct
 
         started = time.perf_counter()
@@ -299,6 +300,7 @@ class Worker:
         if not output.is_absolute():
             raise BadRequest(f"output path {request.output!r} is not absolute",
                              "give the bundle's full path (the worker's working directory is arbitrary)")
+        export_dir = _export_dir(request, options.gaussians)
         progress = self._progress(job)
         reused = True
         if request.checkpoint is not None:
@@ -314,14 +316,39 @@ class Worker:
         except OSError as exc:
             raise InputError(f"cannot write the bundle {output}: {exc.strerror or exc}",
                              "choose an output file in a folder you can write to, with free space") from exc
-        done = time.perf_counter()
         timings = {str(k): float(v) for k, v in dict(bundle.meta.get("timings", {})).items()
                    if isinstance(v, (int, float))}
-        timings.update(write=round(done - written, 4), total=round(done - started, 4))
+        timings["write"] = round(time.perf_counter() - written, 4)
+        exported: dict[str, str] = {}
+        if export_dir is not None:
+            progress("export", 0.0)
+            exporting = time.perf_counter()
+            exported = {name: str(path) for name, path in
+                        export(bundle, request.exports, export_dir, min_conf=request.export_min_conf).items()}
+            timings["export"] = round(time.perf_counter() - exporting, 4)
+            progress("export", 1.0)
+        timings["total"] = round(time.perf_counter() - started, 4)
         return ResultEvent(id=request.id, bundle=str(output), views=bundle.num_views,
                            points=int(bundle.pts3d.shape[0] * bundle.pts3d.shape[1] * bundle.pts3d.shape[2]),
                            gaussians=bundle.has_gaussians, timings=timings, model_reused=reused,
-                           loads=self.loads)
+                           loads=self.loads, exports=exported)
+
+
+def _export_dir(request: ReconstructRequest, gaussians: bool) -> Optional[Path]:
+    """Check the requested exports before any work is done; the folder to write them to, or None."""
+    if not request.exports:
+        return None
+    from .exports import FORMATS  # numpy: imported on use, like torch (hello works without them)
+
+    unknown = sorted(set(request.exports) - set(FORMATS))
+    if unknown:
+        raise BadRequest(f"unknown export format(s) {', '.join(unknown)}", f"choose from {', '.join(FORMATS)}")
+    if "gaussians" in request.exports and not gaussians:
+        raise BadRequest("the 'gaussians' export needs Gaussians", "drop the gaussians=false option or that format")
+    if request.export_dir is None or not Path(request.export_dir).expanduser().is_absolute():
+        raise BadRequest(f"export_dir {request.export_dir!r} is not an absolute path",
+                         "give the full path of the folder the exports go to")
+    return Path(request.export_dir).expanduser()
 
 
 def _options(cls: type, given: dict[str, Any]) -> Any:

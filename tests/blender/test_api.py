@@ -125,3 +125,26 @@ def test_reference_view_is_passed_to_the_network(api: Any, tmp_path: Path) -> No
     assert [Path(p).name for p in bundle.photo_paths] == ["view_0.png", "view_1.png", "view_2.png"]
     with pytest.raises(module("worker_client").WorkerError, match="reference"):
         api.reconstruct(folder, reference_view=5)
+
+
+def test_exports_are_written_by_the_worker_with_exif_rotated_photos_upright(api: Any, tmp_path: Path) -> None:
+    """Phone photos carry an EXIF rotation. Blender's Python has no Pillow to turn them, so the worker
+    (which has) writes the exports: the COLMAP images must have the size its cameras.txt says."""
+    from PIL import Image
+
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    for photo in sorted(scene_folder(tmp_path / "room", 3).iterdir()):
+        image = Image.open(photo).convert("RGB")  # 320x240 stored; EXIF 6 = shown rotated to 240x320
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        image.save(folder / (photo.stem + ".jpg"), exif=exif.tobytes())
+    result = api.reconstruct(folder, exports=["colmap", "ply"], import_gaussians=False)
+    assert set(result.exports) == {"colmap", "ply"} and result.exports["ply"].parent == result.bundle_path.parent
+    colmap = result.exports["colmap"]
+    cameras = [line.split() for line in (colmap / "sparse" / "0" / "cameras.txt").read_text().splitlines()
+               if line and not line.startswith("#")]
+    assert [(c[2], c[3]) for c in cameras] == [("240", "320")] * 3  # width, height after the rotation
+    for image in sorted((colmap / "images").iterdir()):
+        with Image.open(image) as saved:
+            assert saved.size == (240, 320), f"{image.name} was not turned upright"

@@ -59,7 +59,8 @@ def test_python_examples(configured: Path, tmp_path: Path) -> None:
     # what the examples did
     assert namespace["report"].ok and {s.name for s in namespace["report"].scenes} == {"kitchen", "garage"}
     assert (out / "kitchen.blend").is_file() and (out / "garage" / "points.ply").is_file()
-    assert set(namespace["written"]) == {"ply", "gaussians", "colmap", "glb"}
+    assert set(namespace["result"].exports) == {"colmap", "glb"} and set(namespace["written"]) == {"ply", "gaussians"}
+    assert (out / "kitchen" / "points.ply").is_file()
     assert (out / "kitchen" / "scene.glb").is_file() and (out / "kitchen" / "colmap").is_dir()
     assert namespace["mvd"].__name__ == f"{PACKAGE}.api"
     # the operator example added its collection to the (batch's last) open file

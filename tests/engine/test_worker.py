@@ -318,6 +318,22 @@ def test_reconstruct_writes_a_bundle_and_keeps_the_model(served: WorkerClient, c
     assert not read_bundle(second.bundle).has_gaussians
 
 
+def test_reconstruct_writes_the_requested_exports(served: WorkerClient, tmp_path: Path) -> None:
+    """The worker writes exports itself (it has Pillow for the COLMAP photos) and reports each file."""
+    photos = make_photos(tmp_path / "photos", 3)
+    seen: list[p.Event] = []
+    result = served.wait(served.reconstruct(photos, tmp_path / "scene.npz", exports=["ply", "colmap"],
+                                            export_dir=tmp_path / "exports"), timeout=TIMEOUT, on_event=seen.append)
+    assert isinstance(result, p.ResultEvent)
+    assert set(result.exports) == {"ply", "colmap"}
+    assert Path(result.exports["ply"]).parent == tmp_path / "exports"
+    assert Path(result.exports["ply"]).read_bytes().startswith(b"ply\n")
+    assert (Path(result.exports["colmap"]) / "sparse" / "0" / "cameras.txt").is_file()
+    assert len(list((Path(result.exports["colmap"]) / "images").iterdir())) == 3
+    assert "export" in result.timings
+    assert ("export", 1.0) in [(e.stage, e.fraction) for e in seen if isinstance(e, p.ProgressEvent)]
+
+
 def test_cancel_stops_a_running_reconstruction_within_a_second(served: WorkerClient, many_photos: list[Path],
                                                                tmp_path: Path) -> None:
     output = tmp_path / "cancelled.npz"
@@ -376,6 +392,15 @@ def test_cancel_all_covers_running_and_queued_requests(served: WorkerClient, man
      "input", "gone.png: no such file", True),
     (lambda d: p.ReconstructRequest(photos=[str(d / "a.png"), str(d / "photo_001.png")],
                                     output=str(d / "notes.pth" / "o.npz")), "input", "cannot write the bundle", True),
+    # Export requests are checked before any work (valid photos: nothing else would stop the run).
+    (lambda d: p.ReconstructRequest(photos=[str(d / "a.png"), str(d / "photo_001.png")], output=str(d / "o.npz"),
+                                    exports=["ply", "obj"], export_dir=str(d / "x")),
+     "bad_request", "unknown export format(s) obj", True),
+    (lambda d: p.ReconstructRequest(photos=[str(d / "a.png"), str(d / "photo_001.png")], output=str(d / "o.npz"),
+                                    options={"gaussians": False}, exports=["gaussians"], export_dir=str(d / "x")),
+     "bad_request", "needs Gaussians", True),
+    (lambda d: p.ReconstructRequest(photos=[str(d / "a.png"), str(d / "photo_001.png")], output=str(d / "o.npz"),
+                                    exports=["ply"], export_dir="rel/x"), "bad_request", "not an absolute path", True),
 ])
 def test_bad_values_are_errors_and_the_worker_serves_on(served: WorkerClient, checkpoint: Path, tmp_path: Path,
                                                         make_request, code: str, fragment: str,
