@@ -148,3 +148,32 @@ def test_forward_is_differentiable_in_train_mode(case: GoldenCase) -> None:
         assert module.weight.grad is not None and module.weight.grad.abs().sum() > 0, module
     # Train mode updated the BatchNorm running statistics, as the official demo does.
     assert int(model.downstream_head1.skip_proj[0].norm.num_batches_tracked) == 8
+
+
+def test_landscape_portrait_and_render_views_follow_the_official_rules(golden: Path,
+                                                                       tmp_path: Path) -> None:
+    """Non-square input: landscape maps keep their layout and ``predict`` equals ``forward``'s
+    path 0; a portrait batch comes back transposed (official ``transpose_to_landscape``);
+    ``num_render_views`` = k drops the last k views before encoding."""
+    model = load_case(golden, "mvd_b2_v4_64x64", tmp_path).model()
+    gen = torch.Generator().manual_seed(5)
+    images = torch.rand(3, 3, 32, 64, generator=gen) * 2 - 1
+    views = [{"img": images[i:i + 1]} for i in range(3)]
+    with torch.no_grad():
+        res1, res2s = model(views[0], views[1:])
+    assert res1["pts3d"].shape == (1, 32, 64, 3) and res2s[0]["conf"].shape == (1, 32, 64)
+    pred = model.predict(images)
+    torch.testing.assert_close(pred.pts3d, torch.cat(
+        [res1["pts3d"]] + [r["pts3d_in_other_view"] for r in res2s]), rtol=1e-4, atol=1e-4)
+
+    portrait = [{"img": v["img"].transpose(-1, -2)} for v in views]
+    with torch.no_grad():
+        p1, p2s = model(portrait[0], portrait[1:])
+    assert p1["pts3d"].shape == (1, 32, 64, 3) and p2s[1]["rotation"].shape == (1, 32, 64, 4)
+
+    with_render = [dict(v) for v in views] + [{"img": images[:1]}]
+    with_render[1]["num_render_views"] = torch.tensor([1])
+    with torch.no_grad():
+        r1, r2s = model(with_render[0], with_render[1:])
+    assert len(r2s) == 2
+    torch.testing.assert_close(r1["pts3d"], res1["pts3d"], rtol=1e-5, atol=1e-5)
