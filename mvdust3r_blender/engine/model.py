@@ -14,7 +14,7 @@ State-dict keys, shapes and order equal the official ones, so released checkpoin
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
-from typing import Any, Iterator, Literal, Optional
+from typing import Any, Callable, Iterator, Literal, Optional
 
 import torch
 from torch import nn
@@ -106,10 +106,12 @@ class MultiViewModel(nn.Module):
         return self.rope.tables(grid_positions(hw[0] // p, hw[1] // p, device), head_dim)
 
     # ------------------------------------------------------------------------------ trunk
-    def encode(self, imgs: torch.Tensor, chunk: Optional[int] = None) -> torch.Tensor:
+    def encode(self, imgs: torch.Tensor, chunk: Optional[int] = None,
+               step: Optional[Callable[[], None]] = None) -> torch.Tensor:
         """Images [M, 3, H, W] -> encoder tokens after ``enc_norm`` [M, T, D_enc].
 
-        ``chunk`` bounds how many images go through the encoder at once (memory).
+        ``chunk`` bounds how many images go through the encoder at once (memory); ``step`` is
+        called after every block of every chunk.
         """
         c = self.config
         rope = self._rope(imgs.shape[-2:], c.enc_embed_dim // c.enc_num_heads, imgs.device)
@@ -118,18 +120,21 @@ class MultiViewModel(nn.Module):
             x = self.patch_embed(part)
             for blk in self.enc_blocks:
                 x = blk(x, rope)
+                if step is not None:
+                    step()
             out.append(self.enc_norm(x))
         return out[0] if len(out) == 1 else torch.cat(out)
 
     def decode(self, tokens: torch.Tensor, hw: tuple[int, int], chunk_tokens: int,
                trace: Optional[dict[str, torch.Tensor]] = None,
-               out_paths: Optional[int] = None) -> torch.Tensor:
+               out_paths: Optional[int] = None, step: Optional[Callable[[], None]] = None) -> torch.Tensor:
         """``decoder_embed`` output [N, B, T, D] -> last layer's states [R', N, B, T, D]
         (before ``dec_norm``; path r has view r as its reference).
 
         ``out_paths`` limits the returned paths to the first R' (all paths still run every
         layer but the last, where the others are only read). ``trace``, if given, receives
-        every layer's states under the golden file's names.
+        every layer's states under the golden file's names. ``step`` is called after each
+        multi-view and each cross-reference layer.
         """
         c = self.config
         rope = self._rope(hw, c.dec_embed_dim // c.dec_num_heads, tokens.device)
@@ -137,6 +142,8 @@ class MultiViewModel(nn.Module):
         for layer in range(c.dec_depth):
             x = multiview_layer(self.dec_blocks[layer], self.dec_blocks2[layer], x, rope,
                                 chunk_tokens)
+            if step is not None:
+                step()
             if self.dec_same_view_blocks is None:
                 if trace is not None:
                     trace[f"dec.layer{layer}"] = x[0]
@@ -146,6 +153,8 @@ class MultiViewModel(nn.Module):
             last = layer == c.dec_depth - 1
             x = cross_reference_layer(self.dec_same_view_blocks[layer], x, rope, chunk_tokens,
                                       out_paths if last else None)
+            if step is not None:
+                step()
             if trace is not None:
                 trace[f"dec.layer{layer}.crossref"] = x
         return x
@@ -248,7 +257,8 @@ class MultiViewModel(nn.Module):
     def predict(self, images: torch.Tensor, *, gaussians: bool = True,
                 precision: Precision = "fp32", skip_cnn: bool = True,
                 view_chunk: int = DEFAULT_VIEW_CHUNK,
-                channels_last: bool = False) -> Prediction:
+                channels_last: bool = False,
+                progress: Optional[Callable[[float], None]] = None) -> Prediction:
         """Reconstruct one scene: images float [N, 3, H, W] in [-1, 1] -> path-0 :class:`Prediction`.
 
         Equals ``forward``'s path 0 in eval mode (batch index 0 for MV-DUSt3R+), views in input
@@ -261,6 +271,9 @@ class MultiViewModel(nn.Module):
         bfloat16: its output is scaled by 1e-4, so outputs stay within float32 parity
         tolerance), ``skip_cnn=False`` (drop the skip CNN). ``channels_last`` only changes the
         convolutions' memory layout (a GPU option; slower on the CPU we measured).
+        ``progress(fraction)`` is called after every encoder block, decoder layer and head call
+        (heads then go one view at a time), so a caller can show the longest stage advancing and
+        stop it between two blocks by raising from the callback (the pipeline's cancel does).
         """
         if images.dim() != 4 or images.shape[1] != 3:
             raise InputError(f"images must be a float tensor [N, 3, H, W], got shape "
@@ -282,16 +295,27 @@ class MultiViewModel(nn.Module):
         autocast = (torch.autocast(images.device.type, dtype=torch.bfloat16)
                     if precision == "bf16" else nullcontext())
         skip_dtype = torch.bfloat16 if precision == "bf16-skip-cnn" else None
+        head_chunk = view_chunk if progress is None else 1
+        c = self.config
+        total = (-(-n // view_chunk) * c.enc_depth + c.dec_depth * (1 if self.dec_same_view_blocks is None else 2)
+                 + -(-n // head_chunk) + 1)
+        done = [0]
+
+        def step() -> None:
+            if progress is not None:
+                done[0] += 1
+                progress(done[0] / total)
+
         with self._eval_mode(), autocast:
-            enc = self.encode(images, view_chunk)
+            enc = self.encode(images, view_chunk, step)
             t = enc.shape[1]
             tokens = self.decoder_embed(enc).view(n, 1, t, -1)
             # Path 0 only from here: its slot order is the input order (no swap for r = 0).
             final = self.dec_norm(self.decode(tokens, (h, w), view_chunk * t,
-                                              out_paths=1)[0, :, 0])               # [N, T, D]
+                                              out_paths=1, step=step)[0, :, 0])    # [N, T, D]
             parts: dict[str, list[torch.Tensor]] = {}
-            for start in range(0, n, view_chunk):
-                stop = min(n, start + view_chunk)
+            for start in range(0, n, head_chunk):
+                stop = min(n, start + head_chunk)
                 for which, lo, hi in ((0, start, min(stop, 1)), (1, max(start, 1), stop)):
                     if lo >= hi:
                         continue
@@ -302,7 +326,9 @@ class MultiViewModel(nn.Module):
                         res.update(self.downstream_GS_head[which](final[lo:hi], (h, w)))
                     for k, v in res.items():
                         parts.setdefault(k, []).append(v.float())
+                step()
         out = {k: torch.cat(v) for k, v in parts.items()}
+        step()
         if gaussians:
             out["opacity"] = out["opacity"].squeeze(-1)
         return Prediction(**out)

@@ -98,9 +98,16 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Any,
     stop_if_cancelled("the network")
     started = time.perf_counter()
     report("network", 0.0)
+
+    def network_progress(fraction: float) -> None:
+        """Called between two network blocks: shows progress, and is where a cancel takes effect."""
+        stop_if_cancelled("the end of the network pass")
+        report("network", fraction)
+
     device = _model_device(model)
     with torch.inference_mode():
-        prediction = model.predict(network_input(images[order]).to(device), gaussians=options.gaussians)
+        prediction = model.predict(network_input(images[order]).to(device), gaussians=options.gaussians,
+                                   progress=network_progress)
     pts3d = prediction.pts3d.float().cpu()                                     # network order
     conf = prediction.conf.float().cpu()
     timings["network"] = time.perf_counter() - started

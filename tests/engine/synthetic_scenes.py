@@ -93,7 +93,10 @@ class SceneNetwork:
         self.config = config
         self.calls: list[list[int]] = []
 
-    def predict(self, images: torch.Tensor, gaussians: bool = True) -> Prediction:
+    def predict(self, images: torch.Tensor, gaussians: bool = True,
+                progress: Optional[Callable[[float], None]] = None) -> Prediction:
+        if progress is not None:
+            progress(1.0)
         red = ((images[:, 0].mean(dim=(1, 2)) * 0.5 + 0.5) * 255).numpy()
         index = [int(round((r - 10) / 20)) for r in red]
         self.calls.append(index)

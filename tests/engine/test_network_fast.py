@@ -52,6 +52,31 @@ def test_chunked_inference_equals_unchunked(case: GoldenCase) -> None:
         assert_same(model.predict(images, view_chunk=chunk), whole)
 
 
+def test_progress_advances_block_by_block_and_can_stop_the_pass(case: GoldenCase) -> None:
+    """The network pass is the longest stage: ``progress`` is called after every block (so the UI
+    moves and a cancel takes effect within one block), without changing the outputs."""
+    model = case.model()
+    images = scene(case)
+    seen: list[float] = []
+    assert_same(model.predict(images, progress=seen.append), model.predict(images))
+    c = model.config
+    blocks = c.enc_depth + c.dec_depth * (2 if c.multi_ref else 1) + len(images)  # one encoder chunk here
+    assert len(seen) == blocks + 1 and seen[-1] == 1.0
+    assert all(a < b for a, b in zip(seen, seen[1:]))
+
+    class Stop(Exception):
+        pass
+
+    def stop_in_the_decoder(fraction: float) -> None:
+        if fraction > (c.enc_depth + 1) / (blocks + 1):
+            raise Stop
+
+    calls: list[float] = []
+    with pytest.raises(Stop):
+        model.predict(images, progress=lambda f: (calls.append(f), stop_in_the_decoder(f)))
+    assert len(calls) == c.enc_depth + 2  # stopped right after the second decoder step, heads never ran
+
+
 def test_channels_last_is_the_same_maths(case: GoldenCase) -> None:
     model = case.model()
     images = scene(case)

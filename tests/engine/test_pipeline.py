@@ -179,3 +179,26 @@ def test_real_golden_networks_end_to_end(golden, tmp_path, name):
     np.testing.assert_allclose(b.pts3d, direct.pts3d[back].numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(b.conf, direct.conf[back].numpy(), rtol=1e-5)
     assert np.all(b.intrinsics[:, 0, 0] > 0) and np.all(np.isfinite(b.cam2world))
+
+
+def test_cancel_takes_effect_inside_the_network_pass(golden, tmp_path):
+    """With a real network the network pass is the longest stage (a minute for MV-DUSt3R+ on a CPU):
+    a cancel must not wait for its end. It takes effect at the next block, before the heads run."""
+    torch.set_num_threads(2)
+    model = load_model(golden / "mvdp_reduced_ckpt.pth", cache_dir=tmp_path / "cache")
+    rng = np.random.default_rng(1)
+    photos = []
+    for k in range(4):
+        photos.append(tmp_path / f"p{k}.png")
+        Image.fromarray((rng.random((48, 48, 3)) * 255).astype(np.uint8)).save(photos[-1])
+    stop = threading.Event()
+    fractions: list[float] = []
+
+    def on_progress(stage: str, fraction: float) -> None:
+        if stage == "network" and 0 < fraction < 1:
+            fractions.append(fraction)
+            stop.set()  # as the worker does when a cancel request arrives
+
+    with pytest.raises(Cancelled, match="before the end of the network pass"):
+        reconstruct(photos, model, cancel=stop, progress=on_progress)
+    assert len(fractions) == 1 and fractions[0] < 0.5
