@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import pytest
@@ -33,7 +33,7 @@ os.environ["BLENDER_USER_RESOURCES"] = _USER_RESOURCES
 atexit.register(shutil.rmtree, _USER_RESOURCES, True)
 
 import bpy  # noqa: E402  (must come after BLENDER_USER_RESOURCES)
-from installed import PACKAGE, ROOT
+from installed import PACKAGE, ROOT, worker_python
 
 
 def _load_build_script() -> ModuleType:
@@ -68,6 +68,23 @@ def ext(extension_zip: Path) -> ModuleType:
     if result != {"FINISHED"} or PACKAGE not in bpy.context.preferences.addons:
         raise RuntimeError(f"installing {extension_zip} did not enable {PACKAGE} (result {result})")
     return sys.modules[PACKAGE]
+
+
+@pytest.fixture
+def configured(ext: ModuleType, golden: Path) -> Iterator[Any]:
+    """The add-on's preferences set for a real run: the test runtime (an existing Python with torch),
+    the tiny golden MV-DUSt3R checkpoint (random weights: shapes, not quality), the CPU. Yields the
+    preferences; the session's worker is shut down afterwards."""
+    checkpoint = golden / "mvd_reduced_ckpt.pth"
+    assert checkpoint.is_file(), f"golden checkpoint {checkpoint} is missing"
+    prefs = bpy.context.preferences.addons[PACKAGE].preferences
+    prefs.runtime_mode = "EXISTING"
+    prefs.python_path = worker_python()
+    prefs.checkpoint = "LOCAL"
+    prefs.checkpoint_path = str(checkpoint)
+    prefs.device = "cpu"
+    yield prefs
+    sys.modules[f"{PACKAGE}.run"].SESSION.shutdown()
 
 
 @pytest.fixture(autouse=True)

@@ -3,8 +3,7 @@ Real bpy, a real worker process, the golden checkpoint (random weights: shapes, 
 from __future__ import annotations
 
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Iterator
+from typing import Any
 
 import bpy
 import pytest
@@ -14,15 +13,10 @@ from scripting_setup import scene_folder
 
 
 @pytest.fixture
-def api(ext: ModuleType, golden: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """The API with the preferences set to the golden checkpoint on the CPU (worker Python: the env var)."""
+def api(configured: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The installed API; the preferences as ``configured``, the worker Python also from the env var."""
     monkeypatch.setenv("MVDUST3R_WORKER_PYTHON", worker_python())
-    prefs = bpy.context.preferences.addons[PACKAGE].preferences
-    prefs.checkpoint = "LOCAL"
-    prefs.checkpoint_path = str(golden / "mvd_reduced_ckpt.pth")
-    prefs.device = "cpu"
-    yield module("api")
-    module("run").SESSION.shutdown()
+    return module("api")
 
 
 def objects() -> set[str]:

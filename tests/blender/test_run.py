@@ -18,21 +18,6 @@ from PIL import Image
 from installed import PACKAGE, module, worker_python
 
 
-@pytest.fixture
-def configured(ext: ModuleType, golden: Path) -> Any:
-    """Preferences set to the test runtime and the tiny golden checkpoint (random weights)."""
-    checkpoint = golden / "mvd_reduced_ckpt.pth"
-    assert checkpoint.is_file(), f"golden checkpoint {checkpoint} is missing"
-    prefs = bpy.context.preferences.addons[PACKAGE].preferences
-    prefs.runtime_mode = "EXISTING"
-    prefs.python_path = worker_python()
-    prefs.checkpoint = "LOCAL"
-    prefs.checkpoint_path = str(checkpoint)
-    prefs.device = "cpu"
-    yield prefs
-    module("run").SESSION.shutdown()
-
-
 def make_photos(folder: Path, count: int = 3, size: tuple[int, int] = (96, 64)) -> list[Path]:
     """Smooth, slightly shifted colour gradients: like photos of one scene, and cheap."""
     folder.mkdir(parents=True, exist_ok=True)

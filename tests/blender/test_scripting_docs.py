@@ -10,13 +10,12 @@ import glob
 import re
 import shlex
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Iterator
+from typing import Any
 
 import bpy
 import pytest
 
-from installed import PACKAGE, ROOT, module, worker_python
+from installed import PACKAGE, ROOT, module
 from scripting_setup import scene_folder
 
 DOC = ROOT / "docs" / "scripting.md"
@@ -26,19 +25,7 @@ def code_blocks(language: str) -> list[str]:
     return re.findall(rf"^```{language}\n(.*?)^```", DOC.read_text(encoding="utf-8"), re.S | re.M)
 
 
-@pytest.fixture
-def configured(ext: ModuleType, golden: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Preferences: the golden checkpoint, CPU; the worker Python from the env var. Yields the checkpoint."""
-    monkeypatch.setenv("MVDUST3R_WORKER_PYTHON", worker_python())
-    prefs = bpy.context.preferences.addons[PACKAGE].preferences
-    prefs.checkpoint = "LOCAL"
-    prefs.checkpoint_path = str(golden / "mvd_reduced_ckpt.pth")
-    prefs.device = "cpu"
-    yield golden / "mvd_reduced_ckpt.pth"
-    module("run").SESSION.shutdown()
-
-
-def test_python_examples(configured: Path, tmp_path: Path) -> None:
+def test_python_examples(configured: Any, tmp_path: Path) -> None:
     blocks = code_blocks("python")
     assert len(blocks) >= 6, f"{DOC} lost its Python examples"
     namespace: dict[str, Any] = {"__name__": "scripting_docs"}
@@ -47,7 +34,7 @@ def test_python_examples(configured: Path, tmp_path: Path) -> None:
     shoots = tmp_path / "shoots"
     namespace.update(PHOTOS=str(scene_folder(shoots / "kitchen", 4)),
                      SHOOTS=[str(shoots / "kitchen"), str(scene_folder(shoots / "garage", 3, first=3))],
-                     OUT=str(tmp_path / "out"), CHECKPOINT=str(configured))
+                     OUT=str(tmp_path / "out"), CHECKPOINT=configured.checkpoint_path)
     try:
         for k, block in enumerate(blocks[1:], 1):
             exec(compile(block, f"{DOC}:python block {k + 1}", "exec", dont_inherit=True), namespace)
@@ -67,7 +54,7 @@ def test_python_examples(configured: Path, tmp_path: Path) -> None:
     assert "kitchen" in bpy.data.collections
 
 
-def test_shell_examples(configured: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_shell_examples(configured: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     blocks = code_blocks("sh")
     assert len(blocks) == 2, f"{DOC}: expected a block of variables, then the commands"
     variables = dict(pair.split("=", 1) for pair in shlex.split(blocks[0]))
