@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import enum
 import glob
-import json
 import os
 import shlex
 import shutil
@@ -41,31 +40,6 @@ WORKER_REQUIREMENTS: tuple[str, ...] = (
 PYTORCH_INDEX = "https://download.pytorch.org/whl"
 # uv's --torch-backend values offered in the preferences; ``auto`` lets uv detect the GPU.
 TORCH_BACKENDS: tuple[str, ...] = ("auto", "cpu", "cu126", "cu128", "rocm6.3")
-PROBE_MARKER = "MVDUST3R_PROBE "
-
-# Run by the candidate Python: prints one marker line with what torch it has and which devices work.
-_PROBE_SCRIPT = """
-import json, sys
-info = {"python_version": sys.version.split()[0], "executable": sys.executable}
-try:
-    import torch
-except Exception as exc:
-    info["error"] = type(exc).__name__ + ": " + str(exc)
-else:
-    info["torch_version"] = torch.__version__
-    devices = []
-    if torch.cuda.is_available():
-        devices.append("cuda")
-        info["gpu_name"] = torch.cuda.get_device_name(0)
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        devices.append("mps")
-    devices.append("cpu")
-    info["devices"] = devices
-print("MVDUST3R_PROBE " + json.dumps(info), flush=True)
-"""
-
-
 class RuntimeSetupError(UserError):
     """The runtime cannot be made or used; `message` names what failed, `hint` what to do, and
     `log_tail` holds the installer's last lines."""
@@ -73,24 +47,6 @@ class RuntimeSetupError(UserError):
     def __init__(self, message: str, hint: str = "", log_tail: Sequence[str] = ()) -> None:
         super().__init__(message, hint)
         self.log_tail = tuple(log_tail)
-
-
-@dataclass(frozen=True)
-class TorchInfo:
-    """What a Python interpreter offers the worker."""
-
-    python: str                   # the interpreter that was asked
-    python_version: str
-    torch_version: str
-    devices: tuple[str, ...]      # usable devices, best first, "cpu" always last
-    gpu_name: str = ""
-
-    @property
-    def summary(self) -> str:
-        """One line for the UI, e.g. ``torch 2.13.0 · cuda (NVIDIA RTX 4090), cpu``."""
-        devices = ", ".join(f"{d} ({self.gpu_name})" if d == "cuda" and self.gpu_name else d
-                            for d in self.devices)
-        return f"torch {self.torch_version} · {devices}"
 
 
 @dataclass(frozen=True)
@@ -207,46 +163,6 @@ def _name(requirement: str) -> str:
     for sep in "<>=!~;[ ":
         requirement = requirement.split(sep, 1)[0]
     return requirement.strip().lower()
-
-
-def probe_step(python: str) -> Step:
-    """The command that asks `python` for its torch version and devices (see :func:`parse_probe`)."""
-    return Step("Check PyTorch", (python, "-c", _PROBE_SCRIPT))
-
-
-def parse_probe(output: str, python: str) -> TorchInfo:
-    """Read the probe's marker line from `output`; raise :class:`RuntimeSetupError` if torch is missing."""
-    for line in reversed(output.splitlines()):
-        if line.startswith(PROBE_MARKER):
-            info = json.loads(line[len(PROBE_MARKER):])
-            break
-    else:
-        raise RuntimeSetupError(f"{python} did not answer the PyTorch check",
-                                "is it a Python 3 interpreter? See the log for its output",
-                                output.splitlines()[-10:])
-    if "error" in info:
-        raise RuntimeSetupError(f"{python} (Python {info['python_version']}) cannot import torch: {info['error']}",
-                                "create the private environment in these preferences, or pick a Python that has torch")
-    return TorchInfo(python, info["python_version"], info["torch_version"], tuple(info["devices"]),
-                     info.get("gpu_name", ""))
-
-
-def probe_python(python: str, timeout: float = 120.0) -> TorchInfo:
-    """Blocking check of `python` (for scripts and tests; the UI runs :func:`probe_step` as a Job)."""
-    if not python:
-        raise RuntimeSetupError("no worker Python is set", "create the private environment or pick a Python with torch")
-    if not (os.path.isfile(python) and os.access(python, os.X_OK)):
-        raise RuntimeSetupError(f"the worker Python '{python}' does not exist or is not executable",
-                                "pick the python executable of an environment that has torch")
-    try:
-        done = subprocess.run(probe_step(python).argv, capture_output=True, text=True, timeout=timeout,
-                              env=subprocess_env())
-    except subprocess.TimeoutExpired:
-        raise RuntimeSetupError(f"{python} did not answer within {timeout:.0f} s",
-                                "importing torch takes long the first time; try again") from None
-    except OSError as exc:
-        raise RuntimeSetupError(f"cannot run '{python}': {exc}", "pick a working Python interpreter") from None
-    return parse_probe(done.stdout + done.stderr, python)
 
 
 def diagnose(log_tail: Sequence[str]) -> str:

@@ -1,6 +1,6 @@
 """The worker runtime set-up, for real: environments are created with uv and with venv + pip from
-a wheel folder made here (no network), Pythons are probed for torch, failures report the command,
-the installer's last lines and a hint."""
+a wheel folder made here (no network); failures report the command, the installer's last lines and
+a hint. (Whether a Python has torch is checked through the worker itself: test_preferences, test_run.)"""
 from __future__ import annotations
 
 import base64
@@ -18,7 +18,6 @@ import importlib
 from types import ModuleType
 
 import pytest
-from installed import worker_python
 
 
 @pytest.fixture
@@ -55,39 +54,6 @@ def uv_env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "UV_CACHE_DIR": str(tmp_path / "uv-cache")}
 
 
-def test_probe_finds_torch_and_cpu_in_the_worker_python(runtime: ModuleType) -> None:
-    info = runtime.probe_python(worker_python())
-    assert info.torch_version.startswith("2.")
-    assert info.devices[-1] == "cpu"
-    assert info.python_version.startswith("3.")
-    assert info.summary.startswith(f"torch {info.torch_version}")
-
-
-def test_probe_of_a_python_without_torch_says_so(runtime: ModuleType) -> None:
-    with pytest.raises(runtime.RuntimeSetupError, match="cannot import torch: ModuleNotFoundError") as err:
-        runtime.probe_python(sys.executable)
-    assert sys.executable in str(err.value)
-    assert "private environment" in err.value.hint
-
-
-def test_probe_of_a_missing_python_names_the_path(runtime: ModuleType, tmp_path: Path) -> None:
-    missing = str(tmp_path / "nowhere" / "python")
-    with pytest.raises(runtime.RuntimeSetupError, match="does not exist") as err:
-        runtime.probe_python(missing)
-    assert missing in str(err.value)
-    with pytest.raises(runtime.RuntimeSetupError, match="no worker Python"):
-        runtime.probe_python("")
-
-
-def test_probe_of_something_that_is_not_python(runtime: ModuleType, tmp_path: Path) -> None:
-    fake = tmp_path / "python"
-    fake.write_text("#!/bin/sh\necho hello\n")
-    fake.chmod(0o755)
-    with pytest.raises(runtime.RuntimeSetupError, match="did not answer the PyTorch check") as err:
-        runtime.probe_python(str(fake))
-    assert err.value.log_tail == ("hello",)
-
-
 def test_uv_environment_from_a_local_wheel_folder(runtime: ModuleType, tmp_path: Path, uv_env: dict[str, str]) -> None:
     uv = runtime.find_uv()
     assert uv is not None, "uv is missing from this test environment: run `python build.py setup`"
@@ -109,9 +75,6 @@ def test_uv_environment_from_a_local_wheel_folder(runtime: ModuleType, tmp_path:
     for step in steps:  # the exact command lines are in the log, as the UI shows them
         assert f"$ {step.command_line}" in log
     assert log.count("=== exit 0") == 2
-    # the new environment has no torch: the check says so instead of passing
-    with pytest.raises(runtime.RuntimeSetupError, match="cannot import torch"):
-        runtime.probe_python(str(python))
 
 
 def test_venv_and_pip_environment_without_uv(runtime: ModuleType, tmp_path: Path) -> None:
