@@ -15,9 +15,9 @@ from typing import Optional, Sequence, TextIO
 
 from ..bundle import BundleError, write_bundle
 from .errors import Cancelled, EngineError, InputError
+from .exports import FORMATS as EXPORT_FORMATS
 
 BUNDLE_NAME = "reconstruction.npz"
-EXPORT_FORMATS = ("ply", "gaussians", "colmap", "glb")
 
 
 class ProgressLine:
