@@ -434,11 +434,17 @@ def _read_weights_file(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata()
-        tensors = load_file(str(path))
+            tensors = _mapped_tensors(handle)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is a damaged safetensors file ({_first_line(exc)})",
                               "write or download it again") from None
     return _config_from_metadata(metadata, str(path)), tensors
+
+
+def _mapped_tensors(handle: Any) -> dict[str, torch.Tensor]:
+    """Every tensor of an open ``safe_open`` handle, memory-mapped (what ``load_file`` does, without
+    opening the file and parsing its header a second time)."""
+    return {key: handle.get_tensor(key) for key in handle.keys()}
 
 
 def _config_from_metadata(metadata: Optional[Mapping[str, str]], source: str) -> ModelConfig:
@@ -550,10 +556,10 @@ def _read_cache(cache: Path, stamp: Mapping[str, str]) -> Optional[tuple[ModelCo
     try:
         with safe_open(str(cache), framework="pt") as handle:
             metadata = handle.metadata() or {}
-        if any(metadata.get(key) != value for key, value in stamp.items()):
-            log.info("the cache %s belongs to another version of %s; rebuilding it", cache, stamp["source_path"])
-            return None
-        return _config_from_metadata(metadata, str(cache)), load_file(str(cache))
+            if any(metadata.get(key) != value for key, value in stamp.items()):
+                log.info("the cache %s belongs to another version of %s; rebuilding it", cache, stamp["source_path"])
+                return None
+            return _config_from_metadata(metadata, str(cache)), _mapped_tensors(handle)
     except (SafetensorError, OSError, CheckpointError) as exc:
         log.warning("ignoring the unreadable cache %s (%s); rebuilding it", cache, exc)
         return None
