@@ -5,6 +5,8 @@ from typing import Optional
 
 import numpy as np
 
+from ...conventions import confidence_threshold
+
 DEFAULT_CONF_QUANTILE = 0.03
 """Fraction of the lowest-confidence points dropped by default: the official demo's slider default
 (3 %), applied globally over all views as the demo does."""
@@ -15,13 +17,10 @@ def confidence_mask(conf: np.ndarray, min_conf: Optional[float] = None,
     """bool mask shaped like `conf` ([N,h,w]): True where a point is kept.
 
     With `min_conf` (an absolute confidence; the network's confidence is >= 1) keep conf >= min_conf.
-    Without it, follow the official demo: sort every view's confidences together, take the value at
-    index int(total * quantile) as the threshold and keep conf >= threshold.
+    Without it, follow the official demo (the rule the importer uses too,
+    :func:`~mvdust3r_blender.conventions.confidence_threshold`): keep conf >= the value at index
+    int(total * quantile) of every view's confidences sorted together.
     """
     if min_conf is None:
-        flat = conf.reshape(-1)
-        if flat.size == 0:
-            return np.zeros(conf.shape, dtype=bool)
-        k = min(int(flat.size * quantile), flat.size - 1)
-        min_conf = float(np.partition(flat, k)[k])
+        min_conf = confidence_threshold(conf, quantile)
     return conf >= min_conf
