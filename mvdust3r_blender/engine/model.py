@@ -173,8 +173,9 @@ class MultiViewModel(nn.Module):
         """
         views = [view1, *view2s]
         render = view2s[0].get("num_render_views") if view2s else None
-        if render is not None and int(torch.as_tensor(render).flatten()[0]) > 0:
-            views = views[: len(views) - int(torch.as_tensor(render).flatten()[0])]
+        dropped = int(torch.as_tensor(render).flatten()[0]) if render is not None else 0
+        if dropped > 0:
+            views = views[: len(views) - dropped]
         imgs = [v["img"] for v in views]
         b, _, h, w = imgs[0].shape
         if any(i.shape != imgs[0].shape for i in imgs):
