@@ -100,11 +100,10 @@ def _select(conf: np.ndarray, keep: np.ndarray, max_points: int) -> np.ndarray:
     return idx
 
 
-def write_colmap(bundle: Bundle, keep: np.ndarray, folder: Path, *, max_points: int = MAX_POINTS,
-                 copy_images: bool = True) -> Path:
-    """Write the COLMAP text model of the kept points (`keep`: bool [N,h,w]) into `folder`, atomically."""
-    if copy_images:
-        require_photos(bundle)
+def write_colmap(bundle: Bundle, keep: np.ndarray, folder: Path, *, max_points: int = MAX_POINTS) -> Path:
+    """Write the COLMAP text model of the kept points (`keep`: bool [N,h,w]) and copies of the photos
+    into `folder`, atomically."""
+    require_photos(bundle)
     n = bundle.num_views
     h, w = bundle.grid_size
     names = image_names(bundle.photo_paths)
@@ -160,8 +159,7 @@ def write_colmap(bundle: Bundle, keep: np.ndarray, folder: Path, *, max_points: 
         sparse.mkdir(parents=True)
         for filename, lines in (("cameras.txt", cameras), ("images.txt", images), ("points3D.txt", points)):
             (sparse / filename).write_text("".join(lines), encoding="utf-8", newline="\n")
-        if copy_images:
-            (tmp / "images").mkdir()
-            for path, name in zip(bundle.photo_paths, names):
-                copy_photo(path, tmp / "images" / name)
+        (tmp / "images").mkdir()
+        for path, name in zip(bundle.photo_paths, names):
+            copy_photo(path, tmp / "images" / name)
     return folder
