@@ -66,11 +66,15 @@ def path_ground_truth(pts3d: Tensor, cam2world: Tensor, valid: Tensor, n_ref: in
     return pts.flatten(0, 1), mask.flatten(0, 1)
 
 
+def avg_dis_factor(pts: Tensor, valid: Tensor) -> Tensor:
+    """[B]: each row's mean point norm of ``pts`` [B,V,H,W,3] over ``valid`` [B,V,H,W] pixels, clipped at 1e-8."""
+    dist = pts.norm(dim=-1) * valid
+    return (dist.flatten(1).sum(1) / (valid.flatten(1).sum(1) + 1e-8)).clip(min=1e-8)
+
+
 def normalise_avg_dis(pts: Tensor, valid: Tensor) -> Tensor:
     """``pts`` [B,V,H,W,3] divided per row by its mean point norm over ``valid`` [B,V,H,W] pixels."""
-    dist = pts.norm(dim=-1) * valid
-    factor = dist.flatten(1).sum(1) / (valid.flatten(1).sum(1) + 1e-8)
-    return pts / factor.clip(min=1e-8)[:, None, None, None, None]
+    return pts / avg_dis_factor(pts, valid)[:, None, None, None, None]
 
 
 def confidence_loss(pred_pts: Tensor, pred_conf: Tensor, gt_pts: Tensor, valid: Tensor,
@@ -120,13 +124,8 @@ def gaussian_render_loss(res1: dict[str, Tensor], res2s: list[dict[str, Tensor]]
     pick = slice(None, None, n_ref)                                             # path 0 rows
     pts, valid = pred_pts[pick], batch["valid"][:, :n]
     h, w = pts.shape[2:4]
-
-    def factor(p: Tensor) -> Tensor:
-        dist = p.norm(dim=-1) * valid
-        return (dist.flatten(1).sum(1) / (valid.flatten(1).sum(1) + 1e-8)).clip(min=1e-8)
-
-    pred_factor = factor(pts).detach()
-    gt_factor = factor(batch["pts3d"][:, :n])
+    pred_factor = avg_dis_factor(pts, valid).detach()
+    gt_factor = avg_dis_factor(batch["pts3d"][:, :n], valid)
     scales = torch.stack([v["scale"][pick] for v in views], 1)                 # [B,n,H,W,3]
     quats = torch.stack([v["rotation"][pick] for v in views], 1)
     opacity = torch.stack([v["opacity"][pick] for v in views], 1)[..., 0]
