@@ -17,6 +17,7 @@ import numpy as np
 
 from ...bundle import Bundle
 from ...atomic import atomic_file
+from ...conventions import srgb8_to_linear
 from .errors import ExportError
 from .quaternions import quaternion_from_matrix
 
@@ -37,13 +38,6 @@ def opencv_to_gltf(points: np.ndarray, cam2world: np.ndarray) -> tuple[np.ndarra
     return pts, _FLIP @ np.asarray(cam2world, dtype=np.float64) @ _FLIP
 
 
-def srgb_to_linear(byte_values: np.ndarray) -> np.ndarray:
-    """float32 linear intensities in [0,1] of 8-bit sRGB values (IEC 61966-2-1 transfer curve)."""
-    c = np.arange(256, dtype=np.float64) / 255.0
-    lut = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
-    return lut[byte_values]
-
-
 def _camera(intrinsics: np.ndarray, photo_size: np.ndarray, znear: float, name: str) -> dict[str, Any]:
     """A glTF perspective camera with the vertical field of view and the aspect ratio of the photo's
     pinhole (W fy / (H fx), which is W/H for square pixels)."""
@@ -57,7 +51,7 @@ def _camera(intrinsics: np.ndarray, photo_size: np.ndarray, znear: float, name: 
 def write_glb(bundle: Bundle, keep: np.ndarray, path: Path) -> Path:
     """Write the kept points (`keep`: bool [N,h,w]) and every view's camera to `path` as .glb, atomically."""
     points, cams = opencv_to_gltf(bundle.pts3d[keep], bundle.cam2world)
-    colors = srgb_to_linear(bundle.images[keep])
+    colors = srgb8_to_linear(bundle.images[keep])
     lo, hi = (points.min(axis=0), points.max(axis=0)) if len(points) else (np.zeros(3), np.zeros(3))
     corners = np.concatenate([[lo, hi], cams[:, :3, 3]])
     size = float(np.ptp(corners, axis=0).max())
