@@ -39,9 +39,9 @@ def parse_table(path: Path) -> tuple[list[tuple[str, tuple[int, ...], str]], dic
     return rows, header
 
 
-def model_table(model: torch.nn.Module) -> list[tuple[str, tuple[int, ...], str]]:
-    return [(k, tuple(v.shape), str(v.dtype).removeprefix("torch."))
-            for k, v in model.state_dict().items()]
+def key_table(state: dict[str, torch.Tensor]) -> list[tuple[str, tuple[int, ...], str]]:
+    """A state dict as table rows (key, shape, dtype), in its order."""
+    return [(k, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in state.items()]
 
 
 @pytest.mark.parametrize("variant, factory", [("MVD", ModelConfig.released_mvd),
@@ -50,7 +50,7 @@ def test_released_config_matches_official_key_table(golden: Path, variant: str, 
     rows, header = parse_table(spec_dir(golden) / f"keys-{variant}.txt")
     with torch.device("meta"):
         model = build_model(factory())
-    assert model_table(model) == rows
+    assert key_table(model.state_dict()) == rows
     assert len(rows) == header["entries"]
     n_params = sum(p.numel() for p in model.parameters())
     assert n_params == header["parameters"]
@@ -62,10 +62,9 @@ def test_reduced_golden_config_matches_table_and_checkpoint(golden: Path, varian
                                                             kind: str) -> None:
     rows, _ = parse_table(spec_dir(golden) / f"keys-{variant}_reduced_golden.txt")
     model = build_model(config_from_json(golden / f"{kind}_reduced_config.json"))
-    assert model_table(model) == rows
+    assert key_table(model.state_dict()) == rows
     state = load_state(golden / f"{kind}_reduced_ckpt.pth")
-    assert [(k, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in state.items()] \
-        == rows
+    assert key_table(state) == rows
     model.load_state_dict(state, strict=True)
 
 
