@@ -82,12 +82,6 @@ def normalise_points(points: torch.Tensor | np.ndarray, valid: torch.Tensor | np
     return p / np.linalg.norm(p[np.asarray(valid, dtype=bool)], axis=-1).mean()
 
 
-def point_distances(pred: np.ndarray, true: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Per valid pixel ‖p̂ − p‖ after normalising each pointmap [N,h,w,3] separately."""
-    valid = np.asarray(valid, dtype=bool)
-    return np.linalg.norm(normalise_points(pred, valid)[valid] - normalise_points(true, valid)[valid], axis=-1)
-
-
 def chamfer_distance(a: np.ndarray, b: np.ndarray, chunk: int = 4096) -> float:
     """½(mean NN distance a→b + b→a) for point sets [P,3], [Q,3]; exact, chunked to bound memory."""
     ta, tb = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
@@ -114,8 +108,8 @@ def point_metrics(pred: np.ndarray, true: np.ndarray, valid: np.ndarray, thresho
     CD uses at most `max_points` valid pixels (the same seeded subset for both clouds).
     """
     valid = np.asarray(valid, dtype=bool)
-    dist = point_distances(pred, true, valid)
-    p, t = normalise_points(pred, valid)[valid], normalise_points(true, valid)[valid]
+    p, t = normalise_points(pred, valid)[valid], normalise_points(true, valid)[valid]  # each map on its own
+    dist = np.linalg.norm(p - t, axis=-1)
     if len(p) > max_points:
         pick = np.random.default_rng(seed).choice(len(p), max_points, replace=False)
         p, t = p[pick], t[pick]
