@@ -236,12 +236,15 @@ class MultiViewModel(nn.Module):
         if (hh, ww) != tuple(img.shape[-2:]):
             raise ValueError(f"true_shape {(hh, ww)} does not match the image size "
                              f"{tuple(img.shape[-2:])}")
-        pts_head = self.downstream_head1 if which == 0 else self.downstream_head2
-        res = pts_head(tokens, img, (hh, ww))
+        res = self._point_head(which)(tokens, img, (hh, ww))
         res.update(self.downstream_GS_head[which](tokens, (hh, ww)))
         if hh > ww:
             res = {k: v.transpose(1, 2) for k, v in res.items()}
         return res
+
+    def _point_head(self, which: int) -> LinearPts3d:
+        """The point head of output slot 0 (the reference view) or of the other slots (1)."""
+        return self.downstream_head1 if which == 0 else self.downstream_head2
 
     def _check_views(self, n: int, h: int, w: int) -> None:
         c = self.config
@@ -320,9 +323,9 @@ class MultiViewModel(nn.Module):
                 for which, lo, hi in ((0, start, min(stop, 1)), (1, max(start, 1), stop)):
                     if lo >= hi:
                         continue
-                    pts_head = self.downstream_head1 if which == 0 else self.downstream_head2
-                    res = pts_head(final[lo:hi], images[lo:hi], (h, w), skip_cnn=skip_cnn,
-                                   skip_dtype=skip_dtype, channels_last=channels_last)
+                    res = self._point_head(which)(final[lo:hi], images[lo:hi], (h, w),
+                                                  skip_cnn=skip_cnn, skip_dtype=skip_dtype,
+                                                  channels_last=channels_last)
                     if gaussians:
                         res.update(self.downstream_GS_head[which](final[lo:hi], (h, w)))
                     for k, v in res.items():
