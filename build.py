@@ -101,19 +101,20 @@ class SuiteResult:
 
 def pytest_suite(name: str, python: Path, paths: list[str], extra_env: dict[str, str]) -> SuiteResult:
     """Run pytest on `paths` with `python`; count its results from a JUnit report."""
-    report = Path(tempfile.mkdtemp(prefix="mvd-test-")) / "junit.xml"
     env = {**os.environ, **extra_env, "PYTHONDONTWRITEBYTECODE": "1"}
     log(f"suite {name}")
-    code = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}", *paths],
-               cwd=ROOT, env=env)
+    with tempfile.TemporaryDirectory(prefix="mvd-test-") as tmp:   # removed afterwards, unlike mkdtemp
+        report = Path(tmp) / "junit.xml"
+        code = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}", *paths],
+                   cwd=ROOT, env=env)
+        suites = list(ET.parse(report).getroot().iter("testsuite")) if report.exists() else []
     result = SuiteResult(name, code)
-    if report.exists():
-        for suite in ET.parse(report).getroot().iter("testsuite"):
-            tests, fail = int(suite.get("tests", 0)), int(suite.get("failures", 0)) + int(suite.get("errors", 0))
-            skip = int(suite.get("skipped", 0))
-            result.passed += tests - fail - skip
-            result.failed += fail
-            result.skipped += skip
+    for suite in suites:
+        tests, fail = int(suite.get("tests", 0)), int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+        skip = int(suite.get("skipped", 0))
+        result.passed += tests - fail - skip
+        result.failed += fail
+        result.skipped += skip
     if code not in (0, 5) and result.failed == 0:
         result.failed = 1  # pytest itself failed (collection error, crash): count it
     if code == 5:  # no test collected in a suite that must have tests
