@@ -12,8 +12,6 @@ same because LayerNorm and the projections act token by token).
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -136,8 +134,7 @@ class DecoderBlock(nn.Module):
 
 
 def attend_excluding_groups(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                            q_group: Optional[torch.Tensor], k_group: Optional[torch.Tensor],
-                            chunk: int) -> torch.Tensor:
+                            q_group: torch.Tensor, k_group: torch.Tensor, chunk: int) -> torch.Tensor:
     """Softmax attention where query i sees only keys of a different group.
 
     q [B, heads, Lq, d]; k, v [B, heads, Lk, d]; q_group int [Lq], k_group int [Lk] (group = the
@@ -146,8 +143,6 @@ def attend_excluding_groups(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     zero weight and the kept keys stay in ascending order, as in the official concatenation.
     Queries are processed ``chunk`` tokens at a time to bound the mask's memory.
     """
-    if q_group is None or k_group is None:
-        return F.scaled_dot_product_attention(q, k, v)
     out = []
     for start in range(0, q.shape[-2], chunk):
         qc = q[..., start:start + chunk, :]

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 from .blocks import DecoderBlock, attend_excluding_groups
 from .rope import RotaryTables
@@ -58,8 +59,7 @@ def multiview_layer(ref_block: DecoderBlock, src_block: DecoderBlock, x: torch.T
     k, v = ref_block.memory(x_src.view(r_paths, n - 1, b, t, d), rope)      # [R, N-1, B, h, T, d]
     q = ref_block.query(y_ref, rope)                                        # [R, B, h, T, d]
     kv = [a.permute(0, 2, 3, 1, 4, 5).flatten(3, 4).flatten(0, 1) for a in (k, v)]
-    attended = attend_excluding_groups(q.flatten(0, 1), *kv, None, None, chunk_tokens)
-    attended = attended.view_as(q)
+    attended = F.scaled_dot_product_attention(q.flatten(0, 1), *kv).view_as(q)   # nothing to hide
     y_ref = ref_block.mlp_step(ref_block.cross_step(y_ref, attended))
 
     # Source views: every view's keys/values under the source block, computed once per path.
