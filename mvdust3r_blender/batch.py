@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, TextIO, Union
 
+from .atomic import atomic_file
 from .engine.exports import FORMATS
 from .reconstruction import (PathLike, PhotoSource, WorkerSettings, fresh_file, photo_list, reconstruct,
                              save_blend, show_through_first_camera)
@@ -126,9 +127,8 @@ def _write_record(path: Path, outcome: SceneOutcome, photos: list[str], timings:
               "worker_pid": outcome.worker_pid, "model_reused": outcome.model_reused,
               "outputs": {k: str(v) for k, v in outcome.outputs.items()},
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(record, indent=1), encoding="utf-8")
-    os.replace(partial, path)
+    with atomic_file(path) as partial:
+        partial.write_text(json.dumps(record, indent=1), encoding="utf-8")
 
 
 def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[PathLike] = None,

@@ -105,7 +105,7 @@ def test_a_half_written_blend_is_not_taken_for_a_finished_scene(batch: Any, tmp_
     assert report.scenes[0].status == "done", log
     bpy.ops.wm.open_mainfile(filepath=str(out / "kitchen.blend"))
     assert "kitchen Points" in bpy.data.objects
-    assert not [p for p in out.iterdir() if "partial" in p.name]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary sibling left
 
 
 def test_exports_only_and_named_scenes(batch: Any, tmp_path: Path) -> None:
