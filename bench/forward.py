@@ -120,28 +120,25 @@ def call(model, images, mode: str):
     raise ValueError(f"unknown mode {mode!r}")
 
 
+def released_config(variant: str, layers: int | None = None):
+    """The released ``variant``'s config, with ``layers`` encoder and decoder layers if given."""
+    from mvdust3r_blender.engine.config import ModelConfig
+
+    cfg = ModelConfig.released_mvdp() if variant == "MVDp" else ModelConfig.released_mvd()
+    return cfg if layers is None else replace(cfg, enc_depth=layers, dec_depth=layers)
+
+
 def run_row(variant: str, views: int, mode: str, threads: int, layers: int | None) -> Row:
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
-    from mvdust3r_blender.engine.config import ModelConfig
     from mvdust3r_blender.engine.model import build_model
 
     torch.set_num_threads(threads)
-    cfg = ModelConfig.released_mvdp() if variant == "MVDp" else ModelConfig.released_mvd()
-    if layers is not None:
-        cfg = replace(cfg, enc_depth=layers, dec_depth=layers)
-    with torch.device("meta"):
-        meta_model = build_model(cfg).eval()
-    counter = FlopCounterMode(display=False)
-    with counter:   # bf16 modes do the fp32 mode's operations (autocast has no meta device)
-        call(meta_model, torch.empty(views, 3, 224, 224, device="meta"),
-             "predict" if "bf16" in mode else mode)
-    flops = counter.get_total_flops()
-    del meta_model, counter
+    # bf16 modes do the fp32 mode's operations (autocast has no meta device)
+    tflop = count_tflop(variant, views, "predict" if "bf16" in mode else mode, layers)
 
     torch.manual_seed(0)
-    model = build_model(cfg).eval()
+    model = build_model(released_config(variant, layers)).eval()
     images = torch.rand(views, 3, 224, 224) * 2 - 1
     peak32, peak16 = matmul_peak("float32"), matmul_peak("bfloat16")
     import psutil
@@ -152,20 +149,18 @@ def run_row(variant: str, views: int, mode: str, threads: int, layers: int | Non
         call(model, images, mode)
         seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
     return Row(variant, views, mode if layers is None else f"{mode} ({layers}-layer, memory)",
-               seconds, cpu, flops / 1e12, peak32, peak16, before / GIB, rss.peak / GIB, threads)
+               seconds, cpu, tflop, peak32, peak16, before / GIB, rss.peak / GIB, threads)
 
 
-def count_tflop(variant: str, views: int, mode: str) -> float:
-    """FLOPs of one call, counted on the meta device (no data, seconds)."""
+def count_tflop(variant: str, views: int, mode: str, layers: int | None = None) -> float:
+    """TFLOPs of one call, counted on the meta device (no data, seconds)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from mvdust3r_blender.engine.config import ModelConfig
     from mvdust3r_blender.engine.model import build_model
 
-    cfg = ModelConfig.released_mvdp() if variant == "MVDp" else ModelConfig.released_mvd()
     with torch.device("meta"):
-        model = build_model(cfg).eval()
+        model = build_model(released_config(variant, layers)).eval()
     counter = FlopCounterMode(display=False)
     with counter:
         call(model, torch.empty(views, 3, 224, 224, device="meta"), mode)
