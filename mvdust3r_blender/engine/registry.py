@@ -38,10 +38,6 @@ class ReleasedCheckpoint:
     licence: str = LICENCE
 
     @property
-    def hf_repo(self) -> str:
-        return HF_REPO
-
-    @property
     def hf_path(self) -> str:
         """Path of the file inside the Hugging Face repository."""
         return f"checkpoints/{self.filename}"

@@ -597,8 +597,8 @@ def test_registry_lists_the_release_honestly() -> None:
     assert names == ["MVDp_s2.pth", "MVD.pth", "MVDp_s1.pth"]
     default = registry.default_checkpoint()
     assert default.filename == "MVDp_s2.pth" and sum(e.default for e in registry.RELEASED) == 1
+    assert default.hf_path == "checkpoints/MVDp_s2.pth"
     assert default.url == "https://huggingface.co/Zhenggang/MV-DUSt3R/resolve/main/checkpoints/MVDp_s2.pth"
-    assert default.hf_repo == "Zhenggang/MV-DUSt3R" and default.hf_path == "checkpoints/MVDp_s2.pth"
     assert {e.licence for e in registry.RELEASED} == {"CC BY-NC 4.0"}
     s1 = registry.find_released("/some/where/MVDp_s1.pth")
     assert s1 is not None and s1.download_size_text == "7.94 GB" and s1.variant == "MVDp"
