@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import atexit
 import importlib
-import importlib.util
 import os
 import shutil
 import sys
@@ -33,17 +32,7 @@ os.environ["BLENDER_USER_RESOURCES"] = _USER_RESOURCES
 atexit.register(shutil.rmtree, _USER_RESOURCES, True)
 
 import bpy  # noqa: E402  (must come after BLENDER_USER_RESOURCES)
-from installed import PACKAGE, ROOT, worker_python
-
-
-def _load_build_script() -> ModuleType:
-    """build.py as a module (by file path: a ``build/`` folder or a pip ``build`` must not shadow it)."""
-    spec = importlib.util.spec_from_file_location("mvdust3r_build_script", ROOT / "build.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+from installed import PACKAGE, build_script, worker_python
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +44,7 @@ def extension_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
         raise RuntimeError(f"MVDUST3R_BLENDER_SERIES={series} but this interpreter runs bpy {running}")
     work = tmp_path_factory.mktemp("extension")
     try:
-        return Path(_load_build_script().build_extension(stage=work / "stage", out_dir=work / "dist"))
+        return Path(build_script().build_extension(stage=work / "stage", out_dir=work / "dist"))
     except SystemExit as exc:  # build.py reports failures by exiting; a fixture must raise instead
         raise RuntimeError(f"building the extension failed: {exc}") from None
 

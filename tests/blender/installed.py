@@ -4,7 +4,9 @@ conftest can use it before ``BLENDER_USER_RESOURCES`` is set."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -22,3 +24,13 @@ def worker_python() -> str:
     python = os.environ.get("MVDUST3R_WORKER_PYTHON", str(ROOT / ".venv" / "bin" / "python"))
     assert Path(python).is_file(), f"the worker Python {python} is missing: run `python build.py setup`"
     return python
+
+
+def build_script(module_name: str = "mvdust3r_build_script") -> ModuleType:
+    """build.py as a module (by file path: a ``build/`` folder or a pip ``build`` must not shadow it)."""
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "build.py")
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = build  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(build)
+    return build

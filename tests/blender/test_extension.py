@@ -3,8 +3,6 @@ and the installed copy registers and unregisters cleanly."""
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import sys
 import tomllib
 import zipfile
 from pathlib import Path
@@ -13,7 +11,7 @@ from types import ModuleType
 import bpy
 import numpy as np
 import pytest
-from installed import PACKAGE, ROOT
+from installed import PACKAGE, ROOT, build_script
 
 
 def test_zip_holds_the_package_at_top_level(extension_zip: Path) -> None:
@@ -86,11 +84,7 @@ def test_operators_that_change_data_are_undoable(ext: ModuleType) -> None:
 
 def test_build_fails_on_an_invalid_manifest(tmp_path: Path) -> None:
     """build.py's extension build stops on Blender's validation errors (a tagline ending in '.')."""
-    spec = importlib.util.spec_from_file_location("mvdust3r_build_script_check", ROOT / "build.py")
-    assert spec is not None and spec.loader is not None
-    build = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = build
-    spec.loader.exec_module(build)
+    build = build_script("mvdust3r_build_script_check")
     lines = (ROOT / "blender_manifest.toml").read_text().splitlines()
     bad = tmp_path / "blender_manifest.toml"
     bad.write_text("\n".join('tagline = "Ends with a full stop."' if line.startswith("tagline") else line
