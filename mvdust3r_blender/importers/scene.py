@@ -74,14 +74,16 @@ def import_reconstruction(bundle: Bundle, options: ImportOptions, scene: bpy.typ
         collection = bpy.data.collections.new(name)
         scene.collection.children.link(collection)
         result = ImportResult(collection=collection, bundle_path=bundle_path)
-        spacing = grid_point_spacing(bundle.pts3d, bundle.intrinsics, bundle.cam2world, bundle.crop_box)
         positions = transform_points(bundle.pts3d.reshape(-1, 3), options.axes)
         colors = srgb8_to_linear(bundle.images.reshape(-1, 3))
         if options.points:
             conf = bundle.conf.reshape(-1)
             threshold = (options.confidence_threshold if options.confidence_threshold is not None
                          else confidence_threshold(conf, options.confidence_drop))
-            radius = options.point_radius if options.point_radius is not None else 0.5 * spacing * options.point_size
+            radius = options.point_radius
+            if radius is None:  # half the grid spacing: neighbouring points just touch
+                spacing = grid_point_spacing(bundle.pts3d, bundle.intrinsics, bundle.cam2world, bundle.crop_box)
+                radius = 0.5 * spacing * options.point_size
             view = np.repeat(np.arange(n, dtype=np.int32), h * w)
             result.points = create_points(f"{name} Points", positions, colors, conf, view, threshold, radius, collection)
             shown = int((conf >= threshold).sum())
