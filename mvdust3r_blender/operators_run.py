@@ -15,7 +15,7 @@ import bpy
 
 from . import run
 from .preferences import SetupError
-from .run import IMAGE_EXTENSIONS, RunError
+from .run import IMAGE_EXTENSIONS, RunError, folder_photos
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
@@ -82,7 +82,7 @@ class MVDUST3R_BLENDER_OT_add_photos(bpy.types.Operator):
         if names:
             paths = [str(folder / name) for name in names]
         elif folder.is_dir():  # a folder without a selection: all of its images, in name order
-            paths = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            paths = folder_photos(folder)
         else:
             self.report({"ERROR"}, f"The folder '{folder}' does not exist")
             return {"CANCELLED"}

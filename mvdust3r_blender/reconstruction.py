@@ -30,7 +30,7 @@ from .import_options import ImportOptions
 from .importers.scene import ImportResult, import_reconstruction
 from .preferences import SetupError
 from .protocol import Event, ProgressEvent, ResultEvent
-from .run import IMAGE_EXTENSIONS, RunError, check_photos
+from .run import IMAGE_EXTENSIONS, RunError, check_photos, folder_photos
 
 WORKER_PYTHON_ENV = "MVDUST3R_WORKER_PYTHON"
 """Environment variable naming the worker's Python; wins over the preferences (tests, render farms)."""
@@ -78,8 +78,7 @@ def photo_list(photos: PhotoSource) -> list[str]:
         folder = Path(photos)
         if not folder.is_dir():
             raise RunError(f"'{folder}' is not a folder", "pass a folder of photos or a list of photo files")
-        paths = [str(p.absolute()) for p in sorted(folder.iterdir())
-                 if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        paths = folder_photos(folder)
         if len(paths) < 2:
             raise RunError(f"the folder '{folder}' holds {len(paths)} photo{'s' if len(paths) != 1 else ''}",
                            f"put at least 2 photos of one scene in it ({', '.join(IMAGE_EXTENSIONS)})")

@@ -148,6 +148,11 @@ class RunRequest:
                    scene_name=scene.name, log_path=preferences.user_dir() / "worker.log")
 
 
+def folder_photos(folder: Path) -> list[str]:
+    """Absolute paths of the image files in `folder` (by extension), sorted by name."""
+    return [str(p.absolute()) for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+
+
 def check_photos(photos: list[str]) -> None:
     """Raise :class:`RunError` naming the first photo that is missing (the worker checks contents)."""
     if len(photos) < 2:
@@ -247,7 +252,7 @@ class RunController:
     def _apply(self, bundle_path: Path) -> None:
         """Import the bundle into the run's scene as one undo step. ``api.import_bundle`` removes
         whatever it created when it fails, so a failure leaves the scene as it was."""
-        from . import api  # here, not at the top: api imports the scripting module, which imports this one
+        from . import api  # here, not at the top: api imports reconstruction, which imports this one
 
         scene = bpy.data.scenes.get(self.request.scene_name)
         if scene is None:
