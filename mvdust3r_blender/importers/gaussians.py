@@ -148,11 +148,9 @@ def create_gaussians(name: str, positions: np.ndarray, rotations: np.ndarray, sc
     positions [M,3], rotations [M,4] (w,x,y,z) both in Blender world; scales [M,3] std-devs;
     opacities [M]; colors [M,3] linear RGB.
     """
-    rgba = np.ones((len(positions), 4), dtype=np.float32)
-    rgba[:, :3] = colors
     mesh = new_points_mesh(name, positions, {
         "rot": ("QUATERNION", rotations), "scale": ("FLOAT_VECTOR", scales), "opacity": ("FLOAT", opacities),
-    }, rgba)
+    }, colors)
     obj = bpy.data.objects.new(name, mesh)
     collection.objects.link(obj)
     material = splat_material(f"{name} Splat")

@@ -20,13 +20,15 @@ COLOR_ATTRIBUTE = "Col"
 
 def new_points_mesh(name: str, positions: np.ndarray, attributes: dict[str, tuple[str, np.ndarray]],
                     colors: np.ndarray) -> bpy.types.Mesh:
-    """A vertices-only mesh: positions [M,3], `colors` [M,4] linear RGBA as ``Col``, and more point
-    attributes given as {name: (type, values)} with type FLOAT, INT, FLOAT_VECTOR or QUATERNION."""
+    """A vertices-only mesh: positions [M,3], `colors` [M,3] linear RGB as ``Col`` (opaque), and more
+    point attributes given as {name: (type, values)} with type FLOAT, INT, FLOAT_VECTOR or QUATERNION."""
     mesh = bpy.data.meshes.new(name)
     mesh.vertices.add(len(positions))
     mesh.vertices.foreach_set("co", np.ascontiguousarray(positions, dtype=np.float32).ravel())
+    rgba = np.ones((len(positions), 4), dtype=np.float32)
+    rgba[:, :3] = colors
     color = mesh.color_attributes.new(COLOR_ATTRIBUTE, "FLOAT_COLOR", "POINT")
-    getattr(color, "data").foreach_set("color", np.ascontiguousarray(colors, dtype=np.float32).ravel())
+    getattr(color, "data").foreach_set("color", rgba.ravel())
     for attr_name, (attr_type, values) in attributes.items():
         attribute = mesh.attributes.new(attr_name, attr_type, "POINT")  # type: ignore[arg-type]
         field = {"FLOAT": "value", "INT": "value", "QUATERNION": "value", "FLOAT_VECTOR": "vector"}[attr_type]
@@ -79,9 +81,7 @@ def create_points(name: str, positions: np.ndarray, colors: np.ndarray, confiden
 
     positions [M,3] in Blender world; colors [M,3] linear RGB; confidence [M]; view [M] photo index.
     """
-    rgba = np.ones((len(positions), 4), dtype=np.float32)
-    rgba[:, :3] = colors
-    mesh = new_points_mesh(name, positions, {"confidence": ("FLOAT", confidence), "view": ("INT", view)}, rgba)
+    mesh = new_points_mesh(name, positions, {"confidence": ("FLOAT", confidence), "view": ("INT", view)}, colors)
     obj = bpy.data.objects.new(name, mesh)
     collection.objects.link(obj)
     material = emission_material(f"{name} Colour", "GEOMETRY")
