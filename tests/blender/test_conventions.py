@@ -27,6 +27,19 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
     return np.array(Quaternion(q / np.linalg.norm(q)).to_matrix())
 
 
+def photo_camera(conv: ModuleType, cams: ModuleType, scene: bpy.types.Scene, k: np.ndarray, width: int,
+                 height: int) -> bpy.types.Object:
+    """A camera object for intrinsics `k` of a `width`×`height` photo, made as the importer makes it
+    (camera data and the scene's render settings), linked to `scene`."""
+    params = conv.blender_camera(k, width, height)
+    data = bpy.data.cameras.new("cam")
+    cams.apply_camera(data, params)
+    cams.apply_render_settings(scene, params)
+    obj = bpy.data.objects.new("cam", data)
+    scene.collection.objects.link(obj)
+    return obj
+
+
 def test_z_up_takes_the_first_camera_to_an_upright_blender_view(conv: ModuleType) -> None:
     a = conv.world_axes("Z_UP")[:3, :3]
     assert np.allclose(a @ a.T, np.eye(3)) and np.isclose(np.linalg.det(a), 1.0)
@@ -77,12 +90,7 @@ def test_blender_camera_reproduces_k_rt(conv: ModuleType, cams: ModuleType, seed
     c2w[:3, 3] = rng.normal(size=3)
     axes = "Z_UP" if seed % 2 else "NETWORK"
     scene = bpy.context.scene
-    params = conv.blender_camera(k, width, height)
-    data = bpy.data.cameras.new("cam")
-    cams.apply_camera(data, params)
-    cams.apply_render_settings(scene, params)
-    obj = bpy.data.objects.new("cam", data)
-    scene.collection.objects.link(obj)
+    obj = photo_camera(conv, cams, scene, k, width, height)
     obj.matrix_world = Matrix(conv.camera_matrix_world(c2w, axes).tolist())
     bpy.context.view_layer.update()
     # points in front of the camera, across (and beyond) the photo
@@ -100,12 +108,7 @@ def test_image_plane_corners_project_onto_photo_corners(conv: ModuleType, cams: 
     width, height = 300, 200
     k = np.array([[280.0, 0, 170], [0, 250, 90], [0, 0, 1]])
     scene = bpy.context.scene
-    params = conv.blender_camera(k, width, height)
-    data = bpy.data.cameras.new("cam")
-    cams.apply_camera(data, params)
-    cams.apply_render_settings(scene, params)
-    obj = bpy.data.objects.new("cam", data)
-    scene.collection.objects.link(obj)
+    obj = photo_camera(conv, cams, scene, k, width, height)
     bpy.context.view_layer.update()
     corners = conv.image_plane_corners(k, width, height, 2.5)
     expected = [(0, height), (width, height), (width, 0), (0, 0)]  # BL, BR, TR, TL in photo pixels
