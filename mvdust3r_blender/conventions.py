@@ -145,32 +145,6 @@ def image_plane_corners(intrinsics: np.ndarray, width: int, height: int, depth: 
     ], dtype=np.float32)
 
 
-def srgb_to_linear(srgb: np.ndarray) -> np.ndarray:
-    """float32: sRGB-encoded values in [0,1] → linear (Blender's colour attributes are linear)."""
-    c = np.clip(np.asarray(srgb, dtype=np.float32), 0.0, 1.0)
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
-
-
-_SRGB8_TO_LINEAR = srgb_to_linear(np.arange(256, dtype=np.float32) / 255.0)
-
-
-def srgb8_to_linear(srgb: np.ndarray) -> np.ndarray:
-    """float32: sRGB bytes (uint8, e.g. the bundle's images) → linear, by table look-up."""
-    return _SRGB8_TO_LINEAR[np.asarray(srgb, dtype=np.uint8)]
-
-
-def confidence_threshold(conf: np.ndarray, drop_fraction: float = 0.03) -> float:
-    """The official demo's threshold: the value at index int(total·fraction) of all views' sorted conf.
-
-    Keeping ``conf >= threshold`` drops about the `drop_fraction` least-confident points.
-    """
-    flat = conf.ravel()
-    if flat.size == 0:
-        return 0.0
-    index = min(max(int(flat.size * drop_fraction), 0), flat.size - 1)
-    return float(np.partition(flat, index)[index])
-
-
 def point_depths(pts3d: np.ndarray, cam2world: np.ndarray, max_samples: int = 100_000) -> np.ndarray:
     """float32 [N,m]: depth of (an even subsample of) each view's points in that view's own camera.
 

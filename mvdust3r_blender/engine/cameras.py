@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..conventions import confidence_threshold
+from ..bundle import confidence_threshold
 from .errors import Cancelled
 
 FOCAL_ITERATIONS = 10
@@ -39,7 +39,7 @@ POSE_FAILURE_W2C_T = (1.0, 1.0, 1.0)
 
 def confidence_mask(conf: torch.Tensor, percent: float = 3.0) -> torch.Tensor:
     """bool, same shape as `conf`: ``conf >= sorted(conf)[int(numel·percent/100)]`` (one threshold for
-    all) — the demo's rule, as :func:`~mvdust3r_blender.conventions.confidence_threshold` computes it
+    all) — the demo's rule, as :func:`~mvdust3r_blender.bundle.confidence_threshold` computes it
     for the importer and the exports."""
     return conf >= confidence_threshold(conf.detach().float().cpu().numpy(), percent * 0.01)
 

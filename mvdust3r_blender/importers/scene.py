@@ -15,9 +15,9 @@ from typing import Any, Optional
 import bpy
 import numpy as np
 
-from ..bundle import Bundle
-from ..conventions import (camera_matrix_world, confidence_threshold, grid_point_spacing, point_depths,
-                           srgb8_to_linear, transform_points, transform_rotations)
+from ..bundle import Bundle, confidence_threshold, srgb8_to_linear
+from ..conventions import (camera_matrix_world, grid_point_spacing, point_depths, transform_points,
+                           transform_rotations)
 from ..import_options import ImportOptions
 from .cameras import create_cameras
 from .gaussians import create_gaussians

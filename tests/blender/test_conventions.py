@@ -18,6 +18,11 @@ def conv(ext: ModuleType) -> ModuleType:
 
 
 @pytest.fixture
+def bundle_module(ext: ModuleType) -> ModuleType:
+    return importlib.import_module(f"{ext.__name__}.bundle")
+
+
+@pytest.fixture
 def cams(ext: ModuleType) -> ModuleType:
     return importlib.import_module(f"{ext.__name__}.importers.cameras")
 
@@ -123,28 +128,29 @@ def test_invalid_intrinsics_are_rejected(conv: ModuleType) -> None:
         conv.blender_camera(np.array([[0.0, 0, 1], [0, 1, 1], [0, 0, 1]]), 10, 10)
 
 
-def test_srgb_to_linear_matches_blender(conv: ModuleType) -> None:
+def test_srgb_to_linear_matches_blender(bundle_module: ModuleType) -> None:
+    """The bundle's colours are sRGB bytes; Blender's colour attributes are linear."""
     from mathutils import Color
 
     values = np.linspace(0, 1, 11, dtype=np.float32)
-    linear = conv.srgb_to_linear(values)
+    linear = bundle_module.srgb_to_linear(values)
     for s, lin in zip(values, linear):
         c = Color((float(s), float(s), float(s)))
         if hasattr(c, "from_srgb_to_scene_linear"):
             assert abs(c.from_srgb_to_scene_linear().r - lin) < 1e-3
-    assert abs(float(conv.srgb_to_linear(np.float32(0.5))) - 0.21404) < 1e-4
+    assert abs(float(bundle_module.srgb_to_linear(np.float32(0.5))) - 0.21404) < 1e-4
     bytes_ = np.arange(256, dtype=np.uint8)
-    assert np.array_equal(conv.srgb8_to_linear(bytes_), conv.srgb_to_linear(bytes_.astype(np.float32) / 255))
+    assert np.array_equal(bundle_module.srgb8_to_linear(bytes_), bundle_module.srgb_to_linear(bytes_.astype(np.float32) / 255))
 
 
-def test_confidence_threshold_is_the_official_sorted_index(conv: ModuleType) -> None:
+def test_confidence_threshold_is_the_official_sorted_index(bundle_module: ModuleType) -> None:
     rng = np.random.default_rng(3)
     conf = 1 + rng.exponential(3, size=(4, 30, 40)).astype(np.float32)
-    thr = conv.confidence_threshold(conf, 0.03)
+    thr = bundle_module.confidence_threshold(conf, 0.03)
     assert thr == np.sort(conf.ravel())[int(conf.size * 0.03)]
     dropped = (conf < thr).sum() / conf.size
     assert 0.025 < dropped <= 0.03
-    assert conv.confidence_threshold(conf, 0.0) == conf.min()
+    assert bundle_module.confidence_threshold(conf, 0.0) == conf.min()
 
 
 def test_grid_point_spacing_is_the_neighbour_distance_on_a_plane(conv: ModuleType) -> None:

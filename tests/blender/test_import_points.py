@@ -24,7 +24,7 @@ def read(mesh: bpy.types.Mesh, name: str, field: str, width: int, dtype: Any = n
 @pytest.fixture
 def mods(ext: ModuleType) -> dict[str, ModuleType]:
     return {name: importlib.import_module(f"{ext.__name__}.{name}")
-            for name in ("api", "conventions", "importers.points", "importers.nodes")}
+            for name in ("api", "bundle", "conventions", "importers.points", "importers.nodes")}
 
 
 @pytest.mark.parametrize("axes", ["Z_UP", "NETWORK"])
@@ -42,7 +42,7 @@ def test_points_carry_positions_and_attributes(mods: dict[str, ModuleType], make
                        atol=1e-5)
     assert mesh.attributes["Col"].data_type == "FLOAT_COLOR" and mesh.attributes["Col"].domain == "POINT"
     rgba = read(mesh, "Col", "color", 4)
-    assert np.allclose(rgba[:, :3], mods["conventions"].srgb_to_linear(bundle.colors.reshape(-1, 3)), atol=1e-6)
+    assert np.allclose(rgba[:, :3], mods["bundle"].srgb_to_linear(bundle.colors.reshape(-1, 3)), atol=1e-6)
     assert np.allclose(rgba[:, 3], 1.0)
     assert mesh.attributes["confidence"].data_type == "FLOAT"
     assert np.allclose(read(mesh, "confidence", "value", 1), bundle.conf.ravel())

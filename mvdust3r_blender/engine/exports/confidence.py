@@ -5,7 +5,7 @@ from typing import Optional
 
 import numpy as np
 
-from ...conventions import confidence_threshold
+from ...bundle import confidence_threshold
 
 DEFAULT_CONF_QUANTILE = 0.03
 """Fraction of the lowest-confidence points dropped by default: the official demo's slider default
@@ -18,7 +18,7 @@ def confidence_mask(conf: np.ndarray, min_conf: Optional[float] = None,
 
     With `min_conf` (an absolute confidence; the network's confidence is >= 1) keep conf >= min_conf.
     Without it, follow the official demo (the rule the importer uses too,
-    :func:`~mvdust3r_blender.conventions.confidence_threshold`): keep conf >= the value at index
+    :func:`~mvdust3r_blender.bundle.confidence_threshold`): keep conf >= the value at index
     int(total * quantile) of every view's confidences sorted together.
     """
     if min_conf is None:

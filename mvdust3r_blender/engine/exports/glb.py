@@ -17,7 +17,7 @@ import numpy as np
 
 from ...bundle import Bundle
 from ...atomic import atomic_file
-from ...conventions import srgb8_to_linear
+from ...bundle import srgb8_to_linear
 from .errors import ExportError
 from .quaternions import quaternion_from_matrix
 
