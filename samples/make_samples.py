@@ -26,7 +26,7 @@ def make_samples(out: Path, seed: int = SEED, views: int = VIEWS) -> list[Path]:
     import torch
     from PIL import Image
 
-    from training.cameras import sample_intrinsics, sample_trajectory
+    from training.cameras import centre_convention, sample_intrinsics, sample_trajectory
     from training.render import render
     from training.scenes import random_scene
 
@@ -43,9 +43,10 @@ def make_samples(out: Path, seed: int = SEED, views: int = VIEWS) -> list[Path]:
         paths.append(path)
     (out / "cameras.json").write_text(json.dumps({
         "source": f"training.scenes.random_scene({seed}), samples/make_samples.py",
-        "convention": "OpenCV cam2world [4,4]; intrinsics in pixels of the full photo",
+        "convention": "OpenCV cam2world [4,4]; intrinsics in pixels of the full photo, which spans "
+                      "[0,W]x[0,H] (pixel centres at +0.5), as in the bundle",
         "width": WIDTH, "height": HEIGHT,
-        "cam2world": cam2world.tolist(), "intrinsics": intrinsics.tolist()}, indent=1))
+        "cam2world": cam2world.tolist(), "intrinsics": centre_convention(intrinsics).tolist()}, indent=1))
     return paths
 
 

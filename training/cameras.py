@@ -1,8 +1,11 @@
 """Cameras for synthetic captures: pinhole intrinsics and cam2world poses inside a room.
 
 Conventions (those of the engine, DESIGN.md): OpenCV camera axes (x right, y down, z forward);
-``cam2world`` is a [V,4,4] rigid transform; intrinsics are in pixels of an image spanning
-[0,W]×[0,H], so pixel (i, j) has its centre at (j + 0.5, i + 0.5).
+``cam2world`` is a [V,4,4] rigid transform; intrinsics are in pixels, with pixel (i, j) at image
+coordinate (j, i) — integer indices, the convention of the official camera recovery
+(``mvdust3r_blender/engine/cameras.py``: PnP on integer indices with the principal point at
+(W/2, H/2)). Rendering in any other convention would teach the network pointmaps that the
+recovery reads as cameras off by half a pixel.
 """
 from __future__ import annotations
 
@@ -14,6 +17,20 @@ from torch import Tensor
 from .scenes import CAMERA_RING, Scene
 
 FOV_RANGE_DEG = (50.0, 80.0)  # horizontal field of view of phone / compact cameras, wide end
+
+
+def pixel_grid(height: int, width: int) -> tuple[Tensor, Tensor]:
+    """Image coordinates (u, v), each float32 [H,W], of every pixel: pixel (i, j) is at (j, i)."""
+    v, u = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
+                          indexing="ij")
+    return u, v
+
+
+def centre_convention(intrinsics: Tensor) -> Tensor:
+    """The same camera for code that puts pixel (i, j) at (j + 0.5, i + 0.5) (gsplat, OpenGL)."""
+    out = intrinsics.clone()
+    out[..., :2, 2] += 0.5
+    return out
 
 
 def sample_intrinsics(gen: torch.Generator, n_views: int, height: int, width: int,

@@ -74,7 +74,7 @@ class SyntheticScenes(Dataset):
     - ``pts3d`` float32 [V,H,W,3]: each pixel's surface point in view 0's camera frame
     - ``valid`` bool [V,H,W]: pixels that see a surface (sky is invalid)
     - ``depth`` float32 [V,H,W]: z in the pixel's own camera
-    - ``intrinsics`` float32 [V,3,3] (pixels; pixel (i, j) centred at (j+.5, i+.5))
+    - ``intrinsics`` float32 [V,3,3] (pixels; pixel (i, j) at (j, i), :mod:`training.cameras`)
     - ``cam2world`` float32 [V,4,4]: camera → view-0 camera frame (view 0 is the identity)
     - ``num_render_views`` int64 scalar, ``scene_seed`` int64 scalar
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .cameras import centre_convention
 from .splatting import render_gaussians
 
 ALPHA = 0.2
@@ -138,7 +139,7 @@ def gaussian_render_loss(res1: dict[str, Tensor], res2s: list[dict[str, Tensor]]
             world2cam = torch.linalg.inv(batch["cam2world"][i, k])
             world2cam = torch.cat([world2cam[:3, :3], world2cam[:3, 3:] / gt_factor[i]], 1)
             image = render_gaussians(means, quats[i].reshape(-1, 4), sc, opacity[i].reshape(-1),
-                                     colour[i].reshape(-1, 3), world2cam, batch["intrinsics"][i, k], h, w,
+                                     colour[i].reshape(-1, 3), world2cam, centre_convention(batch["intrinsics"][i, k]), h, w,
                                      torch.ones(3, dtype=means.dtype, device=means.device))
             losses.append(((image - batch["img"][i, k].permute(1, 2, 0)) ** 2).mean())
     return torch.stack(losses).mean() if losses else pred_pts.new_zeros(())

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .cameras import pixel_grid
 from .scenes import Materials, Scene, Texture
 
 EPS = 1e-4  # smallest accepted ray parameter (metres of depth): hits behind or at the eye are ignored
@@ -32,9 +33,9 @@ class Rendering:
 
 
 def pixel_rays(intrinsics: Tensor, cam2world: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
-    """Origins and directions [V,H,W,3] through pixel centres (j + 0.5, i + 0.5); direction·z_cam = 1."""
-    v, u = torch.meshgrid(torch.arange(height, dtype=torch.float32) + 0.5,
-                          torch.arange(width, dtype=torch.float32) + 0.5, indexing="ij")
+    """Origins and directions [V,H,W,3] through the pixels (pixel (i, j) at image coordinate (j, i),
+    :func:`training.cameras.pixel_grid`); direction·z_cam = 1."""
+    u, v = pixel_grid(height, width)
     pix = torch.stack([u, v, torch.ones_like(u)], dim=-1)                        # [H,W,3]
     cam_dirs = torch.einsum("vij,hwj->vhwi", torch.linalg.inv(intrinsics.float()), pix)
     dirs = torch.einsum("vij,vhwj->vhwi", cam2world[:, :3, :3].float(), cam_dirs)

@@ -7,7 +7,8 @@ with one simplification that fits the official *clamped* scales (≤ 4e-3 of the
 distance, so footprints of a pixel or two): every Gaussian touches only the pixels within
 ``reach`` of its centre. No per-pixel loops: contributions [N·(2·reach+1)²] are sorted by
 (pixel, depth) once and composited with a segmented cumulative sum of log-transmittance.
-Pixel (i, j) has its centre at (j + 0.5, i + 0.5), as in :mod:`training.render`.
+Pixel (i, j) has its centre at (j + 0.5, i + 0.5), as in gsplat (the training data's intrinsics
+put it at (j, i): :func:`training.cameras.centre_convention` converts).
 """
 from __future__ import annotations
 

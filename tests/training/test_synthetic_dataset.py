@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader
 
+from training.cameras import pixel_grid
 from training.dataset import RECIPES, RecipeBatchSampler, SampleKey, SyntheticScenes, network_views
 
 torch.set_num_threads(1)
@@ -28,7 +29,7 @@ def test_points_are_in_view0_frame_and_consistent_with_depth() -> None:
     valid = s["valid"]
     assert torch.allclose(s["pts3d"][0][..., 2][valid[0]], s["depth"][0][valid[0]], rtol=1e-4)
     # unproject each view's depth with its K, move to view 0 with cam2world: the GT points
-    v, u = torch.meshgrid(torch.arange(24) + 0.5, torch.arange(24) + 0.5, indexing="ij")
+    u, v = pixel_grid(24, 24)
     pix = torch.stack([u, v, torch.ones_like(u)], -1)
     rays = torch.einsum("vij,hwj->vhwi", torch.linalg.inv(s["intrinsics"]), pix)
     cam = rays * s["depth"][..., None]

@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 
+from mvdust3r_blender.engine.cameras import estimate_cameras
+from mvdust3r_blender.engine.metrics import rotation_angle_deg
 from training.cameras import look_at, sample_intrinsics, sample_trajectory
 from training.render import render
 from training.scenes import Boxes, Cylinders, Light, Materials, Planes, Scene, Spheres, random_scene
@@ -33,8 +35,8 @@ def _scene(planes: Planes | None = None, boxes: Boxes | None = None, spheres: Sp
 
 
 def _intrinsics(size: int, focal: float) -> torch.Tensor:
-    """Odd ``size`` with the principal point at size/2: the middle pixel's centre is on the axis."""
-    return torch.tensor([[[focal, 0, size / 2], [0, focal, size / 2], [0, 0, 1]]])
+    """Odd ``size`` with the principal point on the middle pixel (index size // 2): its ray is the axis."""
+    return torch.tensor([[[focal, 0, size // 2], [0, focal, size // 2], [0, 0, 1]]], dtype=torch.float32)
 
 
 INF = float("inf")
@@ -49,7 +51,7 @@ def test_floor_depth_matches_the_pitched_camera_formula() -> None:
     pos = torch.tensor([[0.0, 0.0, h]])
     target = pos + torch.tensor([[math.cos(pitch), 0.0, -math.sin(pitch)]])
     out = render(_scene(planes=FLOOR), _intrinsics(size, focal), look_at(pos, target), size, size)
-    y = ((torch.arange(size) + 0.5 - size / 2) / focal)[:, None].expand(size, size)
+    y = ((torch.arange(size) - size // 2) / focal)[:, None].expand(size, size)
     down = y * math.cos(pitch) + math.sin(pitch)
     expected = torch.where(down > 0, h / down, torch.zeros_like(down))
     assert torch.equal(out.valid[0], down > 1e-3)       # above the horizon: sky, invalid
@@ -65,7 +67,7 @@ def test_sphere_depth_on_the_axis_and_silhouette() -> None:
     mid = size // 2
     assert out.depth[0, mid, mid].item() == pytest.approx(distance - radius, rel=1e-6)
     # a pixel sees the sphere iff its ray is within asin(r/D) of the centre direction
-    ij = torch.arange(size) + 0.5 - size / 2
+    ij = (torch.arange(size) - size // 2).float()
     rays = torch.stack([ij[None, :].expand(size, size) / focal, ij[:, None].expand(size, size) / focal,
                         torch.ones(size, size)], -1)
     angle = torch.acos(rays[..., 2] / rays.norm(dim=-1))
@@ -115,7 +117,8 @@ def test_world_points_reproject_to_their_pixels() -> None:
     assert torch.allclose(cam[..., 2][out.valid], out.depth.double()[out.valid], rtol=1e-5)
     pix = torch.einsum("vij,vhwj->vhwi", K.double(), cam)
     pix = pix[..., :2] / pix[..., 2:]
-    v, u = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    # pixel (i, j) at image coordinate (j, i): the integer-index convention of the engine's camera recovery
+    v, u = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     expected = torch.stack([u, v], -1).double().expand_as(pix)
     err = (pix - expected).norm(dim=-1)[out.valid]
     assert err.max().item() < 1e-3
@@ -153,7 +156,7 @@ def test_bounded_walls_end_at_the_room_box() -> None:
     out = render(_scene(planes=wall), _intrinsics(size, focal), look_at(pos, pos + torch.tensor([[1.0, 0, 0]])),
                  size, size)
     z = out.world_points[0][..., 2]
-    y = (torch.arange(size) + 0.5 - size / 2) / focal
+    y = (torch.arange(size) - size // 2) / focal
     hit_z = 2.0 - 5.0 * y                                   # image down = world −Z
     hit_y = -5.0 * y                                        # image right = world −Y (facing +X, Z up)
     expected = ((hit_z >= -1e-3) & (hit_z <= 10 + 1e-3))[:, None] & (hit_y.abs() <= 10 + 1e-3)[None, :]
@@ -174,3 +177,23 @@ def test_supersampling_changes_colours_only() -> None:
     diff = (one.rgb.float() - four.rgb.float()).abs()
     assert 0 < diff.mean() < 12
     assert len(torch.unique(four.rgb.reshape(-1, 3), dim=0)) > len(torch.unique(one.rgb.reshape(-1, 3), dim=0))
+
+
+def test_the_engines_camera_recovery_reads_true_pointmaps_as_the_true_cameras() -> None:
+    """Rendered ground truth in the convention the add-on's camera recovery assumes: with the
+    principal point at (W/2, H/2), PnP on the true pointmaps returns the true focal and poses."""
+    scene = random_scene(4)
+    gen = torch.Generator().manual_seed(9)
+    h = w = 48
+    K = sample_intrinsics(gen, 4, h, w)
+    K[:, 0, 2], K[:, 1, 2] = w / 2, h / 2
+    c2w = sample_trajectory(gen, scene, 4)
+    out = render(scene, K, c2w, h, w)
+    to_view0 = torch.linalg.inv(c2w[0])                         # the network predicts in view 0's frame
+    pts = out.world_points @ to_view0[:3, :3].T + to_view0[:3, 3]
+    pts = torch.where(out.valid[..., None], pts, torch.tensor([0.0, 0.0, 50.0]))
+    cams = estimate_cameras(pts, out.valid.float() + 1)
+    assert cams.focal == pytest.approx(float(K[0, 0, 0]), rel=1e-3)
+    true = (to_view0 @ c2w).double().numpy()
+    error = cams.poses.cam2world[:, :3, :3].transpose(0, 2, 1) @ true[:, :3, :3]
+    assert rotation_angle_deg(error).max() < 0.05
