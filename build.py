@@ -167,9 +167,13 @@ def blender_ext_script() -> Path:
     return found[0]
 
 
+DEFAULT_MODEL = ROOT / "models" / "default.safetensors"  # shipped in the zip; the demo's model
+
+
 def build_extension(stage: Path = EXTENSION_STAGE, out_dir: Path = DIST,
                     manifest_path: Path = ROOT / "blender_manifest.toml") -> Path:
-    """Stage the extension (manifest + the package's contents + listed wheels), validate it, zip it.
+    """Stage the extension (manifest + the package's contents + the built-in model + listed wheels),
+    validate it, zip it.
 
     The repository root holds the manifest but the extension's top level must be the package
     itself, hence the staging folder. Returns the path of ``<out_dir>/mvdust3r_blender-<version>.zip``.
@@ -184,6 +188,10 @@ def build_extension(stage: Path = EXTENSION_STAGE, out_dir: Path = DIST,
     shutil.copytree(ROOT / "mvdust3r_blender", stage,
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests", "training", "bench"))
     shutil.copy2(manifest_path, stage / "blender_manifest.toml")
+    if not DEFAULT_MODEL.is_file():
+        sys.exit(f"the built-in model {DEFAULT_MODEL} is missing (it is committed to the repository)")
+    (stage / "models").mkdir()
+    shutil.copy2(DEFAULT_MODEL, stage / "models" / DEFAULT_MODEL.name)
     for wheel in manifest.get("wheels", []):
         source = (ROOT / wheel).resolve()
         if not source.is_file():
@@ -205,15 +213,14 @@ def build_extension(stage: Path = EXTENSION_STAGE, out_dir: Path = DIST,
     return zip_path
 
 
-DEMO_MODEL = ROOT / "models" / "default.safetensors"  # the demo's model once it ships (demo/run_demo.py)
 
 
 def demo(args: argparse.Namespace) -> int:
     """Set up what is missing, build the zip, then run demo/run_demo.py under Blender 5.0's Python:
     it installs the zip into a temporary Blender user folder and reconstructs samples/room through
     the installed extension's API into out/demo/ (demo.blend, preview.png)."""
-    if not args.checkpoint and not DEMO_MODEL.is_file():
-        log(f"demo: NOTE: there is no trained model at {DEMO_MODEL.relative_to(ROOT)} yet, so the demo runs a tiny "
+    if not args.checkpoint and not DEFAULT_MODEL.is_file():
+        log(f"demo: NOTE: there is no trained model at {DEFAULT_MODEL.relative_to(ROOT)} yet, so the demo runs a tiny "
             "test model with RANDOM weights: its output is NOT a real reconstruction (the demo says so again at the end)")
     started = time.perf_counter()
     engine = ensure_env(ENGINE)

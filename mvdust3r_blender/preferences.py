@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import IconItems
 
 LOCAL = "LOCAL"
+BUILTIN = "BUILTIN"
+# The small model shipped inside the extension (trained on synthetic rooms; see training/README.md)
+BUILTIN_MODEL = Path(__file__).resolve().parent / "models" / "default.safetensors"
 _BACKEND_LABELS = {"auto": "Automatic (detect the GPU)", "cpu": "CPU only", "cu126": "NVIDIA CUDA 12.6",
                    "cu128": "NVIDIA CUDA 12.8", "rocm6.3": "AMD ROCm 6.3 (Linux)"}
 # Property arguments are evaluated by Blender from the annotations' text: keep them plain names.
@@ -35,6 +38,8 @@ class SetupError(UserError):
 def _checkpoint_items(self: Any, context: Any) -> list[tuple[str, str, str]]:
     items = [(c.filename, c.title, f"{c.description} {c.download_size_text}, licence {c.licence}")
              for c in registry.RELEASED]
+    items.append((BUILTIN, "Built-in Small Model", "Shipped with the add-on, works offline: a small "
+                  "MV-DUSt3R+ trained on synthetic rooms, to try the add-on. Real photos need a released model"))
     items.append((LOCAL, "Local File", "A checkpoint file already on this computer"))
     return items
 
@@ -133,6 +138,9 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
         if self.checkpoint == LOCAL:
             box.prop(self, "checkpoint_path")
             return
+        if self.checkpoint == BUILTIN:
+            box.label(text="Trained on synthetic rooms only: expect rough results on real photos", icon="INFO")
+            return
         entry = registry.find_released(self.checkpoint)
         path = models_dir() / self.checkpoint
         if entry is not None:
@@ -230,6 +238,11 @@ def checkpoint_file(prefs: MVDUST3R_AddonPreferences) -> Path:
         if not path.is_file():
             raise SetupError(f"the checkpoint '{path}' does not exist", "pick an existing file, or download a model")
         return path
+    if prefs.checkpoint == BUILTIN:
+        if not BUILTIN_MODEL.is_file():
+            raise SetupError(f"the built-in model '{BUILTIN_MODEL}' is missing from this installation",
+                             "reinstall the extension, or pick another model")
+        return BUILTIN_MODEL
     path = models_dir() / prefs.checkpoint
     if not path.is_file():
         raise SetupError(f"the model {prefs.checkpoint} is not downloaded",

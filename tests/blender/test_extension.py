@@ -20,6 +20,9 @@ def test_zip_holds_the_package_at_top_level(extension_zip: Path) -> None:
     names = zipfile.ZipFile(extension_zip).namelist()
     assert "blender_manifest.toml" in names and "__init__.py" in names and "bundle.py" in names
     assert "engine/__init__.py" in names  # the worker starts from the installed files
+    # the built-in model, byte for byte the committed one
+    assert zipfile.ZipFile(extension_zip).read("models/default.safetensors") == \
+        (ROOT / "models" / "default.safetensors").read_bytes()
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or n.startswith(("tests/", "bench/"))]
 
 

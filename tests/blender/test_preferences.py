@@ -78,7 +78,17 @@ def test_defaults(ext: ModuleType) -> None:
     assert (p.runtime_mode, p.checkpoint, p.device, p.torch_backend) == ("PRIVATE", "MVDp_s2.pth", "auto", "auto")
     assert not p.licence_accepted
     assert {item.identifier for item in type(p).bl_rna.properties["checkpoint"].enum_items} >= {
-        "MVDp_s2.pth", "MVD.pth", "LOCAL"}
+        "MVDp_s2.pth", "MVD.pth", "BUILTIN", "LOCAL"}
+
+
+def test_the_built_in_model_is_installed_with_the_extension(ext: ModuleType) -> None:
+    p = prefs()
+    p.checkpoint = "BUILTIN"
+    path = module("preferences").checkpoint_file(p)
+    assert path.is_file() and path.name == "default.safetensors"
+    assert Path(ext.__file__).parent in path.parents       # inside the installed extension, offline
+    assert any("synthetic rooms" in t for t in draw_prefs().labels())
+    assert "mvdust3r_blender.download_model" not in {name for name, _ in draw_prefs().buttons()}
 
 
 def test_draw_first_start_offline(ext: ModuleType) -> None:
