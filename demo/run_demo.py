@@ -36,6 +36,9 @@ PREVIEW_SAMPLES = 16
 NOT_REAL = ("NOTE: this demo runs the tiny TEST model {checkpoint} whose weights are RANDOM. Its output is NOT a "
             "real reconstruction of the photos; it only shows that every stage runs. Put a trained model at "
             f"{DEFAULT_MODEL.relative_to(ROOT)} (or pass --checkpoint) for a real one.")
+TRAINED = ("model: {checkpoint}. The shipped default is a small MV-DUSt3R+ trained on synthetic rooms only "
+           "(docs/default-model.md): a real reconstruction of these synthetic photos; real photos need the "
+           "released checkpoints.")
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,7 @@ def run_demo(api: ModuleType, model: Model, python: Path, out_dir: Path, photos:
 
     reconstruction = importlib.import_module(api.__name__.rsplit(".", 1)[0] + ".reconstruction")
     warning = NOT_REAL.format(checkpoint=model.checkpoint)
-    if not model.trained:
-        print(warning, file=log, flush=True)
+    print(warning if not model.trained else TRAINED.format(checkpoint=model.checkpoint), file=log, flush=True)
     stages: dict[str, float] = {}
 
     def stage(name: str, started: float) -> None:

@@ -14,6 +14,7 @@ from mvdust3r_blender.engine.checkpoint import load_model, read_checkpoint
 from mvdust3r_blender.engine.model import build_model
 from mvdust3r_blender.engine.model_string import format_model_string
 from training.checkpoints import load_training_checkpoint
+from training.curves import block_means, markdown
 from training.dataset import SampleKey, SyntheticScenes
 from training.train import SIZES, init_from_checkpoint, learning_rate, parse_args, train
 
@@ -110,3 +111,13 @@ def test_rendering_loss_is_added_and_logged(tmp_path: Path) -> None:
     assert off["render"] == "" and float(on["render"]) > 0
     # same data, same initial weights: the logged total differs exactly by the rendering term
     assert float(on["loss"]) == pytest.approx(float(off["loss"]) + float(on["render"]), rel=1e-5)
+
+
+def test_curves_average_the_log_in_blocks(tmp_path: Path) -> None:
+    _run(tmp_path, "--steps", "4", "--lr", "5e-4", "--render-weight", "1")
+    rows = _log(tmp_path)
+    blocks = block_means(rows, 2)
+    assert [(first, last) for first, last, _ in blocks] == [(0, 1), (2, 3)]
+    assert blocks[1][2]["loss"] == pytest.approx((float(rows[2]["loss"]) + float(rows[3]["loss"])) / 2)
+    table = markdown(tmp_path / "log.csv", 2)
+    assert "| 0–1 |" in table and "render" in table.splitlines()[2] and "(4 steps)" in table
