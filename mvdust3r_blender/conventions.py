@@ -14,6 +14,8 @@ from typing import Literal
 
 import numpy as np
 
+from .rotations import quaternion_from_matrix, quaternion_multiply
+
 Axes = Literal["Z_UP", "NETWORK"]
 
 # OpenCV camera axes → Blender camera axes (flip camera-local y and z), right-multiplied onto c2w.
@@ -53,40 +55,13 @@ def camera_matrix_world(cam2world: np.ndarray, axes: Axes) -> np.ndarray:
     return world_axes(axes) @ cam2world.astype(np.float64) @ OPENCV_TO_BLENDER_CAMERA
 
 
-def matrix_to_quaternion(rotation: np.ndarray) -> np.ndarray:
-    """[4] unit quaternion (w,x,y,z), w ≥ 0, of a 3×3 rotation matrix (Shepperd's method)."""
-    r = np.asarray(rotation, dtype=np.float64)
-    trace = r[0, 0] + r[1, 1] + r[2, 2]
-    candidates = np.array([
-        [1 + trace, r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]],
-        [r[2, 1] - r[1, 2], 1 + r[0, 0] - r[1, 1] - r[2, 2], r[0, 1] + r[1, 0], r[0, 2] + r[2, 0]],
-        [r[0, 2] - r[2, 0], r[0, 1] + r[1, 0], 1 - r[0, 0] + r[1, 1] - r[2, 2], r[1, 2] + r[2, 1]],
-        [r[1, 0] - r[0, 1], r[0, 2] + r[2, 0], r[1, 2] + r[2, 1], 1 - r[0, 0] - r[1, 1] + r[2, 2]],
-    ])
-    q = candidates[int(np.argmax(np.diag(candidates)))]
-    q = q / np.linalg.norm(q)
-    return q if q[0] >= 0 else -q
-
-
-def quaternion_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamilton product a⊗b of (w,x,y,z) quaternions, broadcast over leading axes (rotation a after b)."""
-    aw, ax, ay, az = np.moveaxis(a, -1, 0)
-    bw, bx, by, bz = np.moveaxis(b, -1, 0)
-    return np.stack([
-        aw * bw - ax * bx - ay * by - az * bz,
-        aw * bx + ax * bw + ay * bz - az * by,
-        aw * by - ax * bz + ay * bw + az * bx,
-        aw * bz + ax * by - ay * bx + az * bw,
-    ], axis=-1)
-
-
 def transform_rotations(wxyz: np.ndarray, axes: Axes) -> np.ndarray:
     """float32 [...,4]: world-frame rotations (w,x,y,z) re-expressed in Blender world, q(R_axes·R).
 
     Left-multiplying by the fixed q_axes is linear in q: row i of `left` is q_axes ⊗ e_i, so the
     product for all Gaussians is one [M,4]×[4,4] matrix product (orthogonal: norms are kept).
     """
-    q_axes = matrix_to_quaternion(world_axes(axes)[:3, :3])
+    q_axes = quaternion_from_matrix(world_axes(axes)[:3, :3])
     left = quaternion_multiply(q_axes[None, :], np.eye(4)).astype(np.float32)
     return np.asarray(wxyz, dtype=np.float32) @ left
 

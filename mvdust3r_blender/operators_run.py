@@ -15,7 +15,8 @@ import bpy
 
 from . import run
 from .preferences import SetupError
-from .run import IMAGE_EXTENSIONS, RunError, folder_photos
+from .photos import IMAGE_EXTENSIONS
+from .run import RunError, folder_photos
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems

@@ -30,7 +30,8 @@ from .import_options import ImportOptions
 from .importers.scene import ImportResult, import_reconstruction
 from .preferences import SetupError
 from .protocol import Event, ProgressEvent, ResultEvent
-from .run import IMAGE_EXTENSIONS, RunError, check_photos, folder_photos
+from .photos import IMAGE_EXTENSIONS
+from .run import RunError, check_photos, folder_photos
 
 WORKER_PYTHON_ENV = "MVDUST3R_WORKER_PYTHON"
 """Environment variable naming the worker's Python; wins over the preferences (tests, render farms)."""

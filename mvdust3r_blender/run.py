@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import bpy
 
-from . import preferences
+from . import photos, preferences
 from .errors import UserError
 from .preferences import SetupError
 from .protocol import ErrorEvent, Event, HelloEvent, ProgressEvent, ResultEvent
@@ -30,7 +30,6 @@ from .worker_client import WorkerClient, WorkerError
 
 POLL_INTERVAL = 0.1
 CANCEL_GRACE = 15.0  # seconds a cancelled run may take to stop before its worker is stopped
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class RunError(UserError):
@@ -150,7 +149,7 @@ class RunRequest:
 
 def folder_photos(folder: Path) -> list[str]:
     """Absolute paths of the image files in `folder` (by extension), sorted by name."""
-    return [str(p.absolute()) for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    return [str(p.absolute()) for p in photos.folder_photos(folder)]
 
 
 def check_photos(photos: list[str]) -> None:

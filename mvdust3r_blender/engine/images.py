@@ -37,9 +37,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..photos import exif_orientation, folder_photos
 from .errors import Cancelled, InputError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 MAX_EXACT_PIXELS = 24_000_000
 _DRAFT_OVERSAMPLE = 4
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -82,13 +82,6 @@ def plan_resize(width: int, height: int, size: tuple[int, int]) -> ResizePlan:
     return ResizePlan(resized, int(resample), (x0, y0, x0 + w, y0 + h))
 
 
-def _orientation(img: Image.Image) -> int:
-    try:
-        return int(img.getexif().get(0x0112, 1))
-    except (ValueError, TypeError, OSError, SyntaxError):
-        return 1
-
-
 def _to_rgb(img: Image.Image) -> Image.Image:
     """RGB as the official ``convert('RGB')``, except that 16-bit grey keeps its range and palettes keep alpha handling quiet."""
     if img.mode in _SIXTEEN_BIT_MODES:
@@ -109,7 +102,7 @@ def load_photo(path: str | os.PathLike[str], size: tuple[int, int],
     h, w = size
     with Image.open(path) as opened:
         stored_w, stored_h = opened.size
-        swapped = _orientation(opened) in _SWAPPING_ORIENTATIONS
+        swapped = exif_orientation(opened) in _SWAPPING_ORIENTATIONS
         photo_w, photo_h = (stored_h, stored_w) if swapped else (stored_w, stored_h)
         approximate = False
         if opened.format in ("JPEG", "MPO") and stored_w * stored_h > max_exact_pixels:
@@ -190,7 +183,7 @@ def collect_photo_paths(arguments: Sequence[str | os.PathLike[str]]) -> list[Pat
     for arg in arguments:
         path = Path(arg)
         if path.is_dir():
-            out.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS))
+            out.extend(folder_photos(path))
         else:
             out.append(path)
     return out

@@ -22,7 +22,7 @@ from mvdust3r_blender.bundle import Bundle
 from mvdust3r_blender.engine.exports import FORMATS, ExportError, confidence_mask, export
 from mvdust3r_blender.engine.exports.colmap import image_names, write_colmap
 from mvdust3r_blender.engine.exports.ply import write_vertex_ply
-from mvdust3r_blender.engine.exports.quaternions import quaternion_from_matrix
+from mvdust3r_blender.rotations import quaternion_from_matrix
 
 C0 = 0.28209479177387814
 PHOTO_W, PHOTO_H = 64, 48

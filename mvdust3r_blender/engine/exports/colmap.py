@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ...bundle import Bundle
 from ...atomic import atomic_folder
+from ...bundle import Bundle
+from ...photos import exif_orientation
+from ...rotations import quaternion_from_matrix
 from .errors import ExportError
-from .quaternions import quaternion_from_matrix
 
 MAX_POINTS = 200_000
 """Cap on points3D taken from the kept points (a uniform subsample; see :func:`_select`): plenty to
@@ -68,7 +69,7 @@ def copy_photo(source: str, target: Path) -> None:
         return
     try:
         with Image.open(source) as img:
-            if int(img.getexif().get(0x0112, 1)) != 1:
+            if exif_orientation(img) != 1:
                 fmt = "JPEG" if img.format == "MPO" else img.format
                 upright = ImageOps.exif_transpose(img)
                 upright.save(target, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))

@@ -19,7 +19,7 @@ from ...bundle import Bundle
 from ...atomic import atomic_file
 from ...bundle import srgb8_to_linear
 from .errors import ExportError
-from .quaternions import quaternion_from_matrix
+from ...rotations import quaternion_from_matrix
 
 _FLIP = np.diag([1.0, -1.0, -1.0, 1.0])
 """OpenCV -> glTF: a half turn about x. As a world change it turns y-down/z-forward into y-up; on

@@ -1,4 +1,5 @@
-"""Rotation matrices to unit quaternions, for the camera poses COLMAP and glTF store."""
+"""Unit quaternions (w, x, y, z) from rotation matrices, and their product: numpy only, shared by the
+exports (COLMAP and glTF camera poses) and the Blender side (Gaussian rotations in Blender's axes)."""
 from __future__ import annotations
 
 import numpy as np
@@ -25,3 +26,15 @@ def quaternion_from_matrix(rot: np.ndarray) -> np.ndarray:
     q = np.take_along_axis(candidates, largest[..., None, None], axis=-2)[..., 0, :]
     q /= np.linalg.norm(q, axis=-1, keepdims=True)
     return np.where(q[..., :1] < 0, -q, q)
+
+
+def quaternion_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product a⊗b of (w,x,y,z) quaternions, broadcast over leading axes (rotation a after b)."""
+    aw, ax, ay, az = np.moveaxis(a, -1, 0)
+    bw, bx, by, bz = np.moveaxis(b, -1, 0)
+    return np.stack([
+        aw * bw - ax * bx - ay * by - az * bz,
+        aw * bx + ax * bw + ay * bz - az * by,
+        aw * by - ax * bz + ay * bw + az * bx,
+        aw * bz + ax * by - ay * bx + az * bw,
+    ], axis=-1)
