@@ -22,31 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvdust3r_blender.bundle import Bundle  # noqa: E402
 from mvdust3r_blender.engine.exports import FORMATS, export  # noqa: E402
-
-
-def synthetic_bundle(views: int, size: int, photo_dir: Path) -> Bundle:
-    rng = np.random.default_rng(0)
-    n, h, w = views, size, size
-    quat = rng.normal(size=(n, h, w, 4)).astype(np.float32)
-    photo_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for v in range(n):
-        path = photo_dir / f"IMG_{v:04d}.jpg"
-        path.write_bytes(rng.integers(0, 256, 200_000, dtype=np.uint8).tobytes())  # a 200 kB "photo"
-        paths.append(str(path))
-    return Bundle(
-        images=rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8),
-        pts3d=rng.normal(size=(n, h, w, 3)).astype(np.float32),
-        conf=(1 + rng.exponential(2.0, (n, h, w))).astype(np.float32),
-        intrinsics=np.tile(np.array([[800, 0, 512], [0, 800, 384], [0, 0, 1]], np.float32), (n, 1, 1)),
-        cam2world=np.tile(np.eye(4, dtype=np.float32), (n, 1, 1)),
-        photo_size=np.tile(np.array([1024, 768], np.int32), (n, 1)),
-        crop_box=np.tile(np.array([128, 0, 896, 768], np.float32), (n, 1)),
-        photo_paths=paths,
-        gaussian_rotation=quat / np.linalg.norm(quat, axis=-1, keepdims=True),
-        gaussian_scale=rng.uniform(1e-3, 0.1, (n, h, w, 3)).astype(np.float32),
-        gaussian_opacity=rng.uniform(0, 1, (n, h, w)).astype(np.float32),
-    )
+from bundles import synthetic_bundle  # noqa: E402  (bench/ is this script's folder)
 
 
 def size_of(path: Path) -> int:
@@ -61,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     work = args.out or Path(tempfile.mkdtemp(prefix="bench-exports-"))
     try:
-        bundle = synthetic_bundle(args.views, args.size, work / "photos")
+        bundle = synthetic_bundle(Bundle, args.views, args.size, work / "photos")
         total = bundle.conf.size
         print(f"{args.views} views x {args.size}^2 = {total / 1e6:.2f} M points; "
               f"{platform.processor() or platform.machine()}, numpy {np.__version__}")

@@ -26,6 +26,7 @@ os.environ["BLENDER_USER_RESOURCES"] = USER
 
 import bpy  # noqa: E402
 import numpy as np  # noqa: E402
+from bundles import synthetic_bundle  # noqa: E402  (bench/ is this script's folder)
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "bl_ext.user_default.mvdust3r_blender"
@@ -41,29 +42,6 @@ def install_extension(work: Path) -> None:
     bpy.ops.extensions.package_install_files(filepath=str(zip_path), repo="user_default", enable_on_install=True)
 
 
-def synthetic_bundle(bundle_module, views: int, size: int):
-    rng = np.random.default_rng(0)
-    n, h, w = views, size, size
-    f = 0.9 * 512
-    k = np.array([[f, 0, 256], [0, f, 192], [0, 0, 1]], dtype=np.float32)
-    c2w = np.tile(np.eye(4, dtype=np.float32), (n, 1, 1))
-    c2w[:, 0, 3] = np.linspace(-1, 1, n)
-    quat = rng.normal(size=(n, h, w, 4)).astype(np.float32)
-    quat /= np.linalg.norm(quat, axis=-1, keepdims=True)
-    return bundle_module.Bundle(
-        images=rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8),
-        pts3d=(rng.normal(size=(n, h, w, 3)) + [0, 0, 3]).astype(np.float32),
-        conf=(1 + rng.exponential(2, (n, h, w))).astype(np.float32),
-        intrinsics=np.tile(k, (n, 1, 1)), cam2world=c2w,
-        photo_size=np.tile(np.array([512, 384], np.int32), (n, 1)),
-        crop_box=np.tile(np.array([64, 0, 448, 384], np.float32), (n, 1)),
-        photo_paths=[f"/nonexistent/photo_{i:03d}.jpg" for i in range(n)],
-        gaussian_rotation=quat, gaussian_scale=rng.uniform(0.001, 0.01, (n, h, w, 3)).astype(np.float32),
-        gaussian_opacity=rng.uniform(0.01, 1, (n, h, w)).astype(np.float32),
-        gaussian_rgb=rng.uniform(0, 1, (n, h, w, 3)).astype(np.float32),
-        meta={"model": "bench"})
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--views", type=int, default=12)
@@ -76,7 +54,7 @@ def main() -> None:
         api = importlib.import_module(f"{PACKAGE}.api")
         bundle_module = importlib.import_module(f"{PACKAGE}.bundle")
         scene_module = importlib.import_module(f"{PACKAGE}.importers.scene")
-        bundle = synthetic_bundle(bundle_module, args.views, args.size)
+        bundle = synthetic_bundle(bundle_module.Bundle, args.views, args.size)
         count = bundle.conf.size
         path = bundle_module.write_bundle(bundle, work / "bench.npz")
         print(f"bpy {bpy.app.version_string}, Python {platform.python_version()}, {platform.processor() or platform.machine()}, "
