@@ -143,3 +143,18 @@ class GaussianOptions:
 
     def gaussian_options(self) -> dict[str, Any]:
         return {"opacity_threshold": float(self.opacity_threshold), "scale_multiplier": float(self.scale_multiplier)}
+
+
+class ImportSettings(ContentOptions, AxisOptions, PointOptions, GaussianOptions):
+    """Every import option as properties, drawn and read as one: the File > Import operator and
+    the scene's panel settings both derive from it, so they offer the same choices."""
+
+    def draw_import_options(self, layout: "UILayout") -> None:
+        self.draw_content(layout)
+        self.draw_axes(layout)
+        self.draw_points(layout)
+        self.draw_gaussians(layout)
+
+    def import_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``api.import_bundle`` (the fields of :class:`ImportOptions`)."""
+        return {**self.content_options(), **self.axis_options(), **self.point_options(), **self.gaussian_options()}

@@ -5,21 +5,20 @@ errors a user can cause (a bad file, a bad option) are reported and cancel with 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import bpy
 from bpy_extras.io_utils import ImportHelper
 
 from .api import import_bundle
 from .bundle import BundleError
-from .import_options import AxisOptions, ContentOptions, GaussianOptions, PointOptions
+from .import_options import ImportSettings
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
 
 
-class IMPORT_SCENE_OT_mvdust3r_bundle(bpy.types.Operator, ImportHelper, ContentOptions,  # type: ignore[misc]
-                                      AxisOptions, PointOptions, GaussianOptions):
+class IMPORT_SCENE_OT_mvdust3r_bundle(bpy.types.Operator, ImportHelper, ImportSettings):  # type: ignore[misc]
     """Import a saved MV-DUSt3R reconstruction bundle (.npz): points, cameras and Gaussians"""
 
     bl_idname = "import_scene.mvdust3r_bundle"
@@ -42,13 +41,7 @@ class IMPORT_SCENE_OT_mvdust3r_bundle(bpy.types.Operator, ImportHelper, ContentO
         layout = self.layout
         if layout is None:
             return
-        self.draw_content(layout)
-        self.draw_axes(layout)
-        self.draw_points(layout)
-        self.draw_gaussians(layout)
-
-    def import_options(self) -> dict[str, Any]:
-        return {**self.content_options(), **self.axis_options(), **self.point_options(), **self.gaussian_options()}
+        self.draw_import_options(layout)
 
     def execute(self, context: bpy.types.Context) -> set["OperatorReturnItems"]:
         try:

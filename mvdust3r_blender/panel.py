@@ -69,10 +69,7 @@ class VIEW3D_PT_mvdust3r_options(_SidebarPanel, bpy.types.Panel):
         if layout is None or context.scene is None:
             return
         settings = context.scene.mvdust3r  # type: ignore[attr-defined]
-        settings.draw_content(layout)
-        settings.draw_axes(layout)
-        settings.draw_points(layout)
-        settings.draw_gaussians(layout)
+        settings.draw_import_options(layout)
 
 
 class VIEW3D_PT_mvdust3r_run(_SidebarPanel, bpy.types.Panel):

@@ -7,11 +7,9 @@ the main thread by the run controller and the set-up timers, read by the panel a
 """
 from __future__ import annotations
 
-from typing import Any
-
 import bpy
 
-from .import_options import AxisOptions, ContentOptions, GaussianOptions, PointOptions
+from .import_options import ImportSettings
 
 RUN_STATES = (
     ("IDLE", "Idle", "No reconstruction has run in this session"),
@@ -36,9 +34,9 @@ class MVDUST3R_PG_photo(bpy.types.PropertyGroup):
     filepath: bpy.props.StringProperty(name="File", subtype="FILE_PATH")  # type: ignore[valid-type]
 
 
-class MVDUST3R_PG_scene(ContentOptions, AxisOptions, PointOptions, GaussianOptions, bpy.types.PropertyGroup):
+class MVDUST3R_PG_scene(ImportSettings, bpy.types.PropertyGroup):
     """The photos and options of the next reconstruction in this scene. What to import and how
-    comes from the importers' option mixins, so the panel and File > Import offer the same choices."""
+    comes from :class:`~.import_options.ImportSettings`, as for File > Import."""
 
     photos: bpy.props.CollectionProperty(type=MVDUST3R_PG_photo)  # type: ignore[valid-type]
     photo_index: bpy.props.IntProperty(name="Active Photo", default=0, min=0)  # type: ignore[valid-type]
@@ -46,10 +44,6 @@ class MVDUST3R_PG_scene(ContentOptions, AxisOptions, PointOptions, GaussianOptio
         name="Reference Photo", default=0, min=0,
         description="The photo whose camera becomes the world origin (1 = first in the list); "
                     "0 lets the model choose")
-
-    def import_options(self) -> dict[str, Any]:
-        """Keyword arguments for ``api.import_bundle``."""
-        return {**self.content_options(), **self.axis_options(), **self.point_options(), **self.gaussian_options()}
 
 
 class MVDUST3R_PG_run(bpy.types.PropertyGroup):
