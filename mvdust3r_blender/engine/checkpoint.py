@@ -96,14 +96,19 @@ class RawCheckpoint:
 # ---------------------------------------------------------------------------------------------
 # public entry points
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
 def load_model(path: PathLike, device: Union[str, torch.device] = "cpu", dtype: Optional[torch.dtype] = None,
                cache_dir: Optional[PathLike] = None) -> "MultiViewModel":
     """Load an official checkpoint (``.pth``) or one of our ``.safetensors`` files, in eval mode.
 
     `device` is ``"cpu"``, ``"cuda"`` (``"cuda:1"``), ``"mps"``, ``"auto"`` or a ``torch.device``; `dtype` (e.g.
     ``torch.float16``) casts floating weights except BatchNorm's, which stay float32; integer
-    buffers are never cast. `cache_dir` overrides where ``.pth`` files are cached. On CPU with
-    the stored dtype the weights stay memory-mapped: pages are read as the network uses them.
+    buffers are never cast. Without `dtype`, half-precision files (our shipped fp16 ``.safetensors``)
+    are widened to float32 on the CPU, whose fp16 convolutions are slow reference code (≈ 50× slower
+    here); elsewhere the stored dtype is kept. `cache_dir` overrides where ``.pth`` files are cached.
+    On CPU with the stored dtype the weights stay memory-mapped: pages are read as the network uses them.
     The model remembers its file as ``model.checkpoint_path``.
     Raises :class:`CheckpointError` (naming the file) or :class:`DeviceError`.
     """
@@ -114,6 +119,8 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu", dtype: 
         model = _empty_checked_model(config, tensors, str(source))
     else:
         model, tensors = _load_through_cache(source, _cache_root(cache_dir))
+    if dtype is None and target.type == "cpu" and any(t.dtype in _HALF for t in tensors.values()):
+        dtype = torch.float32
     model = _materialise(model, tensors, target, dtype)
     model.checkpoint_path = str(source.absolute())  # recorded in every bundle's meta
     return model

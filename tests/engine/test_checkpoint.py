@@ -312,7 +312,10 @@ def test_save_safetensors_fp16_round_trip(golden: Path, tmp_path: Path, cache: P
         got = loaded.state_dict()[key]
         assert got.dtype == value.dtype
         torch.testing.assert_close(got, value, rtol=1e-3, atol=1e-3)
-    as_stored = ck.load_model(path)                                   # dtype=None: as written
+    on_cpu = ck.load_model(path)            # dtype=None on the CPU: widened (fp16 convolutions are slow there)
+    assert on_cpu.decoder_embed.weight.dtype == torch.float32
+    assert all(t.dtype == loaded.state_dict()[k].dtype for k, t in on_cpu.state_dict().items())
+    as_stored = ck.load_model(path, dtype=torch.float16)               # asked for: kept
     assert as_stored.decoder_embed.weight.dtype == torch.float16
     assert list(tmp_path.glob("*.partial")) == [] and list(tmp_path.glob(".*")) == []
 
