@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 
 from mvdust3r_blender.engine.checkpoint import load_model, read_checkpoint
@@ -76,9 +77,10 @@ def test_checkpoint_is_official_format_and_loads_with_the_project_loader(tmp_pat
     sample = SyntheticScenes((32, 32), seed=9)[SampleKey(0, 3, 0)]
     pred = model.predict(sample["img"])
     assert pred.pts3d.shape == (3, 32, 32, 3) and torch.isfinite(pred.pts3d).all()
+    stored = safetensors.torch.load_file(str(tmp_path / "tiny.safetensors"))
+    assert stored["enc_blocks.0.attn.qkv.weight"].dtype == torch.float16     # exported as fp16
     shipped = load_model(tmp_path / "tiny.safetensors")
     assert shipped.config == cfg
-    assert shipped.state_dict()["enc_blocks.0.attn.qkv.weight"].dtype == torch.float16
 
 
 def test_mvdp_starts_from_an_mvd_checkpoint(tmp_path: Path) -> None:
