@@ -150,7 +150,7 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
             return
         box.prop(self, "licence_accepted")
         if not bpy.app.online_access:
-            box.label(text="Online access is off: allow it in Preferences > System, or pick a local file",
+            box.label(text="Online access is off: allow it in Preferences > System, or use the built-in model",
                       icon="ERROR")
         row = box.row()
         row.enabled = self.licence_accepted and bool(bpy.app.online_access) and not (
@@ -246,7 +246,8 @@ def checkpoint_file(prefs: MVDUST3R_AddonPreferences) -> Path:
     path = models_dir() / prefs.checkpoint
     if not path.is_file():
         raise SetupError(f"the model {prefs.checkpoint} is not downloaded",
-                         "download it in the add-on's preferences (Model), or pick a local file")
+                         "download it in the add-on's preferences (Model), or choose the Built-in Small Model "
+                         "(works offline) or a local file")
     return path
 
 
