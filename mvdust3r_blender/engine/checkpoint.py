@@ -99,6 +99,38 @@ class RawCheckpoint:
 _HALF = (torch.float16, torch.bfloat16)
 
 
+@dataclass
+class OpenedCheckpoint:
+    """A checkpoint whose file is read and checked (config, every key and shape) but whose weights
+    are not materialised yet: memory-mapped, no RAM or GPU memory spent. The worker opens the next
+    model before it frees the current one, so a bad file never costs the user the loaded model."""
+
+    source: Path
+    model: nn.Module                    # the empty (meta-device) network of the file's config
+    tensors: Mapping[str, torch.Tensor]
+
+    def materialise(self, device: Union[str, torch.device] = "cpu",
+                    dtype: Optional[torch.dtype] = None) -> "MultiViewModel":
+        """The network with the weights on `device` in eval mode (see :func:`load_model`)."""
+        target = resolve_device(str(device))
+        if dtype is None and target.type == "cpu" and any(t.dtype in _HALF for t in self.tensors.values()):
+            dtype = torch.float32
+        model = _materialise(self.model, self.tensors, target, dtype)
+        model.checkpoint_path = str(self.source.absolute())  # recorded in every bundle's meta
+        return model
+
+
+def open_checkpoint(path: PathLike, cache_dir: Optional[PathLike] = None) -> OpenedCheckpoint:
+    """Read and check a ``.pth`` (through the cache) or ``.safetensors`` file without materialising
+    its weights. Raises :class:`CheckpointError` naming the file."""
+    source = Path(path).expanduser()
+    if _sniff(source) == "safetensors":
+        config, tensors = _read_weights_file(source)
+        return OpenedCheckpoint(source, _empty_checked_model(config, tensors, str(source)), tensors)
+    model, tensors = _load_through_cache(source, _cache_root(cache_dir))
+    return OpenedCheckpoint(source, model, tensors)
+
+
 def load_model(path: PathLike, device: Union[str, torch.device] = "cpu", dtype: Optional[torch.dtype] = None,
                cache_dir: Optional[PathLike] = None) -> "MultiViewModel":
     """Load an official checkpoint (``.pth``) or one of our ``.safetensors`` files, in eval mode.
@@ -112,18 +144,8 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu", dtype: 
     The model remembers its file as ``model.checkpoint_path``.
     Raises :class:`CheckpointError` (naming the file) or :class:`DeviceError`.
     """
-    source = Path(path).expanduser()
-    target = resolve_device(str(device))
-    if _sniff(source) == "safetensors":
-        config, tensors = _read_weights_file(source)
-        model = _empty_checked_model(config, tensors, str(source))
-    else:
-        model, tensors = _load_through_cache(source, _cache_root(cache_dir))
-    if dtype is None and target.type == "cpu" and any(t.dtype in _HALF for t in tensors.values()):
-        dtype = torch.float32
-    model = _materialise(model, tensors, target, dtype)
-    model.checkpoint_path = str(source.absolute())  # recorded in every bundle's meta
-    return model
+    resolve_device(str(device))  # a device this runtime lacks fails before any file is read
+    return open_checkpoint(path, cache_dir).materialise(device, dtype)
 
 
 def read_checkpoint(path: PathLike) -> RawCheckpoint:

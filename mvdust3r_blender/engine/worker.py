@@ -252,7 +252,7 @@ class Worker:
                       progress: Callable[[str, float], None]) -> bool:
         """Load `checkpoint` unless the same file (path, size, mtime) is loaded with the same
         device and dtype; returns whether the loaded model was reused."""
-        from .checkpoint import load_model
+        from .checkpoint import open_checkpoint
         from .devices import resolve_device
 
         path = Path(checkpoint).expanduser().resolve()
@@ -263,15 +263,16 @@ class Worker:
             stat = path.stat()
             key: Optional[tuple[Any, ...]] = (str(path), stat.st_size, stat.st_mtime_ns, str(torch_device), dtype)
         except OSError:
-            key = None  # load_model reports the missing or unreadable file
+            key = None  # open_checkpoint reports the missing or unreadable file
         if key is not None and key == self._model_key and self._model is not None:
             return True
-        if key is not None:  # free the old model before the new one needs the memory (a missing
-            self._drop_model()  # file fails in load_model below and keeps the old model)
         progress("load", 0.0)
         import torch
 
-        model = load_model(path, device=torch_device, dtype=getattr(torch, dtype) if dtype else None)
+        opened = open_checkpoint(path)  # a bad file fails here, while the old model is still loaded
+        self._drop_model()              # free it before the new weights need the memory
+        model = opened.materialise(torch_device, getattr(torch, dtype) if dtype else None)
+        del opened
         self._model, self._model_key = model, key
         config = getattr(model, "config", None)
         first = next(iter(model.parameters()), None)

@@ -376,8 +376,8 @@ def test_cancel_all_covers_running_and_queued_requests(served: WorkerClient, man
 
 @pytest.mark.parametrize("make_request, code, fragment, keeps_model", [
     (lambda d: p.LoadRequest(checkpoint=str(d / "missing.pth")), "checkpoint", "missing.pth", True),
-    # An existing file replaces the model: the old one is freed before the new one is read.
-    (lambda d: p.LoadRequest(checkpoint=str(d / "notes.pth")), "checkpoint", "notes.pth", False),
+    # An existing file that is not a checkpoint is refused before the loaded model is freed.
+    (lambda d: p.LoadRequest(checkpoint=str(d / "notes.pth")), "checkpoint", "notes.pth", True),
     (lambda d: p.LoadRequest(checkpoint=str(d / "missing.pth"), device="tpu"), "device", "unknown device 'tpu'",
      True),
     (lambda d: p.LoadRequest(checkpoint=str(d / "missing.pth"), dtype="float8"), "bad_request", "unknown dtype",
