@@ -37,7 +37,7 @@ NOT_REAL = ("NOTE: this demo runs the tiny TEST model {checkpoint} whose weights
             "real reconstruction of the photos; it only shows that every stage runs. Put a trained model at "
             f"{DEFAULT_MODEL.relative_to(ROOT)} (or pass --checkpoint) for a real one.")
 TRAINED = ("model: {checkpoint}. The shipped default is a small MV-DUSt3R+ trained on synthetic rooms only "
-           "(docs/default-model.md): a real reconstruction of these synthetic photos; real photos need the "
+           "(docs/default-model.md): a rough reconstruction of these synthetic photos; real photos need the "
            "released checkpoints.")
 
 
