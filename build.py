@@ -213,15 +213,10 @@ def build_extension(stage: Path = EXTENSION_STAGE, out_dir: Path = DIST,
     return zip_path
 
 
-
-
 def demo(args: argparse.Namespace) -> int:
     """Set up what is missing, build the zip, then run demo/run_demo.py under Blender 5.0's Python:
     it installs the zip into a temporary Blender user folder and reconstructs samples/room through
     the installed extension's API into out/demo/ (demo.blend, preview.png)."""
-    if not args.checkpoint and not DEFAULT_MODEL.is_file():
-        log(f"demo: NOTE: there is no trained model at {DEFAULT_MODEL.relative_to(ROOT)} yet, so the demo runs a tiny "
-            "test model with RANDOM weights: its output is NOT a real reconstruction (the demo says so again at the end)")
     started = time.perf_counter()
     engine = ensure_env(ENGINE)
     blender = ensure_env(BLENDER["5.0"])
@@ -245,7 +240,7 @@ def main(argv: list[str]) -> int:
     demo_parser = sub.add_parser("demo", help="reconstruct samples/room through the installed extension")
     demo_parser.add_argument("--out", type=Path, default=ROOT / "out" / "demo", help="output folder")
     demo_parser.add_argument("--checkpoint", type=Path,
-                             help="model file (default: models/default.safetensors, else the random-weight test model)")
+                             help="model file (default: the built-in models/default.safetensors)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     if args.command == "setup":

@@ -5,10 +5,10 @@ the INSTALLED extension's public API in headless Blender (the bpy module).
     .venv-blender-5.0/bin/python demo/run_demo.py --zip dist/mvdust3r_blender-<ver>.zip \\
         --worker-python .venv/bin/python [--out out/demo] [--checkpoint FILE]
 
-The model: ``models/default.safetensors`` when that file exists (the trained default model, shipped
-later); until then the golden test checkpoint ``../shared/golden/mvd_reduced_ckpt.pth`` (or
-``$MVDUST3R_GOLDEN``), a tiny network with RANDOM weights. With it the pipeline runs end to end
-but the output is not a reconstruction of the photos, and the demo says so at the start and the end.
+The model: the built-in ``models/default.safetensors`` (a small MV-DUSt3R+ trained on synthetic
+rooms, docs/default-model.md), or ``--checkpoint``. Given a golden test checkpoint (RANDOM weights:
+the pipeline runs end to end but the output is not a reconstruction of the photos), the demo says
+so at the start and the end.
 
 :func:`run_demo` is the core (given the installed ``api`` module); the test calls it directly.
 :func:`main` first points Blender at a temporary user folder and installs the zip there.
@@ -34,8 +34,8 @@ PACKAGE = "bl_ext.user_default.mvdust3r_blender"
 PREVIEW_SIZE = 256      # longest side of the preview, pixels
 PREVIEW_SAMPLES = 16
 NOT_REAL = ("NOTE: this demo runs the tiny TEST model {checkpoint} whose weights are RANDOM. Its output is NOT a "
-            "real reconstruction of the photos; it only shows that every stage runs. Put a trained model at "
-            f"{DEFAULT_MODEL.relative_to(ROOT)} (or pass --checkpoint) for a real one.")
+            "real reconstruction of the photos; it only shows that every stage runs. Leave out --checkpoint to run "
+            f"the built-in trained model {DEFAULT_MODEL.relative_to(ROOT)}.")
 TRAINED = ("model: {checkpoint}. The shipped default is a small MV-DUSt3R+ trained on synthetic rooms only "
            "(docs/default-model.md): a rough reconstruction of these synthetic photos; real photos need the "
            "released checkpoints.")
@@ -50,19 +50,15 @@ class Model:
 
 
 def pick_model(root: Path = ROOT, override: Optional[Path] = None) -> Model:
-    """`override`, else ``<root>/models/default.safetensors`` if present, else the golden test checkpoint.
-    Any checkpoint from the golden folder counts as untrained (random weights)."""
+    """`override`, else the shipped ``<root>/models/default.safetensors``. A checkpoint from the
+    golden test folder counts as untrained (random weights)."""
     golden = Path(os.environ.get("MVDUST3R_GOLDEN", root.parent / "shared" / "golden")).resolve()
     if override is not None:
         return Model(override, trained=override.resolve().parent != golden)
-    shipped = root / "models" / "default.safetensors"
-    if shipped.is_file():
-        return Model(shipped, trained=True)
-    checkpoint = golden / "mvd_reduced_ckpt.pth"
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"no model for the demo: neither {shipped} nor the test checkpoint {checkpoint} "
-                                "exists (put shared/ beside the checkout, or set MVDUST3R_GOLDEN)")
-    return Model(checkpoint, trained=False)
+    shipped = root / DEFAULT_MODEL.relative_to(ROOT)
+    if not shipped.is_file():
+        raise FileNotFoundError(f"the shipped model {shipped} is missing (it is committed to the repository)")
+    return Model(shipped, trained=True)
 
 
 @dataclass

@@ -125,7 +125,6 @@ def confidence_threshold(conf: np.ndarray, drop_fraction: float = 0.03) -> float
     return float(np.partition(flat, index)[index])
 
 
-
 _ARRAYS = [f.name for f in fields(Bundle) if f.name not in ("photo_paths", "meta")]
 _DTYPES = {"images": np.uint8, "photo_size": np.int32}
 _REQUIRED = ("images", "pts3d", "conf", "intrinsics", "cam2world", "photo_size", "crop_box")

@@ -1,11 +1,11 @@
 """Write held-out synthetic scenes as photo folders with their ground truth, for checks that run
 where torch and the renderer are not (the Blender end-to-end test, a user comparing by eye).
 
-    python -m training.heldout --out /tmp/heldout --views 8 --resolution 64 [--index 0]
+    python -m training.heldout --out /tmp/heldout --views 8 --resolution 64 [--index 0 1 2 ...]
 
-Writes ``OUT/view_00.png`` … (the network's input images exactly: the held-out sample's colours,
+Writes, for each scene index K, ``OUT/scene_KK/view_00.png`` … (the network's input images exactly: the held-out sample's colours,
 photo size = ``--resolution``, so the pipeline neither crops nor resizes and the network grid is the
-photo's pixels) and ``OUT/truth.npz``:
+photo's pixels) and ``OUT/scene_KK/truth.npz``:
 
 - ``pts3d`` float32 [V,H,W,3]: true world points, OpenCV frame of view 0 (the network's frame);
 - ``valid`` bool [V,H,W]: pixels that see a surface (the rest is sky);
@@ -46,12 +46,14 @@ def write_heldout_scene(out: Path, index: int = 0, views: int = 8, resolution: i
 def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(prog="python -m training.heldout", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--index", type=int, default=0, help="which held-out scene")
+    p.add_argument("--index", type=int, nargs="+", default=[0], help="which held-out scenes")
     p.add_argument("--views", type=int, default=8)
     p.add_argument("--resolution", type=int, default=64, help="square photo size (the model's input size)")
     args = p.parse_args(argv)
-    photos = write_heldout_scene(args.out, args.index, args.views, args.resolution)
-    print(f"{len(photos)} photos and truth.npz in {args.out}")
+    for index in args.index:
+        folder = args.out / f"scene_{index:02d}"
+        photos = write_heldout_scene(folder, index, args.views, args.resolution)
+        print(f"{len(photos)} photos and truth.npz in {folder}")
 
 
 if __name__ == "__main__":

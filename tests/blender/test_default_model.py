@@ -46,15 +46,12 @@ MAX_RRE_DEG = 32.0
 
 @pytest.fixture(scope="module")
 def heldout(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    folders = []
+    out = tmp_path_factory.mktemp("heldout")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for index in SCENES:
-        folder = tmp_path_factory.mktemp(f"heldout{index}")
-        subprocess.run([worker_python(), "-m", "training.heldout", "--out", str(folder), "--views", str(VIEWS),
-                        "--resolution", str(RESOLUTION), "--index", str(index)], cwd=ROOT, env=env, check=True,
-                       capture_output=True)
-        folders.append(folder)
-    return folders
+    subprocess.run([worker_python(), "-m", "training.heldout", "--out", str(out), "--views", str(VIEWS),
+                    "--resolution", str(RESOLUTION), "--index", *map(str, SCENES)], cwd=ROOT, env=env,
+                   check=True, capture_output=True)
+    return [out / f"scene_{index:02d}" for index in SCENES]
 
 
 @pytest.fixture

@@ -66,20 +66,16 @@ def test_demo_writes_a_blend_and_a_preview(demo: ModuleType, worker: None, golde
     assert "Demo room Gaussians" in bpy.data.objects and bpy.context.scene.camera is not None
 
 
-def test_the_shipped_model_is_picked_once_it_exists(demo: ModuleType, tmp_path: Path, golden: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_demo_picks_the_shipped_model(demo: ModuleType, tmp_path: Path, golden: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MVDUST3R_GOLDEN", str(golden))
-    fallback = demo.pick_model(root=tmp_path)
-    assert fallback == demo.Model(golden.resolve() / "mvd_reduced_ckpt.pth", trained=False)
+    assert demo.pick_model() == demo.Model(ROOT / "models" / "default.safetensors", trained=True)
     plus = golden / "mvdp_reduced_ckpt.pth"
-    assert demo.pick_model(root=tmp_path, override=plus) == demo.Model(plus, trained=False)
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "default.safetensors").write_bytes(b"stand-in")
-    assert demo.pick_model(root=tmp_path) == demo.Model(tmp_path / "models" / "default.safetensors", trained=True)
-    monkeypatch.setenv("MVDUST3R_GOLDEN", str(tmp_path / "nowhere"))
-    (tmp_path / "models" / "default.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match="default.safetensors"):
-        demo.pick_model(root=tmp_path)
+    assert demo.pick_model(override=plus) == demo.Model(plus, trained=False)     # random weights: said so
+    mine = tmp_path / "mine.safetensors"
+    assert demo.pick_model(override=mine) == demo.Model(mine, trained=True)
+    with pytest.raises(FileNotFoundError, match="default.safetensors is missing"):
+        demo.pick_model(root=tmp_path)                                            # a checkout without it
 
 
 def test_the_samples_are_small_and_complete() -> None:
