@@ -3,8 +3,9 @@
 A sample is one procedural room seen by ``n_input + n_render`` cameras, ray-cast on the fly
 (deterministic from ``(seed, index, view counts)``; no files). Images are normalised as the network
 expects, ``(x/255 − 0.5)/0.5``; ground-truth points are in the camera frame of view 0 (OpenCV), as
-the network predicts them. The last ``num_render_views`` views are never fed to the network
-(the official recipes hold 2 out for the Gaussian rendering loss).
+the network predicts them. The last ``num_render_views`` views (taken from random places along
+the camera walk) are never fed to the network (the official recipes hold 2 out for the Gaussian
+rendering loss).
 
 Recipes (official ``scripts/train_*.sh``: ``num_views=10, num_render_views=2`` for MV-DUSt3R and
 MV-DUSt3R+ stage 1; the paper's stage 2 mixes view counts; view order shuffled per sample,
@@ -106,9 +107,9 @@ class SyntheticScenes(Dataset):
         total = key.n_input + key.n_render
         intrinsics = sample_intrinsics(gen, total, self.height, self.width)
         cam2world = sample_trajectory(gen, scene, total)
-        # input views in random order along the walk (official random_order), render views after
-        order = torch.cat([torch.randperm(key.n_input, generator=gen),
-                           key.n_input + torch.randperm(key.n_render, generator=gen)])
+        # the walk shuffled (official random_order): input views in random order, render views at
+        # random places between them, so the rendering loss scores views the inputs surround
+        order = torch.randperm(total, generator=gen)
         intrinsics, cam2world = intrinsics[order], cam2world[order]
         views = render(scene, intrinsics, cam2world, self.height, self.width, self.supersample)
         to_view0 = torch.linalg.inv(cam2world[0])
@@ -152,12 +153,14 @@ class RecipeBatchSampler(Sampler[list[SampleKey]]):
     Step s uses scenes ``s·batch_size … s·batch_size + batch_size − 1`` (never repeated) and a
     view count drawn from the recipe with a generator seeded by (seed, s): resuming at step s
     replays exactly the batches an uninterrupted run would have seen. With ``fixed`` every step
-    is step 0 (the same scenes and views: overfitting checks).
+    is step 0 (the same scenes and views: overfitting checks). With ``render_views=False`` the
+    recipe's render-only views are not made (a run without the rendering loss has no use for them).
     """
 
     def __init__(self, recipe: ViewRecipe, batch_size: int, num_steps: int, seed: int = 0,
-                 start_step: int = 0, fixed: bool = False) -> None:
+                 start_step: int = 0, fixed: bool = False, render_views: bool = True) -> None:
         self.recipe = recipe
+        self.n_render = recipe.render_views if render_views else 0
         self.batch_size = batch_size
         self.num_steps = num_steps
         self.seed = seed
@@ -172,7 +175,7 @@ class RecipeBatchSampler(Sampler[list[SampleKey]]):
         choices = self.recipe.input_views
         n_input = choices[int(torch.randint(len(choices), (1,), generator=gen))]
         first = 0 if self.fixed else step * self.batch_size
-        return [SampleKey(first + k, n_input, self.recipe.render_views) for k in range(self.batch_size)]
+        return [SampleKey(first + k, n_input, self.n_render) for k in range(self.batch_size)]
 
     def __iter__(self) -> Iterator[list[SampleKey]]:
         for step in range(self.start_step, self.num_steps):

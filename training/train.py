@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mvdust3r_blender.engine.checkpoint import read_checkpoint, save_safetensors
+from mvdust3r_blender.engine.checkpoint import load_model, read_checkpoint, save_safetensors
 from mvdust3r_blender.engine.config import ModelConfig
 from mvdust3r_blender.engine.model import build_model
 
@@ -49,6 +49,7 @@ SIZES: dict[str, ModelConfig] = {
                           dec_num_heads=2, skip_dim=32, gs_mlp_dim=64, img_size=(128, 128)),
 }
 CHECKPOINT = "checkpoint-last.pth"
+CROSS_REFERENCE = "dec_same_view_blocks."  # the MV-DUSt3R+ blocks that MV-DUSt3R lacks
 LOG = "log.csv"
 LOG_FIELDS = ["step", "epoch", "lr", "loss", "conf_view0", "conf_others", "distance", "render", "views",
               "seconds"]
@@ -121,14 +122,18 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
 def init_from_checkpoint(model: nn.Module, path: Path) -> None:
     """Start from the weights of a checkpoint of the same size. An MV-DUSt3R checkpoint fits an
     MV-DUSt3R+ network except for the cross-reference blocks, which keep their zero-output
-    initialisation (so MV-DUSt3R+ training starts exactly at MV-DUSt3R); anything else missing or
-    unexpected is refused."""
-    state = read_checkpoint(path).state_dict
+    initialisation (so MV-DUSt3R+ training starts exactly at MV-DUSt3R); an MV-DUSt3R+ checkpoint
+    gives an MV-DUSt3R network everything but those blocks (longer MV-DUSt3R training from a
+    shipped MV-DUSt3R+ file: ``.safetensors`` exports are accepted too). Anything else missing or unexpected is refused."""
+    state = load_model(path).state_dict() if path.suffix == ".safetensors" else read_checkpoint(path).state_dict
+    has_cross_ref = any(k.startswith(CROSS_REFERENCE) for k in model.state_dict())
+    if not has_cross_ref:
+        state = {k: v for k, v in state.items() if not k.startswith(CROSS_REFERENCE)}
     missing, unexpected = model.load_state_dict(state, strict=False)
-    bad = [k for k in missing if not k.startswith("dec_same_view_blocks.")]
+    bad = [k for k in missing if not k.startswith(CROSS_REFERENCE)]
     if bad or unexpected:
         raise SystemExit(f"{path} does not fit this network: missing {bad[:5]}, unexpected {unexpected[:5]} "
-                         "(give an MV-DUSt3R checkpoint of the same --size and --resolution)")
+                         "(give a checkpoint of the same --size and --resolution)")
 
 
 def _single_threaded_worker(_: int) -> None:
@@ -181,7 +186,8 @@ def train(args: argparse.Namespace) -> Path:
     recipe = RECIPES[args.recipe or ("mvd" if args.stage == "mvd" else "mvdp-stage1")]
     dataset = SyntheticScenes(cfg.img_size, seed=args.seed)
     stop = min(args.steps, args.stop_at if args.stop_at is not None else args.steps)
-    sampler = RecipeBatchSampler(recipe, args.batch_size, stop, args.seed, start, args.fixed_batch)
+    sampler = RecipeBatchSampler(recipe, args.batch_size, stop, args.seed, start, args.fixed_batch,
+                                 render_views=args.render_weight > 0)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.workers,
                         worker_init_fn=_single_threaded_worker, persistent_workers=args.workers > 0)
     log_file, log = _open_log(out / LOG, start)

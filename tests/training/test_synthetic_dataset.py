@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader
 
-from training.cameras import pixel_grid
-from training.dataset import RECIPES, RecipeBatchSampler, SampleKey, SyntheticScenes, network_views
+from training.cameras import pixel_grid, sample_intrinsics
+from training.dataset import RECIPES, RecipeBatchSampler, SampleKey, SyntheticScenes, _mix, network_views
 
 torch.set_num_threads(1)
 
@@ -38,6 +38,23 @@ def test_points_are_in_view0_frame_and_consistent_with_depth() -> None:
     assert (s["pts3d"][~valid] == 0).all()
 
 
+def test_render_views_come_from_anywhere_along_the_walk() -> None:
+    """Held-out render views are taken from random places of the camera walk, not always its end,
+    so the rendering loss mostly scores views that the input views surround."""
+    ds = SyntheticScenes((16, 16), seed=3)
+    render_places = set()
+    for index in range(16):
+        s = ds[SampleKey(index, 4, 2)]
+        # each walk position has its own principal point: it tells where a sample's view was on the walk
+        gen = torch.Generator().manual_seed(_mix(_mix(3, index), 4, 2))
+        walk_pp = sample_intrinsics(gen, 6, 16, 16)[:, :2, 2]
+        places = [int(torch.cdist(pp[None], walk_pp).argmin()) for pp in s["intrinsics"][:, :2, 2]]
+        assert sorted(places) == list(range(6))
+        render_places.update(places[4:])
+    assert render_places & {1, 2, 3, 4}          # between input views
+    assert render_places & {0, 5}                # and sometimes at an end
+
+
 def test_open_ceilings_give_invalid_sky_pixels() -> None:
     ds = SyntheticScenes((32, 32), seed=0)
     fractions = [float(ds[SampleKey(i, 4, 0)]["valid"].float().mean()) for i in range(12)]
@@ -66,6 +83,13 @@ def test_recipes_view_counts_and_replayable_batches() -> None:
     assert resumed == batches[25:]
     fixed = list(RecipeBatchSampler(RECIPES["mvdp-stage2"], 2, 3, fixed=True))
     assert fixed[0] == fixed[1] == fixed[2]
+
+
+def test_render_views_are_only_made_for_the_rendering_loss() -> None:
+    with_render = RecipeBatchSampler(RECIPES["mvd"], 2, 3, seed=4).keys(1)
+    without = RecipeBatchSampler(RECIPES["mvd"], 2, 3, seed=4, render_views=False).keys(1)
+    assert [k.n_render for k in with_render] == [2, 2] and [k.n_render for k in without] == [0, 0]
+    assert [(k.index, k.n_input) for k in with_render] == [(k.index, k.n_input) for k in without]
 
 
 def test_loader_batches_feed_the_network_without_render_views() -> None:

@@ -99,6 +99,23 @@ def test_mvdp_starts_from_an_mvd_checkpoint(tmp_path: Path) -> None:
     assert float(_log(tmp_path / "mvdp")[0]["loss"]) > 0
 
 
+def test_mvd_continues_from_an_exported_mvdp_model(tmp_path: Path) -> None:
+    """Longer MV-DUSt3R training can start from a shipped MV-DUSt3R+ file: every weight but the
+    cross-reference blocks is taken (as stored, fp16), and an MV-DUSt3R+ network refuses nothing."""
+    mvd = _run(tmp_path / "mvd", "--steps", "1")
+    shipped = tmp_path / "mvdp.safetensors"
+    _run(tmp_path / "mvdp", "--steps", "1", "--stage", "mvdp", "--init", str(mvd), "--export", str(shipped))
+    stored = safetensors.torch.load_file(str(shipped))
+    model = build_model(replace(SIZES["tiny"], img_size=(32, 32)))
+    init_from_checkpoint(model, shipped)
+    state = model.state_dict()
+    assert not any(k.startswith("dec_same_view_blocks.") for k in state)
+    assert set(state) <= set(stored)
+    assert all(torch.equal(state[k], stored[k].to(state[k].dtype)) for k in state)
+    _run(tmp_path / "again", "--steps", "1", "--init", str(shipped))
+    assert float(_log(tmp_path / "again")[0]["loss"]) > 0
+
+
 def test_learning_rate_warms_up_then_decays_to_the_floor() -> None:
     lrs = [learning_rate(s, 100, 1e-3, 1e-6, 10) for s in range(100)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
