@@ -138,8 +138,8 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
                      **options: Any) -> BatchReport:
     """Reconstruct each scene (a folder or a list of photos) into `out_dir`.
 
-    Per scene: ``<name>.blend`` when `blend`, the `formats` (``ply``, ``gaussians``, ``colmap``,
-    ``glb``) in ``<name>/``, and the record ``<name>.json``. `checkpoint`, `device`, `python` as
+    Per scene: ``<name>.blend`` when `blend`, the `formats` (``ply``, ``gaussians``, ``splat``,
+    ``colmap``, ``glb``) in ``<name>/``, and the record ``<name>.json``. `checkpoint`, `device`, `python` as
     for :func:`~.reconstruction.reconstruct` (settings are resolved once, before the first scene:
     a missing runtime or checkpoint raises :class:`SetupError` at once). With `resume`, scenes
     finished by an earlier run are skipped. `options`: ``import_points`` / ``import_cameras`` /

@@ -75,7 +75,7 @@ class ReconstructRequest(Request):
 
     ``options`` are fields of the engine's ``ReconstructOptions`` by name. When ``checkpoint`` is
     given the model is loaded first as by :class:`LoadRequest` (reused when unchanged); otherwise
-    a model must already be loaded. ``exports`` (format names: ply, gaussians, colmap, glb) are
+    a model must already be loaded. ``exports`` (format names: ply, gaussians, splat, colmap, glb) are
     written into ``export_dir`` by the worker itself, which has the libraries some formats need
     (the COLMAP export re-saves EXIF-rotated photos upright); ``export_min_conf`` overrides the
     default confidence cut. Format names are checked before the reconstruction starts.

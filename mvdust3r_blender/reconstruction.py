@@ -133,8 +133,8 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
     `import_*` choose what is created (all False: nothing is imported); the other keywords are
     :class:`~.import_options.ImportOptions` fields (``axes``, ``confidence_drop``, ``name``, ...).
     `scene` defaults to the context's. `timeout` (seconds) cancels a request that takes longer.
-    Ctrl-C cancels the request in the worker too. `exports` (``ply``, ``gaussians``, ``colmap``,
-    ``glb``) are written by the worker into `export_dir` (default: beside the bundle), confidence cut
+    Ctrl-C cancels the request in the worker too. `exports` (``ply``, ``gaussians``, ``splat``,
+    ``colmap``, ``glb``) are written by the worker into `export_dir` (default: beside the bundle), confidence cut
     `min_conf` (default: the official 3 % quantile); ``Result.exports`` lists them.
     """
     paths = photo_list(photos)
@@ -186,7 +186,7 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
 def export(result_or_bundle: Union[Result, Bundle, PathLike], formats: Sequence[str], out_dir: PathLike, *,
            min_conf: Optional[float] = None) -> dict[str, Path]:
     """Write a reconstruction (a :class:`Result`, a :class:`~.bundle.Bundle` or a bundle path) in
-    `formats` (``ply``, ``gaussians``, ``colmap``, ``glb``) into `out_dir`; {format: path written}.
+    `formats` (``ply``, ``gaussians``, ``splat``, ``colmap``, ``glb``) into `out_dir`; {format: path written}.
     Raises the engine's ``ExportError`` naming the format or file at fault."""
     if isinstance(result_or_bundle, Result):
         bundle = read_bundle(result_or_bundle.bundle_path)

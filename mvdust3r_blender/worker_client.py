@@ -180,7 +180,7 @@ class WorkerClient:
                     export_dir: Optional[str | os.PathLike[str]] = None,
                     export_min_conf: Optional[float] = None) -> str:
         """Reconstruct `photos` into the bundle `output`; with `checkpoint`, load it first if needed.
-        `exports` (ply, gaussians, colmap, glb) are written by the worker into `export_dir`."""
+        `exports` (ply, gaussians, splat, colmap, glb) are written by the worker into `export_dir`."""
         return self.send(ReconstructRequest(
             photos=[str(Path(p).absolute()) for p in photos], output=str(Path(output).absolute()),
             options=dict(options or {}), checkpoint=str(checkpoint) if checkpoint is not None else None,

@@ -15,7 +15,7 @@ from typing import Optional, Sequence, TextIO
 
 from ..bundle import BundleError, write_bundle
 from .errors import Cancelled, EngineError, InputError
-from .exports import FORMATS as EXPORT_FORMATS
+from .exports import FORMATS as EXPORT_FORMATS, GAUSSIAN_FORMATS
 
 BUNDLE_NAME = "reconstruction.npz"
 
@@ -81,8 +81,9 @@ def run_reconstruct(args: argparse.Namespace, stderr: TextIO) -> int:
     from .images import collect_photo_paths
     from .pipeline import ReconstructOptions, reconstruct
 
-    if "gaussians" in args.export and args.no_gaussians:
-        raise InputError("--export gaussians needs the Gaussians that --no-gaussians turns off",
+    needing = [f for f in GAUSSIAN_FORMATS if f in args.export]
+    if needing and args.no_gaussians:
+        raise InputError(f"--export {','.join(needing)} needs the Gaussians that --no-gaussians turns off",
                          "drop one of the two options")
     options = ReconstructOptions(reference_view=args.reference_view, gaussians=not args.no_gaussians,
                                  min_conf_percent=args.min_conf_percent)

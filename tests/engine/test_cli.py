@@ -47,13 +47,13 @@ def test_photos_folder_to_bundle_and_every_export(golden, tmp_path):
     out = tmp_path / "sortie été"
     ckpt = golden / "mvd_reduced_ckpt.pth"
     r = _cli("reconstruct", photos[0].parent, "--checkpoint", ckpt, "--out", out,
-             "--export", "ply,gaussians,colmap,glb", "--device", "cpu", "--reference-view", "1", cwd=tmp_path)
+             "--export", "ply,gaussians,splat,colmap,glb", "--device", "cpu", "--reference-view", "1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "error" not in r.stderr
     for stage in ("model", "load", "network", "cameras", "gaussians", "write"):  # the progress line's stages
         assert f"{stage:<10}[{'#' * 30}] 100%" in r.stderr
     printed = r.stdout.split("\n")
-    for name in ["reconstruction.npz", "points.ply", "gaussians.ply", "colmap", "scene.glb"]:
+    for name in ["reconstruction.npz", "points.ply", "gaussians.ply", "scene.splat", "colmap", "scene.glb"]:
         assert (out / name).exists() and str(out / name) in printed
     b = read_bundle(out / "reconstruction.npz")
     assert b.photo_paths == [str(p) for p in sorted(photos)]

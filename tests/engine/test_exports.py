@@ -180,10 +180,45 @@ def test_extreme_opacities_stay_finite(bundle, tmp_path):
     assert vertex["opacity"][0] < -10 and vertex["opacity"][1] > 10
 
 
+def read_splat(path: Path) -> dict[str, np.ndarray]:
+    """A .splat file as the web viewers read it: 32-byte records, no header (little-endian float32
+    position and scale, RGBA bytes, quaternion bytes w x y z decoded as (b - 128) / 128)."""
+    raw = path.read_bytes()
+    assert len(raw) % 32 == 0
+    n = len(raw) // 32
+    floats = np.frombuffer(raw, "<f4").reshape(n, 8)
+    u8 = np.frombuffer(raw, np.uint8).reshape(n, 32)
+    return {"position": floats[:, 0:3], "scale": floats[:, 3:6], "rgb": u8[:, 24:27],
+            "opacity": u8[:, 27] / 255.0, "rotation": (u8[:, 28:32].astype(np.float64) - 128) / 128}
+
+
+def test_splat_holds_the_kept_gaussians_largest_first(bundle, tmp_path):
+    path = export(bundle, ["splat"], tmp_path)["splat"]
+    assert path.name == "scene.splat"
+    keep = demo_mask(bundle.conf)
+    splat = read_splat(path)
+    assert len(splat["position"]) == keep.sum()
+    # the reference converter's order: volume x opacity, descending
+    weight = np.prod(bundle.gaussian_scale[keep].astype(np.float64), axis=1) * bundle.gaussian_opacity[keep]
+    order = np.argsort(-weight, kind="stable")
+    np.testing.assert_array_equal(splat["position"], bundle.pts3d[keep][order])
+    np.testing.assert_array_equal(splat["scale"], bundle.gaussian_scale[keep][order])
+    np.testing.assert_array_equal(splat["rgb"], bundle.images[keep][order])
+    np.testing.assert_allclose(splat["opacity"], bundle.gaussian_opacity[keep][order], atol=0.5 / 255)
+    q = bundle.gaussian_rotation[keep][order]
+    np.testing.assert_allclose(splat["rotation"], q, atol=0.5 / 128 + 1e-9)
+    # decoded and renormalised, the rotation is within a degree of the bundle's
+    decoded = splat["rotation"] / np.linalg.norm(splat["rotation"], axis=1, keepdims=True)
+    angle = np.degrees(2 * np.arccos(np.clip(np.abs(np.sum(decoded * q, axis=1)), 0, 1)))
+    assert angle.max() < 1.0
+    assert path.stat().st_size == 32 * keep.sum()          # no header, 32 bytes a Gaussian
+
+
 def test_gaussians_without_gaussian_parameters_is_a_clear_error_and_writes_nothing(tmp_path):
     plain = make_bundle(tmp_path / "photos", gaussians=False)
-    with pytest.raises(ExportError, match="Gaussian parameters"):
-        export(plain, ["ply", "gaussians"], tmp_path / "out")
+    for fmt in ("gaussians", "splat"):
+        with pytest.raises(ExportError, match="Gaussian parameters"):
+            export(plain, ["ply", fmt], tmp_path / "out")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
@@ -433,17 +468,18 @@ def test_export_writes_every_format_and_replaces_older_files(bundle, tmp_path):
     (out / "colmap").mkdir()
     (out / "colmap" / "stale.txt").write_text("old")
     written = export(bundle, list(reversed(FORMATS)), out)
-    assert list(written) == list(FORMATS) == ["ply", "gaussians", "colmap", "glb"]
+    assert list(written) == list(FORMATS) == ["ply", "gaussians", "splat", "colmap", "glb"]
     assert all(p.exists() for p in written.values())
     assert PlyData.read(str(out / "points.ply"))["vertex"].count == demo_mask(bundle.conf).sum()
     assert not (out / "colmap" / "stale.txt").exists()
-    assert sorted(p.name for p in out.iterdir()) == ["colmap", "gaussians.ply", "points.ply", "scene.glb"]
+    assert sorted(p.name for p in out.iterdir()) == ["colmap", "gaussians.ply", "points.ply", "scene.glb",
+                                                     "scene.splat"]
 
 
 def test_unknown_format_names_the_known_ones(bundle, tmp_path):
     with pytest.raises(ExportError) as info:
         export(bundle, ["ply", "obj"], tmp_path / "out")
-    assert "'obj'" in str(info.value) and "ply, gaussians, colmap, glb" in str(info.value)
+    assert "'obj'" in str(info.value) and "ply, gaussians, splat, colmap, glb" in str(info.value)
     assert info.value.code == "export"
     assert not (tmp_path / "out").exists()
     with pytest.raises(ExportError, match="no export format"):
@@ -488,7 +524,7 @@ def test_importing_the_exports_does_not_import_torch():
             "assert 'torch' not in sys.modules, 'torch imported'; print(','.join(e.FORMATS))")
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "ply,gaussians,colmap,glb"
+    assert out.stdout.strip() == "ply,gaussians,splat,colmap,glb"
 
 
 def test_exported_files_and_folders_follow_the_umask(tmp_path):

@@ -8,6 +8,7 @@ format name    written to (in `out_dir`)    what
 ``ply``        ``points.ply``               binary PLY point cloud: x y z, red green blue,
                                             confidence, view
 ``gaussians``  ``gaussians.ply``            3DGS PLY in the INRIA layout (see :mod:`.splat_ply`)
+``splat``      ``scene.splat``              the same Gaussians as a compact web-viewer ``.splat``
 ``colmap``     ``colmap/``                  COLMAP text model in ``sparse/0`` + ``images/``
 ``glb``        ``scene.glb``                glTF 2.0 binary: points + one camera per view
 =============  ===========================  ===================================================
@@ -30,19 +31,23 @@ from .confidence import DEFAULT_CONF_QUANTILE, confidence_mask
 from .errors import ExportError
 from .glb import write_glb
 from .ply import write_points_ply
-from .splat_ply import require_gaussians, write_gaussians_ply
+from .splat_ply import require_gaussians, write_gaussians_ply, write_splat
 
-__all__ = ["FORMATS", "DEFAULT_CONF_QUANTILE", "ExportError", "confidence_mask", "export"]
+__all__ = ["FORMATS", "GAUSSIAN_FORMATS", "DEFAULT_CONF_QUANTILE", "ExportError", "confidence_mask", "export"]
 
 _WRITERS: dict[str, tuple[str, Callable[[Bundle, np.ndarray, Path], Path]]] = {
     "ply": ("points.ply", write_points_ply),
     "gaussians": ("gaussians.ply", write_gaussians_ply),
+    "splat": ("scene.splat", write_splat),
     "colmap": ("colmap", write_colmap),
     "glb": ("scene.glb", write_glb),
 }
 
 FORMATS: tuple[str, ...] = tuple(_WRITERS)
 """The format names :func:`export` accepts, in the order it writes them."""
+
+GAUSSIAN_FORMATS: tuple[str, ...] = ("gaussians", "splat")
+"""The formats that need the bundle's Gaussian parameters."""
 
 
 def export(bundle: Bundle, formats: Iterable[str], out_dir: str | Path, *,
@@ -60,7 +65,7 @@ def export(bundle: Bundle, formats: Iterable[str], out_dir: str | Path, *,
     if unknown or not wanted:
         what = f"unknown export format {', '.join(map(repr, unknown))}" if unknown else "no export format given"
         raise ExportError(what, f"choose from {', '.join(FORMATS)}")
-    if "gaussians" in wanted:
+    if set(GAUSSIAN_FORMATS) & set(wanted):
         require_gaussians(bundle)
     if "colmap" in wanted:
         require_photos(bundle)

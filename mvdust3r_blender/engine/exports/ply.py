@@ -1,4 +1,4 @@
-"""Binary little-endian PLY: one chunked vertex writer, and the coloured point cloud built on it.
+"""Binary little-endian PLY: one chunked record writer, and the coloured point cloud built on it.
 
 Rows are gathered and packed a chunk at a time into one reused numpy structured array, so millions
 of points cost a few large ``write`` calls and bounded memory (no per-point Python).
@@ -39,17 +39,16 @@ def ply_header(dtype: np.dtype, count: int, comments: Sequence[str] = ()) -> byt
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
-def write_vertex_ply(path: Path, dtype: np.dtype, rows: np.ndarray,
-                     fill: Callable[[np.ndarray, np.ndarray], None],
-                     comments: Sequence[str] = ()) -> Path:
-    """Write ``len(rows)`` vertices to `path` atomically.
+def write_records(path: Path, dtype: np.dtype, rows: np.ndarray,
+                  fill: Callable[[np.ndarray, np.ndarray], None], header: bytes = b"") -> Path:
+    """Write `header`, then ``len(rows)`` packed records of `dtype`, to `path` atomically.
 
     `rows` are indices into the caller's flattened arrays; ``fill(buf, chunk)`` sets the fields of
     the structured array `buf` (len(chunk) rows of `dtype`) for those indices. Fields `fill` leaves
     alone stay zero.
     """
     with atomic_file(path) as tmp, open(tmp, "wb") as f:
-        f.write(ply_header(dtype, len(rows), comments))
+        f.write(header)
         buf = np.zeros(min(len(rows), CHUNK_ROWS), dtype=dtype)
         for start in range(0, len(rows), CHUNK_ROWS):
             chunk = rows[start:start + CHUNK_ROWS]
@@ -57,6 +56,13 @@ def write_vertex_ply(path: Path, dtype: np.dtype, rows: np.ndarray,
             fill(part, chunk)
             f.write(part.view(np.uint8))
     return path
+
+
+def write_vertex_ply(path: Path, dtype: np.dtype, rows: np.ndarray,
+                     fill: Callable[[np.ndarray, np.ndarray], None],
+                     comments: Sequence[str] = ()) -> Path:
+    """A PLY of ``len(rows)`` vertices with the fields of `dtype`, written as :func:`write_records`."""
+    return write_records(path, dtype, rows, fill, ply_header(dtype, len(rows), comments))
 
 
 def write_points_ply(bundle: Bundle, keep: np.ndarray, path: Path) -> Path:
