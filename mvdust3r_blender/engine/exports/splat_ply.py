@@ -24,6 +24,7 @@ the format's reference converter does (viewers that stream the file show the big
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,21 +60,34 @@ def require_gaussians(bundle: Bundle) -> None:
                           "this one has none", "reconstruct with Gaussians enabled, or leave out those formats")
 
 
+@dataclass(frozen=True)
+class FlatGaussians:
+    """A bundle's Gaussians, one row per grid pixel (views × rows × columns), as both writers read them."""
+
+    position: np.ndarray   # float32 [P,3]
+    rgb: np.ndarray        # uint8 [P,3], the photos' colours
+    rotation: np.ndarray   # float32 [P,4] (w, x, y, z)
+    scale: np.ndarray      # float32 [P,3] standard deviations
+    opacity: np.ndarray    # float32 [P]
+
+    @classmethod
+    def of(cls, bundle: Bundle) -> "FlatGaussians":
+        require_gaussians(bundle)
+        assert bundle.gaussian_rotation is not None and bundle.gaussian_scale is not None
+        assert bundle.gaussian_opacity is not None
+        return cls(bundle.pts3d.reshape(-1, 3), bundle.images.reshape(-1, 3),
+                   bundle.gaussian_rotation.reshape(-1, 4), bundle.gaussian_scale.reshape(-1, 3),
+                   bundle.gaussian_opacity.reshape(-1))
+
+
 def write_gaussians_ply(bundle: Bundle, keep: np.ndarray, path: Path) -> Path:
     """The kept Gaussians (`keep`: bool [N,h,w]) as an INRIA-layout 3DGS PLY, coloured from the photos."""
-    require_gaussians(bundle)
-    assert bundle.gaussian_rotation is not None and bundle.gaussian_scale is not None
-    assert bundle.gaussian_opacity is not None
-    pts = bundle.pts3d.reshape(-1, 3)
-    rgb = bundle.images.reshape(-1, 3)
-    rot = bundle.gaussian_rotation.reshape(-1, 4)
-    scale = bundle.gaussian_scale.reshape(-1, 3)
-    opacity = bundle.gaussian_opacity.reshape(-1)
+    g = FlatGaussians.of(bundle)
     dc_of_byte = ((np.arange(256, dtype=np.float64) / 255.0 - 0.5) / SH_C0).astype(np.float32)
 
     def fill(buf: np.ndarray, idx: np.ndarray) -> None:
-        p, c, q, s = pts[idx], rgb[idx], rot[idx], np.log(scale[idx])
-        o = np.clip(opacity[idx], OPACITY_EPS, 1.0 - OPACITY_EPS)
+        p, c, q, s = g.position[idx], g.rgb[idx], g.rotation[idx], np.log(g.scale[idx])
+        o = np.clip(g.opacity[idx], OPACITY_EPS, 1.0 - OPACITY_EPS)
         buf["x"], buf["y"], buf["z"] = p[:, 0], p[:, 1], p[:, 2]
         buf["f_dc_0"], buf["f_dc_1"], buf["f_dc_2"] = dc_of_byte[c[:, 0]], dc_of_byte[c[:, 1]], dc_of_byte[c[:, 2]]
         buf["opacity"] = np.log(o) - np.log1p(-o)
@@ -85,23 +99,16 @@ def write_gaussians_ply(bundle: Bundle, keep: np.ndarray, path: Path) -> Path:
 
 def write_splat(bundle: Bundle, keep: np.ndarray, path: Path) -> Path:
     """The kept Gaussians (`keep`: bool [N,h,w]) as a ``.splat`` file, largest ``volume × opacity`` first."""
-    require_gaussians(bundle)
-    assert bundle.gaussian_rotation is not None and bundle.gaussian_scale is not None
-    assert bundle.gaussian_opacity is not None
-    pts = bundle.pts3d.reshape(-1, 3)
-    rgb = bundle.images.reshape(-1, 3)
-    rot = bundle.gaussian_rotation.reshape(-1, 4)
-    scale = bundle.gaussian_scale.reshape(-1, 3)
-    opacity = bundle.gaussian_opacity.reshape(-1)
+    g = FlatGaussians.of(bundle)
     rows = np.flatnonzero(keep)
-    weight = scale[rows].astype(np.float64).prod(axis=1) * opacity[rows]
+    weight = g.scale[rows].astype(np.float64).prod(axis=1) * g.opacity[rows]
     rows = rows[np.argsort(-weight, kind="stable")]
 
     def fill(buf: np.ndarray, idx: np.ndarray) -> None:
-        q = rot[idx] / np.maximum(np.linalg.norm(rot[idx], axis=1, keepdims=True), 1e-12)
-        buf["position"], buf["scale"] = pts[idx], scale[idx]
-        buf["rgba"][:, :3] = rgb[idx]
-        buf["rgba"][:, 3] = np.rint(np.clip(opacity[idx], 0.0, 1.0) * 255)
+        q = g.rotation[idx] / np.maximum(np.linalg.norm(g.rotation[idx], axis=1, keepdims=True), 1e-12)
+        buf["position"], buf["scale"] = g.position[idx], g.scale[idx]
+        buf["rgba"][:, :3] = g.rgb[idx]
+        buf["rgba"][:, 3] = np.rint(np.clip(g.opacity[idx], 0.0, 1.0) * 255)
         buf["rotation"] = np.clip(np.rint(q * 128 + 128), 0, 255)
 
     return write_records(path, SPLAT_DTYPE, rows, fill)
