@@ -128,8 +128,10 @@ def test_rendering_loss_is_added_and_logged(tmp_path: Path) -> None:
     _run(tmp_path / "on", "--steps", "1", "--render-weight", "1")
     off, on = _log(tmp_path / "off")[0], _log(tmp_path / "on")[0]
     assert off["render"] == "" and float(on["render"]) > 0
-    # same data, same initial weights: the logged total differs exactly by the rendering term
-    assert float(on["loss"]) == pytest.approx(float(off["loss"]) + float(on["render"]), rel=1e-5)
+    # the logged total is the point loss (view 0 + the others) plus, when on, the rendering term
+    points = {name: float(row["conf_view0"]) + float(row["conf_others"]) for name, row in (("off", off), ("on", on))}
+    assert float(off["loss"]) == pytest.approx(points["off"], rel=1e-5)
+    assert float(on["loss"]) == pytest.approx(points["on"] + float(on["render"]), rel=1e-5)
 
 
 def test_curves_average_the_log_in_blocks(tmp_path: Path) -> None:
