@@ -9,6 +9,12 @@ cameras, exactly as a user's reconstruction does; the engine's metrics score the
 (``mvdust3r_blender.engine.metrics``): ND, DAc@0.2 and CD on ``avg_dis``-normalised points; RRE,
 RTE (degrees, all view pairs), mAE (relative focal error) and mAA@30. Numbers are means over scenes.
 
+Two more columns say whether a network places the views relative to each other, independently of
+the camera recovery: ND over the views other than view 0, against the truth in view 0's frame
+(``ND₂₊``) and against each view's truth in its OWN camera frame (``own``). A network that
+has learned where the other cameras are has ``ND₂₊ < own``; one that predicts every view as if
+it were the reference (a good monocular depth, no relative pose) has ``own < ND₂₊``.
+
 The trivial baseline knows nothing about the images: every view is a fronto-parallel plane at
 unit depth seen with a 60° field of view, so all cameras coincide (RRE = the true relative
 rotation, RTE = 90°). A trained network must beat it on every metric.
@@ -28,7 +34,7 @@ from torch import Tensor
 
 from mvdust3r_blender.engine.cameras import estimate_cameras, fallback_focal, pixel_grid
 from mvdust3r_blender.engine.checkpoint import load_model
-from mvdust3r_blender.engine.metrics import camera_metrics, point_metrics
+from mvdust3r_blender.engine.metrics import camera_metrics, normalise_points, point_metrics
 
 from .dataset import SampleKey, SyntheticScenes
 
@@ -51,6 +57,22 @@ class EvalRow:
     rte: float
     mae: float
     maa30: float
+    nd_others: float      # ND of views 2.. against the truth in view 0's frame
+    nd_others_own: float  # the same against each view's truth in its own camera frame
+
+
+def placement(pred: np.ndarray, true: np.ndarray, valid: np.ndarray, cam2world: np.ndarray) -> tuple[float, float]:
+    """(ND of views 1.. against `true`, against the same truth in each view's own camera frame).
+
+    `pred`, `true` [N,h,w,3] in view 0's frame, `valid` [N,h,w], `cam2world` [N,4,4] (view i → view 0).
+    Every pointmap set is divided by its own mean distance over all valid pixels, as ND does."""
+    rot, shift = cam2world[:, :3, :3], cam2world[:, None, None, :3, 3]
+    own = np.einsum("nji,nhwj->nhwi", rot, true - shift)             # R^T (X - t): view i's own frame
+    p, t, o = (normalise_points(x, valid) for x in (pred, true, own))
+    others = valid.copy()
+    others[0] = False
+    return (float(np.linalg.norm(p[others] - t[others], axis=-1).mean()),
+            float(np.linalg.norm(p[others] - o[others], axis=-1).mean()))
 
 
 def trivial_prediction(images: Tensor) -> tuple[Tensor, Tensor]:
@@ -88,18 +110,22 @@ def evaluate(method: str, predictor: Predictor, views: int, scenes: int, resolut
         cams = estimate_cameras(pts3d, conf)
         camera = camera_metrics(cams.poses.cam2world, sample["cam2world"].double().numpy(),
                                 np.full(views, cams.focal), sample["intrinsics"][:, 0, 0].double().numpy())
-        scores.append([points.nd, points.dac, points.cd, camera.rre, camera.rte, camera.mae, camera.maa30])
+        placed = placement(pts3d.numpy(), sample["pts3d"].numpy(), sample["valid"].numpy(),
+                           sample["cam2world"].double().numpy())
+        scores.append([points.nd, points.dac, points.cd, camera.rre, camera.rte, camera.mae, camera.maa30, *placed])
     mean = np.mean(scores, axis=0)
     return EvalRow(method, views, scenes, *(float(v) for v in mean))
 
 
 def markdown_table(rows: Sequence[EvalRow]) -> str:
     """Rows as a markdown table (↓ lower is better, ↑ higher is better)."""
-    head = "| method | views | scenes | ND ↓ | DAc@0.2 ↑ | CD ↓ | RRE° ↓ | RTE° ↓ | mAE ↓ | mAA@30 ↑ |"
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    head = ("| method | views | scenes | ND ↓ | DAc@0.2 ↑ | CD ↓ | RRE° ↓ | RTE° ↓ | mAE ↓ | mAA@30 ↑ "
+            "| ND₂₊ ↓ | own |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r.method} | {r.views} | {r.scenes} | {r.nd:.3f} | {r.dac:.3f} | {r.cd:.3f} | "
-                     f"{r.rre:.2f} | {r.rte:.2f} | {r.mae:.3f} | {r.maa30:.3f} |")
+                     f"{r.rre:.2f} | {r.rte:.2f} | {r.mae:.3f} | {r.maa30:.3f} | {r.nd_others:.3f} | "
+                     f"{r.nd_others_own:.3f} |")
     return "\n".join(lines)
 
 

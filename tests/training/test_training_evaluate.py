@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from training.dataset import SampleKey, SyntheticScenes
-from training.evaluate import HELDOUT_SEED, evaluate, main, trivial_prediction
+from training.evaluate import HELDOUT_SEED, evaluate, main, placement, trivial_prediction
 from training.train import parse_args, train
 
 torch.set_num_threads(1)
@@ -36,12 +37,24 @@ def test_oracle_scores_near_perfect_and_beats_the_baseline() -> None:
     # have theirs within 2 % of it: small, not zero, errors (0.66° and 0.36°; rendering through pixel centres
     # +0.5 away from the recovery's convention gives 1.04° and 1.09°)
     assert oracle.rre < 0.9 and oracle.rte < 0.8 and oracle.mae < 0.01 and oracle.maa30 > 0.95
+    assert oracle.nd_others < 1e-5 < 0.05 < oracle.nd_others_own  # placed views: far from their own frames
     baseline = evaluate("trivial", trivial_prediction, 4, 3, SIZE)
     assert baseline.rte == pytest.approx(90.0) and baseline.rre > 5.0
     for worse, better in [(baseline.nd, oracle.nd), (baseline.cd, oracle.cd), (baseline.rre, oracle.rre),
                           (baseline.rte, oracle.rte)]:
         assert worse > better
     assert baseline.dac < oracle.dac and baseline.maa30 < oracle.maa30
+
+
+def test_placement_tells_a_pose_blind_prediction_from_a_placed_one() -> None:
+    sample = SyntheticScenes(SIZE, seed=HELDOUT_SEED)[SampleKey(0, 4, 0)]
+    true, valid = sample["pts3d"].numpy(), sample["valid"].numpy()
+    c2w = sample["cam2world"].double().numpy()
+    own = np.einsum("nji,nhwj->nhwi", c2w[:, :3, :3], true - c2w[:, None, None, :3, 3])
+    placed, placed_own = placement(true, true, valid, c2w)
+    blind, blind_own = placement(own, true, valid, c2w)       # every view predicted in its own frame
+    assert placed == 0 and blind_own < 1e-6
+    assert placed_own == pytest.approx(blind) and blind > 0.05
 
 
 def test_trivial_prediction_is_a_unit_depth_plane() -> None:
