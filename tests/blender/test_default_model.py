@@ -10,10 +10,10 @@ numbers the point cloud is made of, see test_import_points). The scoring is itse
 truth, imported the same way, scores perfect.
 
 What the bounds say (means over the scenes): the model's points are much closer to the truth than
-the baseline's (ND, DAc@0.2), its focal lengths are closer, and its camera translation directions
-are better than the baseline's (which are all 90° off). Its relative rotations are not better than
-the baseline's yet (the small model has not learned them from its hours of CPU training; see the
-docs): the rotation bound only guards against getting worse than measured.
+the baseline's (ND, DAc@0.2), its focal lengths are closer, its camera translation directions are
+far better than the baseline's (which are all 90° off), and its relative rotations are better than
+the baseline's (which are the true relative rotations themselves: all cameras equal) — by 3.8° on
+these scenes, so the rotation bound claims 2°. See docs/default-model.md for what the numbers mean.
 """
 from __future__ import annotations
 
@@ -33,16 +33,15 @@ SCENES = tuple(range(16))  # held-out scene indices (training.heldout / training
 VIEWS = 8
 RESOLUTION = 64
 
-# Stated bounds, means over SCENES. Measured with the shipped model on 2026-11-25 (and the same
-# numbers from `python -m training.evaluate --scenes 16 --views 8`, which skips Blender): ND 0.419,
-# DAc 0.263, RTE 81.0°, focal error 0.139, RRE 29.2° (baseline: ND 0.477, DAc 0.125, RTE 90°,
-# focal error 0.172, RRE 30.2°).
-MAX_ND = 0.45
-MIN_DAC = 0.22
-MAX_RTE_DEG = 85.0
-MAX_FOCAL_ERROR = 0.16
-MAX_RRE_DEG = 32.0
-
+# Stated bounds, means over SCENES. Measured with the shipped model on 2026-11-29 (and the same
+# numbers from `python -m training.evaluate --checkpoint models/default.safetensors --scenes 16
+# --views 8`, which skips Blender): ND 0.390, DAc 0.313, RTE 67.0°, focal error 0.122, RRE 26.4°
+# (baseline: ND 0.477, DAc 0.125, RTE 90°, focal error 0.172, RRE 30.2°).
+MAX_ND = 0.42
+MIN_DAC = 0.27
+MAX_RTE_DEG = 75.0
+MAX_FOCAL_ERROR = 0.14
+MAX_RRE_DEG = 28.5
 
 @pytest.fixture(scope="module")
 def heldout(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
@@ -153,8 +152,8 @@ def test_default_model_reconstructs_heldout_scenes(api: Any, heldout: list[Path]
     model, baseline = mean(got), mean(base)
     report = f"model: {model}; baseline: {baseline}"
     print(report)
-    assert model.nd < MAX_ND and model.nd < 0.93 * baseline.nd, report
-    assert model.dac > MIN_DAC and model.dac > 1.8 * baseline.dac, report
-    assert model.rte < MAX_RTE_DEG and model.rte < baseline.rte - 5, report
+    assert model.nd < MAX_ND and model.nd < 0.88 * baseline.nd, report
+    assert model.dac > MIN_DAC and model.dac > 2.0 * baseline.dac, report
+    assert model.rte < MAX_RTE_DEG and model.rte < baseline.rte - 15, report
     assert model.focal_error < MAX_FOCAL_ERROR and model.focal_error < baseline.focal_error, report
-    assert model.rre < MAX_RRE_DEG, report
+    assert model.rre < MAX_RRE_DEG and model.rre < baseline.rre - 2, report
