@@ -6,9 +6,8 @@
    processes twice — with the default huge-photo path (DCT-scaled ``draft`` decode) and with the
    exact full decode — and reports seconds and peak RSS of each (``ru_maxrss``, whole process,
    including torch's import).
-2. Camera recovery (``estimate_cameras``: mask, focal, PnP-RANSAC per view, views on every core)
-   on a synthetic scene of `--views` views at `--size`² with 0.3 % noise, in this process; then
-   the PnP step alone on one thread, as the official code runs it.
+2. Camera recovery (``estimate_cameras``: mask, focal, PnP-RANSAC per view) on a synthetic scene of
+   `--views` views at `--size`² with 0.3 % noise, in this process.
 Prints a markdown table for docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -75,21 +74,16 @@ def main() -> None:
                         f"| {float(rss) - base:.0f} | approximate={approx} |")
     import torch
 
-    from mvdust3r_blender.engine.cameras import estimate_cameras, solve_poses
+    from mvdust3r_blender.engine.cameras import estimate_cameras
     from synthetic_scenes import make_scene
 
     torch.set_num_threads(2)
     scene = make_scene(args.views, args.size, args.size, focal=args.size * 0.9, seed=0, noise=0.003)
-    pts3d = torch.from_numpy(scene.pts3d)
     t = time.perf_counter()
-    est = estimate_cameras(pts3d, torch.from_numpy(scene.conf))
+    est = estimate_cameras(torch.from_numpy(scene.pts3d), torch.from_numpy(scene.conf))
     seconds = time.perf_counter() - t
     rows.append(f"| camera recovery, {args.views} views at {args.size}² | {seconds:.2f} | | | "
-                f"PnP failures: {len(est.poses.failed)}; poses on every core |")
-    t = time.perf_counter()
-    solve_poses(pts3d, est.mask, est.K, threads=1)
-    single = time.perf_counter() - t
-    rows.append(f"| of which PnP on one thread (the official loop) | {single:.2f} | | | |")
+                f"PnP failures: {len(est.poses.failed)} |")
     print("| what | seconds | peak RSS (MiB) | over import (MiB) | notes |\n|---|---:|---:|---:|---|")
     print("\n".join(rows))
 

@@ -10,7 +10,7 @@ functions, spec §7 and §10), vectorised:
    integer pixel indices minus the principal point (W/2, H/2). Where that gives no usable focal
    (≤ 0 or not finite — points behind the camera, e.g. an untrained network) a 60° field of view is
    used instead and reported (``focal_fallback``), so the cameras stay importable.
-3. :func:`solve_poses` — ``cv2.solvePnPRansac`` per view (views in parallel) on the masked points with
+3. :func:`solve_poses` — ``cv2.solvePnPRansac`` per view on the masked points with
    ``K = [[f,0,W/2],[0,f,H/2],[0,0,1]]``, zero distortion and OpenCV's defaults (100 iterations,
    8 px, 0.99, SOLVEPNP_ITERATIVE); c2w = inverse of [R|t]. On failure the official fallback
    w2c = [I | (1,1,1)] is kept and the view is reported.
@@ -22,9 +22,7 @@ is the 2-D point (j, i) — integer indices, no +0.5.
 """
 from __future__ import annotations
 
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -93,54 +91,36 @@ class PoseResult:
 
 def solve_poses(pts3d: torch.Tensor, mask: torch.Tensor, K: np.ndarray,
                 cancel: Optional[threading.Event] = None,
-                progress: Optional[Callable[[float], None]] = None,
-                threads: Optional[int] = None) -> PoseResult:
+                progress: Optional[Callable[[float], None]] = None) -> PoseResult:
     """PnP-RANSAC per view: world points `pts3d` [N,h,w,3] seen at their own pixels, masked by `mask` [N,h,w].
 
-    Views are independent, so they are solved on `threads` threads (default: one per CPU core;
-    OpenCV releases the GIL, and its RANSAC is seeded per call, so the result does not depend on
-    the thread count). `progress(fraction)` is called from the calling thread as views finish;
-    `cancel` is checked before each view starts.
+    `progress(fraction)` is called after each view; `cancel` is checked before each.
     """
     n, h, w = pts3d.shape[:3]
     pixels = pixel_grid(h, w).numpy().reshape(-1, 2)
     points = pts3d.detach().float().cpu().numpy().reshape(n, -1, 3)
     keep = mask.detach().cpu().numpy().reshape(n, -1)
-
-    def solve(v: int) -> tuple[np.ndarray, bool, int]:
+    c2ws = np.zeros((n, 4, 4))
+    failed, inliers = [], []
+    for v in range(n):
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled while solving camera poses")
         w2c = np.eye(4)
+        ok, count = False, 0
         if keep[v].sum() >= 6:
             ok, rvec, tvec, found = cv2.solvePnPRansac(points[v][keep[v]], pixels[keep[v]], K, np.zeros((5, 1)))
             if ok:
                 w2c[:3, :3] = cv2.Rodrigues(rvec)[0]
                 w2c[:3, 3] = tvec[:, 0]
-                return np.linalg.inv(w2c), True, 0 if found is None else len(found)
-        w2c[:3, 3] = POSE_FAILURE_W2C_T
-        return np.linalg.inv(w2c), False, 0
-
-    workers = max(1, min(n, threads or _usable_cores()))
-    with ThreadPoolExecutor(workers, thread_name_prefix="pnp") as pool:
-        futures = [pool.submit(solve, v) for v in range(n)]
-        try:
-            for done, future in enumerate(as_completed(futures), start=1):
-                future.result()  # a cancelled view stops the loop here
-                if progress is not None:
-                    progress(done / n)
-            results = [f.result() for f in futures]
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
-    c2ws = np.stack([r[0] for r in results]) if n else np.zeros((0, 4, 4))
-    failed = [v for v, r in enumerate(results) if not r[1]]
-    return PoseResult(c2ws, failed, [r[2] for r in results])
-
-
-def _usable_cores() -> int:
-    """CPU cores this process may run on (the affinity mask where the platform has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+                count = 0 if found is None else len(found)
+        if not ok:
+            w2c[:3, 3] = POSE_FAILURE_W2C_T
+            failed.append(v)
+        c2ws[v] = np.linalg.inv(w2c)
+        inliers.append(int(count))
+        if progress is not None:
+            progress((v + 1) / n)
+    return PoseResult(c2ws, failed, inliers)
 
 
 def photo_intrinsics(focal: float, grid: tuple[int, int], crop_boxes: np.ndarray) -> np.ndarray:
