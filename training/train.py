@@ -29,9 +29,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mvdust3r_blender.engine.checkpoint import load_model, read_checkpoint, save_safetensors
+from mvdust3r_blender.engine.checkpoint import open_checkpoint, read_checkpoint, save_safetensors
 from mvdust3r_blender.engine.config import ModelConfig
-from mvdust3r_blender.engine.model import build_model
+from mvdust3r_blender.engine.model import MultiViewModel, build_model
 
 from .checkpoints import load_training_checkpoint, save_training_checkpoint
 from .dataset import RECIPES, RecipeBatchSampler, SyntheticScenes, network_views
@@ -119,15 +119,14 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
-def init_from_checkpoint(model: nn.Module, path: Path) -> None:
-    """Start from the weights of a checkpoint of the same size. An MV-DUSt3R checkpoint fits an
-    MV-DUSt3R+ network except for the cross-reference blocks, which keep their zero-output
-    initialisation (so MV-DUSt3R+ training starts exactly at MV-DUSt3R); an MV-DUSt3R+ checkpoint
-    gives an MV-DUSt3R network everything but those blocks (longer MV-DUSt3R training from a
-    shipped MV-DUSt3R+ file: ``.safetensors`` exports are accepted too). Anything else missing or unexpected is refused."""
-    state = load_model(path).state_dict() if path.suffix == ".safetensors" else read_checkpoint(path).state_dict
-    has_cross_ref = any(k.startswith(CROSS_REFERENCE) for k in model.state_dict())
-    if not has_cross_ref:
+def init_from_checkpoint(model: MultiViewModel, path: Path) -> None:
+    """Start from the weights of a checkpoint (``.pth``) or shipped ``.safetensors`` file of the same
+    size. An MV-DUSt3R file fits an MV-DUSt3R+ network except for the cross-reference blocks, which
+    keep their zero-output initialisation (so MV-DUSt3R+ training starts exactly at MV-DUSt3R); an
+    MV-DUSt3R+ file gives an MV-DUSt3R network everything but those blocks (longer MV-DUSt3R
+    training from the shipped model). Anything else missing or unexpected is refused."""
+    state = dict(open_checkpoint(path).tensors) if path.suffix == ".safetensors" else read_checkpoint(path).state_dict
+    if not model.config.multi_ref:
         state = {k: v for k, v in state.items() if not k.startswith(CROSS_REFERENCE)}
     missing, unexpected = model.load_state_dict(state, strict=False)
     bad = [k for k in missing if not k.startswith(CROSS_REFERENCE)]

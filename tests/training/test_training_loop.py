@@ -101,7 +101,7 @@ def test_mvdp_starts_from_an_mvd_checkpoint(tmp_path: Path) -> None:
 
 def test_mvd_continues_from_an_exported_mvdp_model(tmp_path: Path) -> None:
     """Longer MV-DUSt3R training can start from a shipped MV-DUSt3R+ file: every weight but the
-    cross-reference blocks is taken (as stored, fp16), and an MV-DUSt3R+ network refuses nothing."""
+    cross-reference blocks is taken (as stored, fp16)."""
     mvd = _run(tmp_path / "mvd", "--steps", "1")
     shipped = tmp_path / "mvdp.safetensors"
     _run(tmp_path / "mvdp", "--steps", "1", "--stage", "mvdp", "--init", str(mvd), "--export", str(shipped))
