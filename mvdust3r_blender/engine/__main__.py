@@ -15,7 +15,7 @@ from typing import Optional, Sequence, TextIO
 
 from ..bundle import BundleError, write_bundle
 from .errors import Cancelled, EngineError, InputError
-from .exports import FORMATS as EXPORT_FORMATS, GAUSSIAN_FORMATS
+from .exports import FORMATS as EXPORT_FORMATS, needing_gaussians
 
 BUNDLE_NAME = "reconstruction.npz"
 
@@ -81,7 +81,7 @@ def run_reconstruct(args: argparse.Namespace, stderr: TextIO) -> int:
     from .images import collect_photo_paths
     from .pipeline import ReconstructOptions, reconstruct
 
-    needing = [f for f in GAUSSIAN_FORMATS if f in args.export]
+    needing = needing_gaussians(args.export)
     if needing and args.no_gaussians:
         raise InputError(f"--export {','.join(needing)} needs the Gaussians that --no-gaussians turns off",
                          "drop one of the two options")

@@ -339,12 +339,12 @@ def _export_dir(request: ReconstructRequest, gaussians: bool) -> Optional[Path]:
     """Check the requested exports before any work is done; the folder to write them to, or None."""
     if not request.exports:
         return None
-    from .exports import FORMATS, GAUSSIAN_FORMATS  # numpy: imported on use, like torch (hello works without them)
+    from .exports import FORMATS, needing_gaussians  # numpy: imported on use, like torch (hello works without them)
 
     unknown = sorted(set(request.exports) - set(FORMATS))
     if unknown:
         raise BadRequest(f"unknown export format(s) {', '.join(unknown)}", f"choose from {', '.join(FORMATS)}")
-    needing = [f for f in GAUSSIAN_FORMATS if f in request.exports]
+    needing = needing_gaussians(request.exports)
     if needing and not gaussians:
         raise BadRequest(f"the {', '.join(map(repr, needing))} export needs Gaussians",
                          "drop the gaussians=false option or that format")

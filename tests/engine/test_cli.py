@@ -139,9 +139,11 @@ def test_command_line_mistakes(golden, tmp_path, capsys):
     assert main(["reconstruct", str(empty_dir), "--checkpoint", "x.pth", "--out", str(tmp_path / "o")]) == 1
     assert "no image files found" in _one_error_line(capsys.readouterr().err)
     photos = _photos(tmp_path / "in", [(40, 30)] * 2)
-    assert main(["reconstruct", *map(str, photos), "--checkpoint", "x.pth", "--out", str(tmp_path / "o"),
-                 "--export", "gaussians", "--no-gaussians"]) == 1
-    assert "--no-gaussians" in _one_error_line(capsys.readouterr().err)
+    for formats in ("gaussians", "ply,splat"):
+        assert main(["reconstruct", *map(str, photos), "--checkpoint", "x.pth", "--out", str(tmp_path / "o"),
+                     "--export", formats, "--no-gaussians"]) == 1
+        line = _one_error_line(capsys.readouterr().err)
+        assert "--no-gaussians" in line and f"--export {formats.split(',')[-1]} " in line
     with pytest.raises(SystemExit) as info:
         main(["reconstruct", *map(str, photos), "--checkpoint", "x.pth", "--out", "o", "--export", "obj"])
     assert info.value.code == 2 and "unknown export format(s) obj" in capsys.readouterr().err

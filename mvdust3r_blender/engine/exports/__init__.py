@@ -33,7 +33,7 @@ from .glb import write_glb
 from .ply import write_points_ply
 from .splat_ply import require_gaussians, write_gaussians_ply, write_splat
 
-__all__ = ["FORMATS", "GAUSSIAN_FORMATS", "DEFAULT_CONF_QUANTILE", "ExportError", "confidence_mask", "export"]
+__all__ = ["FORMATS", "GAUSSIAN_FORMATS", "DEFAULT_CONF_QUANTILE", "needing_gaussians", "ExportError", "confidence_mask", "export"]
 
 _WRITERS: dict[str, tuple[str, Callable[[Bundle, np.ndarray, Path], Path]]] = {
     "ply": ("points.ply", write_points_ply),
@@ -48,6 +48,13 @@ FORMATS: tuple[str, ...] = tuple(_WRITERS)
 
 GAUSSIAN_FORMATS: tuple[str, ...] = ("gaussians", "splat")
 """The formats that need the bundle's Gaussian parameters."""
+
+
+def needing_gaussians(formats: Iterable[str]) -> list[str]:
+    """Which of `formats` need Gaussian parameters (in :data:`GAUSSIAN_FORMATS` order): what every
+    entry point checks before a run that will not make Gaussians."""
+    wanted = set(formats)
+    return [f for f in GAUSSIAN_FORMATS if f in wanted]
 
 
 def export(bundle: Bundle, formats: Iterable[str], out_dir: str | Path, *,
@@ -65,7 +72,7 @@ def export(bundle: Bundle, formats: Iterable[str], out_dir: str | Path, *,
     if unknown or not wanted:
         what = f"unknown export format {', '.join(map(repr, unknown))}" if unknown else "no export format given"
         raise ExportError(what, f"choose from {', '.join(FORMATS)}")
-    if set(GAUSSIAN_FORMATS) & set(wanted):
+    if needing_gaussians(wanted):
         require_gaussians(bundle)
     if "colmap" in wanted:
         require_photos(bundle)
