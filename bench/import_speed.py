@@ -52,7 +52,7 @@ def main() -> None:
     try:
         install_extension(work)
         api = importlib.import_module(f"{PACKAGE}.api")
-        bundle_module = importlib.import_module(f"{PACKAGE}.bundle")
+        bundle_module = importlib.import_module(f"{PACKAGE}.core.bundle")
         scene_module = importlib.import_module(f"{PACKAGE}.importers.scene")
         bundle = synthetic_bundle(bundle_module.Bundle, args.views, args.size)
         count = bundle.conf.size

@@ -44,7 +44,7 @@ from .config import ModelConfig
 from .devices import resolve_device
 from .errors import CheckpointError
 from .model_string import parse_model_string
-from .registry import supported_files_text
+from ..core.registry import supported_files_text
 
 if TYPE_CHECKING:
     from .model import MultiViewModel
