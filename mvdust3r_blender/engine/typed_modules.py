@@ -14,7 +14,7 @@ M = TypeVar("M", bound=nn.Module)
 
 
 class TypedModuleList(nn.ModuleList, Generic[M]):
-    """An ``nn.ModuleList`` of ``M`` (built from, and only ever holding, ``M`` modules)."""
+    """An ``nn.ModuleList`` built from ``M`` modules (its types assume no other kind is added later)."""
 
     def __init__(self, modules: Iterable[M] = ()) -> None:
         super().__init__(modules)
