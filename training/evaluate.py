@@ -34,6 +34,7 @@ from torch import Tensor
 
 from mvdust3r_blender.engine.cameras import estimate_cameras, fallback_focal, pixel_grid
 from mvdust3r_blender.engine.checkpoint import load_model
+from mvdust3r_blender.engine.model import MultiViewModel
 from training.metrics import camera_metrics, normalise_points, point_metrics
 
 from .dataset import SampleKey, SyntheticScenes
@@ -85,7 +86,7 @@ def trivial_prediction(images: Tensor) -> tuple[Tensor, Tensor]:
     return plane.expand(n, h, w, 3).clone(), torch.ones(n, h, w)
 
 
-def network_prediction(model: torch.nn.Module) -> Predictor:
+def network_prediction(model: MultiViewModel) -> Predictor:
     """Path 0 of ``model.predict`` (eval-mode maths, as the add-on runs it)."""
     def predict(images: Tensor) -> tuple[Tensor, Tensor]:
         pred = model.predict(images, gaussians=False)

@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -27,20 +27,32 @@ import torch
 from ..core.bundle import Bundle
 from ..core.options import ReconstructOptions
 from .cameras import estimate_cameras, photo_intrinsics
+from .config import ModelConfig
 from .errors import Cancelled, CheckpointError, InputError
 from .gaussians import SCALE_MAX, SCALE_MIN, gaussian_fields
 from .images import load_photos, network_input
+from .prediction import Prediction
 from .views import check_reference_view, inverse_order, reference_order
 
 Progress = Callable[[str, float], None]
 
 
-def _model_device(model: Any) -> torch.device:
+class Network(Protocol):
+    """What :func:`reconstruct` needs of a network: its settings and a path-0 prediction of one
+    scene (:class:`~.model.MultiViewModel` is one)."""
+
+    config: ModelConfig
+
+    def predict(self, images: torch.Tensor, *, gaussians: bool = ...,
+                progress: Optional[Callable[[float], None]] = ...) -> Prediction: ...
+
+
+def _model_device(model: Network) -> torch.device:
     first = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
     return first.device if first is not None else torch.device(getattr(model, "device", "cpu"))
 
 
-def _check_count(n: int, config: Any) -> None:
+def _check_count(n: int, config: ModelConfig) -> None:
     if n == 0:
         raise InputError("no photos were given", "give at least 2 photos of the same scene (4–100 work best)")
     if n < config.min_views:
@@ -51,7 +63,7 @@ def _check_count(n: int, config: Any) -> None:
                          f"add photos of the same scene (at least {config.min_views})")
 
 
-def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Any,
+def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
                 options: ReconstructOptions = ReconstructOptions(),
                 progress: Optional[Progress] = None,
                 cancel: Optional[threading.Event] = None) -> Bundle:
@@ -70,7 +82,7 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Any,
 
     started = time.perf_counter()
     report("load", 0.0)
-    loaded = load_photos(paths, tuple(config.img_size), cancel=cancel,
+    loaded = load_photos(paths, config.img_size, cancel=cancel,
                          progress=lambda f: report("load", f))
     order = reference_order(len(loaded), options.reference_view)
     back = inverse_order(order)

@@ -29,7 +29,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Optional
+from typing import IO, TYPE_CHECKING, Any, Callable, Optional
 
 from ..core.protocol import (AckEvent, CancelRequest, DeviceInfo, ErrorEvent, Event, HelloEvent, HelloRequest,
                         LoadedEvent, LoadRequest, ModelInfo, ProgressEvent, ProtocolError, ReadyEvent,
@@ -38,9 +38,13 @@ from ..core.protocol import (AckEvent, CancelRequest, DeviceInfo, ErrorEvent, Ev
 from ..core.errors import UserError
 from .errors import Cancelled, EngineError, InputError
 
+if TYPE_CHECKING:                  # torch loads lazily: the worker answers hello without it
+    from .model import MultiViewModel
+
 log = logging.getLogger("mvdust3r.worker")
 
 DTYPES = ("float32", "float16", "bfloat16")
+ModelKey = tuple[str, int, int, str, Optional[str]]  # file path, size, mtime (ns), device, dtype
 STOP_TIMEOUT_S = 10.0  # how long shutdown / stdin close waits for a cancelled job to wind down
 
 
@@ -74,8 +78,8 @@ class Worker:
         self._pending: dict[str, _Job] = {}  # queued or running jobs by request id
         self._pending_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run_jobs, name="mvdust3r-jobs", daemon=True)
-        self._model: Any = None
-        self._model_key: Optional[tuple[Any, ...]] = None
+        self._model: Optional[MultiViewModel] = None
+        self._model_key: Optional[ModelKey] = None
         self._model_info: Optional[ModelInfo] = None
         self.loads = 0  # checkpoints loaded by this process: a reused model does not count
 
@@ -262,7 +266,7 @@ class Worker:
         torch_device = resolve_device(device)
         try:
             stat = path.stat()
-            key: Optional[tuple[Any, ...]] = (str(path), stat.st_size, stat.st_mtime_ns, str(torch_device), dtype)
+            key: Optional[ModelKey] = (str(path), stat.st_size, stat.st_mtime_ns, str(torch_device), dtype)
         except OSError:
             key = None  # open_checkpoint reports the missing or unreadable file
         if key is not None and key == self._model_key and self._model is not None:
@@ -275,11 +279,10 @@ class Worker:
         model = opened.materialise(torch_device, getattr(torch, dtype) if dtype else None)
         del opened
         self._model, self._model_key = model, key
-        config = getattr(model, "config", None)
         first = next(iter(model.parameters()), None)
         self._model_info = ModelInfo(checkpoint=str(path), device=str(torch_device),
                                      dtype=str(first.dtype).removeprefix("torch.") if first is not None else "",
-                                     variant=str(getattr(config, "variant", "")))
+                                     variant=model.config.variant)
         self.loads += 1
         progress("load", 1.0)
         log.info("loaded %s on %s (%s)", path, torch_device, self._model_info.dtype)
