@@ -133,14 +133,14 @@ def _write_record(path: Path, outcome: SceneOutcome, photos: list[str], timings:
 
 
 def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[PathLike] = None,
-                     device: Optional[str] = None, python: Optional[PathLike] = None, blend: bool = True,
+                     device: Optional[str] = None, precision: Optional[str] = None, python: Optional[PathLike] = None, blend: bool = True,
                      formats: Sequence[str] = (), resume: bool = True,
                      timeout: Optional[float] = None, log: Optional[TextIO] = None,
                      **options: Any) -> BatchReport:
     """Reconstruct each scene (a folder or a list of photos) into `out_dir`.
 
     Per scene: ``<name>.blend`` when `blend`, the `formats` (``ply``, ``gaussians``, ``splat``,
-    ``colmap``, ``glb``) in ``<name>/``, and the record ``<name>.json``. `checkpoint`, `device`, `python` as
+    ``colmap``, ``glb``) in ``<name>/``, and the record ``<name>.json``. `checkpoint`, `device`, `precision`, `python` as
     for :func:`~.reconstruction.reconstruct` (settings are resolved once, before the first scene:
     a missing runtime or checkpoint raises :class:`SetupError` at once). With `resume`, scenes
     finished by an earlier run are skipped. `options`: ``import_points`` / ``import_cameras`` /
@@ -154,7 +154,7 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
     formats = parse_formats(formats)
     if not (blend or formats):
         raise OptionError("nothing to write", "ask for a .blend (blend=True) or export formats")
-    settings = WorkerSettings.resolve(python, checkpoint, device)
+    settings = WorkerSettings.resolve(python, checkpoint, device, precision)
     folder = Path(out_dir).absolute()
     folder.mkdir(parents=True, exist_ok=True)
     wanted = (["blend"] if blend else []) + list(dict.fromkeys(formats))
@@ -165,7 +165,7 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
         print(f"[mvdust3r] {text}", file=stream, flush=True)
 
     say(f"{len(named)} scene{'s' if len(named) != 1 else ''} → {folder} (checkpoint {settings.checkpoint}, "
-        f"device {settings.device})")
+        f"device {settings.device}, precision {settings.precision})")
     for index, (name, source) in enumerate(named, 1):
         outcome = SceneOutcome(name=name)
         report.scenes.append(outcome)
@@ -220,7 +220,8 @@ def _run_scene(outcome: SceneOutcome, photos: list[str], settings: WorkerSetting
         importing = blend and any(options.get(k, True) for k in ("import_points", "import_cameras",
                                                                    "import_gaussians"))
         flags = {} if importing else {"import_points": False, "import_cameras": False, "import_gaussians": False}
-        result = reconstruct(photos, settings.checkpoint, device=settings.device, python=settings.python,
+        result = reconstruct(photos, settings.checkpoint, device=settings.device, precision=settings.precision,
+                             python=settings.python,
                              output=work / "bundle.npz", timeout=timeout, on_progress=on_progress,
                              exports=formats, export_dir=folder / outcome.name,
                              **{"name": outcome.name, **options, **flags})

@@ -77,7 +77,8 @@ def main(argv: Sequence[str]) -> int:
                              "pose_drop_percent": args.pose_drop_percent,
                              "confidence_drop_percent": args.confidence_drop_percent,
                              "min_confidence": args.min_confidence}
-    settings: dict[str, Any] = {"checkpoint": args.checkpoint, "device": args.device, "python": args.python}
+    settings: dict[str, Any] = {"checkpoint": args.checkpoint, "device": args.device, "precision": args.precision,
+                                "python": args.python}
     try:
         if args.command == "batch":
             report = reconstruct_many(args.folders, args.out, blend=not args.no_blend, formats=args.export,

@@ -1,4 +1,4 @@
-"""Add-on preferences: the worker's runtime, the model checkpoint, the compute device.
+"""Add-on preferences: the worker's runtime, the model checkpoint, the compute device and precision.
 
 The preferences hold choices only; the long tasks they start (creating the environment, checking
 it, downloading a checkpoint) live in :mod:`.operators_setup` and report through
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import bpy
 
 from .core import registry
+from .core.options import DEFAULT_PRECISION, PRECISIONS
 from .core.runtime import TORCH_BACKENDS
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ _BACKEND_LABELS = {"auto": "Automatic (detect the GPU)", "cpu": "CPU only", "cu1
                    "cu128": "NVIDIA CUDA 12.8", "rocm6.3": "AMD ROCm 6.3 (Linux)"}
 # Property arguments are evaluated by Blender from the annotations' text: keep them plain names.
 _BACKEND_ITEMS = [(b, _BACKEND_LABELS[b], f"Install the '{b}' build of PyTorch") for b in TORCH_BACKENDS]
+_PRECISION_ITEMS = [(key, key.capitalize(), explanation) for key, explanation in PRECISIONS.items()]
 _LICENCE_LABEL = f"I accept the model licence ({registry.LICENCE}, non-commercial use only)"
 
 
@@ -80,6 +82,10 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
                ("mps", "Apple GPU (MPS)", "The GPU of an Apple Silicon Mac"),
                ("cpu", "CPU", "Slow, but works everywhere")),
         default="auto")
+    precision: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Precision",
+        items=_PRECISION_ITEMS,
+        default=DEFAULT_PRECISION)
     runtime_summary: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Last Check", description="What the last runtime check found")
 
@@ -91,6 +97,7 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
         self._draw_runtime(layout.box(), setup)
         self._draw_model(layout.box(), setup)
         layout.prop(self, "device")
+        layout.prop(self, "precision")
 
     def _draw_runtime(self, box: bpy.types.UILayout, setup: Any) -> None:
         box.label(text="PyTorch Runtime", icon="CONSOLE")

@@ -66,7 +66,7 @@ class Result:
 
 
 def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, device: Optional[str] = None,
-                python: Optional[PathLike] = None, output: Optional[PathLike] = None,
+                precision: Optional[str] = None, python: Optional[PathLike] = None, output: Optional[PathLike] = None,
                 reference_view: Optional[int] = None, pose_drop_percent: float = DEFAULT_DROP_PERCENT,
                 import_points: bool = True, import_cameras: bool = True,
                 import_gaussians: bool = True, scene: Optional[bpy.types.Scene] = None,
@@ -75,7 +75,8 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
                 min_conf: Optional[float] = None, **import_options: Any) -> Result:
     """Reconstruct `photos` (a folder or a list) and import the result into a new collection; blocks.
 
-    `checkpoint`, `device` (``auto``, ``cuda``, ``mps``, ``cpu``) and `python` (the worker's
+    `checkpoint`, `device` (``auto``, ``cuda``, ``mps``, ``cpu``), `precision` (``auto``, ``exact``,
+    ``fast``: see ``core.options.PRECISIONS``) and `python` (the worker's
     interpreter) default to the add-on's preferences (`python` to ``$MVDUST3R_WORKER_PYTHON``
     first). `output`: where the bundle is written (default: a new temporary folder; it is kept, for
     :func:`export`). `reference_view`: 0-based index of the photo that becomes the world frame.
@@ -95,7 +96,7 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
     paths = session.photo_list(photos)
     options = ImportOptions.from_keywords(points=import_points, cameras=import_cameras,
                                           gaussians=import_gaussians, **import_options)
-    settings = WorkerSettings.resolve(python, checkpoint, device)
+    settings = WorkerSettings.resolve(python, checkpoint, device, precision)
     target = scene if scene is not None else bpy.context.scene
     importing = import_points or import_cameras or import_gaussians
     if importing and target is None:

@@ -25,7 +25,7 @@ from .core import photos as photo_files
 from .core.confidence import DEFAULT_DROP_PERCENT, ConfidenceCut
 from .core.errors import UserError
 from .core.exports import needing_gaussians, parse_formats
-from .core.options import ReconstructOptions
+from .core.options import DEFAULT_PRECISION, ReconstructOptions, check_precision
 from .core.protocol import ErrorEvent, Event, HelloEvent
 from .core.runtime import env_python, subprocess_env
 from .core.worker_client import WorkerClient, WorkerError
@@ -129,17 +129,19 @@ def checkpoint_file(prefs: preferences.MVDUST3R_AddonPreferences) -> Path:
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """What the worker runs with: its Python, the checkpoint file, the device."""
+    """What the worker runs with: its Python, the checkpoint file, the device, the precision."""
 
     python: str
     checkpoint: str
     device: str
+    precision: str = DEFAULT_PRECISION  # auto, exact or fast (core.options.PRECISIONS)
 
     @classmethod
     def resolve(cls, python: Optional[PathLike] = None, checkpoint: Optional[PathLike] = None,
-                device: Optional[str] = None) -> "WorkerSettings":
+                device: Optional[str] = None, precision: Optional[str] = None) -> "WorkerSettings":
         """Each setting from its argument, else (the Python only) ``$MVDUST3R_WORKER_PYTHON``, else
-        the add-on's preferences. Raises :class:`SetupError` naming a missing file."""
+        the add-on's preferences. Raises :class:`SetupError` naming a missing file, ``OptionError``
+        naming an unknown precision."""
         python = python if python is not None else os.environ.get(WORKER_PYTHON_ENV) or None
         if python is None:
             python = worker_python(preferences.get())
@@ -152,7 +154,8 @@ class WorkerSettings:
             raise SetupError(f"the checkpoint '{os.fspath(checkpoint)}' does not exist",
                              "pass an existing MV-DUSt3R(+) checkpoint file")
         return cls(python=str(Path(python).absolute()), checkpoint=str(Path(checkpoint).absolute()),
-                   device=device if device is not None else str(preferences.get().device))
+                   device=device if device is not None else str(preferences.get().device),
+                   precision=check_precision(precision if precision is not None else str(preferences.get().precision)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,13 +224,14 @@ def plan_run(photos: list[str], settings: WorkerSettings, output: Path, *, refer
              cut: ConfidenceCut = ConfidenceCut(), keep_bundle: bool = False) -> RunPlan:
     """The request for `photos`. One rule for the Gaussians: they are computed when they are
     imported, when an export needs them, or when the bundle outlives the run (`keep_bundle`: a
-    script may export them later), and not otherwise. `reference_view` is a 0-based photo index.
+    script may export them later), and not otherwise. `reference_view` is a 0-based photo index;
+    the precision is the settings' (:class:`WorkerSettings`).
     Exports go to `export_dir` (default: beside `output`). Bad options raise the core's
     ``OptionError`` / ``ExportError``, naming the option, before any worker starts."""
     formats = parse_formats(exports)
     gaussians = import_gaussians or keep_bundle or bool(needing_gaussians(formats))
     options = ReconstructOptions(reference_view=reference_view, pose_drop_percent=pose_drop_percent,
-                                 gaussians=gaussians)
+                                 gaussians=gaussians, precision=settings.precision)
     if reference_view is not None and reference_view >= len(photos):
         raise RunError(f"reference view {reference_view} does not exist: there are {len(photos)} photos "
                        f"(indices 0 to {len(photos) - 1})", "choose one of the photos, or leave it automatic")

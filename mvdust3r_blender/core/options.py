@@ -22,6 +22,15 @@ from .errors import OptionError
 DEVICES = ("auto", "cuda", "mps", "cpu")
 """What ``device`` accepts besides ``cuda:N``: ``auto`` picks CUDA, then MPS, then the CPU."""
 
+PRECISIONS = {
+    "auto": "Fastest choice that keeps the results: TF32 on NVIDIA GPUs, the bf16 skip CNN on CPUs",
+    "exact": "Full float32 everywhere: the same numbers as the official code, slowest",
+    "fast": "bfloat16 where the device has it (weights too on a GPU): about 2-4x faster, points move ~1-2 %",
+}
+"""The numeric precision of a run, each with its one-line explanation (``docs/benchmarks.md`` has
+the measured accuracy of each; the engine's ``precision`` module decides what each means on a device)."""
+DEFAULT_PRECISION = "auto"
+
 
 @dataclass(frozen=True, kw_only=True)
 class ReconstructOptions:
@@ -30,6 +39,7 @@ class ReconstructOptions:
     reference_view: Optional[int] = None      # 0-based photo index that becomes the world frame; None: automatic
     gaussians: bool = True                    # compute the 3D Gaussians' parameters
     pose_drop_percent: float = DEFAULT_DROP_PERCENT  # least-confident share left out of focal/pose estimation
+    precision: str = DEFAULT_PRECISION        # one of PRECISIONS: auto, exact, fast
 
     def __post_init__(self) -> None:
         if self.reference_view is not None and (isinstance(self.reference_view, bool)
@@ -40,6 +50,14 @@ class ReconstructOptions:
         if not isinstance(self.gaussians, bool):
             raise OptionError(f"gaussians={self.gaussians!r} is not true or false")
         check_drop_percent("pose_drop_percent", self.pose_drop_percent)
+        check_precision(self.precision)
+
+
+def check_precision(value: str) -> str:
+    """`value` if it is one of :data:`PRECISIONS`; :class:`OptionError` naming it otherwise."""
+    if not isinstance(value, str) or value not in PRECISIONS:
+        raise OptionError(f"precision={value!r} is not a precision", f"use one of {', '.join(PRECISIONS)}")
+    return value
 
 
 class _Deprecated(argparse.Action):
@@ -62,6 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, export_help: str, checkpoi
     parser.add_argument("--checkpoint", required=checkpoint_required,
                         help="MV-DUSt3R(+) checkpoint (.pth or .safetensors)")
     parser.add_argument("--device", help=f"compute device: {', '.join(DEVICES)} or cuda:N")
+    parser.add_argument("--precision", choices=tuple(PRECISIONS), default=None,
+                        help="numeric precision: " + "; ".join(f"{k}: {v}" for k, v in PRECISIONS.items())
+                        + f" (default: {DEFAULT_PRECISION}, or the add-on's preference)")
     parser.add_argument("--export", nargs="+", default=[], metavar="FORMAT",
                         help=f"{export_help}: {', '.join(FORMATS)} (space- or comma-separated)")
     parser.add_argument("--reference-view", type=int, default=None, metavar="I",
@@ -81,7 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, export_help: str, checkpoi
 def options_from_arguments(args: argparse.Namespace, *, gaussians: bool) -> ReconstructOptions:
     """The :class:`ReconstructOptions` that :func:`add_arguments`' options chose."""
     return ReconstructOptions(reference_view=args.reference_view, gaussians=gaussians,
-                              pose_drop_percent=args.pose_drop_percent)
+                              pose_drop_percent=args.pose_drop_percent,
+                              precision=args.precision or DEFAULT_PRECISION)
 
 
 def cut_from_arguments(args: argparse.Namespace) -> ConfidenceCut:

@@ -24,7 +24,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar, Optional, Union
 
 from .confidence import ConfidenceCut
-from .options import ReconstructOptions
+from .options import DEFAULT_PRECISION, ReconstructOptions
 
 PROTOCOL_VERSION = 2
 """Bumped on any change an older peer would misread. Both sides must speak the same version."""
@@ -63,13 +63,15 @@ class LoadRequest(Request):
     """Load a checkpoint (no-op when the same file, device and dtype are already loaded).
 
     ``device``: ``auto``, ``cuda``, ``cuda:N``, ``mps`` or ``cpu``. ``dtype``: ``float32``,
-    ``float16``, ``bfloat16`` or null for the checkpoint's own.
+    ``float16``, ``bfloat16``, or null for what ``precision`` (auto, exact, fast: the runs to come)
+    keeps the weights in on that device (bfloat16 for ``fast`` on CUDA, else float32).
     """
 
     type: ClassVar[str] = "load"
     checkpoint: str
     device: str = "auto"
     dtype: Optional[str] = None
+    precision: str = DEFAULT_PRECISION
 
 
 @dataclass(kw_only=True)

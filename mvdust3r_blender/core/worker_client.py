@@ -30,7 +30,7 @@ from typing import IO, Any, Callable, Mapping, Optional, Sequence
 
 from .confidence import ConfidenceCut
 from .errors import UserError
-from .options import ReconstructOptions
+from .options import DEFAULT_PRECISION, ReconstructOptions
 from .protocol import (FINAL_EVENTS, PROTOCOL_VERSION, CancelRequest, ErrorEvent, Event, HelloRequest,
                        LoadRequest, ProtocolError, ReadyEvent, ReconstructRequest, ReleaseRequest, Request,
                        ShutdownRequest, decode_event, encode)
@@ -173,8 +173,9 @@ class WorkerClient:
     def hello(self) -> str:
         return self.send(HelloRequest(protocol=PROTOCOL_VERSION))
 
-    def load(self, checkpoint: str | os.PathLike[str], device: str = "auto", dtype: Optional[str] = None) -> str:
-        return self.send(LoadRequest(checkpoint=str(checkpoint), device=device, dtype=dtype))
+    def load(self, checkpoint: str | os.PathLike[str], device: str = "auto", dtype: Optional[str] = None,
+             precision: str = DEFAULT_PRECISION) -> str:
+        return self.send(LoadRequest(checkpoint=str(checkpoint), device=device, dtype=dtype, precision=precision))
 
     def reconstruct(self, photos: list[str | os.PathLike[str]], output: str | os.PathLike[str],
                     options: ReconstructOptions = ReconstructOptions(), *,

@@ -66,6 +66,7 @@ def run_reconstruct(args: argparse.Namespace, stderr: TextIO) -> int:
     from ..core.exports import export
     from .images import collect_photo_paths
     from .pipeline import reconstruct
+    from .precision import plan_for
 
     formats = args.export
     needing = needing_gaussians(formats)
@@ -86,7 +87,7 @@ def run_reconstruct(args: argparse.Namespace, stderr: TextIO) -> int:
     started = time.perf_counter()
     try:
         progress("model", 0.0)
-        model = load_model(args.checkpoint, device=device)
+        model = load_model(args.checkpoint, device=device, dtype=plan_for(options.precision, device).weights)
         progress("model", 1.0)
         bundle = reconstruct(photos, model, options, progress=progress)
         progress("write", 0.0)

@@ -29,6 +29,8 @@ from __future__ import annotations
 import math
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -41,6 +43,9 @@ from ..core.photos import exif_orientation, folder_photos
 from .errors import Cancelled, InputError
 
 MAX_EXACT_PIXELS = 24_000_000
+DECODE_THREADS = min(4, os.cpu_count() or 1)
+"""Photos decoded at once (each thread holds one decoded photo at a time)."""
+_POOL: Optional[ThreadPoolExecutor] = None
 _DRAFT_OVERSAMPLE = 4
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that transpose width and height
@@ -132,11 +137,35 @@ def _problem(path: Path) -> Optional[str]:
     return None
 
 
+def _decoders() -> ThreadPoolExecutor:
+    """The photo decoders: one pool for the process, started on first use and kept (Pillow releases
+    the GIL while it decodes and resizes, so photos decode in parallel; a kept pool has its threads'
+    memory set up once, not at every run)."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="mvdust3r-photos")
+    return _POOL
+
+
+def _load_or_reason(path: Path, size: tuple[int, int], max_exact_pixels: int) -> PreparedPhoto | str:
+    """One photo, or why it cannot be read (what the user needs to fix it)."""
+    reason = _problem(path)
+    if reason is not None:
+        return reason
+    try:
+        return load_photo(path, size, max_exact_pixels)
+    except UnidentifiedImageError:
+        return "not an image Pillow can read (unknown or unsupported format)"
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        return f"corrupt or unreadable image ({exc})"
+
+
 def load_photos(paths: Sequence[str | os.PathLike[str]], size: tuple[int, int],
                 cancel: Optional[threading.Event] = None,
                 progress: Optional[Callable[[float], None]] = None,
                 max_exact_pixels: int = MAX_EXACT_PIXELS) -> list[PreparedPhoto]:
-    """Load every photo; if any cannot be read, raise one :class:`InputError` naming all of them."""
+    """Load every photo (on :data:`DECODE_THREADS` threads; results in the given order); if any
+    cannot be read, raise one :class:`InputError` naming all of them."""
     resolved = [Path(p).expanduser().absolute() for p in paths]
     seen: dict[str, int] = {}
     duplicates = []
@@ -148,32 +177,38 @@ def load_photos(paths: Sequence[str | os.PathLike[str]], size: tuple[int, int],
     if duplicates:
         raise InputError(f"the same photo is given more than once: {', '.join(duplicates)}",
                          "give each photo only once")
-    photos: list[PreparedPhoto] = []
-    failures: list[str] = []
-    for i, path in enumerate(resolved):
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("cancelled while loading photos")
-        reason = _problem(path)
-        if reason is None:
-            try:
-                photos.append(load_photo(path, size, max_exact_pixels))
-            except UnidentifiedImageError:
-                reason = "not an image Pillow can read (unknown or unsupported format)"
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-                reason = f"corrupt or unreadable image ({exc})"
-        if reason is not None:
-            failures.append(f"{path}: {reason}")
-        if progress is not None:
-            progress((i + 1) / len(resolved))
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("cancelled while loading photos")
+    pool = _decoders()
+    jobs = [pool.submit(_load_or_reason, path, size, max_exact_pixels) for path in resolved]
+    results: list[PreparedPhoto | str] = []
+    try:
+        for i, job in enumerate(jobs):
+            while True:  # wait in short steps, so a cancel takes effect during a slow decode
+                try:
+                    results.append(job.result(timeout=0.1))
+                    break
+                except FutureTimeout:
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled("cancelled while loading photos") from None
+            if progress is not None:
+                progress((i + 1) / len(resolved))
+    finally:
+        for job in jobs:
+            job.cancel()  # those not started yet (after a cancel or an error)
+    failures = [f"{path}: {r}" for path, r in zip(resolved, results) if isinstance(r, str)]
     if failures:
         raise InputError(f"{len(failures)} of {len(resolved)} photos cannot be read: " + "; ".join(failures),
                          "remove or replace those files (JPEG, PNG, WebP, TIFF or BMP)")
-    return photos
+    return [r for r in results if not isinstance(r, str)]
 
 
-def network_input(images: np.ndarray) -> torch.Tensor:
-    """uint8 [N,h,w,3] → float32 [N,3,h,w] in [-1,1], exactly ``Normalize(0.5, 0.5)(ToTensor(img))``."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255)
+def network_input(images: np.ndarray, device: Optional[torch.device] = None) -> torch.Tensor:
+    """uint8 [N,h,w,3] → float32 [N,3,h,w] in [-1,1] on `device`, exactly ``Normalize(0.5, 0.5)(ToTensor(img))``.
+
+    The bytes travel to the device and are converted there, once: a quarter of the float32 copy.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float().div(255)
     return (x - 0.5) / 0.5
 
 

@@ -4,7 +4,10 @@ Stages (each timed in ``meta["timings"]`` and reported through ``progress(stage,
 
 ``load``      read and preprocess the photos (:mod:`.images`), reorder them so the reference views
               come first (:mod:`.views`);
-``network``   one forward pass of MV-DUSt3R / MV-DUSt3R+ (path 0: points in network view 0's frame);
+``network``   one forward pass of MV-DUSt3R / MV-DUSt3R+ (path 0: points in network view 0's frame)
+              in the options' ``precision`` as :mod:`.precision` plans it for the model's device
+              (recorded in ``meta["precision"]``); its input is built on that device from the
+              photos' bytes, and only what the later stages use comes back to the CPU;
 ``cameras``   confidence mask, shared focal, PnP-RANSAC poses (:mod:`.cameras`), intrinsics in
               original-photo pixels;
 ``gaussians`` world-frame Gaussians (:mod:`.gaussians`) — only when asked for.
@@ -31,6 +34,8 @@ from .config import ModelConfig
 from .errors import Cancelled, CheckpointError, InputError
 from .gaussians import SCALE_MAX, SCALE_MIN, gaussian_fields
 from .images import load_photos, network_input
+from .model import Precision
+from .precision import numerics, plan_for
 from .prediction import Prediction
 from .views import check_reference_view, inverse_order, reference_order
 
@@ -43,12 +48,16 @@ class Network(Protocol):
 
     config: ModelConfig
 
-    def predict(self, images: torch.Tensor, *, gaussians: bool = ...,
+    def predict(self, images: torch.Tensor, *, gaussians: bool = ..., precision: Precision = ...,
                 progress: Optional[Callable[[float], None]] = ...) -> Prediction: ...
 
 
+def _first_weight(model: Network) -> Optional[torch.Tensor]:
+    return next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+
+
 def _model_device(model: Network) -> torch.device:
-    first = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    first = _first_weight(model)
     return first.device if first is not None else torch.device(getattr(model, "device", "cpu"))
 
 
@@ -99,9 +108,10 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
         report("network", fraction)
 
     device = _model_device(model)
-    with torch.inference_mode():
-        prediction = model.predict(network_input(images[order]).to(device), gaussians=options.gaussians,
-                                   progress=network_progress)
+    plan = plan_for(options.precision, device)
+    with torch.inference_mode(), numerics(plan):
+        prediction = model.predict(network_input(images[order], device), gaussians=options.gaussians,
+                                   precision=plan.compute, progress=network_progress)
     pts3d = prediction.pts3d.float().cpu()                                     # network order
     conf = prediction.conf.float().cpu()
     timings["network"] = time.perf_counter() - started
@@ -153,6 +163,7 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
         "approximate_photos": [p.path for p in loaded if p.approximate],
         "timings": {k: round(v, 4) for k, v in timings.items()},
         "device": str(device),
+        "precision": plan.meta(getattr(_first_weight(model), "dtype", None)),
         "torch": torch.__version__,
         **meta_gaussians,
     }

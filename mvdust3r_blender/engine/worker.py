@@ -1,7 +1,8 @@
 """The persistent worker: ``python -m mvdust3r_blender.engine.worker``, JSON lines on stdin/stdout.
 
 Blender starts one worker and keeps it: the model stays loaded between requests (reloaded only when
-the checkpoint file, device or dtype change). Protocol: :mod:`mvdust3r_blender.protocol`, reference:
+the checkpoint file, device or weights' dtype change; a run's ``precision`` can change the dtype:
+``fast`` keeps the weights in bfloat16 on CUDA, see :mod:`.precision`). Protocol: :mod:`mvdust3r_blender.protocol`, reference:
 ``docs/worker.md``.
 
 Threads: the main thread reads requests and answers ``hello`` and ``cancel`` at once; ``load``,
@@ -201,7 +202,8 @@ class Worker:
             raise Cancelled(f"{request.type} request {request.id!r} was cancelled before it started")
         if isinstance(request, LoadRequest):
             started = time.perf_counter()
-            reused = self._ensure_model(request.checkpoint, request.device, request.dtype, self._progress(job))
+            reused = self._ensure_model(request.checkpoint, request.device, request.dtype, request.precision,
+                                        self._progress(job))
             return LoadedEvent(id=request.id, model=self._model_info, reused=reused, loads=self.loads,
                                seconds=round(time.perf_counter() - started, 4))
         if isinstance(request, ReconstructRequest):
@@ -253,10 +255,11 @@ class Worker:
 
     # -- model ----------------------------------------------------------------------------------
 
-    def _ensure_model(self, checkpoint: str, device: str, dtype: Optional[str],
+    def _ensure_model(self, checkpoint: str, device: str, dtype: Optional[str], precision: str,
                       progress: Callable[[str, float], None]) -> bool:
         """Load `checkpoint` unless the same file (path, size, mtime) is loaded with the same
-        device and dtype; returns whether the loaded model was reused."""
+        device and dtype (`dtype`, else the one `precision` keeps weights in on that device);
+        returns whether the loaded model was reused."""
         from .checkpoint import open_checkpoint
         from .devices import resolve_device
 
@@ -264,6 +267,7 @@ class Worker:
         if dtype is not None and dtype not in DTYPES:
             raise BadRequest(f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPES)}, or null for the checkpoint's own")
         torch_device = resolve_device(device)
+        dtype = self._weights_dtype(str(torch_device), dtype, precision)
         try:
             stat = path.stat()
             key: Optional[ModelKey] = (str(path), stat.st_size, stat.st_mtime_ns, str(torch_device), dtype)
@@ -288,6 +292,14 @@ class Worker:
         log.info("loaded %s on %s (%s)", path, torch_device, self._model_info.dtype)
         return False
 
+    @staticmethod
+    def _weights_dtype(device: str, dtype: Optional[str], precision: str) -> str:
+        """`dtype` when given, else the dtype `precision` keeps the weights in on `device`."""
+        from .devices import resolve_device
+        from .precision import plan_for
+
+        return dtype or plan_for(precision, resolve_device(device)).weights_name
+
     def _drop_model(self) -> None:
         self._model = self._model_key = self._model_info = None
         _free_cached_memory()
@@ -308,8 +320,14 @@ class Worker:
         export_dir = _export_dir(request, options.gaussians)
         progress = self._progress(job)
         reused = True
-        if request.checkpoint is not None:
-            reused = self._ensure_model(request.checkpoint, request.device, request.dtype, progress)
+        if request.checkpoint is None and self._model_info is not None and self._model_key is not None \
+                and self._weights_dtype(self._model_info.device, request.dtype, options.precision) != self._model_key[4]:
+            # the loaded model, in the weights' dtype this run's precision needs
+            reused = self._ensure_model(self._model_info.checkpoint, self._model_info.device, request.dtype,
+                                        options.precision, progress)
+        elif request.checkpoint is not None:
+            reused = self._ensure_model(request.checkpoint, request.device, request.dtype, options.precision,
+                                        progress)
         if self._model is None:
             raise NotLoaded("no model is loaded", "send a load request first, or give the checkpoint in this request")
         bundle = reconstruct(list(request.photos), self._model, options, progress=progress, cancel=job.cancel)
