@@ -23,6 +23,7 @@ from PIL import Image
 
 from mvdust3r_blender.core import protocol as p
 from mvdust3r_blender.core.bundle import read_bundle
+from mvdust3r_blender.core.options import ReconstructOptions
 from mvdust3r_blender.core.worker_client import PACKAGE_DIR, WORKER_MODULE, WorkerClient, WorkerError
 
 PYTHON = os.environ.get("MVDUST3R_WORKER_PYTHON", sys.executable)
@@ -495,5 +496,34 @@ def test_out_of_memory_is_an_error_and_the_worker_serves_on(checkpoint: Path, tm
         again = client.wait(client.reconstruct(photos, tmp_path / "after.npz"), timeout=TIMEOUT)
         assert isinstance(again, p.ResultEvent) and again.model_reused
         assert resource.prlimit(client.pid, resource.RLIMIT_AS)[0] == cap  # still capped
+    finally:
+        assert client.shutdown(timeout=10) == 0, client.stderr_tail()
+
+
+def test_the_weights_dtype_follows_the_runs_precision(checkpoint: Path, tmp_path: Path) -> None:
+    """The loaded model is kept by its weights' dtype, not by the precision's name: on the CPU every
+    precision keeps float32 weights (one load), a run that asks for other weights reloads the same
+    file even without naming it, and the bundle records what ran."""
+    client = start_worker()
+    try:
+        photos = make_photos(tmp_path / "photos", 4)
+        loaded = client.wait(client.load(checkpoint, device="cpu", precision="exact"), timeout=TIMEOUT)
+        assert isinstance(loaded, p.LoadedEvent) and loaded.model is not None and loaded.model.dtype == "float32"
+        for precision in ("exact", "auto", "fast"):
+            result = client.wait(client.reconstruct(photos, tmp_path / f"{precision}.npz",
+                                                    ReconstructOptions(precision=precision)), timeout=TIMEOUT)
+            assert isinstance(result, p.ResultEvent) and result.model_reused and result.loads == 1, precision
+            meta = read_bundle(tmp_path / f"{precision}.npz").meta["precision"]
+            assert meta["precision"] == precision and meta["weights"] == "float32"
+        half = client.wait(client.reconstruct(photos, tmp_path / "half.npz", ReconstructOptions(precision="fast"),
+                                              dtype="bfloat16"), timeout=TIMEOUT)
+        assert isinstance(half, p.ResultEvent) and not half.model_reused and half.loads == 2
+        assert read_bundle(tmp_path / "half.npz").meta["precision"]["weights"] == "bfloat16"
+        back = client.wait(client.reconstruct(photos, tmp_path / "back.npz", ReconstructOptions(precision="exact")),
+                           timeout=TIMEOUT)
+        assert isinstance(back, p.ResultEvent) and not back.model_reused and back.loads == 3
+        with pytest.raises(WorkerError) as caught:
+            client.wait(client.load(checkpoint, device="cpu", precision="half"), timeout=TIMEOUT)
+        assert caught.value.code == "input" and "precision='half'" in caught.value.message
     finally:
         assert client.shutdown(timeout=10) == 0, client.stderr_tail()
