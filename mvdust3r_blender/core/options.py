@@ -23,9 +23,9 @@ DEVICES = ("auto", "cuda", "mps", "cpu")
 """What ``device`` accepts besides ``cuda:N``: ``auto`` picks CUDA, then MPS, then the CPU."""
 
 PRECISIONS = {
-    "auto": "Fastest choice that keeps the results: TF32 on NVIDIA GPUs, the bf16 skip CNN on CPUs",
-    "exact": "Full float32 everywhere: the same numbers as the official code, slowest",
-    "fast": "bfloat16 where the device has it (weights too on a GPU): about 2-4x faster, points move ~1-2 %",
+    "auto": "The fastest that keeps the results: TF32 on NVIDIA GPUs, bfloat16 only where it changes nothing",
+    "exact": "Float32 everywhere: the same numbers as the official code, and the slowest",
+    "fast": "bfloat16 everywhere (weights too on NVIDIA GPUs): fastest, but cameras can move by degrees",
 }
 """The numeric precision of a run, each with its one-line explanation (``docs/benchmarks.md`` has
 the measured accuracy of each; the engine's ``precision`` module decides what each means on a device)."""

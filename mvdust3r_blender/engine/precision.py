@@ -123,7 +123,8 @@ def numerics(plan: PrecisionPlan) -> Iterator[None]:
     if plan.device != "cuda":
         yield
         return
-    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    matmul = torch.backends.cuda.matmul
+    conv = torch.backends.cudnn.conv  # type: ignore[attr-defined]  # set at import by torch.backends.cudnn
     before = (matmul.fp32_precision, conv.fp32_precision)
     wanted = "tf32" if plan.tf32 else "ieee"
     matmul.fp32_precision = conv.fp32_precision = wanted

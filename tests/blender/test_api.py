@@ -142,3 +142,24 @@ def test_exports_are_written_by_the_worker_with_exif_rotated_photos_upright(api:
     for image in sorted((colmap / "images").iterdir()):
         with Image.open(image) as saved:
             assert saved.size == (240, 320), f"{image.name} was not turned upright"
+
+
+def test_precision_comes_from_the_call_or_the_preferences_and_is_recorded(api: Any, tmp_path: Path) -> None:
+    prefs = bpy.context.preferences.addons[PACKAGE].preferences
+    folder = scene_folder(tmp_path / "room", 2)
+    nothing = {"import_points": False, "import_cameras": False, "import_gaussians": False}
+
+    def ran(result: Any) -> dict[str, Any]:
+        meta: dict[str, Any] = module("core.bundle").read_bundle(result.bundle_path).meta["precision"]
+        return meta
+
+    prefs.precision = "exact"
+    try:
+        assert module("session").WorkerSettings.resolve().precision == "exact"
+        exact = ran(api.reconstruct(folder, **nothing))
+        assert (exact["precision"], exact["compute"], exact["weights"]) == ("exact", "fp32", "float32")
+        assert ran(api.reconstruct(folder, precision="fast", **nothing))["precision"] == "fast"
+        with pytest.raises(ValueError, match="precision='half'"):
+            api.reconstruct(folder, precision="half")
+    finally:
+        prefs.precision = "auto"

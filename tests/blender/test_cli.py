@@ -37,6 +37,10 @@ def test_help_and_usage_errors(ext: ModuleType, capsys: pytest.CaptureFixture[st
     assert main(["reconstruct", "a.png", "b.png", "--out", "x.blend", "--export", "obj"]) == 2
     assert "unknown export format 'obj'" in capsys.readouterr().err
     assert main(["reconstruct", "a.png", "b.png", "--out", "x.blend", "--pose-drop-percent", "abc"]) == 2
+    assert main(["reconstruct", "a.png", "b.png", "--out", "x.blend", "--precision", "half"]) == 2
+    assert "invalid choice: 'half'" in capsys.readouterr().err
+    assert main(["reconstruct", "--help"]) == 0
+    assert "--precision {auto,exact,fast}" in capsys.readouterr().out
     assert main([]) == 2
 
 

@@ -77,6 +77,10 @@ def test_defaults(ext: ModuleType) -> None:
     assert type(p).bl_idname == PACKAGE
     assert (p.runtime_mode, p.checkpoint, p.device, p.torch_backend) == ("PRIVATE", "MVDp_s2.pth", "auto", "auto")
     assert not p.licence_accepted
+    assert p.precision == "auto"
+    precisions = type(p).bl_rna.properties["precision"].enum_items
+    assert [item.identifier for item in precisions] == ["auto", "exact", "fast"]
+    assert all(len(item.description) > 20 for item in precisions)   # a one-line explanation each
     assert {item.identifier for item in type(p).bl_rna.properties["checkpoint"].enum_items} >= {
         "MVDp_s2.pth", "MVD.pth", "BUILTIN", "LOCAL"}
 

@@ -202,6 +202,12 @@ def test_reference_photo_and_options_reach_the_request(configured: Any, tmp_path
     assert request.import_options.gaussians is False and request.import_options.point_size == 2.5
     assert request.photos == [str(tmp_path / "shoot" / f"photo_{k:02d}.png") for k in range(3)]
     assert (request.settings.device, request.settings.python) == ("cpu", worker_python())
+    assert options.precision == "auto"
+    bpy.context.preferences.addons[PACKAGE].preferences.precision = "exact"
+    try:
+        assert module("run").RunRequest.from_context(bpy.context).plan(tmp_path / "b.npz").options.precision == "exact"
+    finally:
+        bpy.context.preferences.addons[PACKAGE].preferences.precision = "auto"
     settings.reference_photo = 0
     assert module("run").RunRequest.from_context(bpy.context).reference_view is None
 
