@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,12 +160,40 @@ def _load_or_reason(path: Path, size: tuple[int, int], max_exact_pixels: int) ->
         return f"corrupt or unreadable image ({exc})"
 
 
+@dataclass
+class PendingPhotos:
+    """Photos being decoded on the decoder threads (:func:`start_loading`), for :func:`load_photos`
+    to collect: the worker starts them as soon as it knows the model's input size, so they decode
+    while the weights load."""
+
+    paths: list[Path]
+    size: tuple[int, int]
+    max_exact_pixels: int
+    jobs: list[Future[PreparedPhoto | str]]
+
+    def cancel(self) -> None:
+        """Drop the decodes not started yet (the run failed or did not use them)."""
+        for job in self.jobs:
+            job.cancel()
+
+
+def start_loading(paths: Sequence[str | os.PathLike[str]], size: tuple[int, int],
+                  max_exact_pixels: int = MAX_EXACT_PIXELS) -> PendingPhotos:
+    """Start decoding `paths` for an h×w model (`size`) on the decoder threads; returns at once."""
+    resolved = [Path(p).expanduser().absolute() for p in paths]
+    pool = _decoders()
+    return PendingPhotos(resolved, size, max_exact_pixels,
+                         [pool.submit(_load_or_reason, path, size, max_exact_pixels) for path in resolved])
+
+
 def load_photos(paths: Sequence[str | os.PathLike[str]], size: tuple[int, int],
                 cancel: Optional[threading.Event] = None,
                 progress: Optional[Callable[[float], None]] = None,
-                max_exact_pixels: int = MAX_EXACT_PIXELS) -> list[PreparedPhoto]:
-    """Load every photo (on :data:`DECODE_THREADS` threads; results in the given order); if any
-    cannot be read, raise one :class:`InputError` naming all of them."""
+                max_exact_pixels: int = MAX_EXACT_PIXELS,
+                pending: Optional[PendingPhotos] = None) -> list[PreparedPhoto]:
+    """Load every photo (on :data:`DECODE_THREADS` threads; results in the given order), collecting
+    `pending` when it decodes these photos at this size; if any cannot be read, raise one
+    :class:`InputError` naming all of them."""
     resolved = [Path(p).expanduser().absolute() for p in paths]
     seen: dict[str, int] = {}
     duplicates = []
@@ -179,11 +207,13 @@ def load_photos(paths: Sequence[str | os.PathLike[str]], size: tuple[int, int],
                          "give each photo only once")
     if cancel is not None and cancel.is_set():
         raise Cancelled("cancelled while loading photos")
-    pool = _decoders()
-    jobs = [pool.submit(_load_or_reason, path, size, max_exact_pixels) for path in resolved]
+    if pending is None or (pending.paths, pending.size, pending.max_exact_pixels) != (resolved, size, max_exact_pixels):
+        if pending is not None:
+            pending.cancel()
+        pending = start_loading(resolved, size, max_exact_pixels)
     results: list[PreparedPhoto | str] = []
     try:
-        for i, job in enumerate(jobs):
+        for i, job in enumerate(pending.jobs):
             while True:  # wait in short steps, so a cancel takes effect during a slow decode
                 try:
                     results.append(job.result(timeout=0.1))
@@ -194,8 +224,7 @@ def load_photos(paths: Sequence[str | os.PathLike[str]], size: tuple[int, int],
             if progress is not None:
                 progress((i + 1) / len(resolved))
     finally:
-        for job in jobs:
-            job.cancel()  # those not started yet (after a cancel or an error)
+        pending.cancel()  # those not started yet (after a cancel or an error)
     failures = [f"{path}: {r}" for path, r in zip(resolved, results) if isinstance(r, str)]
     if failures:
         raise InputError(f"{len(failures)} of {len(resolved)} photos cannot be read: " + "; ".join(failures),

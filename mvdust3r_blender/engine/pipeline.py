@@ -33,7 +33,7 @@ from .cameras import estimate_cameras, photo_intrinsics
 from .config import ModelConfig
 from .errors import Cancelled, CheckpointError, InputError
 from .gaussians import SCALE_MAX, SCALE_MIN, gaussian_fields
-from .images import load_photos, network_input
+from .images import PendingPhotos, load_photos, network_input
 from .model import Precision
 from .precision import numerics, plan_for
 from .prediction import Prediction
@@ -75,8 +75,10 @@ def _check_count(n: int, config: ModelConfig) -> None:
 def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
                 options: ReconstructOptions = ReconstructOptions(),
                 progress: Optional[Progress] = None,
-                cancel: Optional[threading.Event] = None) -> Bundle:
-    """Reconstruct `photos` with `model` (``config`` + ``predict(images, gaussians=)``); see the module doc."""
+                cancel: Optional[threading.Event] = None,
+                pending: Optional[PendingPhotos] = None) -> Bundle:
+    """Reconstruct `photos` with `model` (``config`` + ``predict(images, gaussians=)``); see the module doc.
+    `pending`: these photos' decoding, started earlier (:func:`~.images.start_loading`)."""
     report: Progress = progress if progress is not None else (lambda stage, fraction: None)
 
     def stop_if_cancelled(stage: str) -> None:
@@ -92,7 +94,7 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
     started = time.perf_counter()
     report("load", 0.0)
     loaded = load_photos(paths, config.img_size, cancel=cancel,
-                         progress=lambda f: report("load", f))
+                         progress=lambda f: report("load", f), pending=pending)
     order = reference_order(len(loaded), options.reference_view)
     back = inverse_order(order)
     images = np.stack([p.image for p in loaded])                              # user order

@@ -40,6 +40,8 @@ from ..core.errors import UserError
 from .errors import Cancelled, EngineError, InputError
 
 if TYPE_CHECKING:                  # torch loads lazily: the worker answers hello without it
+    from .config import ModelConfig
+    from .images import PendingPhotos
     from .model import MultiViewModel
 
 log = logging.getLogger("mvdust3r.worker")
@@ -256,10 +258,12 @@ class Worker:
     # -- model ----------------------------------------------------------------------------------
 
     def _ensure_model(self, checkpoint: str, device: str, dtype: Optional[str], precision: str,
-                      progress: Callable[[str, float], None]) -> bool:
+                      progress: Callable[[str, float], None],
+                      opened: Optional[Callable[[ModelConfig], None]] = None) -> bool:
         """Load `checkpoint` unless the same file (path, size, mtime) is loaded with the same
         device and dtype (`dtype`, else the one `precision` keeps weights in on that device);
-        returns whether the loaded model was reused."""
+        returns whether the loaded model was reused. `opened(config)` is called once the file is
+        read and checked, before its weights load (the slow part on a GPU)."""
         from .checkpoint import open_checkpoint
         from .devices import resolve_device
 
@@ -278,10 +282,12 @@ class Worker:
         progress("load", 0.0)
         import torch
 
-        opened = open_checkpoint(path)  # a bad file fails here, while the old model is still loaded
-        self._drop_model()              # free it before the new weights need the memory
-        model = opened.materialise(torch_device, getattr(torch, dtype) if dtype else None)
-        del opened
+        checked = open_checkpoint(path)  # a bad file fails here, while the old model is still loaded
+        if opened is not None:
+            opened(checked.model.config)
+        self._drop_model()               # free it before the new weights need the memory
+        model = checked.materialise(torch_device, getattr(torch, dtype) if dtype else None)
+        del checked
         self._model, self._model_key = model, key
         first = next(iter(model.parameters()), None)
         self._model_info = ModelInfo(checkpoint=str(path), device=str(torch_device),
@@ -309,6 +315,7 @@ class Worker:
     def _reconstruct(self, request: ReconstructRequest, job: _Job) -> Event:
         from ..core.bundle import write_bundle
         from ..core.exports import export
+        from .images import start_loading
         from .pipeline import reconstruct
 
         started = time.perf_counter()
@@ -319,18 +326,30 @@ class Worker:
                              "give the bundle's full path (the worker's working directory is arbitrary)")
         export_dir = _export_dir(request, options.gaussians)
         progress = self._progress(job)
+        pending: list[PendingPhotos] = []  # the photos decode while a model loads
+
+        def decode_photos(config: ModelConfig) -> None:
+            pending.append(start_loading(request.photos, config.img_size))
+
         reused = True
-        if request.checkpoint is None and self._model_info is not None and self._model_key is not None \
-                and self._weights_dtype(self._model_info.device, request.dtype, options.precision) != self._model_key[4]:
-            # the loaded model, in the weights' dtype this run's precision needs
-            reused = self._ensure_model(self._model_info.checkpoint, self._model_info.device, request.dtype,
-                                        options.precision, progress)
-        elif request.checkpoint is not None:
-            reused = self._ensure_model(request.checkpoint, request.device, request.dtype, options.precision,
-                                        progress)
-        if self._model is None:
-            raise NotLoaded("no model is loaded", "send a load request first, or give the checkpoint in this request")
-        bundle = reconstruct(list(request.photos), self._model, options, progress=progress, cancel=job.cancel)
+        try:
+            if request.checkpoint is None and self._model_info is not None and self._model_key is not None \
+                    and self._weights_dtype(self._model_info.device, request.dtype,
+                                            options.precision) != self._model_key[4]:
+                # the loaded model, in the weights' dtype this run's precision needs
+                reused = self._ensure_model(self._model_info.checkpoint, self._model_info.device, request.dtype,
+                                            options.precision, progress, decode_photos)
+            elif request.checkpoint is not None:
+                reused = self._ensure_model(request.checkpoint, request.device, request.dtype, options.precision,
+                                            progress, decode_photos)
+            if self._model is None:
+                raise NotLoaded("no model is loaded",
+                                "send a load request first, or give the checkpoint in this request")
+            bundle = reconstruct(list(request.photos), self._model, options, progress=progress, cancel=job.cancel,
+                                 pending=pending[0] if pending else None)
+        finally:
+            for decoding in pending:
+                decoding.cancel()
         if job.cancel.is_set():
             raise Cancelled(f"reconstruct request {request.id!r} was cancelled")
         written = time.perf_counter()

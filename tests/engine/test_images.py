@@ -10,8 +10,10 @@ import torch
 from PIL import Image
 
 from mvdust3r_blender.engine.errors import InputError
+from mvdust3r_blender.engine import images
+from mvdust3r_blender.engine.errors import Cancelled
 from mvdust3r_blender.engine.images import (collect_photo_paths, load_photo, load_photos, network_input,
-                                            plan_resize)
+                                            plan_resize, start_loading)
 
 
 def _gradient(width, height):
@@ -193,3 +195,48 @@ def test_huge_rotated_jpeg_keeps_orientation_and_geometry(tmp_path):
     assert draft.approximate and draft.photo_size == exact.photo_size == (1200, 1600)
     np.testing.assert_allclose(draft.crop_box, exact.crop_box, atol=8.0)
     assert np.abs(draft.image.astype(int) - exact.image.astype(int)).mean() < 2.0
+
+
+def test_photos_come_back_in_order_from_the_decoder_threads(tmp_path):
+    """Many photos of different sizes decode on several threads; the results keep the given order."""
+    paths = []
+    for k in range(12):
+        paths.append(tmp_path / f"{k:02d}.png")
+        Image.new("RGB", (40 + 13 * k, 30 + 7 * k), (10 * k, 0, 255 - 10 * k)).save(paths[-1])
+    photos = load_photos(paths, (16, 16))
+    assert [p.path for p in photos] == [str(p) for p in paths]
+    assert [int(p.image[0, 0, 0]) for p in photos] == [10 * k for k in range(12)]
+    assert images.DECODE_THREADS >= 1
+
+
+def test_photos_decoded_ahead_are_collected_not_decoded_again(tmp_path, monkeypatch):
+    """The worker starts decoding while the model loads (``start_loading``); ``load_photos`` then
+    takes those results, and decodes afresh only when they are for another size or other photos."""
+    paths = [tmp_path / f"{k}.png" for k in range(3)]
+    for k, path in enumerate(paths):
+        _gradient(64 + 8 * k, 48).save(path)
+    pending = start_loading(paths, (32, 32))
+    for job in pending.jobs:
+        job.result(timeout=30)
+    expected = load_photos(paths, (32, 32))
+
+    def no_decoding(*args):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(images, "_load_or_reason", no_decoding)
+    ahead = load_photos(paths, (32, 32), pending=pending)
+    assert [p.crop_box for p in ahead] == [p.crop_box for p in expected]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(ahead, expected))
+    with pytest.raises(AssertionError, match="decoded again"):
+        load_photos(paths, (16, 16), pending=start_loading(paths, (32, 32)))   # another size
+
+
+def test_a_cancel_stops_the_photo_stage(tmp_path):
+    import threading
+    paths = [tmp_path / f"{k}.png" for k in range(3)]
+    for path in paths:
+        _gradient(64, 48).save(path)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        load_photos(paths, (32, 32), cancel=cancel)
