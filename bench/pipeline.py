@@ -8,6 +8,8 @@
    including torch's import).
 2. Camera recovery (``estimate_cameras``: mask, focal, PnP-RANSAC per view) on a synthetic scene of
    `--views` views at `--size`² with 0.3 % noise, in this process.
+3. The photo stage (``load_photos``) on `--photos` JPEGs of 12 MP, decoded on one thread and on the
+   decoder pool (``DECODE_THREADS``), best of 2 each, in this process.
 Prints a markdown table for docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -53,6 +55,35 @@ def huge_photo(megapixels: float, folder: Path) -> Path:
     return path
 
 
+def decode_rows(count: int, folder: Path) -> list[str]:
+    """The photo stage on `count` 12 MP JPEGs: one decoder thread against the pool, in one run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    from mvdust3r_blender.engine import images
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for k in range(count):
+        small = (rng.random((47, 63, 3)) * 255).astype(np.uint8)
+        paths.append(folder / f"photo_{k:02d}.jpg")
+        Image.fromarray(small).resize((4000, 3000), Image.Resampling.BILINEAR).save(paths[-1], quality=90)
+    rows = []
+    for threads in (1, images.DECODE_THREADS):
+        images._POOL = ThreadPoolExecutor(max_workers=threads)
+        best = float("inf")
+        for _ in range(2):
+            t = time.perf_counter()
+            images.load_photos(paths, (224, 224))
+            best = min(best, time.perf_counter() - t)
+        images._POOL.shutdown()
+        rows.append(f"| {count} JPEGs of 12 MP → 224², {threads} decoder thread{'s' if threads > 1 else ''} "
+                    f"| {best:.2f} | | | best of 2 |")
+    images._POOL = None
+    return rows
+
+
 def run(code: str) -> list[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
 
@@ -62,16 +93,26 @@ def main() -> None:
     parser.add_argument("--megapixels", type=float, default=50.0)
     parser.add_argument("--views", type=int, default=100)
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--photos", type=int, default=12)
+    parser.add_argument("--skip", nargs="*", default=[], choices=("huge", "cameras"), help="parts not to run")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        path = huge_photo(args.megapixels, Path(tmp))
-        base = float(run(_BASELINE.format(root=str(ROOT)))[0])
-        for label, limit in [("draft (default)", 24_000_000), ("exact full decode", 10**12)]:
-            seconds, rss, approx = run(_LOAD.format(root=str(ROOT), path=str(path), limit=limit))
-            rows.append(f"| {args.megapixels:.0f} MP JPEG, {label} | {float(seconds):.2f} | {float(rss):.0f} "
-                        f"| {float(rss) - base:.0f} | approximate={approx} |")
+        if "huge" not in args.skip:
+            path = huge_photo(args.megapixels, Path(tmp))
+            base = float(run(_BASELINE.format(root=str(ROOT)))[0])
+            for label, limit in [("draft (default)", 24_000_000), ("exact full decode", 10**12)]:
+                seconds, rss, approx = run(_LOAD.format(root=str(ROOT), path=str(path), limit=limit))
+                rows.append(f"| {args.megapixels:.0f} MP JPEG, {label} | {float(seconds):.2f} | {float(rss):.0f} "
+                            f"| {float(rss) - base:.0f} | approximate={approx} |")
+        if args.photos:
+            rows += decode_rows(args.photos, Path(tmp))
+    print("| what | seconds | peak RSS (MiB) | over import (MiB) | notes |\n|---|---:|---:|---:|---|")
+    print("\n".join(rows))
+    if "cameras" in args.skip:
+        return
+    rows = []
     import torch
 
     from mvdust3r_blender.engine.cameras import estimate_cameras
@@ -84,8 +125,7 @@ def main() -> None:
     recovery_seconds = time.perf_counter() - t
     rows.append(f"| camera recovery, {args.views} views at {args.size}² | {recovery_seconds:.2f} | | | "
                 f"PnP failures: {len(est.poses.failed)} |")
-    print("| what | seconds | peak RSS (MiB) | over import (MiB) | notes |\n|---|---:|---:|---:|---|")
-    print("\n".join(rows))
+    print("\n".join(rows))   # the same table's last row
 
 
 if __name__ == "__main__":

@@ -275,10 +275,11 @@ class MultiViewModel(nn.Module):
         fuse). ``view_chunk`` views at a time go through the encoder and heads (and bound the
         attention mask), so memory grows linearly with N; results agree across chunk sizes up to
         float rounding.
-        Opt-in approximations, never defaults: ``precision="bf16"`` (bfloat16 autocast on the
-        whole network), ``precision="bf16-skip-cnn"`` (only the point head's skip CNN in
-        bfloat16: its output is scaled by 1e-4, so outputs stay within float32 parity
-        tolerance), ``skip_cnn=False`` (drop the skip CNN). ``channels_last`` only changes the
+        Arithmetic (``engine.precision`` picks it for a run's ``precision`` option; this method's
+        default is float32): ``precision="bf16"`` (bfloat16 autocast on the whole network),
+        ``precision="bf16-skip-cnn"`` (only the point head's skip CNN in bfloat16: its output is
+        scaled by 1e-4, so outputs stay within float32 parity tolerance — ``auto``'s choice);
+        ``skip_cnn=False`` drops the skip CNN (an opt-in approximation, never chosen for a run). ``channels_last`` only changes the
         convolutions' memory layout (a GPU option; slower on the CPU we measured).
         ``progress(fraction)`` is called after every encoder block, decoder layer and head call
         (heads then go one view at a time), so a caller can show the longest stage advancing and
