@@ -130,7 +130,7 @@ def network_rows(variant: str, size: str, device: torch.device, views: Sequence[
 
             def call() -> torch.Tensor:
                 with numerics(plan):
-                    return model.predict(images, precision=plan.compute).pts3d
+                    return model.predict(images, precision=plan.compute, channels_last=plan.channels_last).pts3d
 
             try:
                 cpu = time.process_time()
@@ -156,7 +156,8 @@ def network_rows(variant: str, size: str, device: torch.device, views: Sequence[
 
 
 def describe(plan: PrecisionPlan) -> str:
-    parts = [f"{plan.weights_name} weights", plan.compute] + (["TF32"] if plan.tf32 else [])
+    parts = [f"{plan.weights_name} weights", plan.compute] + (["TF32"] if plan.tf32 else []) \
+        + (["channels-last"] if plan.channels_last else [])
     return ", ".join(parts) + (f" ({plan.note})" if plan.note else "")
 
 

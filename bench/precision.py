@@ -79,7 +79,9 @@ CONTROL = Mode("control: exact, one view at a time (float32 rounding only)", "ex
 def golden_outputs(checkpoint: Path, cache: Path, scene: np.ndarray, mode: Mode) -> Outputs:
     """One golden scene [N,3,H,W] through ``predict`` and the pipeline's camera recovery."""
     model = load_model(checkpoint, dtype=mode.weights, cache_dir=cache)
-    pred = model.predict(torch.from_numpy(scene), precision=mode.compute, gaussians=False, view_chunk=mode.view_chunk)
+    plan = plan_for(mode.precision, torch.device("cpu"))
+    pred = model.predict(torch.from_numpy(scene), precision=plan.compute, channels_last=plan.channels_last,
+                         gaussians=False, view_chunk=mode.view_chunk)
     pts, conf = pred.pts3d.float(), pred.conf.float()
     cams = estimate_cameras(pts, conf, ReconstructOptions().pose_drop_percent)
     n = pts.shape[0]

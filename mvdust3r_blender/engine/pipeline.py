@@ -49,7 +49,7 @@ class Network(Protocol):
     config: ModelConfig
 
     def predict(self, images: torch.Tensor, *, gaussians: bool = ..., precision: Precision = ...,
-                progress: Optional[Callable[[float], None]] = ...) -> Prediction: ...
+                channels_last: bool = ..., progress: Optional[Callable[[float], None]] = ...) -> Prediction: ...
 
 
 def _first_weight(model: Network) -> Optional[torch.Tensor]:
@@ -113,7 +113,8 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
     plan = plan_for(options.precision, device)
     with torch.inference_mode(), numerics(plan):
         prediction = model.predict(network_input(images[order], device), gaussians=options.gaussians,
-                                   precision=plan.compute, progress=network_progress)
+                                   precision=plan.compute, channels_last=plan.channels_last,
+                                   progress=network_progress)
     pts3d = prediction.pts3d.float().cpu()                                     # network order
     conf = prediction.conf.float().cpu()
     timings["network"] = time.perf_counter() - started

@@ -11,7 +11,9 @@ device can do; :func:`plan_for` is the two together. Measured accuracy and speed
 - ``auto`` (the default): what keeps the results. CUDA: TF32 matmuls and convolutions (Ampere or
   newer) and the bf16 skip CNN; the CPU and MPS: the bf16 skip CNN where bf16 runs natively. The
   skip CNN's output is added ×1e-4, so bf16 there stays within the float32 parity tolerance; it is
-  the largest CPU saving that does.
+  the largest CPU saving that does. A bf16 skip CNN runs in channels-last layout on CUDA and the
+  CPU (same maths; oneDNN's bf16 convolutions took half the time in it here, cuDNN's tensor cores
+  want it), not on MPS.
 - ``fast``: bfloat16 autocast over the whole network; on CUDA the weights are kept in bf16 on the
   device too (half the memory). Points move by about 1–2 %.
 
@@ -21,6 +23,7 @@ recorded in the bundle's meta), never silently.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,6 +57,7 @@ class PrecisionPlan:
     compute: Precision        # the network's arithmetic (``MultiViewModel.predict(precision=)``)
     tf32: bool                # TF32 matmuls and convolutions (CUDA only)
     note: str = ""            # why the plan is less than asked (a fallback), or ""
+    channels_last: bool = False  # the skip CNN in NHWC layout (``predict(channels_last=)``)
 
     @property
     def weights_name(self) -> str:
@@ -63,7 +67,7 @@ class PrecisionPlan:
         """The bundle's ``meta["precision"]``; `weights` is the loaded model's dtype when it differs
         from the plan (a model loaded with an explicit dtype)."""
         return {"precision": self.precision, "weights": str(weights or self.weights).removeprefix("torch."),
-                "compute": self.compute, "tf32": self.tf32, "note": self.note}
+                "compute": self.compute, "tf32": self.tf32, "channels_last": self.channels_last, "note": self.note}
 
 
 def choose(precision: str, caps: DeviceCaps) -> PrecisionPlan:
@@ -72,16 +76,19 @@ def choose(precision: str, caps: DeviceCaps) -> PrecisionPlan:
     if precision == "exact":
         return PrecisionPlan(precision, caps.kind, torch.float32, "fp32", tf32=False)
     tf32 = caps.kind == "cuda" and caps.tf32
+    nhwc = caps.bf16 and caps.kind != "mps"
     note = "" if caps.bf16 else f"bfloat16 is not used on this {caps.kind}: {caps.why_not}"
     if precision == "fast" and caps.bf16:
         weights = torch.bfloat16 if caps.kind == "cuda" else torch.float32  # CPU: fp32 files stay mapped
-        return PrecisionPlan(precision, caps.kind, weights, "bf16", tf32=tf32)
+        return PrecisionPlan(precision, caps.kind, weights, "bf16", tf32=tf32, channels_last=nhwc)
     return PrecisionPlan(precision, caps.kind, torch.float32, "bf16-skip-cnn" if caps.bf16 else "fp32",
-                         tf32=tf32, note=note)
+                         tf32=tf32, note=note, channels_last=nhwc)
 
 
+@functools.lru_cache(maxsize=None)
 def probe(device: torch.device) -> DeviceCaps:
-    """Ask torch what `device` can do (on MPS: run a tiny bf16 convolution and matmul)."""
+    """Ask torch what `device` can do (on MPS: run a tiny bf16 convolution and matmul); asked once
+    per device and process."""
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         major, _ = torch.cuda.get_device_capability(index)

@@ -93,7 +93,7 @@ class SceneNetwork:
         self.config = config
         self.calls: list[list[int]] = []
 
-    def predict(self, images: torch.Tensor, gaussians: bool = True, precision: str = "fp32",
+    def predict(self, images: torch.Tensor, gaussians: bool = True, precision: str = "fp32", channels_last: bool = False,
                 progress: Optional[Callable[[float], None]] = None) -> Prediction:
         if progress is not None:
             progress(1.0)

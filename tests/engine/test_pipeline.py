@@ -172,7 +172,7 @@ def test_real_golden_networks_end_to_end(golden, tmp_path, name):
     b = reconstruct(photos, model, ReconstructOptions(reference_view=2, precision="exact"))
     b.validate()
     assert b.meta["precision"] == {"precision": "exact", "weights": "float32", "compute": "fp32", "tf32": False,
-                                   "note": ""}
+                                   "channels_last": False, "note": ""}
     assert b.meta["model"]["variant"] == ("MVDp" if name == "mvdp" else "MVD")
     assert b.meta["model"]["n_ref"] == (4 if name == "mvdp" else 1)
     assert b.grid_size == tuple(model.config.img_size) and b.has_gaussians

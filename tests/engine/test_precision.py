@@ -41,7 +41,8 @@ MPS_OLD = DeviceCaps("mps", bf16=False, why_not="bfloat16 fails here (macOS 13)"
 def test_exact_is_float32_everywhere_with_tf32_off() -> None:
     for caps in (AMPERE, TURING, CPU_BF16, CPU_OLD, MPS_OK, MPS_OLD):
         plan = choose("exact", caps)
-        assert (plan.weights, plan.compute, plan.tf32, plan.note) == (torch.float32, "fp32", False, ""), caps
+        assert (plan.weights, plan.compute, plan.tf32, plan.note, plan.channels_last) == (
+            torch.float32, "fp32", False, "", False), caps
 
 
 @pytest.mark.parametrize("caps, compute, tf32", [
@@ -50,6 +51,7 @@ def test_exact_is_float32_everywhere_with_tf32_off() -> None:
 def test_auto_keeps_float32_weights_and_uses_what_keeps_parity(caps: DeviceCaps, compute: str, tf32: bool) -> None:
     plan = choose("auto", caps)
     assert (plan.weights, plan.compute, plan.tf32) == (torch.float32, compute, tf32)
+    assert plan.channels_last == (compute != "fp32" and caps.kind != "mps")   # NHWC for a bf16 skip CNN
     assert plan.note == ("" if caps.bf16 else f"bfloat16 is not used on this {caps.kind}: {caps.why_not}")
 
 
@@ -133,7 +135,7 @@ def test_auto_stays_within_float32_parity_and_is_recorded(golden: Path, tmp_path
     auto = reconstruct(photos, model)
     plan = plan_for("auto", torch.device("cpu"))
     assert auto.meta["precision"] == {"precision": "auto", "weights": "float32", "compute": plan.compute,
-                                      "tf32": False, "note": plan.note}
+                                      "tf32": False, "channels_last": plan.channels_last, "note": plan.note}
     np.testing.assert_allclose(auto.pts3d, exact.pts3d, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(auto.conf, exact.conf, rtol=1e-5, atol=1e-5)
     assert auto.gaussian_scale is not None and exact.gaussian_scale is not None
