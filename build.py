@@ -133,10 +133,13 @@ def test(args: argparse.Namespace) -> int:
     engine_python = str(ENGINE.python)
     common = {"MVDUST3R_WORKER_PYTHON": engine_python}
     results = [pytest_suite("engine", ENGINE.python, ["tests/engine", "tests/training"], common)]
-    for version, env in BLENDER.items():
-        results.append(pytest_suite(f"blender-{version}", env.python, ["tests/blender"], {
-            **common, "MVDUST3R_BLENDER_SERIES": version,
-        }))
+    # The private-runtime test's wheels folder and uv cache (about 0.3 GB), filled by the first
+    # Blender suite and reused by the second; removed when the run ends.
+    with tempfile.TemporaryDirectory(prefix="mvd-runtime-cache-") as runtime_cache:
+        for version, env in BLENDER.items():
+            results.append(pytest_suite(f"blender-{version}", env.python, ["tests/blender"], {
+                **common, "MVDUST3R_BLENDER_SERIES": version, "MVDUST3R_TEST_RUNTIME_CACHE": runtime_cache,
+            }))
     results.append(typecheck())
     log("summary:")
     for r in results:
@@ -295,7 +298,10 @@ def demo(args: argparse.Namespace) -> int:
     blender = ensure_env(BLENDER["5.0"])
     log(f"demo: environments ready in {time.perf_counter() - started:.1f} s")
     started = time.perf_counter()
-    zip_path = build_extension()[host_platform()]
+    zips = build_extension()
+    if host_platform() not in zips:
+        sys.exit(f"no extension zip for this platform ({host_platform()}): the manifest lists {', '.join(zips)}")
+    zip_path = zips[host_platform()]
     log(f"demo: extension built in {time.perf_counter() - started:.1f} s")
     command: list[str | Path] = [blender, ROOT / "demo" / "run_demo.py", "--zip", zip_path,
                                  "--worker-python", engine, "--out", args.out]
