@@ -84,7 +84,8 @@ def private_runtime_settings(runtime_cache: Path, monkeypatch: pytest.MonkeyPatc
     shutil.rmtree(module("preferences").runtime_dir(), ignore_errors=True)
 
 
-def test_bundled_uv_makes_the_runtime_offline_and_the_worker_reconstructs(private_runtime_settings: Any) -> None:
+def test_bundled_uv_makes_the_runtime_offline_and_the_worker_reconstructs(private_runtime_settings: Any,
+                                                                          tmp_path: Path) -> None:
     preferences, runtime = module("preferences"), module("core.runtime")
     assert not bpy.app.online_access  # the wheels folder is what allows the install
     assert bpy.ops.mvdust3r_blender.create_runtime() == {"FINISHED"}
@@ -113,7 +114,8 @@ def test_bundled_uv_makes_the_runtime_offline_and_the_worker_reconstructs(privat
 
     private_runtime_settings.checkpoint = "BUILTIN"
     private_runtime_settings.device = "cpu"
-    result = module("api").reconstruct(ROOT / "samples" / "room", name="Private runtime room")
+    result = module("api").reconstruct(ROOT / "samples" / "room", output=tmp_path / "room.npz",
+                                       name="Private runtime room")
     assert result.views == 6 and result.points > 1000
     client = module("session").SESSION.client
     assert client is not None and Path(client.python) == runtime.env_python(preferences.runtime_dir())
