@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import bpy
 import pytest
 from installed import PACKAGE, module, poll_until_idle
-from recording_layout import RecordingLayout
+from recording_layout import RecordingLayout, draw_preferences
 
 CHECKPOINT_BYTES = os.urandom(300_000)
 
@@ -23,20 +23,8 @@ def prefs() -> Any:
     return bpy.context.preferences.addons[PACKAGE].preferences
 
 
-class PrefsView:
-    """The real preferences with a recording layout (``AddonPreferences.layout`` is read-only)."""
-
-    def __init__(self, real: Any, layout: RecordingLayout) -> None:
-        self._real, self.layout = real, layout
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-
 def draw_prefs() -> RecordingLayout:
-    layout = RecordingLayout()
-    type(prefs()).draw(PrefsView(prefs(), layout), bpy.context)
-    return layout
+    return draw_preferences(prefs(), bpy.context)
 
 
 @pytest.fixture

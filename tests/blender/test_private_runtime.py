@@ -25,7 +25,7 @@ from typing import Any, Iterator
 import bpy
 import pytest
 from installed import PACKAGE, ROOT, build_script, module, poll_until_idle
-from recording_layout import RecordingLayout
+from recording_layout import draw_preferences
 
 CACHE_ENV = "MVDUST3R_TEST_RUNTIME_CACHE"
 
@@ -54,20 +54,8 @@ def prefs() -> Any:
     return bpy.context.preferences.addons[PACKAGE].preferences
 
 
-class PrefsView:
-    """The real preferences with a recording layout (``AddonPreferences.layout`` is read-only)."""
-
-    def __init__(self, real: Any, layout: RecordingLayout) -> None:
-        self._real, self.layout = real, layout
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-
 def drawn_labels() -> list[str]:
-    layout = RecordingLayout()
-    type(prefs()).draw(PrefsView(prefs(), layout), bpy.context)
-    return layout.labels()
+    return draw_preferences(prefs(), bpy.context).labels()
 
 
 @pytest.fixture
