@@ -114,7 +114,7 @@ def test_without_uv_the_operator_installs_with_pip_and_the_drivers_index(
         private_runtime_settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A uv that cannot run (here: the bundled one replaced by a program that fails) and an NVIDIA
     driver 570: the plan is venv + pip, the log names cu128 and why, and the install from an empty
-    wheels folder fails with the installer's words (no download is attempted)."""
+    wheels folder (``$MVDUST3R_WHEELS``) fails with the installer's words (no download is attempted)."""
     uv = Path(module("core.runtime").find_uv())
     saved = tmp_path / "uv.saved"
     shutil.copy2(uv, saved)
@@ -124,7 +124,8 @@ def test_without_uv_the_operator_installs_with_pip_and_the_drivers_index(
     (bin_dir / "nvidia-smi").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     (tmp_path / "empty").mkdir()
-    private_runtime_settings.wheels_folder = str(tmp_path / "empty")
+    private_runtime_settings.wheels_folder = ""   # the managed-install variable instead of the preference
+    monkeypatch.setenv("MVDUST3R_WHEELS", str(tmp_path / "empty"))
     try:
         uv.write_text("#!/bin/sh\necho 'blocked by policy' >&2\nexit 1\n")
         assert bpy.ops.mvdust3r_blender.create_runtime() == {"FINISHED"}
@@ -139,3 +140,4 @@ def test_without_uv_the_operator_installs_with_pip_and_the_drivers_index(
     assert "# PyTorch build: cu128 (NVIDIA driver 570.86.10 runs CUDA 12.8)" in log
     assert setup.runtime_state == "FAILED" and "Install PyTorch" in setup.runtime_message
     assert f"--no-index --find-links {tmp_path / 'empty'} torch" in setup.runtime_message
+    assert f"# Packages: only from the wheels folder {tmp_path / 'empty'}" in log
