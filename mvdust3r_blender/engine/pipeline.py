@@ -5,8 +5,8 @@ Stages (each timed in ``meta["timings"]`` and reported through ``progress(stage,
 ``load``      read and preprocess the photos (:mod:`.images`), reorder them so the reference views
               come first (:mod:`.views`);
 ``network``   one forward pass of MV-DUSt3R / MV-DUSt3R+ (path 0: points in network view 0's frame);
-``cameras``   confidence mask, shared focal, PnP-RANSAC poses (:mod:`.cameras`), intrinsics in
-              original-photo pixels;
+``cameras``   confidence mask, each camera's focal and every view's pose (:func:`.cameras.recover_cameras`),
+              intrinsics in original-photo pixels;
 ``gaussians`` world-frame Gaussians (:mod:`.gaussians`) — only when asked for.
 
 Results are always in the user's photo order; the world frame is the camera frame of the first
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..bundle import Bundle
-from .cameras import estimate_cameras, photo_intrinsics
+from .cameras import ViewGeometry, recover_cameras
 from .errors import Cancelled, CheckpointError, InputError
 from .gaussians import SCALE_MAX, SCALE_MIN, gaussian_fields
 from .images import load_photos, network_input
@@ -108,18 +108,23 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Any,
     with torch.inference_mode():
         prediction = model.predict(network_input(images[order]).to(device), gaussians=options.gaussians,
                                    progress=network_progress)
-    pts3d = prediction.pts3d.float().cpu()                                     # network order
-    conf = prediction.conf.float().cpu()
     timings["network"] = time.perf_counter() - started
     report("network", 1.0)
 
     stop_if_cancelled("camera recovery")
     started = time.perf_counter()
     report("cameras", 0.0)
-    cams = estimate_cameras(pts3d, conf, options.min_conf_percent, cancel, progress=lambda f: report("cameras", f))
-    h, w = pts3d.shape[1:3]
+    keys = [p.camera_key for p in loaded]
+    camera_of = {key: c for c, key in enumerate(dict.fromkeys(keys[u] for u in order))}
+    geometry = ViewGeometry(crop_box=np.array([loaded[u].crop_box for u in order], dtype=np.float64),
+                            photo_size=np.array([loaded[u].photo_size for u in order], dtype=np.float64),
+                            camera=np.array([camera_of[keys[u]] for u in order], dtype=np.int64))
+    with torch.inference_mode():
+        cams = recover_cameras(prediction.pts3d.float(), prediction.conf.float(), geometry, options.min_conf_percent,
+                               cancel, progress=lambda f: report("cameras", f))
+    pts3d = prediction.pts3d.float().cpu()                                     # network order
+    conf = prediction.conf.float().cpu()
     crop_boxes = np.array([p.crop_box for p in loaded], dtype=np.float64)     # user order
-    intrinsics = photo_intrinsics(cams.focal, (h, w), crop_boxes)
     timings["cameras"] = time.perf_counter() - started
     report("cameras", 1.0)
 
@@ -151,11 +156,14 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Any,
         "checkpoint": str(source) if source else "",
         "reference_order": [int(i) for i in order],
         "reference_view": int(order[0]),
-        "focal_grid_px": cams.focal,
-        "focal_fallback": cams.focal_fallback,
+        "focal_px": [float(cams.focal[back[u]]) for u in range(len(loaded))],
+        "focal_source": [cams.focal_source[back[u]] for u in range(len(loaded))],
+        "camera_of_view": [int(geometry.camera[back[u]]) for u in range(len(loaded))],
         "min_conf_percent": float(options.min_conf_percent),
-        "pose_failed_views": sorted(int(order[v]) for v in cams.poses.failed),
-        "pose_inliers": [int(cams.poses.inliers[back[u]]) for u in range(len(loaded))],
+        "pose_failed_views": sorted(int(order[v]) for v in cams.failed),
+        "pose_inliers": [int(cams.inliers[back[u]]) for u in range(len(loaded))],
+        "camera_warnings": [{"views": sorted(int(order[v]) for v in w.views), "message": w.message}
+                            for w in cams.warnings],
         "approximate_photos": [p.path for p in loaded if p.approximate],
         "timings": {k: round(v, 4) for k, v in timings.items()},
         "device": str(device),
@@ -166,8 +174,8 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Any,
         images=images,
         pts3d=pts3d[back].numpy(),
         conf=conf[back].numpy(),
-        intrinsics=intrinsics.astype(np.float32),
-        cam2world=cams.poses.cam2world[back].astype(np.float32),
+        intrinsics=cams.intrinsics[back].astype(np.float32),
+        cam2world=cams.cam2world[back].astype(np.float32),
         photo_size=np.array([p.photo_size for p in loaded], dtype=np.int32),
         crop_box=crop_boxes.astype(np.float32),
         photo_paths=[p.path for p in loaded],

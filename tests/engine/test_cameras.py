@@ -1,12 +1,14 @@
-"""Camera recovery: parity with the official post-processing and accuracy on ground truth."""
+"""Camera recovery: the official post-processing (golden regression), the recovery the pipeline runs on
+synthetic ground truth, and its degenerate inputs. The Blender-rendered truth is test_cameras_truth.py."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from mvdust3r_blender.engine.cameras import (confidence_mask, estimate_cameras, estimate_focal, grid_intrinsics,
-                                             photo_intrinsics, solve_poses)
+from mvdust3r_blender.engine.cameras import (ViewGeometry, confidence_mask, estimate_cameras, estimate_focal,
+                                             grid_intrinsics, grid_intrinsics_of, grid_offsets, photo_intrinsics,
+                                             recover_cameras, solve_poses)
 from mvdust3r_blender.engine.metrics import camera_metrics, rotation_angle_deg
 from synthetic_scenes import make_scene
 
@@ -70,24 +72,27 @@ def test_failed_pnp_keeps_the_official_fallback_and_is_reported():
     assert poses.inliers[0] > 200 and poses.inliers[2] == 0
 
 
-def test_photo_intrinsics_project_points_onto_the_grid_pixel_centres():
-    """The grid camera (integer indices, pp w/2) re-expressed in photo pixels lands every point on
-    its pixel centre x0+(j+0.5)(x1−x0)/w, y0+(i+0.5)(y1−y0)/h of the crop box."""
-    h, w, f = 24, 32, 28.0
-    scene = make_scene(1, h, w, focal=f, seed=5)
+def test_grid_and_photo_intrinsics_are_one_camera_in_the_networks_pixel_convention():
+    """Grid index (i, j) is photo point (x0 + j·sx, y0 + i·sy): the grid K (per axis, principal point at the
+    photo centre) and the photo K project every camera-frame point to the same photo point."""
+    h, w = 24, 32
     boxes = np.array([[37.5, 0.0, 279.25, 240.0], [0.0, 24.7, 150.0, 174.6]])
-    K = photo_intrinsics(f, (h, w), boxes)
-    cam = scene.pts3d[0].reshape(-1, 3).astype(np.float64)
+    geometry = ViewGeometry(boxes, np.array([[320.0, 240.0], [150.0, 200.0]]), np.array([0, 1]))
+    focal = np.array([250.0, 180.0])
+    grid_K = grid_intrinsics_of(focal, geometry, h, w)
+    photo_K = photo_intrinsics(focal, geometry.photo_size)
+    np.testing.assert_allclose(photo_K[1], [[180, 0, 75], [0, 180, 100], [0, 0, 1]])
+    assert grid_K[0, 0, 0] != pytest.approx(grid_K[0, 1, 1], rel=1e-4)   # the two axes scale differently
+    offsets = grid_offsets(geometry, h, w, torch.device("cpu")).numpy()
     i, j = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    for box, k in zip(boxes, K):
-        proj = cam @ k.T
-        uv = proj[:, :2] / proj[:, 2:]
-        expected = np.stack([box[0] + (j + 0.5) * (box[2] - box[0]) / w,
-                             box[1] + (i + 0.5) * (box[3] - box[1]) / h], -1).reshape(-1, 2)
-        np.testing.assert_allclose(uv, expected, atol=1e-4)
-    # the identity crop of a w×h photo: principal point half a pixel right/below the centre
-    K0 = photo_intrinsics(f, (h, w), np.array([[0.0, 0.0, w, h]]))[0]
-    np.testing.assert_allclose(K0, [[f, 0, w / 2 + 0.5], [0, f, h / 2 + 0.5], [0, 0, 1]])
+    for v in range(2):
+        rays = np.stack([j, i, np.ones_like(i)], -1).reshape(-1, 3) @ np.linalg.inv(grid_K[v]).T
+        on_photo = rays @ photo_K[v].T
+        np.testing.assert_allclose(on_photo[:, :2] / on_photo[:, 2:], offsets[v] + geometry.photo_size[v] / 2,
+                                   atol=1e-9)
+        x0, y0, x1, y1 = boxes[v]
+        np.testing.assert_allclose(offsets[v, w + 1] + geometry.photo_size[v] / 2,
+                                   [x0 + (x1 - x0) / w, y0 + (y1 - y0) / h])
 
 
 def test_unusable_focal_falls_back_to_sixty_degrees_and_is_reported():
