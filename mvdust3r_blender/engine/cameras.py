@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from ..bundle import confidence_threshold
+from . import pnp
 from .errors import Cancelled
 
 FOCAL_ITERATIONS = 10
@@ -173,7 +174,8 @@ def estimate_cameras(pts3d: torch.Tensor, conf: torch.Tensor, min_conf_percent: 
 # ---------------------------------------------------------------- the recovery the pipeline runs
 
 FALLBACK_FOV_DEG = 60.0       # the official fallback field of view, across the photo's long side
-INLIER_GRID_PX = 4.0          # reprojection error counted as an inlier, in grid pixels of the view
+INLIER_GRID_PX = 8.0          # reprojection error counted as an inlier, grid pixels of the view (OpenCV's RANSAC default)
+HYPOTHESIS_GRID_PX = 4.0      # the truncation of the sampled DLT's hypothesis cost, grid pixels of the view
 CAUCHY_GRID_PX = 2.0          # scale of the robust refinement, in grid pixels of the view
 SAMPLE_POINTS = 2048          # confident points per view the pose is solved on (a random sample)
 HYPOTHESIS_POINTS = 512       # of those, the ones each DLT hypothesis is scored on
@@ -280,6 +282,15 @@ def _is_plane(world: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return spread[:, 0] < PLANE_THICKNESS * spread[:, 2]
 
 
+def _fit(R: torch.Tensor, t: torch.Tensor, focal: torch.Tensor, world: torch.Tensor, image: torch.Tensor,
+         valid: torch.Tensor, threshold: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per view: how many `valid` points [V,P] project within `threshold` [V] of their pixel, and how many are in front."""
+    seen, depth = pnp.project(R, t, focal, world)
+    front = valid & (depth > 0)
+    close = front & ((seen - image).norm(dim=-1) < threshold[:, None])
+    return close.sum(1).cpu().numpy(), front.sum(1).cpu().numpy()
+
+
 def recover_cameras(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeometry, min_conf_percent: float = 3.0,
                     cancel: Optional[threading.Event] = None,
                     progress: Optional[Callable[[float], None]] = None, seed: int = 0) -> RecoveredCameras:
@@ -287,8 +298,6 @@ def recover_cameras(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeome
 
     Runs on `pts3d`'s device. Deterministic for a given `seed` (the random point samples).
     """
-    from . import pnp
-
     def checkpoint(fraction: float) -> None:
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled while solving camera poses")
@@ -322,14 +331,18 @@ def recover_cameras(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeome
     front = usable[0] & (world[0, :, 2] > 0)
     ref_focal = float("nan")
     if int(front.sum()) >= MIN_POINTS and int(front.sum()) * 2 > int(usable[0].sum()):
-        ref_focal = weiszfeld_focal(world[0, front, :2] / world[0, front, 2:], image[0, front])
+        rays, seen_at = world[0, front, :2] / world[0, front, 2:], image[0, front]
+        guess = ((rays * seen_at).sum(-1) / rays.square().sum(-1).clamp(min=1e-300)).median()  # robust start
+        fits = (seen_at - guess * rays).norm(dim=-1) < INLIER_GRID_PX * grid_px[0]
+        if int(fits.sum()) >= MIN_POINTS:
+            ref_focal = weiszfeld_focal(rays[fits], seen_at[fits])
     elif int(usable[0].sum()) >= MIN_POINTS:
         warnings.append(CameraWarning([0], "most of the reference view's points are behind its camera "
                                          "(the network's output is unusable for cameras)"))
 
     # the other views: a sampled DLT each (pose and, where it is unknown, focal)
     start, _ = pnp.sampled_dlt(world[:, :HYPOTHESIS_POINTS], image[:, :HYPOTHESIS_POINTS],
-                               usable[:, :HYPOTHESIS_POINTS], INLIER_GRID_PX * grid_px, generator=gen)
+                               usable[:, :HYPOTHESIS_POINTS], HYPOTHESIS_GRID_PX * grid_px, generator=gen)
     plane = _is_plane(world, usable)
     enough = counts >= MIN_POINTS
     checkpoint(0.4)
@@ -338,7 +351,9 @@ def recover_cameras(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeome
     focal_of = np.full(cameras, np.nan)
     source = ["estimated"] * cameras
     dlt_focal = start.focal.cpu().numpy()
-    measured = (start.ok & enough & ~plane).cpu().numpy()
+    long_side = torch.as_tensor(geometry.photo_size.max(1), device=device)
+    plausible = (start.focal > 0.05 * long_side) & (start.focal < 20 * long_side)   # 3° to 170° fields of view
+    measured = (start.ok & enough & ~plane & plausible).cpu().numpy()
     measured[0] = False
     for c in range(cameras):
         views = np.flatnonzero(geometry.camera == c)
@@ -376,23 +391,40 @@ def recover_cameras(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeome
     checkpoint(0.8)
 
     # verdict over all confident points of every view
-    seen, depth = pnp.project(solved.R, solved.t, solved.focal, pts3d.reshape(n, -1, 3).to(torch.float64))
-    error = (seen - offsets).norm(dim=-1)
-    inlier = flat_mask & (depth > 0) & (error < INLIER_GRID_PX * grid_px[:, None])
-    inliers = inlier.sum(1).cpu().numpy()
-    in_front = ((flat_mask & (depth > 0)).sum(1).cpu().numpy(), mask.reshape(n, -1).sum(1).numpy())
+    world_all = pts3d.reshape(n, -1, 3).to(torch.float64)
+    inliers, in_front = _fit(solved.R, solved.t, solved.focal, world_all, offsets, flat_mask,
+                             INLIER_GRID_PX * grid_px)
+    confident = mask.reshape(n, -1).sum(1).numpy()
     ok = solved.ok.cpu().numpy() & enough.cpu().numpy()
     w2c = np.zeros((n, 4, 4))
     w2c[:, :3, :3], w2c[:, :3, 3], w2c[:, 3, 3] = solved.R.cpu().numpy(), solved.t.cpu().numpy(), 1.0
+    focal = solved.focal.cpu().numpy()
+    # a view the batched solve fits badly gets a second opinion: OpenCV's PnP-RANSAC with its camera's focal
+    doubtful = [v for v in range(1, n) if confident[v] >= MIN_POINTS
+                and (not ok[v] or inliers[v] * 2 < confident[v] or in_front[v] * 2 < confident[v])]
+    for v in doubtful:
+        keep = flat_mask[v].cpu().numpy()
+        points, seen_at = world_all[v].cpu().numpy()[keep], offsets[v].cpu().numpy()[keep]
+        K = np.array([[focal[v], 0.0, 0.0], [0.0, focal[v], 0.0], [0.0, 0.0, 1.0]])
+        found, rvec, tvec, _ = cv2.solvePnPRansac(points, seen_at, K, np.zeros((5, 1)),
+                                                  reprojectionError=float(INLIER_GRID_PX * grid_px[v]))
+        if not found:
+            continue
+        R = torch.as_tensor(cv2.Rodrigues(rvec)[0], device=device)[None]
+        t = torch.as_tensor(tvec[:, 0], device=device)[None]
+        count, front = _fit(R, t, solved.focal[v:v + 1], world_all[v:v + 1], offsets[v:v + 1], flat_mask[v:v + 1],
+                            INLIER_GRID_PX * grid_px[v:v + 1])
+        if count[0] > inliers[v] or not ok[v]:
+            w2c[v, :3, :3], w2c[v, :3, 3] = R[0].cpu().numpy(), t[0].cpu().numpy()
+            inliers[v], in_front[v], ok[v] = count[0], front[0], True
     failed: list[int] = []
     for v in range(1, n):
-        confident = int(in_front[1][v])
         problem = None
-        if confident < MIN_POINTS:
-            problem = f"only {confident} confident point{'s' if confident != 1 else ''}"
+        if confident[v] < MIN_POINTS:
+            problem = f"only {confident[v]} confident point{'s' if confident[v] != 1 else ''}"
         elif not ok[v] or inliers[v] < MIN_POINTS:
             problem = "no camera fits its points"
-        elif in_front[0][v] * 2 < confident:
+        elif in_front[v] * 2 < confident[v]:
             problem = "most of its points would be behind its camera"
         if problem is not None:
             failed.append(v)
@@ -400,15 +432,14 @@ def recover_cameras(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeome
             w2c[v, :3, 3] = POSE_FAILURE_W2C_T
             warnings.append(CameraWarning([v], f"{problem}: its pose is unknown, the camera is left at a "
                                              f"placeholder pose (w2c = [I | (1, 1, 1)])"))
-        elif inliers[v] * 2 < confident:
-            warnings.append(CameraWarning([v], f"only {inliers[v]} of its {confident} confident points fit its "
+        elif inliers[v] * 2 < confident[v]:
+            warnings.append(CameraWarning([v], f"only {inliers[v]} of its {confident[v]} confident points fit its "
                                              f"camera within {INLIER_GRID_PX:g} pixels: its pose is uncertain"))
-    if int(in_front[1][0]) < MIN_POINTS:
+    if confident[0] < MIN_POINTS:
         warnings.append(CameraWarning([0], "the reference view has no confident points; its camera is the world "
                                          "frame by definition, its focal cannot be measured"))
     cam2world = np.linalg.inv(w2c)
     cam2world[0] = np.eye(4)
-    focal = solved.focal.cpu().numpy()
     checkpoint(1.0)
     return RecoveredCameras(mask=mask.cpu(), cam2world=cam2world, focal=focal,
                             intrinsics=photo_intrinsics(focal, geometry.photo_size),

@@ -48,12 +48,13 @@ def project(R: Tensor, t: Tensor, focal: Tensor, world: Tensor) -> tuple[Tensor,
 
 
 def _nearest_rotation(M: Tensor) -> tuple[Tensor, Tensor]:
-    """The rotation nearest to each M [...,3,3] (polar factor) and whether M was no reflection."""
-    U, _, Vh = torch.linalg.svd(M)
+    """The rotation nearest to each M [...,3,3] (polar factor) and whether M was finite and no reflection."""
+    finite = torch.isfinite(M).flatten(-2).all(-1)
+    U, _, Vh = torch.linalg.svd(torch.where(finite[..., None, None], M, torch.eye(3, dtype=M.dtype, device=M.device)))
     det = torch.linalg.det(U @ Vh)
     fix = torch.ones_like(U[..., 0, :])
     fix[..., 2] = torch.sign(det)
-    return (U * fix.unsqueeze(-2)) @ Vh, det > 0
+    return (U * fix.unsqueeze(-2)) @ Vh, finite & (det > 0)
 
 
 def _normalisers(world: Tensor, image: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -66,10 +67,14 @@ def _normalisers(world: Tensor, image: Tensor, w: Tensor) -> tuple[Tensor, Tenso
 
 
 def _smallest_eigenvector(rows_a: Tensor, rows_b: Tensor, w: Tensor) -> Tensor:
-    """The unit vector minimising Σ w·((a·p)² + (b·p)²) over rows a, b [...,P,k]: one k×k eigenproblem per batch entry."""
+    """The unit vector minimising Σ w·((a·p)² + (b·p)²) over rows a, b [...,P,k]: one k×k eigenproblem per batch entry
+    (NaN where the rows are not finite)."""
     wa, wb = rows_a * w.unsqueeze(-1), rows_b * w.unsqueeze(-1)
     normal = wa.transpose(-1, -2) @ rows_a + wb.transpose(-1, -2) @ rows_b
-    return torch.linalg.eigh(normal)[1][..., 0]
+    finite = torch.isfinite(normal).flatten(-2).all(-1)[..., None, None]
+    eye = torch.eye(normal.shape[-1], dtype=normal.dtype, device=normal.device)
+    vector = torch.linalg.eigh(torch.where(finite, normal, eye))[1][..., 0]
+    return torch.where(finite[..., 0], vector, torch.full_like(vector, float("nan")))
 
 
 def dlt(world: Tensor, image: Tensor, w: Tensor) -> Resection:
@@ -94,12 +99,12 @@ def dlt(world: Tensor, image: Tensor, w: Tensor) -> Resection:
     unscale = torch.stack([1 / focal, 1 / focal, torch.ones_like(focal)], -1) / norm3.unsqueeze(-1)
     R, proper = _nearest_rotation(M * unscale.unsqueeze(-1))
     t = p4 * unscale
-    ok = proper & torch.isfinite(focal) & (focal > 0) & torch.isfinite(t).all(-1) & torch.isfinite(R).flatten(-2).all(-1)
+    ok = proper & torch.isfinite(focal) & (focal > 0) & torch.isfinite(t).all(-1) & ((w > 0).sum(-1) >= 6)
     return Resection(R, t, focal, ok)
 
 
-def sampled_dlt(world: Tensor, image: Tensor, valid: Tensor, threshold: Tensor, hypotheses: int = 32,
-                subset: int = 12, generator: Optional[torch.Generator] = None) -> tuple[Resection, Tensor]:
+def sampled_dlt(world: Tensor, image: Tensor, valid: Tensor, threshold: Tensor, hypotheses: int = 64,
+                subset: int = 8, generator: Optional[torch.Generator] = None) -> tuple[Resection, Tensor]:
     """Robust DLT of each view [V,P,...]: `hypotheses` random `subset`-point DLTs per view, the one with the least
     truncated cost ``Σ min(e², threshold²)`` over the view's `valid` points wins, and a DLT on its inliers
     (error < `threshold` [V], photo pixels) is returned with that inlier mask [V,P].
@@ -122,6 +127,7 @@ def sampled_dlt(world: Tensor, image: Tensor, valid: Tensor, threshold: Tensor, 
     best = cost.argmin(-1)
     inliers = torch.gather(good & (error < threshold[:, None, None]), 1,
                            best[:, None, None].expand(-1, 1, P)).squeeze(1)
+    inliers &= torch.isfinite(cost.min(-1).values)[:, None]   # no proper camera among the hypotheses: none
     return dlt(world, image, inliers.to(world.dtype)), inliers
 
 
@@ -198,7 +204,7 @@ def refine(world: Tensor, image: Tensor, w: Tensor, start: Resection, camera: Te
         z = cam[..., 2].clamp(min=1e-12)
         xy = cam[..., :2] / z.unsqueeze(-1)
         residual = image - focal[:, None, None] * xy                            # [V,P,2]
-        robust = w / (1 + residual.square().sum(-1) / scale[:, None].square())  # Cauchy IRLS weights
+        robust = w / (1 + residual.square().sum(-1) / scale[:, None].square()).square()  # Geman-McClure IRLS
         robust = torch.where(cam[..., 2] > 0, robust, torch.zeros_like(robust))
         # rows of d(F·xy)/d(ω, v) for cam' = cam + ω × cam + v, with xy = (x/z, y/z) (the classic form)
         xn, yn, inv_z = xy[..., 0], xy[..., 1], 1 / z

@@ -5,7 +5,7 @@ Runs under a Blender venv's Python (``.venv-blender-5.0``); the engine tests spa
 "turntable": an object on a pedestal, cameras around it) it writes, under OUT_DIR/<scene>/:
 
 - the photos, rendered by ray-casting Blender's scene through every pixel centre (Lambert shading of
-  each object's colour; a ray caster as samples/ uses, and a second faster than Cycles here) at each
+  each object's colour; a ray caster as samples/ uses, about 10x faster than Cycles here) at each
   camera's own resolution: PNGs without EXIF, and JPEGs whose EXIF names their camera (make, model,
   focal length) — one of them stored rotated with EXIF orientation 6, so it is displayed portrait;
 - ``truth.npz``: per view (photo order) the photo size as displayed (W, H), the focal F (photo
