@@ -176,9 +176,9 @@ def estimate_cameras(pts3d: torch.Tensor, conf: torch.Tensor, min_conf_percent: 
 FALLBACK_FOV_DEG = 60.0       # the official fallback field of view, across the photo's long side
 INLIER_GRID_PX = 8.0          # reprojection error counted as an inlier, grid pixels of the view (OpenCV's RANSAC default)
 HYPOTHESIS_GRID_PX = 4.0      # the truncation of the sampled DLT's hypothesis cost, grid pixels of the view
-CAUCHY_GRID_PX = 2.0          # scale of the robust refinement, in grid pixels of the view
+ROBUST_GRID_PX = 2.0          # scale of the robust refinement, in grid pixels of the view
 SAMPLE_POINTS = 2048          # confident points per view the pose is solved on (a random sample)
-HYPOTHESIS_POINTS = 512       # of those, the ones each DLT hypothesis is scored on
+HYPOTHESIS_POINTS = 256       # of those, the ones each DLT hypothesis is scored on
 PLANE_THICKNESS = 0.01        # a view whose points are thinner than this share of their extent is "one plane"
 MIN_POINTS = 6                # fewer confident points than this: no pose
 
@@ -210,7 +210,7 @@ class RecoveredCameras:
     focal: np.ndarray            # float64 [N] photo pixels (one value per camera, repeated per view)
     intrinsics: np.ndarray       # float64 [N,3,3] in photo pixels: [[F,0,W/2],[0,F,H/2],[0,0,1]]
     focal_source: list[str]      # per view: "estimated", "given" or "fallback"
-    inliers: list[int]           # per view: confident points within INLIER_GRID_PX of their pixel
+    inliers: list[int]           # per view: confident points within INLIER_GRID_PX of their pixel (from the sample)
     failed: list[int] = field(default_factory=list)        # views whose pose fell back (see warnings)
     warnings: list[CameraWarning] = field(default_factory=list)
 
@@ -221,7 +221,7 @@ def fallback_photo_focal(photo_size: np.ndarray) -> float:
 
 
 def grid_offsets(geometry: ViewGeometry, h: int, w: int, device: torch.device) -> torch.Tensor:
-    """float64 [N,h·w,2]: where each grid pixel's ray meets the photo, relative to the photo's centre (photo pixels).
+    """float32 [N,h·w,2]: where each grid pixel's ray meets the photo, relative to the photo's centre (photo pixels).
 
     Grid pixel (i, j) ↔ photo point ``(x0 + j·sx, y0 + i·sy)`` (integer grid coordinates, the
     network's training convention), ``sx = (x1−x0)/w``, ``sy = (y1−y0)/h``.
@@ -233,7 +233,7 @@ def grid_offsets(geometry: ViewGeometry, h: int, w: int, device: torch.device) -
     i = torch.arange(h, dtype=torch.float64, device=device)
     x = (box[:, 0, None] + j[None] * sx[:, None] - size[:, 0, None] / 2)[:, None, :].expand(-1, h, -1)
     y = (box[:, 1, None] + i[None] * sy[:, None] - size[:, 1, None] / 2)[:, :, None].expand(-1, -1, w)
-    return torch.stack([x, y], -1).reshape(len(box), h * w, 2)
+    return torch.stack([x, y], -1).reshape(len(box), h * w, 2).float()
 
 
 def grid_intrinsics_of(focal: np.ndarray, geometry: ViewGeometry, h: int, w: int) -> np.ndarray:
@@ -284,10 +284,15 @@ def _is_plane(world: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 def _fit(R: torch.Tensor, t: torch.Tensor, focal: torch.Tensor, world: torch.Tensor, image: torch.Tensor,
          valid: torch.Tensor, threshold: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Per view: how many `valid` points [V,P] project within `threshold` [V] of their pixel, and how many are in front."""
-    seen, depth = pnp.project(R, t, focal, world)
-    front = valid & (depth > 0)
-    close = front & ((seen - image).norm(dim=-1) < threshold[:, None])
+    """Per view: how many `valid` points [V,P] project within `threshold` [V] of their pixel, and how many are in front.
+
+    Single precision and no division (``‖F·xy − p·z‖ < threshold·z`` for z > 0)."""
+    cam = torch.baddbmm(t.float()[:, None, :], world.float(), R.float().transpose(1, 2))
+    z = cam[..., 2]
+    front = valid & (z > 0)
+    f, p = focal.float()[:, None, None], image
+    miss = (f * cam[..., :2] - p * z[..., None]).square().sum(-1)
+    close = front & (miss < (threshold.float()[:, None] * z).square())
     return close.sum(1).cpu().numpy(), front.sum(1).cpu().numpy()
 
 
@@ -321,8 +326,8 @@ def recover_cameras(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeome
 
     gen = torch.Generator().manual_seed(seed)
     index, usable = _sample(flat_mask, SAMPLE_POINTS, gen)
-    world = _take(pts3d.reshape(n, -1, 3).to(torch.float64), index)
-    image = _take(offsets, index)
+    world = _take(pts3d.reshape(n, -1, 3), index).to(torch.float64)
+    image = _take(offsets, index).to(torch.float64)
     world = torch.where(usable[..., None], world, torch.zeros_like(world))
     counts = usable.sum(1)
     checkpoint(0.2)
@@ -380,6 +385,12 @@ def recover_cameras(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeome
     start.R[0] = torch.eye(3, dtype=world.dtype, device=device)
     start.t[0] = 0.0
     start.ok[0] = True
+    # each DLT solved its own focal; with its camera's instead, move it along its axis to keep the image's scale
+    depth = ((world @ start.R[:, 2, :, None]).squeeze(-1) + start.t[:, 2:3]) * usable
+    mean_depth = depth.sum(1) / counts.clamp(min=1)
+    ratio = torch.where(start.ok & (start.focal > 0), view_focal / start.focal, torch.ones_like(view_focal))
+    ratio[0] = 1.0
+    start.t[:, 2] += torch.where(planar, torch.zeros_like(mean_depth), mean_depth * (ratio - 1))
     start.focal = view_focal.clone()
     checkpoint(0.5)
 
@@ -387,14 +398,15 @@ def recover_cameras(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeome
     fixed_pose = torch.zeros(n, dtype=torch.bool, device=device)
     fixed_pose[0] = True
     weights = (usable & enough[:, None] & start.ok[:, None]).to(world.dtype)
-    solved = pnp.refine(world, image, weights, start, camera, fixed_pose, fixed_focal, CAUCHY_GRID_PX * grid_px)
+    solved = pnp.refine(world, image, weights, start, camera, fixed_pose, fixed_focal, ROBUST_GRID_PX * grid_px)
     checkpoint(0.8)
 
-    # verdict over all confident points of every view
-    world_all = pts3d.reshape(n, -1, 3).to(torch.float64)
-    inliers, in_front = _fit(solved.R, solved.t, solved.focal, world_all, offsets, flat_mask,
-                             INLIER_GRID_PX * grid_px)
+    # verdict: the share of each view's sample that fits its camera, scaled to all its confident points
+    threshold = INLIER_GRID_PX * grid_px
     confident = mask.reshape(n, -1).sum(1).numpy()
+    scale_up = confident / np.maximum(counts.cpu().numpy(), 1)
+    fits, front = _fit(solved.R, solved.t, solved.focal, world, image, usable, threshold)
+    inliers, in_front = np.rint(fits * scale_up).astype(int), np.rint(front * scale_up).astype(int)
     ok = solved.ok.cpu().numpy() & enough.cpu().numpy()
     w2c = np.zeros((n, 4, 4))
     w2c[:, :3, :3], w2c[:, :3, 3], w2c[:, 3, 3] = solved.R.cpu().numpy(), solved.t.cpu().numpy(), 1.0
@@ -404,19 +416,20 @@ def recover_cameras(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeome
                 and (not ok[v] or inliers[v] * 2 < confident[v] or in_front[v] * 2 < confident[v])]
     for v in doubtful:
         keep = flat_mask[v].cpu().numpy()
-        points, seen_at = world_all[v].cpu().numpy()[keep], offsets[v].cpu().numpy()[keep]
+        points = pts3d[v].reshape(-1, 3).cpu().double().numpy()[keep]
+        seen_at = offsets[v].cpu().double().numpy()[keep]
         K = np.array([[focal[v], 0.0, 0.0], [0.0, focal[v], 0.0], [0.0, 0.0, 1.0]])
         found, rvec, tvec, _ = cv2.solvePnPRansac(points, seen_at, K, np.zeros((5, 1)),
-                                                  reprojectionError=float(INLIER_GRID_PX * grid_px[v]))
+                                                  reprojectionError=float(threshold[v]))
         if not found:
             continue
         R = torch.as_tensor(cv2.Rodrigues(rvec)[0], device=device)[None]
         t = torch.as_tensor(tvec[:, 0], device=device)[None]
-        count, front = _fit(R, t, solved.focal[v:v + 1], world_all[v:v + 1], offsets[v:v + 1], flat_mask[v:v + 1],
-                            INLIER_GRID_PX * grid_px[v:v + 1])
-        if count[0] > inliers[v] or not ok[v]:
+        count, ahead = _fit(R, t, solved.focal[v:v + 1], world[v:v + 1], image[v:v + 1], usable[v:v + 1],
+                            threshold[v:v + 1])
+        if count[0] * scale_up[v] > inliers[v] or not ok[v]:
             w2c[v, :3, :3], w2c[v, :3, 3] = R[0].cpu().numpy(), t[0].cpu().numpy()
-            inliers[v], in_front[v], ok[v] = count[0], front[0], True
+            inliers[v], in_front[v], ok[v] = round(count[0] * scale_up[v]), round(ahead[0] * scale_up[v]), True
     failed: list[int] = []
     for v in range(1, n):
         problem = None

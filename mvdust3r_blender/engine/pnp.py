@@ -15,7 +15,7 @@ Three closed-form starts and one refinement:
   sample points; the best one's inliers give a final DLT;
 - :func:`plane_pose` — for views whose points lie on one plane (the DLT is degenerate there): the
   plane's homography with a known focal;
-- :func:`refine` — robust (Cauchy-weighted) Gauss–Newton on the reprojection error of every view's
+- :func:`refine` — robust (Geman–McClure-weighted) Gauss–Newton on the reprojection error of every view's
   pose and every camera's log focal together. Views of one camera share one focal: the focal is
   eliminated per camera through the Schur complement of the views' 6×6 pose blocks, so a solve costs
   one batched 6×6 inverse per view and one division per camera.
@@ -103,7 +103,7 @@ def dlt(world: Tensor, image: Tensor, w: Tensor) -> Resection:
     return Resection(R, t, focal, ok)
 
 
-def sampled_dlt(world: Tensor, image: Tensor, valid: Tensor, threshold: Tensor, hypotheses: int = 64,
+def sampled_dlt(world: Tensor, image: Tensor, valid: Tensor, threshold: Tensor, hypotheses: int = 32,
                 subset: int = 8, generator: Optional[torch.Generator] = None) -> tuple[Resection, Tensor]:
     """Robust DLT of each view [V,P,...]: `hypotheses` random `subset`-point DLTs per view, the one with the least
     truncated cost ``Σ min(e², threshold²)`` over the view's `valid` points wins, and a DLT on its inliers
@@ -118,14 +118,15 @@ def sampled_dlt(world: Tensor, image: Tensor, valid: Tensor, threshold: Tensor, 
     sample_world = torch.gather(world, 1, take.unsqueeze(-1).expand(-1, -1, 3)).reshape(V, hypotheses, subset, 3)
     sample_image = torch.gather(image, 1, take.unsqueeze(-1).expand(-1, -1, 2)).reshape(V, hypotheses, subset, 2)
     guess = dlt(sample_world, sample_image, torch.ones(V, hypotheses, subset, dtype=world.dtype, device=world.device))
-    seen, depth = project(guess.R, guess.t, guess.focal, world.unsqueeze(1).expand(-1, hypotheses, -1, -1))
-    error = (seen - image.unsqueeze(1)).norm(dim=-1)
+    # scored in single precision: pixel errors need no more, and it is several times faster
+    seen, depth = project(guess.R.float(), guess.t.float(), guess.focal.float(), world.float().unsqueeze(1))
+    error = (seen - image.float().unsqueeze(1)).norm(dim=-1)
     good = valid.unsqueeze(1) & (depth > 0) & torch.isfinite(error)
-    limit = threshold[:, None, None].square()
+    limit = threshold.float()[:, None, None].square()
     cost = torch.where(good, error.square().clamp(max=limit), limit).sum(-1)
     cost = torch.where(guess.ok, cost, torch.full_like(cost, float("inf")))
     best = cost.argmin(-1)
-    inliers = torch.gather(good & (error < threshold[:, None, None]), 1,
+    inliers = torch.gather(good & (error < threshold.float()[:, None, None]), 1,
                            best[:, None, None].expand(-1, 1, P)).squeeze(1)
     inliers &= torch.isfinite(cost.min(-1).values)[:, None]   # no proper camera among the hypotheses: none
     return dlt(world, image, inliers.to(world.dtype)), inliers
@@ -180,13 +181,14 @@ def _exp_so3(omega: Tensor) -> Tensor:
 
 
 def refine(world: Tensor, image: Tensor, w: Tensor, start: Resection, camera: Tensor, fixed_pose: Tensor,
-           fixed_focal: Tensor, scale: Tensor, iterations: int = 12) -> Resection:
+           fixed_focal: Tensor, scale: Tensor, iterations: int = 10, tolerance: float = 1e-5) -> Resection:
     """Robust Gauss–Newton on all views at once (module doc).
 
     world [V,P,3], image [V,P,2], w [V,P] base weights (0 = unused point); `camera` [V] long: which
     camera (0..C−1) each view belongs to; views of one camera share one focal — taken from `start`'s
     first view of it; `fixed_pose` [V] and `fixed_focal` [C] bool hold those parameters still;
-    `scale` [V] the Cauchy scale of the reprojection error (photo pixels).
+    `scale` [V] the Geman–McClure scale of the reprojection error (photo pixels). Stops after `iterations`
+    or when no parameter moves by more than `tolerance` (radians; translation over the view's mean depth; log focal).
     """
     V = world.shape[0]
     cameras = int(camera.max()) + 1 if V else 0
@@ -200,29 +202,27 @@ def refine(world: Tensor, image: Tensor, w: Tensor, start: Resection, camera: Te
     free_focal = (~fixed_focal).to(dtype)
     for _ in range(iterations):
         focal = log_f.exp()[camera]
-        cam = world @ R.transpose(-1, -2) + t.unsqueeze(-2)
+        cam = torch.baddbmm(t.unsqueeze(-2), world, R.transpose(-1, -2))
         z = cam[..., 2].clamp(min=1e-12)
-        xy = cam[..., :2] / z.unsqueeze(-1)
-        residual = image - focal[:, None, None] * xy                            # [V,P,2]
-        robust = w / (1 + residual.square().sum(-1) / scale[:, None].square()).square()  # Geman-McClure IRLS
+        inv_z = 1 / z
+        xn, yn = cam[..., 0] * inv_z, cam[..., 1] * inv_z
+        f = focal[:, None]
+        rx, ry = image[..., 0] - f * xn, image[..., 1] - f * yn                  # residuals [V,P]
+        robust = w / (1 + (rx * rx + ry * ry) / scale[:, None].square()).square()  # Geman-McClure IRLS
         robust = torch.where(cam[..., 2] > 0, robust, torch.zeros_like(robust))
-        # rows of d(F·xy)/d(ω, v) for cam' = cam + ω × cam + v, with xy = (x/z, y/z) (the classic form)
-        xn, yn, inv_z = xy[..., 0], xy[..., 1], 1 / z
+        # rows of d(F·xy)/d(ω, v) / F for cam' = cam + ω × cam + v (the classic form), as [V,6,P]
         zero = torch.zeros_like(z)
-        J_pose = torch.stack([torch.stack([-xn * yn, 1 + xn * xn, -yn, inv_z, zero, -xn * inv_z], -1),
-                              torch.stack([-1 - yn * yn, xn * yn, xn, zero, inv_z, -yn * inv_z], -1)], -2)
-        J_pose = J_pose * (focal * free_pose)[:, None, None, None]              # [V,P,2,6]
-        J_focal = focal[:, None, None] * xy * free_focal[camera][:, None, None]  # [V,P,2], d/d log F
-        J = J_pose.reshape(V, -1, 6)                                             # [V,2P,6]
-        Jf = J_focal.reshape(V, -1, 1)
-        Jw = (J_pose * robust[..., None, None]).reshape(V, -1, 6).transpose(1, 2)  # [V,6,2P]
-        Jfw = (J_focal * robust[..., None]).reshape(V, 1, -1)
-        r = residual.reshape(V, -1, 1)
-        A = Jw @ J
-        B = (Jw @ Jf).squeeze(-1)
-        C = (Jfw @ Jf).reshape(V)
-        g_pose = (Jw @ r).squeeze(-1)
-        g_focal = (Jfw @ r).reshape(V)
+        a = torch.stack([-xn * yn, 1 + xn * xn, -yn, inv_z, zero, -xn * inv_z], 1)
+        b = torch.stack([-1 - yn * yn, xn * yn, xn, zero, inv_z, -yn * inv_z], 1)
+        pose_scale = (focal * free_pose)[:, None]                                # d/d pose = F·(a, b)
+        focal_scale = (focal * free_focal[camera])[:, None]                      # d/d log F = F·(xn, yn)
+        aw, bw = a * (robust * pose_scale)[:, None], b * (robust * pose_scale)[:, None]
+        A = (aw @ a.transpose(1, 2) + bw @ b.transpose(1, 2)) * pose_scale[..., None]
+        jx, jy = xn * focal_scale, yn * focal_scale
+        B = (aw @ jx.unsqueeze(-1) + bw @ jy.unsqueeze(-1)).squeeze(-1)
+        g_pose = (aw @ rx.unsqueeze(-1) + bw @ ry.unsqueeze(-1)).squeeze(-1)
+        C = (robust * (jx * jx + jy * jy)).sum(-1)
+        g_focal = (robust * (jx * rx + jy * ry)).sum(-1)
         A = A + 1e-9 * torch.diagonal(A, dim1=-2, dim2=-1).mean(-1).clamp(min=1e-12)[:, None, None] * eye6 \
             + (1 - free_pose)[:, None, None] * eye6
         A_inv = torch.linalg.inv(A)
@@ -238,6 +238,11 @@ def refine(world: Tensor, image: Tensor, w: Tensor, start: Resection, camera: Te
         R = rotate @ R
         t = (rotate @ t.unsqueeze(-1)).squeeze(-1) + step_pose[:, 3:]
         log_f = log_f + torch.nan_to_num(step_f)
+        distance = (z * (w > 0)).sum(-1) / (w > 0).sum(-1).clamp(min=1)
+        moved = torch.cat([step_pose[:, :3].abs().flatten(), (step_pose[:, 3:] / distance[:, None]).abs().flatten(),
+                           step_f.abs()])
+        if not V or float(moved.max()) < tolerance:
+            break
     focal = log_f.exp()[camera]
     ok = torch.isfinite(R).flatten(-2).all(-1) & torch.isfinite(t).all(-1) & torch.isfinite(focal)
     return Resection(R, t, focal, ok & start.ok)
