@@ -23,7 +23,7 @@ The official recovery is kept below (:func:`estimate_cameras`: one grid focal fr
 ``cv2.solvePnPRansac`` per view) as the regression reference for the official golden cases and the
 benchmark's baseline (spec §7 and §10):
 
-1. :func:`confidence_mask` — one threshold over all views: the value at index
+1. :func:`pose_mask` — one threshold over all views: the value at index
    ``int(total·percent/100)`` of the sorted confidences; keep ``conf >= threshold``.
 2. :func:`estimate_focal` — from view 0 only, over its own 3 %-threshold pixels: closed-form
    least squares then 10 Weiszfeld re-weightings of ``f = argmin Σ‖p − f·(x,y)/z‖`` where p are
@@ -44,7 +44,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..bundle import confidence_threshold
+from ..core.confidence import DEFAULT_DROP_PERCENT, drop_threshold
 from . import pnp
 from .errors import Cancelled
 
@@ -52,11 +52,11 @@ FOCAL_ITERATIONS = 10
 POSE_FAILURE_W2C_T = (1.0, 1.0, 1.0)
 
 
-def confidence_mask(conf: torch.Tensor, percent: float = 3.0) -> torch.Tensor:
+def pose_mask(conf: torch.Tensor, drop_percent: float = DEFAULT_DROP_PERCENT) -> torch.Tensor:
     """bool, same shape as `conf`: ``conf >= sorted(conf)[int(numel·percent/100)]`` (one threshold for
-    all) — the demo's rule, as :func:`~mvdust3r_blender.bundle.confidence_threshold` computes it
+    all) — the demo's rule, as :func:`~mvdust3r_blender.core.confidence.drop_threshold` computes it
     for the importer and the exports."""
-    return conf >= confidence_threshold(conf.detach().float().cpu().numpy(), percent * 0.01)
+    return conf >= drop_threshold(conf.detach().float().cpu().numpy(), drop_percent)
 
 
 def pixel_grid(h: int, w: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -156,13 +156,13 @@ class CameraEstimate:
     focal_fallback: bool = False  # the estimate was unusable (≤ 0 or not finite): 60° field of view used
 
 
-def estimate_cameras(pts3d: torch.Tensor, conf: torch.Tensor, min_conf_percent: float = 3.0,
+def estimate_cameras(pts3d: torch.Tensor, conf: torch.Tensor, drop_percent: float = DEFAULT_DROP_PERCENT,
                      cancel: Optional[threading.Event] = None,
                      progress: Optional[Callable[[float], None]] = None) -> CameraEstimate:
     """Steps 1–3 of the module doc on network outputs (view 0 first, points in view 0's frame)."""
     h, w = pts3d.shape[1:3]
-    mask = confidence_mask(conf, min_conf_percent)
-    valid_first = confidence_mask(conf[0], min_conf_percent)
+    mask = pose_mask(conf, drop_percent)
+    valid_first = pose_mask(conf[0], drop_percent)
     focal = estimate_focal(pts3d[0], valid_first)
     fallback = not (np.isfinite(focal) and focal > 0)
     if fallback:  # e.g. points behind the camera: no camera can see them, keep a usable one
@@ -205,7 +205,7 @@ class CameraWarning:
 class RecoveredCameras:
     """The cameras of N views (network order) that took the photos."""
 
-    mask: torch.Tensor           # bool [N,h,w] confident, finite points (the confidence rule of confidence_mask)
+    mask: torch.Tensor           # bool [N,h,w] confident, finite points (the rule of pose_mask)
     cam2world: np.ndarray        # float64 [N,4,4] OpenCV; the reference view's is the identity
     focal: np.ndarray            # float64 [N] photo pixels (one value per camera, repeated per view)
     intrinsics: np.ndarray       # float64 [N,3,3] in photo pixels: [[F,0,W/2],[0,F,H/2],[0,0,1]]
@@ -296,7 +296,8 @@ def _fit(R: torch.Tensor, t: torch.Tensor, focal: torch.Tensor, world: torch.Ten
     return close.sum(1).cpu().numpy(), front.sum(1).cpu().numpy()
 
 
-def recover_cameras(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeometry, min_conf_percent: float = 3.0,
+def recover_cameras(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeometry,
+                    drop_percent: float = DEFAULT_DROP_PERCENT,
                     cancel: Optional[threading.Event] = None,
                     progress: Optional[Callable[[float], None]] = None, seed: int = 0) -> RecoveredCameras:
     """The cameras of network outputs `pts3d` [N,h,w,3] (view 0's frame) and `conf` [N,h,w]; see the module doc.
@@ -313,7 +314,7 @@ def recover_cameras(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeome
     device = pts3d.device
     checkpoint(0.0)
     finite = torch.isfinite(pts3d).all(-1) & torch.isfinite(conf)
-    mask = confidence_mask(torch.where(finite, conf, torch.full_like(conf, float("nan"))), min_conf_percent) & finite
+    mask = pose_mask(torch.where(finite, conf, torch.full_like(conf, float("nan"))), drop_percent) & finite
     flat_mask = mask.reshape(n, -1).to(device)
     offsets = grid_offsets(geometry, h, w, device)
     camera = torch.as_tensor(geometry.camera, dtype=torch.long, device=device)

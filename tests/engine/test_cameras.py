@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from mvdust3r_blender.engine.cameras import (ViewGeometry, confidence_mask, estimate_cameras, estimate_focal,
-                                             grid_intrinsics, grid_intrinsics_of, grid_offsets, photo_intrinsics,
+from mvdust3r_blender.engine.cameras import (ViewGeometry, estimate_cameras, estimate_focal, grid_intrinsics,
+                                             grid_intrinsics_of, grid_offsets, photo_intrinsics, pose_mask,
                                              recover_cameras, solve_poses)
-from mvdust3r_blender.engine.metrics import camera_metrics, rotation_angle_deg
+from training.metrics import camera_metrics, rotation_angle_deg
 from synthetic_scenes import make_scene
 
 
@@ -24,11 +24,11 @@ def test_matches_the_official_postprocessing_golden(golden):
     assert est.poses.failed == []
 
 
-def test_confidence_mask_uses_one_global_threshold():
+def test_pose_mask_uses_one_global_threshold():
     conf = torch.arange(1, 201, dtype=torch.float32).reshape(2, 10, 10)  # 1..200
-    mask = confidence_mask(conf, 3.0)  # index int(200*0.03)=6 → threshold 7
+    mask = pose_mask(conf, 3.0)  # index int(200*0.03)=6 → threshold 7
     assert int(mask.sum()) == 194 and bool(mask[0, 0, 6]) and not bool(mask[0, 0, 5])
-    assert bool(confidence_mask(conf, 0.0).all())
+    assert bool(pose_mask(conf, 0.0).all())
 
 
 @pytest.mark.parametrize("noise, outliers, rot_deg, trans_deg, focal_rel", [
@@ -205,7 +205,7 @@ def test_nan_points_and_a_view_without_confident_pixels_fail_only_that_view():
     conf[3, 10:] = float("inf")
     pts[2] = float("nan")                        # a whole view of NaN
     conf[4] = 1.0                                # a view below the confidence threshold everywhere
-    cams = recover_cameras(pts, conf, _square_geometry(5, 32), min_conf_percent=30.0)
+    cams = recover_cameras(pts, conf, _square_geometry(5, 32), drop_percent=30.0)
     assert cams.failed == [2, 4] and _warned(cams) == {2, 4}
     assert not cams.mask[2].any() and not cams.mask[4].any() and not cams.mask[1, :5].any()
     good = [0, 1, 3]

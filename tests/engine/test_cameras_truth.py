@@ -16,7 +16,8 @@ import torch
 from mvdust3r_blender.engine.cameras import estimate_cameras
 from mvdust3r_blender.engine.config import ModelConfig
 from mvdust3r_blender.engine.images import load_photo
-from mvdust3r_blender.engine.pipeline import ReconstructOptions, reconstruct
+from mvdust3r_blender.core.options import ReconstructOptions
+from mvdust3r_blender.engine.pipeline import reconstruct
 from truth_scenes import TruthNetwork, TruthScene, render_truth_scenes
 
 GRID = 112
