@@ -46,7 +46,7 @@ def main() -> None:
     import cv2
     import torch
 
-    from mvdust3r_blender.engine.cameras import (ViewGeometry, confidence_mask, grid_intrinsics, recover_cameras,
+    from mvdust3r_blender.engine.cameras import (ViewGeometry, grid_intrinsics, pose_mask, recover_cameras,
                                                  solve_poses)
     from synthetic_scenes import make_scene
 
@@ -61,7 +61,7 @@ def main() -> None:
     device_pts, device_conf = pts3d.to(args.device), conf.to(args.device)
 
     def serial() -> tuple[np.ndarray, float]:
-        mask = confidence_mask(conf, 3.0)
+        mask = pose_mask(conf, 3.0)
         return solve_poses(pts3d, mask, grid_intrinsics(focal, args.size, args.size)).cam2world, focal
 
     def batched() -> tuple[np.ndarray, float]:

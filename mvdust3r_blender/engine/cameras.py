@@ -406,8 +406,8 @@ def recover_cameras(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeome
     threshold = INLIER_GRID_PX * grid_px
     confident = mask.reshape(n, -1).sum(1).numpy()
     scale_up = confident / np.maximum(counts.cpu().numpy(), 1)
-    fits, front = _fit(solved.R, solved.t, solved.focal, world, image, usable, threshold)
-    inliers, in_front = np.rint(fits * scale_up).astype(int), np.rint(front * scale_up).astype(int)
+    fits, ahead = _fit(solved.R, solved.t, solved.focal, world, image, usable, threshold)
+    inliers, in_front = np.rint(fits * scale_up).astype(int), np.rint(ahead * scale_up).astype(int)
     ok = solved.ok.cpu().numpy() & enough.cpu().numpy()
     w2c = np.zeros((n, 4, 4))
     w2c[:, :3, :3], w2c[:, :3, 3], w2c[:, 3, 3] = solved.R.cpu().numpy(), solved.t.cpu().numpy(), 1.0
@@ -426,11 +426,11 @@ def recover_cameras(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeome
             continue
         R = torch.as_tensor(cv2.Rodrigues(rvec)[0], device=device)[None]
         t = torch.as_tensor(tvec[:, 0], device=device)[None]
-        count, ahead = _fit(R, t, solved.focal[v:v + 1], world[v:v + 1], image[v:v + 1], usable[v:v + 1],
-                            threshold[v:v + 1])
+        count, seen = _fit(R, t, solved.focal[v:v + 1], world[v:v + 1], image[v:v + 1], usable[v:v + 1],
+                           threshold[v:v + 1])
         if count[0] * scale_up[v] > inliers[v] or not ok[v]:
             w2c[v, :3, :3], w2c[v, :3, 3] = R[0].cpu().numpy(), t[0].cpu().numpy()
-            inliers[v], in_front[v], ok[v] = round(count[0] * scale_up[v]), round(ahead[0] * scale_up[v]), True
+            inliers[v], in_front[v], ok[v] = round(count[0] * scale_up[v]), round(seen[0] * scale_up[v]), True
     failed: list[int] = []
     for v in range(1, n):
         problem = None
