@@ -37,8 +37,9 @@ benchmark's baseline (spec §7 and §10):
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import cv2
 import numpy as np
@@ -296,14 +297,37 @@ def _fit(R: torch.Tensor, t: torch.Tensor, focal: torch.Tensor, world: torch.Ten
     return close.sum(1).cpu().numpy(), front.sum(1).cpu().numpy()
 
 
+@contextmanager
+def _one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Torch on one CPU thread while the recovery runs there: it is some 300 small tensor operations, and each
+    multi-threaded one ends in a barrier that costs a scheduler slice when the cores are busy (2 threads
+    were 2.7× slower than 1 at load 10 on the 2-core dev machine; docs/benchmarks.md). The GPU is untouched."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def recover_cameras(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeometry,
                     drop_percent: float = DEFAULT_DROP_PERCENT,
                     cancel: Optional[threading.Event] = None,
                     progress: Optional[Callable[[float], None]] = None, seed: int = 0) -> RecoveredCameras:
     """The cameras of network outputs `pts3d` [N,h,w,3] (view 0's frame) and `conf` [N,h,w]; see the module doc.
 
-    Runs on `pts3d`'s device. Deterministic for a given `seed` (the random point samples).
+    Runs on `pts3d`'s device (on one thread on the CPU). Deterministic for a given `seed` (the random point samples).
     """
+    with _one_cpu_thread(pts3d.device):
+        return _recover(pts3d, conf, geometry, drop_percent, cancel, progress, seed)
+
+
+def _recover(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeometry, drop_percent: float,
+             cancel: Optional[threading.Event], progress: Optional[Callable[[float], None]],
+             seed: int) -> RecoveredCameras:
     def checkpoint(fraction: float) -> None:
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled while solving camera poses")
@@ -313,7 +337,7 @@ def recover_cameras(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeome
     n, h, w = pts3d.shape[:3]
     device = pts3d.device
     checkpoint(0.0)
-    finite = torch.isfinite(pts3d).all(-1) & torch.isfinite(conf)
+    finite = torch.isfinite(pts3d.sum(-1)) & torch.isfinite(conf)   # a sum is finite iff its terms are
     mask = pose_mask(torch.where(finite, conf, torch.full_like(conf, float("nan"))), drop_percent) & finite
     flat_mask = mask.reshape(n, -1).to(device)
     offsets = grid_offsets(geometry, h, w, device)

@@ -103,7 +103,7 @@ def dlt(world: Tensor, image: Tensor, w: Tensor) -> Resection:
     return Resection(R, t, focal, ok)
 
 
-def sampled_dlt(world: Tensor, image: Tensor, valid: Tensor, threshold: Tensor, hypotheses: int = 32,
+def sampled_dlt(world: Tensor, image: Tensor, valid: Tensor, threshold: Tensor, hypotheses: int = 48,
                 subset: int = 8, generator: Optional[torch.Generator] = None) -> tuple[Resection, Tensor]:
     """Robust DLT of each view [V,P,...]: `hypotheses` random `subset`-point DLTs per view, the one with the least
     truncated cost ``Σ min(e², threshold²)`` over the view's `valid` points wins, and a DLT on its inliers
