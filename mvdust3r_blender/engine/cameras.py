@@ -192,6 +192,7 @@ class ViewGeometry:
     photo_size: np.ndarray   # float64 [N,2] (W, H) after EXIF orientation
     camera: np.ndarray       # int64 [N] camera index 0..C−1 (photos of one camera share its focal)
     known_focal: Optional[np.ndarray] = None  # float64 [C] photo pixels, NaN where it is to be estimated
+    known_source: Optional[list[str]] = None  # [C] where each known focal came from (.focal); "given" if unset
 
 
 @dataclass
@@ -210,7 +211,7 @@ class RecoveredCameras:
     cam2world: np.ndarray        # float64 [N,4,4] OpenCV; the reference view's is the identity
     focal: np.ndarray            # float64 [N] photo pixels (one value per camera, repeated per view)
     intrinsics: np.ndarray       # float64 [N,3,3] in photo pixels: [[F,0,W/2],[0,F,H/2],[0,0,1]]
-    focal_source: list[str]      # per view: "estimated", "given" or "fallback"
+    focal_source: list[str]      # per view: "estimated", "fallback", or the known focal's source (.focal)
     inliers: list[int]           # per view: confident points within INLIER_GRID_PX of their pixel (from the sample)
     failed: list[int] = field(default_factory=list)        # views whose pose fell back (see warnings)
     warnings: list[CameraWarning] = field(default_factory=list)
@@ -388,7 +389,8 @@ def _recover(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeometry, dr
     for c in range(cameras):
         views = np.flatnonzero(geometry.camera == c)
         if np.isfinite(known[c]) and known[c] > 0:
-            focal_of[c], source[c] = known[c], "given"
+            focal_of[c] = known[c]
+            source[c] = geometry.known_source[c] if geometry.known_source is not None else "given"
         elif geometry.camera[0] == c and np.isfinite(ref_focal) and ref_focal > 0:
             focal_of[c] = ref_focal
         elif measured[views].any():

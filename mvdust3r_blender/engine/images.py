@@ -55,6 +55,7 @@ class PhotoCamera:
     focal_mm: Optional[float]           # FocalLength, mm
     focal_35mm: Optional[float]         # FocalLengthIn35mmFilm, mm (35 mm equivalent)
     stored_size: tuple[int, int]        # (W, H) as stored in the file, before EXIF orientation
+    pixels_per_mm: Optional[float] = None  # FocalPlaneXResolution in its unit: the sensor's pixel pitch
 
     @property
     def has_exif(self) -> bool:
@@ -67,6 +68,16 @@ def camera_key(camera: PhotoCamera, photo_size: tuple[int, int]) -> tuple[object
     if camera.has_exif:
         return ("exif", camera.make, camera.model, camera.focal_mm, camera.focal_35mm, camera.stored_size)
     return ("size", photo_size)
+
+
+_PLANE_UNIT_MM = {2: 25.4, 3: 10.0, 4: 1.0, 5: 0.001}   # FocalPlaneResolutionUnit: inch, cm, mm, µm
+
+
+def _plane_unit_mm(value: object) -> Optional[float]:
+    try:
+        return _PLANE_UNIT_MM.get(int(value))  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
 
 
 def _exif_text(value: object) -> Optional[str]:
@@ -91,10 +102,14 @@ def read_camera(img: Image.Image) -> PhotoCamera:
         details = exif.get_ifd(ExifTags.IFD.Exif)
     except (ValueError, TypeError, OSError, SyntaxError):
         return PhotoCamera(None, None, None, None, img.size)
+
+    unit_mm = _plane_unit_mm(details.get(ExifTags.Base.FocalPlaneResolutionUnit, 2))  # EXIF's default: inches
+    per_unit = _exif_number(details.get(ExifTags.Base.FocalPlaneXResolution))
     return PhotoCamera(make=_exif_text(exif.get(ExifTags.Base.Make)), model=_exif_text(exif.get(ExifTags.Base.Model)),
                        focal_mm=_exif_number(details.get(ExifTags.Base.FocalLength)),
                        focal_35mm=_exif_number(details.get(ExifTags.Base.FocalLengthIn35mmFilm)),
-                       stored_size=img.size)
+                       stored_size=img.size,
+                       pixels_per_mm=None if per_unit is None or unit_mm is None else per_unit / unit_mm)
 
 
 @dataclass

@@ -29,8 +29,9 @@ from ..core.options import ReconstructOptions
 from .cameras import ViewGeometry, recover_cameras
 from .config import ModelConfig
 from .errors import Cancelled, CheckpointError, InputError
+from .focal import known_focal
 from .gaussians import SCALE_MAX, SCALE_MIN, gaussian_fields
-from .images import load_photos, network_input
+from .images import PreparedPhoto, load_photos, network_input
 from .prediction import Prediction
 from .views import check_reference_view, inverse_order, reference_order
 
@@ -61,6 +62,19 @@ def _check_count(n: int, config: ModelConfig) -> None:
                else "it needs a reference view and at least one other")
         raise InputError(f"{n} photo{'s' if n != 1 else ''} given, but {name} needs at least {config.min_views} ({why})",
                          f"add photos of the same scene (at least {config.min_views})")
+
+
+def view_geometry(photos: Sequence[PreparedPhoto], focal: str) -> ViewGeometry:
+    """The cameras' geometry of `photos` (network order): crops, sizes, which camera took each (one per
+    :attr:`~.images.PreparedPhoto.camera_key`) and the focal known for each camera under the ``focal`` option."""
+    keys = [p.camera_key for p in photos]
+    camera_of = {key: c for c, key in enumerate(dict.fromkeys(keys))}
+    first = {c: photos[keys.index(key)] for key, c in camera_of.items()}
+    known = [known_focal(focal, first[c].camera, first[c].photo_size) for c in range(len(camera_of))]
+    return ViewGeometry(crop_box=np.array([p.crop_box for p in photos], dtype=np.float64),
+                        photo_size=np.array([p.photo_size for p in photos], dtype=np.float64),
+                        camera=np.array([camera_of[k] for k in keys], dtype=np.int64),
+                        known_focal=np.array([f for f, _ in known]), known_source=[s for _, s in known])
 
 
 def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
@@ -110,11 +124,7 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
     stop_if_cancelled("camera recovery")
     started = time.perf_counter()
     report("cameras", 0.0)
-    keys = [p.camera_key for p in loaded]
-    camera_of = {key: c for c, key in enumerate(dict.fromkeys(keys[u] for u in order))}
-    geometry = ViewGeometry(crop_box=np.array([loaded[u].crop_box for u in order], dtype=np.float64),
-                            photo_size=np.array([loaded[u].photo_size for u in order], dtype=np.float64),
-                            camera=np.array([camera_of[keys[u]] for u in order], dtype=np.int64))
+    geometry = view_geometry([loaded[u] for u in order], options.focal)
     with torch.inference_mode():
         cams = recover_cameras(prediction.pts3d.float(), prediction.conf.float(), geometry,  # on the model's device
                                options.pose_drop_percent, cancel, progress=lambda f: report("cameras", f))
@@ -153,6 +163,7 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
         "focal_px": [float(cams.focal[back[u]]) for u in range(len(loaded))],
         "focal_source": [cams.focal_source[back[u]] for u in range(len(loaded))],
         "camera_of_view": [int(geometry.camera[back[u]]) for u in range(len(loaded))],
+        "focal_option": options.focal,
         "pose_drop_percent": float(options.pose_drop_percent),
         "pose_failed_views": sorted(int(order[v]) for v in cams.failed),
         "pose_inliers": [int(cams.inliers[back[u]]) for u in range(len(loaded))],

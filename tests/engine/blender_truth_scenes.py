@@ -7,7 +7,8 @@ Runs under a Blender venv's Python (``.venv-blender-5.0``); the engine tests spa
 - the photos, rendered by ray-casting Blender's scene through every pixel centre (Lambert shading of
   each object's colour; a ray caster as samples/ uses, about 10x faster than Cycles here) at each
   camera's own resolution: PNGs without EXIF, and JPEGs whose EXIF names their camera (make, model,
-  focal length) — one of them stored rotated with EXIF orientation 6, so it is displayed portrait;
+  focal length; camera T2 also its 35 mm-equivalent focal length) — one of each camera's stored rotated
+  with EXIF orientation 6, so it is displayed portrait;
 - ``truth.npz``: per view (photo order) the photo size as displayed (W, H), the focal F (photo
   pixels, square pixels, principal point at the photo centre), the OpenCV cam2world, the crop box
   of the network's GRID×GRID input (the official short-side resize and centre crop, computed here
@@ -65,6 +66,8 @@ ROOM = [  # a 9 × 7 × 3 m room; the views see walls, floor, ceiling and furnit
     Shot((150, 200), 35.0, (-3.5, 0.5, 1.8), (1.5, -0.5, 0.7), exif="T1", rotated=True),
     Shot((120, 160), 45.0, (0.5, 2.8, 1.3), (0.0, -3.0, 1.0), roll_deg=3.0),
 ]
+T2_35MM = 30   # camera T2's EXIF says FocalLengthIn35mmFilm = 30 (an integer tag): its field of view is that one's
+T2_FOV = math.degrees(2 * math.atan(100 / (T2_35MM * math.hypot(200, 150) / math.hypot(36, 24))))
 TURNTABLE = [  # an object at the origin, cameras on a circle of radius 4–5 m
     *(Shot(size, fov, (r * math.cos(math.radians(a)), r * math.sin(math.radians(a)), z), (0.0, 0.0, 0.9),
            roll_deg=roll, exif=exif, rotated=rot)
@@ -73,8 +76,8 @@ TURNTABLE = [  # an object at the origin, cameras on a circle of radius 4–5 m
           ((160, 120), 40.0, 4.6, 40.0, 2.0, 2.0, None, False),
           ((120, 160), 55.0, 4.0, 85.0, 1.2, 0.0, None, False),
           ((112, 112), 75.0, 4.2, 130.0, 2.4, -3.0, None, False),
-          ((200, 150), 50.0, 5.0, 180.0, 1.8, 0.0, "T2", False),
-          ((150, 200), 50.0, 4.8, 230.0, 1.0, 0.0, "T2", True),
+          ((200, 150), T2_FOV, 5.0, 180.0, 1.8, 0.0, "T2", False),
+          ((150, 200), T2_FOV, 4.8, 230.0, 1.0, 0.0, "T2", True),
           ((112, 112), 75.0, 4.4, 280.0, 2.8, 5.0, None, False),
           ((120, 160), 55.0, 4.1, 320.0, 1.5, -2.0, None, False),
       ]),
@@ -215,6 +218,8 @@ def save_photo(rendered: Path, shot: Shot, out: Path) -> Path:
     exif[0x010F] = "Truth Cameras"                      # Make
     exif[0x0110] = shot.exif                            # Model
     exif.get_ifd(0x8769)[0x920A] = IFDRational(4.2)     # FocalLength, mm (the same lens for the whole model)
+    if shot.exif == "T2":
+        exif.get_ifd(0x8769)[0xA405] = T2_35MM           # FocalLengthIn35mmFilm
     if shot.rotated:
         image = image.transpose(Image.Transpose.ROTATE_90)   # stored; orientation 6 turns it back
         exif[0x0112] = 6

@@ -68,12 +68,12 @@ def errors_against_truth(scene: TruthScene, cam2world: np.ndarray, focal: np.nda
             "centre": np.linalg.norm(centres - scene.cam2world[:, :3, 3], axis=1) / size}
 
 
-@pytest.mark.parametrize("name, reference_view", [("room", None), ("room", 6), ("turntable", None),
-                                                  ("turntable", 5)])
-def test_cameras_match_the_truth_for_every_view(scenes, name, reference_view):
+@pytest.mark.parametrize("name, reference_view, focal", [("room", None, "auto"), ("room", 6, "auto"),
+                                                         ("turntable", None, "auto"), ("turntable", 5, "estimate")])
+def test_cameras_match_the_truth_for_every_view(scenes, name, reference_view, focal):
     scene = scenes[name]
     bundle = reconstruct(scene.photos, TruthNetwork(scene, crops(scene), CONFIG),
-                         ReconstructOptions(reference_view=reference_view, gaussians=False))
+                         ReconstructOptions(reference_view=reference_view, gaussians=False, focal=focal))
     err = errors_against_truth(scene, bundle.cam2world.astype(np.float64), bundle.intrinsics[:, 0, 0])
     assert err["focal"].max() < FOCAL_REL, err["focal"]
     assert err["rotation"].max() < ROTATION_DEG, err["rotation"]
@@ -89,7 +89,9 @@ def test_cameras_match_the_truth_for_every_view(scenes, name, reference_view):
             assert (groups[a] == groups[b]) == (scene.camera[a] == scene.camera[b])
             if groups[a] == groups[b]:
                 assert bundle.meta["focal_px"][a] == bundle.meta["focal_px"][b]
-    assert bundle.meta["focal_source"] == ["estimated"] * len(groups)
+    # camera T2's EXIF gives its 35 mm-equivalent focal: with focal=auto it is used, and only poses are solved
+    exif = ["exif-35mm" if focal == "auto" and c == "T2" else "estimated" for c in scene.camera]
+    assert bundle.meta["focal_source"] == exif and bundle.meta["focal_option"] == focal
     assert bundle.meta["camera_warnings"] == [] and bundle.meta["pose_failed_views"] == []
     assert min(bundle.meta["pose_inliers"]) > 0.99 * GRID * GRID
 

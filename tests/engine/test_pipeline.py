@@ -221,3 +221,35 @@ def test_cancel_takes_effect_inside_the_network_pass(golden, tmp_path):
     with pytest.raises(Cancelled, match="before the end of the network pass"):
         reconstruct(photos, model, cancel=stop, progress=on_progress)
     assert len(fractions) == 1 and fractions[0] < 0.5
+
+
+@pytest.mark.parametrize("given_mm", [28.0, 40.0])
+def test_a_given_focal_is_kept_and_only_poses_are_solved(tmp_path, given_mm):
+    """focal=MM (35 mm equivalent, by the diagonal) fixes every camera's focal, `F = MM · diag / 43.27`: with
+    the true value the cameras are exact; with a wrong one the focal stays as given (nothing is estimated)."""
+    sizes = [(96, 72), (72, 96), (64, 64), (80, 60)]
+    true_mm = 28.0
+    photos = write_index_photos(tmp_path / "photos", sizes)
+    focals = [true_mm * np.hypot(*s) / np.hypot(36, 24) for s in sizes]
+    K = np.zeros((len(sizes), 3, 3))
+    for k, path in enumerate(photos):
+        x0, y0, x1, y1 = load_photo(path, (32, 32)).crop_box
+        sx, sy = (x1 - x0) / 32, (y1 - y0) / 32
+        K[k] = [[focals[k] / sx, 0, (sizes[k][0] / 2 - x0) / sx], [0, focals[k] / sy, (sizes[k][1] / 2 - y0) / sy],
+                [0, 0, 1]]
+    scene = make_scene(len(sizes), 32, 32, seed=12, grid_K=K)
+    bundle = reconstruct(photos, SceneNetwork(scene, MVD), ReconstructOptions(gaussians=False, focal=f"{given_mm}"))
+    expected = [given_mm * np.hypot(*s) / np.hypot(36, 24) for s in sizes]
+    np.testing.assert_allclose(bundle.meta["focal_px"], expected, rtol=1e-6)
+    assert bundle.meta["focal_source"] == ["option"] * len(sizes) and bundle.meta["focal_option"] == f"{given_mm:g}"
+    if given_mm == true_mm:
+        np.testing.assert_allclose(bundle.cam2world, scene.c2w, atol=1e-4)
+        assert bundle.meta["camera_warnings"] == []
+
+
+def test_focal_option_is_checked_where_it_enters():
+    with pytest.raises(OptionError, match="focal='wide'"):
+        ReconstructOptions(focal="wide")
+    with pytest.raises(OptionError, match="focal"):
+        ReconstructOptions(focal="1")   # 1 mm: no lens
+    assert ReconstructOptions(focal=" Estimate ").focal == "estimate" and ReconstructOptions(focal="26.0").focal_mm == 26
