@@ -15,7 +15,9 @@ photos, checked against Blender-rendered ground truth (tests/engine/test_cameras
   construction, and its focal is measured directly from its own points (Weiszfeld, as the official
   ``estimate_focal_knowing_depth``). Other views' poses (and the focal of cameras that the reference
   view does not belong to) come from a batched sampled DLT, refined together by robust Gauss–Newton
-  (:mod:`.pnp`), on a random sample of each view's confident points, on the points' device.
+  (:mod:`.pnp`), on a random sample of each view's confident points, on the points' device; a view
+  that still fits badly gets ``cv2.solvePnPRansac`` with its camera's focal as a second opinion.
+  A focal known beforehand (the ``focal`` option, EXIF: :mod:`.focal`) is held fixed.
 - Degenerate input never crashes and never passes silently: each case has a fallback and a warning
   (:class:`CameraWarning`) that goes into the bundle's meta (``camera_warnings``).
 
