@@ -20,6 +20,11 @@ recipe             input views per batch   render views
 =================  ======================  ============
 
 All samples of one batch share their view count (tensors stack), the count is drawn per batch.
+
+Where the rays are cast is the dataset's ``device``: the CPU in loader processes (and tests), or
+the training GPU itself inside the training process (``training.train --data-device cuda``), where
+a sample costs milliseconds instead of a core's tenth of a second. The scene, the cameras and every
+random draw are made on the CPU from the seed either way, so both devices render the same sample.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ from torch.utils.data import Dataset, Sampler
 from .cameras import sample_intrinsics, sample_trajectory
 from .render import render
 from .scenes import random_scene
+from .world import ROOMS_V1, World
 
 
 @dataclass(frozen=True)
@@ -81,19 +87,23 @@ class SyntheticScenes(Dataset):
 
     Images are anti-aliased with ``supersample``² rays a pixel (1: one ray, ≈ 4× faster) and
     each view's colours are jittered (:func:`jitter_colours`, ``colour_jitter`` = 0 for none).
+    Scenes and captures come from ``world`` (:mod:`training.world`); every tensor of a sample is
+    on ``device``.
     An int index means ``SampleKey(index, default_views, 0)``. ``len`` is nominal (the stream of
     scenes is unbounded; the batch sampler decides which indices are used).
     """
 
     def __init__(self, resolution: tuple[int, int] = (224, 224), seed: int = 0,
                  length: int = 1_000_000, default_views: int = 8, supersample: int = 2,
-                 colour_jitter: float = 0.3) -> None:
+                 colour_jitter: float = 0.3, world: World = ROOMS_V1, device: torch.device | str = "cpu") -> None:
         self.height, self.width = resolution
         self.seed = seed
         self.length = length
         self.default_views = default_views
         self.supersample = supersample
         self.colour_jitter = colour_jitter
+        self.world = world
+        self.device = torch.device(device)
 
     def __len__(self) -> int:
         return self.length
@@ -102,16 +112,16 @@ class SyntheticScenes(Dataset):
         if isinstance(key, int):
             key = SampleKey(key, self.default_views, 0)
         scene_seed = _mix(self.seed, key.index)
-        scene = random_scene(scene_seed)
+        scene = random_scene(scene_seed, self.world)
         gen = torch.Generator().manual_seed(_mix(scene_seed, key.n_input, key.n_render))
         total = key.n_input + key.n_render
-        intrinsics = sample_intrinsics(gen, total, self.height, self.width)
-        cam2world = sample_trajectory(gen, scene, total)
+        intrinsics = sample_intrinsics(gen, total, self.height, self.width, self.world)
+        cam2world = sample_trajectory(gen, scene, total, self.world)
         # the walk shuffled (official random_order): input views in random order, render views at
         # random places between them, so the rendering loss scores views the inputs surround
         order = torch.randperm(total, generator=gen)
-        intrinsics, cam2world = intrinsics[order], cam2world[order]
-        views = render(scene, intrinsics, cam2world, self.height, self.width, self.supersample)
+        intrinsics, cam2world = intrinsics[order].to(self.device), cam2world[order].to(self.device)
+        views = render(scene.to(self.device), intrinsics, cam2world, self.height, self.width, self.supersample)
         to_view0 = torch.linalg.inv(cam2world[0])
         pts = views.world_points @ to_view0[:3, :3].T + to_view0[:3, 3]
         pts = torch.where(views.valid[..., None], pts, torch.zeros_like(pts))
@@ -123,8 +133,8 @@ class SyntheticScenes(Dataset):
             "depth": views.depth,
             "intrinsics": intrinsics,
             "cam2world": to_view0 @ cam2world,
-            "num_render_views": torch.tensor(key.n_render),
-            "scene_seed": torch.tensor(scene_seed),
+            "num_render_views": torch.tensor(key.n_render, device=self.device),
+            "scene_seed": torch.tensor(scene_seed, device=self.device),
         }
 
 
@@ -137,12 +147,13 @@ def jitter_colours(rgb: Tensor, gen: torch.Generator, strength: float) -> Tensor
     if strength <= 0:
         return rgb
     v = rgb.shape[0]
-    factors = 1 + strength * (2 * torch.rand(3, v, 1, 1, 1, generator=gen) - 1)
+    factors = (1 + strength * (2 * torch.rand(3, v, 1, 1, 1, generator=gen) - 1)).to(rgb.device)
+    luma = torch.tensor([0.299, 0.587, 0.114], device=rgb.device)
     x = rgb.float() / 255 * factors[0]
-    gray = (x * torch.tensor([0.299, 0.587, 0.114])).sum(-1, keepdim=True)
+    gray = (x * luma).sum(-1, keepdim=True)
     mean = gray.mean(dim=(1, 2, 3), keepdim=True)
     x = (x - mean) * factors[1] + mean
-    gray = (x * torch.tensor([0.299, 0.587, 0.114])).sum(-1, keepdim=True)
+    gray = (x * luma).sum(-1, keepdim=True)
     x = gray + (x - gray) * factors[2]
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 

@@ -6,6 +6,10 @@ its normal and solid texture are evaluated only for the rays it won, and Lambert
 colour (averaged over 2×2 rays a pixel by default: anti-aliasing). Ray directions are
 ``R_c2w · K⁻¹ · (u, v, 1)`` *without* normalisation, so the ray parameter ``t`` of a hit is
 directly the z-depth in that camera.
+
+Everything runs on the device of the scene and cameras given (a CUDA GPU renders training data
+inside the training process; the CPU renders for tests and loader processes): no tensor is made
+anywhere else, so a render on the GPU is the same arithmetic as on the CPU.
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ class Rendering:
 def pixel_rays(intrinsics: Tensor, cam2world: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
     """Origins and directions [V,H,W,3] through the pixels (pixel (i, j) at image coordinate (j, i),
     :func:`training.cameras.pixel_grid`); direction·z_cam = 1."""
-    u, v = pixel_grid(height, width)
+    u, v = pixel_grid(height, width, intrinsics.device)
     pix = torch.stack([u, v, torch.ones_like(u)], dim=-1)                        # [H,W,3]
     cam_dirs = torch.einsum("vij,hwj->vhwi", torch.linalg.inv(intrinsics.float()), pix)
     dirs = torch.einsum("vij,vhwj->vhwi", cam2world[:, :3, :3].float(), cam_dirs)
@@ -136,7 +140,7 @@ def _value_noise(x: Tensor) -> Tensor:
     ci = cell.long()
     out = torch.zeros_like(x[:, 0])
     for corner in range(8):
-        offs = torch.tensor([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1])
+        offs = torch.tensor([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1], device=x.device)
         c = ci + offs
         h = (c[:, 0] * 73856093) ^ (c[:, 1] * 19349663) ^ (c[:, 2] * 83492791)
         value = ((h * 2654435761) % 65521).float() / 65520.0
@@ -161,8 +165,13 @@ def _albedo(materials: Materials, material: Tensor, p: Tensor) -> Tensor:
             value = (0.5 + 2.0 * torch.sin(2 * math.pi * along[sel])).clamp(0, 1)
         elif texture == Texture.NOISE:
             value = 0.65 * _value_noise(x[sel]) + 0.35 * _value_noise(2.7 * x[sel] + 17.0)
-        else:  # GRADIENT: a triangle wave along the direction, slow compared with the other patterns
+        elif texture == Texture.GRADIENT:  # a triangle wave along the direction, slow compared with the others
             value = (torch.remainder(along[sel] / 4, 1.0) * 2 - 1).abs()
+        elif texture == Texture.DOTS:
+            value = ((x[sel] - torch.floor(x[sel]) - 0.5).norm(dim=-1) < 0.3).float()
+        else:  # RINGS: distance from the line through the texture origin along the direction
+            radial = (x[sel] - along[sel, None] * materials.direction[material[sel]]).norm(dim=-1)
+            value = (0.5 + 1.5 * torch.sin(2 * math.pi * radial)).clamp(0, 1)
         mix[sel] = value
     a, b = materials.colour_a[material], materials.colour_b[material]
     return a + (b - a) * mix[:, None]
@@ -188,7 +197,7 @@ def _cast(s: Scene, o: Tensor, d: Tensor) -> _Hits:
     ]
     t, index = torch.cat(hits, dim=1).min(dim=1)
     valid = torch.isfinite(t)
-    bounds = torch.tensor([0] + [h.shape[1] for h in hits]).cumsum(0)
+    bounds = torch.tensor([0] + [h.shape[1] for h in hits], device=t.device).cumsum(0)
     return _Hits(torch.where(valid, t, torch.zeros_like(t)), index, valid, bounds)
 
 
@@ -214,9 +223,13 @@ def _shade(s: Scene, o: Tensor, d: Tensor, hits: _Hits) -> Tensor:
                                             s.cylinders.half_height[k])
     # shade the side facing the camera
     normal = torch.where(((normal * d).sum(-1) > 0)[:, None], -normal, normal)
-    lambert = (normal @ s.light.direction).clamp(min=0)
-    shade = s.light.ambient + (1 - s.light.ambient) * lambert
-    colour = _albedo(s.materials, material, p) * shade[:, None] * s.light.colour
+    light_dirs, light_colours = s.light.direction.reshape(-1, 3), s.light.colour.reshape(-1, 3)
+    lambert = (normal @ light_dirs.T).clamp(min=0)                              # [R,L]
+    ambient = s.light.ambient
+    albedo = _albedo(s.materials, material, p)
+    colour = albedo * (ambient + (1 - ambient) * lambert[:, :1]) * light_colours[0]
+    if len(light_colours) > 1:
+        colour = colour + albedo * ((1 - ambient) * lambert[:, 1:] @ light_colours[1:])
     return torch.where(valid[:, None], colour, s.sky_colour.expand_as(colour))
 
 
@@ -235,15 +248,19 @@ def render(scene: Scene, intrinsics: Tensor, cam2world: Tensor, height: int, wid
     if supersample <= 1:
         colour = _shade(scene, o, d, hits)
     else:
-        # sub-pixel sample (a, b) sits at offset ((b + ½)/n − ½, (a + ½)/n − ½) from the centre
-        step = (torch.arange(supersample, dtype=torch.float32) + 0.5) / supersample - 0.5
+        # sub-pixel sample (a, b) sits at offset ((b + ½)/n − ½, (a + ½)/n − ½) from the centre; all
+        # n² sub-rays of all pixels are cast in one pass (few, large tensor operations: fast on a GPU)
+        step = (torch.arange(supersample, dtype=torch.float32, device=o.device) + 0.5) / supersample - 0.5
+        dy, dx = torch.meshgrid(step, step, indexing="ij")
+        offsets = torch.stack([dx.flatten(), dy.flatten(), torch.zeros_like(dx.flatten())], dim=-1)   # [S,3]
         pixel_to_world = cam2world[:, :3, :3].float() @ torch.linalg.inv(intrinsics.float())   # [V,3,3]
+        sub = torch.einsum("vij,sj->svi", pixel_to_world, offsets)                           # [S,V,3]
+        d_sub = (dirs[None] + sub[:, :, None, None, :]).reshape(-1, 3)
+        o_sub = o.repeat(len(offsets), 1)
+        shaded = _shade(scene, o_sub, d_sub, _cast(scene, o_sub, d_sub)).reshape(len(offsets), -1, 3)
         colour = torch.zeros_like(o)
-        for dy in step:
-            for dx in step:
-                sub = torch.einsum("vij,j->vi", pixel_to_world, torch.stack([dx, dy, torch.zeros(())]))
-                d_sub = (dirs + sub[:, None, None, :]).reshape(-1, 3)
-                colour += _shade(scene, o, d_sub, _cast(scene, o, d_sub))
+        for sample in shaded:        # summed in the same order as one sub-ray at a time
+            colour += sample
         colour /= supersample ** 2
     rgb = (colour.clamp(0, 1) * 255).round().to(torch.uint8)
     p = o + hits.t[:, None] * d
