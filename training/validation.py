@@ -86,7 +86,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     models = [(path.stem, load_model(path)) for path in args.checkpoint]
-    size = models[0][1].config.img_size if models else load_scene(scene_folders(args.scenes)[0], (64, 64)).images.shape[2:]
+    if models:
+        size = models[0][1].config.img_size
+    else:   # the baseline alone: the photos' own size
+        width, height = Image.open(next(scene_folders(args.scenes)[0].glob("view_*.png"))).size
+        size = (height, width)
     methods: list[tuple[str, Predictor]] = [("trivial baseline", trivial_prediction)]
     methods += [(f"{name} ({model.config.variant})", network_prediction(model)) for name, model in models]
     rows = [row for name, predictor in methods for row in evaluate_validation(name, predictor, args.scenes, size)]
