@@ -145,6 +145,7 @@ def render_preview(scene: Any, result: Any, path: Path) -> Path:
     scene.cycles.device = "CPU"
     scene.cycles.samples = PREVIEW_SAMPLES
     scene.cycles.transparent_max_bounces = PREVIEW_LAYERS
+    scene.render.use_persistent_data = True            # one scene sync for the three renders
     scene.render.resolution_percentage = 100
     scene.render.image_settings.file_format = "PNG"
     scene.view_settings.view_transform = "Standard"   # the photos' colours, not a film curve's
