@@ -38,10 +38,10 @@ from typing import Any, Optional, Sequence
 import safetensors.torch
 import torch
 
-from mvdust3r_blender.atomic import atomic_file
+from mvdust3r_blender.core.atomic import atomic_file
 from mvdust3r_blender.engine.checkpoint import save_safetensors
 from mvdust3r_blender.engine.config import ModelConfig
-from mvdust3r_blender.engine.model import build_model
+from mvdust3r_blender.engine.model import MultiViewModel, build_model
 
 from .evaluate import EvalRow, evaluate, markdown_table, network_prediction, trivial_prediction
 from .train import (LOG, batch_loader, init_from_checkpoint, new_model, open_log, parse_args as train_args,
@@ -89,7 +89,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def _config(data: dict[str, Any]) -> ModelConfig:
-    return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    """The network config stored in session.json (JSON lists back to tuples)."""
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return ModelConfig(**values)
 
 
 def read_state(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -236,7 +238,7 @@ def run_session(args: argparse.Namespace) -> list[Path]:
     return files
 
 
-def evaluate_model(model: torch.nn.Module, targs: argparse.Namespace, args: argparse.Namespace) -> list[EvalRow]:
+def evaluate_model(model: MultiViewModel, targs: argparse.Namespace, args: argparse.Namespace) -> list[EvalRow]:
     """The trivial baseline and the model on held-out scenes of the run's world (and the validation
     scenes when given), at the network's resolution."""
     size = model.config.img_size

@@ -42,7 +42,8 @@ def _material(name: str, texture: str, colour_a: tuple[float, float, float], col
     mat = bpy.data.materials.new(name)
     if bpy.app.version < (5, 0, 0):
         mat.use_nodes = True
-    nodes, links = mat.node_tree.nodes, mat.node_tree.links
+    tree: Any = mat.node_tree                    # node trees and their nodes: bpy's dynamic types
+    nodes, links = tree.nodes, tree.links
     bsdf = nodes["Principled BSDF"]
     bsdf.inputs["Roughness"].default_value = roughness
     tex = nodes.new({"brick": "ShaderNodeTexBrick", "wave": "ShaderNodeTexWave", "noise": "ShaderNodeTexNoise",
@@ -73,7 +74,7 @@ def _object(name: str, build: Any, material: Any, location: tuple[float, float, 
     mesh.materials.append(material)
     obj = bpy.data.objects.new(name, mesh)
     obj.location, obj.rotation_euler, obj.scale = location, rotation, scale
-    bpy.context.scene.collection.objects.link(obj)
+    _scene().collection.objects.link(obj)
     return obj
 
 
@@ -117,9 +118,14 @@ def _plane(bm: Any) -> None:
     bmesh.ops.create_grid(bm, x_segments=1, y_segments=1, size=0.5)
 
 
+def _scene() -> Any:
+    """The current scene (typed loosely: its Cycles settings are an add-on's dynamic properties)."""
+    return bpy.context.scene
+
+
 def _fresh_scene(size: int, samples: int) -> Any:
     bpy.ops.wm.read_factory_settings(use_empty=True)
-    scene = bpy.context.scene
+    scene = _scene()
     scene.render.engine = "CYCLES"
     scene.cycles.device = "CPU"
     scene.cycles.samples = samples
@@ -145,13 +151,14 @@ def _world_colour(scene: Any, colour: tuple[float, float, float], strength: floa
 
 def _light(kind: str, energy: float, location: tuple[float, float, float], rotation: tuple[float, float, float] = (0, 0, 0),
            size: float = 1.0) -> None:
-    data = bpy.data.lights.new(kind, kind)
+    lights: Any = bpy.data.lights
+    data = lights.new(kind, kind)
     data.energy = energy
     if kind == "AREA":
         data.size = size
     obj = bpy.data.objects.new(kind, data)
     obj.location, obj.rotation_euler = location, rotation
-    bpy.context.scene.collection.objects.link(obj)
+    _scene().collection.objects.link(obj)
 
 
 def build_room() -> np.ndarray:
@@ -181,7 +188,7 @@ def build_room() -> np.ndarray:
     _object("cabinet", _cube, wood, (-2.6, 0.0, 0.6), scale=(0.6, 1.2, 1.2))
     _light("POINT", 40.0, (0.0, 0.0, 2.4))
     _light("AREA", 40.0, (2.9, -0.5, 1.6), rotation=(0, math.radians(-90), 0), size=1.2)
-    _world_colour(bpy.context.scene, (0.05, 0.05, 0.05), 1.0)
+    _world_colour(_scene(), (0.05, 0.05, 0.05), 1.0)
     spot = np.array([0.3, -0.6, 1.5])
     yaw = np.radians(10 + 200 * np.arange(VIEWS) / (VIEWS - 1))
     pitch = np.radians(-12)
@@ -203,7 +210,7 @@ def build_prop() -> np.ndarray:
     _object("cone", _cone, purple, (-0.7, -0.6, 0.35), scale=(0.45, 0.45, 0.7))
     _object("crate", _cube, stone, (0.2, -0.9, 0.2), rotation=(0, 0, 0.5), scale=(0.4, 0.4, 0.4))
     _light("SUN", 3.0, (0, 0, 5), rotation=(math.radians(40), math.radians(15), math.radians(30)))
-    _world_colour(bpy.context.scene, (0.55, 0.7, 0.95), 0.8)
+    _world_colour(_scene(), (0.55, 0.7, 0.95), 0.8)
     theta = np.radians(25 + 360 * np.arange(VIEWS) / VIEWS)
     position = np.stack([3.2 * np.cos(theta), 3.2 * np.sin(theta), np.full(VIEWS, 1.7)], -1)
     target = np.array([0.0, 0.0, 0.6])
