@@ -140,13 +140,13 @@ def render_preview(scene: Any, result: Any, path: Path) -> Path:
     rotations = [np.asarray(c.matrix_world, dtype=np.float64)[:3, :3] for c in cameras]
     turned = [float(np.degrees(np.arccos(np.clip((np.trace(rotations[0].T @ r) - 1) / 2, -1, 1)))) for r in rotations]
     second = cameras[int(np.argmax(turned))] if len(cameras) > 1 else first
+    percent = max(1, min(100, round(100 * scale)))     # the photos' cameras render at the panel's size
 
     scene.render.engine = "CYCLES"
     scene.cycles.device = "CPU"
     scene.cycles.samples = PREVIEW_SAMPLES
     scene.cycles.transparent_max_bounces = PREVIEW_LAYERS
     scene.render.use_persistent_data = True            # one scene sync for the three renders
-    scene.render.resolution_percentage = 100
     scene.render.image_settings.file_format = "PNG"
     scene.view_settings.view_transform = "Standard"   # the photos' colours, not a film curve's
     saved_camera = scene.camera
@@ -158,7 +158,7 @@ def render_preview(scene: Any, result: Any, path: Path) -> Path:
         tiles = []
         for camera in (first, second):
             tiles.append(_fit(_read_image(Path(camera["photo"])), panel))
-            tiles.append(_fit(_render(scene, camera, path.with_name("preview-render.png")), panel))
+            tiles.append(_fit(_render(scene, camera, path.with_name("preview-render.png"), percent=percent), panel))
         if imported.points is not None:
             imported.points.hide_render = hidden[imported.points]
         outside, made = _outside_camera(scene, result, panel)
@@ -185,14 +185,17 @@ def render_preview(scene: Any, result: Any, path: Path) -> Path:
     return path
 
 
-def _render(scene: Any, camera: Any, path: Path, size: Optional[tuple[int, int]] = None) -> Any:
-    """Render through `camera` (an imported one: its photo's resolution; else `size` = (h, w)) → float RGB [h,w,3]."""
+def _render(scene: Any, camera: Any, path: Path, size: Optional[tuple[int, int]] = None, percent: int = 100) -> Any:
+    """Render through `camera` (an imported one: its photo's resolution and pixel aspect at `percent`;
+    else `size` = (h, w)) → float RGB [h,w,3]."""
     import bpy
 
     if size is None:
         importlib.import_module(PACKAGE + ".importers.cameras").set_render_camera(scene, camera)
+        scene.render.resolution_percentage = percent
     else:
         scene.camera = camera
+        scene.render.resolution_percentage = 100
         scene.render.resolution_y, scene.render.resolution_x = size
         scene.render.pixel_aspect_x = scene.render.pixel_aspect_y = 1.0
     scene.render.filepath = str(path)
@@ -268,7 +271,7 @@ def _outside_camera(scene: Any, result: Any, panel: tuple[int, int]) -> tuple[An
     data = bpy.data.cameras.new("Demo Preview")
     data.sensor_fit, data.lens, data.sensor_width = "HORIZONTAL", 30.0, 36.0
     half_fov = math.atan(min(1.0, panel[0] / panel[1]) * data.sensor_width / (2 * data.lens))
-    distance = radius / math.sin(half_fov) * 1.3
+    distance = radius / math.sin(half_fov) * 1.05
     direction = -look * math.cos(math.radians(35)) + up * math.sin(math.radians(35))   # behind, 35° up
     eye = centre + direction * distance
     forward = (centre - eye) / np.linalg.norm(centre - eye)
@@ -332,7 +335,7 @@ def main(argv: list[str]) -> int:
     try:
         run_demo(api, model, args.worker_python, args.out.absolute())
     finally:
-        importlib.import_module(f"{PACKAGE}.run").SESSION.shutdown()
+        importlib.import_module(f"{PACKAGE}.session").SESSION.shutdown()
     return 0
 
 
