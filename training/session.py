@@ -220,7 +220,6 @@ def run_session(args: argparse.Namespace) -> list[Path]:
     scratch.unlink()
 
     model.eval()
-    rows = evaluate_model(model, targs, args)
     sessions = (previous["sessions"] if previous else []) + [{
         "device": str(torch.cuda.get_device_name() if torch.device(args.device).type == "cuda" else args.device),
         "data_device": str(targs.data_device or args.device), "from_step": start, "to_step": done,
@@ -229,9 +228,12 @@ def run_session(args: argparse.Namespace) -> list[Path]:
     plan = {k: getattr(targs, k) for k in PLAN}
     plan["init"] = None if targs.init is None else str(targs.init)
     state = {"format": FORMAT, "version": 1, "plan": plan, "config": dataclasses.asdict(cfg), "step": done,
-             "sessions": sessions,
-             "eval": [dataclasses.asdict(r) for r in rows]}
-    files = write_state(args.out, state, model, log_rows, markdown_table(rows))
+             "sessions": sessions, "eval": []}
+    # the trained state first: a session cut short during the evaluation still returns its steps
+    write_state(args.out, state, model, log_rows, "(evaluation not finished)")
+    rows = evaluate_model(model, targs, args)
+    files = write_state(args.out, state | {"eval": [dataclasses.asdict(r) for r in rows]}, model, log_rows,
+                        markdown_table(rows))
     print(f"steps {start} → {done} in {train_seconds:.0f} s ({sessions[-1]['steps_per_second']} steps/s); "
           f"session {time.perf_counter() - began:.0f} s; wrote {', '.join(f.name for f in files)} to {args.out}")
     print(markdown_table(rows))
