@@ -163,7 +163,8 @@ def orbit(gen: torch.Generator, scene: Scene, n_views: int) -> Tensor:
     ``ORBIT_DISTANCE`` clear of them, one height per capture (±15 cm), aiming at the centre (±15 cm)."""
     mid = scene.centre
     start = 2 * math.pi * float(torch.rand((), generator=gen))
-    theta = start + 2 * math.pi * torch.arange(n_views) / n_views + math.radians(6) * (torch.rand(n_views, generator=gen) - 0.5)
+    jitter = math.radians(6) * (torch.rand(n_views, generator=gen) - 0.5)
+    theta = start + 2 * math.pi * torch.arange(n_views) / n_views + jitter
     clear = ORBIT_DISTANCE[0] + (ORBIT_DISTANCE[1] - ORBIT_DISTANCE[0]) * float(torch.rand((), generator=gen))
     distance = scene.subject_radius + clear
     height = ORBIT_HEIGHT[0] + (ORBIT_HEIGHT[1] - ORBIT_HEIGHT[0]) * float(torch.rand((), generator=gen))

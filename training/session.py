@@ -223,7 +223,8 @@ def run_session(args: argparse.Namespace) -> list[Path]:
     sessions = (previous["sessions"] if previous else []) + [{
         "device": str(torch.cuda.get_device_name() if torch.device(args.device).type == "cuda" else args.device),
         "data_device": str(targs.data_device or args.device), "from_step": start, "to_step": done,
-        "train_seconds": round(train_seconds, 1), "steps_per_second": round((done - start) / max(train_seconds, 1e-9), 3),
+        "train_seconds": round(train_seconds, 1),
+        "steps_per_second": round((done - start) / max(train_seconds, 1e-9), 3),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}]
     plan = {k: getattr(targs, k) for k in PLAN}
     plan["init"] = None if targs.init is None else str(targs.init)

@@ -149,8 +149,8 @@ def _world_colour(scene: Any, colour: tuple[float, float, float], strength: floa
     background.inputs["Strength"].default_value = strength
 
 
-def _light(kind: str, energy: float, location: tuple[float, float, float], rotation: tuple[float, float, float] = (0, 0, 0),
-           size: float = 1.0) -> None:
+def _light(kind: str, energy: float, location: tuple[float, float, float],
+           rotation: tuple[float, float, float] = (0, 0, 0), size: float = 1.0) -> None:
     lights: Any = bpy.data.lights
     data = lights.new(kind, kind)
     data.energy = energy
