@@ -15,6 +15,8 @@ Meshes, shader-node materials and lights are Blender's own, rendered by Cycles w
 :mod:`training.render`. The truth is Blender's own: for every pixel the ray through its centre is
 cast into the evaluated scene (``Scene.ray_cast``), so ``pts3d`` is exactly the surface the pixel's
 centre sees (rays that leave the scene are invalid). Photos are rendered at the network's input size.
+Besides the arrays of :mod:`training.validation`, ``truth.npz`` keeps ``world_points`` and
+``world_cam2world`` in Blender's world frame (Z up, metres) for checks against the scene itself.
 
 This file imports bpy and numpy only (it runs with a Blender Python, not the worker's).
 """
