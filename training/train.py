@@ -149,12 +149,18 @@ def data_device(args: argparse.Namespace) -> torch.device:
     return device
 
 
-def batch_loader(args: argparse.Namespace, cfg: ModelConfig, start: int, stop: int) -> DataLoader:
-    """Batches of steps ``start .. stop-1`` of the run's data (replayable from the seed)."""
+def batch_loader(args: argparse.Namespace, cfg: ModelConfig, start: int,
+                 stop: int) -> Iterable[dict[str, torch.Tensor]]:
+    """Batches of steps ``start .. stop-1`` of the run's data (replayable from the seed): on a GPU each
+    batch ray-cast in one pass in this process (``SyntheticScenes.batch``), on the CPU sample by
+    sample by the DataLoader's processes (or this one). Both give the same batches."""
     recipe = RECIPES[args.recipe or ("mvd" if args.stage == "mvd" else "mvdp-stage1")]
-    dataset = SyntheticScenes(cfg.img_size, seed=args.seed, world=WORLDS[args.world], device=data_device(args))
+    device = data_device(args)
+    dataset = SyntheticScenes(cfg.img_size, seed=args.seed, world=WORLDS[args.world], device=device)
     sampler = RecipeBatchSampler(recipe, args.batch_size, stop, args.seed, start, args.fixed_batch,
                                  render_views=args.render_weight > 0)
+    if device.type != "cpu":
+        return (dataset.batch(keys) for keys in sampler)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=args.workers,
                       worker_init_fn=_single_threaded_worker, persistent_workers=args.workers > 0)
 

@@ -10,7 +10,7 @@ import torch
 from mvdust3r_blender.engine.images import plan_resize
 from training.cameras import (ORBIT_DISTANCE, PAN_CLEARANCE, _prop_footprints, crop_focal, orbit, pan,
                               sample_intrinsics, sample_photo, sample_trajectory, walk)
-from training.dataset import SampleKey, SyntheticScenes
+from training.dataset import SampleKey, SyntheticScenes, _mix
 from training.render import render
 from training.scenes import Texture, random_scene
 from training.world import ROOMS_V1, WIDE, WORLDS
@@ -147,3 +147,17 @@ def test_the_wide_world_mixes_layouts_textures_and_lights() -> None:
     assert {s.light.direction.reshape(-1, 3).shape[0] for s in scenes} == {1, 2}
     v1 = [random_scene(seed) for seed in range(20)]
     assert all(s.layout == "room" and int(s.materials.kind.max()) < 5 for s in v1)
+
+
+def test_a_batch_renders_in_one_pass_as_its_samples_do_alone() -> None:
+    """``SyntheticScenes.batch`` (how a GPU makes its training batches: scenes padded to one shape,
+    ray-cast together) gives each sample exactly as ``dataset[key]`` does, rooms and turntables mixed."""
+    ds = SyntheticScenes((16, 24), seed=6, world=WIDE)
+    keys = [SampleKey(i, 3, 1) for i in range(6)]
+    assert {random_scene(_mix(ds.seed, k.index), WIDE).layout for k in keys} == {"room", "turntable"}
+    batch = ds.batch(keys)
+    assert batch["img"].shape == (6, 4, 3, 16, 24)
+    for i, key in enumerate(keys):
+        alone = ds[key]
+        for name, value in alone.items():
+            assert torch.equal(batch[name][i], value), (key, name)
