@@ -11,7 +11,7 @@ from mvdust3r_blender.engine.images import plan_resize
 from training.cameras import (ORBIT_DISTANCE, PAN_CLEARANCE, _prop_footprints, crop_focal, orbit, pan,
                               sample_intrinsics, sample_photo, sample_trajectory, walk)
 from training.dataset import SampleKey, SyntheticScenes, _mix
-from training.render import render
+from training.render import render, render_batch
 from training.scenes import Texture, random_scene
 from training.world import ROOMS_V1, WIDE, WORLDS
 
@@ -30,18 +30,21 @@ def test_the_renderer_makes_nothing_off_its_inputs_device() -> None:
     """With the default device set to `meta`, any tensor the renderer made without naming the
     device of its inputs would land on `meta` and fail to mix with them: a CUDA render would
     have met the same tensor on the CPU. The result is the plain CPU render, bit for bit."""
-    scene = random_scene(3, WIDE)
+    scenes = [random_scene(3, WIDE), random_scene(4, WIDE)]
     gen = torch.Generator().manual_seed(3)
-    K, c2w = sample_intrinsics(gen, 3, 24, 32, WIDE), sample_trajectory(gen, scene, 3, WIDE)
-    plain = render(scene, K, c2w, 24, 32)
+    K = torch.stack([sample_intrinsics(gen, 3, 24, 32, WIDE) for _ in scenes])
+    c2w = torch.stack([sample_trajectory(gen, s, 3, WIDE) for s in scenes])
+    plain = render_batch(scenes, K, c2w, 24, 32)
     torch.set_default_device("meta")
     try:
-        guarded = render(scene.to("cpu"), K, c2w, 24, 32)
+        guarded = render_batch([s.to("cpu") for s in scenes], K, c2w, 24, 32)
     finally:
         torch.set_default_device("cpu")
     for a, b in zip((plain.rgb, plain.depth, plain.valid, plain.world_points),
                     (guarded.rgb, guarded.depth, guarded.valid, guarded.world_points)):
         assert b.device.type == "cpu" and torch.equal(a, b)
+    single = render(scenes[1], K[1], c2w[1], 24, 32)
+    assert torch.equal(single.rgb, plain.rgb[1]) and torch.equal(single.world_points, plain.world_points[1])
 
 
 def test_dataset_renders_on_its_device_and_the_seed_decides_the_sample() -> None:
