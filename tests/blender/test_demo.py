@@ -1,7 +1,9 @@
 """The demo's core (demo/run_demo.py) through the installed extension, on the shipped default model
-and on the golden checkpoint: it writes a reloadable demo.blend and a preview PNG that is small and
-not blank, names the model it ran, and with random test weights says plainly, first and last, that
-the output is not a reconstruction."""
+and on the golden checkpoint: it writes a reloadable demo.blend and a preview PNG (two photos beside
+renders through their reconstructed cameras, and a view from outside with the cameras marked; small
+panels here to keep the test quick), names the model it ran, and with random test weights says
+plainly, first and last, that the output is not a reconstruction. The preview leaves the scene as
+the reconstruction made it."""
 from __future__ import annotations
 
 import importlib.util
@@ -17,6 +19,8 @@ import pytest
 from PIL import Image
 
 from installed import ROOT, module, worker_python
+
+W, H = 64, 48   # the preview's panels here (the photos are 4:3); the demo's own are PANEL_SIZE wide
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +41,8 @@ def worker(ext: ModuleType) -> Iterator[None]:
 
 @pytest.mark.parametrize("trained", [False, True], ids=["golden", "shipped"])
 def test_demo_writes_a_blend_and_a_preview(demo: ModuleType, worker: None, golden: Path, tmp_path: Path,
-                                           trained: bool) -> None:
+                                           trained: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(demo, "PANEL_SIZE", W)
     model = demo.Model(ROOT / "models" / "default.safetensors", trained=True) if trained else \
         demo.Model(golden / "mvd_reduced_ckpt.pth", trained=False)
     log = io.StringIO()
@@ -52,13 +57,23 @@ def test_demo_writes_a_blend_and_a_preview(demo: ModuleType, worker: None, golde
     assert result.views == 6 and result.blend == tmp_path / "demo" / "demo.blend"
 
     image = np.asarray(Image.open(result.preview).convert("RGB"), dtype=np.float32)
-    assert max(image.shape[:2]) <= demo.PREVIEW_SIZE and image.shape[:2] == (192, 256)  # the photos' 4:3
-    lit = (image.max(axis=2) > 20).mean()
-    if trained:  # a room: surfaces fill much of the frame, in the photos' colours
-        assert 0.05 < lit < 0.99, f"the preview is blank or flat ({lit:.1%} of pixels lit)"
-        assert len(np.unique(image.reshape(-1, 3) // 32, axis=0)) > 8
+    assert image.shape[:2] == (2 * H, 4 * W)            # 2×2 panels of the photos' 4:3, the outside view as big
+    photo = np.asarray(Image.open(ROOT / "samples" / "room" / "view_0.png").convert("RGB"), dtype=np.float32)
+    rows, cols = np.arange(H) * photo.shape[0] // H, np.arange(W) * photo.shape[1] // W
+    assert np.abs(image[:H, :W] - photo[rows][:, cols]).max() <= 1      # top left: the first photo itself
+    renders = np.concatenate([image[:H, W:2 * W], image[H:, W:2 * W]])
+    outside = image[:, 2 * W:]
+    lit = (renders.max(axis=2) > 20).mean()
+    if trained:  # a room: the Gaussians fill much of each camera's view, in the photos' colours
+        assert 0.3 < lit, f"the renders through the cameras are blank ({lit:.1%} of pixels lit)"
+        assert len(np.unique(renders.reshape(-1, 3) // 32, axis=0)) > 8
     else:        # random weights: a diffuse cloud, but something is drawn
-        assert lit > 0.005, f"the preview is blank ({lit:.1%} of pixels lit)"
+        assert (image[:, W:].max(axis=2) > 20).mean() > 0.005, "the renders are blank"
+    marker = (outside[..., 0] > 180) & (outside[..., 1] > 60) & (outside[..., 1] < 170) & (outside[..., 2] < 80)
+    assert marker.sum() >= 4, "the outside view shows no camera markers"
+    camera = bpy.context.scene.camera                    # the preview's own camera and markers are gone
+    assert camera is not None and camera.type == "CAMERA" and "W" in camera
+    assert not [o.name for o in bpy.data.objects if o.name.startswith("Demo Preview")]
 
     bpy.ops.wm.open_mainfile(filepath=str(result.blend))
     kinds = sorted(o.type for o in bpy.data.objects)
