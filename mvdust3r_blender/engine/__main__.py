@@ -17,7 +17,7 @@ from ..core.bundle import write_bundle
 from ..core.errors import OptionError, UserError
 from ..core.exports import needing_gaussians, parse_formats
 from ..core.options import add_arguments, cut_from_arguments, options_from_arguments
-from .errors import Cancelled, InputError
+from .errors import Cancelled, InputError, out_of_memory
 
 BUNDLE_NAME = "reconstruction.npz"
 
@@ -116,6 +116,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     except (UserError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (MemoryError, RuntimeError, ImportError) as exc:
+        memory = out_of_memory(exc, "reconstruct", args.device or "auto")
+        if memory is None:
+            raise
+        print(f"error: {memory}", file=sys.stderr)
         return 1
 
 

@@ -490,10 +490,62 @@ def test_out_of_memory_is_an_error_and_the_worker_serves_on(checkpoint: Path, tm
             client.wait(client.reconstruct([*photos[:3], huge], tmp_path / "huge.npz"), timeout=TIMEOUT)
         assert caught.value.code == "out_of_memory", caught.value
         assert "ran out of memory on cpu" in caught.value.message
-        assert "fewer or smaller photos" in caught.value.hint
+        assert "fewer or smaller photos" in caught.value.hint and "release other GPU memory" in caught.value.hint
+        assert "lower precision" in caught.value.hint and "the worker is still running" in caught.value.hint
         assert isinstance(client.wait(client.hello(), timeout=TIMEOUT), p.HelloEvent)
         again = client.wait(client.reconstruct(photos, tmp_path / "after.npz"), timeout=TIMEOUT)
         assert isinstance(again, p.ResultEvent) and again.model_reused
         assert resource.prlimit(client.pid, resource.RLIMIT_AS)[0] == cap  # still capped
     finally:
         assert client.shutdown(timeout=10) == 0, client.stderr_tail()
+
+
+def _import_peak() -> int:
+    """Bytes of address space the worker's Python peaks at when it imports torch and numpy."""
+    probe = "import torch, numpy; print(open('/proc/self/status').read())"
+    status = subprocess.run([PYTHON, "-c", probe], capture_output=True, text=True, timeout=TIMEOUT, check=True,
+                            env=WORKER_ENV).stdout
+    return next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmPeak:"))
+
+
+@pytest.mark.parametrize("share", [0.3, 0.55, 0.8])
+def test_a_worker_that_runs_out_of_memory_while_starting_says_so(tmp_path: Path, share: float) -> None:
+    """Issue 11 item 2: under an address-space limit below what importing torch needs, the worker fails
+    as it starts — an ImportError ("failed to map segment"), a MemoryError, std::bad_alloc (SIGABRT)
+    or SIGSEGV, depending on where the limit bites. Each is "ran out of memory", never a bug."""
+    limit_kib = int(_import_peak() * share) // 1024
+    capped = tmp_path / "python"
+    capped.write_text(f"#!/bin/sh\nulimit -v {limit_kib}\nexec {PYTHON} \"$@\"\n")
+    capped.chmod(0o755)
+    client = WorkerClient(capped, env=WORKER_ENV)
+    client.start()
+    try:
+        with pytest.raises(WorkerError) as caught:
+            client.wait(client.hello(), timeout=TIMEOUT)
+        error = caught.value
+        assert error.code in ("out_of_memory", "worker_exited"), error
+        assert "ran out of memory" in error.message, (error.message, error.hint)
+        assert "bug" not in error.hint
+        if error.code == "worker_exited":
+            assert "while starting" in error.message and "ulimit" in error.hint
+    finally:
+        client.shutdown(timeout=10)
+
+
+def test_any_allocator_failure_is_out_of_memory() -> None:
+    """torch's CPU allocator says "DefaultCPUAllocator: can't allocate memory" (a RuntimeError, not
+    torch.OutOfMemoryError); CUDA/MPS/the loader use other words. All are out of memory, with the hint."""
+    from mvdust3r_blender.engine.errors import out_of_memory
+
+    with pytest.raises(RuntimeError) as real:
+        torch.empty(1 << 60, dtype=torch.uint8)
+    assert "DefaultCPUAllocator" in str(real.value)
+    found = out_of_memory(real.value, "reconstruct", "cpu")
+    assert found is not None and found.code == "out_of_memory"
+    assert found.message.startswith("reconstruct ran out of memory on cpu: ") and "fewer" in found.hint
+    for text in ("CUDA out of memory. Tried to allocate 2.00 GiB", "MPS backend out of memory (MPS allocated: 1 GB)",
+                 "HIP out of memory", "std::bad_alloc"):
+        assert out_of_memory(RuntimeError(text), "load", "cuda:0") is not None, text
+    assert out_of_memory(ImportError("libtorch_cpu.so: failed to map segment from shared object"), "hello",
+                         "cpu") is not None
+    assert out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"), "reconstruct", "cpu") is None
