@@ -15,6 +15,13 @@ def folder_photos(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
+def display_name(text: str) -> str:
+    """`text` (a file name or path) as valid UTF-8: bytes of a file name that are not UTF-8, which
+    Python carries as lone surrogates (PEP 383), become U+FFFD. Blender's data-block names must be
+    UTF-8; the path itself is kept unchanged wherever a file is opened."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def exif_orientation(img: Any) -> int:
     """The EXIF orientation (1–8) of an open Pillow image; 1 (as stored) when absent or unreadable."""
     try:

@@ -19,6 +19,7 @@ import numpy as np
 from ..core.bundle import Bundle, read_bundle, srgb8_to_linear
 from ..core.conventions import (camera_matrix_world, grid_point_spacing, point_depths, transform_points,
                            transform_rotations)
+from ..core.photos import display_name
 from ..import_options import ImportOptions
 from .cameras import create_cameras
 from .gaussians import create_gaussians
@@ -57,11 +58,11 @@ def rollback_on_error() -> Iterator[None]:
 
 def collection_name(bundle: Bundle, bundle_path: Optional[str]) -> str:
     """The photos' folder name, else the bundle file's stem, else "Reconstruction"."""
-    folders = {Path(p).parent.name for p in bundle.photo_paths}
+    folders = {display_name(Path(p).parent.name) for p in bundle.photo_paths}
     if len(folders) == 1 and (folder := folders.pop()):
         return folder
     if bundle_path:
-        return Path(bundle_path).stem
+        return display_name(Path(bundle_path).stem)
     return "Reconstruction"
 
 

@@ -3,6 +3,7 @@ and the File > Import operator (thin over the API) reporting bad files with the 
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
@@ -149,3 +150,24 @@ def test_dropped_file_imports(make_bundle: Callable[..., Any], ext: ModuleType, 
     before = len(bpy.context.scene.collection.children)
     assert bpy.ops.import_scene.mvdust3r_bundle("INVOKE_DEFAULT", filepath=str(path)) == {"FINISHED"}
     assert len(bpy.context.scene.collection.children) == before + 1
+
+
+def test_photos_named_with_bytes_that_are_not_utf8_import(api: ModuleType, make_bundle: Callable[..., Any],
+                                                         tmp_path: Path) -> None:
+    """Issue 11 item 4: a bundle made from ``bad\\xff\\xfe.png`` (legal on Linux) imports: names show the
+    undecodable bytes as U+FFFD, the camera keeps the exact path and the photo still loads."""
+    bundle = make_bundle()
+    folder = os.fsencode(tmp_path) + b"/scans\xe9"
+    os.mkdir(folder)
+    renamed = []
+    for k, photo in enumerate(bundle.photo_paths):
+        raw = folder + b"/bad\xff\xfe" + bytes([0x80 + k]) + b".png"
+        os.rename(photo, raw)
+        renamed.append(os.fsdecode(raw))
+    bundle.photo_paths = renamed
+    result = api.import_bundle(bundle, image_planes=True)
+    assert result.collection.name == "scans\ufffd"
+    assert [c.name for c in result.cameras] == [f"bad\ufffd\ufffd\ufffd" if k == 0 else f"bad\ufffd\ufffd\ufffd.{k:03d}"
+                                                for k in range(3)]
+    assert [c["photo"] for c in result.cameras] == renamed
+    assert all(c.data.background_images[0].image.size[:] != (0, 0) for c in result.cameras)

@@ -334,6 +334,31 @@ def test_reconstruct_writes_the_requested_exports(served: WorkerClient, tmp_path
     assert ("export", 1.0) in [(e.stage, e.fraction) for e in seen if isinstance(e, p.ProgressEvent)]
 
 
+def test_file_names_that_are_not_utf8_cross_the_protocol_losslessly(served: WorkerClient, tmp_path: Path) -> None:
+    """Issue 11 item 4: photos named with bytes that are not UTF-8 (legal on Linux) reach the worker as
+    the same files, and come back in the bundle and the exports unchanged."""
+    made = make_photos(tmp_path / "photos", 3)
+    folder = os.fsencode(tmp_path / "photos")
+    photos = []
+    for i, photo in enumerate(made):
+        raw = folder + b"/bad\xff\xfe" + bytes([0x80 + i]) + b".png"
+        os.rename(photo, raw)
+        photos.append(Path(os.fsdecode(raw)))
+    output = Path(os.fsdecode(os.fsencode(tmp_path) + b"/out\xe9/scene.npz"))
+    line = p.encode(p.ReconstructRequest(id="r", photos=[str(x) for x in photos], output=str(output)))
+    assert line.isascii() and p.decode_request(line.encode("ascii")).photos == [str(x) for x in photos]
+    result = served.wait(served.reconstruct(photos, output, exports=["colmap", "ply"],
+                                            export_dir=output.parent / "exports"), timeout=TIMEOUT)
+    assert isinstance(result, p.ResultEvent) and result.bundle == str(output)
+    assert os.path.isfile(os.fsencode(output))
+    bundle = read_bundle(output)
+    assert [os.fsencode(x) for x in bundle.photo_paths] == [os.fsencode(x) for x in photos]
+    images = Path(result.exports["colmap"]) / "images"
+    assert sorted(os.fsencode(x.name) for x in images.iterdir()) == sorted(os.fsencode(x.name) for x in photos)
+    listed = (images.parent / "sparse" / "0" / "images.txt").read_bytes()
+    assert all(b" " + os.fsencode(x.name) + b"\n" in listed for x in photos)   # the names on disk, as bytes
+
+
 def test_cancel_stops_a_running_reconstruction_within_a_second(served: WorkerClient, many_photos: list[Path],
                                                                tmp_path: Path) -> None:
     output = tmp_path / "cancelled.npz"
