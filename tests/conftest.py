@@ -5,9 +5,12 @@ Test runs never write into the user's checkpoint cache: unless the caller chose 
 """
 from __future__ import annotations
 
+import errno
 import os
+import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,3 +33,25 @@ def golden_dir() -> Path:
 @pytest.fixture(scope="session")
 def golden() -> Path:
     return golden_dir()
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a real, full file system: a 1 MiB tmpfs mounted under tmp_path and filled to the
+    last byte (so creating an empty file works, writing any data fails with ENOSPC). Mounting needs
+    root, which the test machines have; elsewhere this fails loudly rather than skipping."""
+    if os.geteuid() != 0:
+        pytest.fail("the full-disk tests mount a small tmpfs, which needs root")
+    mount = tmp_path / "full-disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    try:
+        with open(mount / "filler", "wb", buffering=0) as filler:
+            try:
+                while True:
+                    filler.write(b"\0" * 4096)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=True)

@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .atomic import atomic_file
+from .atomic import atomic_file, write_failure
 from .errors import UserError
 
 FORMAT = "mvdust3r-bundle"
@@ -122,7 +122,8 @@ _REQUIRED = ("images", "pts3d", "conf", "intrinsics", "cam2world", "photo_size",
 
 
 def write_bundle(bundle: Bundle, path: str | os.PathLike[str]) -> Path:
-    """Validate `bundle` and write it to `path` atomically (a reader never sees half a file)."""
+    """Validate `bundle` and write it to `path` atomically (a reader never sees half a file);
+    :class:`BundleError` names the file when it cannot be written (a full disk is said so)."""
     path = Path(path)
     bundle.validate(str(path))
     meta = {**bundle.meta, "format": FORMAT, "version": VERSION}
@@ -133,9 +134,12 @@ def write_bundle(bundle: Bundle, path: str | os.PathLike[str]) -> Path:
             arrays[name] = np.ascontiguousarray(value, dtype=_DTYPES.get(name, np.float32))
     arrays["photo_paths"] = np.array([str(p) for p in bundle.photo_paths], dtype=np.str_)
     arrays["meta"] = np.array(json.dumps(meta))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    except OSError as exc:  # a full disk, an unwritable folder: name the file (nothing half-written is left)
+        raise BundleError(*write_failure(path, exc)) from exc
     return path
 
 

@@ -36,7 +36,7 @@ from ..core.protocol import (AckEvent, CancelRequest, DeviceInfo, ErrorEvent, Ev
                         ReconstructRequest, ReleaseRequest, Request, ResultEvent, ShutdownRequest,
                         PROTOCOL_VERSION, decode_request, encode)
 from ..core.errors import UserError
-from .errors import Cancelled, EngineError, InputError, out_of_memory
+from .errors import Cancelled, EngineError, out_of_memory
 
 if TYPE_CHECKING:                  # torch loads lazily: the worker answers hello without it
     from .model import MultiViewModel
@@ -315,11 +315,7 @@ class Worker:
         if job.cancel.is_set():
             raise Cancelled(f"reconstruct request {request.id!r} was cancelled")
         written = time.perf_counter()
-        try:
-            write_bundle(bundle, output)
-        except OSError as exc:
-            raise InputError(f"cannot write the bundle {output}: {exc.strerror or exc}",
-                             "choose an output file in a folder you can write to, with free space") from exc
+        write_bundle(bundle, output)
         timings = {str(k): float(v) for k, v in dict(bundle.meta.get("timings", {})).items()
                    if isinstance(v, (int, float))}
         timings["write"] = round(time.perf_counter() - written, 4)

@@ -532,3 +532,21 @@ def test_exported_files_and_folders_follow_the_umask(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(paths["ply"].stat().st_mode) == 0o644
     assert stat.S_IMODE(paths["colmap"].stat().st_mode) == 0o755
+
+
+def test_a_full_disk_names_the_file_and_leaves_nothing(bundle, full_disk):
+    """Issue 11 item 6: the disk fills up while an export is written: an ExportError that names the
+    file and says the disk is full (never a raw OSError), and no partial file is left."""
+    with pytest.raises(ExportError) as caught:
+        export(bundle, ["ply", "glb"], full_disk)
+    assert caught.value.message == f"cannot write {full_disk / 'points.ply'}: the disk is full (no space left on it)"
+    assert "free some space" in caught.value.hint
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
+
+
+def test_a_full_disk_while_writing_a_bundle_is_a_bundle_error(bundle, full_disk):
+    from mvdust3r_blender.core.bundle import BundleError, write_bundle
+
+    with pytest.raises(BundleError, match=f"cannot write {full_disk / 'scene.npz'}: the disk is full"):
+        write_bundle(bundle, full_disk / "scene.npz")
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]

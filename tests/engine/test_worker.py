@@ -359,6 +359,23 @@ def test_file_names_that_are_not_utf8_cross_the_protocol_losslessly(served: Work
     assert all(b" " + os.fsencode(x.name) + b"\n" in listed for x in photos)   # the names on disk, as bytes
 
 
+def test_a_full_disk_is_named_never_a_bug(served: WorkerClient, tmp_path: Path, full_disk: Path) -> None:
+    """Issue 11 item 6: exports or the bundle onto a full disk: the file is named, the disk called
+    full, no partial file is left, and the worker serves on."""
+    photos = make_photos(tmp_path / "photos", 3)
+    with pytest.raises(WorkerError) as caught:
+        served.wait(served.reconstruct(photos, tmp_path / "scene.npz", exports=["ply"], export_dir=full_disk),
+                    timeout=TIMEOUT)
+    assert (caught.value.code, caught.value.message) == (
+        "export", f"cannot write {full_disk / 'points.ply'}: the disk is full (no space left on it)")
+    with pytest.raises(WorkerError) as caught:
+        served.wait(served.reconstruct(photos, full_disk / "scene.npz"), timeout=TIMEOUT)
+    assert (caught.value.code, caught.value.message) == (
+        "bundle", f"cannot write {full_disk / 'scene.npz'}: the disk is full (no space left on it)")
+    assert "bug" not in caught.value.hint and sorted(p.name for p in full_disk.iterdir()) == ["filler"]
+    assert isinstance(served.wait(served.reconstruct(photos, tmp_path / "after.npz"), timeout=TIMEOUT), p.ResultEvent)
+
+
 def test_cancel_stops_a_running_reconstruction_within_a_second(served: WorkerClient, many_photos: list[Path],
                                                                tmp_path: Path) -> None:
     output = tmp_path / "cancelled.npz"
