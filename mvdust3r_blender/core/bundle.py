@@ -75,7 +75,7 @@ class Bundle:
     def validate(self, source: str = "bundle") -> None:
         """Raise :class:`BundleError` naming `source` and the first array (field) that is malformed:
         wrong type, dtype or shape, NaN/infinite values, a value out of its range (confidence and
-        Gaussian scales > 0, opacity in (0,1), unit quaternions, positive focal lengths and photo
+        Gaussian scales > 0, opacity in [0,1], unit quaternions, positive focal lengths and photo
         sizes, a non-empty crop box) or a camera matrix that cannot be inverted."""
         def fail(name: str, problem: str) -> None:
             raise BundleError(f"{source}: '{name}' {problem}")
@@ -129,9 +129,9 @@ class Bundle:
             if value is not None and not np.all(value > 0):
                 fail(name, f"holds {what} <= 0 {where(value <= 0)}, minimum {float(value.min()):.6g}; they must be > 0")
         if self.gaussian_opacity is not None:
-            outside = (self.gaussian_opacity <= 0) | (self.gaussian_opacity >= 1)
+            outside = (self.gaussian_opacity < 0) | (self.gaussian_opacity > 1)
             if outside.any():
-                fail("gaussian_opacity", f"holds values outside (0,1) {where(outside)}")
+                fail("gaussian_opacity", f"holds values outside [0,1] {where(outside)}")
         if self.gaussian_rotation is not None:
             off = np.abs(np.linalg.norm(self.gaussian_rotation.astype(np.float64), axis=-1) - 1.0) > 1e-3
             if off.any():

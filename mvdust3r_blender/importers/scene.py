@@ -99,8 +99,10 @@ def import_reconstruction(bundle: Bundle, options: ImportOptions, scene: bpy.typ
                 spacing = grid_point_spacing(bundle.pts3d, bundle.intrinsics, bundle.cam2world, bundle.crop_box)
                 radius = 0.5 * spacing * options.point_size
             view = np.repeat(np.arange(n, dtype=np.int32), h * w)
-            result.points = create_points(f"{name} Points", positions, colors, conf, view, threshold, radius, collection)
-            shown = int((conf >= threshold).sum())
+            kept = options.cut.keep(conf)
+            result.points = create_points(f"{name} Points", positions, colors, conf, view, threshold, radius, collection,
+                                          cut_at_tie=(conf >= threshold) & ~kept)
+            shown = int(kept.sum())
             result.report.append(f"{conf.size} points ({shown} shown at confidence ≥ {threshold:.3g}, radius {radius:.3g})")
         if options.cameras:
             scene_scale = float(np.median(np.abs(point_depths(bundle.pts3d, bundle.cam2world))))

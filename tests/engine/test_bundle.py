@@ -159,7 +159,7 @@ MALFORMED = {  # issue 11 item 3: each is a BundleError naming the file and the 
     "negative confidence": (_scaled("conf", -1.0), "'conf' holds confidences <= 0 (view 0)"),
     "zero confidence": (_set("conf", (2, 1, 1), 0.0), "'conf' holds confidences <= 0 (view 2)"),
     "negative scales": (_set("gaussian_scale", (1, 0, 0, 2), -0.1), "'gaussian_scale' holds Gaussian scales"),
-    "opacity of 1.5": (_set("gaussian_opacity", (0, 0, 0), 1.5), "'gaussian_opacity' holds values outside (0,1)"),
+    "opacity of 1.5": (_set("gaussian_opacity", (0, 0, 0), 1.5), "'gaussian_opacity' holds values outside [0,1]"),
     "zero quaternion": (_set("gaussian_rotation", (0, 2, 2), 0.0), "'gaussian_rotation' holds quaternions"),
     "focal length 0": (_set("intrinsics", (1, 0, 0), 0.0), "'intrinsics' is not a camera matrix"),
     "photo size 0": (_set("photo_size", (0, 0), 0), "'photo_size' holds a photo size below 1 pixel"),

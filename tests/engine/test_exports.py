@@ -550,3 +550,21 @@ def test_a_full_disk_while_writing_a_bundle_is_a_bundle_error(bundle, full_disk)
     with pytest.raises(BundleError, match=f"cannot write {full_disk / 'scene.npz'}: the disk is full"):
         write_bundle(bundle, full_disk / "scene.npz")
     assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
+
+
+def test_tied_confidences_still_lose_the_stated_share(bundle, tmp_path):
+    """Issue 11 item 8: with a third of the confidences exactly 1.0, the default cut leaves out exactly
+    int(total·3 %) points (the demo's rule would leave out none), the same ones every time, spread
+    over the views; without ties the rule is the demo's."""
+    rng = np.random.default_rng(5)
+    bundle.conf[rng.random(bundle.conf.shape) < 0.34] = 1.0
+    keep = ConfidenceCut().keep(bundle.conf)
+    total = bundle.conf.size
+    assert demo_mask(bundle.conf).all()                        # the demo's rule: nothing left out
+    assert int(total - keep.sum()) == int(total * 0.03) > 0
+    assert np.array_equal(keep, ConfidenceCut().keep(bundle.conf.copy()))
+    assert bundle.conf[~keep].max() == 1.0 and (~keep).reshape(bundle.num_views, -1).any(axis=1).sum() >= 2
+    ply = export(bundle, ["ply"], tmp_path)["ply"]
+    assert len(PlyData.read(str(ply))["vertex"]) == int(keep.sum())
+    big = np.random.default_rng(1).uniform(1, 9, 10_000).astype(np.float32)
+    assert np.array_equal(ConfidenceCut().keep(big), demo_mask(big))
