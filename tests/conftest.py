@@ -5,8 +5,10 @@ Test runs never write into the user's checkpoint cache: unless the caller chose 
 """
 from __future__ import annotations
 
+import atexit
 import errno
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,7 +20,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-os.environ.setdefault("MVDUST3R_CACHE_DIR", tempfile.mkdtemp(prefix="mvdust3r-test-cache-"))
+if "MVDUST3R_CACHE_DIR" not in os.environ:   # this run's own cache, removed when the run ends
+    os.environ["MVDUST3R_CACHE_DIR"] = tempfile.mkdtemp(prefix="mvdust3r-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["MVDUST3R_CACHE_DIR"], True)
 
 
 def golden_dir() -> Path:
