@@ -312,12 +312,12 @@ class WorkerClient:
         a signal memory exhaustion sends before it had answered anything; else ``""``. A signal
         after the worker has answered (someone may have killed it) is left as its exit code."""
         said = any(mentions_out_of_memory(line) for line in tail)
-        died = code is not None and code < 0 and -code in _MEMORY_SIGNALS
+        signal_name = _MEMORY_SIGNALS.get(-code, "") if code is not None and code < 0 else ""
         starting = "" if self._answered else " while starting"
-        if said and (died or not self._answered):
+        if said and (signal_name or not self._answered):
             return f"ran out of memory{starting}"
-        if died and not self._answered:
-            return f"most likely ran out of memory while starting (it died of {_MEMORY_SIGNALS[-code]})"
+        if signal_name and not self._answered:
+            return f"most likely ran out of memory while starting (it died of {signal_name})"
         return ""
 
     @staticmethod

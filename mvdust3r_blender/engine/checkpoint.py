@@ -638,7 +638,7 @@ def tensor_digests(tensors: Mapping[str, torch.Tensor]) -> dict[str, str]:
     could rewrite the checksums too)."""
     def crc(tensor: torch.Tensor) -> int:
         flat = tensor.detach().contiguous().reshape(-1)
-        return zlib.crc32(flat.view(torch.uint8).numpy()) if flat.numel() else 0
+        return zlib.crc32(flat.view(torch.uint8).numpy().data) if flat.numel() else 0
 
     return {key: f"{crc(tensor):08x}" for key, tensor in tensors.items()}
 
