@@ -433,7 +433,7 @@ def test_cancel_all_covers_running_and_queued_requests(served: WorkerClient, man
     (lambda d: p.ReconstructRequest(photos=[str(d / "a.png"), str(d / "gone.png")], output=str(d / "o.npz")),
      "input", "gone.png: no such file", True),
     (lambda d: p.ReconstructRequest(photos=[str(d / "a.png"), str(d / "photo_001.png")],
-                                    output=str(d / "notes.pth" / "o.npz")), "input", "cannot write the bundle", True),
+                                    output=str(d / "notes.pth" / "o.npz")), "bundle", "notes.pth/o.npz: Not a directory", True),
     # Export requests are checked before any work (valid photos: nothing else would stop the run).
     (lambda d: p.ReconstructRequest(photos=[str(d / "a.png"), str(d / "photo_001.png")], output=str(d / "o.npz"),
                                     exports=["ply", "obj"], export_dir=str(d / "x")),
