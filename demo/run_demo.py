@@ -22,16 +22,19 @@ so at the start and the end.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import importlib
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Optional, TextIO
+from typing import Any, Iterator, Optional, TextIO
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples" / "room"
@@ -109,11 +112,13 @@ def run_demo(api: ModuleType, model: Model, python: Path, out_dir: Path, photos:
 
     started = time.perf_counter()
     reconstruction.show_through_first_camera(result)
-    blend = reconstruction.save_blend(out_dir / "demo.blend")
+    with blender_quiet():
+        blend = reconstruction.save_blend(out_dir / "demo.blend")
     stage("save demo.blend", started)
 
     started = time.perf_counter()
-    preview = render_preview(bpy.context.scene, result, out_dir / "preview.png")
+    with blender_quiet():
+        preview = render_preview(bpy.context.scene, result, out_dir / "preview.png")
     stage(f"Cycles preview ({PREVIEW_SAMPLES} spp)", started)
 
     print(f"\n{result.views} photos → {len(result.objects)} objects ({result.points} points, "
@@ -306,6 +311,33 @@ def _outside_camera(scene: Any, result: Any, panel: tuple[int, int]) -> tuple[An
     return camera, made
 
 
+@contextlib.contextmanager
+def blender_quiet() -> Iterator[None]:
+    """Send Blender's own lines (``STATUS Installed ...``, ``Info: Saved copy as ".x.part.blend"``, the
+    render's ``Saved: ...``) to the null device: Blender prints them from C to file descriptor 1 and
+    through Python's ``sys.stdout``, so both are redirected while the block runs. Errors still raise."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):  # both levels: Python's too
+            os.dup2(null.fileno(), 1)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()   # Python's prints made inside go to the null device too,
+                _flush_c_stdout()    # and so do C's, which stdio holds in its buffer when not on a terminal
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _flush_c_stdout() -> None:
+    """``fflush(NULL)``: write out every C stdio buffer (Blender's printf lines) now."""
+    import ctypes
+
+    ctypes.CDLL(None).fflush(None)
+
+
 def install(zip_path: Path) -> ModuleType:
     """Install and enable the extension zip in this Blender (user folder already set); its api module."""
     import bpy
@@ -326,11 +358,13 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     model = pick_model(override=args.checkpoint)
     user = tempfile.mkdtemp(prefix="mvdust3r-demo-blender-")
+    atexit.register(shutil.rmtree, user, True)   # the installed copy goes when the demo ends
     os.environ["BLENDER_USER_RESOURCES"] = user  # before bpy is imported: nothing goes to ~/.config
     started = time.perf_counter()
     import bpy  # noqa: F401
 
-    api = install(args.zip)
+    with blender_quiet():
+        api = install(args.zip)
     print(f"  {'install the extension':<28} {time.perf_counter() - started:6.1f} s", flush=True)
     try:
         run_demo(api, model, args.worker_python, args.out.absolute())

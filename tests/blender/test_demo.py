@@ -41,12 +41,16 @@ def worker(ext: ModuleType) -> Iterator[None]:
 
 @pytest.mark.parametrize("trained", [False, True], ids=["golden", "shipped"])
 def test_demo_writes_a_blend_and_a_preview(demo: ModuleType, worker: None, golden: Path, tmp_path: Path,
-                                           trained: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+                                           trained: bool, monkeypatch: pytest.MonkeyPatch,
+                                           capfd: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(demo, "PANEL_SIZE", W)
     model = demo.Model(ROOT / "models" / "default.safetensors", trained=True) if trained else \
         demo.Model(golden / "mvd_reduced_ckpt.pth", trained=False)
     log = io.StringIO()
+    capfd.readouterr()
     result = demo.run_demo(module("api"), model, Path(worker_python()), tmp_path / "demo", log=log)
+    blender_said = capfd.readouterr().out
+    assert ".part.blend" not in blender_said and "Saved" not in blender_said, blender_said  # Blender's noise
     text = log.getvalue().strip().splitlines()
     if trained:
         assert text[0].startswith(f"model: {model.checkpoint}") and "synthetic rooms" in text[0]
@@ -98,3 +102,22 @@ def test_the_samples_are_small_and_complete() -> None:
     assert len(photos) == 6
     assert sum(p.stat().st_size for p in photos) < 1_000_000
     assert all(Image.open(p).size == (320, 240) for p in photos)
+
+
+def test_the_demo_command_leaves_no_folders_and_prints_no_blender_noise(extension_zip: Path, tmp_path: Path) -> None:
+    """Issue 11 item 9: the demo as ``build.py demo`` runs it, with its own empty temporary folder: it
+    leaves neither its Blender user folder nor a bundle folder there, and prints only its own lines."""
+    import os
+    import subprocess
+
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "BLENDER_USER_RESOURCES"} | {"TMPDIR": str(temporary)}
+    run = subprocess.run([sys.executable, str(ROOT / "demo" / "run_demo.py"), "--zip", str(extension_zip),
+                          "--worker-python", worker_python(), "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert sorted(p.name for p in temporary.iterdir()) == []
+    for noise in ("STATUS", "Info:", ".part.blend", "Saved", "TOML"):
+        assert noise not in run.stdout, run.stdout
+    assert "install the extension" in run.stdout and str(tmp_path / "out" / "demo.blend") in run.stdout
