@@ -121,3 +121,20 @@ def rasterize(means: np.ndarray, wxyz: np.ndarray, scales: np.ndarray, opacity: 
             colour_out[:, channel] = np.bincount(pixel, weight * colour[gauss, channel], minlength=height * width)
         transmittance = np.exp(np.bincount(pixel, log_keep[used], minlength=height * width))
     return SplatImage(colour=colour_out.reshape(height, width, -1), alpha=(1.0 - transmittance).reshape(height, width))
+
+
+def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
+    """sRGB encoding of linear values in [0,1] (what a PNG of the render holds)."""
+    x = np.clip(linear, 0.0, 1.0)
+    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
+
+
+def psnr(image: SplatImage, reference: SplatImage) -> float:
+    """PSNR (dB) of the sRGB-encoded premultiplied colours (the images over black) in [0,1]."""
+    mse = float(np.mean((linear_to_srgb(image.colour) - linear_to_srgb(reference.colour)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
+
+
+def alpha_iou(image: SplatImage, reference: SplatImage) -> float:
+    """Soft intersection over union of the two alpha mattes: Σ min(a, b) / Σ max(a, b)."""
+    return float(np.minimum(image.alpha, reference.alpha).sum() / max(np.maximum(image.alpha, reference.alpha).sum(), 1e-12))

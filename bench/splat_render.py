@@ -1,0 +1,117 @@
+"""Benchmark: imported Gaussians rendered by Blender against the reference 3DGS rasteriser.
+
+    .venv-blender-5.0/bin/python bench/splat_render.py --count 100000 [--width 320 --height 240]
+        [--samples 16 64] [--engine CYCLES|EEVEE] [--keep DIR]
+
+Builds and installs the extension (as the tests do), imports the plane-and-sphere scene of the
+tests (``tests/blender/splat_scenes.py``) with the add-on's defaults, makes the scene's own camera
+the render camera, and renders it once per sample count (Cycles on the CPU without denoising, or
+EEVEE). Prints per render: the time of the render, PSNR of the colour and the soft alpha IoU against
+``tests/blender/splat_reference.py`` (EWA + 0.3 px² low-pass, α ≤ 0.99, front-to-back). Results go
+to docs/benchmarks.md ("Splat rendering") by hand, with the machine and date.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+USER = tempfile.mkdtemp(prefix="mvd-bench-user-")
+os.environ["BLENDER_USER_RESOURCES"] = USER
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "blender"))
+
+import bpy  # noqa: E402
+import numpy as np  # noqa: E402
+from blender_queries import render_exr  # noqa: E402
+from splat_reference import SplatImage, alpha_iou, psnr, rasterize  # noqa: E402
+from splat_scenes import plane_and_sphere  # noqa: E402
+
+PACKAGE = "bl_ext.user_default.mvdust3r_blender"
+
+
+def install_extension(work: Path) -> None:
+    spec = importlib.util.spec_from_file_location("mvdust3r_build_script", ROOT / "build.py")
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = build
+    spec.loader.exec_module(build)
+    zip_path = build.build_extension(stage=work / "stage", out_dir=work / "dist")
+    bpy.ops.extensions.package_install_files(filepath=str(zip_path), repo="user_default", enable_on_install=True)
+
+
+def reference_image(bundle: object, srgb8_to_linear: object) -> SplatImage:
+    """The reference rasteriser's image of `bundle`'s Gaussians from its view 0, in linear colour."""
+    b = bundle
+    width, height = (int(v) for v in b.photo_size[0])  # type: ignore[attr-defined]
+    return rasterize(b.pts3d.reshape(-1, 3), b.gaussian_rotation.reshape(-1, 4),  # type: ignore[attr-defined]
+                     b.gaussian_scale.reshape(-1, 3), b.gaussian_opacity.reshape(-1),  # type: ignore[attr-defined]
+                     srgb8_to_linear(b.images.reshape(-1, 3)),  # type: ignore[attr-defined,operator]
+                     np.linalg.inv(b.cam2world[0].astype(np.float64)), b.intrinsics[0], width, height)  # type: ignore[attr-defined]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=100_000)
+    parser.add_argument("--width", type=int, default=320)
+    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--samples", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--engine", choices=["CYCLES", "EEVEE"], default="CYCLES")
+    parser.add_argument("--keep", type=Path, help="keep the renders (EXR) in this folder")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="mvd-bench-"))
+    try:
+        install_extension(work)
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        if PACKAGE not in bpy.context.preferences.addons:
+            bpy.ops.preferences.addon_enable(module=PACKAGE)
+        api = importlib.import_module(f"{PACKAGE}.api")
+        bundle_module = importlib.import_module(f"{PACKAGE}.bundle")
+        rotations = importlib.import_module(f"{PACKAGE}.rotations")
+        bundle = plane_and_sphere(bundle_module.Bundle, rotations.quaternion_from_matrix, args.count,
+                                  args.width, args.height)
+        t = time.perf_counter()
+        reference = reference_image(bundle, bundle_module.srgb8_to_linear)
+        reference_time = time.perf_counter() - t
+        t = time.perf_counter()
+        result = api.import_bundle(bundle, points=False, background_images=False)
+        import_time = time.perf_counter() - t
+        scene = bpy.context.scene
+        bpy.ops.mvdust3r_blender.set_render_camera(camera=result.cameras[0].name)
+        print(f"bpy {bpy.app.version_string}, Python {platform.python_version()}, {platform.machine()}, "
+              f"{os.cpu_count()} CPUs; {bundle.conf.size:,} Gaussians at {args.width}×{args.height}; "
+              f"import {import_time:.2f} s; reference rasteriser {reference_time:.2f} s; report: {result.report}")
+        if args.engine == "EEVEE":
+            scene.render.engine = "BLENDER_EEVEE" if bpy.app.version >= (5, 0, 0) else "BLENDER_EEVEE_NEXT"
+        else:
+            scene.render.engine = "CYCLES"
+            scene.cycles.device = "CPU"
+            scene.cycles.use_denoising = False
+        scene.render.film_transparent = True
+        out = args.keep or work
+        out.mkdir(parents=True, exist_ok=True)
+        for samples in args.samples:
+            if args.engine == "EEVEE":
+                scene.eevee.taa_render_samples = samples
+            else:
+                scene.cycles.samples = samples
+            t = time.perf_counter()
+            colour, alpha = render_exr(scene, out / f"{args.engine.lower()}-{bundle.conf.size}-{samples}.exr")
+            seconds = time.perf_counter() - t
+            image = SplatImage(colour=colour, alpha=alpha)
+            print(f"{args.engine} {samples:4d} samples: {seconds:7.2f} s  PSNR {psnr(image, reference):5.2f} dB  "
+                  f"alpha IoU {alpha_iou(image, reference):.3f}", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(USER, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
