@@ -168,14 +168,18 @@ def gaussians_node_group(name: str, material: bpy.types.Material) -> bpy.types.G
                      (1050, -850))
     extent = vector_math_node(group, "SCALE", dilated.outputs[0], group_in.outputs[SCALE_MULTIPLIER], (1050, -1100))
 
+    rotation = named_attribute(nodes, "rot", "QUATERNION", (800, -300)).outputs["Attribute"]
+    round_ = math_node(group, "SUBTRACT", 1.0, flat, (1100, -550))
+    shell = math_node(group, "MULTIPLY", round_, math_node(group, "SUBTRACT", 1.0, has_camera, (1000, -650)), (1100, -650))
+    facing = math_node(group, "MULTIPLY", round_, has_camera, (1100, -750))
+
     stored_points = delete.outputs["Geometry"]
-    for attr, value, y in ((SIGMAS_ATTRIBUTE, group_in.outputs[SCALE_MULTIPLIER], 200),
-                           (SHELL_ATTRIBUTE, math_node(group, "SUBTRACT", 1.0, flat, (1100, -700)), 0)):
+    for attr, value, x in ((SIGMAS_ATTRIBUTE, group_in.outputs[SCALE_MULTIPLIER], -400), (SHELL_ATTRIBUTE, shell, -200)):
         store = nodes.new("GeometryNodeStoreNamedAttribute")
         setattr(store, "data_type", "FLOAT")
         setattr(store, "domain", "POINT")
         store.inputs["Name"].default_value = attr  # type: ignore[attr-defined]
-        store.location = (-400 + 200 * (y == 0), 400)
+        store.location = (x, 400)
         links.new(stored_points, store.inputs["Geometry"])
         links.new(value, store.inputs["Value"])
         stored_points = store.outputs["Geometry"]
@@ -193,11 +197,10 @@ def gaussians_node_group(name: str, material: bpy.types.Material) -> bpy.types.G
     smooth = nodes.new("GeometryNodeSetShadeSmooth")
     smooth.location = (800, 100)
     links.new(sphere.outputs["Mesh"], smooth.inputs[0])
-    rotation = named_attribute(nodes, "rot", "QUATERNION", (800, -300)).outputs["Attribute"]
     join = nodes.new("GeometryNodeJoinGeometry")
-    join.location = (1250, 200)
-    not_flat = math_node(group, "SUBTRACT", 1.0, flat, (1100, -550))
-    for shape, selection, y in ((disc.outputs["Mesh"], flat, 400), (smooth.outputs[0], not_flat, 100)):
+    join.location = (1600, 200)
+    for shape, selection, y in ((disc.outputs["Mesh"], flat, 500), (disc.outputs["Mesh"], facing, 300),
+                                (smooth.outputs[0], shell, 100)):
         with_material = nodes.new("GeometryNodeSetMaterial")
         with_material.inputs["Material"].default_value = material  # type: ignore[attr-defined]
         with_material.location = (950, y)
@@ -209,7 +212,15 @@ def gaussians_node_group(name: str, material: bpy.types.Material) -> bpy.types.G
         links.new(with_material.outputs["Geometry"], instance.inputs["Instance"])
         links.new(rotation, instance.inputs["Rotation"])
         links.new(extent, instance.inputs["Scale"])
-        links.new(instance.outputs["Instances"], join.inputs[0])
+        instances = instance.outputs["Instances"]
+        if selection is facing:
+            turned = nodes.new("GeometryNodeSetInstanceTransform")
+            turned.location = (1300, y)
+            links.new(instances, turned.inputs["Instances"])
+            links.new(facing_transform(group, offset, rotation, dilated.outputs[0], position.outputs[0],
+                                       group_in.outputs[SCALE_MULTIPLIER]), turned.inputs["Transform"])
+            instances = turned.outputs["Instances"]
+        links.new(instances, join.inputs[0])
     links.new(join.outputs[0], group_out.inputs["Geometry"])
     return group
 
@@ -266,6 +277,49 @@ def prepare_render(scene: bpy.types.Scene) -> list[str]:
             setattr(cycles, setting, needed)
             lines.append(f"Cycles {where}: {before} → {needed} for the splats (Undo reverts it with the import)")
     return lines
+
+
+def facing_transform(group: bpy.types.GeometryNodeTree, offset: bpy.types.NodeSocket, rotation: bpy.types.NodeSocket,
+                     sigma: bpy.types.NodeSocket, position: bpy.types.NodeSocket,
+                     multiplier: bpy.types.NodeSocket) -> bpy.types.NodeSocket:
+    """The instance matrix of a disc that faces the camera in the Gaussian's own normalised frame.
+
+    In that frame (x = R·diag(σ)·u) the Gaussian is isotropic. With D the unit direction from the
+    camera to the centre there, and (e₁, e₂, D) orthonormal, the matrix R·diag(σ)·[e₁ e₂ D]·m (plus
+    the centre) maps the unit disc onto the plane through the centre perpendicular to the view ray:
+    every ray through the Gaussian crosses it (one surface, where a shell has two), and object
+    coordinates stay an isometry of the normalised frame, so the material's per-ray alpha is unchanged.
+    """
+    local = group.nodes.new("FunctionNodeRotateVector")
+    invert = group.nodes.new("FunctionNodeInvertRotation")
+    group.links.new(rotation, invert.inputs[0])
+    group.links.new(offset, local.inputs["Vector"])
+    group.links.new(invert.outputs[0], local.inputs["Rotation"])
+    view = vector_math_node(group, "NORMALIZE", vector_math_node(group, "DIVIDE", local.outputs[0], sigma))
+    parts = group.nodes.new("ShaderNodeSeparateXYZ")
+    group.links.new(view, parts.inputs[0])
+    along_z = math_node(group, "GREATER_THAN", math_node(group, "ABSOLUTE", parts.outputs[2]), 0.9)
+    helper = group.nodes.new("ShaderNodeCombineXYZ")   # x if the view is near z, else z
+    group.links.new(along_z, helper.inputs[0])
+    group.links.new(math_node(group, "SUBTRACT", 1.0, along_z), helper.inputs[2])
+    e1 = vector_math_node(group, "NORMALIZE", vector_math_node(group, "CROSS_PRODUCT", view, helper.outputs[0]))
+    e2 = vector_math_node(group, "CROSS_PRODUCT", view, e1)
+    matrix = group.nodes.new("FunctionNodeCombineMatrix")
+    for column, axis in enumerate((e1, e2, view, None)):
+        if axis is None:
+            world = position
+        else:
+            turn = group.nodes.new("FunctionNodeRotateVector")
+            group.links.new(vector_math_node(group, "SCALE", vector_math_node(group, "MULTIPLY", axis, sigma), multiplier),
+                            turn.inputs["Vector"])
+            group.links.new(rotation, turn.inputs["Rotation"])
+            world = turn.outputs[0]
+        xyz = group.nodes.new("ShaderNodeSeparateXYZ")
+        group.links.new(world, xyz.inputs[0])
+        for row in range(3):
+            group.links.new(xyz.outputs[row], matrix.inputs[f"Column {column + 1} Row {row + 1}"])
+        matrix.inputs[f"Column {column + 1} Row 4"].default_value = 1.0 if column == 3 else 0.0  # type: ignore[attr-defined]
+    return matrix.outputs[0]
 
 
 def create_gaussians(name: str, positions: np.ndarray, rotations: np.ndarray, scales: np.ndarray,
