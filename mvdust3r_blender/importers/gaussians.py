@@ -12,17 +12,20 @@ size of a photo pixel at the Gaussian in the view it came from). The geometry-no
    at the Gaussian — depth along the scene's active camera / ``Focal Length (px)`` (kept equal to the
    scene camera's focal length in render pixels by :func:`sync_focal_lengths`, which the add-on runs
    before every render and after every scene change), or ``pixel_size`` when the scene has no camera;
-3. instances a disc in the Gaussian's major plane on flat Gaussians (thinnest σ < 0.3 × the middle
-   one after the low-pass) and a closed icosphere on the rest, rotated by ``rot`` and scaled by
-   σ × ``Scale Multiplier`` = m (the splat spans m σ): a ray crosses one transparent surface per flat
-   splat, and Cycles' transparent-bounce limit is reached later.
+3. makes each Gaussian one transparent surface (so a ray crosses one surface per splat and
+   Cycles' transparent-bounce limit is reached later): flat Gaussians (thinnest σ < 0.3 × the middle
+   one after the low-pass) get a disc in their major plane, rotated by ``rot`` and scaled by σ ×
+   ``Scale Multiplier`` = m (the splat spans m σ); round ones a disc facing the active camera in the
+   Gaussian's own normalised frame (:func:`facing_transform`), or, with no scene camera, a closed
+   icosphere whose back faces are transparent.
 
 The material reads the instancer's attributes and gives each view ray the alpha a 3DGS rasteriser
 gives its pixel: in the splat's own frame the Gaussian is isotropic (one unit = m σ), and a ray
 passing at distance b from the centre has peak density exp(−½ (m·b)²), which is the projected 2D
 Gaussian for any rotation and anisotropic scale. b² = |P|² − (P·D)² from the shading point P and the
-unit view direction D in object (instance) coordinates, wherever the ray meets the disc or the
-shell's front face; α = min(0.99, opacity · exp(−½ m² b²)), dropped below 1/255 as in 3DGS.
+unit view direction D in object (instance) coordinates — an isometry of the Gaussian's normalised
+frame for all three shapes — wherever the ray meets the disc or the shell's front face;
+α = min(0.99, opacity · exp(−½ m² b²)), dropped below 1/255 as in 3DGS.
 """
 from __future__ import annotations
 
@@ -236,12 +239,10 @@ def camera_focal_px(scene: bpy.types.Scene) -> float | None:
     scale = render.resolution_percentage / 100.0
     width, height = render.resolution_x * scale, render.resolution_y * scale
     aspect_x, aspect_y = render.pixel_aspect_x, render.pixel_aspect_y
-    fit = data.sensor_fit
-    if fit == "AUTO":
-        fit = "HORIZONTAL" if width * aspect_x >= height * aspect_y else "VERTICAL_WIDTH"
-    if fit == "HORIZONTAL":
+    horizontal = data.sensor_fit == "HORIZONTAL" or (data.sensor_fit == "AUTO" and width * aspect_x >= height * aspect_y)
+    if horizontal:
         return float(data.lens / data.sensor_width * width)
-    sensor = data.sensor_width if fit == "VERTICAL_WIDTH" else data.sensor_height
+    sensor = data.sensor_height if data.sensor_fit == "VERTICAL" else data.sensor_width  # AUTO: the width
     return float(data.lens / sensor * height * aspect_y / aspect_x)
 
 

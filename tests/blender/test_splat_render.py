@@ -112,3 +112,30 @@ def test_low_pass_follows_the_scene_camera(mods: dict[str, ModuleType]) -> None:
     expected = rot[index] @ (s2[index, :, None] * rot[index].transpose(0, 2, 1)) \
         + 0.3 * pixel2[:, None, None] * np.eye(3)
     assert np.allclose(got, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("fit, size, aspect", [("HORIZONTAL", (64, 48), (1.0, 1.0)), ("VERTICAL", (64, 48), (1.0, 1.0)),
+                                               ("AUTO", (48, 64), (1.0, 1.0)), ("AUTO", (64, 48), (1.0, 1.3)),
+                                               ("VERTICAL", (50, 70), (1.2, 1.0))])
+def test_camera_focal_px_is_blenders_own_projection(mods: dict[str, ModuleType], fit: str, size: tuple[int, int],
+                                                    aspect: tuple[float, float]) -> None:
+    """The focal length the low-pass uses equals the pixel shift Blender's camera model gives a point
+    moved sideways (world_to_camera_view), for every sensor fit, portrait sizes and pixel aspects."""
+    from bpy_extras.object_utils import world_to_camera_view
+    from mathutils import Vector
+
+    scene = bpy.context.scene
+    data = bpy.data.cameras.new("Probe")
+    data.lens, data.sensor_width, data.sensor_height, data.sensor_fit = 35.0, 36.0, 20.0, fit
+    camera = bpy.data.objects.new("Probe", data)
+    scene.collection.objects.link(camera)
+    scene.camera = camera
+    scene.render.resolution_x, scene.render.resolution_y = size
+    scene.render.pixel_aspect_x, scene.render.pixel_aspect_y = aspect
+    scene.render.resolution_percentage = 50
+    bpy.context.view_layer.update()
+    depth, step = 5.0, 0.01
+    u0 = world_to_camera_view(scene, camera, Vector((0.0, 0.0, -depth))).x
+    u1 = world_to_camera_view(scene, camera, Vector((step, 0.0, -depth))).x
+    expected = (u1 - u0) * size[0] * 0.5 * depth / step
+    assert np.isclose(mods["importers.gaussians"].camera_focal_px(scene), expected, rtol=1e-4)
