@@ -40,14 +40,3 @@ def quaternion_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         aw * bz + ax * by - ay * bx + az * bw,
     ], axis=-1)
 
-
-def matrix_from_quaternion(wxyz: np.ndarray) -> np.ndarray:
-    """float64 [...,3,3] rotation matrices of quaternions (w, x, y, z) [...,4] (normalised here)."""
-    q = np.asarray(wxyz, dtype=np.float64)
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
-    w, x, y, z = np.moveaxis(q, -1, 0)
-    return np.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], axis=-1).reshape(q.shape[:-1] + (3, 3))

@@ -17,26 +17,47 @@ numbers; keeping them here lets them be checked without Blender.
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
-from .rotations import matrix_from_quaternion, quaternion_from_matrix
+from .rotations import quaternion_from_matrix, quaternion_multiply
 
 LOW_PASS = 0.3      # px², the 3DGS screen-space filter
+
+
+def _permutation_quaternions() -> tuple[np.ndarray, np.ndarray]:
+    """(key → row [9], quaternions [6,4]): for each ordering of three axes, the rotation P whose
+    column j is axis order[j] (its third column negated if the ordering is odd, so det P = +1);
+    an ordering's row is found by key = 3·order[0] + order[1]."""
+    orders = list(itertools.permutations(range(3)))
+    mats = np.zeros((len(orders), 3, 3))
+    for k, order in enumerate(orders):
+        mats[k][list(order), [0, 1, 2]] = 1.0
+        if np.linalg.det(mats[k]) < 0:
+            mats[k][:, 2] *= -1
+    rows = np.zeros(9, dtype=np.int64)
+    for k, order in enumerate(orders):
+        rows[3 * order[0] + order[1]] = k
+    return rows, quaternion_from_matrix(mats)
+
+
+_PERMUTATION_ROWS, _PERMUTATION_QUATERNIONS = _permutation_quaternions()
 
 
 def sort_axes(wxyz: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The same Gaussians with their axes ordered by decreasing σ: float32 (wxyz [M,4], scales [M,3]).
 
-    Permuting a rotation's columns together with the scales leaves R·diag(σ²)·Rᵀ unchanged; an odd
-    permutation would mirror the frame, so its third column is negated (a Gaussian is symmetric).
+    Reordering the axes is R' = R·P, P a permutation (made proper by negating its third column: a
+    Gaussian is symmetric), so R·diag(σ²)·Rᵀ is unchanged; as quaternions q' = q ⊗ q_P, with q_P one
+    of six constants — a gather and one product, no per-Gaussian matrices.
     """
     scales = np.asarray(scales, dtype=np.float32)
     order = np.argsort(-scales, axis=1, kind="stable")
-    rot = matrix_from_quaternion(wxyz)
-    rot = np.take_along_axis(rot, order[:, None, :], axis=2)
-    mirrored = np.linalg.det(rot) < 0
-    rot[mirrored, :, 2] *= -1
-    return quaternion_from_matrix(rot).astype(np.float32), np.take_along_axis(scales, order, axis=1)
+    q_p = _PERMUTATION_QUATERNIONS[_PERMUTATION_ROWS[3 * order[:, 0] + order[:, 1]]].astype(np.float32)
+    turned = quaternion_multiply(np.asarray(wxyz, dtype=np.float32), q_p)
+    turned *= np.where(turned[:, :1] < 0, -1.0, 1.0).astype(np.float32)
+    return turned, np.take_along_axis(scales, order, axis=1)
 
 
 def pixel_footprints(pts3d: np.ndarray, cam2world: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from blender_queries import instance_matrices, render_linear
-from splat_reference import SplatImage, alpha_iou, psnr, rasterize
+from splat_reference import SplatImage, alpha_iou, psnr, quaternion_matrices, rasterize
 from splat_scenes import plane_and_sphere
 
 
@@ -104,7 +104,7 @@ def test_low_pass_follows_the_scene_camera(mods: dict[str, ModuleType]) -> None:
     depth = np.abs(offset @ -camera[:3, 2])
     pixel2 = (depth / focal) ** 2 * depth / np.linalg.norm(offset, axis=1)
     conv = importlib.import_module(f"{mods['api'].__package__}.conventions")
-    rot = mods["rotations"].matrix_from_quaternion(conv.transform_rotations(bundle.gaussian_rotation.reshape(-1, 4), "Z_UP"))
+    rot = quaternion_matrices(conv.transform_rotations(bundle.gaussian_rotation.reshape(-1, 4), "Z_UP"))
     s2 = bundle.gaussian_scale.reshape(-1, 3).astype(np.float64) ** 2
     # instances come in two groups (discs, then shells): match them to Gaussians by position
     world = conv.transform_points(bundle.pts3d.reshape(-1, 3), "Z_UP")
