@@ -11,7 +11,7 @@ Environments (at the repository root, made on first use, refreshed when their re
     .venv               the worker's runtime: torch (CPU wheel, pinned), numpy, pillow, opencv, safetensors
     .venv-blender-4.2   bpy 4.2.23 (oldest Blender the manifest supports) with numpy<2
     .venv-blender-5.0   bpy 5.0.1 (newest)
-    .venv-typecheck     mypy + fake-bpy-module-4.2 for the Blender side
+    .venv-typecheck     mypy, fake-bpy-module-4.2 and the engine's libraries (their own type stubs)
 
 Standard library only: this file runs before any environment exists.
 """
@@ -56,7 +56,10 @@ BLENDER = {
     "4.2": Env(".venv-blender-4.2", ("bpy==4.2.23", "numpy<2", "pytest>=8", "pillow>=10", "uv>=0.9")),
     "5.0": Env(".venv-blender-5.0", ("bpy==5.0.1", "numpy<2", "pytest>=8", "pillow>=10", "uv>=0.9")),
 }
-TYPECHECK = Env(".venv-typecheck", ("mypy==2.4.1", "fake-bpy-module-4.2", "numpy<2"))
+TYPECHECK = Env(".venv-typecheck", (
+    "mypy==2.4.1", "fake-bpy-module-4.2", "numpy<2", TORCH, "pillow>=10", "opencv-python-headless>=4.8",
+    "safetensors>=0.4", "types-psutil",
+))
 
 
 def log(msg: str) -> None:
@@ -144,9 +147,10 @@ def test(args: argparse.Namespace) -> int:
 
 
 def typecheck() -> SuiteResult:
-    """mypy over the Blender side against fake-bpy-module (the oldest supported API)."""
+    """mypy over the add-on (Blender side against fake-bpy-module, the oldest supported API; engine
+    against torch's own types), training/ and bench/: the files and rules are in pyproject.toml."""
     python = ensure_env(TYPECHECK)
-    code = run([python, "-m", "mypy", "--config-file", ROOT / "pyproject.toml", "mvdust3r_blender"], cwd=ROOT)
+    code = run([python, "-m", "mypy", "--config-file", ROOT / "pyproject.toml"], cwd=ROOT)
     return SuiteResult("typecheck", code, passed=int(code == 0), failed=int(code != 0))
 
 

@@ -20,8 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mvdust3r_blender.bundle import Bundle  # noqa: E402
-from mvdust3r_blender.engine.exports import FORMATS, export  # noqa: E402
+from mvdust3r_blender.core.bundle import Bundle  # noqa: E402
+from mvdust3r_blender.core.exports import FORMATS, export  # noqa: E402
 from bundles import synthetic_bundle  # noqa: E402  (bench/ is this script's folder)
 
 

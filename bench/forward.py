@@ -34,6 +34,13 @@ import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:    # imported where used: the parent process only spawns one process per row
+    import torch
+
+    from mvdust3r_blender.engine.config import ModelConfig
+    from mvdust3r_blender.engine.model import MultiViewModel
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -104,15 +111,15 @@ class PeakRss:
         self.peak = max(self.peak, self.proc.memory_info().rss)
 
 
-def call(model, images, mode: str):
+def call(model: MultiViewModel, images: torch.Tensor, mode: str) -> object:
     """Run one benchmark call of ``mode`` on ``images`` [N,3,H,W]."""
     import torch
 
     if mode.startswith("predict"):
-        opts = {"predict": {}, "predict:bf16-skip-cnn": {"precision": "bf16-skip-cnn"},
-                "predict:bf16": {"precision": "bf16"},
-                "predict:no-skip-cnn": {"skip_cnn": False}}[mode]
-        return model.predict(images, **opts)
+        options: dict[str, dict[str, Any]] = {
+            "predict": {}, "predict:bf16-skip-cnn": {"precision": "bf16-skip-cnn"},
+            "predict:bf16": {"precision": "bf16"}, "predict:no-skip-cnn": {"skip_cnn": False}}
+        return model.predict(images, **options[mode])
     if mode == "forward":
         views = [{"img": images[i:i + 1]} for i in range(images.shape[0])]
         with torch.no_grad():
@@ -120,7 +127,7 @@ def call(model, images, mode: str):
     raise ValueError(f"unknown mode {mode!r}")
 
 
-def released_config(variant: str, layers: int | None = None):
+def released_config(variant: str, layers: int | None = None) -> ModelConfig:
     """The released ``variant``'s config, with ``layers`` encoder and decoder layers if given."""
     from mvdust3r_blender.engine.config import ModelConfig
 

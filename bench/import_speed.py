@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 USER = tempfile.mkdtemp(prefix="mvd-bench-user-")
 os.environ["BLENDER_USER_RESOURCES"] = USER
@@ -52,7 +53,7 @@ def main() -> None:
     try:
         install_extension(work)
         api = importlib.import_module(f"{PACKAGE}.api")
-        bundle_module = importlib.import_module(f"{PACKAGE}.bundle")
+        bundle_module = importlib.import_module(f"{PACKAGE}.core.bundle")
         scene_module = importlib.import_module(f"{PACKAGE}.importers.scene")
         bundle = synthetic_bundle(bundle_module.Bundle, args.views, args.size)
         count = bundle.conf.size
@@ -66,8 +67,8 @@ def main() -> None:
                      ("create_points", "create_gaussians", "create_cameras", "transform_points", "srgb8_to_linear",
                       "grid_point_spacing", "transform_rotations", "confidence_threshold")}
 
-        def timed(name, fn):
-            def wrapper(*a, **kw):
+        def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+            def wrapper(*a: Any, **kw: Any) -> Any:
                 t = time.perf_counter()
                 try:
                     return fn(*a, **kw)
@@ -80,7 +81,9 @@ def main() -> None:
         totals: dict[str, list[float]] = {"in memory": [], "from file": []}
         for _ in range(args.repeat):
             bpy.ops.wm.read_factory_settings(use_empty=True)
-            if PACKAGE not in bpy.context.preferences.addons:
+            preferences = bpy.context.preferences
+            assert preferences is not None       # None only while Blender starts or quits
+            if PACKAGE not in preferences.addons:
                 bpy.ops.preferences.addon_enable(module=PACKAGE)
             t = time.perf_counter()
             api.import_bundle(bundle)

@@ -81,8 +81,8 @@ def main() -> None:
     scene = make_scene(args.views, args.size, args.size, focal=args.size * 0.9, seed=0, noise=0.003)
     t = time.perf_counter()
     est = estimate_cameras(torch.from_numpy(scene.pts3d), torch.from_numpy(scene.conf))
-    seconds = time.perf_counter() - t
-    rows.append(f"| camera recovery, {args.views} views at {args.size}² | {seconds:.2f} | | | "
+    recovery_seconds = time.perf_counter() - t
+    rows.append(f"| camera recovery, {args.views} views at {args.size}² | {recovery_seconds:.2f} | | | "
                 f"PnP failures: {len(est.poses.failed)} |")
     print("| what | seconds | peak RSS (MiB) | over import (MiB) | notes |\n|---|---:|---:|---:|---|")
     print("\n".join(rows))

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 USER = tempfile.mkdtemp(prefix="mvd-bench-user-")
 os.environ["BLENDER_USER_RESOURCES"] = USER
@@ -30,9 +31,10 @@ sys.path.insert(0, str(ROOT / "tests" / "blender"))
 
 import bpy  # noqa: E402
 import numpy as np  # noqa: E402
-from blender_queries import render_exr  # noqa: E402
-from splat_reference import SplatImage, alpha_iou, psnr, rasterize  # noqa: E402
-from splat_scenes import plane_and_sphere  # noqa: E402
+
+# the tests' own scene, reference rasteriser and render read-back (tests/blender, not type-checked here)
+queries, reference_module, scenes = (importlib.import_module(name)
+                                     for name in ("blender_queries", "splat_reference", "splat_scenes"))
 
 PACKAGE = "bl_ext.user_default.mvdust3r_blender"
 
@@ -47,14 +49,13 @@ def install_extension(work: Path) -> None:
     bpy.ops.extensions.package_install_files(filepath=str(zip_path), repo="user_default", enable_on_install=True)
 
 
-def reference_image(bundle: object, srgb8_to_linear: object) -> SplatImage:
-    """The reference rasteriser's image of `bundle`'s Gaussians from its view 0, in linear colour."""
-    b = bundle
-    width, height = (int(v) for v in b.photo_size[0])  # type: ignore[attr-defined]
-    return rasterize(b.pts3d.reshape(-1, 3), b.gaussian_rotation.reshape(-1, 4),  # type: ignore[attr-defined]
-                     b.gaussian_scale.reshape(-1, 3), b.gaussian_opacity.reshape(-1),  # type: ignore[attr-defined]
-                     srgb8_to_linear(b.images.reshape(-1, 3)),  # type: ignore[attr-defined,operator]
-                     np.linalg.inv(b.cam2world[0].astype(np.float64)), b.intrinsics[0], width, height)  # type: ignore[attr-defined]
+def reference_image(b: Any, srgb8_to_linear: Any) -> Any:
+    """The reference rasteriser's image (``SplatImage``) of bundle `b`'s Gaussians from its view 0, in linear colour."""
+    width, height = (int(v) for v in b.photo_size[0])
+    return reference_module.rasterize(
+        b.pts3d.reshape(-1, 3), b.gaussian_rotation.reshape(-1, 4), b.gaussian_scale.reshape(-1, 3),
+        b.gaussian_opacity.reshape(-1), srgb8_to_linear(b.images.reshape(-1, 3)),
+        np.linalg.inv(b.cam2world[0].astype(np.float64)), b.intrinsics[0], width, height)
 
 
 def main() -> None:
@@ -70,12 +71,14 @@ def main() -> None:
     try:
         install_extension(work)
         bpy.ops.wm.read_factory_settings(use_empty=True)
-        if PACKAGE not in bpy.context.preferences.addons:
+        preferences = bpy.context.preferences
+        assert preferences is not None       # None only while Blender starts or quits
+        if PACKAGE not in preferences.addons:
             bpy.ops.preferences.addon_enable(module=PACKAGE)
         api = importlib.import_module(f"{PACKAGE}.api")
-        bundle_module = importlib.import_module(f"{PACKAGE}.bundle")
-        rotations = importlib.import_module(f"{PACKAGE}.rotations")
-        bundle = plane_and_sphere(bundle_module.Bundle, rotations.quaternion_from_matrix, args.count,
+        bundle_module = importlib.import_module(f"{PACKAGE}.core.bundle")
+        rotations = importlib.import_module(f"{PACKAGE}.core.rotations")
+        bundle = scenes.plane_and_sphere(bundle_module.Bundle, rotations.quaternion_from_matrix, args.count,
                                   args.width, args.height)
         t = time.perf_counter()
         reference = reference_image(bundle, bundle_module.srgb8_to_linear)
@@ -84,30 +87,33 @@ def main() -> None:
         result = api.import_bundle(bundle, points=False, background_images=False)
         import_time = time.perf_counter() - t
         scene = bpy.context.scene
-        bpy.ops.mvdust3r_blender.set_render_camera(camera=result.cameras[0].name)
+        assert scene is not None
+        getattr(bpy.ops, "mvdust3r_blender").set_render_camera(camera=result.cameras[0].name)
+        cycles: Any = getattr(scene, "cycles")
         print(f"bpy {bpy.app.version_string}, Python {platform.python_version()}, {platform.machine()}, "
               f"{os.cpu_count()} CPUs; {bundle.conf.size:,} Gaussians at {args.width}×{args.height}; "
               f"import {import_time:.2f} s; reference rasteriser {reference_time:.2f} s; report: {result.report}")
-        if args.engine == "EEVEE":
-            scene.render.engine = "BLENDER_EEVEE" if bpy.app.version >= (5, 0, 0) else "BLENDER_EEVEE_NEXT"
-        else:
-            scene.render.engine = "CYCLES"
-            scene.cycles.device = "CPU"
-            scene.cycles.use_denoising = False
+        # (the 4.2 stubs know only BLENDER_EEVEE_NEXT; 5.0 calls it BLENDER_EEVEE)
+        engine = "CYCLES" if args.engine == "CYCLES" else (
+            "BLENDER_EEVEE" if bpy.app.version >= (5, 0, 0) else "BLENDER_EEVEE_NEXT")
+        setattr(scene.render, "engine", engine)
+        if args.engine == "CYCLES":
+            cycles.device = "CPU"
+            cycles.use_denoising = False
         scene.render.film_transparent = True
         out = args.keep or work
         out.mkdir(parents=True, exist_ok=True)
         for samples in args.samples:
             if args.engine == "EEVEE":
-                scene.eevee.taa_render_samples = samples
+                setattr(getattr(scene, "eevee"), "taa_render_samples", samples)
             else:
-                scene.cycles.samples = samples
+                cycles.samples = samples
             t = time.perf_counter()
-            colour, alpha = render_exr(scene, out / f"{args.engine.lower()}-{bundle.conf.size}-{samples}.exr")
+            colour, alpha = queries.render_exr(scene, out / f"{args.engine.lower()}-{bundle.conf.size}-{samples}.exr")
             seconds = time.perf_counter() - t
-            image = SplatImage(colour=colour, alpha=alpha)
-            print(f"{args.engine} {samples:4d} samples: {seconds:7.2f} s  PSNR {psnr(image, reference):5.2f} dB  "
-                  f"alpha IoU {alpha_iou(image, reference):.3f}", flush=True)
+            image = reference_module.SplatImage(colour=colour, alpha=alpha)
+            print(f"{args.engine} {samples:4d} samples: {seconds:7.2f} s  PSNR {reference_module.psnr(image, reference):5.2f} dB  "
+                  f"alpha IoU {reference_module.alpha_iou(image, reference):.3f}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(USER, ignore_errors=True)

@@ -18,9 +18,10 @@ from typing import Any, Optional, Union
 import bpy
 
 from .batch import BatchReport, SceneOutcome, reconstruct_many
-from .bundle import Bundle, read_bundle
+from .core.bundle import Bundle
 from .import_options import ImportOptions
-from .importers.scene import ImportResult, import_reconstruction
+from .importers import scene as scene_import
+from .importers.scene import ImportResult
 from .reconstruction import Result, export, reconstruct
 
 __all__ = ["BatchReport", "ImportOptions", "ImportResult", "Result", "SceneOutcome", "export", "import_bundle",
@@ -29,24 +30,18 @@ __all__ = ["BatchReport", "ImportOptions", "ImportResult", "Result", "SceneOutco
 
 def import_bundle(path_or_bundle: Union[str, "os.PathLike[str]", Bundle], *,
                   scene: Optional[bpy.types.Scene] = None, **options: Any) -> ImportResult:
-    """Import a reconstruction bundle (a ``.npz`` path or a :class:`~.bundle.Bundle`) into a new collection.
+    """Import a reconstruction bundle (a ``.npz`` path or a :class:`~.core.bundle.Bundle`) into a new collection.
 
     `options` are the fields of :class:`~.import_options.ImportOptions`: ``points``, ``cameras``,
     ``gaussians``, ``background_images``, ``image_planes`` (what to create), ``axes`` (``"Z_UP"`` or
-    ``"NETWORK"``), ``confidence_threshold`` / ``confidence_drop``, ``point_radius`` / ``point_size``,
-    ``opacity_threshold``, ``scale_multiplier``, ``name`` (of the collection). `scene` defaults to the
-    context's scene. Existing objects are never modified; if anything fails, everything this import
-    created is removed again and the error is raised: :class:`~.bundle.BundleError` for a bad file
-    (the message names it), ValueError for a bad option.
+    ``"NETWORK"``), ``confidence_drop_percent`` / ``min_confidence``, ``point_radius`` /
+    ``point_size``, ``opacity_threshold``, ``scale_multiplier``, ``name`` (of the collection).
+    `scene` defaults to the context's scene. Existing objects are never modified; if anything fails,
+    everything this import created is removed again and the error is raised: ``BundleError`` for a
+    bad file (the message names it), ``OptionError`` (a ValueError) for a bad option.
     """
     settings = ImportOptions.from_keywords(**options)
-    if isinstance(path_or_bundle, Bundle):
-        bundle, path = path_or_bundle, None
-        bundle.validate("bundle")
-    else:
-        path = os.fspath(path_or_bundle)
-        bundle = read_bundle(path)
     target = scene if scene is not None else bpy.context.scene
     if target is None:
         raise ValueError("no scene to import into: pass scene=")
-    return import_reconstruction(bundle, settings, target, bundle_path=path)
+    return scene_import.import_bundle(path_or_bundle, settings, target)

@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, TextIO, Union
 
-from .atomic import atomic_file
-from .engine.exports import FORMATS
-from .reconstruction import (PathLike, PhotoSource, WorkerSettings, fresh_file, photo_list, reconstruct,
-                             save_blend, show_through_first_camera)
+from .core.atomic import atomic_file
+from .core.errors import OptionError
+from .core.exports import parse_formats
+from .reconstruction import fresh_file, reconstruct, save_blend, show_through_first_camera
+from .session import PathLike, PhotoSource, WorkerSettings, photo_list
 
 RECORD_VERSION = 1
 Scenes = Union[Sequence[PhotoSource], Mapping[str, PhotoSource]]
@@ -133,7 +134,7 @@ def _write_record(path: Path, outcome: SceneOutcome, photos: list[str], timings:
 
 def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[PathLike] = None,
                      device: Optional[str] = None, python: Optional[PathLike] = None, blend: bool = True,
-                     formats: Sequence[str] = (), min_conf: Optional[float] = None, resume: bool = True,
+                     formats: Sequence[str] = (), resume: bool = True,
                      timeout: Optional[float] = None, log: Optional[TextIO] = None,
                      **options: Any) -> BatchReport:
     """Reconstruct each scene (a folder or a list of photos) into `out_dir`.
@@ -143,16 +144,16 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
     for :func:`~.reconstruction.reconstruct` (settings are resolved once, before the first scene:
     a missing runtime or checkpoint raises :class:`SetupError` at once). With `resume`, scenes
     finished by an earlier run are skipped. `options`: ``import_points`` / ``import_cameras`` /
-    ``import_gaussians``, ``reference_view`` and import options, passed to ``reconstruct``.
+    ``import_gaussians``, ``reference_view`` and import options (``confidence_drop_percent`` /
+    ``min_confidence`` also cut the exports), passed to ``reconstruct``.
     `log`: where progress and the summary go (default stderr). Returns the :class:`BatchReport`;
     a failed scene does not stop the batch (check ``report.ok``).
     """
     stream = log if log is not None else sys.stderr
     started = time.perf_counter()
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not (blend or formats):
-        raise ValueError(f"unknown export format(s) {', '.join(unknown)}: choose from {', '.join(FORMATS)}" if unknown
-                         else "nothing to write: ask for a .blend (blend=True) or export formats")
+    formats = parse_formats(formats)
+    if not (blend or formats):
+        raise OptionError("nothing to write", "ask for a .blend (blend=True) or export formats")
     settings = WorkerSettings.resolve(python, checkpoint, device)
     folder = Path(out_dir).absolute()
     folder.mkdir(parents=True, exist_ok=True)
@@ -180,7 +181,7 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
                 outcome.outputs = {k: Path(v) for k, v in record["outputs"].items()}
                 say(f"{label}: already done, skipped")
                 continue
-            _run_scene(outcome, photos, settings, folder, blend, formats, min_conf, timeout, options,
+            _run_scene(outcome, photos, settings, folder, blend, formats, timeout, options,
                        stage_printer(say, label), scene_started)
             say(f"{label}: done in {outcome.seconds:.1f} s ({outcome.views} views, {outcome.points} points)")
         except Exception as exc:  # noqa: BLE001 -- the batch's boundary: report the scene, go on with
@@ -209,7 +210,7 @@ def stage_printer(say: Callable[[str], None], label: str) -> Callable[[str, floa
 
 
 def _run_scene(outcome: SceneOutcome, photos: list[str], settings: WorkerSettings, folder: Path, blend: bool,
-               formats: Sequence[str], min_conf: Optional[float], timeout: Optional[float],
+               formats: Sequence[str], timeout: Optional[float],
                options: dict[str, Any], on_progress: Callable[[str, float], None], started: float) -> None:
     """Reconstruct one scene, write its outputs, then its record (last, so it marks completion)."""
     work = Path(tempfile.mkdtemp(prefix=f"mvdust3r-{outcome.name}-"))
@@ -221,7 +222,7 @@ def _run_scene(outcome: SceneOutcome, photos: list[str], settings: WorkerSetting
         flags = {} if importing else {"import_points": False, "import_cameras": False, "import_gaussians": False}
         result = reconstruct(photos, settings.checkpoint, device=settings.device, python=settings.python,
                              output=work / "bundle.npz", timeout=timeout, on_progress=on_progress,
-                             exports=formats, export_dir=folder / outcome.name, min_conf=min_conf,
+                             exports=formats, export_dir=folder / outcome.name,
                              **{"name": outcome.name, **options, **flags})
         outcome.views, outcome.points = result.views, result.points
         outcome.worker_pid, outcome.model_reused = result.worker_pid, result.model_reused

@@ -5,7 +5,7 @@
 cannot run ``blender -c``. Exit codes: 0 everything worked (or was already done), 1 a scene or the
 run failed (the error is printed), 2 the command line is wrong.
 
-    blender -b -c mvdust3r batch shoots/* --out results/ --export ply glb
+    blender -b -c mvdust3r batch shoots/* --out results/ --export ply,glb
     blender -b -c mvdust3r reconstruct shoots/kitchen --out kitchen.blend
     blender -b -c mvdust3r --help
 """
@@ -19,10 +19,12 @@ from typing import Any, Optional
 
 import bpy
 
-from . import run
 from .batch import reconstruct_many, stage_printer
-from .engine.exports import FORMATS
-from .reconstruction import WORKER_PYTHON_ENV, fresh_file, reconstruct, save_blend, show_through_first_camera
+from .core.errors import OptionError
+from .core.exports import parse_formats
+from .core.options import add_arguments
+from .reconstruction import fresh_file, reconstruct, save_blend, show_through_first_camera
+from .session import SESSION, WORKER_PYTHON_ENV
 
 PROG = "blender -b -c mvdust3r"
 
@@ -31,17 +33,13 @@ def parser() -> argparse.ArgumentParser:
     """The argument parser (also used by the docs test to check the documented command lines)."""
     top = argparse.ArgumentParser(
         prog=PROG, description="Turn unposed photos into Blender scenes (points, cameras, 3D Gaussians) with "
-                               "MV-DUSt3R(+). Settings not given come from the add-on's preferences.")
+                               "MV-DUSt3R(+). Settings not given (checkpoint, device, Python) come from the "
+                               "add-on's preferences.")
     sub = top.add_subparsers(dest="command", required=True, metavar="{batch,reconstruct}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--checkpoint", help="model checkpoint file (default: the preferences' model)")
-    common.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"),
-                        help="compute device (default: the preferences')")
+    add_arguments(common, export_help="also write these formats")  # the engine's command line has the same
     common.add_argument("--python", help=f"the worker's Python, with torch (default: ${WORKER_PYTHON_ENV}, "
                                          "else the preferences' runtime)")
-    common.add_argument("--export", nargs="+", default=[], choices=FORMATS, metavar="FORMAT",
-                        help=f"also write these formats ({', '.join(FORMATS)})")
-    common.add_argument("--min-conf", type=float, help="exports leave out points below this confidence (>= 1)")
     for what in ("points", "cameras", "gaussians"):
         common.add_argument(f"--no-{what}", action="store_true", help=f"do not import the {what}")
     common.add_argument("--timeout", type=float, help="give up on a scene after this many seconds")
@@ -65,18 +63,25 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     """Run the command line `argv` (without the program name); returns the exit code."""
+    top = parser()
     try:
-        args = parser().parse_args(list(argv))
+        args = top.parse_args(list(argv))
+        try:
+            args.export = parse_formats(args.export)
+        except OptionError as exc:
+            top.error(str(exc))
     except SystemExit as exc:  # --help (0) or a usage error (2): argparse has printed why
         return int(exc.code) if isinstance(exc.code, int) else 2
     flags: dict[str, Any] = {"import_points": not args.no_points, "import_cameras": not args.no_cameras,
-             "import_gaussians": not args.no_gaussians}
+                             "import_gaussians": not args.no_gaussians, "reference_view": args.reference_view,
+                             "pose_drop_percent": args.pose_drop_percent,
+                             "confidence_drop_percent": args.confidence_drop_percent,
+                             "min_confidence": args.min_confidence}
     settings: dict[str, Any] = {"checkpoint": args.checkpoint, "device": args.device, "python": args.python}
     try:
         if args.command == "batch":
             report = reconstruct_many(args.folders, args.out, blend=not args.no_blend, formats=args.export,
-                                      min_conf=args.min_conf, resume=not args.no_resume, timeout=args.timeout,
-                                      **settings, **flags)
+                                      resume=not args.no_resume, timeout=args.timeout, **settings, **flags)
             return 0 if report.ok else 1
         return _reconstruct_one(args, settings, flags)
     except KeyboardInterrupt:
@@ -86,7 +91,7 @@ def main(argv: Sequence[str]) -> int:
         print(f"mvdust3r: error: {exc}", file=sys.stderr)
         return 1
     finally:
-        run.SESSION.shutdown()
+        SESSION.shutdown()
 
 
 def _reconstruct_one(args: argparse.Namespace, settings: dict[str, Any], flags: dict[str, Any]) -> int:
@@ -98,7 +103,7 @@ def _reconstruct_one(args: argparse.Namespace, settings: dict[str, Any], flags: 
     fresh_file()
     result = reconstruct(photos, timeout=args.timeout, on_progress=stage_printer(_say, ""), name=out.stem,
                          exports=args.export, export_dir=Path(args.export_dir) if args.export_dir else out.with_suffix(""),
-                         min_conf=args.min_conf, **settings, **flags)
+                         **settings, **flags)
     for fmt, path in result.exports.items():
         _say(f"{fmt}: {path}")
     show_through_first_camera(result)

@@ -6,12 +6,15 @@ combines the mixins it needs and stays thin. The API takes the same options as k
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Optional
 
 import bpy
 
-from .conventions import Axes
+from .core.confidence import DEFAULT_DROP_PERCENT, ConfidenceCut
+from .core.errors import OptionError
+from .core.conventions import Axes
 
 if TYPE_CHECKING:
     from bpy.types import UILayout
@@ -27,8 +30,8 @@ class ImportOptions:
     background_images: bool = True     # each photo as its camera's background image
     image_planes: bool = False         # each photo on a plane in front of its camera
     axes: Axes = "Z_UP"                # see conventions.world_axes
-    confidence_threshold: Optional[float] = None  # absolute; None: drop `confidence_drop` of the points
-    confidence_drop: float = 0.03      # fraction of least-confident points hidden (official demo: 3 %)
+    confidence_drop_percent: float = DEFAULT_DROP_PERCENT  # share of least-confident points hidden (percent)
+    min_confidence: Optional[float] = None  # absolute cut instead of the share (the network's confidences are >= 1)
     point_radius: Optional[float] = None  # absolute, world units; None: point_size × half the grid spacing
     point_size: float = 1.0
     opacity_threshold: float = 0.05    # Gaussians below this opacity are not shown
@@ -37,24 +40,39 @@ class ImportOptions:
 
     @classmethod
     def from_keywords(cls, **options: Any) -> "ImportOptions":
-        """Options from keywords; an unknown name or a value out of range raises ValueError saying which."""
+        """Options from keywords; an unknown name or a value out of range raises ValueError (the
+        core's ``OptionError``) saying which. The old spellings ``confidence_threshold`` and
+        ``confidence_drop`` (a fraction) are still accepted, with a DeprecationWarning."""
+        for old, new, scale in _RENAMED:
+            if old in options:
+                warnings.warn(f"the import option {old} is deprecated: use {new}", DeprecationWarning, stacklevel=3)
+                value = options.pop(old)
+                options.setdefault(new, value * scale if value is not None else None)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
-            raise ValueError(f"unknown import option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise OptionError(f"unknown import option(s) {', '.join(unknown)}", f"known: {', '.join(sorted(known))}")
         result = cls(**options)
         result.check()
         return result
 
+    @property
+    def cut(self) -> ConfidenceCut:
+        """Which points are shown (and exported alongside): the share or the absolute cut."""
+        return ConfidenceCut(confidence_drop_percent=self.confidence_drop_percent, min_confidence=self.min_confidence)
+
     def check(self) -> None:
         if self.axes not in ("Z_UP", "NETWORK"):
-            raise ValueError(f"axes={self.axes!r}: use 'Z_UP' or 'NETWORK'")
-        if not 0.0 <= self.confidence_drop < 1.0:
-            raise ValueError(f"confidence_drop={self.confidence_drop}: a fraction in [0, 1)")
+            raise OptionError(f"axes={self.axes!r}", "use 'Z_UP' or 'NETWORK'")
+        self.cut  # checks both confidence options
         if self.point_radius is not None and self.point_radius <= 0:
-            raise ValueError(f"point_radius={self.point_radius}: must be > 0 (or None for automatic)")
+            raise OptionError(f"point_radius={self.point_radius}", "must be > 0 (or None for automatic)")
         if self.point_size <= 0 or self.scale_multiplier <= 0:
-            raise ValueError(f"point_size={self.point_size}, scale_multiplier={self.scale_multiplier}: must be > 0")
+            raise OptionError(f"point_size={self.point_size}, scale_multiplier={self.scale_multiplier}", "must be > 0")
+
+
+_RENAMED = (("confidence_threshold", "min_confidence", 1.0), ("confidence_drop", "confidence_drop_percent", 100.0))
+"""Old import option names, still accepted for a release: (old, new, factor to the new unit)."""
 
 
 class ContentOptions:
@@ -109,8 +127,9 @@ class PointOptions:
     """How the point cloud is shown (both stay live inputs of its modifier)."""
 
     confidence_drop_percent: bpy.props.FloatProperty(  # type: ignore[valid-type]
-        name="Hide Least Confident", default=3.0, min=0.0, max=99.0, subtype="PERCENTAGE",
-        description="Hide this share of the points, the least confident first (the official demo hides 3 %)")
+        name="Hide Least Confident", default=DEFAULT_DROP_PERCENT, min=0.0, max=99.0, subtype="PERCENTAGE",
+        description="Hide this share of the points, the least confident first (the official demo hides 3 %); "
+                    "exports leave out the same points")
     point_size: bpy.props.FloatProperty(  # type: ignore[valid-type]
         name="Point Size", default=1.0, min=0.01, soft_max=10.0,
         description="Point radius relative to the automatic one (neighbouring points just touch at 1)")
@@ -122,7 +141,7 @@ class PointOptions:
         box.prop(self, "point_size")
 
     def point_options(self) -> dict[str, Any]:
-        return {"confidence_drop": float(self.confidence_drop_percent) / 100.0, "point_size": float(self.point_size)}
+        return {"confidence_drop_percent": float(self.confidence_drop_percent), "point_size": float(self.point_size)}
 
 
 class GaussianOptions:

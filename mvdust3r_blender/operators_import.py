@@ -11,7 +11,7 @@ import bpy
 from bpy_extras.io_utils import ImportHelper
 
 from .api import import_bundle
-from .bundle import BundleError
+from .core.bundle import BundleError
 from .import_options import ImportSettings
 
 if TYPE_CHECKING:

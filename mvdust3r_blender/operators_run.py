@@ -2,7 +2,7 @@
 handler that adds photos dropped on the 3D viewport.
 
 The operators stay thin: photos are checked and runs are driven by :mod:`.run`; errors a user can
-cause (:class:`~.run.RunError`, :class:`~.preferences.SetupError`) are caught here, once, and
+cause (:class:`~.session.RunError`, :class:`~.session.SetupError`) are caught here, once, and
 reported.
 """
 from __future__ import annotations
@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 import bpy
 
 from . import run
-from .preferences import SetupError
-from .photos import IMAGE_EXTENSIONS
-from .run import RunError, folder_photos
+from .core.photos import IMAGE_EXTENSIONS
+from .session import POLL_INTERVAL, SESSION, RunError, SetupError, folder_photos
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
@@ -182,7 +181,7 @@ class MVDUST3R_BLENDER_OT_reconstruct(bpy.types.Operator):
         if wm is None or context.window is None or not wm.modal_handler_add(self):
             _drive_with_timer()
             return {"FINISHED"}
-        self._timer = wm.event_timer_add(run.POLL_INTERVAL, window=context.window)
+        self._timer = wm.event_timer_add(POLL_INTERVAL, window=context.window)
         return {"RUNNING_MODAL"}
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set["OperatorReturnItems"]:
@@ -213,7 +212,7 @@ class MVDUST3R_BLENDER_OT_reconstruct(bpy.types.Operator):
 def _drive_with_timer() -> None:
     if not bpy.app.timers.is_registered(run.tick):
         # persistent: a run outlives loading another file (it then reports its scene is gone)
-        bpy.app.timers.register(run.tick, first_interval=run.POLL_INTERVAL, persistent=True)
+        bpy.app.timers.register(run.tick, first_interval=POLL_INTERVAL, persistent=True)
 
 
 def _publish_error(context: bpy.types.Context, exc: RunError | SetupError) -> None:
@@ -253,7 +252,7 @@ class MVDUST3R_BLENDER_OT_release(bpy.types.Operator):
         return run.active() is None
 
     def execute(self, context: bpy.types.Context) -> set["OperatorReturnItems"]:
-        if run.SESSION.release():
+        if SESSION.release():
             self.report({"INFO"}, "The model was unloaded; its memory is free")
         else:
             self.report({"INFO"}, "No worker is running: nothing to release")

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, Optional
 import bpy
 
 from . import preferences
-from .download import Download, DownloadState
-from .engine import registry
-from .preferences import SetupError
-from .run import SESSION, RuntimeCheck, active
-from .runtime import Job, JobState, RuntimeSetupError, find_uv, plan_environment
+from .core.download import Download, DownloadState
+from .core import registry
+from .run import active
+from .session import SESSION, RuntimeCheck, SetupError, log_path, worker_python
+from .core.runtime import Job, JobState, RuntimeSetupError, find_uv, plan_environment
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
@@ -175,12 +175,12 @@ class MVDUST3R_BLENDER_OT_check_runtime(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set["OperatorReturnItems"]:
         try:
-            python = preferences.worker_python(preferences.get())
+            python = worker_python(preferences.get())
         except SetupError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         check = RuntimeCheck(python)
-        check.start(preferences.user_dir() / "worker.log")
+        check.start(log_path())
         TASKS.check = check
         state = _setup_state()
         if state is not None:

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import bpy
 
-from . import preferences, run
-from .preferences import SetupError, draw_task
+from . import preferences, run, session
+from .preferences import draw_task
+from .session import SetupError
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import RegionTypeItems, SpaceTypeItems
@@ -111,8 +112,8 @@ def _missing_setup() -> SetupError | None:
     """What must be set up before a run can start (no runtime, no model), or None."""
     try:
         prefs = preferences.get()
-        preferences.worker_python(prefs)
-        preferences.checkpoint_file(prefs)
+        session.worker_python(prefs)
+        session.checkpoint_file(prefs)
     except SetupError as exc:
         return exc
     return None

@@ -2,9 +2,8 @@
 
 The preferences hold choices only; the long tasks they start (creating the environment, checking
 it, downloading a checkpoint) live in :mod:`.operators_setup` and report through
-``window_manager.mvdust3r_setup``. The helpers at the bottom turn the choices into paths, raising
-:class:`SetupError` with the fix when something is missing, so the run operators can say exactly
-what to set up.
+``window_manager.mvdust3r_setup``. The helpers at the bottom say where the extension keeps its
+files; :mod:`.session` turns the choices into the paths a run needs.
 """
 from __future__ import annotations
 
@@ -13,9 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import bpy
 
-from .engine import registry
-from .errors import UserError
-from .runtime import TORCH_BACKENDS, env_python
+from .core import registry
+from .core.runtime import TORCH_BACKENDS
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import IconItems
@@ -29,10 +27,6 @@ _BACKEND_LABELS = {"auto": "Automatic (detect the GPU)", "cpu": "CPU only", "cu1
 # Property arguments are evaluated by Blender from the annotations' text: keep them plain names.
 _BACKEND_ITEMS = [(b, _BACKEND_LABELS[b], f"Install the '{b}' build of PyTorch") for b in TORCH_BACKENDS]
 _LICENCE_LABEL = f"I accept the model licence ({registry.LICENCE}, non-commercial use only)"
-
-
-class SetupError(UserError):
-    """Something the user has to set up first; `message` says what is missing, `hint` how to fix it."""
 
 
 def _checkpoint_items(self: Any, context: Any) -> list[tuple[str, str, str]]:
@@ -179,7 +173,7 @@ def draw_task(layout: bpy.types.UILayout, state: str, title: str, message: str, 
 
 
 # ---------------------------------------------------------------------------------------------
-# Choices → paths (raise SetupError with the fix)
+# Where the extension keeps its files
 
 
 def get() -> MVDUST3R_AddonPreferences:
@@ -208,47 +202,6 @@ def runtime_ready_marker() -> Path:
 
 def models_dir() -> Path:
     return user_dir() / "models"
-
-
-def worker_python(prefs: MVDUST3R_AddonPreferences) -> str:
-    """The interpreter the worker runs under; SetupError when none is set up."""
-    if prefs.runtime_mode == "EXISTING":
-        path = bpy.path.abspath(prefs.python_path) if prefs.python_path else ""
-        if not path:
-            raise SetupError("no Python is set for the worker",
-                             "set Preferences > Add-ons > MV-DUSt3R+ > Python, or create the private environment")
-        if not Path(path).is_file():
-            raise SetupError(f"the worker Python '{path}' does not exist",
-                             "pick the python executable of an environment with torch")
-        return path
-    python = env_python(runtime_dir())
-    if not (python.is_file() and runtime_ready_marker().is_file()):
-        raise SetupError("the PyTorch runtime is not set up",
-                         "open Preferences > Add-ons > MV-DUSt3R+ and press Create Environment "
-                         "(or choose Existing Python)")
-    return str(python)
-
-
-def checkpoint_file(prefs: MVDUST3R_AddonPreferences) -> Path:
-    """The checkpoint to load; SetupError when it is not on disk."""
-    if prefs.checkpoint == LOCAL:
-        if not prefs.checkpoint_path:
-            raise SetupError("no checkpoint file is chosen", "pick one in the add-on's preferences (Model)")
-        path = Path(bpy.path.abspath(prefs.checkpoint_path))
-        if not path.is_file():
-            raise SetupError(f"the checkpoint '{path}' does not exist", "pick an existing file, or download a model")
-        return path
-    if prefs.checkpoint == BUILTIN:
-        if not BUILTIN_MODEL.is_file():
-            raise SetupError(f"the built-in model '{BUILTIN_MODEL}' is missing from this installation",
-                             "reinstall the extension, or pick another model")
-        return BUILTIN_MODEL
-    path = models_dir() / prefs.checkpoint
-    if not path.is_file():
-        raise SetupError(f"the model {prefs.checkpoint} is not downloaded",
-                         "download it in the add-on's preferences (Model), or choose the Built-in Small Model "
-                         "(works offline) or a local file")
-    return path
 
 
 def register() -> None:

@@ -10,15 +10,9 @@ from __future__ import annotations
 import bpy
 
 from .import_options import ImportSettings
+from .session import RunState
 
-RUN_STATES = (
-    ("IDLE", "Idle", "No reconstruction has run in this session"),
-    ("RUNNING", "Running", "A reconstruction is running"),
-    ("CANCELLING", "Cancelling", "Waiting for the worker to stop"),
-    ("DONE", "Done", "The last reconstruction was imported"),
-    ("FAILED", "Failed", "The last reconstruction failed"),
-    ("CANCELLED", "Cancelled", "The last reconstruction was cancelled"),
-)
+RUN_STATES = tuple((state.value, state.label, state.description) for state in RunState)
 TASK_STATES = (
     ("IDLE", "Idle", ""),
     ("RUNNING", "Running", ""),

@@ -1,20 +1,21 @@
 """One reconstruction that blocks until it is in the scene: for scripts, other add-ons and the command line.
 
 The panel's run (:mod:`.run`) never blocks Blender; a script wants the opposite, a call that
-returns the finished collection. Both share the session's worker (``run.SESSION``), so the model
-loaded by one call is reused by the next, whoever makes it. Settings not given come from the
-add-on's preferences, the worker's Python first from ``$MVDUST3R_WORKER_PYTHON`` (tests, farms).
+returns the finished collection. Both build their request and reach the worker through
+:mod:`.session`, so the model loaded by one call is reused by the next, whoever makes it. Settings
+not given come from the add-on's preferences, the worker's Python first from
+``$MVDUST3R_WORKER_PYTHON`` (tests, farms).
 
-Errors name the input and the fix: :class:`~.run.RunError` (photos, options),
-:class:`~.preferences.SetupError` (runtime, checkpoint), :class:`~.worker_client.WorkerError`
-(the worker failed or died), :class:`~.bundle.BundleError` (an unreadable bundle). A failed import
-leaves the scene as it was.
+Errors name the input and the fix, all under the core's ``UserError``: ``RunError`` (photos,
+options) and ``SetupError`` (runtime, checkpoint) from :mod:`.session`, ``OptionError`` (an option
+out of range), ``WorkerError`` (the worker failed or died), ``BundleError`` (an unreadable bundle),
+``ExportError``. A failed import leaves the scene as it was.
 """
 from __future__ import annotations
 
-import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,71 +23,18 @@ from typing import Any, Optional, Union
 
 import bpy
 
-from . import preferences, run
-from .atomic import atomic_file
-from .bundle import Bundle, read_bundle
-from .engine.exports import export as export_bundle
+from . import run, session
+from .core.atomic import atomic_file
+from .core.bundle import Bundle, read_bundle
+from .core.confidence import DEFAULT_DROP_PERCENT, ConfidenceCut
+from .core.exports import export as export_bundle
+from .core.protocol import Event, ProgressEvent, ResultEvent
 from .import_options import ImportOptions
-from .importers.scene import ImportResult, import_reconstruction
-from .preferences import SetupError
-from .protocol import Event, ProgressEvent, ResultEvent
-from .photos import IMAGE_EXTENSIONS
-from .run import RunError, check_photos, folder_photos
-
-WORKER_PYTHON_ENV = "MVDUST3R_WORKER_PYTHON"
-"""Environment variable naming the worker's Python; wins over the preferences (tests, render farms)."""
-
-PathLike = Union[str, "os.PathLike[str]"]
-PhotoSource = Union[PathLike, Sequence[PathLike]]
-"""A folder (its image files, sorted by name) or a list of photo paths."""
+from .importers.scene import ImportResult, import_bundle
+from .session import SESSION, PathLike, PhotoSource, RunError, WorkerSettings
 
 ProgressCallback = Callable[[str, float], None]
 """Called with (stage, fraction of that stage done) as the worker reports progress."""
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """What the worker runs with: its Python, the checkpoint file, the device."""
-
-    python: str
-    checkpoint: str
-    device: str
-
-    @classmethod
-    def resolve(cls, python: Optional[PathLike] = None, checkpoint: Optional[PathLike] = None,
-                device: Optional[str] = None) -> "WorkerSettings":
-        """Each setting from its argument, else (the Python only) ``$MVDUST3R_WORKER_PYTHON``, else
-        the add-on's preferences. Raises :class:`SetupError` naming a missing file."""
-        python = python if python is not None else os.environ.get(WORKER_PYTHON_ENV) or None
-        if python is None:
-            python = preferences.worker_python(preferences.get())
-        elif not Path(python).is_file():
-            raise SetupError(f"the worker Python '{os.fspath(python)}' does not exist",
-                             f"pass the python of an environment with torch (or set ${WORKER_PYTHON_ENV})")
-        if checkpoint is None:
-            checkpoint = preferences.checkpoint_file(preferences.get())
-        elif not Path(checkpoint).is_file():
-            raise SetupError(f"the checkpoint '{os.fspath(checkpoint)}' does not exist",
-                             "pass an existing MV-DUSt3R(+) checkpoint file")
-        return cls(python=str(Path(python).absolute()), checkpoint=str(Path(checkpoint).absolute()),
-                   device=device if device is not None else str(preferences.get().device))
-
-
-def photo_list(photos: PhotoSource) -> list[str]:
-    """Absolute paths of `photos`: a folder's image files sorted by name, or the list as given.
-    Raises :class:`RunError` naming a missing folder or photo, a duplicate, or too few photos."""
-    if isinstance(photos, (str, os.PathLike)):
-        folder = Path(photos)
-        if not folder.is_dir():
-            raise RunError(f"'{folder}' is not a folder", "pass a folder of photos or a list of photo files")
-        paths = folder_photos(folder)
-        if len(paths) < 2:
-            raise RunError(f"the folder '{folder}' holds {len(paths)} photo{'s' if len(paths) != 1 else ''}",
-                           f"put at least 2 photos of one scene in it ({', '.join(IMAGE_EXTENSIONS)})")
-    else:
-        paths = [str(Path(p).absolute()) for p in photos]
-    check_photos(paths)
-    return paths
 
 
 @dataclass
@@ -119,7 +67,8 @@ class Result:
 
 def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, device: Optional[str] = None,
                 python: Optional[PathLike] = None, output: Optional[PathLike] = None,
-                reference_view: Optional[int] = None, import_points: bool = True, import_cameras: bool = True,
+                reference_view: Optional[int] = None, pose_drop_percent: float = DEFAULT_DROP_PERCENT,
+                import_points: bool = True, import_cameras: bool = True,
                 import_gaussians: bool = True, scene: Optional[bpy.types.Scene] = None,
                 timeout: Optional[float] = None, on_progress: Optional[ProgressCallback] = None,
                 exports: Sequence[str] = (), export_dir: Optional[PathLike] = None,
@@ -130,14 +79,20 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
     interpreter) default to the add-on's preferences (`python` to ``$MVDUST3R_WORKER_PYTHON``
     first). `output`: where the bundle is written (default: a new temporary folder; it is kept, for
     :func:`export`). `reference_view`: 0-based index of the photo that becomes the world frame.
+    `pose_drop_percent`: the share of least-confident pixels left out of the pose estimation.
     `import_*` choose what is created (all False: nothing is imported); the other keywords are
-    :class:`~.import_options.ImportOptions` fields (``axes``, ``confidence_drop``, ``name``, ...).
-    `scene` defaults to the context's. `timeout` (seconds) cancels a request that takes longer.
-    Ctrl-C cancels the request in the worker too. `exports` (``ply``, ``gaussians``, ``splat``,
-    ``colmap``, ``glb``) are written by the worker into `export_dir` (default: beside the bundle), confidence cut
-    `min_conf` (default: the official 3 % quantile); ``Result.exports`` lists them.
+    :class:`~.import_options.ImportOptions` fields (``axes``, ``confidence_drop_percent``,
+    ``min_confidence``, ``name``, ...). `scene` defaults to the context's. `timeout` (seconds)
+    cancels a request that takes longer. Ctrl-C cancels the request in the worker too. `exports`
+    (``ply``, ``gaussians``, ``splat``, ``colmap``, ``glb``) are written by the worker into
+    `export_dir` (default: beside the bundle), leaving out the points the import hides (by default
+    the least-confident 3 %); ``Result.exports`` lists them. The bundle keeps the Gaussians, for a
+    later :func:`export`. `min_conf` is the old name of ``min_confidence`` (deprecated).
     """
-    paths = photo_list(photos)
+    if min_conf is not None:
+        warnings.warn("reconstruct(min_conf=) is deprecated: use min_confidence=", DeprecationWarning, stacklevel=2)
+        import_options.setdefault("min_confidence", min_conf)
+    paths = session.photo_list(photos)
     options = ImportOptions.from_keywords(points=import_points, cameras=import_cameras,
                                           gaussians=import_gaussians, **import_options)
     settings = WorkerSettings.resolve(python, checkpoint, device)
@@ -149,15 +104,12 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
         raise RunError("a reconstruction started from the panel is running", "wait for it or cancel it first")
     bundle_path = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="mvdust3r-")) / "bundle.npz"
     bundle_path.parent.mkdir(parents=True, exist_ok=True)
-    engine_options: dict[str, Any] = {"gaussians": True}  # cheap, and exports may want them
-    if reference_view is not None:
-        engine_options["reference_view"] = reference_view
-
-    client = run.SESSION.ensure(settings.python, preferences.user_dir() / "worker.log")
-    request_id = client.reconstruct([*paths], bundle_path, engine_options, checkpoint=settings.checkpoint,
-                                    device=settings.device, exports=exports,
-                                    export_dir=(export_dir if export_dir is not None else bundle_path.parent)
-                                    if exports else None, export_min_conf=min_conf)
+    plan = session.plan_run(paths, settings, bundle_path, reference_view=reference_view,
+                            pose_drop_percent=pose_drop_percent,
+                            import_gaussians=import_gaussians, exports=exports,
+                            export_dir=Path(export_dir) if export_dir is not None else None, cut=options.cut,
+                            keep_bundle=True)
+    client, request_id = SESSION.submit(plan, session.log_path())
 
     def follow(event: Event) -> None:
         if on_progress is not None and isinstance(event, ProgressEvent):
@@ -169,6 +121,8 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
         if client.alive:
             client.cancel(request_id)
         raise
+    finally:
+        SESSION.close(request_id)
     assert isinstance(final, ResultEvent)
     result = Result(bundle_path=Path(final.bundle), photos=paths, views=final.views, points=final.points,
                     timings=dict(final.timings), imported=None, worker_pid=client.pid,
@@ -177,24 +131,31 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
     if importing:
         assert target is not None
         started = time.perf_counter()
-        result.imported = import_reconstruction(read_bundle(result.bundle_path), options, target,
-                                                bundle_path=str(result.bundle_path))
+        result.imported = import_bundle(result.bundle_path, options, target)
         result.timings["import"] = time.perf_counter() - started
     return result
 
 
 def export(result_or_bundle: Union[Result, Bundle, PathLike], formats: Sequence[str], out_dir: PathLike, *,
+           confidence_drop_percent: Optional[float] = None, min_confidence: Optional[float] = None,
            min_conf: Optional[float] = None) -> dict[str, Path]:
-    """Write a reconstruction (a :class:`Result`, a :class:`~.bundle.Bundle` or a bundle path) in
+    """Write a reconstruction (a :class:`Result`, a :class:`~.core.bundle.Bundle` or a bundle path) in
     `formats` (``ply``, ``gaussians``, ``splat``, ``colmap``, ``glb``) into `out_dir`; {format: path written}.
-    Raises the engine's ``ExportError`` naming the format or file at fault."""
+    Points below the cut are left out: `min_confidence` (absolute), else `confidence_drop_percent`
+    (default: the least-confident 3 %). `min_conf` is the old name of `min_confidence` (deprecated).
+    Raises the core's ``ExportError`` naming the format or file at fault."""
+    if min_conf is not None:
+        warnings.warn("export(min_conf=) is deprecated: use min_confidence=", DeprecationWarning, stacklevel=2)
+        min_confidence = min_conf if min_confidence is None else min_confidence
+    cut = ConfidenceCut(min_confidence=min_confidence) if confidence_drop_percent is None else \
+        ConfidenceCut(confidence_drop_percent=confidence_drop_percent, min_confidence=min_confidence)
     if isinstance(result_or_bundle, Result):
         bundle = read_bundle(result_or_bundle.bundle_path)
     elif isinstance(result_or_bundle, Bundle):
         bundle = result_or_bundle
     else:
         bundle = read_bundle(result_or_bundle)
-    written: dict[str, Path] = export_bundle(bundle, formats, out_dir, min_conf=min_conf)
+    written: dict[str, Path] = export_bundle(bundle, formats, Path(out_dir), cut=cut)
     return written
 
 
@@ -227,6 +188,6 @@ def save_blend(path: PathLike) -> Path:
     return final
 
 
-__all__ = ["PhotoSource", "Result", "WorkerSettings", "WORKER_PYTHON_ENV", "export", "fresh_file", "photo_list",
-           "reconstruct", "save_blend", "show_through_first_camera"]
+__all__ = ["PhotoSource", "ProgressCallback", "Result", "export", "fresh_file", "reconstruct", "save_blend",
+           "show_through_first_camera"]
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mvdust3r_blender.atomic import atomic_file
+from mvdust3r_blender.core.atomic import atomic_file
 from mvdust3r_blender.engine.checkpoint import ALLOWED_GLOBALS
 from mvdust3r_blender.engine.config import ModelConfig
 from mvdust3r_blender.engine.model_string import format_model_string

@@ -6,7 +6,7 @@
 Each method turns a scene's images into pointmaps + confidences (path 0, view 0's frame); the
 engine's own camera recovery (confidence mask, focal from view 0, PnP-RANSAC) turns those into
 cameras, exactly as a user's reconstruction does; the engine's metrics score them
-(``mvdust3r_blender.engine.metrics``): ND, DAc@0.2 and CD on ``avg_dis``-normalised points; RRE,
+(``training.metrics``): ND, DAc@0.2 and CD on ``avg_dis``-normalised points; RRE,
 RTE (degrees, all view pairs), mAE (relative focal error) and mAA@30. Numbers are means over scenes.
 
 Two more columns say whether a network places the views relative to each other, independently of
@@ -34,7 +34,8 @@ from torch import Tensor
 
 from mvdust3r_blender.engine.cameras import estimate_cameras, fallback_focal, pixel_grid
 from mvdust3r_blender.engine.checkpoint import load_model
-from mvdust3r_blender.engine.metrics import camera_metrics, normalise_points, point_metrics
+from mvdust3r_blender.engine.model import MultiViewModel
+from training.metrics import camera_metrics, normalise_points, point_metrics
 
 from .dataset import SampleKey, SyntheticScenes
 
@@ -85,7 +86,7 @@ def trivial_prediction(images: Tensor) -> tuple[Tensor, Tensor]:
     return plane.expand(n, h, w, 3).clone(), torch.ones(n, h, w)
 
 
-def network_prediction(model: torch.nn.Module) -> Predictor:
+def network_prediction(model: MultiViewModel) -> Predictor:
     """Path 0 of ``model.predict`` (eval-mode maths, as the add-on runs it)."""
     def predict(images: Tensor) -> tuple[Tensor, Tensor]:
         pred = model.predict(images, gaussians=False)

@@ -13,9 +13,11 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
-from ..bundle import BundleError, write_bundle
-from .errors import Cancelled, EngineError, InputError
-from .exports import FORMATS as EXPORT_FORMATS, needing_gaussians
+from ..core.bundle import write_bundle
+from ..core.errors import OptionError, UserError
+from ..core.exports import needing_gaussians, parse_formats
+from ..core.options import add_arguments, cut_from_arguments, options_from_arguments
+from .errors import Cancelled, InputError
 
 BUNDLE_NAME = "reconstruction.npz"
 
@@ -44,15 +46,6 @@ class ProgressLine:
             self.last = ""
 
 
-def _formats(text: str) -> list[str]:
-    names = [n.strip().lower() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in EXPORT_FORMATS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown export format(s) {', '.join(unknown) or repr(text)}; "
-                                         f"choose from {','.join(EXPORT_FORMATS)}")
-    return list(dict.fromkeys(names))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mvdust3r_blender.engine",
                                      description="MV-DUSt3R / MV-DUSt3R+ reconstruction from unposed photos.")
@@ -60,16 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec = commands.add_parser("reconstruct", help="photos → DIR/reconstruction.npz (+ exports)",
                               description="Reconstruct a scene from 2–100 photos (files or folders).")
     rec.add_argument("photos", nargs="+", help="photo files, or folders whose image files are used (sorted)")
-    rec.add_argument("--checkpoint", required=True, help="MV-DUSt3R(+) checkpoint (.pth or .safetensors)")
     rec.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
-    rec.add_argument("--export", type=_formats, default=[], metavar="FORMATS",
-                     help=f"comma-separated: {','.join(EXPORT_FORMATS)}")
-    rec.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
-    rec.add_argument("--reference-view", type=int, default=None, metavar="I",
-                     help="0-based index (in the order given) of the photo that defines the world frame")
+    add_arguments(rec, export_help="also write these formats into --out", checkpoint_required=True)
     rec.add_argument("--no-gaussians", action="store_true", help="skip the Gaussian parameters")
-    rec.add_argument("--min-conf-percent", type=float, default=3.0,
-                     help="share of lowest-confidence pixels left out of pose estimation (default 3)")
     return parser
 
 
@@ -77,16 +63,17 @@ def run_reconstruct(args: argparse.Namespace, stderr: TextIO) -> int:
     """Load the model, reconstruct, write the bundle and exports; raise EngineError on user problems."""
     from .checkpoint import load_model
     from .devices import resolve_device
-    from .exports import export
+    from ..core.exports import export
     from .images import collect_photo_paths
-    from .pipeline import ReconstructOptions, reconstruct
+    from .pipeline import reconstruct
 
-    needing = needing_gaussians(args.export)
+    formats = args.export
+    needing = needing_gaussians(formats)
     if needing and args.no_gaussians:
         raise InputError(f"--export {','.join(needing)} needs the Gaussians that --no-gaussians turns off",
                          "drop one of the two options")
-    options = ReconstructOptions(reference_view=args.reference_view, gaussians=not args.no_gaussians,
-                                 min_conf_percent=args.min_conf_percent)
+    options = options_from_arguments(args, gaussians=not args.no_gaussians)
+    cut = cut_from_arguments(args)
     photos = collect_photo_paths(args.photos)
     if not photos:
         raise InputError(f"no image files found in {', '.join(args.photos)}",
@@ -94,7 +81,7 @@ def run_reconstruct(args: argparse.Namespace, stderr: TextIO) -> int:
     out = args.out.expanduser()
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} exists and is not a folder", "give a folder path for --out")
-    device = resolve_device(args.device)
+    device = resolve_device(args.device or "auto")
     progress = ProgressLine(stderr)
     started = time.perf_counter()
     try:
@@ -105,8 +92,8 @@ def run_reconstruct(args: argparse.Namespace, stderr: TextIO) -> int:
         progress("write", 0.0)
         bundle.meta["timings"]["total"] = round(time.perf_counter() - started, 4)
         written = [write_bundle(bundle, out / BUNDLE_NAME)]
-        if args.export:
-            written += list(export(bundle, args.export, out).values())
+        if formats:
+            written += list(export(bundle, formats, out, cut=cut).values())
         progress("write", 1.0)
     finally:
         progress.finish()
@@ -116,16 +103,18 @@ def run_reconstruct(args: argparse.Namespace, stderr: TextIO) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.export = parse_formats(args.export)
+    except OptionError as exc:
+        parser.error(str(exc))  # a bad command line: usage and exit code 2, like argparse's own checks
     try:
         return run_reconstruct(args, sys.stderr)
     except (Cancelled, KeyboardInterrupt):
         print("error: cancelled", file=sys.stderr)
         return 130
-    except EngineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (BundleError, OSError) as exc:
+    except (UserError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -3,7 +3,7 @@
 This is the official demo's recovery (``demo.get_3D_model_from_scene`` with ``dust3r.losses``
 functions, spec §7 and §10), vectorised:
 
-1. :func:`confidence_mask` — one threshold over all views: the value at index
+1. :func:`pose_mask` — one threshold over all views: the value at index
    ``int(total·percent/100)`` of the sorted confidences; keep ``conf >= threshold``.
 2. :func:`estimate_focal` — from view 0 only, over its own 3 %-threshold pixels: closed-form
    least squares then 10 Weiszfeld re-weightings of ``f = argmin Σ‖p − f·(x,y)/z‖`` where p are
@@ -30,18 +30,18 @@ import cv2
 import numpy as np
 import torch
 
-from ..bundle import confidence_threshold
+from ..core.confidence import DEFAULT_DROP_PERCENT, drop_threshold
 from .errors import Cancelled
 
 FOCAL_ITERATIONS = 10
 POSE_FAILURE_W2C_T = (1.0, 1.0, 1.0)
 
 
-def confidence_mask(conf: torch.Tensor, percent: float = 3.0) -> torch.Tensor:
+def pose_mask(conf: torch.Tensor, drop_percent: float = DEFAULT_DROP_PERCENT) -> torch.Tensor:
     """bool, same shape as `conf`: ``conf >= sorted(conf)[int(numel·percent/100)]`` (one threshold for
-    all) — the demo's rule, as :func:`~mvdust3r_blender.bundle.confidence_threshold` computes it
+    all) — the demo's rule, as :func:`~mvdust3r_blender.core.confidence.drop_threshold` computes it
     for the importer and the exports."""
-    return conf >= confidence_threshold(conf.detach().float().cpu().numpy(), percent * 0.01)
+    return conf >= drop_threshold(conf.detach().float().cpu().numpy(), drop_percent)
 
 
 def pixel_grid(h: int, w: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -159,13 +159,13 @@ class CameraEstimate:
     focal_fallback: bool = False  # the estimate was unusable (≤ 0 or not finite): 60° field of view used
 
 
-def estimate_cameras(pts3d: torch.Tensor, conf: torch.Tensor, min_conf_percent: float = 3.0,
+def estimate_cameras(pts3d: torch.Tensor, conf: torch.Tensor, drop_percent: float = DEFAULT_DROP_PERCENT,
                      cancel: Optional[threading.Event] = None,
                      progress: Optional[Callable[[float], None]] = None) -> CameraEstimate:
     """Steps 1–3 of the module doc on network outputs (view 0 first, points in view 0's frame)."""
     h, w = pts3d.shape[1:3]
-    mask = confidence_mask(conf, min_conf_percent)
-    valid_first = confidence_mask(conf[0], min_conf_percent)
+    mask = pose_mask(conf, drop_percent)
+    valid_first = pose_mask(conf[0], drop_percent)
     focal = estimate_focal(pts3d[0], valid_first)
     fallback = not (np.isfinite(focal) and focal > 0)
     if fallback:  # e.g. points behind the camera: no camera can see them, keep a usable one

@@ -30,7 +30,7 @@ import re
 import secrets
 import shutil
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
@@ -44,7 +44,7 @@ from .config import ModelConfig
 from .devices import resolve_device
 from .errors import CheckpointError
 from .model_string import parse_model_string
-from .registry import supported_files_text
+from ..core.registry import supported_files_text
 
 if TYPE_CHECKING:
     from .model import MultiViewModel
@@ -106,7 +106,7 @@ class OpenedCheckpoint:
     model before it frees the current one, so a bad file never costs the user the loaded model."""
 
     source: Path
-    model: nn.Module                    # the empty (meta-device) network of the file's config
+    model: MultiViewModel               # the empty (meta-device) network of the file's config
     tensors: Mapping[str, torch.Tensor]
 
     def materialise(self, device: Union[str, torch.device] = "cpu",
@@ -470,7 +470,7 @@ def _read_weights_file(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]
     return _config_from_metadata(metadata, str(path)), tensors
 
 
-def _mapped_tensors(handle: Any) -> dict[str, torch.Tensor]:
+def _mapped_tensors(handle: safe_open) -> dict[str, torch.Tensor]:
     """Every tensor of an open ``safe_open`` handle, memory-mapped (what ``load_file`` does, without
     opening the file and parsing its header a second time)."""
     return {key: handle.get_tensor(key) for key in handle.keys()}
@@ -513,7 +513,7 @@ def _metadata(config: ModelConfig, **extra: str) -> dict[str, str]:
             "config": json.dumps(dataclasses.asdict(config)), **extra}
 
 
-def _empty_checked_model(config: ModelConfig, tensors: Mapping[str, torch.Tensor], source: str) -> nn.Module:
+def _empty_checked_model(config: ModelConfig, tensors: Mapping[str, torch.Tensor], source: str) -> MultiViewModel:
     """The network for `config` without storage (``meta`` device), after checking `tensors` fit it."""
     from .model import build_model
 
@@ -548,7 +548,7 @@ def _source_stamp(source: Path) -> dict[str, str]:
             "source_mtime_ns": str(stat.st_mtime_ns)}
 
 
-def _load_through_cache(source: Path, cache_root: Path) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+def _load_through_cache(source: Path, cache_root: Path) -> tuple[MultiViewModel, dict[str, torch.Tensor]]:
     """Empty network + memory-mapped tensors, from a fresh cache or (rebuilding it) from the source."""
     cache = cache_path(source, cache_root)
     stamp = _source_stamp(source)
@@ -615,7 +615,7 @@ def _write_safetensors(tensors: Mapping[str, torch.Tensor], metadata: dict[str, 
 # ---------------------------------------------------------------------------------------------
 # giving the network its weights
 
-def _batchnorm_prefixes(keys: Any) -> set[str]:
+def _batchnorm_prefixes(keys: Iterable[str]) -> set[str]:
     """Module prefixes of BatchNorm layers in a state dict (the ones with running statistics)."""
     return {key.rsplit(".", 1)[0] for key in keys if key.endswith(".running_mean")}
 
@@ -633,11 +633,11 @@ def _cast(tensors: Mapping[str, torch.Tensor], device: torch.device,
     return out
 
 
-def _materialise(model: nn.Module, tensors: Mapping[str, torch.Tensor], device: torch.device,
+def _materialise(model: MultiViewModel, tensors: Mapping[str, torch.Tensor], device: torch.device,
                  dtype: Optional[torch.dtype]) -> "MultiViewModel":
     """Assign the (cast, moved) tensors to the empty network without copying; eval mode."""
     model.load_state_dict(_cast(tensors, device, dtype), strict=True, assign=True)
     empty = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
     if empty:
         raise RuntimeError(f"the network has tensors no checkpoint provides: {empty[:_FIRST_FEW]}")
-    return model.eval()  # type: ignore[return-value]
+    return model.eval()

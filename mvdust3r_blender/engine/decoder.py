@@ -58,8 +58,8 @@ def multiview_layer(ref_block: DecoderBlock, src_block: DecoderBlock, x: torch.T
     y_ref = ref_block.self_step(x_ref.flatten(0, 1), rope).view_as(x_ref)
     k, v = ref_block.memory(x_src.view(r_paths, n - 1, b, t, d), rope)      # [R, N-1, B, h, T, d]
     q = ref_block.query(y_ref, rope)                                        # [R, B, h, T, d]
-    kv = [a.permute(0, 2, 3, 1, 4, 5).flatten(3, 4).flatten(0, 1) for a in (k, v)]
-    attended = F.scaled_dot_product_attention(q.flatten(0, 1), *kv).view_as(q)   # nothing to hide
+    keys, values = (a.permute(0, 2, 3, 1, 4, 5).flatten(3, 4).flatten(0, 1) for a in (k, v))
+    attended = F.scaled_dot_product_attention(q.flatten(0, 1), keys, values).view_as(q)   # nothing to hide
     y_ref = ref_block.mlp_step(ref_block.cross_step(y_ref, attended))
 
     # Source views: every view's keys/values under the source block, computed once per path.

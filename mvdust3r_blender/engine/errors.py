@@ -5,7 +5,7 @@ the worker turns them into ``error`` events (code, message, hint). Standard libr
 """
 from __future__ import annotations
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 
 class EngineError(UserError):

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .typed_modules import TypedSequential
+
 SKIP_SCALE = 1e-4        # official ``skip_proj_scale``: the skip CNN's output is added ×1e-4
 CONF_MAX = 1e9 - 1.0     # conf_mode ('exp', 1, 1e9): conf = 1 + exp(c).clip(max=1e9 - 1)
 
@@ -48,7 +50,7 @@ class LinearPts3d(nn.Module):
         super().__init__()
         self.patch = patch
         self.proj = nn.Linear(dec_dim, 4 * patch * patch)
-        self.skip_proj = nn.Sequential(
+        self.skip_proj = TypedSequential(
             MiddleBlock(6, skip_dim, 3, True),
             MiddleBlock(skip_dim, skip_dim, 5, True),
             MiddleBlock(skip_dim, skip_dim, 5, True),

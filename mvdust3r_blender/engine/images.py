@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..photos import exif_orientation, folder_photos
+from ..core.photos import exif_orientation, folder_photos
 from .errors import Cancelled, InputError
 
 MAX_EXACT_PIXELS = 24_000_000

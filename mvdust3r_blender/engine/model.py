@@ -26,6 +26,7 @@ from .errors import InputError
 from .heads import GSHead, LinearPts3d
 from .prediction import Prediction
 from .rope import RoPE2D, RotaryTables, grid_positions
+from .typed_modules import TypedModuleList
 
 Precision = Literal["fp32", "bf16", "bf16-skip-cnn"]
 DEFAULT_VIEW_CHUNK = 8
@@ -48,17 +49,18 @@ class MultiViewModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        self.checkpoint_path: Optional[str] = None   # the file a loader read it from (see checkpoint.py)
         c = config
         # Registration order = official state-dict order.
         self.mask_token = nn.Parameter(torch.zeros(1, 1, c.dec_embed_dim))  # unused; in the file
         self.patch_embed = PatchEmbed(c.patch_size, c.enc_embed_dim)
-        self.enc_blocks = nn.ModuleList(
+        self.enc_blocks = TypedModuleList(
             EncoderBlock(c.enc_embed_dim, c.enc_num_heads, c.mlp_ratio) for _ in range(c.enc_depth))
         self.enc_norm = nn.LayerNorm(c.enc_embed_dim, eps=1e-6)
         self.decoder_embed = nn.Linear(c.enc_embed_dim, c.dec_embed_dim)
 
-        def decoder() -> nn.ModuleList:
-            return nn.ModuleList(DecoderBlock(c.dec_embed_dim, c.dec_num_heads, c.mlp_ratio)
+        def decoder() -> TypedModuleList[DecoderBlock]:
+            return TypedModuleList(DecoderBlock(c.dec_embed_dim, c.dec_num_heads, c.mlp_ratio)
                                  for _ in range(c.dec_depth))
 
         self.dec_blocks = decoder()
@@ -67,7 +69,7 @@ class MultiViewModel(nn.Module):
         self.dec_blocks2 = decoder()
         self.downstream_head1 = LinearPts3d(c.dec_embed_dim, c.patch_size, c.skip_dim)
         self.downstream_head2 = LinearPts3d(c.dec_embed_dim, c.patch_size, c.skip_dim)
-        self.downstream_GS_head = nn.ModuleList(
+        self.downstream_GS_head = TypedModuleList(
             GSHead(c.dec_embed_dim, c.patch_size, c.gs_mlp_dim, c.sh_degree) for _ in range(2))
         self.rope = RoPE2D(c.rope_freq)
         if not self.mask_token.is_meta:     # meta tensors hold no values (loaders build there)
@@ -93,8 +95,10 @@ class MultiViewModel(nn.Module):
                     nn.init.zeros_(lin.weight)
                     nn.init.zeros_(lin.bias)
         for head in (self.downstream_head1, self.downstream_head2):
-            nn.init.zeros_(head.skip_proj[-1].conv.weight)
-            nn.init.zeros_(head.skip_proj[-1].conv.bias)
+            last = head.skip_proj[-1].conv
+            nn.init.zeros_(last.weight)
+            if last.bias is not None:
+                nn.init.zeros_(last.bias)
 
     @property
     def n_paths(self) -> int:
@@ -114,7 +118,8 @@ class MultiViewModel(nn.Module):
         called after every block of every chunk.
         """
         c = self.config
-        rope = self._rope(imgs.shape[-2:], c.enc_embed_dim // c.enc_num_heads, imgs.device)
+        h, w = imgs.shape[-2:]
+        rope = self._rope((h, w), c.enc_embed_dim // c.enc_num_heads, imgs.device)
         out = []
         for part in imgs.split(chunk or imgs.shape[0]):
             x = self.patch_embed(part)

@@ -18,47 +18,41 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
 
-from ..bundle import Bundle
+from ..core.bundle import Bundle
+from ..core.options import ReconstructOptions
 from .cameras import estimate_cameras, photo_intrinsics
+from .config import ModelConfig
 from .errors import Cancelled, CheckpointError, InputError
 from .gaussians import SCALE_MAX, SCALE_MIN, gaussian_fields
 from .images import load_photos, network_input
+from .prediction import Prediction
 from .views import check_reference_view, inverse_order, reference_order
 
 Progress = Callable[[str, float], None]
 
 
-@dataclass
-class ReconstructOptions:
-    """What the user can choose for one reconstruction."""
+class Network(Protocol):
+    """What :func:`reconstruct` needs of a network: its settings and a path-0 prediction of one
+    scene (:class:`~.model.MultiViewModel` is one)."""
 
-    reference_view: Optional[int] = None   # user index of the view that becomes the world frame
-    gaussians: bool = True                 # compute Gaussian parameters
-    min_conf_percent: float = 3.0          # lowest-confidence share left out of the pose/scale mask (official 3 %)
+    config: ModelConfig
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= float(self.min_conf_percent) < 100.0:
-            raise InputError(f"min_conf_percent {self.min_conf_percent} is out of range",
-                             "give a percentage from 0 (keep all pixels) to below 100")
-        if self.reference_view is not None and (isinstance(self.reference_view, bool)
-                                                or not isinstance(self.reference_view, int)):
-            raise InputError(f"reference_view {self.reference_view!r} is not a photo index",
-                             "give the 0-based index of a photo, or leave it unset")
+    def predict(self, images: torch.Tensor, *, gaussians: bool = ...,
+                progress: Optional[Callable[[float], None]] = ...) -> Prediction: ...
 
 
-def _model_device(model: Any) -> torch.device:
+def _model_device(model: Network) -> torch.device:
     first = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
     return first.device if first is not None else torch.device(getattr(model, "device", "cpu"))
 
 
-def _check_count(n: int, config: Any) -> None:
+def _check_count(n: int, config: ModelConfig) -> None:
     if n == 0:
         raise InputError("no photos were given", "give at least 2 photos of the same scene (4–100 work best)")
     if n < config.min_views:
@@ -69,7 +63,7 @@ def _check_count(n: int, config: Any) -> None:
                          f"add photos of the same scene (at least {config.min_views})")
 
 
-def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Any,
+def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
                 options: ReconstructOptions = ReconstructOptions(),
                 progress: Optional[Progress] = None,
                 cancel: Optional[threading.Event] = None) -> Bundle:
@@ -88,7 +82,7 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Any,
 
     started = time.perf_counter()
     report("load", 0.0)
-    loaded = load_photos(paths, tuple(config.img_size), cancel=cancel,
+    loaded = load_photos(paths, config.img_size, cancel=cancel,
                          progress=lambda f: report("load", f))
     order = reference_order(len(loaded), options.reference_view)
     back = inverse_order(order)
@@ -116,7 +110,7 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Any,
     stop_if_cancelled("camera recovery")
     started = time.perf_counter()
     report("cameras", 0.0)
-    cams = estimate_cameras(pts3d, conf, options.min_conf_percent, cancel, progress=lambda f: report("cameras", f))
+    cams = estimate_cameras(pts3d, conf, options.pose_drop_percent, cancel, progress=lambda f: report("cameras", f))
     h, w = pts3d.shape[1:3]
     crop_boxes = np.array([p.crop_box for p in loaded], dtype=np.float64)     # user order
     intrinsics = photo_intrinsics(cams.focal, (h, w), crop_boxes)
@@ -153,7 +147,7 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Any,
         "reference_view": int(order[0]),
         "focal_grid_px": cams.focal,
         "focal_fallback": cams.focal_fallback,
-        "min_conf_percent": float(options.min_conf_percent),
+        "pose_drop_percent": float(options.pose_drop_percent),
         "pose_failed_views": sorted(int(order[v]) for v in cams.poses.failed),
         "pose_inliers": [int(cams.poses.inliers[back[u]]) for u in range(len(loaded))],
         "approximate_photos": [p.path for p in loaded if p.approximate],

@@ -27,19 +27,24 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Optional
+from typing import IO, TYPE_CHECKING, Any, Callable, Optional
 
-from ..protocol import (AckEvent, CancelRequest, DeviceInfo, ErrorEvent, Event, HelloEvent, HelloRequest,
+from ..core.protocol import (AckEvent, CancelRequest, DeviceInfo, ErrorEvent, Event, HelloEvent, HelloRequest,
                         LoadedEvent, LoadRequest, ModelInfo, ProgressEvent, ProtocolError, ReadyEvent,
                         ReconstructRequest, ReleaseRequest, Request, ResultEvent, ShutdownRequest,
                         PROTOCOL_VERSION, decode_request, encode)
+from ..core.errors import UserError
 from .errors import Cancelled, EngineError, InputError
+
+if TYPE_CHECKING:                  # torch loads lazily: the worker answers hello without it
+    from .model import MultiViewModel
 
 log = logging.getLogger("mvdust3r.worker")
 
 DTYPES = ("float32", "float16", "bfloat16")
+ModelKey = tuple[str, int, int, str, Optional[str]]  # file path, size, mtime (ns), device, dtype
 STOP_TIMEOUT_S = 10.0  # how long shutdown / stdin close waits for a cancelled job to wind down
 
 
@@ -73,8 +78,8 @@ class Worker:
         self._pending: dict[str, _Job] = {}  # queued or running jobs by request id
         self._pending_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run_jobs, name="mvdust3r-jobs", daemon=True)
-        self._model: Any = None
-        self._model_key: Optional[tuple[Any, ...]] = None
+        self._model: Optional[MultiViewModel] = None
+        self._model_key: Optional[ModelKey] = None
         self._model_info: Optional[ModelInfo] = None
         self.loads = 0  # checkpoints loaded by this process: a reused model does not count
 
@@ -212,7 +217,7 @@ class Worker:
         """Run `handle(request)`; every exception becomes the request's error event."""
         try:
             return handle(request)
-        except EngineError as exc:
+        except UserError as exc:
             event = ErrorEvent(id=request.id, code=exc.code, message=exc.message, hint=exc.hint)
             log.info("%s %s failed: %s", request.type, request.id, exc)
         except ModuleNotFoundError as exc:
@@ -261,7 +266,7 @@ class Worker:
         torch_device = resolve_device(device)
         try:
             stat = path.stat()
-            key: Optional[tuple[Any, ...]] = (str(path), stat.st_size, stat.st_mtime_ns, str(torch_device), dtype)
+            key: Optional[ModelKey] = (str(path), stat.st_size, stat.st_mtime_ns, str(torch_device), dtype)
         except OSError:
             key = None  # open_checkpoint reports the missing or unreadable file
         if key is not None and key == self._model_key and self._model is not None:
@@ -274,11 +279,10 @@ class Worker:
         model = opened.materialise(torch_device, getattr(torch, dtype) if dtype else None)
         del opened
         self._model, self._model_key = model, key
-        config = getattr(model, "config", None)
         first = next(iter(model.parameters()), None)
         self._model_info = ModelInfo(checkpoint=str(path), device=str(torch_device),
                                      dtype=str(first.dtype).removeprefix("torch.") if first is not None else "",
-                                     variant=str(getattr(config, "variant", "")))
+                                     variant=model.config.variant)
         self.loads += 1
         progress("load", 1.0)
         log.info("loaded %s on %s (%s)", path, torch_device, self._model_info.dtype)
@@ -291,12 +295,12 @@ class Worker:
     # -- reconstruct ----------------------------------------------------------------------------
 
     def _reconstruct(self, request: ReconstructRequest, job: _Job) -> Event:
-        from ..bundle import write_bundle
-        from .exports import export
-        from .pipeline import ReconstructOptions, reconstruct
+        from ..core.bundle import write_bundle
+        from ..core.exports import export
+        from .pipeline import reconstruct
 
         started = time.perf_counter()
-        options = _options(ReconstructOptions, request.options)
+        options = request.options  # typed and checked when the request was decoded
         output = Path(request.output).expanduser()
         if not output.is_absolute():
             raise BadRequest(f"output path {request.output!r} is not absolute",
@@ -325,7 +329,7 @@ class Worker:
             progress("export", 0.0)
             exporting = time.perf_counter()
             exported = {name: str(path) for name, path in
-                        export(bundle, request.exports, export_dir, min_conf=request.export_min_conf).items()}
+                        export(bundle, request.exports, export_dir, cut=request.export_cut).items()}
             timings["export"] = round(time.perf_counter() - exporting, 4)
             progress("export", 1.0)
         timings["total"] = round(time.perf_counter() - started, 4)
@@ -339,7 +343,7 @@ def _export_dir(request: ReconstructRequest, gaussians: bool) -> Optional[Path]:
     """Check the requested exports before any work is done; the folder to write them to, or None."""
     if not request.exports:
         return None
-    from .exports import FORMATS, needing_gaussians  # numpy: imported on use, like torch (hello works without them)
+    from ..core.exports import FORMATS, needing_gaussians  # numpy: imported on use, like torch (hello works without them)
 
     unknown = sorted(set(request.exports) - set(FORMATS))
     if unknown:
@@ -352,18 +356,6 @@ def _export_dir(request: ReconstructRequest, gaussians: bool) -> Optional[Path]:
         raise BadRequest(f"export_dir {request.export_dir!r} is not an absolute path",
                          "give the full path of the folder the exports go to")
     return Path(request.export_dir).expanduser()
-
-
-def _options(cls: type, given: dict[str, Any]) -> Any:
-    """``cls(**given)``, with unknown names reported as a bad request that lists the valid ones."""
-    names = [f.name for f in fields(cls)]
-    unknown = sorted(set(given) - set(names))
-    if unknown:
-        raise BadRequest(f"unknown reconstruct option(s) {', '.join(unknown)}", f"valid options: {', '.join(names)}")
-    try:
-        return cls(**given)
-    except (TypeError, ValueError) as exc:
-        raise BadRequest(f"invalid reconstruct options: {exc}", f"valid options: {', '.join(names)}") from exc
 
 
 def _devices() -> list[DeviceInfo]:

@@ -13,7 +13,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from ..conventions import BlenderCamera, blender_camera, image_plane_corners
+from ..core.conventions import BlenderCamera, blender_camera, image_plane_corners
 
 INTRINSIC_PROPS = ("W", "H", "fx", "fy", "cx", "cy")
 

@@ -34,7 +34,7 @@ import math
 import bpy
 import numpy as np
 
-from ..splats import LOW_PASS, sort_axes
+from ..core.splats import LOW_PASS, sort_axes
 from .nodes import (get_modifier_input, math_node, named_attribute, new_geometry_group, new_node_material, set_modifier_input,
                     thresholded_points, vector_math_node)
 from .points import COLOR_ATTRIBUTE, new_points_mesh

@@ -6,20 +6,21 @@ scene is left exactly as it was — and the error is raised unchanged for the ca
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import bpy
 import numpy as np
 
-from ..bundle import Bundle, confidence_threshold, srgb8_to_linear
-from ..conventions import (camera_matrix_world, grid_point_spacing, point_depths, transform_points,
+from ..core.bundle import Bundle, read_bundle, srgb8_to_linear
+from ..core.conventions import (camera_matrix_world, grid_point_spacing, point_depths, transform_points,
                            transform_rotations)
+from ..core.splats import pixel_footprints
 from ..import_options import ImportOptions
-from ..splats import pixel_footprints
 from .cameras import create_cameras
 from .gaussians import create_gaussians, prepare_render
 from .points import create_points
@@ -65,6 +66,19 @@ def collection_name(bundle: Bundle, bundle_path: Optional[str]) -> str:
     return "Reconstruction"
 
 
+def import_bundle(source: Union[str, "os.PathLike[str]", Bundle], options: ImportOptions,
+                  scene: bpy.types.Scene) -> ImportResult:
+    """The one way from a bundle to the scene (File › Import, the panel's run, the Python API):
+    read and check `source` (a ``.npz`` path or a :class:`Bundle`), then import it as
+    :func:`import_reconstruction` does. A bad file raises ``BundleError`` naming it, before
+    anything is created."""
+    if isinstance(source, Bundle):
+        source.validate("bundle")
+        return import_reconstruction(source, options, scene)
+    path = os.fspath(source)
+    return import_reconstruction(read_bundle(path), options, scene, bundle_path=path)
+
+
 def import_reconstruction(bundle: Bundle, options: ImportOptions, scene: bpy.types.Scene,
                           bundle_path: Optional[str] = None) -> ImportResult:
     """Create a new collection in `scene` with what `options` asks for from `bundle`."""
@@ -79,8 +93,7 @@ def import_reconstruction(bundle: Bundle, options: ImportOptions, scene: bpy.typ
         colors = srgb8_to_linear(bundle.images.reshape(-1, 3))
         if options.points:
             conf = bundle.conf.reshape(-1)
-            threshold = (options.confidence_threshold if options.confidence_threshold is not None
-                         else confidence_threshold(conf, options.confidence_drop))
+            threshold = options.cut.threshold(conf)
             radius = options.point_radius
             if radius is None:  # half the grid spacing: neighbouring points just touch
                 spacing = grid_point_spacing(bundle.pts3d, bundle.intrinsics, bundle.cam2world, bundle.crop_box)

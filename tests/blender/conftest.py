@@ -10,7 +10,7 @@ Fixtures:
 - ``extension_zip`` (session): path of the built zip.
 - ``ext`` (session): the installed extension's top-level module.
 - ``make_bundle``: a factory for small bundles whose points are consistent with their cameras
-  (instances of the installed ``bl_ext.user_default.mvdust3r_blender.bundle.Bundle``).
+  (instances of the installed ``bl_ext.user_default.mvdust3r_blender.core.bundle.Bundle``).
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def configured(ext: ModuleType, golden: Path) -> Iterator[Any]:
     prefs.checkpoint_path = str(checkpoint)
     prefs.device = "cpu"
     yield prefs
-    sys.modules[f"{PACKAGE}.run"].SESSION.shutdown()
+    sys.modules[f"{PACKAGE}.session"].SESSION.shutdown()
 
 
 @pytest.fixture(autouse=True)
@@ -128,7 +128,7 @@ def make_bundle(ext: ModuleType, tmp_path: Path) -> Callable[..., Any]:
     pixel centre at a random depth through K and cam2world, so it projects exactly onto that pixel.
     Photos are written as PNG files under the test's tmp_path (or only named, with ``write_photos=False``).
     """
-    Bundle = importlib.import_module(f"{ext.__name__}.bundle").Bundle
+    Bundle = importlib.import_module(f"{ext.__name__}.core.bundle").Bundle
 
     def build(photo_sizes: Sequence[tuple[int, int]] = ((96, 64), (64, 96), (80, 80)),
               grid: tuple[int, int] = (12, 16),

@@ -57,7 +57,7 @@ def test_nothing_imported_and_export(api: Any, tmp_path: Path) -> None:
     assert written["ply"].read_bytes().startswith(b"ply\n")
     assert written["glb"].read_bytes()[:4] == b"glTF"
     # a bundle path and a Bundle give the same files
-    bundle = module("bundle").read_bundle(result.bundle_path)
+    bundle = module("core.bundle").read_bundle(result.bundle_path)
     by_path = api.export(result.bundle_path, ["ply"], tmp_path / "by_path")
     by_bundle = api.export(bundle, ["ply"], tmp_path / "by_bundle")
     assert by_path["ply"].read_bytes() == by_bundle["ply"].read_bytes() == written["ply"].read_bytes()
@@ -68,8 +68,8 @@ def test_arguments_override_the_preferences(api: Any, tmp_path: Path, golden: Pa
     """checkpoint= wins over the preferences; the env var wins over the preferences' runtime."""
     prefs = bpy.context.preferences.addons[PACKAGE].preferences
     prefs.checkpoint_path = str(tmp_path / "missing.pth")
-    settings = module("reconstruction").WorkerSettings
-    setup_error = module("preferences").SetupError
+    settings = module("session").WorkerSettings
+    setup_error = module("session").SetupError
     with pytest.raises(setup_error, match="missing.pth"):
         settings.resolve()
     plus = golden / "mvdp_reduced_ckpt.pth"
@@ -90,8 +90,8 @@ def test_arguments_override_the_preferences(api: Any, tmp_path: Path, golden: Pa
 
 
 def test_bad_input_is_named_and_leaves_the_scene_alone(api: Any, tmp_path: Path) -> None:
-    run_error = module("run").RunError
-    worker_error = module("worker_client").WorkerError
+    run_error = module("session").RunError
+    worker_error = module("core.worker_client").WorkerError
     before = objects()
     with pytest.raises(run_error, match="not a folder"):
         api.reconstruct(tmp_path / "nowhere")
@@ -114,11 +114,11 @@ def test_reference_view_is_passed_to_the_network(api: Any, tmp_path: Path) -> No
     results stay in the user's photo order."""
     folder = scene_folder(tmp_path / "room", 3)
     result = api.reconstruct(folder, reference_view=2, import_points=False, import_gaussians=False)
-    bundle = module("bundle").read_bundle(result.bundle_path)
+    bundle = module("core.bundle").read_bundle(result.bundle_path)
     assert bundle.meta["reference_view"] == 2 and bundle.meta["reference_order"][0] == 2
     assert [Path(p).name for p in bundle.photo_paths] == ["view_0.png", "view_1.png", "view_2.png"]
-    with pytest.raises(module("worker_client").WorkerError, match="reference"):
-        api.reconstruct(folder, reference_view=5)
+    with pytest.raises(module("session").RunError, match="reference view 5 does not exist: there are 3 photos"):
+        api.reconstruct(folder, reference_view=5)  # refused before the worker is asked
 
 
 def test_exports_are_written_by_the_worker_with_exif_rotated_photos_upright(api: Any, tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ def batch(ext: ModuleType, golden: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
         return report, log.getvalue()
 
     yield call
-    module("run").SESSION.shutdown()
+    module("session").SESSION.shutdown()
 
 
 def three_scenes(root: Path) -> list[Path]:
@@ -131,7 +131,7 @@ def test_bad_batch_arguments_fail_before_any_scene(batch: Any, tmp_path: Path) -
         batch([tmp_path], tmp_path / "out", formats=["obj"])
     with pytest.raises(ValueError, match="nothing to write"):
         batch([tmp_path], tmp_path / "out", blend=False)
-    setup_error = module("preferences").SetupError
+    setup_error = module("session").SetupError
     with pytest.raises(setup_error, match="nope.pth"):
         module("api").reconstruct_many([tmp_path], tmp_path / "out", checkpoint=tmp_path / "nope.pth")
-    assert module("run").SESSION.client is None  # no worker was started for a batch that cannot run
+    assert module("session").SESSION.client is None  # no worker was started for a batch that cannot run

@@ -22,7 +22,7 @@ def cli(ext: ModuleType, golden: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     main = module("cli").main
     settings = ["--checkpoint", str(golden / "mvd_reduced_ckpt.pth"), "--device", "cpu"]
     yield lambda *argv: main([*argv, *settings])
-    module("run").SESSION.shutdown()
+    module("session").SESSION.shutdown()
 
 
 def test_help_and_usage_errors(ext: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
@@ -35,7 +35,8 @@ def test_help_and_usage_errors(ext: ModuleType, capsys: pytest.CaptureFixture[st
     assert main(["batch", "somewhere"]) == 2  # --out is required
     assert "--out" in capsys.readouterr().err
     assert main(["reconstruct", "a.png", "b.png", "--out", "x.blend", "--export", "obj"]) == 2
-    assert "invalid choice: 'obj'" in capsys.readouterr().err
+    assert "unknown export format 'obj'" in capsys.readouterr().err
+    assert main(["reconstruct", "a.png", "b.png", "--out", "x.blend", "--pose-drop-percent", "abc"]) == 2
     assert main([]) == 2
 
 
@@ -53,7 +54,7 @@ def test_batch_with_a_broken_scene(cli: Any, tmp_path: Path, capsys: pytest.Capt
     for name in records:
         assert (out / f"{name}.blend").is_file() and (out / name / "points.ply").is_file()
     assert not (out / "garage.blend").exists() and not (out / "garage.json").exists()
-    assert module("run").SESSION.client is None  # the command stops its worker when it ends
+    assert module("session").SESSION.client is None  # the command stops its worker when it ends
 
     assert cli("batch", *map(str, folders), "--out", str(out), "--export", "ply") == 1
     err = capsys.readouterr().err

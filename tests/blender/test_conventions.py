@@ -14,12 +14,12 @@ from mathutils import Matrix, Quaternion, Vector
 
 @pytest.fixture
 def conv(ext: ModuleType) -> ModuleType:
-    return importlib.import_module(f"{ext.__name__}.conventions")
+    return importlib.import_module(f"{ext.__name__}.core.conventions")
 
 
 @pytest.fixture
 def bundle_module(ext: ModuleType) -> ModuleType:
-    return importlib.import_module(f"{ext.__name__}.bundle")
+    return importlib.import_module(f"{ext.__name__}.core.bundle")
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_quaternion_from_matrix_matches_mathutils_on_hard_cases(ext: ModuleType)
     rng = np.random.default_rng(2)
     cases = [random_rotation(rng) for _ in range(30)]
     cases += [np.diag([1.0, -1, -1]), np.diag([-1.0, 1, -1]), np.diag([-1.0, -1, 1]), np.eye(3)]  # trace −1 and 3
-    quats = importlib.import_module(f"{ext.__name__}.rotations").quaternion_from_matrix(np.array(cases))     # all at once (vectorised)
+    quats = importlib.import_module(f"{ext.__name__}.core.rotations").quaternion_from_matrix(np.array(cases))     # all at once (vectorised)
     for q, r in zip(quats, cases):
         assert q[0] >= 0 and np.allclose(np.array(Quaternion(q).to_matrix()), r, atol=1e-9)
 
@@ -143,14 +143,17 @@ def test_srgb_to_linear_matches_blender(bundle_module: ModuleType) -> None:
     assert np.array_equal(bundle_module.srgb8_to_linear(bytes_), bundle_module.srgb_to_linear(bytes_.astype(np.float32) / 255))
 
 
-def test_confidence_threshold_is_the_official_sorted_index(bundle_module: ModuleType) -> None:
+def test_confidence_threshold_is_the_official_sorted_index(ext: ModuleType) -> None:
+    confidence = importlib.import_module(f"{ext.__name__}.core.confidence")
     rng = np.random.default_rng(3)
     conf = 1 + rng.exponential(3, size=(4, 30, 40)).astype(np.float32)
-    thr = bundle_module.confidence_threshold(conf, 0.03)
+    thr = confidence.drop_threshold(conf, 3.0)
     assert thr == np.sort(conf.ravel())[int(conf.size * 0.03)]
     dropped = (conf < thr).sum() / conf.size
     assert 0.025 < dropped <= 0.03
-    assert bundle_module.confidence_threshold(conf, 0.0) == conf.min()
+    assert confidence.drop_threshold(conf, 0.0) == conf.min()
+    assert confidence.ConfidenceCut().threshold(conf) == thr  # the default cut is the demo's 3 %
+    assert confidence.ConfidenceCut(min_confidence=2.0).threshold(conf) == 2.0
 
 
 def test_grid_point_spacing_is_the_neighbour_distance_on_a_plane(conv: ModuleType) -> None:

@@ -96,7 +96,7 @@ class Scores:
 
 def score(imported: Any, bundle: Any, truth: Any) -> Scores:
     """Cameras as Blender holds them (imported with axes Z_UP) and the bundle's points, against the truth."""
-    conventions = module("conventions")
+    conventions = module("core.conventions")
     matrices = np.array([np.array(cam.matrix_world) for cam in imported.cameras])
     matrices[:, :3, :3] /= np.linalg.norm(matrices[:, :3, :3], axis=1, keepdims=True)
     # back from Blender's camera objects to OpenCV camera-to-world in the network's frame
@@ -139,7 +139,7 @@ def test_default_model_reconstructs_heldout_scenes(api: Any, heldout: list[Path]
                                  axes="Z_UP")
         assert result.views == VIEWS and len(result.imported.cameras) == VIEWS
         assert result.imported.points is not None and result.imported.gaussians is not None
-        bundle = module("bundle").read_bundle(result.bundle_path)
+        bundle = module("core.bundle").read_bundle(result.bundle_path)
         assert bundle.pts3d.shape[1:3] == (RESOLUTION, RESOLUTION)  # photos at the network's size
         got.append(score(result.imported, bundle, truth))
         base.append(baseline_score(truth))

@@ -32,7 +32,7 @@ def demo() -> ModuleType:
 @pytest.fixture
 def worker(ext: ModuleType) -> Iterator[None]:
     yield
-    module("run").SESSION.shutdown()
+    module("session").SESSION.shutdown()
 
 
 @pytest.mark.parametrize("trained", [False, True], ids=["golden", "shipped"])

@@ -18,7 +18,7 @@ import pytest
 @pytest.fixture
 def dl(ext: ModuleType) -> ModuleType:
     """The installed extension's download module (what Blender runs)."""
-    return importlib.import_module(f"{ext.__name__}.download")
+    return importlib.import_module(f"{ext.__name__}.core.download")
 
 
 PAYLOAD = os.urandom(3 * 1024 * 1024 + 12345)

@@ -18,7 +18,7 @@ def test_zip_holds_the_package_at_top_level(extension_zip: Path) -> None:
     manifest = tomllib.loads((ROOT / "blender_manifest.toml").read_text())
     assert extension_zip.name == f"mvdust3r_blender-{manifest['version']}.zip"
     names = zipfile.ZipFile(extension_zip).namelist()
-    assert "blender_manifest.toml" in names and "__init__.py" in names and "bundle.py" in names
+    assert "blender_manifest.toml" in names and "__init__.py" in names and "core/bundle.py" in names
     assert "engine/__init__.py" in names  # the worker starts from the installed files
     # the built-in model, byte for byte the committed one
     assert zipfile.ZipFile(extension_zip).read("models/default.safetensors") == \
@@ -37,8 +37,8 @@ def test_installed_extension_is_enabled(ext: ModuleType) -> None:
     assert ext.__name__ == PACKAGE
     assert PACKAGE in bpy.context.preferences.addons
     assert Path(ext.__file__).parent != ROOT / "mvdust3r_blender"  # the installed copy, not the source tree
-    bundle_module = importlib.import_module(f"{PACKAGE}.bundle")
-    assert Path(bundle_module.__file__).parent == Path(ext.__file__).parent
+    bundle_module = importlib.import_module(f"{PACKAGE}.core.bundle")
+    assert Path(bundle_module.__file__).parent.parent == Path(ext.__file__).parent
 
 
 def test_make_bundle_points_project_onto_their_pixels(make_bundle) -> None:

@@ -63,7 +63,7 @@ def test_import_makes_one_new_collection_and_leaves_the_rest(api: ModuleType, ma
 
 def test_import_from_file_records_the_path(api: ModuleType, ext: ModuleType, make_bundle: Callable[..., Any],
                                            tmp_path: Path) -> None:
-    bundle_module = importlib.import_module(f"{ext.__name__}.bundle")
+    bundle_module = importlib.import_module(f"{ext.__name__}.core.bundle")
     path = bundle_module.write_bundle(make_bundle(), tmp_path / "scene.npz")
     result = api.import_bundle(path, cameras=False, gaussians=False)
     assert result.bundle_path == str(path) and result.points is not None and not result.cameras
@@ -98,7 +98,7 @@ def test_bad_options_are_refused_before_anything_is_made(api: ModuleType, make_b
 
 
 def test_operator_imports_a_file(make_bundle: Callable[..., Any], ext: ModuleType, tmp_path: Path) -> None:
-    bundle_module = importlib.import_module(f"{ext.__name__}.bundle")
+    bundle_module = importlib.import_module(f"{ext.__name__}.core.bundle")
     path = bundle_module.write_bundle(make_bundle(), tmp_path / "garden.npz")
     result = bpy.ops.import_scene.mvdust3r_bundle(filepath=str(path), import_gaussians=False, axes="NETWORK",
                                                   confidence_drop_percent=50.0, point_size=2.0)
@@ -144,7 +144,7 @@ def test_file_handler_accepts_bundles_only_over_the_viewport(ext: ModuleType) ->
 
 def test_dropped_file_imports(make_bundle: Callable[..., Any], ext: ModuleType, tmp_path: Path) -> None:
     """A drop invokes the operator with `filepath` set: headless, the options popup executes at once."""
-    bundle_module = importlib.import_module(f"{ext.__name__}.bundle")
+    bundle_module = importlib.import_module(f"{ext.__name__}.core.bundle")
     path = bundle_module.write_bundle(make_bundle(write_photos=False), tmp_path / "dropped.npz")
     before = len(bpy.context.scene.collection.children)
     assert bpy.ops.import_scene.mvdust3r_bundle("INVOKE_DEFAULT", filepath=str(path)) == {"FINISHED"}

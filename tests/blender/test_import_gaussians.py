@@ -19,7 +19,7 @@ from blender_queries import instance_matrices, project, render_rgba
 @pytest.fixture
 def mods(ext: ModuleType) -> dict[str, ModuleType]:
     return {name: importlib.import_module(f"{ext.__name__}.{name}")
-            for name in ("api", "conventions", "importers.gaussians", "importers.nodes")}
+            for name in ("api", "core.conventions", "importers.gaussians", "importers.nodes")}
 
 
 def read(mesh: bpy.types.Mesh, name: str, field: str, width: int) -> np.ndarray:
@@ -62,7 +62,7 @@ def test_gaussian_attributes(mods: dict[str, ModuleType], make_bundle: Callable[
     bundle = make_bundle()
     obj = mods["api"].import_bundle(bundle, axes=axes, points=False, cameras=False).gaussians
     mesh = obj.data
-    conv = mods["conventions"]
+    conv = mods["core.conventions"]
     types = {a.name: a.data_type for a in mesh.attributes}
     assert types["rot"] == "QUATERNION" and types["scale"] == "FLOAT_VECTOR"
     assert types["opacity"] == "FLOAT" and types["Col"] == "FLOAT_COLOR"
@@ -87,7 +87,7 @@ def test_instances_are_the_bundles_gaussians(mods: dict[str, ModuleType], make_b
     bundle = make_bundle(grid=(5, 7))
     obj = mods["api"].import_bundle(bundle, axes=axes, points=False, cameras=False,
                                     opacity_threshold=0.0, scale_multiplier=2.5).gaussians
-    conv = mods["conventions"]
+    conv = mods["core.conventions"]
     # the expected world covariance of every Gaussian (plus the low-pass), built from the OpenCV-frame bundle
     a = conv.world_axes(axes)[:3, :3]
     sigma = covariances(bundle.gaussian_rotation.reshape(-1, 4), bundle.gaussian_scale.reshape(-1, 3))

@@ -24,7 +24,7 @@ def read(mesh: bpy.types.Mesh, name: str, field: str, width: int, dtype: Any = n
 @pytest.fixture
 def mods(ext: ModuleType) -> dict[str, ModuleType]:
     return {name: importlib.import_module(f"{ext.__name__}.{name}")
-            for name in ("api", "bundle", "conventions", "importers.points", "importers.nodes")}
+            for name in ("api", "core.bundle", "core.conventions", "importers.points", "importers.nodes")}
 
 
 @pytest.mark.parametrize("axes", ["Z_UP", "NETWORK"])
@@ -38,11 +38,11 @@ def test_points_carry_positions_and_attributes(mods: dict[str, ModuleType], make
     assert obj.type == "MESH" and len(mesh.vertices) == n and len(mesh.edges) == 0 and len(mesh.polygons) == 0
     co = np.zeros(n * 3, dtype=np.float32)
     mesh.vertices.foreach_get("co", co)
-    assert np.allclose(co.reshape(-1, 3), mods["conventions"].transform_points(bundle.pts3d.reshape(-1, 3), axes),
+    assert np.allclose(co.reshape(-1, 3), mods["core.conventions"].transform_points(bundle.pts3d.reshape(-1, 3), axes),
                        atol=1e-5)
     assert mesh.attributes["Col"].data_type == "FLOAT_COLOR" and mesh.attributes["Col"].domain == "POINT"
     rgba = read(mesh, "Col", "color", 4)
-    assert np.allclose(rgba[:, :3], mods["bundle"].srgb_to_linear(bundle.colors.reshape(-1, 3)), atol=1e-6)
+    assert np.allclose(rgba[:, :3], mods["core.bundle"].srgb_to_linear(bundle.colors.reshape(-1, 3)), atol=1e-6)
     assert np.allclose(rgba[:, 3], 1.0)
     assert mesh.attributes["confidence"].data_type == "FLOAT"
     assert np.allclose(read(mesh, "confidence", "value", 1), bundle.conf.ravel())
@@ -69,11 +69,11 @@ def test_confidence_threshold_filters_live(mods: dict[str, ModuleType], make_bun
 def test_threshold_and_radius_options(mods: dict[str, ModuleType], make_bundle: Callable[..., Any]) -> None:
     bundle = make_bundle(gaussians=False)
     conf = bundle.conf.ravel()
-    spacing = mods["conventions"].grid_point_spacing(bundle.pts3d, bundle.intrinsics, bundle.cam2world, bundle.crop_box)
-    auto = mods["api"].import_bundle(bundle, cameras=False, confidence_drop=0.5).points
+    spacing = mods["core.conventions"].grid_point_spacing(bundle.pts3d, bundle.intrinsics, bundle.cam2world, bundle.crop_box)
+    auto = mods["api"].import_bundle(bundle, cameras=False, confidence_drop_percent=50).points
     assert abs(evaluated_point_count(auto) - conf.size / 2) <= 1
     assert np.allclose(evaluated_point_radii(auto), 0.5 * spacing, rtol=1e-5)
-    big = mods["api"].import_bundle(bundle, cameras=False, point_size=3.0, confidence_threshold=2.0).points
+    big = mods["api"].import_bundle(bundle, cameras=False, point_size=3.0, min_confidence=2.0).points
     assert evaluated_point_count(big) == int((conf >= 2.0).sum())
     assert np.allclose(evaluated_point_radii(big), 1.5 * spacing, rtol=1e-5)
     fixed = mods["api"].import_bundle(bundle, cameras=False, point_radius=0.25).points
@@ -117,7 +117,7 @@ def test_points_and_splats_render_in_eevee(ext: ModuleType, extension_zip: Path,
 
     from PIL import Image
 
-    bundle_module = importlib.import_module(f"{ext.__name__}.bundle")
+    bundle_module = importlib.import_module(f"{ext.__name__}.core.bundle")
     bundle = make_bundle(photo_sizes=((96, 64),), grid=(2, 3), write_photos=False)
     palette = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], dtype=np.uint8)
     bundle.images[0] = palette[np.arange(6).reshape(2, 3) % 3]

@@ -63,8 +63,10 @@ def test_ready_state_offers_reconstruct_and_release(ext: ModuleType, golden: Pat
 def test_running_state_shows_progress_and_cancel(ext: ModuleType, golden: Path) -> None:
     configure_ready(golden)
     run = module("run")
-    request = run.RunRequest(photos=["/a.png", "/b.png"], python="/p", checkpoint="/c", device="cpu",
-                             engine_options={}, import_options={}, scene_name="Scene")
+    session = module("session")
+    request = run.RunRequest(photos=["/a.png", "/b.png"], settings=session.WorkerSettings("/p", "/c", "cpu"),
+                             reference_view=None, import_options=module("import_options").ImportOptions(),
+                             scene_name="Scene")
     controller = run.RunController(request)  # not started: a run in progress as far as the UI knows
     controller.stage, controller.fraction = "network", 0.4
     controller.publish()

@@ -84,7 +84,7 @@ def test_defaults(ext: ModuleType) -> None:
 def test_the_built_in_model_is_installed_with_the_extension(ext: ModuleType) -> None:
     p = prefs()
     p.checkpoint = "BUILTIN"
-    path = module("preferences").checkpoint_file(p)
+    path = module("session").checkpoint_file(p)
     assert path.is_file() and path.name == "default.safetensors"
     assert Path(ext.__file__).parent in path.parents       # inside the installed extension, offline
     assert any("synthetic rooms" in t for t in draw_prefs().labels())
@@ -133,8 +133,8 @@ def test_create_runtime_failure_is_shown_with_command_output_and_retry(ext: Modu
     assert "no PyTorch build matches" in setup.runtime_hint
     assert "torch" in setup.runtime_tail
     assert Path(setup.runtime_log).is_file() and "$ " in Path(setup.runtime_log).read_text()
-    with pytest.raises(module("preferences").SetupError, match="runtime is not set up"):
-        module("preferences").worker_python(prefs())  # a half-made environment is not used
+    with pytest.raises(module("session").SetupError, match="runtime is not set up"):
+        module("session").worker_python(prefs())  # a half-made environment is not used
     layout = draw_prefs()
     assert ("mvdust3r_blender.create_runtime", "Retry") in layout.buttons()
     labels = layout.labels()
@@ -158,7 +158,7 @@ def test_check_of_a_python_without_torch_fails_with_the_workers_words(ext: Modul
         assert bpy.ops.mvdust3r_blender.check_runtime() == {"FINISHED"}
         poll_until_idle(60)
     finally:
-        module("run").SESSION.shutdown()
+        module("session").SESSION.shutdown()
     setup = bpy.context.window_manager.mvdust3r_setup
     assert setup.check_state == "FAILED"
     assert "import 'torch'" in setup.check_message or "No module named 'torch'" in setup.check_message
@@ -176,27 +176,27 @@ def test_download_needs_licence_and_online_access_then_downloads(ext: ModuleType
     setup = bpy.context.window_manager.mvdust3r_setup
     assert setup.download_state == "DONE", setup.download_message
     assert setup.download_progress == 1.0
-    preferences = module("preferences")
-    path = preferences.checkpoint_file(prefs())
+    session = module("session")
+    path = session.checkpoint_file(prefs())
     assert path.name == "MVDp_s2.pth" and path.read_bytes() == CHECKPOINT_BYTES
     assert any(t.startswith("Downloaded: ") for t in draw_prefs().labels())
     path.unlink()
 
 
 def test_setup_errors_name_the_missing_piece(ext: ModuleType, tmp_path: Path) -> None:
-    preferences = module("preferences")
+    session = module("session")
     p = prefs()
-    with pytest.raises(preferences.SetupError, match="model MVDp_s2.pth is not downloaded"):
-        preferences.checkpoint_file(p)
+    with pytest.raises(session.SetupError, match="model MVDp_s2.pth is not downloaded"):
+        session.checkpoint_file(p)
     p.checkpoint = "LOCAL"
-    with pytest.raises(preferences.SetupError, match="no checkpoint file is chosen"):
-        preferences.checkpoint_file(p)
+    with pytest.raises(session.SetupError, match="no checkpoint file is chosen"):
+        session.checkpoint_file(p)
     p.checkpoint_path = str(tmp_path / "gone.pth")
-    with pytest.raises(preferences.SetupError, match="gone.pth' does not exist"):
-        preferences.checkpoint_file(p)
+    with pytest.raises(session.SetupError, match="gone.pth' does not exist"):
+        session.checkpoint_file(p)
     p.runtime_mode = "EXISTING"
-    with pytest.raises(preferences.SetupError, match="no Python is set"):
-        preferences.worker_python(p)
+    with pytest.raises(session.SetupError, match="no Python is set"):
+        session.worker_python(p)
 
 
 def test_draw_while_installing_and_downloading(ext: ModuleType) -> None:

@@ -80,11 +80,11 @@ def test_reconstruct_imports_a_new_collection(configured: Any, tmp_path: Path) -
     assert controller.timings["total"] > 0
     assert module("run").active() is None
     # a second run reuses the worker and its loaded model, and adds a second collection
-    client = module("run").SESSION.client
+    client = module("session").SESSION.client
     assert bpy.ops.mvdust3r_blender.reconstruct() == {"FINISHED"}
     second = drive()
     assert second.phase.value == "DONE", second.message
-    assert module("run").SESSION.client is client and client.alive
+    assert module("session").SESSION.client is client and client.alive
     assert second.collection_name != controller.collection_name
     assert set(collection.all_objects) == set(objects)  # the first import is untouched
     assert bpy.ops.mvdust3r_blender.release() == {"FINISHED"}
@@ -99,19 +99,19 @@ def test_cancel_leaves_the_scene_unchanged_and_the_worker_usable(configured: Any
     assert controller.phase.value == "CANCELLED"
     assert bpy.context.window_manager.mvdust3r_run.state == "CANCELLED"
     assert scene_state() == before
-    client = module("run").SESSION.client
+    client = module("session").SESSION.client
     assert client is not None and client.alive
     bpy.ops.mvdust3r_blender.reconstruct()
     again = drive()
     assert again.phase.value == "DONE", again.message
-    assert module("run").SESSION.client is client  # the same worker served the next run
+    assert module("session").SESSION.client is client  # the same worker served the next run
 
 
 def test_a_killed_worker_is_reported_and_the_next_run_starts_a_new_one(configured: Any, tmp_path: Path) -> None:
     add(make_photos(tmp_path / "shoot", 3))
     before = scene_state()
     bpy.ops.mvdust3r_blender.reconstruct()
-    client = module("run").SESSION.client
+    client = module("session").SESSION.client
     assert client is not None and client.pid is not None
     os.kill(client.pid, signal.SIGKILL)
     controller = drive()
@@ -123,7 +123,7 @@ def test_a_killed_worker_is_reported_and_the_next_run_starts_a_new_one(configure
     bpy.ops.mvdust3r_blender.reconstruct()
     again = drive()
     assert again.phase.value == "DONE", again.message
-    assert module("run").SESSION.client is not client
+    assert module("session").SESSION.client is not client
 
 
 def test_an_unreadable_photo_is_named_and_nothing_is_imported(configured: Any, tmp_path: Path) -> None:
@@ -197,12 +197,13 @@ def test_reference_photo_and_options_reach_the_request(configured: Any, tmp_path
         bpy.ops.mvdust3r_blender.reconstruct()
     settings.reference_photo, settings.import_gaussians, settings.point_size = 2, False, 2.5
     request = module("run").RunRequest.from_context(bpy.context)
-    assert request.engine_options == {"gaussians": False, "reference_view": 1}  # 0-based for the engine
-    assert request.import_options["gaussians"] is False and request.import_options["point_size"] == 2.5
+    options = request.plan(tmp_path / "bundle.npz").options
+    assert (options.reference_view, options.gaussians) == (1, False)  # 0-based below the panel; nothing to import
+    assert request.import_options.gaussians is False and request.import_options.point_size == 2.5
     assert request.photos == [str(tmp_path / "shoot" / f"photo_{k:02d}.png") for k in range(3)]
-    assert (request.device, request.python) == ("cpu", worker_python())
+    assert (request.settings.device, request.settings.python) == ("cpu", worker_python())
     settings.reference_photo = 0
-    assert "reference_view" not in module("run").RunRequest.from_context(bpy.context).engine_options
+    assert module("run").RunRequest.from_context(bpy.context).reference_view is None
 
 
 def test_opening_another_file_cancels_the_run(configured: Any, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import pytest
 @pytest.fixture
 def runtime(ext: ModuleType) -> ModuleType:
     """The installed extension's runtime module (what Blender runs)."""
-    return importlib.import_module(f"{ext.__name__}.runtime")
+    return importlib.import_module(f"{ext.__name__}.core.runtime")
 
 
 def make_wheel(folder: Path, name: str = "mvd_probe_pkg", version: str = "1.0") -> Path:

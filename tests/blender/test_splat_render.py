@@ -20,11 +20,11 @@ from splat_scenes import plane_and_sphere
 @pytest.fixture
 def mods(ext: ModuleType) -> dict[str, ModuleType]:
     return {name: importlib.import_module(f"{ext.__name__}.{name}")
-            for name in ("api", "bundle", "rotations", "importers.gaussians", "importers.nodes")}
+            for name in ("api", "core.bundle", "core.rotations", "importers.gaussians", "importers.nodes")}
 
 
 def scene_bundle(mods: dict[str, ModuleType], count: int, width: int, height: int) -> object:
-    return plane_and_sphere(mods["bundle"].Bundle, mods["rotations"].quaternion_from_matrix, count, width, height)
+    return plane_and_sphere(mods["core.bundle"].Bundle, mods["core.rotations"].quaternion_from_matrix, count, width, height)
 
 
 def test_cycles_render_matches_the_reference_rasterizer(mods: dict[str, ModuleType], tmp_path: Path) -> None:
@@ -33,7 +33,7 @@ def test_cycles_render_matches_the_reference_rasterizer(mods: dict[str, ModuleTy
     bundle = scene_bundle(mods, 4000, 96, 72)
     b = bundle
     reference = rasterize(b.pts3d.reshape(-1, 3), b.gaussian_rotation.reshape(-1, 4), b.gaussian_scale.reshape(-1, 3),
-                          b.gaussian_opacity.reshape(-1), mods["bundle"].srgb8_to_linear(b.images.reshape(-1, 3)),
+                          b.gaussian_opacity.reshape(-1), mods["core.bundle"].srgb8_to_linear(b.images.reshape(-1, 3)),
                           np.linalg.inv(b.cam2world[0].astype(np.float64)), b.intrinsics[0], 96, 72)
     result = mods["api"].import_bundle(bundle, points=False, background_images=False)
     bpy.ops.mvdust3r_blender.set_render_camera(camera=result.cameras[0].name)
@@ -103,7 +103,7 @@ def test_low_pass_follows_the_scene_camera(mods: dict[str, ModuleType]) -> None:
     offset = positions - camera[:3, 3]
     depth = np.abs(offset @ -camera[:3, 2])
     pixel2 = (depth / focal) ** 2 * depth / np.linalg.norm(offset, axis=1)
-    conv = importlib.import_module(f"{mods['api'].__package__}.conventions")
+    conv = importlib.import_module(f"{mods['api'].__package__}.core.conventions")
     rot = quaternion_matrices(conv.transform_rotations(bundle.gaussian_rotation.reshape(-1, 4), "Z_UP"))
     s2 = bundle.gaussian_scale.reshape(-1, 3).astype(np.float64) ** 2
     # instances come in two groups (discs, then shells): match them to Gaussians by position

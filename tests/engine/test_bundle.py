@@ -8,7 +8,7 @@ import stat
 import numpy as np
 import pytest
 
-from mvdust3r_blender.bundle import Bundle, BundleError, read_bundle, write_bundle
+from mvdust3r_blender.core.bundle import Bundle, BundleError, read_bundle, write_bundle
 
 
 def make_bundle(n: int = 3, h: int = 8, w: int = 6, gaussians: bool = True) -> Bundle:

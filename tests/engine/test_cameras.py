@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from mvdust3r_blender.engine.cameras import (confidence_mask, estimate_cameras, estimate_focal, grid_intrinsics,
+from mvdust3r_blender.engine.cameras import (pose_mask, estimate_cameras, estimate_focal, grid_intrinsics,
                                              photo_intrinsics, solve_poses)
-from mvdust3r_blender.engine.metrics import camera_metrics, rotation_angle_deg
+from training.metrics import camera_metrics, rotation_angle_deg
 from synthetic_scenes import make_scene
 
 
@@ -22,11 +22,11 @@ def test_matches_the_official_postprocessing_golden(golden):
     assert est.poses.failed == []
 
 
-def test_confidence_mask_uses_one_global_threshold():
+def test_pose_mask_uses_one_global_threshold():
     conf = torch.arange(1, 201, dtype=torch.float32).reshape(2, 10, 10)  # 1..200
-    mask = confidence_mask(conf, 3.0)  # index int(200*0.03)=6 → threshold 7
+    mask = pose_mask(conf, 3.0)  # index int(200*0.03)=6 → threshold 7
     assert int(mask.sum()) == 194 and bool(mask[0, 0, 6]) and not bool(mask[0, 0, 5])
-    assert bool(confidence_mask(conf, 0.0).all())
+    assert bool(pose_mask(conf, 0.0).all())
 
 
 @pytest.mark.parametrize("noise, outliers, rot_deg, trans_deg, focal_rel", [

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mvdust3r_blender.bundle import read_bundle
+from mvdust3r_blender.core.bundle import read_bundle
 from mvdust3r_blender.engine.__main__ import main
 from mvdust3r_blender.engine.devices import available_devices
 
@@ -146,4 +146,26 @@ def test_command_line_mistakes(golden, tmp_path, capsys):
         assert "--no-gaussians" in line and f"--export {formats.split(',')[-1]} " in line
     with pytest.raises(SystemExit) as info:
         main(["reconstruct", *map(str, photos), "--checkpoint", "x.pth", "--out", "o", "--export", "obj"])
-    assert info.value.code == 2 and "unknown export format(s) obj" in capsys.readouterr().err
+    assert info.value.code == 2 and "unknown export format 'obj'" in capsys.readouterr().err
+
+
+def test_both_command_lines_share_one_vocabulary(tmp_path, capsys):
+    """One name per option (core.options.add_arguments); the old spellings still work, with a note."""
+    from mvdust3r_blender.engine.__main__ import build_parser
+
+    parser = build_parser()
+    base = ["reconstruct", "a.png", "b.png", "--checkpoint", "m.pth", "--out", str(tmp_path)]
+    args = parser.parse_args([*base, "--pose-drop-percent", "5", "--confidence-drop-percent", "10",
+                              "--min-confidence", "1.5", "--reference-view", "1", "--export", "ply,glb", "splat"])
+    assert (args.pose_drop_percent, args.confidence_drop_percent, args.min_confidence, args.reference_view) == \
+        (5.0, 10.0, 1.5, 1)
+    assert capsys.readouterr().err == ""
+    old = parser.parse_args([*base, "--min-conf-percent", "7", "--min-conf", "2"])
+    assert (old.pose_drop_percent, old.min_confidence) == (7.0, 2.0)
+    err = capsys.readouterr().err
+    assert "--min-conf-percent is deprecated" in err and "use --pose-drop-percent" in err
+    assert "--min-conf is deprecated" in err and "use --min-confidence" in err
+    from mvdust3r_blender.core.exports import parse_formats
+    assert parse_formats(["ply,glb", "splat", "ply"]) == ["ply", "glb", "splat"]  # comma and space alike
+    assert main([*base, "--pose-drop-percent", "100"]) == 1  # refused before any photo or model is read
+    assert "pose_drop_percent=100.0 is out of range" in _one_error_line(capsys.readouterr().err)

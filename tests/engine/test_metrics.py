@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mvdust3r_blender.engine.metrics import (camera_metrics, chamfer_distance, focal_error, mean_average_accuracy,
+from training.metrics import (camera_metrics, chamfer_distance, focal_error, mean_average_accuracy,
                                              point_metrics, relative_rotation_errors, relative_translation_errors)
 
 

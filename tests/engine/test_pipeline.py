@@ -12,14 +12,16 @@ import pytest
 import torch
 from PIL import Image
 
-from mvdust3r_blender.bundle import read_bundle, write_bundle
+from mvdust3r_blender.core.bundle import read_bundle, write_bundle
 from mvdust3r_blender.engine.cameras import photo_intrinsics
 from mvdust3r_blender.engine.checkpoint import load_model
 from mvdust3r_blender.engine.config import ModelConfig
 from mvdust3r_blender.engine.errors import Cancelled, InputError
 from mvdust3r_blender.engine.images import network_input
-from mvdust3r_blender.engine.metrics import camera_metrics, point_metrics
-from mvdust3r_blender.engine.pipeline import ReconstructOptions, reconstruct
+from training.metrics import camera_metrics, point_metrics
+from mvdust3r_blender.core.errors import OptionError
+from mvdust3r_blender.core.options import ReconstructOptions
+from mvdust3r_blender.engine.pipeline import reconstruct
 from synthetic_scenes import SceneNetwork, make_scene, write_index_photos
 
 SIZES = [(96, 72), (64, 64), (50, 90), (120, 80), (70, 70)]
@@ -143,8 +145,8 @@ def test_bad_input_is_reported_before_any_work(tmp_path, scene_photos):
     assert str(broken) in str(info.value) and str(tmp_path / "nope.png") in str(info.value)
     with pytest.raises(InputError, match="more than once"):
         reconstruct([photos[0], photos[1], photos[0]], net)
-    with pytest.raises(InputError, match="min_conf_percent"):
-        ReconstructOptions(min_conf_percent=100)
+    with pytest.raises(OptionError, match="pose_drop_percent=100"):
+        ReconstructOptions(pose_drop_percent=100)
     assert net.calls == []
 
 

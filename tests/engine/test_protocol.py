@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from mvdust3r_blender import protocol as p
+from mvdust3r_blender.core import protocol as p
 
 
 def test_every_request_round_trips() -> None:
@@ -13,7 +13,9 @@ def test_every_request_round_trips() -> None:
         p.HelloRequest(id="a"),
         p.LoadRequest(id="b", checkpoint="/m/MVDp_s2.pth", device="cuda:1", dtype="float16"),
         p.ReconstructRequest(id="c", photos=["/p/1.jpg", "/p/2 é.jpg"], output="/o/scene.npz",
-                             options={"gaussians": True, "conf_threshold": 3.5}, checkpoint="/m/MVD.pth"),
+                             options=p.ReconstructOptions(gaussians=False, reference_view=2, pose_drop_percent=5.0),
+                             checkpoint="/m/MVD.pth", exports=["ply"], export_dir="/o",
+                             export_cut=p.ConfidenceCut(confidence_drop_percent=10.0, min_confidence=2.5)),
         p.CancelRequest(id="d", target="c"),
         p.CancelRequest(id="e"),
         p.ReleaseRequest(id="f"),

@@ -21,9 +21,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mvdust3r_blender import protocol as p
-from mvdust3r_blender.bundle import read_bundle
-from mvdust3r_blender.worker_client import PACKAGE_DIR, WORKER_MODULE, WorkerClient, WorkerError
+from mvdust3r_blender.core import protocol as p
+from mvdust3r_blender.core.bundle import read_bundle
+from mvdust3r_blender.core.worker_client import PACKAGE_DIR, WORKER_MODULE, WorkerClient, WorkerError
 
 PYTHON = os.environ.get("MVDUST3R_WORKER_PYTHON", sys.executable)
 TIMEOUT = 60.0  # generous ceiling for a request on a loaded CI machine; never reached when things work
@@ -384,10 +384,10 @@ def test_cancel_all_covers_running_and_queued_requests(served: WorkerClient, man
      True),
     (lambda d: p.ReconstructRequest(photos=[str(d / "a.png")], output="rel/out.npz"), "bad_request", "not absolute",
      True),
-    (lambda d: p.ReconstructRequest(photos=[], output=str(d / "o.npz"), options={"colour": 1}),
-     "bad_request", "unknown reconstruct option(s) colour", True),
-    (lambda d: p.ReconstructRequest(photos=[], output=str(d / "o.npz"), options={"min_conf_percent": 150}),
-     "input", "min_conf_percent 150", True),
+    (lambda d: p.ReconstructRequest(photos=[], output=str(d / "o.npz"), options={"colour": 1}),  # type: ignore[arg-type]
+     "bad_request", "unknown field(s) colour", True),
+    (lambda d: p.ReconstructRequest(photos=[], output=str(d / "o.npz"), options={"pose_drop_percent": 150}),  # type: ignore[arg-type]
+     "bad_request", "pose_drop_percent=150.0 is out of range", True),
     (lambda d: p.ReconstructRequest(photos=[str(d / "a.png"), str(d / "gone.png")], output=str(d / "o.npz")),
      "input", "gone.png: no such file", True),
     (lambda d: p.ReconstructRequest(photos=[str(d / "a.png"), str(d / "photo_001.png")],
@@ -397,7 +397,8 @@ def test_cancel_all_covers_running_and_queued_requests(served: WorkerClient, man
                                     exports=["ply", "obj"], export_dir=str(d / "x")),
      "bad_request", "unknown export format(s) obj", True),
     (lambda d: p.ReconstructRequest(photos=[str(d / "a.png"), str(d / "photo_001.png")], output=str(d / "o.npz"),
-                                    options={"gaussians": False}, exports=["gaussians"], export_dir=str(d / "x")),
+                                    options=p.ReconstructOptions(gaussians=False), exports=["gaussians"],
+                                    export_dir=str(d / "x")),
      "bad_request", "needs Gaussians", True),
     (lambda d: p.ReconstructRequest(photos=[str(d / "a.png"), str(d / "photo_001.png")], output=str(d / "o.npz"),
                                     exports=["ply"], export_dir="rel/x"), "bad_request", "not an absolute path", True),

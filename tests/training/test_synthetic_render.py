@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mvdust3r_blender.engine.cameras import estimate_cameras
-from mvdust3r_blender.engine.metrics import rotation_angle_deg
+from training.metrics import rotation_angle_deg
 from training.cameras import look_at, sample_intrinsics, sample_trajectory
 from training.render import render
 from training.scenes import Boxes, Cylinders, Light, Materials, Planes, Scene, Spheres, random_scene

@@ -13,27 +13,26 @@ format name    written to (in `out_dir`)    what
 ``glb``        ``scene.glb``                glTF 2.0 binary: points + one camera per view
 =============  ===========================  ===================================================
 
-Every format exports the same points: those passing :func:`confidence_mask` (by default the
-official demo's rule, dropping the lowest 3 % of confidences over all views; or conf >= `min_conf`).
+Every format exports the same points: those passing the :class:`~..confidence.ConfidenceCut` given
+(by default the official demo's rule, leaving out the least-confident 3 % over all views).
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Optional
-
 import numpy as np
 
-from ...bundle import Bundle
+from ..bundle import Bundle
+from ..confidence import ConfidenceCut
+from ..errors import OptionError
 from .atomic import writable_folder
 from .colmap import require_photos, write_colmap
-from .confidence import DEFAULT_CONF_QUANTILE, confidence_mask
 from .errors import ExportError
 from .glb import write_glb
 from .ply import write_points_ply
 from .splat_ply import require_gaussians, write_gaussians_ply, write_splat
 
-__all__ = ["FORMATS", "GAUSSIAN_FORMATS", "DEFAULT_CONF_QUANTILE", "needing_gaussians", "ExportError", "confidence_mask", "export"]
+__all__ = ["FORMATS", "GAUSSIAN_FORMATS", "ExportError", "export", "needing_gaussians", "parse_formats"]
 
 _WRITERS: dict[str, tuple[str, Callable[[Bundle, np.ndarray, Path], Path]]] = {
     "ply": ("points.ply", write_points_ply),
@@ -57,13 +56,22 @@ def needing_gaussians(formats: Iterable[str]) -> list[str]:
     return [f for f in GAUSSIAN_FORMATS if f in wanted]
 
 
+def parse_formats(words: Iterable[str]) -> list[str]:
+    """Format names from command-line words, each a name or a comma-separated list (``ply,glb`` and
+    ``ply glb`` both work), in order, without repeats; ``OptionError`` names an unknown one."""
+    names = [name.strip() for word in words for name in word.split(",") if name.strip()]
+    unknown = [name for name in names if name not in _WRITERS]
+    if unknown:
+        raise OptionError(f"unknown export format {', '.join(map(repr, unknown))}", f"choose from {', '.join(FORMATS)}")
+    return list(dict.fromkeys(names))
+
+
 def export(bundle: Bundle, formats: Iterable[str], out_dir: str | Path, *,
-           min_conf: Optional[float] = None) -> dict[str, Path]:
+           cut: ConfidenceCut = ConfidenceCut()) -> dict[str, Path]:
     """Write `bundle` in each of `formats` (names from :data:`FORMATS`) into `out_dir`.
 
-    Returns {format name: path written} (a folder for ``colmap``). Points with confidence below
-    the threshold (see :func:`confidence_mask`; `min_conf` is an absolute confidence, >= 1) are
-    left out of every format. Everything that can be checked is checked before the first file is
+    Returns {format name: path written} (a folder for ``colmap``). Points that do not pass `cut`
+    are left out of every format. Everything that can be checked is checked before the first file is
     written; each file or folder then appears atomically, replacing an older one of that name.
     Raises :class:`ExportError` naming the format, file or folder at fault.
     """
@@ -77,7 +85,7 @@ def export(bundle: Bundle, formats: Iterable[str], out_dir: str | Path, *,
     if "colmap" in wanted:
         require_photos(bundle)
     folder = writable_folder(Path(out_dir))
-    keep = confidence_mask(bundle.conf, min_conf)
+    keep = cut.keep(bundle.conf)
     written: dict[str, Path] = {}
     for name in FORMATS:
         if name in wanted:

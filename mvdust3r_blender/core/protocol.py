@@ -1,7 +1,7 @@
 """The worker protocol: typed requests and events, one JSON object per line.
 
 Blender (the client) writes requests to the worker's stdin; the worker writes events to its stdout.
-Both processes import this module, so it uses the standard library alone. ``docs/worker.md`` is
+Both processes import this module, so it uses the standard library and the core's option types alone. ``docs/worker.md`` is
 the reference for every message.
 
 Every request carries an ``id`` (a string the client picks); every event answering it echoes that
@@ -23,7 +23,10 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar, Optional, Union
 
-PROTOCOL_VERSION = 1
+from .confidence import ConfidenceCut
+from .options import ReconstructOptions
+
+PROTOCOL_VERSION = 2
 """Bumped on any change an older peer would misread. Both sides must speak the same version."""
 
 
@@ -73,24 +76,24 @@ class LoadRequest(Request):
 class ReconstructRequest(Request):
     """Reconstruct ``photos`` (absolute paths, in order) and write the bundle to ``output``.
 
-    ``options`` are fields of the engine's ``ReconstructOptions`` by name. When ``checkpoint`` is
+    ``options`` are the typed :class:`~.options.ReconstructOptions` (checked on decoding). When ``checkpoint`` is
     given the model is loaded first as by :class:`LoadRequest` (reused when unchanged); otherwise
     a model must already be loaded. ``exports`` (format names: ply, gaussians, splat, colmap, glb) are
     written into ``export_dir`` by the worker itself, which has the libraries some formats need
-    (the COLMAP export re-saves EXIF-rotated photos upright); ``export_min_conf`` overrides the
-    default confidence cut. Format names are checked before the reconstruction starts.
+    (the COLMAP export re-saves EXIF-rotated photos upright), leaving out the points that do not
+    pass ``export_cut``. Format names are checked before the reconstruction starts.
     """
 
     type: ClassVar[str] = "reconstruct"
     photos: list[str]
     output: str
-    options: dict[str, Any] = field(default_factory=dict)
+    options: ReconstructOptions = field(default_factory=ReconstructOptions)
     checkpoint: Optional[str] = None
     device: str = "auto"
     dtype: Optional[str] = None
     exports: list[str] = field(default_factory=list)
     export_dir: Optional[str] = None
-    export_min_conf: Optional[float] = None
+    export_cut: ConfidenceCut = field(default_factory=ConfidenceCut)
 
 
 @dataclass(kw_only=True)
@@ -309,9 +312,14 @@ def _build(cls: type, data: dict[str, Any], *, strict: bool, where: str, request
             continue
         try:
             kwargs[f.name] = _convert(data[f.name], hints[f.name], strict)
-        except TypeError as exc:
+        except (TypeError, ProtocolError) as exc:  # a nested message's error gets this one's id
             raise ProtocolError(f"{where}: field '{f.name}' {exc}", request_id) from None
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ProtocolError:
+        raise
+    except ValueError as exc:  # a value the type refuses (e.g. an option out of range)
+        raise ProtocolError(f"{where}: {exc}", request_id) from None
 
 
 def _convert(value: Any, hint: Any, strict: bool) -> Any:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...bundle import Bundle
+from ..bundle import Bundle
 from .errors import ExportError
 from .ply import write_records, write_vertex_ply
 

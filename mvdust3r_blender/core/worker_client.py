@@ -28,12 +28,14 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable, Mapping, Optional, Sequence
 
+from .confidence import ConfidenceCut
 from .errors import UserError
+from .options import ReconstructOptions
 from .protocol import (FINAL_EVENTS, PROTOCOL_VERSION, CancelRequest, ErrorEvent, Event, HelloRequest,
                        LoadRequest, ProtocolError, ReadyEvent, ReconstructRequest, ReleaseRequest, Request,
                        ShutdownRequest, decode_event, encode)
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the extension's package (this module is in its core/)
 WORKER_MODULE = f"{PACKAGE_DIR.name}.engine.worker"
 EXIT_TAIL_LINES = 12  # stderr lines quoted in a worker_exited error
 
@@ -175,18 +177,20 @@ class WorkerClient:
         return self.send(LoadRequest(checkpoint=str(checkpoint), device=device, dtype=dtype))
 
     def reconstruct(self, photos: list[str | os.PathLike[str]], output: str | os.PathLike[str],
-                    options: Optional[dict[str, Any]] = None, *, checkpoint: Optional[str | os.PathLike[str]] = None,
-                    device: str = "auto", dtype: Optional[str] = None, exports: Sequence[str] = (),
+                    options: ReconstructOptions = ReconstructOptions(), *,
+                    checkpoint: Optional[str | os.PathLike[str]] = None, device: str = "auto",
+                    dtype: Optional[str] = None, exports: Sequence[str] = (),
                     export_dir: Optional[str | os.PathLike[str]] = None,
-                    export_min_conf: Optional[float] = None) -> str:
+                    export_cut: ConfidenceCut = ConfidenceCut()) -> str:
         """Reconstruct `photos` into the bundle `output`; with `checkpoint`, load it first if needed.
-        `exports` (ply, gaussians, splat, colmap, glb) are written by the worker into `export_dir`."""
+        `exports` (ply, gaussians, splat, colmap, glb) are written by the worker into `export_dir`,
+        leaving out the points `export_cut` drops."""
         return self.send(ReconstructRequest(
             photos=[str(Path(p).absolute()) for p in photos], output=str(Path(output).absolute()),
-            options=dict(options or {}), checkpoint=str(checkpoint) if checkpoint is not None else None,
+            options=options, checkpoint=str(checkpoint) if checkpoint is not None else None,
             device=device, dtype=dtype, exports=list(exports),
             export_dir=str(Path(export_dir).absolute()) if export_dir is not None else None,
-            export_min_conf=export_min_conf))
+            export_cut=export_cut))
 
     def cancel(self, target: Optional[str] = None) -> str:
         """Cancel request `target` (or everything pending when None)."""

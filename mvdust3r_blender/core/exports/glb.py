@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from ...bundle import Bundle
-from ...atomic import atomic_file
-from ...bundle import srgb8_to_linear
+from ..bundle import Bundle
+from ..atomic import atomic_file
+from ..bundle import srgb8_to_linear
 from .errors import ExportError
-from ...rotations import quaternion_from_matrix
+from ..rotations import quaternion_from_matrix
 
 _FLIP = np.diag([1.0, -1.0, -1.0, 1.0])
 """OpenCV -> glTF: a half turn about x. As a world change it turns y-down/z-forward into y-up; on
@@ -99,5 +99,5 @@ def write_glb(bundle: Bundle, keep: np.ndarray, path: Path) -> Path:
         if arrays:
             f.write(struct.pack("<II", blob_length, _CHUNK_BIN))
             for a in arrays:
-                f.write(a.view(np.uint8).reshape(-1))
+                f.write(np.ascontiguousarray(a).data)
     return path

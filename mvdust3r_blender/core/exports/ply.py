@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...bundle import Bundle
-from ...atomic import atomic_file
+from ..bundle import Bundle
+from ..atomic import atomic_file
 
 CHUNK_ROWS = 1 << 18
 """Rows packed per write: large enough for throughput, small enough to bound memory."""
@@ -33,7 +33,7 @@ def ply_header(dtype: np.dtype, count: int, comments: Sequence[str] = ()) -> byt
     lines = ["ply", "format binary_little_endian 1.0"]
     lines += [f"comment {c}" for c in comments]
     lines.append(f"element vertex {count}")
-    for name, code in dtype.descr:
+    for name, code, *_shape in dtype.descr:
         lines.append(f"property {_PLY_TYPES[code.lstrip('<|=')]} {name}")
     lines.append("end_header")
     return ("\n".join(lines) + "\n").encode("ascii")
@@ -54,7 +54,7 @@ def write_records(path: Path, dtype: np.dtype, rows: np.ndarray,
             chunk = rows[start:start + CHUNK_ROWS]
             part = buf[:len(chunk)]
             fill(part, chunk)
-            f.write(part.view(np.uint8))
+            f.write(part.data)
     return path
 
 

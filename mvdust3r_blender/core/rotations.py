@@ -1,6 +1,6 @@
-"""Unit quaternions (w, x, y, z) from and to rotation matrices, and their product: numpy only, shared
-by the exports (COLMAP and glTF camera poses) and the Blender side (Gaussian rotations in Blender's
-axes, splat axes)."""
+"""Unit quaternions (w, x, y, z) from rotation matrices, and their product: numpy only, shared by the
+exports (COLMAP and glTF camera poses) and the Blender side (Gaussian rotations in Blender's axes,
+the splats' axis order)."""
 from __future__ import annotations
 
 import numpy as np

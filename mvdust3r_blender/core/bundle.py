@@ -24,13 +24,16 @@ from typing import Any, Optional
 import numpy as np
 
 from .atomic import atomic_file
+from .errors import UserError
 
 FORMAT = "mvdust3r-bundle"
 VERSION = 1
 
 
-class BundleError(ValueError):
+class BundleError(UserError):
     """A bundle file is missing, unreadable or inconsistent; the message names the file."""
+
+    code = "bundle"
 
 
 @dataclass
@@ -97,7 +100,7 @@ class Bundle:
             raise BundleError(f"{source}: {len(self.photo_paths)} photo paths for {n} views")
 
 
-# -- how the bundle's data is read: its colours and its confidence cut (both processes use these)
+# -- how the bundle's colours are read (both processes use these)
 
 def srgb_to_linear(srgb: np.ndarray) -> np.ndarray:
     """float32: sRGB-encoded values in [0,1] → linear (Blender's colour attributes are linear)."""
@@ -111,18 +114,6 @@ _SRGB8_TO_LINEAR = srgb_to_linear(np.arange(256, dtype=np.float32) / 255.0)
 def srgb8_to_linear(srgb: np.ndarray) -> np.ndarray:
     """float32: sRGB bytes (uint8, e.g. the bundle's images) → linear, by table look-up."""
     return _SRGB8_TO_LINEAR[np.asarray(srgb, dtype=np.uint8)]
-
-
-def confidence_threshold(conf: np.ndarray, drop_fraction: float = 0.03) -> float:
-    """The official demo's threshold: the value at index int(total·fraction) of all views' sorted conf.
-
-    Keeping ``conf >= threshold`` drops about the `drop_fraction` least-confident points.
-    """
-    flat = conf.ravel()
-    if flat.size == 0:
-        return 0.0
-    index = min(max(int(flat.size * drop_fraction), 0), flat.size - 1)
-    return float(np.partition(flat, index)[index])
 
 
 _ARRAYS = [f.name for f in fields(Bundle) if f.name not in ("photo_paths", "meta")]

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ...atomic import atomic_folder
-from ...bundle import Bundle
-from ...photos import exif_orientation
-from ...rotations import quaternion_from_matrix
+from ..atomic import atomic_folder
+from ..bundle import Bundle
+from ..photos import exif_orientation
+from ..rotations import quaternion_from_matrix
 from .errors import ExportError
 
 MAX_POINTS = 200_000

@@ -1,0 +1,75 @@
+"""The confidence cut: which points count, in one vocabulary for its three uses.
+
+The network gives every pixel a confidence (>= 1). Three places cut on it, each with one name:
+
+- **pose**: ``pose_drop_percent`` — the share of least-confident pixels left out of the focal and
+  pose estimation (:class:`~.options.ReconstructOptions`);
+- **import** and **export**: a :class:`ConfidenceCut` — the points an import shows and an export
+  writes: ``confidence_drop_percent`` (the share of least-confident points left out) or, when given,
+  ``min_confidence`` (an absolute confidence; everything below it is left out).
+
+One unit each: a share is always a percent in [0, 100), an absolute cut a confidence value. The
+default share is the official demo's, :data:`DEFAULT_DROP_PERCENT`, applied over all views together
+as the demo does. The standard library only at import (the worker's protocol uses these types before
+it can tell a user that numpy is missing); the cuts themselves take numpy arrays.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
+
+from .errors import OptionError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+DEFAULT_DROP_PERCENT = 3.0
+"""The official demo's default: leave out the least-confident 3 % of all views' points."""
+
+
+def check_drop_percent(name: str, value: float) -> float:
+    """`value` as a float share in [0, 100); :class:`OptionError` naming `name` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < 100.0:
+        raise OptionError(f"{name}={value!r} is out of range", "give a percentage from 0 (keep all) to below 100")
+    return float(value)
+
+
+def drop_threshold(conf: np.ndarray, drop_percent: float) -> float:
+    """The demo's threshold: the value at index int(total·percent/100) of all of `conf` sorted.
+
+    Keeping ``conf >= threshold`` leaves out about `drop_percent` % of the points.
+    """
+    import numpy as np
+
+    flat = np.asarray(conf).ravel()
+    if flat.size == 0:
+        return 0.0
+    index = min(max(int(flat.size * (drop_percent * 0.01)), 0), flat.size - 1)
+    return float(np.partition(flat, index)[index])
+
+
+@dataclass(frozen=True)
+class ConfidenceCut:
+    """Which points an import shows and an export writes (see the module doc)."""
+
+    confidence_drop_percent: float = DEFAULT_DROP_PERCENT
+    min_confidence: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        check_drop_percent("confidence_drop_percent", self.confidence_drop_percent)
+        if self.min_confidence is not None and (isinstance(self.min_confidence, bool)
+                                                or not isinstance(self.min_confidence, (int, float))
+                                                or not math.isfinite(self.min_confidence)):
+            raise OptionError(f"min_confidence={self.min_confidence!r} is not a number",
+                              "give an absolute confidence (the network's are >= 1), or leave it unset")
+
+    def threshold(self, conf: np.ndarray) -> float:
+        """The confidence a point needs to pass: `min_confidence`, else the drop share's threshold."""
+        if self.min_confidence is not None:
+            return float(self.min_confidence)
+        return drop_threshold(conf, self.confidence_drop_percent)
+
+    def keep(self, conf: np.ndarray) -> np.ndarray:
+        """bool, shaped like `conf`: True where a point passes."""
+        return conf >= self.threshold(conf)

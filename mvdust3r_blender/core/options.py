@@ -1,0 +1,89 @@
+"""What a user can choose for one reconstruction, typed once for every entry point.
+
+:class:`ReconstructOptions` travels in the worker's ``reconstruct`` request, is what the engine's
+pipeline reads, and is what the Python API, the panel and both command lines build. It validates
+itself once, on construction, so a bad value is refused where it enters (an :class:`OptionError`
+naming the option), never deep inside the run. Indices are 0-based everywhere below the panel
+(whose "Reference Photo" counts from 1 for people, 0 meaning automatic).
+
+:func:`add_arguments` gives both command lines (the engine's and ``blender -c mvdust3r``) the same
+option names. Standard library only.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .confidence import DEFAULT_DROP_PERCENT, ConfidenceCut, check_drop_percent
+from .errors import OptionError
+
+DEVICES = ("auto", "cuda", "mps", "cpu")
+"""What ``device`` accepts besides ``cuda:N``: ``auto`` picks CUDA, then MPS, then the CPU."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconstructOptions:
+    """The choices of one reconstruction (the photos and the model are given beside them)."""
+
+    reference_view: Optional[int] = None      # 0-based photo index that becomes the world frame; None: automatic
+    gaussians: bool = True                    # compute the 3D Gaussians' parameters
+    pose_drop_percent: float = DEFAULT_DROP_PERCENT  # least-confident share left out of focal/pose estimation
+
+    def __post_init__(self) -> None:
+        if self.reference_view is not None and (isinstance(self.reference_view, bool)
+                                                or not isinstance(self.reference_view, int)
+                                                or self.reference_view < 0):
+            raise OptionError(f"reference_view={self.reference_view!r} is not a photo index",
+                              "give the 0-based index of a photo, or leave it unset for automatic")
+        if not isinstance(self.gaussians, bool):
+            raise OptionError(f"gaussians={self.gaussians!r} is not true or false")
+        check_drop_percent("pose_drop_percent", self.pose_drop_percent)
+
+
+class _Deprecated(argparse.Action):
+    """An old spelling still accepted for a release: stores into the new option and says so once."""
+
+    def __init__(self, *args: Any, new: str, **kwargs: Any) -> None:
+        self.new = new
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Optional[str] = None) -> None:
+        print(f"note: {option_string} is deprecated and will be removed; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, export_help: str, checkpoint_required: bool = False) -> None:
+    """The options both command lines share, with one name each (old spellings kept as aliases)."""
+    from .exports import FORMATS
+
+    parser.add_argument("--checkpoint", required=checkpoint_required,
+                        help="MV-DUSt3R(+) checkpoint (.pth or .safetensors)")
+    parser.add_argument("--device", help=f"compute device: {', '.join(DEVICES)} or cuda:N")
+    parser.add_argument("--export", nargs="+", default=[], metavar="FORMAT",
+                        help=f"{export_help}: {', '.join(FORMATS)} (space- or comma-separated)")
+    parser.add_argument("--reference-view", type=int, default=None, metavar="I",
+                        help="0-based index (in the order given) of the photo that becomes the world frame")
+    parser.add_argument("--pose-drop-percent", type=float, default=DEFAULT_DROP_PERCENT, metavar="P",
+                        help=f"share of least-confident pixels left out of pose estimation (default {DEFAULT_DROP_PERCENT:g})")
+    parser.add_argument("--min-conf-percent", dest="pose_drop_percent", type=float, action=_Deprecated,
+                        new="--pose-drop-percent", help=argparse.SUPPRESS)
+    parser.add_argument("--confidence-drop-percent", type=float, default=DEFAULT_DROP_PERCENT, metavar="P",
+                        help=f"share of least-confident points left out of the import and exports (default {DEFAULT_DROP_PERCENT:g})")
+    parser.add_argument("--min-confidence", type=float, default=None, metavar="C",
+                        help="leave out points below this absolute confidence instead (the network's are >= 1)")
+    parser.add_argument("--min-conf", dest="min_confidence", type=float, action=_Deprecated,
+                        new="--min-confidence", help=argparse.SUPPRESS)
+
+
+def options_from_arguments(args: argparse.Namespace, *, gaussians: bool) -> ReconstructOptions:
+    """The :class:`ReconstructOptions` that :func:`add_arguments`' options chose."""
+    return ReconstructOptions(reference_view=args.reference_view, gaussians=gaussians,
+                              pose_drop_percent=args.pose_drop_percent)
+
+
+def cut_from_arguments(args: argparse.Namespace) -> ConfidenceCut:
+    """The :class:`ConfidenceCut` that :func:`add_arguments`' options chose."""
+    return ConfidenceCut(confidence_drop_percent=args.confidence_drop_percent, min_confidence=args.min_confidence)

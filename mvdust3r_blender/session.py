@@ -1,0 +1,367 @@
+"""The worker of this Blender session and how a run is asked of it: below both drivers.
+
+Both drivers — the panel's run (:mod:`.run`, never blocks) and the scripting side
+(:mod:`.reconstruction`, blocks) — start runs through this module, so they resolve settings the
+same way (:class:`WorkerSettings`), check photos the same way (:func:`photo_list`), build the same
+request (:func:`plan_run`) and share one worker (:data:`SESSION`), which keeps the model loaded
+from one run to the next, whoever starts it. The runtime check of the preferences
+(:class:`RuntimeCheck`) asks the same worker.
+
+Errors a user fixes: :class:`SetupError` (runtime, checkpoint), :class:`RunError` (photos, options).
+"""
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+import bpy
+
+from . import preferences
+from .core import photos as photo_files
+from .core.confidence import DEFAULT_DROP_PERCENT, ConfidenceCut
+from .core.errors import UserError
+from .core.exports import needing_gaussians, parse_formats
+from .core.options import ReconstructOptions
+from .core.protocol import ErrorEvent, Event, HelloEvent
+from .core.runtime import env_python, subprocess_env
+from .core.worker_client import WorkerClient, WorkerError
+
+POLL_INTERVAL = 0.1  # seconds between looks at the worker's events from Blender's main thread
+
+WORKER_PYTHON_ENV = "MVDUST3R_WORKER_PYTHON"
+"""Environment variable naming the worker's Python; wins over the preferences (tests, render farms)."""
+
+PathLike = Union[str, "os.PathLike[str]"]
+PhotoSource = Union[PathLike, Sequence[PathLike]]
+"""A folder (its image files, sorted by name) or a list of photo paths."""
+
+
+class SetupError(UserError):
+    """Something the user has to set up first; `message` says what is missing, `hint` how to fix it."""
+
+    code = "setup"
+
+
+class RunError(UserError):
+    """Photos or options that cannot be reconstructed; `message` names the input, `hint` the fix."""
+
+
+class RunState(enum.Enum):
+    """Where the panel's run is (the value is the identifier the panel's property stores)."""
+
+    IDLE = "IDLE"
+    RUNNING = "RUNNING"
+    CANCELLING = "CANCELLING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def label(self) -> str:
+        return self.name.capitalize()
+
+    @property
+    def description(self) -> str:
+        return _RUN_STATE_DESCRIPTIONS[self]
+
+
+_RUN_STATE_DESCRIPTIONS = {
+    RunState.IDLE: "No reconstruction has run in this session",
+    RunState.RUNNING: "A reconstruction is running",
+    RunState.CANCELLING: "Waiting for the worker to stop",
+    RunState.DONE: "The last reconstruction was imported",
+    RunState.FAILED: "The last reconstruction failed",
+    RunState.CANCELLED: "The last reconstruction was cancelled",
+}
+
+
+FINISHED_STATES = (RunState.DONE, RunState.FAILED, RunState.CANCELLED)
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings: the preferences' choices (or a script's) turned into paths
+
+
+def worker_python(prefs: preferences.MVDUST3R_AddonPreferences) -> str:
+    """The interpreter the worker runs under; SetupError when none is set up."""
+    if prefs.runtime_mode == "EXISTING":
+        path = bpy.path.abspath(prefs.python_path) if prefs.python_path else ""
+        if not path:
+            raise SetupError("no Python is set for the worker",
+                             "set Preferences > Add-ons > MV-DUSt3R+ > Python, or create the private environment")
+        if not Path(path).is_file():
+            raise SetupError(f"the worker Python '{path}' does not exist",
+                             "pick the python executable of an environment with torch")
+        return path
+    python = env_python(preferences.runtime_dir())
+    if not (python.is_file() and preferences.runtime_ready_marker().is_file()):
+        raise SetupError("the PyTorch runtime is not set up",
+                         "open Preferences > Add-ons > MV-DUSt3R+ and press Create Environment "
+                         "(or choose Existing Python)")
+    return str(python)
+
+
+def checkpoint_file(prefs: preferences.MVDUST3R_AddonPreferences) -> Path:
+    """The checkpoint to load; SetupError when it is not on disk."""
+    if prefs.checkpoint == preferences.LOCAL:
+        if not prefs.checkpoint_path:
+            raise SetupError("no checkpoint file is chosen", "pick one in the add-on's preferences (Model)")
+        path = Path(bpy.path.abspath(prefs.checkpoint_path))
+        if not path.is_file():
+            raise SetupError(f"the checkpoint '{path}' does not exist", "pick an existing file, or download a model")
+        return path
+    if prefs.checkpoint == preferences.BUILTIN:
+        if not preferences.BUILTIN_MODEL.is_file():
+            raise SetupError(f"the built-in model '{preferences.BUILTIN_MODEL}' is missing from this installation",
+                             "reinstall the extension, or pick another model")
+        return preferences.BUILTIN_MODEL
+    path = preferences.models_dir() / prefs.checkpoint
+    if not path.is_file():
+        raise SetupError(f"the model {prefs.checkpoint} is not downloaded",
+                         "download it in the add-on's preferences (Model), or choose the Built-in Small Model "
+                         "(works offline) or a local file")
+    return path
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What the worker runs with: its Python, the checkpoint file, the device."""
+
+    python: str
+    checkpoint: str
+    device: str
+
+    @classmethod
+    def resolve(cls, python: Optional[PathLike] = None, checkpoint: Optional[PathLike] = None,
+                device: Optional[str] = None) -> "WorkerSettings":
+        """Each setting from its argument, else (the Python only) ``$MVDUST3R_WORKER_PYTHON``, else
+        the add-on's preferences. Raises :class:`SetupError` naming a missing file."""
+        python = python if python is not None else os.environ.get(WORKER_PYTHON_ENV) or None
+        if python is None:
+            python = worker_python(preferences.get())
+        elif not Path(python).is_file():
+            raise SetupError(f"the worker Python '{os.fspath(python)}' does not exist",
+                             f"pass the python of an environment with torch (or set ${WORKER_PYTHON_ENV})")
+        if checkpoint is None:
+            checkpoint = checkpoint_file(preferences.get())
+        elif not Path(checkpoint).is_file():
+            raise SetupError(f"the checkpoint '{os.fspath(checkpoint)}' does not exist",
+                             "pass an existing MV-DUSt3R(+) checkpoint file")
+        return cls(python=str(Path(python).absolute()), checkpoint=str(Path(checkpoint).absolute()),
+                   device=device if device is not None else str(preferences.get().device))
+
+
+# ---------------------------------------------------------------------------------------------
+# Photos: one check, one message, whoever starts the run
+
+
+def folder_photos(folder: Path) -> list[str]:
+    """Absolute paths of the image files in `folder` (by extension), sorted by name."""
+    return [str(p.absolute()) for p in photo_files.folder_photos(folder)]
+
+
+def check_photos(paths: list[str]) -> None:
+    """Raise :class:`RunError` naming the first photo that is missing, a folder or listed twice
+    (the worker checks the contents)."""
+    if len(paths) < 2:
+        raise RunError(f"{len(paths)} photo{'s' if len(paths) != 1 else ''} in the list",
+                       "add at least 2 photos of the same scene (4 or more for MV-DUSt3R+)")
+    seen: set[str] = set()
+    for path in paths:
+        if Path(path).is_dir():
+            raise RunError(f"'{path}' is a folder, not a photo", "give the photos inside it, or the folder alone")
+        if not Path(path).is_file():
+            raise RunError(f"the photo '{path}' does not exist", "remove it from the list or restore the file")
+        if path in seen:
+            raise RunError(f"the photo '{path}' is in the list twice", "remove the duplicate")
+        seen.add(path)
+
+
+def photo_list(photos: PhotoSource) -> list[str]:
+    """Absolute paths of `photos`: a folder's image files sorted by name, or the list as given.
+    Raises :class:`RunError` naming a missing folder or photo, a duplicate, or too few photos."""
+    if isinstance(photos, (str, os.PathLike)):
+        folder = Path(photos)
+        if not folder.is_dir():
+            raise RunError(f"'{folder}' is not a folder", "pass a folder of photos or a list of photo files")
+        paths = folder_photos(folder)
+        if len(paths) < 2:
+            raise RunError(f"the folder '{folder}' holds {len(paths)} photo{'s' if len(paths) != 1 else ''}",
+                           f"put at least 2 photos of one scene in it ({', '.join(photo_files.IMAGE_EXTENSIONS)})")
+    else:
+        paths = [str(Path(p).absolute()) for p in photos]
+    check_photos(paths)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# The one request builder
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One ``reconstruct`` request as both drivers build it (see :func:`plan_run`)."""
+
+    photos: list[str]
+    settings: WorkerSettings
+    options: ReconstructOptions
+    output: Path
+    exports: list[str] = field(default_factory=list)
+    export_dir: Optional[Path] = None
+    cut: ConfidenceCut = ConfidenceCut()
+
+
+def plan_run(photos: list[str], settings: WorkerSettings, output: Path, *, reference_view: Optional[int] = None,
+             pose_drop_percent: float = DEFAULT_DROP_PERCENT, import_gaussians: bool = True,
+             exports: Sequence[str] = (), export_dir: Optional[Path] = None,
+             cut: ConfidenceCut = ConfidenceCut(), keep_bundle: bool = False) -> RunPlan:
+    """The request for `photos`. One rule for the Gaussians: they are computed when they are
+    imported, when an export needs them, or when the bundle outlives the run (`keep_bundle`: a
+    script may export them later), and not otherwise. `reference_view` is a 0-based photo index.
+    Exports go to `export_dir` (default: beside `output`). Bad options raise the core's
+    ``OptionError`` / ``ExportError``, naming the option, before any worker starts."""
+    formats = parse_formats(exports)
+    gaussians = import_gaussians or keep_bundle or bool(needing_gaussians(formats))
+    options = ReconstructOptions(reference_view=reference_view, pose_drop_percent=pose_drop_percent,
+                                 gaussians=gaussians)
+    if reference_view is not None and reference_view >= len(photos):
+        raise RunError(f"reference view {reference_view} does not exist: there are {len(photos)} photos "
+                       f"(indices 0 to {len(photos) - 1})", "choose one of the photos, or leave it automatic")
+    return RunPlan(photos=list(photos), settings=settings, options=options, output=output, exports=formats,
+                   export_dir=(export_dir if export_dir is not None else output.parent) if formats else None,
+                   cut=cut)
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker of this session
+
+
+class WorkerSession:
+    """The one worker of this Blender session and a mailbox per request id.
+
+    Events are read once (``client.poll``) and sorted into mailboxes, so the runtime check and a
+    run can wait on the same worker. An event that answers no request (the worker died, a broken
+    line) goes into every open mailbox, because each waiting request is affected.
+    """
+
+    def __init__(self) -> None:
+        self.client: Optional[WorkerClient] = None
+        self._mail: dict[str, list[Event]] = {}
+
+    def ensure(self, python: str, log_path: Optional[Path] = None) -> WorkerClient:
+        """The running worker for `python`, (re)started when it is missing, dead or for another Python."""
+        client = self.client
+        if client is not None and client.alive and str(client.python) == python:
+            return client
+        self.shutdown()
+        client = WorkerClient(python, env=subprocess_env(), log_path=log_path)
+        try:
+            client.start()
+        except (OSError, RuntimeError) as exc:
+            raise SetupError(f"cannot start the worker with '{python}': {exc}",
+                             "check the runtime in the add-on's preferences") from None
+        self.client = client
+        return client
+
+    def submit(self, plan: RunPlan, log_path: Optional[Path] = None) -> tuple[WorkerClient, str]:
+        """Send `plan` to the (started if needed) worker; its client and the request's id, whose
+        events :meth:`take` hands out. Raises SetupError when the worker cannot start."""
+        client = self.ensure(plan.settings.python, log_path)
+        request_id = self.expect(client.reconstruct(
+            list(plan.photos), plan.output, plan.options, checkpoint=plan.settings.checkpoint,
+            device=plan.settings.device, exports=plan.exports, export_dir=plan.export_dir, export_cut=plan.cut))
+        return client, request_id
+
+    def expect(self, request_id: str) -> str:
+        """Open the mailbox of a request just sent; returns its id."""
+        self._mail.setdefault(request_id, [])
+        return request_id
+
+    def take(self, request_id: str) -> list[Event]:
+        """The events for `request_id` that arrived since the last call (never blocks)."""
+        if self.client is not None:
+            for event in self.client.poll():
+                if event.id is not None and event.id in self._mail:
+                    self._mail[event.id].append(event)
+                elif event.id is None and isinstance(event, ErrorEvent):
+                    for box in self._mail.values():
+                        box.append(event)
+        events = self._mail.get(request_id)
+        if events is None:  # closed: the request already ended
+            return []
+        self._mail[request_id] = []
+        return events
+
+    def close(self, request_id: str) -> None:
+        self._mail.pop(request_id, None)
+
+    def release(self) -> bool:
+        """Ask the worker to free the model's memory; False when no worker runs."""
+        if self.client is None or not self.client.alive:
+            return False
+        self.client.release()
+        return True
+
+    def shutdown(self) -> None:
+        if self.client is not None:
+            self.client.shutdown(timeout=5.0)
+        self.client = None
+        self._mail.clear()
+
+
+SESSION = WorkerSession()
+
+
+# ---------------------------------------------------------------------------------------------
+# The runtime check: start the worker and ask it what it runs on
+
+
+@dataclass
+class RuntimeCheck:
+    """A ``hello`` to the worker, answered without blocking (see :meth:`step`)."""
+
+    python: str
+    session: WorkerSession = field(default_factory=lambda: SESSION)
+    request_id: str = ""
+    result: Optional[HelloEvent] = None
+    error: str = ""
+
+    def start(self, log_path: Optional[Path] = None) -> None:
+        try:
+            self.request_id = self.session.expect(self.session.ensure(self.python, log_path).hello())
+        except (SetupError, WorkerError) as exc:
+            self.error = str(exc)
+
+    @property
+    def finished(self) -> bool:
+        return self.result is not None or bool(self.error)
+
+    def step(self) -> Optional[float]:
+        if self.finished:
+            return None
+        for event in self.session.take(self.request_id):
+            if isinstance(event, HelloEvent):
+                self.result = event
+            elif isinstance(event, ErrorEvent):
+                self.error = f"{event.message}: {event.hint}" if event.hint else event.message
+        if self.finished:
+            self.session.close(self.request_id)
+            return None
+        return POLL_INTERVAL
+
+    @property
+    def summary(self) -> str:
+        """``torch 2.13.0 · cuda:0 (NVIDIA …), cpu · Python 3.11.7``."""
+        if self.result is None:
+            return ""
+        devices = ", ".join(f"{d.name} ({d.label})" if d.label else d.name for d in self.result.devices)
+        return f"torch {self.result.torch} · {devices} · Python {self.result.python}"
+
+
+def log_path() -> Path:
+    """Where the worker's stderr is kept (the user's extension folder)."""
+    return preferences.user_dir() / "worker.log"
