@@ -2,7 +2,7 @@
 the splat's axes, and the pixel footprint used when the scene has no camera.
 
 The Blender side (``importers/gaussians.py``) builds the geometry nodes and the material from these
-numbers; keeping them here lets them be checked without Blender.
+numbers; keeping them here lets them be checked without Blender (``tests/engine/test_splats.py``).
 
 - **Low-pass.** A 3DGS rasteriser adds 0.3 px² to every projected covariance (Kerbl et al. 2023), so a
   sub-pixel Gaussian still covers about a pixel. The splats add it in 3D as the isotropic variance
@@ -10,10 +10,11 @@ numbers; keeping them here lets them be checked without Blender.
   variance commutes with the Gaussian's rotation, so each axis becomes √(σ² + 0.3·p²). Blender's
   pixel filter (Blackman-Harris, 1.5 px) blurs a little more; subtracting its variance (0.043 px²)
   measured slightly worse against the reference (36.08 vs 36.14 dB, and the mean alpha further
-  off), so the splats use the 3DGS value as is.
+  off), so the splats use the 3DGS value as is. As in 3DGS (and gsplat's default mode) the peak
+  opacity is kept: no Mip-Splatting-style opacity compensation.
 - **Axes.** Each Gaussian's axes are ordered by decreasing σ, so its local xy-plane is its major
   plane and z its thinnest axis: a flat Gaussian is drawn as one disc in that plane (a ray crosses
-  one surface per splat), a round one as a closed shell.
+  one surface per splat); a round one as a disc facing the camera (a closed shell without one).
 """
 from __future__ import annotations
 
