@@ -1,7 +1,7 @@
 """Benchmark: imported Gaussians rendered by Blender against the reference 3DGS rasteriser.
 
     .venv-blender-5.0/bin/python bench/splat_render.py --count 100000 [--width 320 --height 240]
-        [--samples 16 64] [--engine CYCLES|EEVEE] [--keep DIR]
+        [--samples 16 64] [--engine CYCLES|EEVEE] [--min-transparent-bounces N] [--keep DIR]
 
 Builds and installs the extension (as the tests do), imports the plane-and-sphere scene of the
 tests (``tests/blender/splat_scenes.py``) with the add-on's defaults, makes the scene's own camera
@@ -65,8 +65,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)
-    parser.add_argument("--samples", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--samples", type=int, nargs="+", default=[16, 64],
+                        help="render samples (Cycles: denoiser off); 0: Blender's own defaults (Cycles: adaptive "
+                             "sampling up to 4096 samples, denoiser on)")
     parser.add_argument("--engine", choices=["CYCLES", "EEVEE"], default="CYCLES")
+    parser.add_argument("--min-transparent-bounces", type=int,
+                        help="override what the import set (Cycles' Russian roulette starts after this many)")
     parser.add_argument("--keep", type=Path, help="keep the renders (EXR) in this folder")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mvd-bench-"))
@@ -110,16 +114,18 @@ def main() -> None:
             "BLENDER_EEVEE" if bpy.app.version >= (5, 0, 0) else "BLENDER_EEVEE_NEXT")
         setattr(scene.render, "engine", engine)
         if args.engine == "CYCLES":
+            if args.min_transparent_bounces is not None:
+                cycles.min_transparent_bounces = args.min_transparent_bounces
             cycles.device = "CPU"
-            cycles.use_denoising = False
         scene.render.film_transparent = True
         out = args.keep or work
         out.mkdir(parents=True, exist_ok=True)
         for samples in args.samples:
             if args.engine == "EEVEE":
                 setattr(getattr(scene, "eevee"), "taa_render_samples", samples)
-            else:
+            elif samples > 0:
                 cycles.samples = samples
+                cycles.use_denoising = False
             t = time.perf_counter()
             colour, alpha = queries.render_exr(scene, out / f"{args.engine.lower()}-{bundle.conf.size}-{samples}.exr")
             seconds = time.perf_counter() - t
