@@ -18,8 +18,6 @@ numbers; keeping them here lets them be checked without Blender (``tests/engine/
 """
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
 from .rotations import quaternion_from_matrix, quaternion_multiply
@@ -27,38 +25,52 @@ from .rotations import quaternion_from_matrix, quaternion_multiply
 LOW_PASS = 0.3      # px², the 3DGS screen-space filter
 
 
-def _permutation_quaternions() -> tuple[np.ndarray, np.ndarray]:
-    """(key → row [9], quaternions [6,4]): for each ordering of three axes, the rotation P whose
-    column j is axis order[j] (its third column negated if the ordering is odd, so det P = +1);
-    an ordering's row is found by key = 3·order[0] + order[1]."""
-    orders = list(itertools.permutations(range(3)))
-    mats = np.zeros((len(orders), 3, 3))
-    for k, order in enumerate(orders):
-        mats[k][list(order), [0, 1, 2]] = 1.0
-        if np.linalg.det(mats[k]) < 0:
-            mats[k][:, 2] *= -1
-    rows = np.zeros(9, dtype=np.int64)
-    for k, order in enumerate(orders):
-        rows[3 * order[0] + order[1]] = k
-    return rows, quaternion_from_matrix(mats)
+def _axis_turns() -> np.ndarray:
+    """turn [8,4,4] by comparison key k = 4·(σ₀<σ₁) + 2·(σ₁<σ₂) + (σ₀<σ₂): the matrix T with
+    q ⊗ q_P = q·T for the rotation P whose column j is the axis with the j-th largest σ (ties keep
+    their order; third column negated if the ordering is odd, so det P = +1). The two cyclic keys
+    cannot happen; they keep the identity."""
+    turns = np.tile(np.eye(4), (8, 1, 1))
+    for key in range(8):
+        less = {(0, 1): bool(key & 4), (1, 2): bool(key & 2), (0, 2): bool(key & 1)}
+        before = {(i, j): not less[(i, j)] for i, j in less}            # i (< j) comes first unless σᵢ < σⱼ
+        before.update({(j, i): less[(i, j)] for i, j in less})
+        position = [sum(before[(other, axis)] for other in range(3) if other != axis) for axis in range(3)]
+        if sorted(position) != [0, 1, 2]:
+            continue                                                      # cyclic: impossible
+        order = np.argsort(position)
+        mat = np.zeros((3, 3))
+        mat[order, [0, 1, 2]] = 1.0
+        if np.linalg.det(mat) < 0:
+            mat[:, 2] *= -1
+        turns[key] = quaternion_multiply(np.eye(4), quaternion_from_matrix(mat)[None, :])
+    return turns.astype(np.float32)
 
 
-_PERMUTATION_ROWS, _PERMUTATION_QUATERNIONS = _permutation_quaternions()
+_TURNS = _axis_turns()
 
 
 def sort_axes(wxyz: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The same Gaussians with their axes ordered by decreasing σ: float32 (wxyz [M,4], scales [M,3]).
 
     Reordering the axes is R' = R·P, P a permutation (made proper by negating its third column: a
-    Gaussian is symmetric), so R·diag(σ²)·Rᵀ is unchanged; as quaternions q' = q ⊗ q_P, with q_P one
-    of six constants — a gather and one product, no per-Gaussian matrices.
+    Gaussian is symmetric), so R·diag(σ²)·Rᵀ is unchanged; as quaternions q' = q ⊗ q_P = q·T_P. Three
+    comparisons pick one of six P per Gaussian, and each group is one [m,4]×[4,4] product: no
+    per-Gaussian matrices, no general sort.
     """
     scales = np.asarray(scales, dtype=np.float32)
-    order = np.argsort(-scales, axis=1, kind="stable")
-    q_p = _PERMUTATION_QUATERNIONS[_PERMUTATION_ROWS[3 * order[:, 0] + order[:, 1]]].astype(np.float32)
-    turned = quaternion_multiply(np.asarray(wxyz, dtype=np.float32), q_p)
-    turned *= np.where(turned[:, :1] < 0, -1.0, 1.0).astype(np.float32)
-    return turned, np.take_along_axis(scales, order, axis=1)
+    wxyz = np.asarray(wxyz, dtype=np.float32)
+    s0, s1, s2 = scales[:, 0], scales[:, 1], scales[:, 2]
+    key = 4 * (s0 < s1).astype(np.int8) + 2 * (s1 < s2).astype(np.int8) + (s0 < s2).astype(np.int8)
+    turned = np.empty_like(wxyz)
+    for k in np.unique(key):
+        group = key == k
+        q = wxyz[group]
+        # q·T written out: a [m,4]×[4,4] BLAS call is slower than four scaled adds at this shape
+        turned[group] = (q[:, 0:1] * _TURNS[k, 0] + q[:, 1:2] * _TURNS[k, 1]
+                         + q[:, 2:3] * _TURNS[k, 2] + q[:, 3:4] * _TURNS[k, 3])
+    turned *= np.where(turned[:, :1] < 0, np.float32(-1.0), np.float32(1.0))
+    return turned, np.sort(scales, axis=1)[:, ::-1].copy()
 
 
 def pixel_footprints(pts3d: np.ndarray, cam2world: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
