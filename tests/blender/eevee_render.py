@@ -9,11 +9,13 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-os.environ["BLENDER_USER_RESOURCES"] = tempfile.mkdtemp(prefix="mvd-eevee-user-")
+USER = tempfile.mkdtemp(prefix="mvd-eevee-user-")
+os.environ["BLENDER_USER_RESOURCES"] = USER
 
 import bpy  # noqa: E402
 from bpy_extras.object_utils import world_to_camera_view  # noqa: E402
@@ -46,4 +48,7 @@ def main(zip_path: str, bundle_path: str, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    try:
+        main(*sys.argv[1:4])
+    finally:  # the test leaves /tmp as it found it
+        shutil.rmtree(USER, ignore_errors=True)
