@@ -1,14 +1,12 @@
-"""Benchmark: the pipeline's own stages — one huge photo's memory and time, camera recovery for many views.
+"""Benchmark: the photo stage — one huge photo's memory and time (camera recovery: bench/cameras.py).
 
-    .venv/bin/python bench/pipeline.py [--megapixels 50] [--views 100] [--size 224]
+    .venv/bin/python bench/pipeline.py [--megapixels 50]
 
 1. Writes a synthetic JPEG of `--megapixels` (4:3, smooth content), then loads it in fresh
    processes twice — with the default huge-photo path (DCT-scaled ``draft`` decode) and with the
    exact full decode — and reports seconds and peak RSS of each (``ru_maxrss``, whole process,
    including torch's import).
-2. Camera recovery (``estimate_cameras``: mask, focal, PnP-RANSAC per view) on a synthetic scene of
-   `--views` views at `--size`² with 0.3 % noise, in this process.
-3. The photo stage (``load_photos``) on `--photos` JPEGs of 12 MP, decoded on one thread and on the
+2. The photo stage (``load_photos``) on `--photos` JPEGs of 12 MP, decoded on one thread and on the
    decoder pool (``DECODE_THREADS``), best of 2 each, in this process.
 Prints a markdown table for docs/benchmarks.md.
 """
@@ -26,7 +24,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "engine"))
 
 _LOAD = """
 import resource, sys, time
@@ -91,10 +88,8 @@ def run(code: str) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--megapixels", type=float, default=50.0)
-    parser.add_argument("--views", type=int, default=100)
-    parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--photos", type=int, default=12)
-    parser.add_argument("--skip", nargs="*", default=[], choices=("huge", "cameras"), help="parts not to run")
+    parser.add_argument("--skip", nargs="*", default=[], choices=("huge",), help="parts not to run")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
     rows = []
@@ -110,22 +105,6 @@ def main() -> None:
             rows += decode_rows(args.photos, Path(tmp))
     print("| what | seconds | peak RSS (MiB) | over import (MiB) | notes |\n|---|---:|---:|---:|---|")
     print("\n".join(rows))
-    if "cameras" in args.skip:
-        return
-    rows = []
-    import torch
-
-    from mvdust3r_blender.engine.cameras import estimate_cameras
-    from synthetic_scenes import make_scene
-
-    torch.set_num_threads(2)
-    scene = make_scene(args.views, args.size, args.size, focal=args.size * 0.9, seed=0, noise=0.003)
-    t = time.perf_counter()
-    est = estimate_cameras(torch.from_numpy(scene.pts3d), torch.from_numpy(scene.conf))
-    recovery_seconds = time.perf_counter() - t
-    rows.append(f"| camera recovery, {args.views} views at {args.size}² | {recovery_seconds:.2f} | | | "
-                f"PnP failures: {len(est.poses.failed)} |")
-    print("\n".join(rows))   # the same table's last row
 
 
 if __name__ == "__main__":

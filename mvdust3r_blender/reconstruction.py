@@ -13,6 +13,8 @@ out of range), ``WorkerError`` (the worker failed or died), ``BundleError`` (an 
 """
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 import time
 import warnings
@@ -68,7 +70,7 @@ class Result:
 def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, device: Optional[str] = None,
                 precision: Optional[str] = None, python: Optional[PathLike] = None, output: Optional[PathLike] = None,
                 reference_view: Optional[int] = None, pose_drop_percent: float = DEFAULT_DROP_PERCENT,
-                import_points: bool = True, import_cameras: bool = True,
+                focal: str | float = "auto", import_points: bool = True, import_cameras: bool = True,
                 import_gaussians: bool = True, scene: Optional[bpy.types.Scene] = None,
                 timeout: Optional[float] = None, on_progress: Optional[ProgressCallback] = None,
                 exports: Sequence[str] = (), export_dir: Optional[PathLike] = None,
@@ -81,6 +83,9 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
     first). `output`: where the bundle is written (default: a new temporary folder; it is kept, for
     :func:`export`). `reference_view`: 0-based index of the photo that becomes the world frame.
     `pose_drop_percent`: the share of least-confident pixels left out of the pose estimation.
+    `focal`: the cameras' focal length — ``"auto"`` (EXIF when plausible, else estimated),
+    ``"estimate"``, or a 35 mm-equivalent focal length in mm for every photo (then only the poses
+    are solved); the bundle's ``meta["focal_source"]`` says per photo where its focal came from.
     `import_*` choose what is created (all False: nothing is imported); the other keywords are
     :class:`~.import_options.ImportOptions` fields (``axes``, ``confidence_drop_percent``,
     ``min_confidence``, ``name``, ...). `scene` defaults to the context's. `timeout` (seconds)
@@ -103,10 +108,10 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
         raise RunError("there is no scene to import into", "pass scene=")
     if run.active() is not None:
         raise RunError("a reconstruction started from the panel is running", "wait for it or cancel it first")
-    bundle_path = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="mvdust3r-")) / "bundle.npz"
+    bundle_path = Path(output) if output is not None else Path(tempfile.mkdtemp(dir=results_folder())) / "bundle.npz"
     bundle_path.parent.mkdir(parents=True, exist_ok=True)
     plan = session.plan_run(paths, settings, bundle_path, reference_view=reference_view,
-                            pose_drop_percent=pose_drop_percent,
+                            pose_drop_percent=pose_drop_percent, focal=focal,
                             import_gaussians=import_gaussians, exports=exports,
                             export_dir=Path(export_dir) if export_dir is not None else None, cut=options.cut,
                             keep_bundle=True)
@@ -158,6 +163,18 @@ def export(result_or_bundle: Union[Result, Bundle, PathLike], formats: Sequence[
         bundle = read_bundle(result_or_bundle)
     written: dict[str, Path] = export_bundle(bundle, formats, Path(out_dir), cut=cut)
     return written
+
+
+_RESULTS: list[Path] = []  # this process's folder of bundles written without `output` (made on first use)
+
+
+def results_folder() -> Path:
+    """The temporary folder that holds the bundles of runs given no `output`; it is removed when
+    Blender (this Python) exits, so scripted runs leave nothing behind in the temporary directory."""
+    if not _RESULTS:
+        _RESULTS.append(Path(tempfile.mkdtemp(prefix="mvdust3r-results-")))
+        atexit.register(shutil.rmtree, _RESULTS[0], True)
+    return _RESULTS[0]
 
 
 def fresh_file() -> None:

@@ -168,20 +168,17 @@ def folder_photos(folder: Path) -> list[str]:
 
 
 def check_photos(paths: list[str]) -> None:
-    """Raise :class:`RunError` naming the first photo that is missing, a folder or listed twice
-    (the worker checks the contents)."""
+    """Raise :class:`RunError` naming every photo that is missing, a folder or empty, or listed twice,
+    in the worker's own words (``core.photos``: one check, one message); the worker checks the contents."""
     if len(paths) < 2:
         raise RunError(f"{len(paths)} photo{'s' if len(paths) != 1 else ''} in the list",
                        "add at least 2 photos of the same scene (4 or more for MV-DUSt3R+)")
-    seen: set[str] = set()
-    for path in paths:
-        if Path(path).is_dir():
-            raise RunError(f"'{path}' is a folder, not a photo", "give the photos inside it, or the folder alone")
-        if not Path(path).is_file():
-            raise RunError(f"the photo '{path}' does not exist", "remove it from the list or restore the file")
-        if path in seen:
-            raise RunError(f"the photo '{path}' is in the list twice", "remove the duplicate")
-        seen.add(path)
+    failures = [f"{path}: {problem}" for path in paths if (problem := photo_files.photo_problem(Path(path)))]
+    if failures:
+        raise RunError(photo_files.unreadable_message(failures, len(paths)), photo_files.UNREADABLE_HINT)
+    duplicates = photo_files.duplicate_photos([Path(path) for path in paths])
+    if duplicates:
+        raise RunError(photo_files.duplicate_message(duplicates), photo_files.DUPLICATE_HINT)
 
 
 def photo_list(photos: PhotoSource) -> list[str]:
@@ -219,19 +216,21 @@ class RunPlan:
 
 
 def plan_run(photos: list[str], settings: WorkerSettings, output: Path, *, reference_view: Optional[int] = None,
-             pose_drop_percent: float = DEFAULT_DROP_PERCENT, import_gaussians: bool = True,
+             pose_drop_percent: float = DEFAULT_DROP_PERCENT, focal: str | float = "auto",
+             import_gaussians: bool = True,
              exports: Sequence[str] = (), export_dir: Optional[Path] = None,
              cut: ConfidenceCut = ConfidenceCut(), keep_bundle: bool = False) -> RunPlan:
     """The request for `photos`. One rule for the Gaussians: they are computed when they are
     imported, when an export needs them, or when the bundle outlives the run (`keep_bundle`: a
     script may export them later), and not otherwise. `reference_view` is a 0-based photo index;
-    the precision is the settings' (:class:`WorkerSettings`).
+    `focal`: ``auto``, ``estimate`` or a 35 mm-equivalent focal length in mm (ReconstructOptions).
+    The precision is the settings' (:class:`WorkerSettings`).
     Exports go to `export_dir` (default: beside `output`). Bad options raise the core's
     ``OptionError`` / ``ExportError``, naming the option, before any worker starts."""
     formats = parse_formats(exports)
     gaussians = import_gaussians or keep_bundle or bool(needing_gaussians(formats))
     options = ReconstructOptions(reference_view=reference_view, pose_drop_percent=pose_drop_percent,
-                                 gaussians=gaussians, precision=settings.precision)
+                                 gaussians=gaussians, focal=str(focal), precision=settings.precision)
     if reference_view is not None and reference_view >= len(photos):
         raise RunError(f"reference view {reference_view} does not exist: there are {len(photos)} photos "
                        f"(indices 0 to {len(photos) - 1})", "choose one of the photos, or leave it automatic")

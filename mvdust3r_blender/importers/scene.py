@@ -19,9 +19,11 @@ import numpy as np
 from ..core.bundle import Bundle, read_bundle, srgb8_to_linear
 from ..core.conventions import (camera_matrix_world, grid_point_spacing, point_depths, transform_points,
                            transform_rotations)
+from ..core.photos import display_name
+from ..core.splats import pixel_footprints
 from ..import_options import ImportOptions
 from .cameras import create_cameras
-from .gaussians import create_gaussians
+from .gaussians import create_gaussians, prepare_render
 from .points import create_points
 
 # The bpy.data collections an import can add to (and so must roll back).
@@ -57,12 +59,22 @@ def rollback_on_error() -> Iterator[None]:
 
 def collection_name(bundle: Bundle, bundle_path: Optional[str]) -> str:
     """The photos' folder name, else the bundle file's stem, else "Reconstruction"."""
-    folders = {Path(p).parent.name for p in bundle.photo_paths}
+    folders = {display_name(Path(p).parent.name) for p in bundle.photo_paths}
     if len(folders) == 1 and (folder := folders.pop()):
         return folder
     if bundle_path:
-        return Path(bundle_path).stem
+        return display_name(Path(bundle_path).stem)
     return "Reconstruction"
+
+
+def camera_warning_lines(bundle: Bundle) -> list[str]:
+    """The recovery's warnings (``meta["camera_warnings"]``: degenerate input and its fallback), naming the photos."""
+    lines = []
+    for warning in bundle.meta.get("camera_warnings", []):
+        views = [int(v) for v in warning.get("views", [])]
+        names = ", ".join(Path(bundle.photo_paths[v]).name for v in views if 0 <= v < len(bundle.photo_paths))
+        lines.append(f"camera of {names or 'the reconstruction'}: {warning.get('message', '')}")
+    return lines
 
 
 def import_bundle(source: Union[str, "os.PathLike[str]", Bundle], options: ImportOptions,
@@ -98,8 +110,10 @@ def import_reconstruction(bundle: Bundle, options: ImportOptions, scene: bpy.typ
                 spacing = grid_point_spacing(bundle.pts3d, bundle.intrinsics, bundle.cam2world, bundle.crop_box)
                 radius = 0.5 * spacing * options.point_size
             view = np.repeat(np.arange(n, dtype=np.int32), h * w)
-            result.points = create_points(f"{name} Points", positions, colors, conf, view, threshold, radius, collection)
-            shown = int((conf >= threshold).sum())
+            kept = options.cut.keep(conf)
+            result.points = create_points(f"{name} Points", positions, colors, conf, view, threshold, radius, collection,
+                                          cut_at_tie=(conf >= threshold) & ~kept)
+            shown = int(kept.sum())
             result.report.append(f"{conf.size} points ({shown} shown at confidence ≥ {threshold:.3g}, radius {radius:.3g})")
         if options.cameras:
             scene_scale = float(np.median(np.abs(point_depths(bundle.pts3d, bundle.cam2world))))
@@ -108,6 +122,7 @@ def import_reconstruction(bundle: Bundle, options: ImportOptions, scene: bpy.typ
                 bundle.photo_paths, collection, scene_scale=scene_scale,
                 background_images=options.background_images, image_planes=options.image_planes)
             result.report.append(f"{len(result.cameras)} cameras")
+            lines += camera_warning_lines(bundle)
             result.report.extend(lines)
             result.warnings.extend(lines)
         if options.gaussians:  # coloured from the photos, like the official demo (the head's rgb is untrained)
@@ -118,8 +133,11 @@ def import_reconstruction(bundle: Bundle, options: ImportOptions, scene: bpy.typ
                     f"{name} Gaussians", positions,
                     transform_rotations(bundle.gaussian_rotation.reshape(-1, 4), options.axes),
                     bundle.gaussian_scale.reshape(-1, 3), bundle.gaussian_opacity.reshape(-1), colors,
-                    options.opacity_threshold, options.scale_multiplier, collection)
+                    pixel_footprints(bundle.pts3d, bundle.cam2world, bundle.intrinsics),
+                    float(bundle.intrinsics[0, 0, 0]), options.opacity_threshold, options.scale_multiplier,
+                    collection, scene)
                 result.report.append(f"{n * h * w} Gaussians")
+                result.report.extend(prepare_render(scene))  # last: nothing after it can fail
             else:
                 line = "the reconstruction has no Gaussians (the model has no Gaussian head)"
                 result.report.append(line)

@@ -104,6 +104,18 @@ def test_bad_input_is_named_and_leaves_the_scene_alone(api: Any, tmp_path: Path)
     broken.write_bytes(b"not a PNG")
     with pytest.raises(worker_error, match="view_9.png"):
         api.reconstruct(broken.parent)
+    # issue 11 item 5: a folder in the list is refused before the worker is asked, in the worker's words
+    photos = sorted((tmp_path / "ok").iterdir())
+    message = f"1 of 3 photos cannot be read: {tmp_path / 'one'}: is a folder, not a photo"
+    with pytest.raises(run_error) as refused:
+        api.reconstruct([*photos, tmp_path / "one"])
+    assert refused.value.message == message
+    assert refused.value.hint == "remove or replace those files (JPEG, PNG, WebP, TIFF or BMP)"
+    client = module("session").SESSION.client
+    assert client is not None and client.alive
+    with pytest.raises(worker_error) as answered:
+        client.wait(client.reconstruct([*photos, tmp_path / "one"], tmp_path / "never.npz"), timeout=60)
+    assert (answered.value.message, answered.value.hint) == (message, refused.value.hint)
     assert objects() == before and not bpy.data.collections
     # the worker survived the bad photo and works for the next call
     assert api.reconstruct(tmp_path / "ok", import_gaussians=False).views == 2
@@ -113,9 +125,11 @@ def test_reference_view_is_passed_to_the_network(api: Any, tmp_path: Path) -> No
     """reference_view=k puts photo k first for the network (its frame is the world frame); the
     results stay in the user's photo order."""
     folder = scene_folder(tmp_path / "room", 3)
-    result = api.reconstruct(folder, reference_view=2, import_points=False, import_gaussians=False)
+    result = api.reconstruct(folder, reference_view=2, import_points=False, import_gaussians=False, focal=30)
     bundle = module("core.bundle").read_bundle(result.bundle_path)
     assert bundle.meta["reference_view"] == 2 and bundle.meta["reference_order"][0] == 2
+    # focal=30 (mm, 35 mm equivalent) reaches the worker: every camera has it, only the poses were solved
+    assert bundle.meta["focal_option"] == "30" and bundle.meta["focal_source"] == ["option"] * 3
     assert [Path(p).name for p in bundle.photo_paths] == ["view_0.png", "view_1.png", "view_2.png"]
     with pytest.raises(module("session").RunError, match="reference view 5 does not exist: there are 3 photos"):
         api.reconstruct(folder, reference_view=5)  # refused before the worker is asked
