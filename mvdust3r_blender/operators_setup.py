@@ -18,7 +18,8 @@ from . import preferences
 from .core.download import Download, DownloadState
 from .core import registry
 from .run import active
-from .session import SESSION, RuntimeCheck, SetupError, log_path, worker_python
+from .core.remote import REMOTE_RUNTIME_PYTHON, plan_remote_environment
+from .session import SESSION, RuntimeCheck, SetupError, log_path, remote_target, worker_python
 from .core.runtime import Job, JobState, RuntimeSetupError, find_uv, plan_environment
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ class _Tasks:
     """What runs in the background now (at most one of each kind)."""
 
     install: Optional[Job] = None
+    install_remote: bool = False  # the install job sets up the remote runtime
     check: Optional[RuntimeCheck] = None
     download: Optional[Download] = None
 
@@ -58,7 +60,9 @@ def poll_tasks() -> Optional[float]:
             state.runtime_tail = "\n".join(job.error.log_tail if job.error else job.tail(8))
             state.runtime_message = job.error.message if job.error else _job_message(job)
             state.runtime_hint = job.error.hint if job.error else ""
-        if job.state is JobState.DONE:
+        if job.state is JobState.DONE and TASKS.install_remote:
+            preferences.get().remote_python = REMOTE_RUNTIME_PYTHON
+        elif job.state is JobState.DONE:
             preferences.runtime_ready_marker().write_text(job.log_path.name + "\n")
         if job.finished:
             TASKS.install = None
@@ -155,7 +159,7 @@ class MVDUST3R_BLENDER_OT_create_runtime(bpy.types.Operator):
         preferences.runtime_ready_marker().unlink(missing_ok=True)
         job = Job(steps, preferences.user_dir() / "runtime-install.log")
         job.start()
-        TASKS.install = job
+        TASKS.install, TASKS.install_remote = job, False
         state = _setup_state()
         if state is not None:
             state.runtime_log = str(job.log_path)
@@ -174,12 +178,16 @@ class MVDUST3R_BLENDER_OT_check_runtime(bpy.types.Operator):
     bl_options = {"REGISTER", "INTERNAL"}
 
     def execute(self, context: bpy.types.Context) -> set["OperatorReturnItems"]:
+        prefs = preferences.get()
         try:
-            python = worker_python(preferences.get())
+            if prefs.worker_location == "REMOTE":
+                remote = remote_target(prefs.remote_destination, prefs.remote_ssh_command, prefs.remote_python)
+                check = RuntimeCheck(remote.python, remote=remote)
+            else:
+                check = RuntimeCheck(worker_python(prefs))
         except SetupError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        check = RuntimeCheck(python)
         check.start(log_path())
         TASKS.check = check
         state = _setup_state()
@@ -187,6 +195,38 @@ class MVDUST3R_BLENDER_OT_check_runtime(bpy.types.Operator):
             state.check_state, state.check_message = "RUNNING", ""
         poll_tasks()
         _start_timer()
+        return {"FINISHED"}
+
+
+class MVDUST3R_BLENDER_OT_create_remote_runtime(bpy.types.Operator):
+    """Create a Python environment with PyTorch on the remote machine over ssh (uv, the chosen PyTorch build)"""
+
+    bl_idname = "mvdust3r_blender.create_remote_runtime"
+    bl_label = "Set Up Remote Runtime"
+    bl_options = {"REGISTER", "INTERNAL"}
+
+    def execute(self, context: bpy.types.Context) -> set["OperatorReturnItems"]:
+        if TASKS.install is not None and not TASKS.install.finished:
+            self.report({"WARNING"}, "An environment is already being created")
+            return {"CANCELLED"}
+        prefs = preferences.get()
+        try:
+            target = remote_target(prefs.remote_destination, prefs.remote_ssh_command, prefs.remote_python)
+            steps = plan_remote_environment(target, backend=str(prefs.torch_backend))
+        except (SetupError, RuntimeSetupError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        SESSION.shutdown()
+        job = Job(steps, preferences.user_dir() / "remote-runtime-install.log")
+        job.start()
+        TASKS.install, TASKS.install_remote = job, True
+        state = _setup_state()
+        if state is not None:
+            state.runtime_log = str(job.log_path)
+        prefs.runtime_summary = ""
+        poll_tasks()
+        _start_timer()
+        self.report({"INFO"}, f"Setting up the PyTorch environment on {target} (log: {job.log_path})")
         return {"FINISHED"}
 
 
@@ -239,7 +279,8 @@ class MVDUST3R_BLENDER_OT_cancel_setup(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (MVDUST3R_BLENDER_OT_create_runtime, MVDUST3R_BLENDER_OT_check_runtime,
+CLASSES = (MVDUST3R_BLENDER_OT_create_runtime, MVDUST3R_BLENDER_OT_create_remote_runtime,
+           MVDUST3R_BLENDER_OT_check_runtime,
            MVDUST3R_BLENDER_OT_download_model, MVDUST3R_BLENDER_OT_cancel_setup)
 
 

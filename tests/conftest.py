@@ -9,6 +9,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
@@ -30,3 +31,16 @@ def golden_dir() -> Path:
 @pytest.fixture(scope="session")
 def golden() -> Path:
     return golden_dir()
+
+
+@pytest.fixture(scope="session")
+def remote_host() -> Iterator[Any]:
+    """A real sshd on 127.0.0.1 and a throw-away user: the remote GPU machine (tests/remote_host.py).
+    Started once per test run, stopped (user, processes, files) at its end."""
+    import remote_host as host_module
+
+    host = host_module.start(host_module.default_worker_python())
+    try:
+        yield host
+    finally:
+        host.stop()
