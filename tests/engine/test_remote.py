@@ -110,14 +110,16 @@ def test_a_remote_worker_reads_only_its_job_folder(remote: RemoteWorkerClient, r
     assert not (tmp_path / "x").exists()
 
 
-def many_photos(folder: Path) -> list[Path]:
-    """Photos that take the remote worker a second or more to load: time to cancel or cut it off."""
-    return make_photos(folder, 24, size=(1000, 750))
+@pytest.fixture(scope="module")
+def many_photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Photos that keep the remote worker busy for a while after its first progress event: time to
+    cancel the run or cut the connection while it works."""
+    return make_photos(tmp_path_factory.mktemp("many"), 12, size=(800, 600))
 
 
-def test_cancel_while_the_remote_worker_runs(remote: RemoteWorkerClient, remote_host: Any, remote_checkpoint: str,
-                                             tmp_path: Path) -> None:
-    photos = many_photos(tmp_path / "photos")
+def test_cancel_while_the_remote_worker_runs(remote: RemoteWorkerClient, remote_checkpoint: str,
+                                             many_photos: list[Path], tmp_path: Path) -> None:
+    photos = many_photos
     output = tmp_path / "cancelled.npz"
 
     def cancel_once_loading(event: p.Event) -> None:
@@ -138,8 +140,9 @@ def test_cancel_while_the_remote_worker_runs(remote: RemoteWorkerClient, remote_
 
 
 def test_a_killed_connection_is_reported_within_seconds(target: RemoteTarget, remote_host: Any,
-                                                        remote_checkpoint: str, tmp_path: Path) -> None:
-    photos = many_photos(tmp_path / "photos")
+                                                        remote_checkpoint: str, many_photos: list[Path],
+                                                        tmp_path: Path) -> None:
+    photos = many_photos
     output = tmp_path / "lost.npz"
     client = RemoteWorkerClient(target)
     client.start()
