@@ -122,7 +122,7 @@ class RemoteTarget:
 
     def ssh_argv_prefix(self) -> list[str]:
         try:
-            return shlex.split(self.ssh_command, posix=True)
+            return shlex.split(self.ssh_command, posix=os.name != "nt")  # keep Windows paths' backslashes
         except ValueError as exc:
             raise RemoteError(f"cannot read the ssh command '{self.ssh_command}': {exc}") from None
 
@@ -309,7 +309,7 @@ class RemoteWorkerClient(WorkerClient):
 
     # -- requests -------------------------------------------------------------------------------
 
-    def reconstruct(self, photos: list[str | os.PathLike[str]], output: str | os.PathLike[str],
+    def reconstruct(self, photos: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str],
                     options: ReconstructOptions = ReconstructOptions(), *,
                     checkpoint: Optional[str | os.PathLike[str]] = None, device: str = "auto",
                     dtype: Optional[str] = None, exports: Sequence[str] = (),

@@ -209,7 +209,7 @@ class WorkerClient:
     def load(self, checkpoint: str | os.PathLike[str], device: str = "auto", dtype: Optional[str] = None) -> str:
         return self.send(LoadRequest(checkpoint=str(checkpoint), device=device, dtype=dtype))
 
-    def reconstruct(self, photos: list[str | os.PathLike[str]], output: str | os.PathLike[str],
+    def reconstruct(self, photos: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str],
                     options: ReconstructOptions = ReconstructOptions(), *,
                     checkpoint: Optional[str | os.PathLike[str]] = None, device: str = "auto",
                     dtype: Optional[str] = None, exports: Sequence[str] = (),

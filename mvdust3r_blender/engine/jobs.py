@@ -52,6 +52,7 @@ class JobFolders:
     def __init__(self, parent: Path) -> None:
         parent = Path(parent).expanduser()
         parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _remove_orphans(parent)
         self.root = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=parent)).resolve()
         self._lock = threading.Lock()  # puts (main thread) and a job's end (job thread) touch folders
 
@@ -145,6 +146,23 @@ class JobFolders:
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _remove_orphans(parent: Path) -> None:
+    """Remove the job folders of workers that died without cleaning up (killed, out of memory):
+    sent photos must not linger on the remote. POSIX only (on Windows, os.kill would end the process)."""
+    if os.name != "posix":
+        return
+    for folder in parent.glob("*-*"):
+        pid = folder.name.split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass  # alive, but another user's (or not ours to signal): keep it
 
 
 def _parts(path: Path, name: str) -> Iterator[DataEvent]:

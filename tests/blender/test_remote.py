@@ -111,3 +111,27 @@ def test_preferences_check_and_remote_runtime_set_up(ext: ModuleType, remote_hos
     assert all(step.argv[0] == "ssh" and "BatchMode=yes" in step.argv for step in steps)
     assert "-m venv .cache/mvdust3r-blender/uv-tools" in lines[0] and "pip install" in lines[0]
     assert "--torch-backend=auto" in lines[-1] and ".cache/mvdust3r-blender/runtime/bin/python" in lines[-1]
+
+
+def test_the_panel_runs_cancels_and_releases_on_the_remote(ext: ModuleType, remote_host: Any, remote_checkpoint: str,
+                                                            tmp_path: Path) -> None:
+    from test_run import add, drive, make_photos, scene_state
+
+    prefs = bpy.context.preferences.addons[PACKAGE].preferences
+    prefs.worker_location, prefs.device = "REMOTE", "cpu"
+    prefs.remote_destination, prefs.remote_ssh_command = remote_host.destination, remote_host.ssh_command()
+    prefs.remote_python, prefs.remote_checkpoint = remote_host.python, remote_checkpoint
+    add(make_photos(tmp_path / "shoot", 3))
+    try:
+        assert bpy.ops.mvdust3r_blender.reconstruct() == {"FINISHED"}
+        done = drive()
+        assert done.phase.value == "DONE", f"{done.message} ({done.hint})"
+        assert len([o for o in bpy.data.collections[done.collection_name].all_objects if o.type == "CAMERA"]) == 3
+        before = scene_state()
+        bpy.ops.mvdust3r_blender.reconstruct()
+        assert bpy.ops.mvdust3r_blender.cancel() == {"FINISHED"}
+        assert drive().phase.value == "CANCELLED" and scene_state() == before
+        assert bpy.ops.mvdust3r_blender.release() == {"FINISHED"}
+        assert module("session").SESSION.client.alive
+    finally:
+        module("session").SESSION.shutdown()
