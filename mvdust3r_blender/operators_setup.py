@@ -19,7 +19,7 @@ from .core.download import Download, DownloadState
 from .core import registry
 from .run import active
 from .core.remote import REMOTE_RUNTIME_PYTHON, plan_remote_environment
-from .session import SESSION, RuntimeCheck, SetupError, log_path, remote_target, worker_python
+from .session import SESSION, RemoteFetch, RuntimeCheck, SetupError, log_path, remote_target, worker_python
 from .core.runtime import Job, JobState, RuntimeSetupError, find_uv, plan_environment
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ class _Tasks:
     install_remote: bool = False  # the install job sets up the remote runtime
     check: Optional[RuntimeCheck] = None
     download: Optional[Download] = None
+    fetch: Optional[RemoteFetch] = None
 
 
 TASKS = _Tasks()
@@ -89,6 +90,20 @@ def poll_tasks() -> Optional[float]:
             state.download_message = str(progress.error) if progress.error else _download_message(progress)
         if progress.state is not DownloadState.RUNNING:
             TASKS.download = None
+        else:
+            busy = True
+    fetch = TASKS.fetch
+    if fetch is not None:
+        fetch.step()
+        if state is not None:
+            state.download_state = "RUNNING" if not fetch.finished else ("DONE" if fetch.result else "FAILED")
+            state.download_progress = fetch.fraction
+            state.download_message = fetch.error or (f"on {fetch.remote}: {fetch.result.path}" if fetch.result
+                                                     else f"on {fetch.remote}")
+        if fetch.result is not None:
+            preferences.get().remote_checkpoint = fetch.result.path
+        if fetch.finished:
+            TASKS.fetch = None
         else:
             busy = True
     _redraw_preferences()
@@ -230,6 +245,41 @@ class MVDUST3R_BLENDER_OT_create_remote_runtime(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class MVDUST3R_BLENDER_OT_fetch_remote_model(bpy.types.Operator):
+    """Download the chosen released checkpoint on the remote machine (resumes an interrupted download);
+    Remote Checkpoint is set to it when done"""
+
+    bl_idname = "mvdust3r_blender.fetch_remote_model"
+    bl_label = "Download Model on Remote"
+    bl_options = {"REGISTER", "INTERNAL"}
+
+    url: bpy.props.StringProperty(options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
+
+    def execute(self, context: bpy.types.Context) -> set["OperatorReturnItems"]:
+        prefs = preferences.get()
+        entry = registry.find_released(prefs.checkpoint)
+        if entry is None:
+            self.report({"ERROR"}, "Choose a released model to download on the remote")
+            return {"CANCELLED"}
+        if not prefs.licence_accepted:
+            self.report({"ERROR"}, f"Accept the model licence ({entry.licence}, non-commercial) first")
+            return {"CANCELLED"}
+        if TASKS.fetch is not None or active() is not None:
+            self.report({"WARNING"}, "The remote worker is busy: wait for it")
+            return {"CANCELLED"}
+        try:
+            remote = remote_target(prefs.remote_destination, prefs.remote_ssh_command, prefs.remote_python)
+        except SetupError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        fetch = RemoteFetch(remote, self.url or entry.url, entry.filename, entry.download_bytes)
+        fetch.start(log_path())
+        TASKS.fetch = fetch
+        poll_tasks()
+        _start_timer()
+        return {"FINISHED"}
+
+
 class MVDUST3R_BLENDER_OT_download_model(bpy.types.Operator):
     """Download the chosen released checkpoint from Hugging Face (resumes an interrupted download)"""
 
@@ -281,7 +331,7 @@ class MVDUST3R_BLENDER_OT_cancel_setup(bpy.types.Operator):
 
 CLASSES = (MVDUST3R_BLENDER_OT_create_runtime, MVDUST3R_BLENDER_OT_create_remote_runtime,
            MVDUST3R_BLENDER_OT_check_runtime,
-           MVDUST3R_BLENDER_OT_download_model, MVDUST3R_BLENDER_OT_cancel_setup)
+           MVDUST3R_BLENDER_OT_download_model, MVDUST3R_BLENDER_OT_fetch_remote_model, MVDUST3R_BLENDER_OT_cancel_setup)
 
 
 def register() -> None:
@@ -296,6 +346,6 @@ def unregister() -> None:
         TASKS.install.cancel()
     if TASKS.download is not None:
         TASKS.download.cancel()
-    TASKS.install = TASKS.check = TASKS.download = None
+    TASKS.install = TASKS.check = TASKS.download = TASKS.fetch = None
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

@@ -155,6 +155,15 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
         box.label(text="Remote GPU over ssh", icon="NETWORK_DRIVE")
         for name in ("remote_destination", "remote_ssh_command", "remote_python", "remote_checkpoint"):
             box.prop(self, name)
+        row = box.row(align=True)
+        row.prop(self, "checkpoint", text="Download")
+        fetch = row.row()
+        fetch.enabled = self.checkpoint not in (LOCAL, BUILTIN) and self.licence_accepted
+        fetch.operator("mvdust3r_blender.fetch_remote_model", text="Download on Remote", icon="IMPORT")
+        if self.checkpoint not in (LOCAL, BUILTIN):
+            box.prop(self, "licence_accepted")
+        if setup is not None and setup.download_state != "IDLE":
+            draw_task(box, setup.download_state, "Download", setup.download_message, "")
         box.prop(self, "torch_backend")
         row = box.row()
         row.enabled = not (setup is not None and setup.runtime_state == "RUNNING")

@@ -26,7 +26,7 @@ from .core.confidence import DEFAULT_DROP_PERCENT, ConfidenceCut
 from .core.errors import UserError
 from .core.exports import needing_gaussians, parse_formats
 from .core.options import ReconstructOptions
-from .core.protocol import DeviceInfo, ErrorEvent, Event, HelloEvent
+from .core.protocol import DeviceInfo, ErrorEvent, Event, FetchedEvent, HelloEvent, ProgressEvent
 from .core.remote import RemoteError, RemoteTarget, RemoteWorkerClient
 from .core.runtime import env_python, subprocess_env
 from .core.worker_client import WorkerClient, WorkerError
@@ -407,6 +407,49 @@ class RuntimeCheck:
 def _device_text(device: DeviceInfo) -> str:
     free = f", {device.free / 1e9:.1f} of {device.memory / 1e9:.1f} GB free" if device.free else ""
     return f"{device.name} ({device.label}{free})" if device.label else device.name
+
+
+@dataclass
+class RemoteFetch:
+    """A released checkpoint downloaded on the remote worker's machine (a ``fetch`` request),
+    followed without blocking like :class:`RuntimeCheck`; ``result.path`` is the file there."""
+
+    remote: RemoteTarget
+    url: str
+    filename: str
+    size: Optional[int] = None
+    session: WorkerSession = field(default_factory=lambda: SESSION)
+    request_id: str = ""
+    fraction: float = 0.0
+    result: Optional[FetchedEvent] = None
+    error: str = ""
+
+    def start(self, log_path: Optional[Path] = None) -> None:
+        try:
+            client = self.session.ensure(self.remote.python, log_path, self.remote)
+            assert isinstance(client, RemoteWorkerClient)
+            self.request_id = self.session.expect(client.fetch(self.url, self.filename, self.size))
+        except (SetupError, WorkerError) as exc:
+            self.error = str(exc)
+
+    @property
+    def finished(self) -> bool:
+        return self.result is not None or bool(self.error)
+
+    def step(self) -> Optional[float]:
+        if self.finished:
+            return None
+        for event in self.session.take(self.request_id):
+            if isinstance(event, ProgressEvent):
+                self.fraction = event.fraction
+            elif isinstance(event, FetchedEvent):
+                self.result = event
+            elif isinstance(event, ErrorEvent):
+                self.error = f"{event.message}: {event.hint}" if event.hint else event.message
+        if self.finished:
+            self.session.close(self.request_id)
+            return None
+        return POLL_INTERVAL
 
 
 def log_path() -> Path:

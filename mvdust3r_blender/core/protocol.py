@@ -113,6 +113,18 @@ class PutRequest(Request):
 
 
 @dataclass(kw_only=True)
+class FetchRequest(Request):
+    """Job mode: download a released checkpoint (``filename``, from ``url``, exactly ``size`` bytes
+    when known) into the worker machine's model folder, resuming a partial file. Answered by
+    ``fetched`` after ``progress`` events of stage ``fetch``."""
+
+    type: ClassVar[str] = "fetch"
+    url: str
+    filename: str
+    size: Optional[int] = None
+
+
+@dataclass(kw_only=True)
 class CancelRequest(Request):
     """Cancel request ``target`` (queued or running), or every pending request when null."""
 
@@ -241,6 +253,16 @@ class DataEvent(Event):
 
 
 @dataclass(kw_only=True)
+class FetchedEvent(Event):
+    """Answer to ``fetch``: the checkpoint is complete at ``path`` on the worker's machine."""
+
+    type: ClassVar[str] = "fetched"
+    path: str = ""
+    size: int = 0
+    sha256: str = ""
+
+
+@dataclass(kw_only=True)
 class AckEvent(Event):
     """Answer to ``cancel``, ``release`` and ``shutdown``; ``detail`` says what was done."""
 
@@ -264,13 +286,14 @@ class ErrorEvent(Event):
     hint: str = ""
 
 
-FINAL_EVENTS: tuple[type[Event], ...] = (HelloEvent, LoadedEvent, ResultEvent, AckEvent, ErrorEvent)
+FINAL_EVENTS: tuple[type[Event], ...] = (HelloEvent, LoadedEvent, ResultEvent, FetchedEvent, AckEvent, ErrorEvent)
 """Event types that end a request; any other event with that request's id is intermediate."""
 
 REQUESTS: dict[str, type[Request]] = {c.type: c for c in (
-    HelloRequest, LoadRequest, ReconstructRequest, PutRequest, CancelRequest, ReleaseRequest, ShutdownRequest)}
+    HelloRequest, LoadRequest, ReconstructRequest, PutRequest, FetchRequest, CancelRequest, ReleaseRequest,
+    ShutdownRequest)}
 EVENTS: dict[str, type[Event]] = {c.type: c for c in (
-    ReadyEvent, HelloEvent, ProgressEvent, LoadedEvent, ResultEvent, DataEvent, AckEvent, ErrorEvent)}
+    ReadyEvent, HelloEvent, ProgressEvent, LoadedEvent, ResultEvent, DataEvent, FetchedEvent, AckEvent, ErrorEvent)}
 
 
 # ---------------------------------------------------------------------------------------------

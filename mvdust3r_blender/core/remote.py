@@ -41,7 +41,7 @@ from .confidence import ConfidenceCut
 from .errors import UserError
 from .options import ReconstructOptions
 from .runtime import Step, plan_environment
-from .protocol import (DataEvent, ErrorEvent, Event, ProgressEvent, PutRequest, ReconstructRequest,
+from .protocol import (DataEvent, ErrorEvent, Event, FetchRequest, ProgressEvent, PutRequest, ReconstructRequest,
                        ResultEvent)
 from .worker_client import PACKAGE_DIR, WorkerClient
 
@@ -51,13 +51,14 @@ SSH_OPTIONS: tuple[str, ...] = ("-o", "BatchMode=yes", "-o", "ServerAliveInterva
                                 "-o", "ConnectTimeout=15", "-T")
 """Added after the user's ssh command line (ssh takes the first value of an option: the user's win)."""
 REMOTE_CACHE = ".cache/mvdust3r-blender"  # relative to the remote home (ssh starts commands there)
+REMOTE_MODELS = f"{REMOTE_CACHE}/models"   # where fetch puts released checkpoints
 _MARK = "mvdust3r-engine:"
 
 # Runs on the remote under its Python (3.8+), standard library only; argv: engine hash, package name.
 BOOTSTRAP = r"""
 import hashlib, io, os, runpy, shutil, sys, tarfile, tempfile
 digest, package = sys.argv[1], sys.argv[2]
-base = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mvdust3r-blender")
+base = os.path.expanduser("~/CACHE")
 engine = os.path.join(base, "engine-" + digest)
 def say(text):
     os.write(1, (text + "\n").encode())
@@ -92,7 +93,7 @@ else:
 sys.path.insert(0, engine)
 sys.argv = [package + ".engine.worker", "--jobs", os.path.join(base, "jobs")]
 runpy.run_module(package + ".engine.worker", run_name="__main__", alter_sys=True)
-""".replace("MARK", _MARK)
+""".replace("MARK", _MARK).replace("CACHE", REMOTE_CACHE)
 
 
 class RemoteError(UserError):
@@ -333,6 +334,11 @@ class RemoteWorkerClient(WorkerClient):
         threading.Thread(target=self._upload, args=(transfer, request), name=f"mvdust3r-upload-{request_id}",
                          daemon=True).start()
         return request_id
+
+    def fetch(self, url: str, filename: str, size: Optional[int] = None) -> str:
+        """Download a released checkpoint on the remote into :data:`REMOTE_MODELS` (the ``fetched``
+        event names its path there and its SHA-256); returns the request id."""
+        return self.send(FetchRequest(url=url, filename=filename, size=size))
 
     def cancel(self, target: Optional[str] = None) -> str:
         with self._transfers_lock:

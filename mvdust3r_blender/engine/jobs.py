@@ -28,9 +28,10 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
-from ..core.protocol import AckEvent, DataEvent, Event, PutRequest, ReconstructRequest, ResultEvent
+from ..core.protocol import (AckEvent, DataEvent, Event, FetchedEvent, FetchRequest, PutRequest, ReconstructRequest,
+                             ResultEvent)
 from .errors import Cancelled, EngineError, InputError
 
 MAX_FILE_BYTES = 512 * 1024 ** 2
@@ -53,6 +54,7 @@ class JobFolders:
         parent = Path(parent).expanduser()
         parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         _remove_orphans(parent)
+        self.models = parent.parent / "models"  # ~/.cache/mvdust3r-blender/models: checkpoints fetched here
         self.root = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=parent)).resolve()
         self._lock = threading.Lock()  # puts (main thread) and a job's end (job thread) touch folders
 
@@ -143,6 +145,37 @@ class JobFolders:
                 emit(part)
         return dataclasses.replace(result, bundle=name(result.bundle),
                                    exports={k: name(v) for k, v in result.exports.items()})
+
+    # -- a released checkpoint, fetched on this machine -----------------------------------------
+
+    def fetch(self, request: FetchRequest, progress: Callable[[str, float], None],
+              cancel: threading.Event) -> FetchedEvent:
+        """Download `request`'s checkpoint into :attr:`models` (resumable, size-checked by
+        ``core.download``); its SHA-256 is reported for the client to compare or record."""
+        from ..core.download import DownloadError, download_file
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*\.(pth|safetensors)", request.filename):
+            raise PathRefused(f"'{request.filename}' is not a checkpoint file name",
+                              "give the released file's name, e.g. MVDp_s2.pth")
+        if not request.url.startswith(("https://", "http://")):
+            raise PathRefused(f"'{request.url}' is not an http(s) URL")
+        self.models.mkdir(mode=0o700, parents=True, exist_ok=True)
+        dest = self.models / request.filename
+
+        def report(done: int, total: Optional[int]) -> None:
+            progress("fetch", done / total if total else 0.0)
+
+        try:
+            download_file(request.url, dest, request.size, on_progress=report, cancel=cancel)
+        except DownloadError as exc:
+            if cancel.is_set():
+                raise Cancelled(f"fetching {request.filename} was cancelled (the partial file is kept)") from None
+            raise InputError(exc.message, exc.hint) from None
+        digest = hashlib.sha256()
+        with open(dest, "rb") as f:
+            while chunk := f.read(CHUNK_BYTES * 8):
+                digest.update(chunk)
+        return FetchedEvent(id=request.id, path=str(dest), size=dest.stat().st_size, sha256=digest.hexdigest())
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

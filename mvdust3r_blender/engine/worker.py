@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional
 
 from ..core.protocol import (AckEvent, CancelRequest, DeviceInfo, ErrorEvent, Event, HelloEvent, HelloRequest,
-                        LoadedEvent, LoadRequest, ModelInfo, ProgressEvent, ProtocolError, PutRequest, ReadyEvent,
+                        FetchRequest, LoadedEvent, LoadRequest, ModelInfo, ProgressEvent, ProtocolError, PutRequest,
+                        ReadyEvent,
                         ReconstructRequest, ReleaseRequest, Request, ResultEvent, ShutdownRequest,
                         PROTOCOL_VERSION, decode_request, encode)
 from ..core.errors import UserError
@@ -221,6 +222,11 @@ class Worker:
                 raise PathRefused(f"job {request.job!r}: this worker reads photos by path and has no job folders",
                                   "leave 'job' out, or start the worker with --jobs (a remote worker)")
             return self._reconstruct(request, job)
+        if isinstance(request, FetchRequest):
+            if self._folders is None:
+                raise BadRequest("this worker has no model folder to fetch into",
+                                 "download checkpoints with the add-on's preferences; fetch is for a remote worker")
+            return self._folders.fetch(request, self._progress(job), job.cancel)
         if isinstance(request, ReleaseRequest):
             held = self._model_info
             self._drop_model()

@@ -196,3 +196,34 @@ def test_ssh_failures_show_ssh_s_own_message_without_waiting(remote_host: Any, t
         assert time.monotonic() - started < 10
         assert caught.value.code == "worker_exited" and "ssh connection" in caught.value.message
         assert says in caught.value.hint, caught.value.hint
+
+
+def test_fetch_downloads_a_released_checkpoint_on_the_remote(remote: RemoteWorkerClient, remote_host: Any,
+                                                             golden: Path) -> None:
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    source = golden / "mvd_reduced_ckpt.pth"
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(golden))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/{source.name}"
+    try:
+        fractions: list[float] = []
+        fetched = remote.wait(remote.fetch(url, "MVD.pth", source.stat().st_size), timeout=TIMEOUT,
+                              on_event=lambda e: fractions.append(e.fraction) if isinstance(e, p.ProgressEvent) else None)
+        assert isinstance(fetched, p.FetchedEvent)
+        assert fetched.path == str(remote_host.home / ".cache" / "mvdust3r-blender" / "models" / "MVD.pth")
+        assert fetched.sha256 == hashlib.sha256(source.read_bytes()).hexdigest() and fractions[-1] == 1.0
+        loaded = remote.wait(remote.load(fetched.path, device="cpu"), timeout=TIMEOUT)
+        assert isinstance(loaded, p.LoadedEvent) and loaded.model is not None
+        with pytest.raises(WorkerError, match="expected 12345"):  # a file of another size than the release's
+            remote.wait(remote.fetch(url, "other.pth", 12345), timeout=TIMEOUT)
+        with pytest.raises(WorkerError, match="not a checkpoint file name"):
+            remote.wait(remote.fetch(url, "../../.bashrc", None), timeout=TIMEOUT)
+    finally:
+        server.shutdown()
+        server.server_close()
