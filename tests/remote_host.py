@@ -41,7 +41,6 @@ class RemoteHost:
     known_hosts: Path
     python: str                      # the remote Python with torch (a command for the remote shell)
     sshd: subprocess.Popen[bytes]
-    made_run_dir: bool
 
     @property
     def destination(self) -> str:
@@ -90,8 +89,6 @@ class RemoteHost:
             time.sleep(0.1)
         subprocess.run(["userdel", self.user], capture_output=True)
         shutil.rmtree(self.folder, ignore_errors=True)
-        if self.made_run_dir:
-            shutil.rmtree("/run/sshd", ignore_errors=True)
 
 
 def _need(condition: bool, what: str) -> None:
@@ -134,7 +131,9 @@ def start(worker_python: str) -> RemoteHost:
     folder.chmod(0o755)  # the user's home is inside; the keys are in 0700 subfolders
     user = f"mvdremote{os.getpid()}"
     home = folder / "home"
-    made_run_dir = not Path("/run/sshd").exists()  # sshd's privilege separation directory
+    # sshd's privilege separation directory (Debian's ssh service makes it at boot): made when missing
+    # and left in place, since any other sshd on this machine needs it too
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     host = None
     try:
         # password '*': no password login, but not a locked account (which sshd refuses without PAM)
@@ -170,13 +169,11 @@ AllowTcpForwarding no
 StrictModes yes
 LogLevel ERROR
 """)
-        if made_run_dir:
-            Path("/run/sshd").mkdir(mode=0o755, parents=True)
         with open(keys / "sshd.log", "wb") as log:
             sshd = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL, stderr=log)
         host = RemoteHost(user=user, port=port, home=home, folder=folder, key=keys / "client",
-                          known_hosts=known_hosts, python="", sshd=sshd, made_run_dir=made_run_dir)
+                          known_hosts=known_hosts, python="", sshd=sshd)
         deadline = time.monotonic() + 15
         while True:
             if sshd.poll() is not None:
@@ -197,8 +194,6 @@ LogLevel ERROR
         else:
             subprocess.run(["userdel", user], capture_output=True)
             shutil.rmtree(folder, ignore_errors=True)
-            if made_run_dir:
-                shutil.rmtree("/run/sshd", ignore_errors=True)
         raise
 
 

@@ -91,6 +91,7 @@ def test_preferences_check_and_remote_runtime_set_up(ext: ModuleType, remote_hos
     prefs.remote_python = remote_host.python
     layout = draw_prefs()
     assert ("mvdust3r_blender.create_remote_runtime", "Set Up Remote Runtime") in layout.buttons()
+    assert ("mvdust3r_blender.fetch_remote_model", "Download on Remote") in layout.buttons()
     assert {"remote_destination", "remote_ssh_command", "remote_python", "remote_checkpoint"} <= set(layout.props())
     try:
         assert bpy.ops.mvdust3r_blender.check_runtime() == {"FINISHED"}
