@@ -30,6 +30,7 @@ import hashlib
 import io
 import os
 import shlex
+import signal
 import subprocess
 import tarfile
 import threading
@@ -253,6 +254,13 @@ BUNDLE_NAME = "bundle.npz"
 EXPORTS_NAME = "exports"
 
 
+def _signal_name(number: int) -> str:
+    try:
+        return f"{signal.Signals(number).name}, signal {number}"
+    except ValueError:
+        return f"signal {number}"
+
+
 class RemoteWorkerClient(WorkerClient):
     """A worker on `target` over ssh; used exactly like a local :class:`WorkerClient`."""
 
@@ -304,6 +312,9 @@ class RemoteWorkerClient(WorkerClient):
             what = f"the ssh connection to {self.target} failed or was lost (ssh exited with code {code})"
         elif code is None:
             what = f"the remote worker on {self.target} is not responding"
+        elif code > 128:  # the remote shell's way of saying "killed by signal code - 128"
+            oom = ", as the out-of-memory killer does: too little memory there?" if code - 128 == signal.SIGKILL else ""
+            what = f"the remote worker on {self.target} was killed ({_signal_name(code - 128)}{oom})"
         else:
             what = f"the remote worker on {self.target} exited with code {code}"
         return ErrorEvent(code=event.code, message=what, hint=event.hint)

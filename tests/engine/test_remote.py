@@ -227,3 +227,26 @@ def test_fetch_downloads_a_released_checkpoint_on_the_remote(remote: RemoteWorke
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_remote_worker_killed_mid_run_is_reported(target: RemoteTarget, remote_checkpoint: str,
+                                                     many_photos: list[Path], tmp_path: Path) -> None:
+    """As the kernel's out-of-memory killer would: SIGKILL to the remote worker (on loopback, a
+    process of this machine)."""
+    with RemoteWorkerClient(target) as client:
+        hello = client.wait(client.hello(), timeout=TIMEOUT)
+        assert isinstance(hello, p.HelloEvent)
+        killed: list[float] = []
+
+        def kill_once_loading(event: p.Event) -> None:
+            if isinstance(event, p.ProgressEvent) and event.stage == "load" and not killed:
+                os.kill(hello.pid, signal.SIGKILL)
+                killed.append(time.monotonic())
+
+        with pytest.raises(WorkerError) as caught:
+            client.wait(client.reconstruct(many_photos, tmp_path / "oom.npz", checkpoint=remote_checkpoint,
+                                           device="cpu"), timeout=TIMEOUT, on_event=kill_once_loading)
+        noticed = time.monotonic() - killed[0]
+    assert caught.value.code == "worker_exited" and str(target) in caught.value.message
+    assert "killed" in caught.value.message and noticed < 5.0
+    assert not (tmp_path / "oom.npz").exists() and not list(tmp_path.glob(".*"))
