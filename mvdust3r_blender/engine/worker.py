@@ -391,13 +391,24 @@ def _devices() -> list[DeviceInfo]:
             for index in range(torch.cuda.device_count()):
                 props = torch.cuda.get_device_properties(index)
                 found.append(DeviceInfo(name=f"cuda:{index}", label=props.name, memory=int(props.total_memory),
-                                        free=int(torch.cuda.mem_get_info(index)[0])))
+                                        free=_free_memory(index, int(props.total_memory))))
         elif kind == "mps":
             found.append(DeviceInfo(name="mps", label="Apple GPU (Metal)"))
         else:
             found.append(DeviceInfo(name=kind, label=platform.processor() or platform.machine(),
                                     memory=_physical_memory()))
     return found
+
+
+def _free_memory(index: int, total: int) -> int:
+    """Free bytes on GPU `index`: from NVML when it is installed (no CUDA context is made on a GPU
+    the run may never use), else from the CUDA driver (which makes one)."""
+    import torch
+
+    try:
+        return max(total - int(torch.cuda.device_memory_used(index)), 0)
+    except Exception:  # noqa: BLE001 -- no pynvml / amdsmi, or an older torch: ask the driver
+        return int(torch.cuda.mem_get_info(index)[0])
 
 
 def _physical_memory() -> int:
