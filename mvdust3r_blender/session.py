@@ -168,6 +168,9 @@ class WorkerSettings:
         `python` (default ``python3``) and `checkpoint` are then the remote's, not checked here."""
         if isinstance(remote, str):
             remote = remote_target(remote, ssh_command, python)
+        elif ssh_command is not None and remote is None:
+            raise SetupError(f"an ssh command ('{ssh_command}') is given but no remote machine",
+                             "give the remote too (remote= / --remote user@host), or leave the ssh command out")
         if remote is not None:
             if checkpoint is None:
                 raise SetupError(f"no checkpoint is given for the remote worker on {remote}",

@@ -55,7 +55,7 @@ REMOTE_CACHE = ".cache/mvdust3r-blender"  # relative to the remote home (ssh sta
 REMOTE_MODELS = f"{REMOTE_CACHE}/models"   # where fetch puts released checkpoints
 _MARK = "mvdust3r-engine:"
 
-# Runs on the remote under its Python (3.8+), standard library only; argv: engine hash, package name.
+# Runs on the remote under its Python (3.10+, as the engine), standard library only; argv: engine hash, package name.
 BOOTSTRAP = r"""
 import hashlib, io, os, runpy, shutil, sys, tarfile, tempfile
 digest, package = sys.argv[1], sys.argv[2]
