@@ -4,6 +4,7 @@ engine cache, refused paths, cancel, a killed connection, a remote without torch
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import signal
 import subprocess
@@ -201,7 +202,6 @@ def test_ssh_failures_show_ssh_s_own_message_without_waiting(remote_host: Any, t
 def test_fetch_downloads_a_released_checkpoint_on_the_remote(remote: RemoteWorkerClient, remote_host: Any,
                                                              golden: Path) -> None:
     import functools
-    import hashlib
     import http.server
     import threading
 
@@ -250,3 +250,22 @@ def test_a_remote_worker_killed_mid_run_is_reported(target: RemoteTarget, remote
     assert caught.value.code == "worker_exited" and str(target) in caught.value.message
     assert "killed" in caught.value.message and noticed < 5.0
     assert not (tmp_path / "oom.npz").exists() and not list(tmp_path.glob(".*"))
+
+
+def test_result_files_are_checked_before_they_are_used(tmp_path: Path) -> None:
+    """The client side of the download, fed parts directly: a damaged file and a file the request
+    did not ask for are refused, and nothing stays on disk."""
+    from mvdust3r_blender.core.remote import RemoteError, _Transfer
+
+    transfer = _Transfer(photos=[tmp_path / "a.png"], names=["photos/0000/a.png"], output=tmp_path / "out.npz",
+                         export_dir=tmp_path / "exports")
+    abc = base64.b64encode(b"abc").decode()
+    with pytest.raises(RemoteError, match="arrived damaged"):
+        transfer.receive(p.DataEvent(name="bundle.npz", size=3, offset=0, data=abc, sha256="0" * 64))
+    for name in ("../../etc/x", "exports/../../x", "other.npz"):
+        with pytest.raises(RemoteError, match="did not ask for"):
+            transfer.receive(p.DataEvent(name=name, size=3, offset=0, data=abc, sha256="0" * 64))
+    good = hashlib.sha256(b"abc").hexdigest()
+    transfer.receive(p.DataEvent(name="exports/points.ply", size=3, offset=0, data=abc, sha256=good))
+    assert (tmp_path / "exports" / "points.ply").read_bytes() == b"abc"
+    assert sorted(f.name for f in tmp_path.rglob("*")) == ["exports", "points.ply"]
