@@ -3,7 +3,7 @@
 
     python build.py test        set up everything that is missing, then run every test suite
     python build.py demo        reconstruct the shipped sample photos through the installed extension
-    python build.py extension   build the Blender extension zip into dist/ (validated by Blender's builder)
+    python build.py extension   build the extension zips into dist/, one per platform (Blender's builder)
     python build.py setup       only create / update the environments
 
 Environments (at the repository root, made on first use, refreshed when their requirements change):
@@ -18,8 +18,11 @@ Standard library only: this file runs before any environment exists.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,8 +56,8 @@ ENGINE = Env(".venv", (
     "pytest>=8", "psutil>=5.9", "plyfile>=1.0", "trimesh>=4",
 ))
 BLENDER = {
-    "4.2": Env(".venv-blender-4.2", ("bpy==4.2.23", "numpy<2", "pytest>=8", "pillow>=10", "uv>=0.9")),
-    "5.0": Env(".venv-blender-5.0", ("bpy==5.0.1", "numpy<2", "pytest>=8", "pillow>=10", "uv>=0.9")),
+    "4.2": Env(".venv-blender-4.2", ("bpy==4.2.23", "numpy<2", "pytest>=8", "pillow>=10")),
+    "5.0": Env(".venv-blender-5.0", ("bpy==5.0.1", "numpy<2", "pytest>=8", "pillow>=10")),
 }
 TYPECHECK = Env(".venv-typecheck", (
     "mypy==2.4.1", "fake-bpy-module-4.2", "numpy<2", TORCH, "pillow>=10", "opencv-python-headless>=4.8",
@@ -152,10 +155,13 @@ def test(args: argparse.Namespace) -> int:
     engine_python = str(ENGINE.python)
     common = {"MVDUST3R_WORKER_PYTHON": engine_python}
     results = [pytest_suite("engine", ENGINE.python, ["tests/engine", "tests/training"], common)]
-    for version, env in BLENDER.items():
-        results.append(pytest_suite(f"blender-{version}", env.python, ["tests/blender"], {
-            **common, "MVDUST3R_BLENDER_SERIES": version,
-        }))
+    # The private-runtime test's wheels folder and uv cache (about 0.3 GB), filled by the first
+    # Blender suite and reused by the second; removed when the run ends.
+    with tempfile.TemporaryDirectory(prefix="mvd-runtime-cache-") as runtime_cache:
+        for version, env in BLENDER.items():
+            results.append(pytest_suite(f"blender-{version}", env.python, ["tests/blender"], {
+                **common, "MVDUST3R_BLENDER_SERIES": version, "MVDUST3R_TEST_RUNTIME_CACHE": runtime_cache,
+            }))
     results.append(typecheck())
     log("summary:")
     for r in results:
@@ -194,18 +200,78 @@ def blender_ext_script() -> Path:
 
 
 DEFAULT_MODEL = ROOT / "models" / "default.safetensors"  # shipped in the zip; the demo's model
+LICENSE = ROOT / "LICENSE"  # GPL-3.0-or-later, the manifest's licence; shipped in the zip
+
+# uv ships inside the extension: blender_manifest.toml lists one uv wheel per platform (as
+# ``./wheels/<file>``) and Blender's builder puts each platform's wheel into that platform's zip.
+# The wheels are fetched from PyPI at build time into the gitignored .whl/ and must match these
+# sha256 sums (PyPI's); a new uv version means new file names here and in the manifest.
+BUNDLED_WHEELS: dict[str, str] = {
+    "uv-0.13.9-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl":
+        "d7f459fe4fd247d830351c75686d3996ace3c6f3f728eb0e85a30b7ada0cef19",
+    "uv-0.13.9-py3-none-win_amd64.whl":
+        "6a44b2ed8111d2f60d2b92627c5dccda3f7ed7570b18ce115e569cd68c28246b",
+    "uv-0.13.9-py3-none-macosx_11_0_arm64.whl":
+        "66c512266d633bef48384a1f53003f41f2a8e7b36fe6e7fbfd3e0fd52d96fa63",
+    "uv-0.13.9-py3-none-macosx_10_12_x86_64.whl":
+        "c16ed11e013557536b3e60065f1b912f6407bd6518e041b961e23ef9e6b4fbf5",
+}
+WHEEL_CACHE = ROOT / ".whl"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_wheel(filename: str) -> Path:
+    """The bundled wheel `filename` in .whl/, downloaded with pip if missing; its sha256 must be the
+    pinned one (a mismatch is an error, never a silent re-download)."""
+    expected = BUNDLED_WHEELS.get(filename)
+    if expected is None:
+        sys.exit(f"blender_manifest.toml lists {filename}, which has no pinned sha256 in build.py's BUNDLED_WHEELS")
+    target = WHEEL_CACHE / filename
+    if not target.is_file():
+        name, version, _python, _abi, platforms = filename[:-len(".whl")].split("-")
+        WHEEL_CACHE.mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="mvd-wheel-", dir=WHEEL_CACHE) as tmp:
+            tags = [arg for tag in platforms.split(".") for arg in ("--platform", tag)]
+            code = run([ensure_env(BLENDER["4.2"]), "-m", "pip", "download", "-q", "--disable-pip-version-check",
+                        "--no-deps", "--only-binary=:all:", "--implementation", "py", "--abi", "none",
+                        "--python-version", "3.11", *tags, "-d", tmp, f"{name}=={version}"])
+            downloaded = Path(tmp) / filename
+            if code != 0 or not downloaded.is_file():
+                sys.exit(f"pip could not download {filename} from PyPI (messages above)")
+            downloaded.replace(target)
+    actual = sha256(target)
+    if actual != expected:
+        sys.exit(f"{target} has sha256 {actual}, not the pinned {expected}: delete it and build again; "
+                 "if PyPI's file changed, check why before pinning the new sum")
+    return target
+
+
+def host_platform() -> str:
+    """This machine in Blender's platform words (``linux-x64``, ``windows-x64``, ``macos-arm64``)."""
+    system = {"darwin": "macos", "win32": "windows"}.get(sys.platform, sys.platform)
+    machine = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64"}.get(platform.machine().lower(),
+                                                                       platform.machine().lower())
+    return f"{system}-{machine}"
 
 
 def build_extension(stage: Path = EXTENSION_STAGE, out_dir: Path = DIST,
-                    manifest_path: Path = ROOT / "blender_manifest.toml") -> Path:
-    """Stage the extension (manifest + the package's contents + the built-in model + listed wheels),
-    validate it, zip it.
+                    manifest_path: Path = ROOT / "blender_manifest.toml") -> dict[str, Path]:
+    """Stage the extension (manifest + the package's contents + the built-in model + LICENSE + the
+    listed wheels), validate it, and build one zip per platform of the manifest.
 
     The repository root holds the manifest but the extension's top level must be the package
-    itself, hence the staging folder. Returns the path of ``<out_dir>/mvdust3r_blender-<version>.zip``.
-    Raises SystemExit with Blender's messages when validation or the build fails.
+    itself, hence the staging folder. Returns ``{platform: <out_dir>/mvdust3r_blender-<version>-
+    <platform with _>.zip}`` (Blender's names, e.g. ``...-linux_x64.zip``); each zip carries only
+    its platform's uv wheel. Raises SystemExit with Blender's messages when validation or the build
+    fails.
     """
-    import shutil
     import tomllib
 
     manifest = tomllib.loads(manifest_path.read_text())
@@ -214,29 +280,35 @@ def build_extension(stage: Path = EXTENSION_STAGE, out_dir: Path = DIST,
     shutil.copytree(ROOT / "mvdust3r_blender", stage,
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests", "training", "bench"))
     shutil.copy2(manifest_path, stage / "blender_manifest.toml")
-    if not DEFAULT_MODEL.is_file():
-        sys.exit(f"the built-in model {DEFAULT_MODEL} is missing (it is committed to the repository)")
+    for needed in (DEFAULT_MODEL, LICENSE):
+        if not needed.is_file():
+            sys.exit(f"{needed} is missing (it is committed to the repository)")
+    shutil.copy2(LICENSE, stage / "LICENSE")
     (stage / "models").mkdir()
     shutil.copy2(DEFAULT_MODEL, stage / "models" / DEFAULT_MODEL.name)
     for wheel in manifest.get("wheels", []):
-        source = (ROOT / wheel).resolve()
-        if not source.is_file():
-            sys.exit(f"blender_manifest.toml lists the wheel {wheel}, which is not at {source}")
         target = stage / wheel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target)
+        shutil.copy2(fetch_wheel(Path(wheel).name), target)
     script = blender_ext_script()
     python = BLENDER["4.2"].python
     if run([python, script, "validate", stage]) != 0:
         sys.exit(f"the extension in {stage} does not validate (Blender's messages above)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    zip_path = out_dir / f"{manifest['id']}-{manifest['version']}.zip"
-    zip_path.unlink(missing_ok=True)
-    if run([python, script, "build", "--source-dir", stage, "--output-filepath", zip_path],
-           stdout=subprocess.DEVNULL) != 0 or not zip_path.is_file():
-        sys.exit(f"Blender's builder could not build {zip_path} from {stage} (messages above)")
-    log(f"built {zip_path}")
-    return zip_path
+    zips = {p: out_dir / f"{manifest['id']}-{manifest['version']}-{p.replace('-', '_')}.zip"
+            for p in manifest.get("platforms", [])}
+    if not zips:
+        sys.exit(f"{manifest_path} declares no platforms: each platform's zip carries its own uv")
+    for path in zips.values():
+        path.unlink(missing_ok=True)
+    code = run([python, script, "build", "--split-platforms", "--source-dir", stage, "--output-dir", out_dir],
+               stdout=subprocess.DEVNULL)
+    missing = [str(path) for path in zips.values() if not path.is_file()]
+    if code != 0 or missing:
+        sys.exit(f"Blender's builder could not build {', '.join(missing) or out_dir} from {stage} (messages above)")
+    for path in zips.values():
+        log(f"built {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return zips
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -248,7 +320,10 @@ def demo(args: argparse.Namespace) -> int:
     blender = ensure_env(BLENDER["5.0"])
     log(f"demo: environments ready in {time.perf_counter() - started:.1f} s")
     started = time.perf_counter()
-    zip_path = build_extension()
+    zips = build_extension()
+    if host_platform() not in zips:
+        sys.exit(f"no extension zip for this platform ({host_platform()}): the manifest lists {', '.join(zips)}")
+    zip_path = zips[host_platform()]
     log(f"demo: extension built in {time.perf_counter() - started:.1f} s")
     command: list[str | Path] = [blender, ROOT / "demo" / "run_demo.py", "--zip", zip_path,
                                  "--worker-python", engine, "--out", args.out]
@@ -262,7 +337,7 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("setup", help="create / update the environments")
     sub.add_parser("test", help="set up, then run every test suite")
-    sub.add_parser("extension", help="build the extension zip into dist/ (validated by Blender's builder)")
+    sub.add_parser("extension", help="build the extension zips into dist/, one per platform (Blender's builder)")
     demo_parser = sub.add_parser("demo", help="reconstruct samples/room through the installed extension")
     demo_parser.add_argument("--out", type=Path, default=ROOT / "out" / "demo", help="output folder")
     demo_parser.add_argument("--checkpoint", type=Path,

@@ -39,7 +39,7 @@ def install_extension(work: Path) -> None:
     build = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = build
     spec.loader.exec_module(build)
-    zip_path = build.build_extension(stage=work / "stage", out_dir=work / "dist")
+    zip_path = build.build_extension(stage=work / "stage", out_dir=work / "dist")[build.host_platform()]
     bpy.ops.extensions.package_install_files(filepath=str(zip_path), repo="user_default", enable_on_install=True)
 
 

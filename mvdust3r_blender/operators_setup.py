@@ -18,9 +18,11 @@ from . import preferences
 from .core.download import Download, DownloadState
 from .core import registry
 from .run import active
-from .core.remote import REMOTE_RUNTIME_PYTHON, plan_remote_environment
+from .core.remote import REMOTE_RUNTIME_PYTHON, RemoteError, plan_remote_environment
 from .session import SESSION, RemoteFetch, RuntimeCheck, SetupError, log_path, remote_target, worker_python
-from .core.runtime import Job, JobState, RuntimeSetupError, find_uv, plan_environment
+from .core.runtime import (InstallRecord, Job, JobState, RuntimeSetupError, choose_installer, plan_environment,
+                           wheels_folder)
+from .core.torch_build import choose_build
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
@@ -33,7 +35,7 @@ class _Tasks:
     """What runs in the background now (at most one of each kind)."""
 
     install: Optional[Job] = None
-    install_remote: bool = False  # the install job sets up the remote runtime
+    install_record: Optional[InstallRecord] = None  # None: the install job sets up the remote runtime
     check: Optional[RuntimeCheck] = None
     download: Optional[Download] = None
     fetch: Optional[RemoteFetch] = None
@@ -61,10 +63,10 @@ def poll_tasks() -> Optional[float]:
             state.runtime_tail = "\n".join(job.error.log_tail if job.error else job.tail(8))
             state.runtime_message = job.error.message if job.error else _job_message(job)
             state.runtime_hint = job.error.hint if job.error else ""
-        if job.state is JobState.DONE and TASKS.install_remote:
-            preferences.get().remote_python = REMOTE_RUNTIME_PYTHON
+        if job.state is JobState.DONE and TASKS.install_record is not None:
+            TASKS.install_record.write(preferences.runtime_ready_marker())
         elif job.state is JobState.DONE:
-            preferences.runtime_ready_marker().write_text(job.log_path.name + "\n")
+            preferences.get().remote_python = REMOTE_RUNTIME_PYTHON
         if job.finished:
             TASKS.install = None
         else:
@@ -146,10 +148,6 @@ class MVDUST3R_BLENDER_OT_create_runtime(bpy.types.Operator):
     bl_label = "Create PyTorch Environment"
     bl_options = {"REGISTER", "INTERNAL"}
 
-    wheel_folder: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Wheel Folder", subtype="DIR_PATH", options={"SKIP_SAVE"},
-        description="Install only from this folder of wheels, without the internet (offline set-up)")
-
     def execute(self, context: bpy.types.Context) -> set["OperatorReturnItems"]:
         if TASKS.install is not None and not TASKS.install.finished:
             self.report({"WARNING"}, "The environment is already being created")
@@ -158,23 +156,25 @@ class MVDUST3R_BLENDER_OT_create_runtime(bpy.types.Operator):
             self.report({"ERROR"}, "A reconstruction is running: wait for it or cancel it first")
             return {"CANCELLED"}
         prefs = preferences.get()
-        extra = ("--no-index", "--find-links", bpy.path.abspath(self.wheel_folder)) if self.wheel_folder else ()
-        if not extra and not bpy.app.online_access:
-            self.report({"ERROR"}, "Online access is off: allow it in Preferences > System to download PyTorch, "
-                                   "or choose Existing Python")
-            return {"CANCELLED"}
-        target = preferences.runtime_dir()
         try:
-            steps = plan_environment(target, base_python=sys.executable, uv=find_uv(),
-                                     backend=str(prefs.torch_backend), installer_args=extra)
+            wheels = wheels_folder(bpy.path.abspath(prefs.wheels_folder) if prefs.wheels_folder else "")
         except RuntimeSetupError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
+        if wheels is None and not bpy.app.online_access:
+            self.report({"ERROR"}, "Online access is off: allow it in Preferences > System to download PyTorch, "
+                                   "set a Wheels Folder, or choose Existing Python")
+            return {"CANCELLED"}
+        target = preferences.runtime_dir()
+        installer = choose_installer()
+        build = choose_build(str(prefs.torch_backend), uv_runs=installer.uv is not None)
+        steps = plan_environment(target, base_python=sys.executable, uv=installer.uv, build=build, wheels=wheels)
+        record = InstallRecord.of(installer, build, wheels)
         SESSION.shutdown()  # a worker running from the environment must not see it change under it
         preferences.runtime_ready_marker().unlink(missing_ok=True)
-        job = Job(steps, preferences.user_dir() / "runtime-install.log")
+        job = Job(steps, preferences.user_dir() / "runtime-install.log", notes=record.lines())
         job.start()
-        TASKS.install, TASKS.install_remote = job, False
+        TASKS.install, TASKS.install_record = job, record
         state = _setup_state()
         if state is not None:
             state.runtime_log = str(job.log_path)
@@ -228,13 +228,13 @@ class MVDUST3R_BLENDER_OT_create_remote_runtime(bpy.types.Operator):
         try:
             target = remote_target(prefs.remote_destination, prefs.remote_ssh_command, prefs.remote_python)
             steps = plan_remote_environment(target, backend=str(prefs.torch_backend))
-        except (SetupError, RuntimeSetupError) as exc:
+        except (SetupError, RemoteError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         SESSION.shutdown()
         job = Job(steps, preferences.user_dir() / "remote-runtime-install.log")
         job.start()
-        TASKS.install, TASKS.install_remote = job, True
+        TASKS.install, TASKS.install_record = job, None
         state = _setup_state()
         if state is not None:
             state.runtime_log = str(job.log_path)
@@ -347,5 +347,6 @@ def unregister() -> None:
     if TASKS.download is not None:
         TASKS.download.cancel()
     TASKS.install = TASKS.check = TASKS.download = TASKS.fetch = None
+    TASKS.install_record = None
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

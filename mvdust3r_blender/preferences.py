@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import bpy
 
 from .core import registry
-from .core.runtime import TORCH_BACKENDS
+from .core.runtime import WHEELS_ENV, InstallRecord
+from .core.torch_build import TORCH_BACKENDS
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import IconItems
@@ -22,8 +23,8 @@ LOCAL = "LOCAL"
 BUILTIN = "BUILTIN"
 # The small model shipped inside the extension (trained on synthetic rooms; see training/README.md)
 BUILTIN_MODEL = Path(__file__).resolve().parent / "models" / "default.safetensors"
-_BACKEND_LABELS = {"auto": "Automatic (detect the GPU)", "cpu": "CPU only", "cu126": "NVIDIA CUDA 12.6",
-                   "cu128": "NVIDIA CUDA 12.8", "rocm6.3": "AMD ROCm 6.3 (Linux)"}
+_BACKEND_LABELS = {"auto": "Automatic (detect the GPU)", "cpu": "CPU only", "cu130": "NVIDIA CUDA 13.0",
+                   "cu128": "NVIDIA CUDA 12.8", "cu126": "NVIDIA CUDA 12.6", "rocm6.4": "AMD ROCm 6.4 (Linux)"}
 # Property arguments are evaluated by Blender from the annotations' text: keep them plain names.
 _BACKEND_ITEMS = [(b, _BACKEND_LABELS[b], f"Install the '{b}' build of PyTorch") for b in TORCH_BACKENDS]
 _LICENCE_LABEL = f"I accept the model licence ({registry.LICENCE}, non-commercial use only)"
@@ -66,6 +67,10 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
         name="PyTorch Build",
         items=_BACKEND_ITEMS,
         default="auto")
+    wheels_folder: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Wheels Folder", subtype="DIR_PATH",
+        description=f"Install PyTorch and the worker's libraries only from this folder of wheels, without "
+                    f"the internet (empty: ${WHEELS_ENV} if set, else the internet)")
     checkpoint: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Model", items=_CHECKPOINT_ITEMS, default=0)
     checkpoint_path: bpy.props.StringProperty(  # type: ignore[valid-type]
@@ -122,6 +127,7 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
         else:
             box.label(text=f"Environment: {runtime_dir()}")
             box.prop(self, "torch_backend")
+            box.prop(self, "wheels_folder")
             row = box.row()
             running = setup is not None and setup.runtime_state == "RUNNING"
             row.enabled = not running
@@ -150,6 +156,11 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
             draw_task(box, "FAILED", "Check", setup.check_message, "")
         elif self.runtime_summary:
             row.label(text=self.runtime_summary)
+        record = InstallRecord.read(runtime_ready_marker()) if self.runtime_mode == "PRIVATE" else None
+        if record is not None and self.runtime_summary:
+            col = box.column(align=True)
+            for line in record.lines():
+                col.label(text=line)
 
     def _draw_remote(self, box: bpy.types.UILayout, setup: Any) -> None:
         box.label(text="Remote GPU over ssh", icon="NETWORK_DRIVE")
@@ -242,7 +253,8 @@ def runtime_dir() -> Path:
 
 
 def runtime_ready_marker() -> Path:
-    """Written when the private environment's installation finished; a half-made one has none."""
+    """Written when the private environment's installation finished (an
+    :class:`~.core.runtime.InstallRecord`: installer, PyTorch build, why); a half-made one has none."""
     return runtime_dir() / "mvdust3r-runtime-complete"
 
 

@@ -42,6 +42,7 @@ from .confidence import ConfidenceCut
 from .errors import UserError
 from .options import ReconstructOptions
 from .runtime import Step, plan_environment
+from .torch_build import AUTO, TORCH_BACKENDS, TorchBuild
 from .protocol import (DataEvent, ErrorEvent, Event, FetchRequest, ProgressEvent, PutRequest, ReconstructRequest,
                        ResultEvent)
 from .worker_client import PACKAGE_DIR, WorkerClient
@@ -450,19 +451,19 @@ REMOTE_RUNTIME = f"{REMOTE_CACHE}/runtime"
 REMOTE_RUNTIME_PYTHON = f"{REMOTE_RUNTIME}/bin/python"
 
 
-def plan_remote_environment(target: RemoteTarget, backend: str = "auto",
-                            installer_args: Sequence[str] = ()) -> list[Step]:
-    """The same set-up as on this machine (uv, ``--torch-backend``; :func:`.runtime.plan_environment`),
-    each command run on `target` over ssh, after one step that puts uv into a small tools
-    environment there (``<python> -m venv`` + pip). The result is :data:`REMOTE_RUNTIME_PYTHON`
-    (assumes a Linux or macOS remote)."""
+def plan_remote_environment(target: RemoteTarget, backend: str = AUTO) -> list[Step]:
+    """The same set-up as on this machine (uv, ``--torch-backend``; :func:`.runtime.plan_environment`
+    with the remote's paths), each command run on `target` over ssh, after one step that puts uv
+    into a small tools environment there (``<python> -m venv`` + pip), so uv's ``auto`` detects the
+    remote's GPU driver. The result is :data:`REMOTE_RUNTIME_PYTHON` (a Linux or macOS remote)."""
+    if backend not in TORCH_BACKENDS:
+        raise RemoteError(f"unknown PyTorch build '{backend}'", f"choose one of {', '.join(TORCH_BACKENDS)}")
     tools = f"{REMOTE_CACHE}/uv-tools"
-    extra = " ".join(shlex.quote(a) for a in installer_args)
     install_uv = (f"{target.python} -m venv {tools} && {tools}/bin/python -m pip install --disable-pip-version-check "
-                  f"--no-input {extra} uv").replace("  ", " ")
-    base_python = shlex.split(target.python)[-1]
+                  "--no-input uv")
+    build = TorchBuild(backend, "uv on the remote detects its GPU driver" if backend == AUTO else "chosen in the preferences")
     steps = [Step(f"Install uv on {target}", tuple(target.ssh_argv(install_uv)))]
-    for step in plan_environment(Path(REMOTE_RUNTIME), base_python=base_python, uv=f"{tools}/bin/uv",
-                                 backend=backend, installer_args=installer_args):
+    for step in plan_environment(Path(REMOTE_RUNTIME), base_python=shlex.split(target.python)[-1],
+                                 uv=f"{tools}/bin/uv", build=build):
         steps.append(Step(f"{step.title} on {target}", tuple(target.ssh_argv(shlex.join(step.argv)))))
     return steps

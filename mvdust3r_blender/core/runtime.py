@@ -7,11 +7,19 @@ so the UI never waits on an installer.
 
 How the environment is made (docs/runtime.md says why):
 
-- with ``uv`` (shipped as a wheel, or on PATH): ``uv venv`` then ``uv pip install torch ...
-  --torch-backend=<backend>``; uv's ``auto`` backend picks the CUDA / ROCm / CPU build of PyTorch
-  for this machine, so no CUDA detection is written here;
-- without uv: ``python -m venv`` then pip; a backend other than ``auto`` becomes an explicit
-  PyTorch index URL (``https://download.pytorch.org/whl/<backend>``).
+- with ``uv`` (bundled in the extension as a wheel, else on PATH) when it runs: ``uv venv`` then
+  ``uv pip install torch ... --torch-backend=<backend>``; uv's ``auto`` backend picks the CUDA /
+  ROCm / CPU build of PyTorch for this machine's driver;
+- otherwise ``python -m venv`` then pip, with PyTorch's index for the build that
+  :mod:`.torch_build` picks from the driver (pip alone would take PyPI's torch: CPU-only on Windows).
+
+A wheels folder (the preference, or ``$MVDUST3R_WHEELS``) makes either install from that folder
+only, with no index and no network (studios without internet; the tests).
+
+The API (also used to set up a remote runtime): :func:`choose_installer` says which installer runs
+and why, :func:`~.torch_build.choose_build` which PyTorch build and why, :func:`plan_environment`
+turns both into plain command lines (:class:`Step`), a :class:`Job` runs them, and an
+:class:`InstallRecord` of the choices is kept beside the environment for Check to show.
 
 Every step is a plain command line (shown to the user), its output goes to one log file, and a
 failure is reported with the step, the command, the installer's last lines and a hint.
@@ -20,26 +28,30 @@ from __future__ import annotations
 
 import enum
 import glob
+import json
 import os
+import re
 import shlex
 import shutil
 import stat
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Mapping, Optional, Sequence
 
 from .errors import UserError
+from .torch_build import AUTO, DEFAULT, TorchBuild
 
 # What the worker imports (engine/): torch plus the image and checkpoint libraries.
 WORKER_REQUIREMENTS: tuple[str, ...] = (
     "torch", "numpy>=1.26", "pillow>=10", "opencv-python-headless>=4.8", "safetensors>=0.4",
 )
-PYTORCH_INDEX = "https://download.pytorch.org/whl"
-# uv's --torch-backend values offered in the preferences; ``auto`` lets uv detect the GPU.
-TORCH_BACKENDS: tuple[str, ...] = ("auto", "cpu", "cu126", "cu128", "rocm6.3")
+# A folder of wheels to install from, offline, when the preference names none (managed installs).
+WHEELS_ENV = "MVDUST3R_WHEELS"
+
+
 class RuntimeSetupError(UserError):
     """The runtime cannot be made or used; `message` names what failed, `hint` what to do, and
     `log_tail` holds the installer's last lines."""
@@ -94,12 +106,14 @@ def find_uv(search_paths: Optional[Sequence[str]] = None) -> Optional[str]:
 
     Blender unpacks an extension's wheels verbatim into ``extensions/.local/lib/python3.X/
     site-packages``, so uv's binary lands in ``uv-<version>.data/scripts/uv`` there, without its
-    executable bit and out of reach of ``uv.find_uv_bin()``: look there and make it executable.
-    A ``pip install uv`` puts it where ``find_uv_bin`` looks, so try that too.
+    executable bit and out of reach of ``uv.find_uv_bin()``: look there (the newest version first,
+    if several extensions bring one) and make it executable. A ``pip install uv`` puts it where
+    ``find_uv_bin`` looks, so try that too.
     """
     exe = "uv.exe" if sys.platform == "win32" else "uv"
     for entry in sys.path if search_paths is None else search_paths:
-        for candidate in sorted(glob.glob(os.path.join(entry, "uv-*.data", "scripts", exe)), reverse=True):
+        found = glob.glob(os.path.join(entry, "uv-*.data", "scripts", exe))
+        for candidate in sorted(found, key=_wheel_data_version, reverse=True):
             if _ensure_executable(candidate):
                 return candidate
     try:
@@ -108,6 +122,56 @@ def find_uv(search_paths: Optional[Sequence[str]] = None) -> Optional[str]:
     except (ImportError, FileNotFoundError):
         pass
     return shutil.which("uv")
+
+
+def _wheel_data_version(script: str) -> tuple[int, ...]:
+    """(0, 13, 9) for ``.../uv-0.13.9.data/scripts/uv``: numeric, so 0.13.10 sorts after 0.13.9."""
+    folder = Path(script).parent.parent.name
+    return tuple(int(n) for n in re.findall(r"\d+", folder[len("uv-"):-len(".data")]))
+
+
+@dataclass(frozen=True)
+class Installer:
+    """Which installer makes the environment: `uv` (its path) or None for venv + pip, and why."""
+
+    uv: Optional[str]
+    description: str
+
+
+def choose_installer(uv: Optional[str] = None, timeout: float = 30.0) -> Installer:
+    """uv if it is found (`uv`, default :func:`find_uv`) and runs (``uv --version``), else pip.
+
+    A uv that is found but cannot run (blocked by policy, a broken file) falls back to pip, and
+    the description says so, with the error."""
+    path = uv if uv is not None else find_uv()
+    if path is None:
+        return Installer(None, "venv + pip: no uv for this platform in the extension, and none on PATH")
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, env=subprocess_env())
+    except (OSError, subprocess.SubprocessError) as exc:
+        return Installer(None, f"venv + pip: uv at {path} cannot run ({exc})")
+    version = done.stdout.strip()
+    if done.returncode != 0 or not version.startswith("uv "):
+        said = (done.stderr or done.stdout).strip().splitlines()
+        return Installer(None, f"venv + pip: uv at {path} cannot run (exit {done.returncode}"
+                               f"{': ' + said[-1] if said else ''})")
+    return Installer(path, f"{version.split(' (')[0]} at {path}")
+
+
+def wheels_folder(preference: str = "", environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """The folder to install from offline: the preference, else ``$MVDUST3R_WHEELS``, else None
+    (install from the internet). RuntimeSetupError when the named folder does not exist."""
+    env = os.environ if environ is None else environ
+    folder = preference or env.get(WHEELS_ENV, "")
+    if not folder:
+        return None
+    if not os.path.isdir(folder):
+        source = "the Wheels Folder preference" if preference else f"${WHEELS_ENV}"
+        raise RuntimeSetupError(f"the wheels folder '{folder}' ({source}) does not exist",
+                                "point it to a folder of wheels (see docs/runtime.md), or clear it to "
+                                "install from the internet")
+    return folder
 
 
 def _ensure_executable(path: str) -> bool:
@@ -126,37 +190,74 @@ def plan_environment(
     *,
     base_python: str,
     uv: Optional[str],
-    backend: str = "auto",
+    build: TorchBuild,
     requirements: Sequence[str] = WORKER_REQUIREMENTS,
-    installer_args: Sequence[str] = (),
+    wheels: Optional[str] = None,
 ) -> list[Step]:
     """The commands that create the worker's environment at `env_dir`.
 
     `base_python` is the interpreter the environment is made from (Blender's own Python inside
-    Blender), `uv` the uv executable or None for venv + pip. `backend` is one of
-    :data:`TORCH_BACKENDS`. `installer_args` are passed to every install command (e.g.
-    ``--no-index --find-links DIR`` for an offline wheel folder).
+    Blender); `uv` the uv executable (:class:`Installer`'s) or None for venv + pip; `build` the
+    PyTorch build (:func:`~.torch_build.choose_build`: ``auto`` only with uv). `wheels`: a folder
+    to install from only, with no index and no network. Paths are of the machine that runs the
+    steps, so the same plan serves a remote machine when its paths are given.
     """
-    if backend not in TORCH_BACKENDS:
-        raise RuntimeSetupError(f"unknown PyTorch build '{backend}'", f"choose one of {', '.join(TORCH_BACKENDS)}")
     python = str(env_python(env_dir))
+    offline = ("--no-index", "--find-links", wheels) if wheels else ()
     if uv is not None:
+        backend = () if build.backend == DEFAULT else (f"--torch-backend={build.backend}",)
+        uv_offline = ("--offline",) if wheels else ()
         return [
-            Step("Create the environment", (uv, "venv", "--allow-existing", "--python", base_python, str(env_dir))),
+            Step("Create the environment",
+                 (uv, "venv", *uv_offline, "--allow-existing", "--python", base_python, str(env_dir))),
             Step("Install PyTorch and the worker's libraries",
-                 (uv, "pip", "install", "--python", python, f"--torch-backend={backend}",
-                  *installer_args, *requirements)),
+                 (uv, "pip", "install", *uv_offline, "--python", python, *backend, *offline, *requirements)),
         ]
+    if build.backend == AUTO:
+        raise ValueError("pip cannot resolve the 'auto' build: pass choose_build(..., uv_runs=False)'s choice")
     torch_reqs = [r for r in requirements if _name(r) == "torch"]
     other_reqs = [r for r in requirements if _name(r) != "torch"]
     pip = (python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input")
     steps = [Step("Create the environment", (base_python, "-m", "venv", str(env_dir)))]
     if torch_reqs:
-        index = () if backend == "auto" else ("--index-url", f"{PYTORCH_INDEX}/{backend}")
-        steps.append(Step("Install PyTorch", (*pip, *index, *installer_args, *torch_reqs)))
+        index = () if wheels or build.index_url is None else ("--index-url", build.index_url)
+        steps.append(Step("Install PyTorch", (*pip, *index, *offline, *torch_reqs)))
     if other_reqs:
-        steps.append(Step("Install the worker's libraries", (*pip, *installer_args, *other_reqs)))
+        steps.append(Step("Install the worker's libraries", (*pip, *offline, *other_reqs)))
     return steps
+
+
+@dataclass(frozen=True)
+class InstallRecord:
+    """What made an environment, kept beside it (``mvdust3r-runtime-complete``) for Check to show:
+    the installer, the PyTorch build with its reason, and the wheels folder (empty: the internet)."""
+
+    installer: str
+    backend: str
+    reason: str
+    wheels: str = ""
+
+    @classmethod
+    def of(cls, installer: Installer, build: TorchBuild, wheels: Optional[str]) -> "InstallRecord":
+        return cls(installer.description, build.backend, build.reason, wheels or "")
+
+    def lines(self) -> list[str]:
+        """What the log and the preferences show, one fact a line."""
+        build = TorchBuild(self.backend, self.reason).describe()
+        source = f"only from the wheels folder {self.wheels}" if self.wheels else "from the internet"
+        return [f"Installer: {self.installer}", f"PyTorch build: {build}", f"Packages: {source}"]
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=1) + "\n")
+
+    @classmethod
+    def read(cls, path: Path) -> Optional["InstallRecord"]:
+        """The record at `path`, or None (no environment, or one made before records existed)."""
+        try:
+            data = json.loads(path.read_text())
+            return cls(**{k: str(data[k]) for k in ("installer", "backend", "reason", "wheels")})
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
 
 def _name(requirement: str) -> str:
@@ -191,12 +292,15 @@ class Job:
 
     Never blocks: :meth:`poll` advances it (call it from a timer). Output goes straight to the log
     file (no pipe to drain, so no reader thread); :meth:`tail` reads its last lines for the UI.
+    `notes` (e.g. :meth:`InstallRecord.lines`: which installer and build, and why) head the log.
     """
 
-    def __init__(self, steps: Sequence[Step], log_path: Path, env: Optional[Mapping[str, str]] = None) -> None:
+    def __init__(self, steps: Sequence[Step], log_path: Path, env: Optional[Mapping[str, str]] = None,
+                 notes: Sequence[str] = ()) -> None:
         if not steps:
             raise ValueError("a job needs at least one step")
         self.steps = tuple(steps)
+        self.notes = tuple(notes)
         self.log_path = Path(log_path)
         self.env = subprocess_env(env)
         self.state = JobState.PENDING
@@ -219,6 +323,7 @@ class Job:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self.state = JobState.RUNNING
+        self._write("".join(f"\n# {note}" for note in self.notes))
         self._launch()
 
     def _launch(self) -> None:

@@ -7,7 +7,8 @@ and enabled; tests exercise that INSTALLED copy (``bl_ext.user_default.mvdust3r_
 source tree. Every test starts from an empty factory scene with the extension enabled.
 
 Fixtures:
-- ``extension_zip`` (session): path of the built zip.
+- ``extension_zips`` (session): ``{platform: zip}`` as build.py builds them, one per platform.
+- ``extension_zip`` (session): the linux-x64 zip (with its bundled uv), the one the tests install.
 - ``ext`` (session): the installed extension's top-level module.
 - ``make_bundle``: a factory for small bundles whose points are consistent with their cameras
   (instances of the installed ``bl_ext.user_default.mvdust3r_blender.core.bundle.Bundle``).
@@ -36,17 +37,23 @@ from installed import PACKAGE, build_script, worker_python
 
 
 @pytest.fixture(scope="session")
-def extension_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Build the extension zip with build.py (in a private folder, so parallel sessions don't race)."""
+def extension_zips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Build the extension zips with build.py (in a private folder, so parallel sessions don't race)."""
     series = os.environ.get("MVDUST3R_BLENDER_SERIES")
     running = "{}.{}".format(*bpy.app.version[:2])
     if series and series != running:
         raise RuntimeError(f"MVDUST3R_BLENDER_SERIES={series} but this interpreter runs bpy {running}")
     work = tmp_path_factory.mktemp("extension")
     try:
-        return Path(build_script().build_extension(stage=work / "stage", out_dir=work / "dist"))
+        return dict(build_script().build_extension(stage=work / "stage", out_dir=work / "dist"))
     except SystemExit as exc:  # build.py reports failures by exiting; a fixture must raise instead
         raise RuntimeError(f"building the extension failed: {exc}") from None
+
+
+@pytest.fixture(scope="session")
+def extension_zip(extension_zips: dict[str, Path]) -> Path:
+    """The linux-x64 zip: this machine's platform, so Blender installs it and unpacks its uv."""
+    return extension_zips["linux-x64"]
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -34,3 +35,15 @@ def build_script(module_name: str = "mvdust3r_build_script") -> ModuleType:
     sys.modules[spec.name] = build  # dataclasses look their module up while the file executes
     spec.loader.exec_module(build)
     return build
+
+
+def poll_until_idle(timeout: float = 60.0) -> None:
+    """What the timer does in Blender: call the set-up operators' poll_tasks until it stops asking
+    to be called (timers never fire in module-mode bpy)."""
+    poll_tasks = module("operators_setup").poll_tasks
+    deadline = time.monotonic() + timeout
+    interval = poll_tasks()
+    while interval is not None:
+        assert time.monotonic() < deadline, "the set-up task did not finish"
+        time.sleep(interval)
+        interval = poll_tasks()

@@ -33,3 +33,20 @@ class RecordingLayout:
 
     def props(self) -> list[str]:
         return [args[1] for name, args, _ in self.log if name == "prop"]
+
+
+class PreferencesView:
+    """Real add-on preferences with a recording layout (``AddonPreferences.layout`` is read-only)."""
+
+    def __init__(self, real: Any, layout: RecordingLayout) -> None:
+        self._real, self.layout = real, layout
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def draw_preferences(prefs: Any, context: Any) -> RecordingLayout:
+    """What the preferences' ``draw()`` asks for, with their real values."""
+    layout = RecordingLayout()
+    type(prefs).draw(PreferencesView(prefs, layout), context)
+    return layout

@@ -2,6 +2,7 @@
 and the installed copy registers and unregisters cleanly."""
 from __future__ import annotations
 
+import hashlib
 import importlib
 import tomllib
 import zipfile
@@ -16,8 +17,10 @@ from installed import PACKAGE, ROOT, build_script
 
 def test_zip_holds_the_package_at_top_level(extension_zip: Path) -> None:
     manifest = tomllib.loads((ROOT / "blender_manifest.toml").read_text())
-    assert extension_zip.name == f"mvdust3r_blender-{manifest['version']}.zip"
+    assert extension_zip.name == f"mvdust3r_blender-{manifest['version']}-linux_x64.zip"
     names = zipfile.ZipFile(extension_zip).namelist()
+    assert zipfile.ZipFile(extension_zip).read("LICENSE") == (ROOT / "LICENSE").read_bytes()
+    assert b"GNU GENERAL PUBLIC LICENSE" in (ROOT / "LICENSE").read_bytes()[:200]
     assert "blender_manifest.toml" in names and "__init__.py" in names and "core/bundle.py" in names
     assert "engine/__init__.py" in names  # the worker starts from the installed files
     # the built-in model, byte for byte the committed one
@@ -26,11 +29,29 @@ def test_zip_holds_the_package_at_top_level(extension_zip: Path) -> None:
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or n.startswith(("tests/", "bench/"))]
 
 
+def test_one_zip_per_platform_each_with_its_own_uv(extension_zips: dict[str, Path]) -> None:
+    """Blender's --split-platforms: every platform's zip carries exactly its uv wheel, whose sha256
+    is the one build.py pins, and its manifest names that platform alone."""
+    build = build_script("mvdust3r_build_script_platforms")
+    assert set(extension_zips) == {"linux-x64", "windows-x64", "macos-arm64", "macos-x64"}
+    tags = {"linux-x64": "manylinux_2_17_x86_64", "windows-x64": "win_amd64", "macos-arm64": "macosx_11_0_arm64",
+            "macos-x64": "macosx_10_12_x86_64"}
+    for platform, path in extension_zips.items():
+        with zipfile.ZipFile(path) as z:
+            wheels = [n for n in z.namelist() if n.endswith(".whl")]
+            assert len(wheels) == 1 and tags[platform] in wheels[0], (platform, wheels)
+            assert hashlib.sha256(z.read(wheels[0])).hexdigest() == build.BUNDLED_WHEELS[Path(wheels[0]).name]
+            generated = tomllib.loads(z.read("blender_manifest.toml").decode())["build"]["generated"]
+            assert generated["platforms"] == [platform] and generated["wheels"] == [f"./{wheels[0]}"]
+            assert "LICENSE" in z.namelist()
+
+
 def test_manifest_declares_what_blender_needs() -> None:
     manifest = tomllib.loads((ROOT / "blender_manifest.toml").read_text())
     assert manifest["id"] == "mvdust3r_blender" and manifest["blender_version_min"] == "4.2.0"
     assert manifest["license"] == ["SPDX:GPL-3.0-or-later"]
     assert set(manifest["permissions"]) >= {"files", "network"}
+    assert manifest["website"].endswith("/docs") and "facebookresearch" not in manifest["website"]
 
 
 def test_installed_extension_is_enabled(ext: ModuleType) -> None:

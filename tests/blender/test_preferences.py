@@ -7,15 +7,14 @@ import http.server
 import os
 import sys
 import threading
-import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator
 
 import bpy
 import pytest
-from installed import PACKAGE, module
-from recording_layout import RecordingLayout
+from installed import PACKAGE, module, poll_until_idle
+from recording_layout import RecordingLayout, draw_preferences
 
 CHECKPOINT_BYTES = os.urandom(300_000)
 
@@ -24,31 +23,8 @@ def prefs() -> Any:
     return bpy.context.preferences.addons[PACKAGE].preferences
 
 
-class PrefsView:
-    """The real preferences with a recording layout (``AddonPreferences.layout`` is read-only)."""
-
-    def __init__(self, real: Any, layout: RecordingLayout) -> None:
-        self._real, self.layout = real, layout
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-
 def draw_prefs() -> RecordingLayout:
-    layout = RecordingLayout()
-    type(prefs()).draw(PrefsView(prefs(), layout), bpy.context)
-    return layout
-
-
-def poll_until_idle(timeout: float = 60.0) -> None:
-    """What the timer does in Blender: call poll_tasks until it stops asking to be called."""
-    poll_tasks = module("operators_setup").poll_tasks
-    deadline = time.monotonic() + timeout
-    interval = poll_tasks()
-    while interval is not None:
-        assert time.monotonic() < deadline, "the set-up task did not finish"
-        time.sleep(interval)
-        interval = poll_tasks()
+    return draw_preferences(prefs(), bpy.context)
 
 
 @pytest.fixture
@@ -122,7 +98,8 @@ def test_create_runtime_failure_is_shown_with_command_output_and_retry(ext: Modu
     empty.mkdir()
     os.environ["UV_CACHE_DIR"] = str(tmp_path / "uv-cache")  # keep the installer's cache in the test's folder
     try:
-        assert bpy.ops.mvdust3r_blender.create_runtime(wheel_folder=str(empty)) == {"FINISHED"}
+        prefs().wheels_folder = str(empty)
+        assert bpy.ops.mvdust3r_blender.create_runtime() == {"FINISHED"}
         setup = bpy.context.window_manager.mvdust3r_setup
         assert setup.runtime_state == "RUNNING"
         poll_until_idle(120)

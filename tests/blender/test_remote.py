@@ -15,7 +15,8 @@ from typing import Any
 import bpy
 import pytest
 
-from installed import PACKAGE, module
+from installed import PACKAGE, module, poll_until_idle
+from recording_layout import draw_preferences
 from scripting_setup import scene_folder
 
 
@@ -82,14 +83,12 @@ def test_a_lost_connection_leaves_the_scene_as_it_was(over_ssh: Any, tmp_path: P
 
 def test_preferences_check_and_remote_runtime_set_up(ext: ModuleType, remote_host: Any,
                                                      remote_checkpoint: str) -> None:
-    from test_preferences import draw_prefs, poll_until_idle
-
     prefs = bpy.context.preferences.addons[PACKAGE].preferences
     prefs.worker_location = "REMOTE"
     prefs.remote_destination = remote_host.destination
     prefs.remote_ssh_command = remote_host.ssh_command()
     prefs.remote_python = remote_host.python
-    layout = draw_prefs()
+    layout = draw_preferences(prefs, bpy.context)
     assert ("mvdust3r_blender.create_remote_runtime", "Set Up Remote Runtime") in layout.buttons()
     assert ("mvdust3r_blender.fetch_remote_model", "Download on Remote") in layout.buttons()
     assert {"remote_destination", "remote_ssh_command", "remote_python", "remote_checkpoint"} <= set(layout.props())

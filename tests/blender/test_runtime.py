@@ -1,6 +1,8 @@
 """The worker runtime set-up, for real: environments are created with uv and with venv + pip from
 a wheel folder made here (no network); failures report the command, the installer's last lines and
-a hint. (Whether a Python has torch is checked through the worker itself: test_preferences, test_run.)"""
+a hint; the fallback's PyTorch build follows the driver that a fake ``nvidia-smi`` on PATH reports.
+(Whether a Python has torch is checked through the worker itself: test_preferences, test_run; the
+whole private runtime with torch: test_private_runtime.)"""
 from __future__ import annotations
 
 import base64
@@ -24,6 +26,20 @@ import pytest
 def runtime(ext: ModuleType) -> ModuleType:
     """The installed extension's runtime module (what Blender runs)."""
     return importlib.import_module(f"{ext.__name__}.core.runtime")
+
+
+@pytest.fixture
+def torch_build(ext: ModuleType) -> ModuleType:
+    return importlib.import_module(f"{ext.__name__}.core.torch_build")
+
+
+def fake_program(folder: Path, name: str, stdout: str, code: int = 0) -> Path:
+    """An executable `name` in `folder` that prints `stdout` and exits with `code`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    program = folder / name
+    program.write_text(f"#!/bin/sh\nprintf '%s' '{stdout}'\nexit {code}\n")
+    program.chmod(0o755)
+    return program
 
 
 def make_wheel(folder: Path, name: str = "mvd_probe_pkg", version: str = "1.0") -> Path:
@@ -54,19 +70,23 @@ def uv_env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "UV_CACHE_DIR": str(tmp_path / "uv-cache")}
 
 
-def test_uv_environment_from_a_local_wheel_folder(runtime: ModuleType, tmp_path: Path, uv_env: dict[str, str]) -> None:
+def test_uv_environment_from_a_local_wheel_folder(runtime: ModuleType, torch_build: ModuleType, tmp_path: Path,
+                                                  uv_env: dict[str, str]) -> None:
     uv = runtime.find_uv()
     assert uv is not None, "uv is missing from this test environment: run `python build.py setup`"
     make_wheel(tmp_path / "wheels")
     env_dir = tmp_path / "runtime"
-    steps = runtime.plan_environment(env_dir, base_python=sys.executable, uv=uv, requirements=("mvd_probe_pkg",),
-                                     installer_args=("--no-index", "--find-links", str(tmp_path / "wheels")))
+    auto = torch_build.TorchBuild("auto", "uv detects the GPU driver")
+    steps = runtime.plan_environment(env_dir, base_python=sys.executable, uv=uv, build=auto,
+                                     requirements=("mvd_probe_pkg",), wheels=str(tmp_path / "wheels"))
     assert [s.argv[1] for s in steps] == ["venv", "pip"]
     assert "--torch-backend=auto" in steps[1].argv
-    job = runtime.Job(steps, tmp_path / "install.log", env=uv_env)
+    assert "--offline" in steps[0].argv and {"--offline", "--no-index"} <= set(steps[1].argv)
+    job = runtime.Job(steps, tmp_path / "install.log", env=uv_env, notes=["PyTorch build: auto"])
     job.start()
     assert job.state is runtime.JobState.RUNNING
     assert job.wait(120) is runtime.JobState.DONE, job.output()
+    assert job.output().lstrip().startswith("# PyTorch build: auto")
     python = runtime.env_python(env_dir)
     done = subprocess.run([str(python), "-c", "import mvd_probe_pkg; print(mvd_probe_pkg.VALUE)"],
                           capture_output=True, text=True, env=runtime.subprocess_env())
@@ -77,12 +97,12 @@ def test_uv_environment_from_a_local_wheel_folder(runtime: ModuleType, tmp_path:
     assert log.count("=== exit 0") == 2
 
 
-def test_venv_and_pip_environment_without_uv(runtime: ModuleType, tmp_path: Path) -> None:
+def test_venv_and_pip_environment_without_uv(runtime: ModuleType, torch_build: ModuleType, tmp_path: Path) -> None:
     make_wheel(tmp_path / "wheels")
     env_dir = tmp_path / "runtime"
     steps = runtime.plan_environment(env_dir, base_python=sys.executable, uv=None,
-                                     requirements=("mvd_probe_pkg",),
-                                     installer_args=("--no-index", "--find-links", str(tmp_path / "wheels")))
+                                     build=torch_build.TorchBuild("cpu", "test"),
+                                     requirements=("mvd_probe_pkg",), wheels=str(tmp_path / "wheels"))
     assert steps[0].argv == (sys.executable, "-m", "venv", str(env_dir))
     job = runtime.Job(steps, tmp_path / "install.log")
     job.start()
@@ -91,23 +111,112 @@ def test_venv_and_pip_environment_without_uv(runtime: ModuleType, tmp_path: Path
     assert subprocess.run([str(python), "-c", "import mvd_probe_pkg"], env=runtime.subprocess_env()).returncode == 0
 
 
-def test_pip_plan_uses_an_explicit_pytorch_index_for_a_chosen_build(runtime: ModuleType, tmp_path: Path) -> None:
-    steps = runtime.plan_environment(tmp_path / "rt", base_python="/usr/bin/python3", uv=None, backend="cu126")
+def test_pip_plan_uses_pytorch_index_of_the_build(runtime: ModuleType, torch_build: ModuleType, tmp_path: Path) -> None:
+    Build = torch_build.TorchBuild
+
+    def torch_step(build: object, wheels: object = None) -> tuple[str, ...]:
+        steps = runtime.plan_environment(tmp_path / "rt", base_python="/usr/bin/python3", uv=None, build=build,
+                                         wheels=wheels)
+        return next(s for s in steps if s.title == "Install PyTorch").argv
+
+    assert torch_step(Build("cu126", "chosen"))[-3:] == ("--index-url", "https://download.pytorch.org/whl/cu126", "torch")
+    assert "--index-url" not in torch_step(Build("default", "Apple silicon"))   # PyPI's own torch
+    offline = torch_step(Build("cu128", "driver"), wheels=str(tmp_path))         # a wheels folder: no index at all
+    assert "--index-url" not in offline and offline[-4:] == ("--no-index", "--find-links", str(tmp_path), "torch")
+    with pytest.raises(ValueError, match="pip cannot resolve the 'auto' build"):
+        torch_step(Build("auto", "uv"))
+    with pytest.raises(ValueError, match="unknown PyTorch build 'cu999'"):
+        torch_build.choose_build("cu999", uv_runs=False)
+
+
+@pytest.mark.parametrize("driver, backend", [
+    ("580.65.06", "cu130"),   # CUDA 13 needs 580 or newer
+    ("575.57.08", "cu128"),
+    ("525.60.13", "cu128"),   # CUDA 12.x's minimum (minor version compatibility)
+    ("525.60.12", "cpu"),     # too old for any current CUDA build: CPU, and the reason says to update
+    ("470.256.02", "cpu"),
+])
+def test_fallback_build_from_a_fake_nvidia_smi(runtime: ModuleType, torch_build: ModuleType, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch, driver: str, backend: str) -> None:
+    """Without uv, the driver that nvidia-smi reports picks PyTorch's index for pip."""
+    fake_program(tmp_path / "bin", "nvidia-smi", f"{driver}\n{driver}\n")  # two GPUs: one line each
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    facts = torch_build.probe_machine(kfd_path=str(tmp_path / "no-kfd"))
+    assert facts.nvidia_driver == driver
+    build = torch_build.choose_build("auto", uv_runs=False, facts=facts)
+    assert build.backend == backend
+    assert f"NVIDIA driver {driver}" in build.reason
+    if backend == "cpu":
+        assert "update the driver" in build.reason
+    steps = runtime.plan_environment(tmp_path / "rt", base_python=sys.executable, uv=None, build=build)
     torch_step = next(s for s in steps if s.title == "Install PyTorch")
-    assert torch_step.argv[-3:] == ("--index-url", "https://download.pytorch.org/whl/cu126", "torch")
-    auto = runtime.plan_environment(tmp_path / "rt", base_python="/usr/bin/python3", uv=None, backend="auto")
-    assert not any("--index-url" in s.argv for s in auto)
-    with pytest.raises(runtime.RuntimeSetupError, match="unknown PyTorch build 'cu999'"):
-        runtime.plan_environment(tmp_path / "rt", base_python="/usr/bin/python3", uv=None, backend="cu999")
+    assert ("--index-url", f"https://download.pytorch.org/whl/{backend}") == torch_step.argv[-3:-1]
+    with_uv = torch_build.choose_build("auto", uv_runs=True, facts=facts)   # uv decides; the log says ours
+    assert with_uv.backend == "auto" and backend in with_uv.reason
 
 
-def test_a_failing_install_reports_command_output_and_hint(runtime: ModuleType, tmp_path: Path, uv_env: dict[str, str]) -> None:
+def test_fallback_build_with_no_gpu_driver(torch_build: ModuleType, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """No nvidia-smi at all, or one that fails (no driver loaded): the CPU build; ROCm's device: ROCm."""
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert torch_build.nvidia_driver() is None
+    none = torch_build.choose_build("auto", uv_runs=False, facts=torch_build.probe_machine(str(tmp_path / "no-kfd")))
+    assert (none.backend, none.index_url) == ("cpu", "https://download.pytorch.org/whl/cpu")
+    assert "no NVIDIA driver" in none.reason
+    fake_program(tmp_path / "bin", "nvidia-smi", "NVIDIA-SMI has failed because it couldn't communicate "
+                                                 "with the NVIDIA driver.\n", code=9)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    assert torch_build.nvidia_driver() is None
+    (tmp_path / "kfd").write_text("")   # AMD's ROCm kernel driver is loaded
+    rocm = torch_build.choose_build("auto", uv_runs=False, facts=torch_build.probe_machine(str(tmp_path / "kfd")))
+    assert rocm.backend == "rocm6.4" and rocm.index_url == "https://download.pytorch.org/whl/rocm6.4"
+    assert torch_build.choose_build("cu126", uv_runs=False).reason == "chosen in the preferences"
+
+
+def test_build_per_platform(torch_build: ModuleType) -> None:
+    """Windows has its own driver minimums; macOS gets PyPI's build (MPS on Apple silicon)."""
+    Facts, pick = torch_build.MachineFacts, torch_build.torch_build_for
+    assert pick(Facts("win32", "AMD64", "528.33")).backend == "cu128"
+    assert pick(Facts("win32", "AMD64", "528.24")).backend == "cpu"     # fine on Linux, too old on Windows
+    assert pick(Facts("linux", "x86_64", "528.24")).backend == "cu128"
+    assert pick(Facts("win32", "AMD64", "581.29")).backend == "cu130"
+    assert pick(Facts("win32", "AMD64", None, rocm=True)).backend == "cpu"  # ROCm builds are Linux only
+    apple = pick(Facts("darwin", "arm64"))
+    assert apple.backend == "default" and apple.index_url is None and "MPS" in apple.reason
+    assert pick(Facts("darwin", "x86_64")).backend == "default"
+    assert torch_build.parse_nvidia_driver("garbage\n") is None
+
+
+def test_installer_is_pip_when_uv_cannot_run(runtime: ModuleType, tmp_path: Path) -> None:
+    broken = fake_program(tmp_path / "bin", "uv", "", code=126)
+    chosen = runtime.choose_installer(str(broken))
+    assert chosen.uv is None and "cannot run (exit 126" in chosen.description
+    missing = runtime.choose_installer(str(tmp_path / "no-uv"))
+    assert missing.uv is None and "cannot run" in missing.description
+    good = runtime.choose_installer()
+    assert good.uv is not None and good.description.startswith("uv 0.13.9 at ")
+
+
+def test_wheels_folder_from_preference_or_environment(runtime: ModuleType, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    env = {runtime.WHEELS_ENV: str(tmp_path / "b")}
+    assert runtime.wheels_folder("", {}) is None
+    assert runtime.wheels_folder("", env) == str(tmp_path / "b")
+    assert runtime.wheels_folder(str(tmp_path / "a"), env) == str(tmp_path / "a")   # the preference wins
+    with pytest.raises(runtime.RuntimeSetupError, match=r"'.*/gone' \(\$MVDUST3R_WHEELS\) does not exist"):
+        runtime.wheels_folder("", {runtime.WHEELS_ENV: str(tmp_path / "gone")})
+
+
+def test_a_failing_install_reports_command_output_and_hint(runtime: ModuleType, torch_build: ModuleType,
+                                                           tmp_path: Path, uv_env: dict[str, str]) -> None:
     uv = runtime.find_uv()
     assert uv is not None
     (tmp_path / "wheels").mkdir()
     steps = runtime.plan_environment(tmp_path / "runtime", base_python=sys.executable, uv=uv,
-                                     requirements=("mvd-package-that-is-not-there",),
-                                     installer_args=("--no-index", "--find-links", str(tmp_path / "wheels")))
+                                     build=torch_build.TorchBuild("auto", "test"),
+                                     requirements=("mvd-package-that-is-not-there",), wheels=str(tmp_path / "wheels"))
     job = runtime.Job(steps, tmp_path / "install.log", env=uv_env)
     job.start()
     assert job.wait(120) is runtime.JobState.FAILED
@@ -145,15 +254,29 @@ def test_diagnose_gives_actionable_hints(runtime: ModuleType) -> None:
 
 
 def test_uv_from_an_unpacked_extension_wheel_is_found_and_made_executable(runtime: ModuleType, tmp_path: Path) -> None:
-    """Blender extracts bundled wheels verbatim: uv's binary sits in uv-X.data/scripts without +x."""
+    """Blender extracts bundled wheels verbatim: uv's binary sits in uv-X.data/scripts without +x.
+    When several extensions bring a uv, the newest version wins (numerically: 0.13.10 > 0.13.9)."""
     real = runtime.find_uv()
     assert real is not None
     site = tmp_path / "site-packages"
-    scripts = site / "uv-0.13.9.data" / "scripts"
-    scripts.mkdir(parents=True)
-    shutil.copyfile(real, scripts / "uv")
-    (scripts / "uv").chmod(0o644)
+    for version in ("0.13.9", "0.13.10", "0.9.30"):
+        scripts = site / f"uv-{version}.data" / "scripts"
+        scripts.mkdir(parents=True)
+        shutil.copyfile(real, scripts / "uv")
+        (scripts / "uv").chmod(0o644)
     found = runtime.find_uv([str(site)])
-    assert found == str(scripts / "uv")
+    assert found == str(site / "uv-0.13.10.data" / "scripts" / "uv")
     assert os.stat(found).st_mode & stat.S_IXUSR
     assert subprocess.run([found, "--version"], capture_output=True, text=True).stdout.startswith("uv ")
+
+
+def test_the_installed_extension_brings_its_own_uv(runtime: ModuleType) -> None:
+    """The linux-x64 zip's uv wheel, as Blender unpacked it into the user resources' .local
+    (without its executable bit: find_uv sets it), not a uv of the test environment."""
+    user = Path(os.environ["BLENDER_USER_RESOURCES"])
+    bundled = next((user / "extensions" / ".local").glob("lib/python3*/site-packages/uv-0.13.9.data/scripts/uv"))
+    bundled.chmod(0o644)   # as Blender leaves it (measured: 4.2.23 and 5.0.1 extract it 0644)
+    assert runtime.find_uv() == str(bundled)
+    assert os.access(bundled, os.X_OK)
+    done = subprocess.run([str(bundled), "--version"], capture_output=True, text=True, env=runtime.subprocess_env())
+    assert done.stdout.startswith("uv 0.13.9 ")
