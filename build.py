@@ -132,8 +132,9 @@ def pytest_suite(name: str, python: Path, paths: list[str], extra_env: dict[str,
     log(f"suite {name}")
     with tempfile.TemporaryDirectory(prefix="mvd-test-") as tmp:   # removed afterwards, unlike mkdtemp
         report = Path(tmp) / "junit.xml"
-        code = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}", *paths],
-                   cwd=ROOT, env=env)
+        # pytest's own temporary folders go inside this one too: /tmp is left as it was found
+        code = run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}",
+                    f"--basetemp={Path(tmp) / 'pytest'}", *paths], cwd=ROOT, env={**env, "TMPDIR": tmp})
         suites = list(ET.parse(report).getroot().iter("testsuite")) if report.exists() else []
     result = SuiteResult(name, code)
     for suite in suites:
@@ -292,7 +293,10 @@ def build_extension(stage: Path = EXTENSION_STAGE, out_dir: Path = DIST,
         shutil.copy2(fetch_wheel(Path(wheel).name), target)
     script = blender_ext_script()
     python = BLENDER["4.2"].python
-    if run([python, script, "validate", stage]) != 0:
+    log(f"{python} {script} validate {stage}")
+    checked = subprocess.run([str(python), str(script), "validate", str(stage)], capture_output=True, text=True)
+    if checked.returncode != 0:   # its success line ("Success parsing TOML ...") is noise; its errors are not
+        print(checked.stdout + checked.stderr, end="", file=sys.stderr)
         sys.exit(f"the extension in {stage} does not validate (Blender's messages above)")
     out_dir.mkdir(parents=True, exist_ok=True)
     zips = {p: out_dir / f"{manifest['id']}-{manifest['version']}-{p.replace('-', '_')}.zip"

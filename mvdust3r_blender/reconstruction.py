@@ -13,6 +13,8 @@ out of range), ``WorkerError`` (the worker failed or died), ``BundleError`` (an 
 """
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 import time
 import warnings
@@ -107,7 +109,7 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
         raise RunError("there is no scene to import into", "pass scene=")
     if run.active() is not None:
         raise RunError("a reconstruction started from the panel is running", "wait for it or cancel it first")
-    bundle_path = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="mvdust3r-")) / "bundle.npz"
+    bundle_path = Path(output) if output is not None else Path(tempfile.mkdtemp(dir=results_folder())) / "bundle.npz"
     bundle_path.parent.mkdir(parents=True, exist_ok=True)
     plan = session.plan_run(paths, settings, bundle_path, reference_view=reference_view,
                             pose_drop_percent=pose_drop_percent,
@@ -162,6 +164,18 @@ def export(result_or_bundle: Union[Result, Bundle, PathLike], formats: Sequence[
         bundle = read_bundle(result_or_bundle)
     written: dict[str, Path] = export_bundle(bundle, formats, Path(out_dir), cut=cut)
     return written
+
+
+_RESULTS: list[Path] = []  # this process's folder of bundles written without `output` (made on first use)
+
+
+def results_folder() -> Path:
+    """The temporary folder that holds the bundles of runs given no `output`; it is removed when
+    Blender (this Python) exits, so scripted runs leave nothing behind in the temporary directory."""
+    if not _RESULTS:
+        _RESULTS.append(Path(tempfile.mkdtemp(prefix="mvdust3r-results-")))
+        atexit.register(shutil.rmtree, _RESULTS[0], True)
+    return _RESULTS[0]
 
 
 def fresh_file() -> None:

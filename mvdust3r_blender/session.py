@@ -202,20 +202,17 @@ def folder_photos(folder: Path) -> list[str]:
 
 
 def check_photos(paths: list[str]) -> None:
-    """Raise :class:`RunError` naming the first photo that is missing, a folder or listed twice
-    (the worker checks the contents)."""
+    """Raise :class:`RunError` naming every photo that is missing, a folder or empty, or listed twice,
+    in the worker's own words (``core.photos``: one check, one message); the worker checks the contents."""
     if len(paths) < 2:
         raise RunError(f"{len(paths)} photo{'s' if len(paths) != 1 else ''} in the list",
                        "add at least 2 photos of the same scene (4 or more for MV-DUSt3R+)")
-    seen: set[str] = set()
-    for path in paths:
-        if Path(path).is_dir():
-            raise RunError(f"'{path}' is a folder, not a photo", "give the photos inside it, or the folder alone")
-        if not Path(path).is_file():
-            raise RunError(f"the photo '{path}' does not exist", "remove it from the list or restore the file")
-        if path in seen:
-            raise RunError(f"the photo '{path}' is in the list twice", "remove the duplicate")
-        seen.add(path)
+    failures = [f"{path}: {problem}" for path in paths if (problem := photo_files.photo_problem(Path(path)))]
+    if failures:
+        raise RunError(photo_files.unreadable_message(failures, len(paths)), photo_files.UNREADABLE_HINT)
+    duplicates = photo_files.duplicate_photos([Path(path) for path in paths])
+    if duplicates:
+        raise RunError(photo_files.duplicate_message(duplicates), photo_files.DUPLICATE_HINT)
 
 
 def photo_list(photos: PhotoSource) -> list[str]:

@@ -5,18 +5,25 @@ Test runs never write into the user's checkpoint cache: unless the caller chose 
 """
 from __future__ import annotations
 
+import atexit
+import errno
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-os.environ.setdefault("MVDUST3R_CACHE_DIR", tempfile.mkdtemp(prefix="mvdust3r-test-cache-"))
+if "MVDUST3R_CACHE_DIR" not in os.environ:   # this run's own cache, removed when the run ends
+    os.environ["MVDUST3R_CACHE_DIR"] = tempfile.mkdtemp(prefix="mvdust3r-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["MVDUST3R_CACHE_DIR"], True)
 
 
 def golden_dir() -> Path:
@@ -31,6 +38,28 @@ def golden_dir() -> Path:
 @pytest.fixture(scope="session")
 def golden() -> Path:
     return golden_dir()
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a real, full file system: a 1 MiB tmpfs mounted under tmp_path and filled to the
+    last byte (so creating an empty file works, writing any data fails with ENOSPC). Mounting needs
+    root, which the test machines have; elsewhere this fails loudly rather than skipping."""
+    if os.geteuid() != 0:
+        pytest.fail("the full-disk tests mount a small tmpfs, which needs root")
+    mount = tmp_path / "full-disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    try:
+        with open(mount / "filler", "wb", buffering=0) as filler:
+            try:
+                while True:
+                    filler.write(b"\0" * 4096)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=True)
 
 
 @pytest.fixture(scope="session")

@@ -96,6 +96,16 @@ def _need(condition: bool, what: str) -> None:
         raise RuntimeError(f"the remote-worker tests need {what} (build.py setup installs openssh-server as root)")
 
 
+def _reachable_parent() -> Path:
+    """A temporary folder the remote user can pass through to its home: ``$TMPDIR`` when it can
+    (build.py gives each suite a private 0700 one, which it cannot), else /tmp. The folder made
+    there is removed by :meth:`RemoteHost.stop`."""
+    for candidate in (Path(tempfile.gettempdir()), Path("/tmp")):
+        if candidate.is_dir() and all(os.stat(p).st_mode & 0o001 for p in (candidate, *candidate.parents)):
+            return candidate
+    raise RuntimeError("no temporary folder that other users can pass through (neither $TMPDIR nor /tmp)")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -127,7 +137,7 @@ def start(worker_python: str) -> RemoteHost:
     for tool in ("ssh", "ssh-keygen", "useradd", "userdel", "runuser"):
         _need(shutil.which(tool) is not None, f"the '{tool}' command")
     _need(SSHD.is_file(), f"OpenSSH's server at {SSHD}")
-    folder = Path(tempfile.mkdtemp(prefix="mvd-sshd-"))
+    folder = Path(tempfile.mkdtemp(prefix="mvd-sshd-", dir=_reachable_parent()))
     folder.chmod(0o755)  # the user's home is inside; the keys are in 0700 subfolders
     user = f"mvdremote{os.getpid()}"
     home = folder / "home"

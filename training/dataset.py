@@ -20,19 +20,25 @@ recipe             input views per batch   render views
 =================  ======================  ============
 
 All samples of one batch share their view count (tensors stack), the count is drawn per batch.
+
+Where the rays are cast is the dataset's ``device``: the CPU in loader processes (and tests), or
+the training GPU itself inside the training process (``training.train --data-device cuda``), where
+a sample costs milliseconds instead of a core's tenth of a second. The scene, the cameras and every
+random draw are made on the CPU from the seed either way, so both devices render the same sample.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from .cameras import sample_intrinsics, sample_trajectory
-from .render import render
+from .render import render_batch
 from .scenes import random_scene
+from .world import ROOMS_V1, World
 
 
 @dataclass(frozen=True)
@@ -80,20 +86,24 @@ class SyntheticScenes(Dataset):
     - ``num_render_views`` int64 scalar, ``scene_seed`` int64 scalar
 
     Images are anti-aliased with ``supersample``² rays a pixel (1: one ray, ≈ 4× faster) and
-    each view's colours are jittered (:func:`jitter_colours`, ``colour_jitter`` = 0 for none).
+    each view's colours are jittered (:func:`jitter_factors`, ``colour_jitter`` = 0 for none).
+    Scenes and captures come from ``world`` (:mod:`training.world`); every tensor of a sample is
+    on ``device``.
     An int index means ``SampleKey(index, default_views, 0)``. ``len`` is nominal (the stream of
     scenes is unbounded; the batch sampler decides which indices are used).
     """
 
     def __init__(self, resolution: tuple[int, int] = (224, 224), seed: int = 0,
                  length: int = 1_000_000, default_views: int = 8, supersample: int = 2,
-                 colour_jitter: float = 0.3) -> None:
+                 colour_jitter: float = 0.3, world: World = ROOMS_V1, device: torch.device | str = "cpu") -> None:
         self.height, self.width = resolution
         self.seed = seed
         self.length = length
         self.default_views = default_views
         self.supersample = supersample
         self.colour_jitter = colour_jitter
+        self.world = world
+        self.device = torch.device(device)
 
     def __len__(self) -> int:
         return self.length
@@ -101,49 +111,69 @@ class SyntheticScenes(Dataset):
     def __getitem__(self, key: SampleKey | int) -> dict[str, Tensor]:
         if isinstance(key, int):
             key = SampleKey(key, self.default_views, 0)
-        scene_seed = _mix(self.seed, key.index)
-        scene = random_scene(scene_seed)
-        gen = torch.Generator().manual_seed(_mix(scene_seed, key.n_input, key.n_render))
-        total = key.n_input + key.n_render
-        intrinsics = sample_intrinsics(gen, total, self.height, self.width)
-        cam2world = sample_trajectory(gen, scene, total)
-        # the walk shuffled (official random_order): input views in random order, render views at
-        # random places between them, so the rendering loss scores views the inputs surround
-        order = torch.randperm(total, generator=gen)
-        intrinsics, cam2world = intrinsics[order], cam2world[order]
-        views = render(scene, intrinsics, cam2world, self.height, self.width, self.supersample)
-        to_view0 = torch.linalg.inv(cam2world[0])
-        pts = views.world_points @ to_view0[:3, :3].T + to_view0[:3, 3]
+        return {name: value[0] for name, value in self.batch([key]).items()}
+
+    def batch(self, keys: Sequence[SampleKey]) -> dict[str, Tensor]:
+        """The samples of ``keys`` (one view count) stacked as a DataLoader would, [B,...] — ray-cast
+        in ONE pass (:func:`training.render.render_batch`): on a GPU a batch then costs about the
+        kernel launches of one sample. Each sample equals ``dataset[key]`` bit for bit."""
+        scenes, intrinsics, cam2world, factors = [], [], [], []
+        for key in keys:
+            scene_seed = _mix(self.seed, key.index)
+            scene = random_scene(scene_seed, self.world)
+            gen = torch.Generator().manual_seed(_mix(scene_seed, key.n_input, key.n_render))
+            total = key.n_input + key.n_render
+            k = sample_intrinsics(gen, total, self.height, self.width, self.world)
+            c2w = sample_trajectory(gen, scene, total, self.world)
+            # the walk shuffled (official random_order): input views in random order, render views at
+            # random places between them, so the rendering loss scores views the inputs surround
+            order = torch.randperm(total, generator=gen)
+            scenes.append(scene.to(self.device))
+            intrinsics.append(k[order])
+            cam2world.append(c2w[order])
+            factors.append(jitter_factors(gen, total, self.colour_jitter))
+        K = torch.stack(intrinsics).to(self.device)
+        poses = torch.stack(cam2world).to(self.device)
+        views = render_batch(scenes, K, poses, self.height, self.width, self.supersample)
+        to_view0 = torch.linalg.inv(poses[:, 0])                                           # [B,4,4]
+        pts = views.world_points @ to_view0[:, None, None, :3, :3].transpose(-1, -2) \
+            + to_view0[:, None, None, None, :3, 3]
         pts = torch.where(views.valid[..., None], pts, torch.zeros_like(pts))
-        img = jitter_colours(views.rgb, gen, self.colour_jitter).permute(0, 3, 1, 2).float() / 255.0
+        rgb = views.rgb if self.colour_jitter <= 0 else apply_jitter(views.rgb, torch.stack(factors).to(self.device))
+        img = rgb.permute(0, 1, 4, 2, 3).float() / 255.0
         return {
             "img": (img - 0.5) / 0.5,
             "pts3d": pts,
             "valid": views.valid,
             "depth": views.depth,
-            "intrinsics": intrinsics,
-            "cam2world": to_view0 @ cam2world,
-            "num_render_views": torch.tensor(key.n_render),
-            "scene_seed": torch.tensor(scene_seed),
+            "intrinsics": K,
+            "cam2world": to_view0[:, None] @ poses,
+            "num_render_views": torch.tensor([key.n_render for key in keys], device=self.device),
+            "scene_seed": torch.tensor([_mix(self.seed, key.index) for key in keys], device=self.device),
         }
 
 
-def jitter_colours(rgb: Tensor, gen: torch.Generator, strength: float) -> Tensor:
-    """Per-view brightness, contrast and saturation factors in [1 − strength, 1 + strength]
-    (the official datasets' ColorJitter, without hue): uint8 [V,H,W,3] → uint8 [V,H,W,3].
+def jitter_factors(gen: torch.Generator, views: int, strength: float) -> Tensor:
+    """[3,V] per-view brightness, contrast and saturation factors in [1 − strength, 1 + strength]
+    (the official datasets' ColorJitter, without hue); ones for ``strength`` 0 (no draw then).
 
     Photos of one scene differ in exposure and white balance; the network must match views anyway.
     """
     if strength <= 0:
-        return rgb
-    v = rgb.shape[0]
-    factors = 1 + strength * (2 * torch.rand(3, v, 1, 1, 1, generator=gen) - 1)
-    x = rgb.float() / 255 * factors[0]
-    gray = (x * torch.tensor([0.299, 0.587, 0.114])).sum(-1, keepdim=True)
-    mean = gray.mean(dim=(1, 2, 3), keepdim=True)
-    x = (x - mean) * factors[1] + mean
-    gray = (x * torch.tensor([0.299, 0.587, 0.114])).sum(-1, keepdim=True)
-    x = gray + (x - gray) * factors[2]
+        return torch.ones(3, views)
+    return 1 + strength * (2 * torch.rand(3, views, generator=gen) - 1)
+
+
+def apply_jitter(rgb: Tensor, factors: Tensor) -> Tensor:
+    """uint8 [..., V,H,W,3] with the :func:`jitter_factors` [..., 3, V] applied → uint8 [..., V,H,W,3]."""
+    f = factors[..., None, None, None]                                          # [...,3,V,1,1,1]
+    luma = torch.tensor([0.299, 0.587, 0.114], device=rgb.device)
+    x = rgb.float() / 255 * f.select(-5, 0)
+    gray = (x * luma).sum(-1, keepdim=True)
+    mean = gray.mean(dim=(-3, -2, -1), keepdim=True)
+    x = (x - mean) * f.select(-5, 1) + mean
+    gray = (x * luma).sum(-1, keepdim=True)
+    x = gray + (x - gray) * f.select(-5, 2)
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
 

@@ -19,7 +19,8 @@ The trivial baseline knows nothing about the images: every view is a fronto-para
 unit depth seen with a 60° field of view, so all cameras coincide (RRE = the true relative
 rotation, RTE = 90°). A trained network must beat it on every metric.
 
-Held-out scenes come from their own seed (``HELDOUT_SEED``), never used for training.
+Held-out scenes come from their own seed (``HELDOUT_SEED``), never used for training, drawn from a
+world of :mod:`training.world` (``--world``; the tables of docs/default-model.md name theirs).
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from mvdust3r_blender.engine.model import MultiViewModel
 from training.metrics import camera_metrics, normalise_points, point_metrics
 
 from .dataset import SampleKey, SyntheticScenes
+from .world import ROOMS_V1, WORLDS, World
 
 HELDOUT_SEED = 2_147_483_647
 # images [N,3,H,W] in [-1,1] -> (pts3d [N,H,W,3] in view 0's frame, conf [N,H,W])
@@ -88,32 +90,43 @@ def trivial_prediction(images: Tensor) -> tuple[Tensor, Tensor]:
 
 def network_prediction(model: MultiViewModel) -> Predictor:
     """Path 0 of ``model.predict`` (eval-mode maths, as the add-on runs it)."""
+    device = next(model.parameters()).device
+
     def predict(images: Tensor) -> tuple[Tensor, Tensor]:
-        pred = model.predict(images, gaussians=False)
+        pred = model.predict(images.to(device), gaussians=False)
         return pred.pts3d, pred.conf
     return predict
 
 
+def score_scene(predictor: Predictor, images: Tensor, pts3d: Tensor, valid: Tensor, cam2world: Tensor,
+                focal: Tensor, cd_points: int = 20000) -> list[float]:
+    """The metrics of :class:`EvalRow` (ND … own) for one scene: images [N,3,h,w] in [-1,1], the true
+    points [N,h,w,3] in view 0's frame with their mask [N,h,w], cameras [N,4,4] (view i → view 0)
+    and focal lengths [N] in the network grid's pixels."""
+    with torch.no_grad():
+        pred, conf = predictor(images)
+    pred, conf = pred.float().cpu(), conf.float().cpu()
+    truth, mask, poses = pts3d.cpu().numpy(), valid.cpu().numpy(), cam2world.cpu().double().numpy()
+    points = point_metrics(pred.numpy(), truth, mask, max_points=cd_points)
+    cams = estimate_cameras(pred, conf)
+    views = len(images)
+    camera = camera_metrics(cams.poses.cam2world, poses, np.full(views, cams.focal), focal.cpu().double().numpy())
+    placed = placement(pred.numpy(), truth, mask, poses)
+    return [points.nd, points.dac, points.cd, camera.rre, camera.rte, camera.mae, camera.maa30, *placed]
+
+
 def evaluate(method: str, predictor: Predictor, views: int, scenes: int, resolution: tuple[int, int],
-             seed: int = HELDOUT_SEED, cd_points: int = 20000) -> EvalRow:
-    """Score ``predictor`` on ``scenes`` held-out scenes of ``views`` views at ``resolution``.
+             seed: int = HELDOUT_SEED, cd_points: int = 20000, world: World = ROOMS_V1) -> EvalRow:
+    """Score ``predictor`` on ``scenes`` held-out scenes of ``world`` with ``views`` views at ``resolution``.
 
     CD uses a seeded subset of at most ``cd_points`` valid pixels (the engine's brute-force
     Chamfer costs ≈ 8 s a scene at 20 000 points on one CPU core; 5 000 is 16× cheaper)."""
-    data = SyntheticScenes(resolution, seed=seed)
+    data = SyntheticScenes(resolution, seed=seed, world=world)
     scores = []
     for index in range(scenes):
         sample = data[SampleKey(index, views, 0)]
-        with torch.no_grad():
-            pts3d, conf = predictor(sample["img"])
-        points = point_metrics(pts3d.numpy(), sample["pts3d"].numpy(), sample["valid"].numpy(),
-                               max_points=cd_points)
-        cams = estimate_cameras(pts3d, conf)
-        camera = camera_metrics(cams.poses.cam2world, sample["cam2world"].double().numpy(),
-                                np.full(views, cams.focal), sample["intrinsics"][:, 0, 0].double().numpy())
-        placed = placement(pts3d.numpy(), sample["pts3d"].numpy(), sample["valid"].numpy(),
-                           sample["cam2world"].double().numpy())
-        scores.append([points.nd, points.dac, points.cd, camera.rre, camera.rte, camera.mae, camera.maa30, *placed])
+        scores.append(score_scene(predictor, sample["img"], sample["pts3d"], sample["valid"], sample["cam2world"],
+                                  sample["intrinsics"][:, 0, 0], cd_points))
     mean = np.mean(scores, axis=0)
     return EvalRow(method, views, scenes, *(float(v) for v in mean))
 
@@ -140,6 +153,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                    help="square size; default: the first checkpoint's training size (64 without one)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cd-points", type=int, default=20000, help="points per cloud for the Chamfer distance")
+    p.add_argument("--world", choices=sorted(WORLDS), default="wide", help="the held-out scenes' world")
     p.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -148,7 +162,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     size = args.resolution or (models[0][1].config.img_size[0] if models else 64)
     methods: list[tuple[str, Predictor]] = [("trivial baseline", trivial_prediction)]
     methods += [(f"{name} ({model.config.variant})", network_prediction(model)) for name, model in models]
-    rows = [evaluate(name, predictor, n, args.scenes, (size, size), cd_points=args.cd_points)
+    rows = [evaluate(name, predictor, n, args.scenes, (size, size), cd_points=args.cd_points,
+                     world=WORLDS[args.world])
             for n in args.views for name, predictor in methods]
     table = markdown_table(rows)
     print(table)

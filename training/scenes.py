@@ -1,19 +1,24 @@
-"""Procedural indoor scenes: a room box with textured walls, props on the floor, one sun-like light.
+"""Procedural scenes: a room box with textured walls and props on the floor, or a turntable (a cluster
+of props on open ground, walls far away), lit by one or two sun-like lights.
 
 A scene is plain tensors (world frame: metres, Z up, floor at z = 0) so the renderer can intersect
-every ray with every primitive in one batched pass. Everything is drawn from a single integer seed,
-so a scene is reproducible on any machine. Textures are *solid* (evaluated at the 3-D hit point),
-which keeps a surface's look identical from every viewpoint — the multi-view consistency the
-network has to learn from.
+every ray with every primitive in one batched pass. Everything is drawn from a single integer seed
+on the CPU (the same scene on any machine), then moved to the rendering device with
+:meth:`Scene.to`. Textures are *solid* (evaluated at the 3-D hit point), which keeps a surface's
+look identical from every viewpoint — the multi-view consistency the network has to learn from.
+Which layouts, textures and lights are drawn is the :class:`~training.world.World`'s choice.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from enum import IntEnum
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
+
+from .world import ROOMS_V1, World
 
 
 class Texture(IntEnum):
@@ -24,6 +29,23 @@ class Texture(IntEnum):
     STRIPES = 2
     NOISE = 3
     GRADIENT = 4
+    DOTS = 5       # round spots on a cubic lattice
+    RINGS = 6      # concentric shells around a line (wood grain, turned objects)
+
+
+_D = TypeVar("_D")
+
+
+def to_device(data: _D, device: torch.device | str) -> _D:
+    """A frozen dataclass with every tensor field (nested dataclasses too) moved to ``device``."""
+    changes: dict[str, Any] = {}
+    for f in fields(data):  # type: ignore[arg-type]
+        value = getattr(data, f.name)
+        if isinstance(value, Tensor):
+            changes[f.name] = value.to(device)
+        elif hasattr(value, "__dataclass_fields__"):
+            changes[f.name] = to_device(value, device)
+    return replace(data, **changes)  # type: ignore[type-var]
 
 
 @dataclass(frozen=True)
@@ -80,16 +102,18 @@ class Cylinders:
 
 @dataclass(frozen=True)
 class Light:
-    """Lambert lighting: ``albedo · (ambient + (1 − ambient) · max(0, n·direction)) · colour``."""
+    """Lambert lighting by L directional lights: ``albedo · ((ambient + (1 − ambient)·max(0, n·d₀))·c₀
+    + (1 − ambient)·Σₗ₌₁ max(0, n·dₗ)·cₗ)`` (light 0 also sets the ambient colour)."""
 
-    direction: Tensor   # float32 [3], unit, from the surface towards the light
+    direction: Tensor   # float32 [L,3] (or [3]: one light), unit, from the surface towards the light
     ambient: float
-    colour: Tensor      # float32 [3]
+    colour: Tensor      # float32 [L,3] (or [3])
 
 
 @dataclass(frozen=True)
 class Scene:
-    """One room. ``room_min``/``room_max`` bound the interior (cameras live inside)."""
+    """One room or turntable. ``room_min``/``room_max`` bound the interior (cameras live inside);
+    every prop lies within ``subject_radius`` metres (horizontally) of :attr:`centre`."""
 
     room_min: Tensor    # float32 [3]
     room_max: Tensor    # float32 [3]
@@ -100,6 +124,8 @@ class Scene:
     materials: Materials
     light: Light
     sky_colour: Tensor  # float32 [3], seen through an open ceiling (those pixels are invalid)
+    layout: str = "room"          # "room" or "turntable"
+    subject_radius: float = 0.0   # metres: the props' horizontal reach from the centre
 
     @property
     def centre(self) -> Tensor:
@@ -107,19 +133,24 @@ class Scene:
         mid = (self.room_min + self.room_max) / 2
         return torch.stack([mid[0], mid[1], mid.new_tensor(0.5)])
 
+    def to(self, device: torch.device | str) -> "Scene":
+        """The same scene with its tensors on ``device`` (scenes are drawn on the CPU)."""
+        return to_device(self, device)
+
 
 PROP_REGION = 0.35   # prop centres lie within this fraction of the room's half extents
 PROP_RADIUS = 0.2    # prop footprint radius, as a fraction of the smaller half extent
 CAMERA_RING = (0.6, 0.85)  # camera distance from the centre, fraction of the half extents
 GROUND_MARGIN = 8.0  # metres the ground reaches beyond the walls (seen through an open room's missing wall)
+TURNTABLE_REGION = 0.6  # metres: turntable prop centres lie within this square half-width of the centre
 
 
 def _uniform(gen: torch.Generator, low: float, high: float, *shape: int) -> Tensor:
     return low + (high - low) * torch.rand(shape, generator=gen)
 
 
-def _random_materials(gen: torch.Generator, count: int) -> Materials:
-    kind = torch.randint(0, len(Texture), (count,), generator=gen)
+def _random_materials(gen: torch.Generator, count: int, textures: int) -> Materials:
+    kind = torch.randint(0, textures, (count,), generator=gen)
     colour_a = _uniform(gen, 0.05, 0.95, count, 3)
     # the second colour contrasts with the first so patterns are visible (texture = matching cues)
     colour_b = (colour_a + _uniform(gen, 0.3, 0.7, count, 3)) % 1.0
@@ -136,32 +167,41 @@ def _yaw(angle: Tensor) -> Tensor:
     return torch.stack([c, -s, zero, s, c, zero, zero, zero, one], dim=-1).reshape(-1, 3, 3)
 
 
-def random_scene(seed: int) -> Scene:
-    """A room 3–8 m wide, 2.4–3.5 m high, with 3–9 props (boxes, spheres, cylinders) near its centre.
+def random_scene(seed: int, world: World = ROOMS_V1) -> Scene:
+    """A room 3–8 m wide, 2.4–3.5 m high, with 3–9 props (boxes, spheres, cylinders) near its centre;
+    or (a ``world.turntable_share`` of the scenes) a turntable: 3–9 props within
+    ``TURNTABLE_REGION`` of the centre of a 10–16 m room, mostly open to the sky.
 
-    Props keep clear of the camera ring (see ``PROP_REGION``, ``PROP_RADIUS``, ``CAMERA_RING``), so
+    Room props keep clear of the camera ring (see ``PROP_REGION``, ``PROP_RADIUS``, ``CAMERA_RING``), so
     a camera placed by :mod:`training.cameras` is never inside an object. A third of the rooms
-    are open (no ceiling, one wall missing): rays into the sky give invalid pixels, as real
-    captures have.
+    (two thirds of the turntables) are open (no ceiling, one wall missing): rays into the sky give
+    invalid pixels, as real captures have.
     """
     gen = torch.Generator().manual_seed(int(seed))
-    size = torch.stack([_uniform(gen, 3.0, 8.0), _uniform(gen, 3.0, 8.0), _uniform(gen, 2.4, 3.5)]).reshape(3)
+    turntable = world.turntable_share > 0 and bool(torch.rand((), generator=gen) < world.turntable_share)
+    lo_xy, hi_xy, lo_z, hi_z = (10.0, 16.0, 3.0, 5.0) if turntable else (3.0, 8.0, 2.4, 3.5)
+    size = torch.stack([_uniform(gen, lo_xy, hi_xy), _uniform(gen, lo_xy, hi_xy), _uniform(gen, lo_z, hi_z)]).reshape(3)
     room_min = torch.stack([-size[0] / 2, -size[1] / 2, size.new_tensor(0.0)])
     room_max = room_min + size
     half = size[:2] / 2
-    open_ceiling = bool(torch.rand((), generator=gen) < 1 / 3)
+    open_ceiling = bool(torch.rand((), generator=gen) < (2 / 3 if turntable else 1 / 3))
 
     n_box, n_sphere, n_cyl = (int(v) for v in torch.randint(1, 4, (3,), generator=gen))
     n_props = n_box + n_sphere + n_cyl
-    footprint = PROP_RADIUS * float(half.min())
-    centres_xy = (torch.rand(n_props, 2, generator=gen) * 2 - 1) * PROP_REGION * half
-    radius = _uniform(gen, 0.35, 1.0, n_props) * footprint
+    if turntable:   # a cluster of objects, each 0.1-0.45 m across its footprint
+        centres_xy = (torch.rand(n_props, 2, generator=gen) * 2 - 1) * TURNTABLE_REGION
+        radius = _uniform(gen, 0.1, 0.45, n_props)
+    else:
+        footprint = PROP_RADIUS * float(half.min())
+        centres_xy = (torch.rand(n_props, 2, generator=gen) * 2 - 1) * PROP_REGION * half
+        radius = _uniform(gen, 0.35, 1.0, n_props) * footprint
+    subject_radius = float((centres_xy.norm(dim=-1) + radius).max())
     # planes: floor, 4 walls, ceiling — normals point inwards. An open room (a terrace) has no
     # ceiling and one wall fewer, so views across the open side see sky above the horizon.
     missing_wall = 1 + int(torch.randint(0, 4, (1,), generator=gen))
     keep = [i for i in range(6) if not open_ceiling or i not in (missing_wall, 5)]
     n_planes = len(keep)
-    materials = _random_materials(gen, n_planes + n_props)
+    materials = _random_materials(gen, n_planes + n_props, world.textures)
     mat_ids = torch.arange(n_planes + n_props)
     normal = torch.tensor([[0, 0, 1], [1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, -1]],
                           dtype=torch.float32)[keep]
@@ -193,7 +233,19 @@ def random_scene(seed: int) -> Scene:
     elevation = _uniform(gen, 0.3, 1.3, 1)
     azimuth = _uniform(gen, 0.0, 2 * math.pi, 1)
     direction = torch.cat([torch.cos(elevation) * torch.cos(azimuth), torch.cos(elevation) * torch.sin(azimuth),
-                           torch.sin(elevation)])
-    light = Light(direction, float(_uniform(gen, 0.25, 0.6)), 1.0 - 0.25 * torch.rand(3, generator=gen))
+                           torch.sin(elevation)])[None]
+    ambient = float(_uniform(gen, 0.25, 0.6))
+    colour = (1.0 - 0.25 * torch.rand(3, generator=gen))[None]
     sky = torch.tensor([0.55, 0.7, 0.95]) * _uniform(gen, 0.8, 1.0)
-    return Scene(room_min, room_max, planes, boxes, spheres, cylinders, materials, light, sky)
+    if world.max_lights > 1 and bool(torch.rand((), generator=gen) < 0.5):
+        # a second, dimmer light from anywhere above the horizon, warm or cool (a window, a lamp)
+        elevation, azimuth = _uniform(gen, 0.1, 1.4, 1), _uniform(gen, 0.0, 2 * math.pi, 1)
+        second = torch.cat([torch.cos(elevation) * torch.cos(azimuth), torch.cos(elevation) * torch.sin(azimuth),
+                            torch.sin(elevation)])
+        tint = torch.tensor([1.0, 0.85, 0.6]) if bool(torch.rand((), generator=gen) < 0.5) \
+            else torch.tensor([0.65, 0.8, 1.0])
+        direction = torch.stack([direction[0], second])
+        colour = torch.cat([colour, (tint * _uniform(gen, 0.3, 0.7))[None]])
+    light = Light(direction, ambient, colour)
+    layout = "turntable" if turntable else "room"
+    return Scene(room_min, room_max, planes, boxes, spheres, cylinders, materials, light, sky, layout, subject_radius)

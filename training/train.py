@@ -23,7 +23,7 @@ import math
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -36,6 +36,7 @@ from mvdust3r_blender.engine.model import MultiViewModel, build_model
 from .checkpoints import load_training_checkpoint, save_training_checkpoint
 from .dataset import RECIPES, RecipeBatchSampler, SyntheticScenes, network_views
 from .loss import gaussian_render_loss, multiview_loss
+from .world import WORLDS
 
 # Network sizes. "tiny": tests and smoke runs. "small": the shipped default (models/default.safetensors;
 # 5.76 M parameters MV-DUSt3R, 64x64 input: sized to train in hours on a 2-core CPU, see README).
@@ -87,6 +88,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--workers", type=int, default=0, help="DataLoader processes rendering scenes")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--data-device", default=None,
+                   help="where scenes are ray-cast: default --device when --workers is 0 (a GPU renders its "
+                        "own data inside the training process), else cpu (the loader processes)")
+    p.add_argument("--world", choices=sorted(WORLDS), default="wide",
+                   help="scene and capture distribution (training/world.py); the shipped model: rooms-v1")
     p.add_argument("--export", type=Path, default=None, help="at the end, also write fp16 .safetensors here")
     return p.parse_args(argv)
 
@@ -135,6 +141,75 @@ def init_from_checkpoint(model: MultiViewModel, path: Path) -> None:
                          "(give a checkpoint of the same --size and --resolution)")
 
 
+def data_device(args: argparse.Namespace) -> torch.device:
+    """Where the training scenes are rendered (``--data-device``; see its help)."""
+    device = torch.device(args.data_device or (args.device if args.workers == 0 else "cpu"))
+    if device.type != "cpu" and args.workers > 0:
+        raise SystemExit(f"--data-device {device} renders inside the training process: give --workers 0")
+    return device
+
+
+def batch_loader(args: argparse.Namespace, cfg: ModelConfig, start: int,
+                 stop: int) -> Iterable[dict[str, torch.Tensor]]:
+    """Batches of steps ``start .. stop-1`` of the run's data (replayable from the seed): on a GPU each
+    batch ray-cast in one pass in this process (``SyntheticScenes.batch``), on the CPU sample by
+    sample by the DataLoader's processes (or this one). Both give the same batches."""
+    recipe = RECIPES[args.recipe or ("mvd" if args.stage == "mvd" else "mvdp-stage1")]
+    device = data_device(args)
+    dataset = SyntheticScenes(cfg.img_size, seed=args.seed, world=WORLDS[args.world], device=device)
+    sampler = RecipeBatchSampler(recipe, args.batch_size, stop, args.seed, start, args.fixed_batch,
+                                 render_views=args.render_weight > 0)
+    if device.type != "cpu":
+        return (dataset.batch(keys) for keys in sampler)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=args.workers,
+                      worker_init_fn=_single_threaded_worker, persistent_workers=args.workers > 0)
+
+
+def new_model(args: argparse.Namespace) -> tuple[ModelConfig, MultiViewModel, torch.optim.Optimizer]:
+    """The run's network (on ``--device``, training mode) and its AdamW optimizer."""
+    cfg = model_config(args)
+    model = build_model(cfg).to(torch.device(args.device)).train()
+    optimizer = torch.optim.AdamW(parameter_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.95))
+    return cfg, model, optimizer
+
+
+def run_steps(model: MultiViewModel, optimizer: torch.optim.Optimizer, batches: Iterable[dict[str, torch.Tensor]],
+              args: argparse.Namespace, start: int, log: csv.DictWriter, log_file: Any,
+              after_step: Callable[[int], bool], lr_scale: Callable[[int], float] = lambda step: 1.0) -> int:
+    """Optimise on ``batches`` (step ``start`` first), one CSV row a step; ``after_step(done)`` runs
+    after each step and returns True to stop. Returns the number of steps done in all."""
+    device = torch.device(args.device)
+    done = start
+    for step, batch in enumerate(batches, start=start):
+        began = time.perf_counter()
+        lr = learning_rate(step, args.steps, args.lr, args.min_lr, args.warmup) * lr_scale(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = {k: v.to(device) for k, v in batch.items()}
+        view1, view2s = network_views(batch)
+        res1, res2s = model(view1, view2s)
+        terms = multiview_loss(res1, res2s, batch)
+        total = terms.total
+        render = gaussian_render_loss(res1, res2s, batch) if args.render_weight > 0 else None
+        if render is not None:
+            total = total + args.render_weight * render
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"loss is {float(total.detach())} at step {step}; lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        log.writerow({"step": step, "epoch": step // args.steps_per_epoch, "lr": f"{lr:.3e}",
+                      "loss": f"{float(total.detach()):.6f}", "conf_view0": f"{terms.conf_view0:.6f}",
+                      "conf_others": f"{terms.conf_others:.6f}", "distance": f"{terms.distance:.6f}",
+                      "render": "" if render is None else f"{float(render.detach()):.6f}",
+                      "views": 1 + len(view2s), "seconds": f"{time.perf_counter() - began:.3f}"})
+        log_file.flush()
+        done = step + 1
+        if after_step(done):
+            break
+    return done
+
+
 def _single_threaded_worker(_: int) -> None:
     """Loader processes render with one thread each (N workers must not fight over the cores)."""
     torch.set_num_threads(1)
@@ -145,7 +220,7 @@ def _plain(args: argparse.Namespace) -> dict[str, Any]:
     return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
 
 
-def _open_log(path: Path, start: int) -> tuple[Any, csv.DictWriter]:
+def open_log(path: Path, start: int) -> tuple[Any, csv.DictWriter]:
     """The CSV log, keeping only rows before ``start`` (a crash may have logged past the checkpoint)."""
     rows = []
     if start > 0 and path.exists():
@@ -163,11 +238,8 @@ def train(args: argparse.Namespace) -> Path:
     """Run (or continue) a training run; returns the checkpoint path."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    cfg = model_config(args)
-    device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = True   # as the official train.py (fp32 weights, TF32 matmuls)
-    model = build_model(cfg).to(device).train()
-    optimizer = torch.optim.AdamW(parameter_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.95))
+    cfg, model, optimizer = new_model(args)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT
@@ -182,43 +254,17 @@ def train(args: argparse.Namespace) -> Path:
     elif args.init is not None:
         init_from_checkpoint(model, args.init)
 
-    recipe = RECIPES[args.recipe or ("mvd" if args.stage == "mvd" else "mvdp-stage1")]
-    dataset = SyntheticScenes(cfg.img_size, seed=args.seed)
     stop = min(args.steps, args.stop_at if args.stop_at is not None else args.steps)
-    sampler = RecipeBatchSampler(recipe, args.batch_size, stop, args.seed, start, args.fixed_batch,
-                                 render_views=args.render_weight > 0)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.workers,
-                        worker_init_fn=_single_threaded_worker, persistent_workers=args.workers > 0)
-    log_file, log = _open_log(out / LOG, start)
+
+    def save(done: int) -> bool:
+        if done % args.save_every == 0 or done >= stop:
+            save_training_checkpoint(ckpt_path, model, optimizer, cfg, done, (done - 1) // args.steps_per_epoch,
+                                     _plain(args))
+        return False
+
+    log_file, log = open_log(out / LOG, start)
     try:
-        for step, batch in enumerate(loader, start=start):
-            began = time.perf_counter()
-            lr = learning_rate(step, args.steps, args.lr, args.min_lr, args.warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch = {k: v.to(device) for k, v in batch.items()}
-            view1, view2s = network_views(batch)
-            res1, res2s = model(view1, view2s)
-            terms = multiview_loss(res1, res2s, batch)
-            total = terms.total
-            render = gaussian_render_loss(res1, res2s, batch) if args.render_weight > 0 else None
-            if render is not None:
-                total = total + args.render_weight * render
-            if not torch.isfinite(total):
-                raise FloatingPointError(f"loss is {float(total.detach())} at step {step}; lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-            log.writerow({"step": step, "epoch": step // args.steps_per_epoch, "lr": f"{lr:.3e}",
-                          "loss": f"{float(total.detach()):.6f}", "conf_view0": f"{terms.conf_view0:.6f}",
-                          "conf_others": f"{terms.conf_others:.6f}", "distance": f"{terms.distance:.6f}",
-                          "render": "" if render is None else f"{float(render.detach()):.6f}",
-                          "views": 1 + len(view2s), "seconds": f"{time.perf_counter() - began:.3f}"})
-            log_file.flush()
-            done = step + 1
-            if done % args.save_every == 0 or done >= stop:
-                save_training_checkpoint(ckpt_path, model, optimizer, cfg, done, step // args.steps_per_epoch,
-                                         _plain(args))
+        run_steps(model, optimizer, batch_loader(args, cfg, start, stop), args, start, log, log_file, save)
     finally:
         log_file.close()
     if args.export is not None:

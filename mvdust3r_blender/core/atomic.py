@@ -8,6 +8,7 @@ survive the rename), so outputs get the user's umask like any other file.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import uuid
@@ -59,3 +60,17 @@ def atomic_folder(path: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_failure(path: Path, exc: OSError) -> tuple[str, str]:
+    """(message, hint) for an `exc` raised while writing `path`: a full disk (or quota) is said so;
+    every failure names the file and says that nothing was left half-written."""
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return (f"cannot write {path}: the disk is full (no space left on it)",
+                "free some space on that disk, or choose a folder on another one; no partial file was left")
+    blocker = next((parent for parent in path.parents if parent.exists()), None)
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR) and blocker is not None and not blocker.is_dir():
+        return (f"cannot write {path}: {blocker} is a file, not a folder",
+                "choose another output path; no partial file was left")
+    return (f"cannot write {path}: {exc.strerror or exc}",
+            "choose a folder you can write to, with free space; no partial file was left")

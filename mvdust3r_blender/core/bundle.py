@@ -19,11 +19,11 @@ import os
 import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .atomic import atomic_file
+from .atomic import atomic_file, write_failure
 from .errors import UserError
 
 FORMAT = "mvdust3r-bundle"
@@ -73,11 +73,23 @@ class Bundle:
         return self.images.astype(np.float32) / 255.0
 
     def validate(self, source: str = "bundle") -> None:
-        """Raise :class:`BundleError` naming `source` and the first inconsistent array."""
-        n = self.num_views
+        """Raise :class:`BundleError` naming `source` and the first array (field) that is malformed:
+        wrong type, dtype or shape, NaN/infinite values, a value out of its range (confidence and
+        Gaussian scales > 0, opacity in [0,1], unit quaternions, positive focal lengths and photo
+        sizes, a non-empty crop box) or a camera matrix that cannot be inverted."""
+        def fail(name: str, problem: str) -> None:
+            raise BundleError(f"{source}: '{name}' {problem}")
+
+        for name in _ARRAYS:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, np.ndarray):
+                fail(name, f"must be a numpy array, not {type(value).__name__}")
         if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
-            raise BundleError(f"{source}: 'images' must be uint8 [N,h,w,3], got {self.images.dtype} {list(self.images.shape)}")
+            fail("images", f"must be uint8 [N,h,w,3], got {self.images.dtype} {list(self.images.shape)}")
+        n = self.num_views
         h, w = self.grid_size
+        if n == 0 or h == 0 or w == 0:
+            fail("images", f"holds no pixels ({n} views on a {h}x{w} grid): the bundle is empty")
         expected = {
             "pts3d": (n, h, w, 3), "conf": (n, h, w), "intrinsics": (n, 3, 3), "cam2world": (n, 4, 4),
             "photo_size": (n, 2), "crop_box": (n, 4),
@@ -88,16 +100,59 @@ class Bundle:
             value = getattr(self, name)
             if value is None:
                 continue
+            if value.dtype.kind not in ("iu" if name == "photo_size" else "iuf"):
+                fail(name, f"has dtype {value.dtype}, expected {'integers' if name == 'photo_size' else 'numbers'}")
             if tuple(value.shape) != shape:
-                raise BundleError(f"{source}: '{name}' has shape {list(value.shape)}, expected {list(shape)} "
-                                  f"for {n} views on a {h}x{w} grid")
-            if name != "photo_size" and not np.all(np.isfinite(value)):
-                raise BundleError(f"{source}: '{name}' holds NaN or infinite values")
+                fail(name, f"has shape {list(value.shape)}, expected {list(shape)} for {n} views on a {h}x{w} grid")
+            if not np.all(np.isfinite(value)):
+                fail(name, "holds NaN or infinite values")
         gs = [self.gaussian_rotation, self.gaussian_scale, self.gaussian_opacity]
         if any(a is None for a in gs) and any(a is not None for a in gs):
             raise BundleError(f"{source}: Gaussian arrays are partly missing (need rotation, scale and opacity together)")
+        if not isinstance(self.photo_paths, list) or not all(isinstance(p, str) for p in self.photo_paths):
+            fail("photo_paths", "must be a list of path strings")
         if len(self.photo_paths) != n:
             raise BundleError(f"{source}: {len(self.photo_paths)} photo paths for {n} views")
+        if not isinstance(self.meta, dict):
+            fail("meta", f"must be a JSON object, not {type(self.meta).__name__}")
+        self._check_ranges(fail)
+
+    def _check_ranges(self, fail: Callable[[str, str], None]) -> None:
+        """The values' ranges and the cameras' invertibility (shapes and finiteness already checked)."""
+        def where(bad: np.ndarray) -> str:
+            """'(view k)' of the first offending entry of a per-view array."""
+            return f"(view {int(np.argwhere(bad)[0][0])})"
+
+        positive = {"conf": "confidences", "gaussian_scale": "Gaussian scales (standard deviations)"}
+        for name, what in positive.items():
+            value = getattr(self, name)
+            if value is not None and not np.all(value > 0):
+                fail(name, f"holds {what} <= 0 {where(value <= 0)}, minimum {float(value.min()):.6g}; they must be > 0")
+        if self.gaussian_opacity is not None:
+            outside = (self.gaussian_opacity < 0) | (self.gaussian_opacity > 1)
+            if outside.any():
+                fail("gaussian_opacity", f"holds values outside [0,1] {where(outside)}")
+        if self.gaussian_rotation is not None:
+            off = np.abs(np.linalg.norm(self.gaussian_rotation.astype(np.float64), axis=-1) - 1.0) > 1e-3
+            if off.any():
+                fail("gaussian_rotation", f"holds quaternions that are not of unit length {where(off)}")
+        if np.any(self.photo_size < 1):
+            fail("photo_size", f"holds a photo size below 1 pixel {where(self.photo_size < 1)}")
+        box = self.crop_box
+        empty = (box[:, 2] <= box[:, 0]) | (box[:, 3] <= box[:, 1])
+        if empty.any():
+            fail("crop_box", f"holds an empty box (x1 <= x0 or y1 <= y0) {where(empty)}")
+        k = self.intrinsics.astype(np.float64)
+        bad_k = (k[:, 0, 0] <= 0) | (k[:, 1, 1] <= 0) | np.any(np.abs(k[:, 2] - [0.0, 0.0, 1.0]) > 1e-6, axis=-1) \
+            | np.any(np.abs(k[:, 1, :1]) > 1e-6, axis=-1)
+        if bad_k.any():
+            fail("intrinsics", f"is not a camera matrix [[fx,s,cx],[0,fy,cy],[0,0,1]] with fx, fy > 0 {where(bad_k)}")
+        pose = self.cam2world.astype(np.float64)
+        singular = np.abs(np.linalg.det(pose[:, :3, :3])) < 1e-9
+        bottom = np.any(np.abs(pose[:, 3] - [0.0, 0.0, 0.0, 1.0]) > 1e-5, axis=-1)
+        if (singular | bottom).any():
+            fail("cam2world", f"is not an invertible camera-to-world matrix (rotation part singular, or last row "
+                              f"not [0,0,0,1]) {where(singular | bottom)}")
 
 
 # -- how the bundle's colours are read (both processes use these)
@@ -122,7 +177,8 @@ _REQUIRED = ("images", "pts3d", "conf", "intrinsics", "cam2world", "photo_size",
 
 
 def write_bundle(bundle: Bundle, path: str | os.PathLike[str]) -> Path:
-    """Validate `bundle` and write it to `path` atomically (a reader never sees half a file)."""
+    """Validate `bundle` and write it to `path` atomically (a reader never sees half a file);
+    :class:`BundleError` names the file when it cannot be written (a full disk is said so)."""
     path = Path(path)
     bundle.validate(str(path))
     meta = {**bundle.meta, "format": FORMAT, "version": VERSION}
@@ -133,9 +189,12 @@ def write_bundle(bundle: Bundle, path: str | os.PathLike[str]) -> Path:
             arrays[name] = np.ascontiguousarray(value, dtype=_DTYPES.get(name, np.float32))
     arrays["photo_paths"] = np.array([str(p) for p in bundle.photo_paths], dtype=np.str_)
     arrays["meta"] = np.array(json.dumps(meta))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    except OSError as exc:  # a full disk, an unwritable folder: name the file (nothing half-written is left)
+        raise BundleError(*write_failure(path, exc)) from exc
     return path
 
 
@@ -151,19 +210,39 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
         raise BundleError(f"{path}: not a reconstruction bundle (unreadable .npz: {exc})") from exc
     if "meta" not in data:
         raise BundleError(f"{path}: not a reconstruction bundle (no 'meta' entry)")
+    if data["meta"].dtype.kind != "U" or data["meta"].ndim != 0:
+        raise BundleError(f"{path}: 'meta' must be one JSON text, found a {data['meta'].dtype} array")
     try:
         meta = json.loads(str(data["meta"]))
     except json.JSONDecodeError as exc:
         raise BundleError(f"{path}: the 'meta' entry is not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise BundleError(f"{path}: 'meta' must be a JSON object, found a JSON {type(meta).__name__}")
     if meta.get("format") != FORMAT:
         raise BundleError(f"{path}: not a reconstruction bundle (format {meta.get('format')!r})")
-    if int(meta.get("version", 0)) > VERSION:
-        raise BundleError(f"{path}: bundle version {meta.get('version')} is newer than this add-on reads "
+    version = meta.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise BundleError(f"{path}: 'meta.version' must be a positive whole number, found {version!r}")
+    if version > VERSION:
+        raise BundleError(f"{path}: bundle version {version} is newer than this add-on reads "
                           f"({VERSION}); update the add-on")
     missing = [k for k in (*_REQUIRED, "photo_paths") if k not in data]
     if missing:
         raise BundleError(f"{path}: missing arrays {', '.join(missing)}")
-    kwargs: dict[str, Any] = {k: data[k] for k in _ARRAYS if k in data}
+    if data["photo_paths"].dtype.kind != "U" or data["photo_paths"].ndim != 1:
+        raise BundleError(f"{path}: 'photo_paths' must be a list of path strings, found a "
+                          f"{data['photo_paths'].dtype} array of shape {list(data['photo_paths'].shape)}")
+    kwargs: dict[str, Any] = {}
+    for name in _ARRAYS:
+        if name not in data:
+            continue
+        value = data[name]
+        wanted = _DTYPES.get(name, np.float32)
+        kinds, what = {"images": ("u", "uint8"), "photo_size": ("iu", "integers")}.get(name, ("iuf", "numbers"))
+        if value.dtype.kind not in kinds or (name == "images" and value.dtype != np.uint8):
+            raise BundleError(f"{path}: '{name}' has dtype {value.dtype}, expected {what}")
+        with np.errstate(over="ignore"):  # a float64 too large for float32 becomes inf: refused as such
+            kwargs[name] = value.astype(wanted, copy=False)
     bundle = Bundle(photo_paths=[str(p) for p in data["photo_paths"].tolist()], meta=meta, **kwargs)
     bundle.validate(str(path))
     return bundle

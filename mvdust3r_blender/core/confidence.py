@@ -10,7 +10,9 @@ The network gives every pixel a confidence (>= 1). Three places cut on it, each 
 
 One unit each: a share is always a percent in [0, 100), an absolute cut a confidence value. The
 default share is the official demo's, :data:`DEFAULT_DROP_PERCENT`, applied over all views together
-as the demo does. The standard library only at import (the worker's protocol uses these types before
+as the demo does. The import and export cut leaves out exactly that share even when confidences tie
+at the threshold (:meth:`ConfidenceCut.keep`); the pose cut is the official code's
+``conf >= threshold`` (:func:`drop_threshold`), kept for parity with its cameras. The standard library only at import (the worker's protocol uses these types before
 it can tell a user that numpy is missing); the cuts themselves take numpy arrays.
 """
 from __future__ import annotations
@@ -71,5 +73,33 @@ class ConfidenceCut:
         return drop_threshold(conf, self.confidence_drop_percent)
 
     def keep(self, conf: np.ndarray) -> np.ndarray:
-        """bool, shaped like `conf`: True where a point passes."""
-        return conf >= self.threshold(conf)
+        """bool, shaped like `conf`: True where a point passes.
+
+        With `min_confidence`: ``conf >= min_confidence``. With a share: exactly the demo's count,
+        ``int(total·percent/100)`` points, is left out — the least confident, and where several
+        tie at the threshold, the tied ones in :func:`tie_order` until the count is reached (the
+        demo's ``conf >= threshold`` would keep every tied point: 34 % of a real scene can sit at
+        exactly 1.0, and its "3 %" then drops nothing). Without ties the two rules agree."""
+        import numpy as np
+
+        values = np.asarray(conf)
+        threshold = self.threshold(values)
+        keep = values >= threshold
+        if self.min_confidence is not None or values.size == 0:
+            return keep
+        wanted = min(int(values.size * (self.confidence_drop_percent * 0.01)), values.size - 1)
+        short = wanted - int(values.size - keep.sum())   # tied points still to leave out
+        if short > 0:
+            tied = np.flatnonzero(values.ravel() == threshold)
+            flat = keep.reshape(-1)
+            flat[tied[np.argsort(tie_order(tied), kind="stable")[:short]]] = False
+        return keep
+
+
+def tie_order(indices: np.ndarray) -> np.ndarray:
+    """A fixed pseudo-random key per flat point index (Knuth's multiplicative hash): tied points are
+    left out in increasing key, which spreads them evenly over the views and the grid instead of
+    taking the first view's first. Deterministic: the same bundle always gives the same points."""
+    import numpy as np
+
+    return (np.asarray(indices, dtype=np.uint64) * np.uint64(2654435761)) % np.uint64(1 << 32)

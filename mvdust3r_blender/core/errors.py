@@ -21,7 +21,21 @@ class UserError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        return f"{self.message} ({self.hint})" if self.hint else self.message
+        """One line for a terminal: ``message — hint`` (a dash, since both may hold brackets)."""
+        return f"{self.message} — {self.hint}" if self.hint else self.message
+
+
+# What allocators and loaders say when memory runs out: torch's CPU allocator ("DefaultCPUAllocator:
+# can't allocate memory"), CUDA/HIP/MPS ("... out of memory"), C++ (std::bad_alloc), the dynamic
+# loader under an address-space limit ("failed to map segment from shared object"), ENOMEM's text.
+_OUT_OF_MEMORY_PHRASES = ("out of memory", "can't allocate memory", "cannot allocate memory", "bad_alloc",
+                          "failed to map segment", "memoryerror")
+
+
+def mentions_out_of_memory(text: str) -> bool:
+    """Whether an error message or a log line says that memory ran out (host or device)."""
+    lowered = text.lower()
+    return any(phrase in lowered for phrase in _OUT_OF_MEMORY_PHRASES)
 
 
 class OptionError(UserError, ValueError):

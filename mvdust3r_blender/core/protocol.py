@@ -301,8 +301,13 @@ EVENTS: dict[str, type[Event]] = {c.type: c for c in (
 
 
 def encode(message: Request | Event) -> str:
-    """One JSON line (without the newline): ``{"type": ..., "id": ..., fields...}``."""
-    return json.dumps({"type": message.type, **asdict(message)}, ensure_ascii=False, separators=(",", ":"),
+    """One JSON line (without the newline): ``{"type": ..., "id": ..., fields...}``.
+
+    The line is ASCII: every other character is a ``\\uXXXX`` escape. Paths are carried as Python's
+    file-system strings, where bytes that are not UTF-8 (a Linux file ``bad\\xff.png``) are lone
+    surrogates (PEP 383, ``os.fsdecode``); escaped, they survive any stream encoding and decode back
+    to the same string, which ``open()`` turns back into the same bytes on the other side."""
+    return json.dumps({"type": message.type, **asdict(message)}, ensure_ascii=True, separators=(",", ":"),
                       allow_nan=False)
 
 

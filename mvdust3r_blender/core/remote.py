@@ -45,7 +45,7 @@ from .runtime import Step, plan_environment
 from .torch_build import AUTO, TORCH_BACKENDS, TorchBuild
 from .protocol import (DataEvent, ErrorEvent, Event, FetchRequest, ProgressEvent, PutRequest, ReconstructRequest,
                        ResultEvent)
-from .worker_client import PACKAGE_DIR, WorkerClient
+from .worker_client import EXIT_TAIL_LINES, PACKAGE_DIR, WorkerClient
 
 CHUNK_BYTES = 1024 ** 2          # bytes per put request (the worker's data events use the same)
 MAX_PHOTO_BYTES = 512 * 1024 ** 2  # a photo larger than this is refused before sending (as the worker does)
@@ -318,7 +318,8 @@ class RemoteWorkerClient(WorkerClient):
             what = f"the remote worker on {self.target} was killed ({_signal_name(code - 128)}{oom})"
         else:
             what = f"the remote worker on {self.target} exited with code {code}"
-        return ErrorEvent(code=event.code, message=what, hint=event.hint)
+        tail = self.stderr_tail(EXIT_TAIL_LINES)  # ssh's and the remote worker's last words
+        return ErrorEvent(code=event.code, message=what, hint="\n".join(tail) if tail else "nothing was written to stderr")
 
     # -- requests -------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import collections
 import itertools
 import os
 import queue
+import signal
 import subprocess
 import threading
 import time
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Mapping, Optional, Sequence
 
 from .confidence import ConfidenceCut
-from .errors import UserError
+from .errors import UserError, mentions_out_of_memory
 from .options import ReconstructOptions
 from .protocol import (FINAL_EVENTS, PROTOCOL_VERSION, CancelRequest, ErrorEvent, Event, HelloRequest,
                        LoadRequest, ProtocolError, ReadyEvent, ReconstructRequest, ReleaseRequest, Request,
@@ -38,6 +39,10 @@ from .protocol import (FINAL_EVENTS, PROTOCOL_VERSION, CancelRequest, ErrorEvent
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the extension's package (this module is in its core/)
 WORKER_MODULE = f"{PACKAGE_DIR.name}.engine.worker"
 EXIT_TAIL_LINES = 12  # stderr lines quoted in a worker_exited error
+# How a process dies when memory runs out where Python cannot raise MemoryError: the kernel's
+# out-of-memory killer (SIGKILL), a failed allocation in C code (SIGSEGV, SIGBUS), std::bad_alloc (SIGABRT).
+_MEMORY_SIGNALS = {int(getattr(signal, name)): name for name in ("SIGKILL", "SIGSEGV", "SIGBUS", "SIGABRT")
+                   if hasattr(signal, name)}
 
 
 class WorkerError(UserError):
@@ -73,6 +78,7 @@ class WorkerClient:
         self._stderr_done = threading.Event()
         self._exited = threading.Event()
         self._stopping = False
+        self._answered = False  # whether the worker has answered a request (it has finished starting)
         self._ids = itertools.count(1)
         self._open = threading.Event()  # requests may be written (a remote client opens it after its handshake)
         self._backlog: list[str] = []   # lines sent before then, written in order when it opens
@@ -92,6 +98,7 @@ class WorkerClient:
         self._stopping = False
         self._backlog = []
         self._open.clear()
+        self._answered = False
         self._proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, cwd=self.package_parent, env=env, text=True, encoding="utf-8",
@@ -296,6 +303,7 @@ class WorkerClient:
                 self._events.put(ErrorEvent(code="protocol", message=f"the worker speaks protocol {event.protocol}, "
                                                                      f"this add-on {PROTOCOL_VERSION}",
                                             hint="run the worker from the same extension version as the add-on"))
+            self._answered = self._answered or not isinstance(event, ReadyEvent)
             for received in self._received(event):
                 self._events.put(received)
         # stdout closed: the worker is exiting. Collect its code and last stderr lines.
@@ -326,8 +334,26 @@ class WorkerClient:
             return ErrorEvent(code="worker_exited", message="the worker is not running", hint="start it first")
         status = "is not responding" if code is None else f"exited with code {code}"
         tail = self.stderr_tail(EXIT_TAIL_LINES)
-        return ErrorEvent(code="worker_exited", message=f"the worker {status}",
-                          hint="\n".join(tail) if tail else "it wrote nothing to stderr")
+        last_words = "\n".join(tail) if tail else "it wrote nothing to stderr"
+        memory = self._memory_death(code, tail)
+        if memory:
+            return ErrorEvent(code="worker_exited", message=f"the worker {memory} ({status})",
+                              hint="close other programs or raise the memory limit Blender runs under (ulimit -v, "
+                                   "a container's limit), then run again; its last log lines:\n" + last_words)
+        return ErrorEvent(code="worker_exited", message=f"the worker {status}", hint=last_words)
+
+    def _memory_death(self, code: Optional[int], tail: list[str]) -> str:
+        """``ran out of memory [while starting]`` when the log says so, or when the process died of
+        a signal memory exhaustion sends before it had answered anything; else ``""``. A signal
+        after the worker has answered (someone may have killed it) is left as its exit code."""
+        said = any(mentions_out_of_memory(line) for line in tail)
+        signal_name = _MEMORY_SIGNALS.get(-code, "") if code is not None and code < 0 else ""
+        starting = "" if self._answered else " while starting"
+        if said and (signal_name or not self._answered):
+            return f"ran out of memory{starting}"
+        if signal_name and not self._answered:
+            return f"most likely ran out of memory while starting (it died of {signal_name})"
+        return ""
 
     @staticmethod
     def _close_stdin(proc: subprocess.Popen[str]) -> None:

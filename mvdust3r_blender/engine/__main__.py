@@ -17,33 +17,48 @@ from ..core.bundle import write_bundle
 from ..core.errors import OptionError, UserError
 from ..core.exports import needing_gaussians, parse_formats
 from ..core.options import add_arguments, cut_from_arguments, options_from_arguments
-from .errors import Cancelled, InputError
+from .errors import Cancelled, InputError, out_of_memory
 
 BUNDLE_NAME = "reconstruction.npz"
 
 
 class ProgressLine:
-    """One ``\\r``-rewritten line on a stream: ``network   [#########-----------]  45%``."""
+    """Progress on a stream: on a terminal one ``\\r``-rewritten line, ``network   [#########-----]  45%``;
+    elsewhere (a log file, a pipe) one finished line per stage, so lines never run together."""
 
     WIDTH = 30
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
+        self.terminal = bool(getattr(stream, "isatty", lambda: False)())
         self.last = ""
+        self.stage = ""   # not on a terminal: the stage whose line is not written yet
+        self.done = ""    # ... and the last one written at 100 %
 
     def __call__(self, stage: str, fraction: float) -> None:
         filled = int(round(self.WIDTH * min(max(fraction, 0.0), 1.0)))
-        line = f"\r{stage:<10}[{'#' * filled}{'-' * (self.WIDTH - filled)}] {fraction * 100:3.0f}%"
-        if line != self.last:
-            self.stream.write(line)
-            self.stream.flush()
-            self.last = line
+        line = f"{stage:<10}[{'#' * filled}{'-' * (self.WIDTH - filled)}] {fraction * 100:3.0f}%"
+        if self.terminal:
+            if line != self.last:
+                self.stream.write("\r" + line)
+                self.stream.flush()
+                self.last = line
+            return
+        if stage == self.done:
+            return                   # a finished stage reported again
+        if self.stage and self.stage != stage:
+            self.finish()            # the previous stage ended without reaching 100 %
+        self.stage, self.last = stage, line
+        if fraction >= 1.0:
+            self.finish()
+            self.done = stage
 
     def finish(self) -> None:
-        if self.last:
-            self.stream.write("\n")
+        """End the current line (on a terminal) or write the pending stage's line."""
+        if self.last and (self.terminal or self.stage):
+            self.stream.write(("\n" if self.terminal else self.last + "\n"))
             self.stream.flush()
-            self.last = ""
+        self.last, self.stage = "", ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +131,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     except (UserError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (MemoryError, RuntimeError, ImportError) as exc:
+        memory = out_of_memory(exc, "reconstruct", args.device or "auto")
+        if memory is None:
+            raise
+        print(f"error: {memory}", file=sys.stderr)
         return 1
 
 

@@ -11,9 +11,11 @@ cache; later loads memory-map that cache and hand its tensors to the network wit
 file written by :func:`save_safetensors` (our own shipped models) loads the same way.
 
 The cache lives in ``$MVDUST3R_CACHE_DIR`` or ``~/.cache/mvdust3r_blender`` (or a directory the
-caller passes); its metadata records the source path, size and modification time, and a cache
-that does not match its source, or does not parse, or whose tensors do not fit the network, is
-rebuilt — never trusted. Files are written to a temporary name and renamed into place.
+caller passes); its metadata records the source path, size and modification time and a CRC-32 of
+every tensor. A cache that does not match its source, does not parse, whose tensors do not fit the
+network, or whose bytes no longer match their checksums (a damaged or edited file) is rebuilt from
+the source with a warning — never trusted. Files are written to a temporary name and renamed into
+place. What a file is comes from its first bytes, never its suffix.
 """
 from __future__ import annotations
 
@@ -29,8 +31,11 @@ import pickle
 import re
 import secrets
 import shutil
+import tempfile
 import zipfile
-from collections.abc import Iterable, Mapping
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
@@ -61,6 +66,8 @@ MULTIVIEW_CLASS = "AsymmetricCroCo3DStereoMultiView"
 DEMO_N_REF = 4                        # the official demo's n_ref for MV-DUSt3R+ (spec §1)
 _ZIP_MAGIC = b"PK\x03\x04"
 _FIRST_FEW = 5                        # how many offending keys an error names
+_DIGESTS = "tensor_crc32"             # cache metadata: JSON {key: CRC-32 of the tensor's bytes}
+_CHUNK = 16 << 20                     # bytes read at a time when checking those
 
 # Constructor defaults of the official class (and its CroCoNet base) for keywords a string omits.
 _OFFICIAL_DEFAULTS: dict[str, Any] = {
@@ -159,8 +166,8 @@ def read_checkpoint(path: PathLike) -> RawCheckpoint:
         raise CheckpointError(f"{source} is a safetensors file, not a PyTorch training checkpoint",
                               "load it with load_model()")
     try:
-        with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)):
-            ckpt = torch.load(source, map_location="cpu", weights_only=True, mmap=True)
+        with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)), _torch_named(source) as named:
+            ckpt = torch.load(named, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
         raise _unpickling_error(source, exc) from None
     except (RuntimeError, EOFError, ValueError, KeyError, IndexError) as exc:
@@ -187,6 +194,25 @@ def read_checkpoint(path: PathLike) -> RawCheckpoint:
             f"{source} has no constructor string (args.model), so its head counts are unknown",
             f"supported: {supported_files_text()}")
     return RawCheckpoint(source, dict(state_dict), model_string)
+
+
+@contextlib.contextmanager
+def _torch_named(source: Path) -> Iterator[Path]:
+    """`source`, or a link to it under a ``.pth`` name when its name ends in ``.safetensors``:
+    ``torch.load`` picks its reader by that suffix, and this file is a torch zip (sniffed) renamed.
+    Where links are refused the file is copied into the temporary folder instead."""
+    if not source.name.endswith(".safetensors"):
+        yield source
+        return
+    log.warning("%s is a PyTorch checkpoint (a zip written by torch.save) despite its .safetensors name; "
+                "reading it as one", source)
+    with tempfile.TemporaryDirectory(prefix="mvdust3r-checkpoint-", ignore_cleanup_errors=True) as folder:
+        named = Path(folder) / (source.stem + ".pth")
+        try:
+            os.symlink(source.absolute(), named)
+        except OSError:
+            shutil.copyfile(source, named)
+        yield named
 
 
 def config_from_checkpoint(state_dict: Mapping[str, Any], model_string: str,
@@ -570,7 +596,8 @@ def _load_through_cache(source: Path, cache_root: Path) -> tuple[MultiViewModel,
         free = shutil.disk_usage(cache_root).free
         if free < needed + (256 << 20):
             raise OSError(f"only {free / 1e9:.1f} GB free, {needed / 1e9:.1f} GB needed")
-        _write_safetensors(tensors, _metadata(config, **stamp), cache)
+        _write_safetensors(tensors, _metadata(config, **stamp, **{_DIGESTS: json.dumps(tensor_digests(tensors))}),
+                           cache)
         tensors = load_file(str(cache))
     except (OSError, SafetensorError) as exc:
         log.warning("cannot write the checkpoint cache %s (%s); loading from %s directly, "
@@ -588,10 +615,61 @@ def _read_cache(cache: Path, stamp: Mapping[str, str]) -> Optional[tuple[ModelCo
             if any(metadata.get(key) != value for key, value in stamp.items()):
                 log.info("the cache %s belongs to another version of %s; rebuilding it", cache, stamp["source_path"])
                 return None
-            return _config_from_metadata(metadata, str(cache)), _mapped_tensors(handle)
-    except (SafetensorError, OSError, CheckpointError) as exc:
+            if _DIGESTS not in metadata:
+                log.info("the cache %s has no checksums (an older version wrote it); rebuilding it", cache)
+                return None
+            config, tensors = _config_from_metadata(metadata, str(cache)), _mapped_tensors(handle)
+        damaged = _damaged_tensors(cache, json.loads(metadata[_DIGESTS]))
+    except (SafetensorError, OSError, CheckpointError, ValueError, TypeError) as exc:
         log.warning("ignoring the unreadable cache %s (%s); rebuilding it", cache, exc)
         return None
+    if damaged:
+        log.warning("the checkpoint cache %s is damaged: the bytes of %s do not match the checksums written with them; "
+                    "rebuilding it from %s", cache, ", ".join(damaged[:_FIRST_FEW])
+                    + (f" and {len(damaged) - _FIRST_FEW} more" if len(damaged) > _FIRST_FEW else ""),
+                    stamp["source_path"])
+        return None
+    return config, tensors
+
+
+def tensor_digests(tensors: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """CRC-32 (8 hex digits) of each tensor's bytes, as a safetensors file stores them. A checksum
+    against damage (a disk error, a stray edit), not against someone who can write the cache (and
+    could rewrite the checksums too)."""
+    def crc(tensor: torch.Tensor) -> int:
+        flat = tensor.detach().contiguous().reshape(-1)
+        return zlib.crc32(flat.view(torch.uint8).numpy().data) if flat.numel() else 0
+
+    return {key: f"{crc(tensor):08x}" for key, tensor in tensors.items()}
+
+
+def _damaged_tensors(path: Path, expected: Mapping[str, str]) -> list[str]:
+    """Keys of the safetensors file `path` whose stored bytes do not match `expected` (or that have no
+    checksum, or a checksum but no tensor). The file is read, not touched through the tensors' memory
+    map, so the pass fills the page cache but not this process's memory; zlib and file reads release
+    the GIL, so tensors are checked on several threads, each with its own handle."""
+    if not isinstance(expected, Mapping):
+        raise ValueError(f"{_DIGESTS} is not a mapping")
+    with open(path, "rb") as handle:
+        header_size = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(header_size))
+    start = 8 + header_size
+
+    def crc(span: list[int]) -> str:
+        value, left = 0, span[1] - span[0]
+        with open(path, "rb") as handle:
+            handle.seek(start + span[0])
+            while left > 0:
+                chunk = handle.read(min(_CHUNK, left))
+                if not chunk:
+                    raise OSError(f"{path} ends inside a tensor")
+                value, left = zlib.crc32(chunk, value), left - len(chunk)
+        return f"{value:08x}"
+
+    ranges = {key: entry["data_offsets"] for key, entry in header.items() if key != "__metadata__"}
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        found = dict(zip(ranges, pool.map(crc, ranges.values())))
+    return sorted(key for key in set(found) | set(expected) if found.get(key) != expected.get(key))
 
 
 def _write_safetensors(tensors: Mapping[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:

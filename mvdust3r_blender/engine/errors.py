@@ -5,7 +5,11 @@ the worker turns them into ``error`` events (code, message, hint). Standard libr
 """
 from __future__ import annotations
 
-from ..core.errors import UserError
+import errno
+import sys
+from typing import Optional
+
+from ..core.errors import UserError, mentions_out_of_memory
 
 
 class EngineError(UserError):
@@ -36,3 +40,31 @@ class Cancelled(EngineError):
     """The run was cancelled on request."""
 
     code = "cancelled"
+
+
+class OutOfMemory(EngineError):
+    """Host or device memory ran out; the worker frees what it can and keeps serving."""
+
+    code = "out_of_memory"
+
+
+OUT_OF_MEMORY_HINT = ("use fewer or smaller photos; on a GPU, a lower precision (float16) needs about half the "
+                      "memory; close other programs, or release other GPU memory (other Blender sessions, "
+                      "other CUDA programs), or choose a device with more memory")
+
+
+def out_of_memory(exc: BaseException, what: str, where: str) -> Optional[OutOfMemory]:
+    """The :class:`OutOfMemory` error for `exc` when it is an allocator failure — Python's
+    ``MemoryError``, torch's ``OutOfMemoryError`` (CUDA), or any error whose text an allocator
+    or loader writes on CPU, CUDA, ROCm or MPS (``DefaultCPUAllocator: can't allocate memory``,
+    ``MPS backend out of memory``, ``failed to map segment``) — else None. `what` is the request
+    (``reconstruct``), `where` the device."""
+    torch = sys.modules.get("torch")
+    torch_oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if not (isinstance(exc, MemoryError)
+            or (torch_oom is not None and isinstance(exc, torch_oom))
+            or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM)
+            or (isinstance(exc, (RuntimeError, OSError, ImportError)) and mentions_out_of_memory(str(exc)))):
+        return None
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return OutOfMemory(f"{what} ran out of memory on {where}: {detail}", OUT_OF_MEMORY_HINT)

@@ -37,7 +37,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..core.photos import exif_orientation, folder_photos
+from ..core.photos import (DUPLICATE_HINT, UNREADABLE_HINT, duplicate_message, duplicate_photos, exif_orientation,
+                           folder_photos, photo_problem, unreadable_message)
 from .errors import Cancelled, InputError
 
 MAX_EXACT_PIXELS = 24_000_000
@@ -121,39 +122,21 @@ def load_photo(path: str | os.PathLike[str], size: tuple[int, int],
                          crop_box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy), approximate=approximate)
 
 
-def _problem(path: Path) -> Optional[str]:
-    """Why `path` cannot be a photo before even opening it, or None."""
-    if not path.exists():
-        return "no such file"
-    if path.is_dir():
-        return "is a folder, not a photo"
-    if path.stat().st_size == 0:
-        return "empty file (0 bytes)"
-    return None
-
-
 def load_photos(paths: Sequence[str | os.PathLike[str]], size: tuple[int, int],
                 cancel: Optional[threading.Event] = None,
                 progress: Optional[Callable[[float], None]] = None,
                 max_exact_pixels: int = MAX_EXACT_PIXELS) -> list[PreparedPhoto]:
     """Load every photo; if any cannot be read, raise one :class:`InputError` naming all of them."""
     resolved = [Path(p).expanduser().absolute() for p in paths]
-    seen: dict[str, int] = {}
-    duplicates = []
-    for p in resolved:
-        key = os.path.normcase(os.path.realpath(p))
-        seen[key] = seen.get(key, 0) + 1
-        if seen[key] == 2:
-            duplicates.append(str(p))
+    duplicates = duplicate_photos(resolved)
     if duplicates:
-        raise InputError(f"the same photo is given more than once: {', '.join(duplicates)}",
-                         "give each photo only once")
+        raise InputError(duplicate_message(duplicates), DUPLICATE_HINT)
     photos: list[PreparedPhoto] = []
     failures: list[str] = []
     for i, path in enumerate(resolved):
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled while loading photos")
-        reason = _problem(path)
+        reason = photo_problem(path)
         if reason is None:
             try:
                 photos.append(load_photo(path, size, max_exact_pixels))
@@ -166,8 +149,7 @@ def load_photos(paths: Sequence[str | os.PathLike[str]], size: tuple[int, int],
         if progress is not None:
             progress((i + 1) / len(resolved))
     if failures:
-        raise InputError(f"{len(failures)} of {len(resolved)} photos cannot be read: " + "; ".join(failures),
-                         "remove or replace those files (JPEG, PNG, WebP, TIFF or BMP)")
+        raise InputError(unreadable_message(failures, len(resolved)), UNREADABLE_HINT)
     return photos
 
 

@@ -77,6 +77,8 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
     config = model.config
     timings: dict[str, float] = {}
     paths = [str(Path(p).expanduser().absolute()) for p in photos]
+    if 0 < len(paths) < config.min_views:
+        load_photos(paths, config.img_size, cancel=cancel)  # too few, but first name any that is broken
     _check_count(len(paths), config)
     check_reference_view(len(paths), options.reference_view)
 

@@ -37,7 +37,7 @@ from ..core.protocol import (AckEvent, CancelRequest, DeviceInfo, ErrorEvent, Ev
                         ReconstructRequest, ReleaseRequest, Request, ResultEvent, ShutdownRequest,
                         PROTOCOL_VERSION, decode_request, encode)
 from ..core.errors import UserError
-from .errors import Cancelled, EngineError, InputError
+from .errors import Cancelled, EngineError, out_of_memory
 from .jobs import JobFolders, PathRefused
 
 if TYPE_CHECKING:                  # torch loads lazily: the worker answers hello without it
@@ -248,12 +248,11 @@ class Worker:
                                     "into that Python, or choose another runtime in the add-on's preferences")
             log.error("%s %s: %s", request.type, request.id, exc)
         except Exception as exc:  # noqa: BLE001 — the boundary: nothing may kill the worker
-            if _is_out_of_memory(exc):
-                where = self._model_info.device if self._model_info else "this device"
-                event = ErrorEvent(id=request.id, code="out_of_memory",
-                                   message=f"{request.type} ran out of memory on {where}: {_first_line(exc)}",
-                                   hint="use fewer or smaller photos, close other programs using that memory, "
-                                        "or choose a device with more memory; the worker is still running")
+            where = self._model_info.device if self._model_info else "this device"
+            memory = out_of_memory(exc, request.type, where)
+            if memory is not None:
+                event = ErrorEvent(id=request.id, code=memory.code, message=memory.message,
+                                   hint=memory.hint + "; the worker is still running")
                 log.warning("%s %s ran out of memory: %s", request.type, request.id, _first_line(exc))
             else:
                 traceback.print_exc(file=sys.stderr)
@@ -337,11 +336,7 @@ class Worker:
         if job.cancel.is_set():
             raise Cancelled(f"reconstruct request {request.id!r} was cancelled")
         written = time.perf_counter()
-        try:
-            write_bundle(bundle, output)
-        except OSError as exc:
-            raise InputError(f"cannot write the bundle {output}: {exc.strerror or exc}",
-                             "choose an output file in a folder you can write to, with free space") from exc
+        write_bundle(bundle, output)
         timings = {str(k): float(v) for k, v in dict(bundle.meta.get("timings", {})).items()
                    if isinstance(v, (int, float))}
         timings["write"] = round(time.perf_counter() - written, 4)
@@ -416,17 +411,6 @@ def _physical_memory() -> int:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, ValueError, OSError):  # not POSIX
         return 0
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    """Host or device memory ran out (numpy/PIL MemoryError, torch's CPU/CUDA/MPS allocators)."""
-    if isinstance(exc, MemoryError):
-        return True
-    torch = sys.modules.get("torch")
-    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
-    if oom is not None and isinstance(exc, oom):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 def _free_cached_memory() -> None:

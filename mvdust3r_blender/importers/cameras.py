@@ -14,6 +14,7 @@ import numpy as np
 from mathutils import Matrix
 
 from ..core.conventions import BlenderCamera, blender_camera, image_plane_corners
+from ..core.photos import display_name
 
 INTRINSIC_PROPS = ("W", "H", "fx", "fy", "cx", "cy")
 
@@ -118,7 +119,7 @@ def create_cameras(intrinsics: np.ndarray, photo_size: np.ndarray, matrix_world:
     missing = 0
     for k, path in enumerate(photo_paths):
         width, height = int(photo_size[k, 0]), int(photo_size[k, 1])
-        name = Path(path).stem or f"View {k}"
+        name = display_name(Path(path).stem) or f"View {k}"
         data = bpy.data.cameras.new(name)
         apply_camera(data, blender_camera(intrinsics[k], width, height))
         data.display_size = 0.1 * scene_scale

@@ -19,6 +19,7 @@ import numpy as np
 from ..core.bundle import Bundle, read_bundle, srgb8_to_linear
 from ..core.conventions import (camera_matrix_world, grid_point_spacing, point_depths, transform_points,
                            transform_rotations)
+from ..core.photos import display_name
 from ..import_options import ImportOptions
 from .cameras import create_cameras
 from .gaussians import create_gaussians
@@ -57,11 +58,11 @@ def rollback_on_error() -> Iterator[None]:
 
 def collection_name(bundle: Bundle, bundle_path: Optional[str]) -> str:
     """The photos' folder name, else the bundle file's stem, else "Reconstruction"."""
-    folders = {Path(p).parent.name for p in bundle.photo_paths}
+    folders = {display_name(Path(p).parent.name) for p in bundle.photo_paths}
     if len(folders) == 1 and (folder := folders.pop()):
         return folder
     if bundle_path:
-        return Path(bundle_path).stem
+        return display_name(Path(bundle_path).stem)
     return "Reconstruction"
 
 
@@ -98,8 +99,10 @@ def import_reconstruction(bundle: Bundle, options: ImportOptions, scene: bpy.typ
                 spacing = grid_point_spacing(bundle.pts3d, bundle.intrinsics, bundle.cam2world, bundle.crop_box)
                 radius = 0.5 * spacing * options.point_size
             view = np.repeat(np.arange(n, dtype=np.int32), h * w)
-            result.points = create_points(f"{name} Points", positions, colors, conf, view, threshold, radius, collection)
-            shown = int((conf >= threshold).sum())
+            kept = options.cut.keep(conf)
+            result.points = create_points(f"{name} Points", positions, colors, conf, view, threshold, radius, collection,
+                                          cut_at_tie=(conf >= threshold) & ~kept)
+            shown = int(kept.sum())
             result.report.append(f"{conf.size} points ({shown} shown at confidence ≥ {threshold:.3g}, radius {radius:.3g})")
         if options.cameras:
             scene_scale = float(np.median(np.abs(point_depths(bundle.pts3d, bundle.cam2world))))

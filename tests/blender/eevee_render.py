@@ -13,7 +13,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-os.environ["BLENDER_USER_RESOURCES"] = tempfile.mkdtemp(prefix="mvd-eevee-user-")
+# Blender's user folder inside OUTDIR (the test's tmp_path): nothing is left in the temporary
+# directory even when a missing EGL aborts this process before any clean-up could run.
+os.environ["BLENDER_USER_RESOURCES"] = tempfile.mkdtemp(prefix="blender-user-", dir=sys.argv[3])
 
 import bpy  # noqa: E402
 from bpy_extras.object_utils import world_to_camera_view  # noqa: E402

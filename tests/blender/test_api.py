@@ -104,6 +104,18 @@ def test_bad_input_is_named_and_leaves_the_scene_alone(api: Any, tmp_path: Path)
     broken.write_bytes(b"not a PNG")
     with pytest.raises(worker_error, match="view_9.png"):
         api.reconstruct(broken.parent)
+    # issue 11 item 5: a folder in the list is refused before the worker is asked, in the worker's words
+    photos = sorted((tmp_path / "ok").iterdir())
+    message = f"1 of 3 photos cannot be read: {tmp_path / 'one'}: is a folder, not a photo"
+    with pytest.raises(run_error) as refused:
+        api.reconstruct([*photos, tmp_path / "one"])
+    assert refused.value.message == message
+    assert refused.value.hint == "remove or replace those files (JPEG, PNG, WebP, TIFF or BMP)"
+    client = module("session").SESSION.client
+    assert client is not None and client.alive
+    with pytest.raises(worker_error) as answered:
+        client.wait(client.reconstruct([*photos, tmp_path / "one"], tmp_path / "never.npz"), timeout=60)
+    assert (answered.value.message, answered.value.hint) == (message, refused.value.hint)
     assert objects() == before and not bpy.data.collections
     # the worker survived the bad photo and works for the next call
     assert api.reconstruct(tmp_path / "ok", import_gaussians=False).views == 2

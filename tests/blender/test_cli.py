@@ -86,3 +86,16 @@ def test_the_command_is_registered_with_blender(ext: ModuleType) -> None:
     assert cli._handle is None
     bpy.ops.preferences.addon_enable(module=PACKAGE)
     assert cli._handle is not None
+
+
+def test_export_takes_commas_and_spaces_alike(ext: ModuleType) -> None:
+    """Issue 11 item 9: ``--export ply,glb`` and ``--export ply glb`` mean the same in this command
+    line, as in the engine's (both use core.options.add_arguments and core.exports.parse_formats)."""
+    parser = module("cli").parser()
+    parse_formats = module("core.exports").parse_formats
+    spellings = (["--export", "ply,glb"], ["--export", "ply", "glb"], ["--export", "ply,", "glb", "ply"])
+    for command in ("reconstruct", "batch"):
+        first = "a.png" if command == "reconstruct" else "folder"
+        for spelling in spellings:
+            args = parser.parse_args([command, first, "--out", "x.blend", *spelling])
+            assert parse_formats(args.export) == ["ply", "glb"], (command, spelling)

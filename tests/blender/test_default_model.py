@@ -34,7 +34,7 @@ VIEWS = 8
 RESOLUTION = 64
 
 # Stated bounds, means over SCENES. Measured with the shipped model on 2026-11-29 (and the same
-# numbers from `python -m training.evaluate --checkpoint models/default.safetensors --scenes 16
+# numbers from `python -m training.evaluate --world rooms-v1 --checkpoint models/default.safetensors --scenes 16
 # --views 8`, which skips Blender): ND 0.390, DAc 0.313, RTE 67.0°, focal error 0.122, RRE 26.4°
 # (baseline: ND 0.477, DAc 0.125, RTE 90°, focal error 0.172, RRE 30.2°).
 MAX_ND = 0.42

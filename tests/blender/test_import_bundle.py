@@ -3,6 +3,7 @@ and the File > Import operator (thin over the API) reporting bad files with the 
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
@@ -149,3 +150,60 @@ def test_dropped_file_imports(make_bundle: Callable[..., Any], ext: ModuleType, 
     before = len(bpy.context.scene.collection.children)
     assert bpy.ops.import_scene.mvdust3r_bundle("INVOKE_DEFAULT", filepath=str(path)) == {"FINISHED"}
     assert len(bpy.context.scene.collection.children) == before + 1
+
+
+def test_photos_named_with_bytes_that_are_not_utf8_import(api: ModuleType, make_bundle: Callable[..., Any],
+                                                         tmp_path: Path) -> None:
+    """Issue 11 item 4: a bundle made from ``bad\\xff\\xfe.png`` (legal on Linux) imports: names show the
+    undecodable bytes as U+FFFD, the camera keeps the exact path and the photo still loads."""
+    bundle = make_bundle()
+    folder = os.fsencode(tmp_path) + b"/scans\xe9"
+    os.mkdir(folder)
+    renamed = []
+    for k, photo in enumerate(bundle.photo_paths):
+        raw = folder + b"/bad\xff\xfe" + bytes([0x80 + k]) + b".png"
+        os.rename(photo, raw)
+        renamed.append(os.fsdecode(raw))
+    bundle.photo_paths = renamed
+    result = api.import_bundle(bundle, image_planes=True)
+    assert result.collection.name == "scans\ufffd"
+    assert [c.name for c in result.cameras] == [f"bad\ufffd\ufffd\ufffd" if k == 0 else f"bad\ufffd\ufffd\ufffd.{k:03d}"
+                                                for k in range(3)]
+    assert [c["photo"] for c in result.cameras] == renamed
+    assert all(c.data.background_images[0].image.size[:] != (0, 0) for c in result.cameras)
+
+
+@pytest.mark.parametrize("case", ["zero views", "meta a list", "singular camera", "negative confidence",
+                                  "negative scale"])
+def test_operator_reports_a_malformed_bundle_by_file_and_field(make_bundle: Callable[..., Any], tmp_path: Path,
+                                                               case: str, user_scene: bpy.types.Object) -> None:
+    """Issue 11 item 3: File › Import of a malformed bundle is the operator's error report naming the
+    file and the field (no Python traceback, nothing made)."""
+    bundle = make_bundle(write_photos=False)
+    arrays = {name: getattr(bundle, name) for name in ("images", "pts3d", "conf", "intrinsics", "cam2world",
+                                                       "photo_size", "crop_box", "gaussian_rotation",
+                                                       "gaussian_scale", "gaussian_opacity")}
+    arrays["photo_paths"] = np.array(bundle.photo_paths)
+    arrays["meta"] = np.array('{"format": "mvdust3r-bundle", "version": 1}')
+    if case == "zero views":
+        arrays = {k: v[:0] for k, v in arrays.items() if k != "meta"} | {"meta": arrays["meta"]}
+        field = "'images' holds no pixels"
+    elif case == "meta a list":
+        arrays["meta"] = np.array("[]")
+        field = "'meta' must be a JSON object"
+    elif case == "singular camera":
+        arrays["cam2world"] = np.zeros_like(arrays["cam2world"])
+        field = "'cam2world' is not an invertible"
+    elif case == "negative confidence":
+        arrays["conf"] = -arrays["conf"]
+        field = "'conf' holds confidences <= 0"
+    else:
+        arrays["gaussian_scale"] = -arrays["gaussian_scale"]
+        field = "'gaussian_scale' holds Gaussian scales"
+    path = tmp_path / "malformed.npz"
+    np.savez(path, **arrays)
+    before = snapshot()
+    with pytest.raises(RuntimeError) as caught:   # the operator's ERROR report, as bpy raises it
+        bpy.ops.import_scene.mvdust3r_bundle(filepath=str(path))
+    assert f"{path}: {field}" in str(caught.value) and "Traceback" not in str(caught.value)
+    assert snapshot() == before

@@ -143,11 +143,11 @@ def test_a_missing_photo_is_refused_before_anything_starts(configured: Any, tmp_
     photos = make_photos(tmp_path / "shoot", 3)
     add(photos)
     photos[1].unlink()
-    with pytest.raises(RuntimeError, match="photo_01.png' does not exist"):
+    with pytest.raises(RuntimeError, match=f"1 of 3 photos cannot be read: {photos[1]}: no such file"):
         bpy.ops.mvdust3r_blender.reconstruct()
     assert module("run").active() is None
     state = bpy.context.window_manager.mvdust3r_run
-    assert state.state == "FAILED" and "photo_01.png" in state.message and "remove it" in state.hint
+    assert state.state == "FAILED" and "photo_01.png" in state.message and "remove or replace" in state.hint
 
 
 def test_too_few_photos_and_missing_setup_are_explained(ext: ModuleType, golden: Path, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -117,3 +118,67 @@ def test_written_file_follows_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def write_raw(path, bundle: Bundle, **edits) -> None:
+    """`bundle` as .npz entries with `edits` applied (None drops an entry), bypassing write_bundle's checks."""
+    arrays = {name: getattr(bundle, name) for name in ("images", "pts3d", "conf", "intrinsics", "cam2world",
+                                                       "photo_size", "crop_box", "gaussian_rotation",
+                                                       "gaussian_scale", "gaussian_opacity", "gaussian_rgb")}
+    arrays["photo_paths"] = np.array(bundle.photo_paths)
+    arrays["meta"] = np.array(json.dumps({**bundle.meta, "format": "mvdust3r-bundle", "version": 1}))
+    arrays.update(edits)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+
+
+def _scaled(name, factor):
+    def edit(b):
+        return {name: getattr(b, name) * factor}
+    return edit
+
+
+def _set(name, index, value):
+    def edit(b):
+        array = getattr(b, name).copy()
+        array[index] = value
+        return {name: array}
+    return edit
+
+
+MALFORMED = {  # issue 11 item 3: each is a BundleError naming the file and the field
+    "zero views": (lambda b: {k: getattr(b, k)[:0] for k in ("images", "pts3d", "conf", "intrinsics", "cam2world",
+                                                           "photo_size", "crop_box", "gaussian_rotation",
+                                                           "gaussian_scale", "gaussian_opacity", "gaussian_rgb")}
+                   | {"photo_paths": np.array([], dtype=np.str_)}, "'images' holds no pixels"),
+    "meta a JSON list": (lambda b: {"meta": np.array("[1, 2]")}, "'meta' must be a JSON object, found a JSON list"),
+    "meta version text": (lambda b: {"meta": np.array(json.dumps({"format": "mvdust3r-bundle", "version": "abc"}))},
+                          "'meta.version' must be a positive whole number, found 'abc'"),
+    "meta not text": (lambda b: {"meta": np.zeros(3)}, "'meta' must be one JSON text"),
+    "cam2world zeros": (lambda b: {"cam2world": np.zeros_like(b.cam2world)}, "'cam2world' is not an invertible"),
+    "cam2world bottom row": (_set("cam2world", (1, 3, 0), 0.5), "'cam2world' is not an invertible"),
+    "negative confidence": (_scaled("conf", -1.0), "'conf' holds confidences <= 0 (view 0)"),
+    "zero confidence": (_set("conf", (2, 1, 1), 0.0), "'conf' holds confidences <= 0 (view 2)"),
+    "negative scales": (_set("gaussian_scale", (1, 0, 0, 2), -0.1), "'gaussian_scale' holds Gaussian scales"),
+    "opacity of 1.5": (_set("gaussian_opacity", (0, 0, 0), 1.5), "'gaussian_opacity' holds values outside [0,1]"),
+    "zero quaternion": (_set("gaussian_rotation", (0, 2, 2), 0.0), "'gaussian_rotation' holds quaternions"),
+    "focal length 0": (_set("intrinsics", (1, 0, 0), 0.0), "'intrinsics' is not a camera matrix"),
+    "photo size 0": (_set("photo_size", (0, 0), 0), "'photo_size' holds a photo size below 1 pixel"),
+    "photo size floats": (lambda b: {"photo_size": b.photo_size.astype(np.float32)}, "'photo_size' has dtype float32"),
+    "empty crop box": (_set("crop_box", (0, 2), 0.0), "'crop_box' holds an empty box"),
+    "pts3d as text": (lambda b: {"pts3d": np.full(b.pts3d.shape, "x")}, "'pts3d' has dtype <U1, expected numbers"),
+    "images as floats": (lambda b: {"images": b.images.astype(np.float32)}, "'images' has dtype float32"),
+    "too large for float32": (lambda b: _set("pts3d", (0, 0, 0, 0), 1e300)(replace(b, pts3d=b.pts3d.astype(np.float64))),
+                              "'pts3d' holds NaN or infinite values"),
+    "photo_paths numbers": (lambda b: {"photo_paths": np.arange(3)}, "'photo_paths' must be a list of path strings"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_every_malformed_array_is_a_bundle_error_naming_file_and_field(tmp_path, case):
+    edit, says = MALFORMED[case]
+    bundle = make_bundle()
+    path = tmp_path / "scene.npz"
+    write_raw(path, bundle, **edit(bundle))
+    with pytest.raises(BundleError) as caught:
+        read_bundle(path)
+    assert caught.value.message.startswith(f"{path}: ") and says in caught.value.message, caught.value.message

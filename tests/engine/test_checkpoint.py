@@ -190,7 +190,7 @@ def test_loaded_model_reproduces_the_golden_outputs(golden: Path, cache: Path) -
             np.testing.assert_allclose(got[key], f[key], rtol=1e-4, atol=1e-4, err_msg=key)
 
 
-def test_cache_is_written_once_and_then_read(golden: Path, cache: Path) -> None:
+def test_cache_is_written_once_and_then_read(golden: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = golden_ckpt(golden, "mvd")
     target = ck.cache_path(source, cache)
     ck.load_model(source, cache_dir=cache)
@@ -199,12 +199,60 @@ def test_cache_is_written_once_and_then_read(golden: Path, cache: Path) -> None:
         meta = f.metadata()
     assert meta["source_path"] == str(source.resolve()) and meta["source_size"] == str(source.stat().st_size)
     assert json.loads(meta["config"])["enc_embed_dim"] == 128
-    # Prove the second load reads the cache: plant a marker value in it (same metadata) and see it come back.
-    tensors = load_file(str(target))
-    tensors = {k: v.clone() for k, v in tensors.items()}
-    tensors["enc_norm.weight"][0] = 12345.0
-    save_file(tensors, str(target), metadata=meta)
-    assert ck.load_model(source, cache_dir=cache).enc_norm.weight[0].item() == 12345.0
+    # Prove the second load reads the cache: the pickle is not opened again.
+    reads: list[Path] = []
+    original = ck.read_checkpoint
+    monkeypatch.setattr(ck, "read_checkpoint", lambda path: reads.append(Path(path)) or original(path))
+    model = ck.load_model(source, cache_dir=cache)
+    assert reads == [] and torch.equal(model.enc_norm.weight, load_file(str(target))["enc_norm.weight"])
+
+
+@pytest.mark.parametrize("edit", ["scaled", "nan", "restored-mtime"])
+def test_an_edited_cache_with_an_intact_header_is_rebuilt(golden: Path, cache: Path, edit: str,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 11 item 1: one tensor multiplied by 1.3 (or made NaN) in place, header untouched — even
+    with the file's modification time put back — is found by its checksum and rebuilt with a warning."""
+    source = golden_ckpt(golden, "mvd")
+    target = ck.cache_path(source, cache)
+    ck.load_model(source, cache_dir=cache)
+    good = target.read_bytes()
+    good_tensors = {k: v.clone() for k, v in load_file(str(target)).items()}
+    stat = target.stat()
+    with safe_open(str(target), framework="pt") as f:
+        good_meta = f.metadata()
+        header_len = int.from_bytes(good[:8], "little")
+        start, end = json.loads(good[8:8 + header_len])["enc_norm.weight"]["data_offsets"]
+    values = np.frombuffer(good, dtype=np.float32, count=(end - start) // 4, offset=8 + header_len + start).copy()
+    values = values * np.float32(1.3) if edit != "nan" else np.full_like(values, np.nan)
+    with open(target, "r+b") as handle:
+        handle.seek(8 + header_len + start)
+        handle.write(values.tobytes())
+    if edit == "restored-mtime":
+        os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert target.read_bytes()[:8 + header_len] == good[:8 + header_len] and target.read_bytes() != good
+    with caplog.at_level(logging.WARNING, logger=ck.__name__):
+        model = ck.load_model(source, cache_dir=cache)
+    assert f"the checkpoint cache {target} is damaged: the bytes of enc_norm.weight do not match" in caplog.text
+    assert f"rebuilding it from {source.resolve()}" in caplog.text
+    assert torch.equal(model.enc_norm.weight, golden_raw(golden, "mvd").state_dict["enc_norm.weight"])
+    rebuilt = load_file(str(target))   # rebuilt from the source
+    assert rebuilt.keys() == good_tensors.keys() and all(torch.equal(rebuilt[k], good_tensors[k]) for k in rebuilt)
+    with safe_open(str(target), framework="pt") as f:
+        assert f.metadata() == good_meta
+
+
+def test_a_cache_without_checksums_is_rebuilt_with_them(golden: Path, cache: Path) -> None:
+    """A cache written before checksums existed is not trusted: it is rebuilt once, with them."""
+    source = golden_ckpt(golden, "mvd")
+    target = ck.cache_path(source, cache)
+    ck.load_model(source, cache_dir=cache)
+    with safe_open(str(target), framework="pt") as f:
+        meta = f.metadata()
+    tensors = {k: v.clone() for k, v in load_file(str(target)).items()}
+    save_file(tensors, str(target), metadata={k: v for k, v in meta.items() if k != "tensor_crc32"})
+    ck.load_model(source, cache_dir=cache)
+    with safe_open(str(target), framework="pt") as f:
+        assert json.loads(f.metadata()["tensor_crc32"]) == ck.tensor_digests(tensors)
 
 
 def test_stale_cache_is_rebuilt_from_the_changed_source(golden: Path, tmp_path: Path, cache: Path) -> None:
@@ -347,6 +395,25 @@ def test_safetensors_without_our_metadata_or_damaged(golden: Path, tmp_path: Pat
     damaged.write_bytes(plain.read_bytes()[:-1000])
     with pytest.raises(CheckpointError, match="damaged safetensors"):
         ck.load_model(damaged)
+
+
+def test_the_content_decides_not_the_suffix(golden: Path, tmp_path: Path, cache: Path,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 11 item 7: a .pth renamed .safetensors (torch.load would pick its safetensors reader by
+    the name) and a .safetensors renamed .pth both load as what they are."""
+    reference = ck.load_model(golden_ckpt(golden, "mvd"), cache_dir=cache).state_dict()
+    renamed_pth = tmp_path / "model.safetensors"
+    renamed_pth.write_bytes(golden_ckpt(golden, "mvd").read_bytes())
+    with caplog.at_level(logging.WARNING, logger=ck.__name__):
+        from_pth = ck.load_model(renamed_pth, cache_dir=cache).state_dict()
+    assert f"{renamed_pth} is a PyTorch checkpoint (a zip written by torch.save) despite its .safetensors name" \
+        in caplog.text
+    renamed_safetensors = ck.save_safetensors(reference, ck.load_model(renamed_pth, cache_dir=cache).config,
+                                              tmp_path / "ours.pth")
+    from_safetensors = ck.load_model(renamed_safetensors).state_dict()
+    for loaded in (from_pth, from_safetensors):
+        assert loaded.keys() == reference.keys() and all(torch.equal(loaded[k], reference[k]) for k in reference)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "model.safetensors", "ours.pth"]
 
 
 def test_dtype_casts_floats_but_keeps_batchnorm_sane(golden: Path, cache: Path) -> None:
@@ -585,7 +652,8 @@ def test_loading_a_released_style_file_never_reads_the_optimizer_state(tmp_path:
     assert got["weights_touched"] == weights
     assert got["mapped_after_read"] < 0.02 * weights, got
     assert weights <= got["mapped_after_touching_weights"] < 1.1 * weights + (16 << 20), got
-    # The whole load, pickle -> cache -> network, stays near the weights; the cached load reads nothing up front.
+    # The whole load, pickle -> cache -> network, stays near the weights; the cached load maps the weights
+    # without reading them into the process (its checksum pass reads the file, not the mapping).
     assert got["first"]["growth"] < PEAK_FACTOR * weights + PEAK_SLACK, got
     assert got["cached"]["growth"] < 0.25 * weights + PEAK_SLACK, got
     assert got["first"]["params"] == got["cached"]["params"] > 25_000_000

@@ -169,3 +169,37 @@ def test_both_command_lines_share_one_vocabulary(tmp_path, capsys):
     assert parse_formats(["ply,glb", "splat", "ply"]) == ["ply", "glb", "splat"]  # comma and space alike
     assert main([*base, "--pose-drop-percent", "100"]) == 1  # refused before any photo or model is read
     assert "pose_drop_percent=100.0 is out of range" in _one_error_line(capsys.readouterr().err)
+
+
+def test_too_few_photos_with_a_broken_one_names_it_in_one_line(golden, tmp_path, capsys):
+    """Issue 11 item 9: with fewer photos than the model needs, a broken photo is still named; the
+    error line has no doubled brackets; progress on a non-terminal is whole lines."""
+    photos = _photos(tmp_path / "in", [(40, 30)] * 2)
+    broken = tmp_path / "in" / "broken.png"
+    broken.write_bytes(b"not an image")
+    assert main(["reconstruct", *map(str, photos), str(broken), "--checkpoint",
+                 str(golden / "mvdp_reduced_ckpt.pth"), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    line = _one_error_line(err)
+    assert f"{broken}: not an image" in line and "1 of 3 photos cannot be read" in line
+    photos.append(tmp_path / "in" / "third.png")
+    Image.new("RGB", (40, 30)).save(photos[-1])
+    assert main(["reconstruct", *map(str, photos), "--checkpoint", str(golden / "mvdp_reduced_ckpt.pth"),
+                 "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    line = _one_error_line(err)
+    assert line == ("error: 3 photos given, but MV-DUSt3R+ needs at least 4 (it uses 4 reference views) — "
+                    "add photos of the same scene (at least 4)")
+    assert "\r" not in err and err.endswith("\n")
+    assert err.splitlines()[0] == f"model     [{'#' * 30}] 100%"
+
+
+def test_progress_off_a_terminal_is_one_line_per_stage(golden, tmp_path):
+    photos = _photos(tmp_path / "in", [(40, 30)] * 2)
+    r = _cli("reconstruct", *photos, "--checkpoint", golden / "mvd_reduced_ckpt.pth", "--out", tmp_path / "o",
+             cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "\r" not in r.stderr and r.stderr.endswith("\n")
+    stages = [line.split()[0] for line in r.stderr.splitlines()]
+    assert stages == ["model", "load", "network", "cameras", "gaussians", "write"], r.stderr
+    assert all(line.endswith("] 100%") for line in r.stderr.splitlines())

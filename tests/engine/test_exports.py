@@ -532,3 +532,39 @@ def test_exported_files_and_folders_follow_the_umask(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(paths["ply"].stat().st_mode) == 0o644
     assert stat.S_IMODE(paths["colmap"].stat().st_mode) == 0o755
+
+
+def test_a_full_disk_names_the_file_and_leaves_nothing(bundle, full_disk):
+    """Issue 11 item 6: the disk fills up while an export is written: an ExportError that names the
+    file and says the disk is full (never a raw OSError), and no partial file is left."""
+    with pytest.raises(ExportError) as caught:
+        export(bundle, ["ply", "glb"], full_disk)
+    assert caught.value.message == f"cannot write {full_disk / 'points.ply'}: the disk is full (no space left on it)"
+    assert "free some space" in caught.value.hint
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
+
+
+def test_a_full_disk_while_writing_a_bundle_is_a_bundle_error(bundle, full_disk):
+    from mvdust3r_blender.core.bundle import BundleError, write_bundle
+
+    with pytest.raises(BundleError, match=f"cannot write {full_disk / 'scene.npz'}: the disk is full"):
+        write_bundle(bundle, full_disk / "scene.npz")
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
+
+
+def test_tied_confidences_still_lose_the_stated_share(bundle, tmp_path):
+    """Issue 11 item 8: with a third of the confidences exactly 1.0, the default cut leaves out exactly
+    int(total·3 %) points (the demo's rule would leave out none), the same ones every time, spread
+    over the views; without ties the rule is the demo's."""
+    rng = np.random.default_rng(5)
+    bundle.conf[rng.random(bundle.conf.shape) < 0.34] = 1.0
+    keep = ConfidenceCut().keep(bundle.conf)
+    total = bundle.conf.size
+    assert demo_mask(bundle.conf).all()                        # the demo's rule: nothing left out
+    assert int(total - keep.sum()) == int(total * 0.03) > 0
+    assert np.array_equal(keep, ConfidenceCut().keep(bundle.conf.copy()))
+    assert bundle.conf[~keep].max() == 1.0 and (~keep).reshape(bundle.num_views, -1).any(axis=1).sum() >= 2
+    ply = export(bundle, ["ply"], tmp_path)["ply"]
+    assert len(PlyData.read(str(ply))["vertex"]) == int(keep.sum())
+    big = np.random.default_rng(1).uniform(1, 9, 10_000).astype(np.float32)
+    assert np.array_equal(ConfidenceCut().keep(big), demo_mask(big))

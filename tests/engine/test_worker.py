@@ -334,6 +334,48 @@ def test_reconstruct_writes_the_requested_exports(served: WorkerClient, tmp_path
     assert ("export", 1.0) in [(e.stage, e.fraction) for e in seen if isinstance(e, p.ProgressEvent)]
 
 
+def test_file_names_that_are_not_utf8_cross_the_protocol_losslessly(served: WorkerClient, tmp_path: Path) -> None:
+    """Issue 11 item 4: photos named with bytes that are not UTF-8 (legal on Linux) reach the worker as
+    the same files, and come back in the bundle and the exports unchanged."""
+    made = make_photos(tmp_path / "photos", 3)
+    folder = os.fsencode(tmp_path / "photos")
+    photos = []
+    for i, photo in enumerate(made):
+        raw = folder + b"/bad\xff\xfe" + bytes([0x80 + i]) + b".png"
+        os.rename(photo, raw)
+        photos.append(Path(os.fsdecode(raw)))
+    output = Path(os.fsdecode(os.fsencode(tmp_path) + b"/out\xe9/scene.npz"))
+    line = p.encode(p.ReconstructRequest(id="r", photos=[str(x) for x in photos], output=str(output)))
+    assert line.isascii() and p.decode_request(line.encode("ascii")).photos == [str(x) for x in photos]
+    result = served.wait(served.reconstruct(photos, output, exports=["colmap", "ply"],
+                                            export_dir=output.parent / "exports"), timeout=TIMEOUT)
+    assert isinstance(result, p.ResultEvent) and result.bundle == str(output)
+    assert os.path.isfile(os.fsencode(output))
+    bundle = read_bundle(output)
+    assert [os.fsencode(x) for x in bundle.photo_paths] == [os.fsencode(x) for x in photos]
+    images = Path(result.exports["colmap"]) / "images"
+    assert sorted(os.fsencode(x.name) for x in images.iterdir()) == sorted(os.fsencode(x.name) for x in photos)
+    listed = (images.parent / "sparse" / "0" / "images.txt").read_bytes()
+    assert all(b" " + os.fsencode(x.name) + b"\n" in listed for x in photos)   # the names on disk, as bytes
+
+
+def test_a_full_disk_is_named_never_a_bug(served: WorkerClient, tmp_path: Path, full_disk: Path) -> None:
+    """Issue 11 item 6: exports or the bundle onto a full disk: the file is named, the disk called
+    full, no partial file is left, and the worker serves on."""
+    photos = make_photos(tmp_path / "photos", 3)
+    with pytest.raises(WorkerError) as caught:
+        served.wait(served.reconstruct(photos, tmp_path / "scene.npz", exports=["ply"], export_dir=full_disk),
+                    timeout=TIMEOUT)
+    assert (caught.value.code, caught.value.message) == (
+        "export", f"cannot write {full_disk / 'points.ply'}: the disk is full (no space left on it)")
+    with pytest.raises(WorkerError) as caught:
+        served.wait(served.reconstruct(photos, full_disk / "scene.npz"), timeout=TIMEOUT)
+    assert (caught.value.code, caught.value.message) == (
+        "bundle", f"cannot write {full_disk / 'scene.npz'}: the disk is full (no space left on it)")
+    assert "bug" not in caught.value.hint and sorted(p.name for p in full_disk.iterdir()) == ["filler"]
+    assert isinstance(served.wait(served.reconstruct(photos, tmp_path / "after.npz"), timeout=TIMEOUT), p.ResultEvent)
+
+
 def test_cancel_stops_a_running_reconstruction_within_a_second(served: WorkerClient, many_photos: list[Path],
                                                                tmp_path: Path) -> None:
     output = tmp_path / "cancelled.npz"
@@ -391,7 +433,7 @@ def test_cancel_all_covers_running_and_queued_requests(served: WorkerClient, man
     (lambda d: p.ReconstructRequest(photos=[str(d / "a.png"), str(d / "gone.png")], output=str(d / "o.npz")),
      "input", "gone.png: no such file", True),
     (lambda d: p.ReconstructRequest(photos=[str(d / "a.png"), str(d / "photo_001.png")],
-                                    output=str(d / "notes.pth" / "o.npz")), "input", "cannot write the bundle", True),
+                                    output=str(d / "notes.pth" / "o.npz")), "bundle", "notes.pth/o.npz: " + "{d}/notes.pth is a file, not a folder", True),
     # Export requests are checked before any work (valid photos: nothing else would stop the run).
     (lambda d: p.ReconstructRequest(photos=[str(d / "a.png"), str(d / "photo_001.png")], output=str(d / "o.npz"),
                                     exports=["ply", "obj"], export_dir=str(d / "x")),
@@ -412,7 +454,7 @@ def test_bad_values_are_errors_and_the_worker_serves_on(served: WorkerClient, ch
     with pytest.raises(WorkerError) as caught:
         served.wait(served.send(make_request(tmp_path)), timeout=TIMEOUT)
     assert caught.value.code == code
-    assert fragment in caught.value.message
+    assert fragment.format(d=tmp_path) in caught.value.message
     assert caught.value.hint
     assert not (tmp_path / "o.npz").exists()
     hello = served.wait(served.hello(), timeout=TIMEOUT)
@@ -490,10 +532,62 @@ def test_out_of_memory_is_an_error_and_the_worker_serves_on(checkpoint: Path, tm
             client.wait(client.reconstruct([*photos[:3], huge], tmp_path / "huge.npz"), timeout=TIMEOUT)
         assert caught.value.code == "out_of_memory", caught.value
         assert "ran out of memory on cpu" in caught.value.message
-        assert "fewer or smaller photos" in caught.value.hint
+        assert "fewer or smaller photos" in caught.value.hint and "release other GPU memory" in caught.value.hint
+        assert "lower precision" in caught.value.hint and "the worker is still running" in caught.value.hint
         assert isinstance(client.wait(client.hello(), timeout=TIMEOUT), p.HelloEvent)
         again = client.wait(client.reconstruct(photos, tmp_path / "after.npz"), timeout=TIMEOUT)
         assert isinstance(again, p.ResultEvent) and again.model_reused
         assert resource.prlimit(client.pid, resource.RLIMIT_AS)[0] == cap  # still capped
     finally:
         assert client.shutdown(timeout=10) == 0, client.stderr_tail()
+
+
+def _import_peak() -> int:
+    """Bytes of address space the worker's Python peaks at when it imports torch and numpy."""
+    probe = "import torch, numpy; print(open('/proc/self/status').read())"
+    status = subprocess.run([PYTHON, "-c", probe], capture_output=True, text=True, timeout=TIMEOUT, check=True,
+                            env=WORKER_ENV).stdout
+    return next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmPeak:"))
+
+
+@pytest.mark.parametrize("share", [0.3, 0.55, 0.8])
+def test_a_worker_that_runs_out_of_memory_while_starting_says_so(tmp_path: Path, share: float) -> None:
+    """Issue 11 item 2: under an address-space limit below what importing torch needs, the worker fails
+    as it starts — an ImportError ("failed to map segment"), a MemoryError, std::bad_alloc (SIGABRT)
+    or SIGSEGV, depending on where the limit bites. Each is "ran out of memory", never a bug."""
+    limit_kib = int(_import_peak() * share) // 1024
+    capped = tmp_path / "python"
+    capped.write_text(f"#!/bin/sh\nulimit -v {limit_kib}\nexec {PYTHON} \"$@\"\n")
+    capped.chmod(0o755)
+    client = WorkerClient(capped, env=WORKER_ENV)
+    client.start()
+    try:
+        with pytest.raises(WorkerError) as caught:
+            client.wait(client.hello(), timeout=TIMEOUT)
+        error = caught.value
+        assert error.code in ("out_of_memory", "worker_exited"), error
+        assert "ran out of memory" in error.message, (error.message, error.hint)
+        assert "bug" not in error.hint
+        if error.code == "worker_exited":
+            assert "while starting" in error.message and "ulimit" in error.hint
+    finally:
+        client.shutdown(timeout=10)
+
+
+def test_any_allocator_failure_is_out_of_memory() -> None:
+    """torch's CPU allocator says "DefaultCPUAllocator: can't allocate memory" (a RuntimeError, not
+    torch.OutOfMemoryError); CUDA/MPS/the loader use other words. All are out of memory, with the hint."""
+    from mvdust3r_blender.engine.errors import out_of_memory
+
+    with pytest.raises(RuntimeError) as real:
+        torch.empty(1 << 60, dtype=torch.uint8)
+    assert "DefaultCPUAllocator" in str(real.value)
+    found = out_of_memory(real.value, "reconstruct", "cpu")
+    assert found is not None and found.code == "out_of_memory"
+    assert found.message.startswith("reconstruct ran out of memory on cpu: ") and "fewer" in found.hint
+    for text in ("CUDA out of memory. Tried to allocate 2.00 GiB", "MPS backend out of memory (MPS allocated: 1 GB)",
+                 "HIP out of memory", "std::bad_alloc"):
+        assert out_of_memory(RuntimeError(text), "load", "cuda:0") is not None, text
+    assert out_of_memory(ImportError("libtorch_cpu.so: failed to map segment from shared object"), "hello",
+                         "cpu") is not None
+    assert out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"), "reconstruct", "cpu") is None

@@ -17,7 +17,7 @@ from mvdust3r_blender.engine.model_string import format_model_string
 from training.checkpoints import load_training_checkpoint
 from training.curves import block_means, markdown
 from training.dataset import SampleKey, SyntheticScenes
-from training.train import SIZES, init_from_checkpoint, learning_rate, parse_args, train
+from training.train import SIZES, data_device, init_from_checkpoint, learning_rate, parse_args, train
 
 torch.set_num_threads(1)
 FAST = ["--size", "tiny", "--resolution", "32", "--batch-size", "1", "--warmup", "0", "--threads", "1"]
@@ -142,3 +142,11 @@ def test_curves_average_the_log_in_blocks(tmp_path: Path) -> None:
     assert blocks[1][2]["loss"] == pytest.approx((float(rows[2]["loss"]) + float(rows[3]["loss"])) / 2)
     table = markdown(tmp_path / "log.csv", 2)
     assert "| 0–1 |" in table and "render" in table.splitlines()[2] and "(4 steps)" in table
+
+
+def test_scenes_render_on_the_training_device_unless_loader_processes_do() -> None:
+    assert data_device(parse_args(["--out", "-", "--device", "cuda"])) == torch.device("cuda")
+    assert data_device(parse_args(["--out", "-", "--device", "cuda", "--workers", "4"])) == torch.device("cpu")
+    assert data_device(parse_args(["--out", "-", "--data-device", "cpu", "--device", "cuda"])) == torch.device("cpu")
+    with pytest.raises(SystemExit, match="renders inside the training process"):
+        data_device(parse_args(["--out", "-", "--data-device", "cuda", "--workers", "2"]))

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 import numpy as np
 
+from ..atomic import write_failure
 from ..bundle import Bundle
 from ..confidence import ConfidenceCut
 from ..errors import OptionError
@@ -90,5 +91,8 @@ def export(bundle: Bundle, formats: Iterable[str], out_dir: str | Path, *,
     for name in FORMATS:
         if name in wanted:
             filename, writer = _WRITERS[name]
-            written[name] = writer(bundle, keep, folder / filename)
+            try:
+                written[name] = writer(bundle, keep, folder / filename)
+            except OSError as exc:  # a full disk, a folder gone meanwhile: name the file, never a bug
+                raise ExportError(*write_failure(folder / filename, exc)) from exc
     return written

@@ -159,7 +159,9 @@ def write_colmap(bundle: Bundle, keep: np.ndarray, folder: Path, *, max_points: 
         sparse = tmp / "sparse" / "0"
         sparse.mkdir(parents=True)
         for filename, lines in (("cameras.txt", cameras), ("images.txt", images), ("points3D.txt", points)):
-            (sparse / filename).write_text("".join(lines), encoding="utf-8", newline="\n")
+            # surrogateescape: a photo name that is not UTF-8 is written as its own bytes, the name
+            # its copy in images/ has on disk (COLMAP compares names as bytes)
+            (sparse / filename).write_text("".join(lines), encoding="utf-8", errors="surrogateescape", newline="\n")
         (tmp / "images").mkdir()
         for path, name in zip(bundle.photo_paths, names):
             copy_photo(path, tmp / "images" / name)
