@@ -1,13 +1,11 @@
-"""Benchmark: the pipeline's own stages — one huge photo's memory and time, camera recovery for many views.
+"""Benchmark: the photo stage — one huge photo's memory and time (camera recovery: bench/cameras.py).
 
-    .venv/bin/python bench/pipeline.py [--megapixels 50] [--views 100] [--size 224]
+    .venv/bin/python bench/pipeline.py [--megapixels 50]
 
 1. Writes a synthetic JPEG of `--megapixels` (4:3, smooth content), then loads it in fresh
    processes twice — with the default huge-photo path (DCT-scaled ``draft`` decode) and with the
    exact full decode — and reports seconds and peak RSS of each (``ru_maxrss``, whole process,
    including torch's import).
-2. Camera recovery (``estimate_cameras``: mask, focal, PnP-RANSAC per view) on a synthetic scene of
-   `--views` views at `--size`² with 0.3 % noise, in this process.
 Prints a markdown table for docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -17,14 +15,12 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "engine"))
 
 _LOAD = """
 import resource, sys, time
@@ -60,8 +56,6 @@ def run(code: str) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--megapixels", type=float, default=50.0)
-    parser.add_argument("--views", type=int, default=100)
-    parser.add_argument("--size", type=int, default=224)
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
     rows = []
@@ -72,18 +66,6 @@ def main() -> None:
             seconds, rss, approx = run(_LOAD.format(root=str(ROOT), path=str(path), limit=limit))
             rows.append(f"| {args.megapixels:.0f} MP JPEG, {label} | {float(seconds):.2f} | {float(rss):.0f} "
                         f"| {float(rss) - base:.0f} | approximate={approx} |")
-    import torch
-
-    from mvdust3r_blender.engine.cameras import estimate_cameras
-    from synthetic_scenes import make_scene
-
-    torch.set_num_threads(2)
-    scene = make_scene(args.views, args.size, args.size, focal=args.size * 0.9, seed=0, noise=0.003)
-    t = time.perf_counter()
-    est = estimate_cameras(torch.from_numpy(scene.pts3d), torch.from_numpy(scene.conf))
-    recovery_seconds = time.perf_counter() - t
-    rows.append(f"| camera recovery, {args.views} views at {args.size}² | {recovery_seconds:.2f} | | | "
-                f"PnP failures: {len(est.poses.failed)} |")
     print("| what | seconds | peak RSS (MiB) | over import (MiB) | notes |\n|---|---:|---:|---:|---|")
     print("\n".join(rows))
 

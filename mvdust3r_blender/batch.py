@@ -147,8 +147,8 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
     for :func:`~.reconstruction.reconstruct` (settings are resolved once, before the first scene:
     a missing runtime or checkpoint raises :class:`SetupError` at once). With `resume`, scenes
     finished by an earlier run are skipped. `options`: ``import_points`` / ``import_cameras`` /
-    ``import_gaussians``, ``reference_view`` and import options (``confidence_drop_percent`` /
-    ``min_confidence`` also cut the exports), passed to ``reconstruct``.
+    ``import_gaussians``, ``reference_view``, ``pose_drop_percent``, ``focal`` and import options
+    (``confidence_drop_percent`` / ``min_confidence`` also cut the exports), passed to ``reconstruct``.
     `log`: where progress and the summary go (default stderr). Returns the :class:`BatchReport`;
     a failed scene does not stop the batch (check ``report.ok``).
     """

@@ -78,7 +78,7 @@ def main(argv: Sequence[str]) -> int:
         return int(exc.code) if isinstance(exc.code, int) else 2
     flags: dict[str, Any] = {"import_points": not args.no_points, "import_cameras": not args.no_cameras,
                              "import_gaussians": not args.no_gaussians, "reference_view": args.reference_view,
-                             "pose_drop_percent": args.pose_drop_percent,
+                             "pose_drop_percent": args.pose_drop_percent, "focal": args.focal,
                              "confidence_drop_percent": args.confidence_drop_percent,
                              "min_confidence": args.min_confidence}
     settings: dict[str, Any] = {"checkpoint": args.checkpoint, "device": args.device, "python": args.python,

@@ -56,6 +56,9 @@ class VIEW3D_PT_mvdust3r_photos(_SidebarPanel, bpy.types.Panel):
         col.operator("mvdust3r_blender.clear_photos", text="", icon="TRASH")
         layout.label(text=f"{count} photo{'s' if count != 1 else ''}" + (" (at least 2 needed)" if count < 2 else ""))
         layout.prop(settings, "reference_photo")
+        layout.prop(settings, "focal_mode")
+        if settings.focal_mode == "GIVEN":
+            layout.prop(settings, "focal_mm")
 
 
 class VIEW3D_PT_mvdust3r_options(_SidebarPanel, bpy.types.Panel):

@@ -38,6 +38,19 @@ class MVDUST3R_PG_scene(ImportSettings, bpy.types.PropertyGroup):
         name="Reference Photo", default=0, min=0,
         description="The photo whose camera becomes the world origin (1 = first in the list); "
                     "0 lets the model choose")
+    focal_mode: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Focal Length",
+        items=[("AUTO", "Auto", "From the photos' EXIF where it is plausible, else estimated from the points"),
+               ("ESTIMATE", "Estimate", "Always estimated from the points (one per camera)"),
+               ("GIVEN", "Given", "The focal length below for every photo; only the poses are solved")],
+        default="AUTO")
+    focal_mm: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Focal (35 mm equiv.)", default=26.0, min=4.0, max=2000.0, subtype="DISTANCE_CAMERA",
+        description="Focal length in mm, 35 mm equivalent (by the diagonal), of every photo")
+
+    def focal(self) -> str:
+        """The ``focal`` option these settings choose (ReconstructOptions)."""
+        return f"{self.focal_mm:g}" if self.focal_mode == "GIVEN" else str(self.focal_mode).lower()
 
 
 class MVDUST3R_PG_run(bpy.types.PropertyGroup):

@@ -71,7 +71,7 @@ class Result:
 def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, device: Optional[str] = None,
                 python: Optional[PathLike] = None, output: Optional[PathLike] = None,
                 reference_view: Optional[int] = None, pose_drop_percent: float = DEFAULT_DROP_PERCENT,
-                import_points: bool = True, import_cameras: bool = True,
+                focal: str | float = "auto", import_points: bool = True, import_cameras: bool = True,
                 import_gaussians: bool = True, scene: Optional[bpy.types.Scene] = None,
                 timeout: Optional[float] = None, on_progress: Optional[ProgressCallback] = None,
                 exports: Sequence[str] = (), export_dir: Optional[PathLike] = None,
@@ -84,6 +84,9 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
     first). `output`: where the bundle is written (default: a new temporary folder; it is kept, for
     :func:`export`). `reference_view`: 0-based index of the photo that becomes the world frame.
     `pose_drop_percent`: the share of least-confident pixels left out of the pose estimation.
+    `focal`: the cameras' focal length — ``"auto"`` (EXIF when plausible, else estimated),
+    ``"estimate"``, or a 35 mm-equivalent focal length in mm for every photo (then only the poses
+    are solved); the bundle's ``meta["focal_source"]`` says per photo where its focal came from.
     `import_*` choose what is created (all False: nothing is imported); the other keywords are
     :class:`~.import_options.ImportOptions` fields (``axes``, ``confidence_drop_percent``,
     ``min_confidence``, ``name``, ...). `scene` defaults to the context's. `timeout` (seconds)
@@ -112,7 +115,7 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
     bundle_path = Path(output) if output is not None else Path(tempfile.mkdtemp(dir=results_folder())) / "bundle.npz"
     bundle_path.parent.mkdir(parents=True, exist_ok=True)
     plan = session.plan_run(paths, settings, bundle_path, reference_view=reference_view,
-                            pose_drop_percent=pose_drop_percent,
+                            pose_drop_percent=pose_drop_percent, focal=focal,
                             import_gaussians=import_gaussians, exports=exports,
                             export_dir=Path(export_dir) if export_dir is not None else None, cut=options.cut,
                             keep_bundle=True)

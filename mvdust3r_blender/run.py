@@ -40,11 +40,12 @@ class RunRequest:
     import_options: ImportOptions
     scene_name: str
     log_path: Optional[Path] = None
+    focal: str = "auto"            # the focal option: "auto", "estimate" or mm (35 mm equivalent)
 
     def plan(self, output: Path) -> RunPlan:
         """The worker request, with the bundle written to `output`."""
         return session.plan_run(self.photos, self.settings, output, reference_view=self.reference_view,
-                                import_gaussians=self.import_options.gaussians)
+                                focal=self.focal, import_gaussians=self.import_options.gaussians)
 
     @classmethod
     def from_context(cls, context: bpy.types.Context) -> "RunRequest":
@@ -61,6 +62,7 @@ class RunRequest:
         prefs = preferences.get()
         worker = WorkerSettings.from_preferences(prefs)
         return cls(photos=photos, settings=worker, reference_view=reference - 1 if reference else None,
+                   focal=settings.focal(),
                    import_options=ImportOptions.from_keywords(**settings.import_options()), scene_name=scene.name,
                    log_path=session.log_path())
 

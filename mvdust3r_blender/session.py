@@ -250,18 +250,20 @@ class RunPlan:
 
 
 def plan_run(photos: list[str], settings: WorkerSettings, output: Path, *, reference_view: Optional[int] = None,
-             pose_drop_percent: float = DEFAULT_DROP_PERCENT, import_gaussians: bool = True,
+             pose_drop_percent: float = DEFAULT_DROP_PERCENT, focal: str | float = "auto",
+             import_gaussians: bool = True,
              exports: Sequence[str] = (), export_dir: Optional[Path] = None,
              cut: ConfidenceCut = ConfidenceCut(), keep_bundle: bool = False) -> RunPlan:
     """The request for `photos`. One rule for the Gaussians: they are computed when they are
     imported, when an export needs them, or when the bundle outlives the run (`keep_bundle`: a
-    script may export them later), and not otherwise. `reference_view` is a 0-based photo index.
+    script may export them later), and not otherwise. `reference_view` is a 0-based photo index;
+    `focal`: ``auto``, ``estimate`` or a 35 mm-equivalent focal length in mm (ReconstructOptions).
     Exports go to `export_dir` (default: beside `output`). Bad options raise the core's
     ``OptionError`` / ``ExportError``, naming the option, before any worker starts."""
     formats = parse_formats(exports)
     gaussians = import_gaussians or keep_bundle or bool(needing_gaussians(formats))
     options = ReconstructOptions(reference_view=reference_view, pose_drop_percent=pose_drop_percent,
-                                 gaussians=gaussians)
+                                 gaussians=gaussians, focal=str(focal))
     if reference_view is not None and reference_view >= len(photos):
         raise RunError(f"reference view {reference_view} does not exist: there are {len(photos)} photos "
                        f"(indices 0 to {len(photos) - 1})", "choose one of the photos, or leave it automatic")

@@ -12,6 +12,7 @@ option names. Standard library only.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -20,6 +21,26 @@ from .confidence import DEFAULT_DROP_PERCENT, ConfidenceCut, check_drop_percent
 from .errors import OptionError
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
+FOCAL_CHOICES = ("auto", "estimate")
+"""What ``focal`` accepts besides a focal length in mm (35 mm equivalent), e.g. ``"26"``."""
+FOCAL_MM_RANGE = (4.0, 2000.0)
+"""Plausible 35 mm-equivalent focal lengths (a 158° to 1.2° diagonal field of view)."""
+
+
+def check_focal(value: object) -> str:
+    """`value` as the ``focal`` option's canonical string: ``auto``, ``estimate`` or a number of mm (35 mm
+    equivalent); :class:`OptionError` otherwise."""
+    if isinstance(value, str) and value.strip().lower() in FOCAL_CHOICES:
+        return value.strip().lower()
+    try:
+        mm = float(value) if not isinstance(value, bool) else math.nan  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        mm = math.nan
+    if not FOCAL_MM_RANGE[0] <= mm <= FOCAL_MM_RANGE[1]:
+        raise OptionError(f"focal={value!r} is neither auto, estimate nor a focal length in mm",
+                          f"give auto (EXIF, else estimated), estimate, or a 35 mm-equivalent focal length from "
+                          f"{FOCAL_MM_RANGE[0]:g} to {FOCAL_MM_RANGE[1]:g} mm, e.g. 26")
+    return f"{mm:g}"
 """What ``device`` accepts besides ``cuda:N``: ``auto`` picks CUDA, then MPS, then the CPU."""
 
 
@@ -30,6 +51,7 @@ class ReconstructOptions:
     reference_view: Optional[int] = None      # 0-based photo index that becomes the world frame; None: automatic
     gaussians: bool = True                    # compute the 3D Gaussians' parameters
     pose_drop_percent: float = DEFAULT_DROP_PERCENT  # least-confident share left out of focal/pose estimation
+    focal: str = "auto"   # "auto": EXIF when plausible, else estimated; "estimate"; or mm, 35 mm equivalent ("26")
 
     def __post_init__(self) -> None:
         if self.reference_view is not None and (isinstance(self.reference_view, bool)
@@ -40,6 +62,12 @@ class ReconstructOptions:
         if not isinstance(self.gaussians, bool):
             raise OptionError(f"gaussians={self.gaussians!r} is not true or false")
         check_drop_percent("pose_drop_percent", self.pose_drop_percent)
+        object.__setattr__(self, "focal", check_focal(self.focal))
+
+    @property
+    def focal_mm(self) -> Optional[float]:
+        """The given 35 mm-equivalent focal length, or None for ``auto`` / ``estimate``."""
+        return None if self.focal in FOCAL_CHOICES else float(self.focal)
 
 
 class _Deprecated(argparse.Action):
@@ -70,6 +98,10 @@ def add_arguments(parser: argparse.ArgumentParser, *, export_help: str, checkpoi
                         help=f"share of least-confident pixels left out of pose estimation (default {DEFAULT_DROP_PERCENT:g})")
     parser.add_argument("--min-conf-percent", dest="pose_drop_percent", type=float, action=_Deprecated,
                         new="--pose-drop-percent", help=argparse.SUPPRESS)
+    parser.add_argument("--focal", default="auto", metavar="auto|estimate|MM",
+                        help="the cameras' focal length: auto (from EXIF when plausible, else estimated), estimate "
+                             "(always from the points), or MM, a 35 mm-equivalent focal length for every photo "
+                             "(only the poses are solved)")
     parser.add_argument("--confidence-drop-percent", type=float, default=DEFAULT_DROP_PERCENT, metavar="P",
                         help=f"share of least-confident points left out of the import and exports (default {DEFAULT_DROP_PERCENT:g})")
     parser.add_argument("--min-confidence", type=float, default=None, metavar="C",
@@ -81,7 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, export_help: str, checkpoi
 def options_from_arguments(args: argparse.Namespace, *, gaussians: bool) -> ReconstructOptions:
     """The :class:`ReconstructOptions` that :func:`add_arguments`' options chose."""
     return ReconstructOptions(reference_view=args.reference_view, gaussians=gaussians,
-                              pose_drop_percent=args.pose_drop_percent)
+                              pose_drop_percent=args.pose_drop_percent, focal=args.focal)
 
 
 def cut_from_arguments(args: argparse.Namespace) -> ConfidenceCut:

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Optional, Union
 from .confidence import ConfidenceCut
 from .options import ReconstructOptions
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 """Bumped on any change an older peer would misread. Both sides must speak the same version."""
 
 

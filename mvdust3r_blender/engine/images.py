@@ -35,7 +35,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from ..core.photos import (DUPLICATE_HINT, UNREADABLE_HINT, duplicate_message, duplicate_photos, exif_orientation,
                            folder_photos, photo_problem, unreadable_message)
@@ -47,6 +47,72 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that transpose width and height
 
 
+@dataclass(frozen=True)
+class PhotoCamera:
+    """What a photo's EXIF says about the camera that took it (None where it says nothing)."""
+
+    make: Optional[str]
+    model: Optional[str]
+    focal_mm: Optional[float]           # FocalLength, mm
+    focal_35mm: Optional[float]         # FocalLengthIn35mmFilm, mm (35 mm equivalent)
+    stored_size: tuple[int, int]        # (W, H) as stored in the file, before EXIF orientation
+    pixels_per_mm: Optional[float] = None  # FocalPlaneXResolution in its unit: the sensor's pixel pitch
+
+    @property
+    def has_exif(self) -> bool:
+        return any(v is not None for v in (self.make, self.model, self.focal_mm, self.focal_35mm))
+
+
+def camera_key(camera: PhotoCamera, photo_size: tuple[int, int]) -> tuple[object, ...]:
+    """Photos with equal keys come from one camera and share one focal in photo pixels: the same EXIF make,
+    model, focal length and full-resolution size; without EXIF, the same size as displayed."""
+    if camera.has_exif:
+        return ("exif", camera.make, camera.model, camera.focal_mm, camera.focal_35mm, camera.stored_size)
+    return ("size", photo_size)
+
+
+_PLANE_UNIT_MM = {2: 25.4, 3: 10.0, 4: 1.0, 5: 0.001}   # FocalPlaneResolutionUnit: inch, cm, mm, µm
+
+
+def _plane_unit_mm(value: object) -> Optional[float]:
+    try:
+        return _PLANE_UNIT_MM.get(int(value))  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+
+
+def _exif_text(value: object) -> Optional[str]:
+    text = value.decode(errors="replace") if isinstance(value, bytes) else value
+    if not isinstance(text, str):
+        return None
+    return text.strip("\x00 ").strip() or None
+
+
+def _exif_number(value: object) -> Optional[float]:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
+def read_camera(img: Image.Image) -> PhotoCamera:
+    """The EXIF camera description of an open Pillow image (every field None when absent or unreadable)."""
+    try:
+        exif = img.getexif()
+        details = exif.get_ifd(ExifTags.IFD.Exif)
+    except (ValueError, TypeError, OSError, SyntaxError):
+        return PhotoCamera(None, None, None, None, img.size)
+
+    unit_mm = _plane_unit_mm(details.get(ExifTags.Base.FocalPlaneResolutionUnit, 2))  # EXIF's default: inches
+    per_unit = _exif_number(details.get(ExifTags.Base.FocalPlaneXResolution))
+    return PhotoCamera(make=_exif_text(exif.get(ExifTags.Base.Make)), model=_exif_text(exif.get(ExifTags.Base.Model)),
+                       focal_mm=_exif_number(details.get(ExifTags.Base.FocalLength)),
+                       focal_35mm=_exif_number(details.get(ExifTags.Base.FocalLengthIn35mmFilm)),
+                       stored_size=img.size,
+                       pixels_per_mm=None if per_unit is None or unit_mm is None else per_unit / unit_mm)
+
+
 @dataclass
 class PreparedPhoto:
     """One photo ready for the network, and where its crop lies in the original."""
@@ -56,6 +122,12 @@ class PreparedPhoto:
     photo_size: tuple[int, int]                   # (W, H) after EXIF transpose
     crop_box: tuple[float, float, float, float]   # (x0,y0,x1,y1) in photo pixels, [0,W]×[0,H]
     approximate: bool = False                     # decoded at reduced scale (huge JPEG, see module doc)
+    camera: Optional[PhotoCamera] = None          # what its EXIF says about its camera
+
+    @property
+    def camera_key(self) -> tuple[object, ...]:
+        """Which camera took it (:func:`camera_key`)."""
+        return camera_key(self.camera or PhotoCamera(None, None, None, None, self.photo_size), self.photo_size)
 
 
 @dataclass(frozen=True)
@@ -103,6 +175,7 @@ def load_photo(path: str | os.PathLike[str], size: tuple[int, int],
     h, w = size
     with Image.open(path) as opened:
         stored_w, stored_h = opened.size
+        camera = read_camera(opened)
         swapped = exif_orientation(opened) in _SWAPPING_ORIENTATIONS
         photo_w, photo_h = (stored_h, stored_w) if swapped else (stored_w, stored_h)
         approximate = False
@@ -119,7 +192,8 @@ def load_photo(path: str | os.PathLike[str], size: tuple[int, int],
     sx, sy = photo_w / plan.resized[0], photo_h / plan.resized[1]
     x0, y0, x1, y1 = plan.crop
     return PreparedPhoto(path=str(path), image=crop, photo_size=(photo_w, photo_h),
-                         crop_box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy), approximate=approximate)
+                         crop_box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy), approximate=approximate,
+                         camera=camera)
 
 
 def load_photos(paths: Sequence[str | os.PathLike[str]], size: tuple[int, int],

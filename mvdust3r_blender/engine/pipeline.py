@@ -5,8 +5,8 @@ Stages (each timed in ``meta["timings"]`` and reported through ``progress(stage,
 ``load``      read and preprocess the photos (:mod:`.images`), reorder them so the reference views
               come first (:mod:`.views`);
 ``network``   one forward pass of MV-DUSt3R / MV-DUSt3R+ (path 0: points in network view 0's frame);
-``cameras``   confidence mask, shared focal, PnP-RANSAC poses (:mod:`.cameras`), intrinsics in
-              original-photo pixels;
+``cameras``   confidence mask, each camera's focal and every view's pose (:func:`.cameras.recover_cameras`),
+              intrinsics in original-photo pixels;
 ``gaussians`` world-frame Gaussians (:mod:`.gaussians`) — only when asked for.
 
 Results are always in the user's photo order; the world frame is the camera frame of the first
@@ -26,11 +26,12 @@ import torch
 
 from ..core.bundle import Bundle
 from ..core.options import ReconstructOptions
-from .cameras import estimate_cameras, photo_intrinsics
+from .cameras import ViewGeometry, recover_cameras
 from .config import ModelConfig
 from .errors import Cancelled, CheckpointError, InputError
+from .focal import known_focal
 from .gaussians import SCALE_MAX, SCALE_MIN, gaussian_fields
-from .images import load_photos, network_input
+from .images import PreparedPhoto, load_photos, network_input
 from .prediction import Prediction
 from .views import check_reference_view, inverse_order, reference_order
 
@@ -61,6 +62,19 @@ def _check_count(n: int, config: ModelConfig) -> None:
                else "it needs a reference view and at least one other")
         raise InputError(f"{n} photo{'s' if n != 1 else ''} given, but {name} needs at least {config.min_views} ({why})",
                          f"add photos of the same scene (at least {config.min_views})")
+
+
+def view_geometry(photos: Sequence[PreparedPhoto], focal: str) -> ViewGeometry:
+    """The cameras' geometry of `photos` (network order): crops, sizes, which camera took each (one per
+    :attr:`~.images.PreparedPhoto.camera_key`) and the focal known for each camera under the ``focal`` option."""
+    keys = [p.camera_key for p in photos]
+    camera_of = {key: c for c, key in enumerate(dict.fromkeys(keys))}
+    first = {c: photos[keys.index(key)] for key, c in camera_of.items()}
+    known = [known_focal(focal, first[c].camera, first[c].photo_size) for c in range(len(camera_of))]
+    return ViewGeometry(crop_box=np.array([p.crop_box for p in photos], dtype=np.float64),
+                        photo_size=np.array([p.photo_size for p in photos], dtype=np.float64),
+                        camera=np.array([camera_of[k] for k in keys], dtype=np.int64),
+                        known_focal=np.array([f for f, _ in known]), known_source=[s for _, s in known])
 
 
 def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
@@ -112,10 +126,11 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
     stop_if_cancelled("camera recovery")
     started = time.perf_counter()
     report("cameras", 0.0)
-    cams = estimate_cameras(pts3d, conf, options.pose_drop_percent, cancel, progress=lambda f: report("cameras", f))
-    h, w = pts3d.shape[1:3]
+    geometry = view_geometry([loaded[u] for u in order], options.focal)
+    with torch.inference_mode():
+        cams = recover_cameras(prediction.pts3d.float(), prediction.conf.float(), geometry,  # on the model's device
+                               options.pose_drop_percent, cancel, progress=lambda f: report("cameras", f))
     crop_boxes = np.array([p.crop_box for p in loaded], dtype=np.float64)     # user order
-    intrinsics = photo_intrinsics(cams.focal, (h, w), crop_boxes)
     timings["cameras"] = time.perf_counter() - started
     report("cameras", 1.0)
 
@@ -147,11 +162,15 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
         "checkpoint": str(source) if source else "",
         "reference_order": [int(i) for i in order],
         "reference_view": int(order[0]),
-        "focal_grid_px": cams.focal,
-        "focal_fallback": cams.focal_fallback,
+        "focal_px": [float(cams.focal[back[u]]) for u in range(len(loaded))],
+        "focal_source": [cams.focal_source[back[u]] for u in range(len(loaded))],
+        "camera_of_view": [int(geometry.camera[back[u]]) for u in range(len(loaded))],
+        "focal_option": options.focal,
         "pose_drop_percent": float(options.pose_drop_percent),
-        "pose_failed_views": sorted(int(order[v]) for v in cams.poses.failed),
-        "pose_inliers": [int(cams.poses.inliers[back[u]]) for u in range(len(loaded))],
+        "pose_failed_views": sorted(int(order[v]) for v in cams.failed),
+        "pose_inliers": [int(cams.inliers[back[u]]) for u in range(len(loaded))],
+        "camera_warnings": [{"views": sorted(int(order[v]) for v in w.views), "message": w.message}
+                            for w in cams.warnings],
         "approximate_photos": [p.path for p in loaded if p.approximate],
         "timings": {k: round(v, 4) for k, v in timings.items()},
         "device": str(device),
@@ -162,8 +181,8 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
         images=images,
         pts3d=pts3d[back].numpy(),
         conf=conf[back].numpy(),
-        intrinsics=intrinsics.astype(np.float32),
-        cam2world=cams.poses.cam2world[back].astype(np.float32),
+        intrinsics=cams.intrinsics[back].astype(np.float32),
+        cam2world=cams.cam2world[back].astype(np.float32),
         photo_size=np.array([p.photo_size for p in loaded], dtype=np.int32),
         crop_box=crop_boxes.astype(np.float32),
         photo_paths=[p.path for p in loaded],

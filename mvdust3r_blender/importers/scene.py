@@ -66,6 +66,16 @@ def collection_name(bundle: Bundle, bundle_path: Optional[str]) -> str:
     return "Reconstruction"
 
 
+def camera_warning_lines(bundle: Bundle) -> list[str]:
+    """The recovery's warnings (``meta["camera_warnings"]``: degenerate input and its fallback), naming the photos."""
+    lines = []
+    for warning in bundle.meta.get("camera_warnings", []):
+        views = [int(v) for v in warning.get("views", [])]
+        names = ", ".join(Path(bundle.photo_paths[v]).name for v in views if 0 <= v < len(bundle.photo_paths))
+        lines.append(f"camera of {names or 'the reconstruction'}: {warning.get('message', '')}")
+    return lines
+
+
 def import_bundle(source: Union[str, "os.PathLike[str]", Bundle], options: ImportOptions,
                   scene: bpy.types.Scene) -> ImportResult:
     """The one way from a bundle to the scene (File › Import, the panel's run, the Python API):
@@ -111,6 +121,7 @@ def import_reconstruction(bundle: Bundle, options: ImportOptions, scene: bpy.typ
                 bundle.photo_paths, collection, scene_scale=scene_scale,
                 background_images=options.background_images, image_planes=options.image_planes)
             result.report.append(f"{len(result.cameras)} cameras")
+            lines += camera_warning_lines(bundle)
             result.report.extend(lines)
             result.warnings.extend(lines)
         if options.gaussians:  # coloured from the photos, like the official demo (the head's rgb is untrained)

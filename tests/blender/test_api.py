@@ -125,9 +125,11 @@ def test_reference_view_is_passed_to_the_network(api: Any, tmp_path: Path) -> No
     """reference_view=k puts photo k first for the network (its frame is the world frame); the
     results stay in the user's photo order."""
     folder = scene_folder(tmp_path / "room", 3)
-    result = api.reconstruct(folder, reference_view=2, import_points=False, import_gaussians=False)
+    result = api.reconstruct(folder, reference_view=2, import_points=False, import_gaussians=False, focal=30)
     bundle = module("core.bundle").read_bundle(result.bundle_path)
     assert bundle.meta["reference_view"] == 2 and bundle.meta["reference_order"][0] == 2
+    # focal=30 (mm, 35 mm equivalent) reaches the worker: every camera has it, only the poses were solved
+    assert bundle.meta["focal_option"] == "30" and bundle.meta["focal_source"] == ["option"] * 3
     assert [Path(p).name for p in bundle.photo_paths] == ["view_0.png", "view_1.png", "view_2.png"]
     with pytest.raises(module("session").RunError, match="reference view 5 does not exist: there are 3 photos"):
         api.reconstruct(folder, reference_view=5)  # refused before the worker is asked

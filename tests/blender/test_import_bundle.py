@@ -62,6 +62,18 @@ def test_import_makes_one_new_collection_and_leaves_the_rest(api: ModuleType, ma
     assert again.collection.name == "Second" and again.collection != result.collection
 
 
+def test_camera_warnings_of_the_recovery_are_reported(api: ModuleType, make_bundle: Callable[..., Any]) -> None:
+    """meta["camera_warnings"] (degenerate input, docs/bundle.md) reach the import's warnings, naming the photos."""
+    bundle = make_bundle()
+    bundle.meta["camera_warnings"] = [{"views": [1, 2], "message": "the focal length of their camera cannot be "
+                                                                   "measured; a 60° field of view is assumed"}]
+    result = api.import_bundle(bundle, points=False, gaussians=False)
+    names = ", ".join(Path(p).name for p in bundle.photo_paths[1:])
+    expected = f"camera of {names}: the focal length of their camera cannot be measured; a 60° field of view is assumed"
+    assert expected in result.warnings and expected in result.report
+    assert not [w for w in api.import_bundle(make_bundle(), points=False).warnings if w.startswith("camera of")]
+
+
 def test_import_from_file_records_the_path(api: ModuleType, ext: ModuleType, make_bundle: Callable[..., Any],
                                            tmp_path: Path) -> None:
     bundle_module = importlib.import_module(f"{ext.__name__}.core.bundle")

@@ -106,7 +106,10 @@ def test_photo_panel_lists_photos_and_options_panel_draws_the_import_options(ext
     assert "2 photos" in layout.labels()
     assert {"mvdust3r_blender.add_photos", "mvdust3r_blender.remove_photo",
             "mvdust3r_blender.clear_photos"} <= set(layout.operators())
-    assert "reference_photo" in layout.props()
+    assert "reference_photo" in layout.props() and "focal_mode" in layout.props()
+    assert "focal_mm" not in layout.props()                 # shown only when the focal length is given
+    bpy.context.scene.mvdust3r.focal_mode = "GIVEN"
+    assert "focal_mm" in draw("VIEW3D_PT_mvdust3r_photos").props()
     options = draw("VIEW3D_PT_mvdust3r_options").props()
     assert {"import_points", "import_cameras", "import_gaussians", "image_planes", "confidence_drop_percent",
             "point_size"} <= set(options)

@@ -204,6 +204,11 @@ def test_reference_photo_and_options_reach_the_request(configured: Any, tmp_path
     assert (request.settings.device, request.settings.python) == ("cpu", worker_python())
     settings.reference_photo = 0
     assert module("run").RunRequest.from_context(bpy.context).reference_view is None
+    assert options.focal == "auto"   # the panel's Focal Length: Auto, Estimate, or a given 35 mm equivalent
+    settings.focal_mode, settings.focal_mm = "GIVEN", 35.0
+    assert module("run").RunRequest.from_context(bpy.context).plan(tmp_path / "b.npz").options.focal_mm == 35.0
+    settings.focal_mode = "ESTIMATE"
+    assert module("run").RunRequest.from_context(bpy.context).plan(tmp_path / "b.npz").options.focal == "estimate"
 
 
 def test_opening_another_file_cancels_the_run(configured: Any, tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Ground truth made in the tests: pointmaps seen by known cameras, and a network stand-in that returns them.
 
-Cameras follow the official camera model of the pipeline: grid pixel (row i, column j) looks along
-K⁻¹(j, i, 1) with K = [[f,0,w/2],[0,f,h/2],[0,0,1]] (integer-index convention). Each view sees a
+Cameras follow the network's camera model: grid pixel (row i, column j) looks along K⁻¹(j, i, 1)
+(integer-index convention) with K = [[f,0,w/2],[0,f,h/2],[0,0,1]] — or each view's own grid K. Each view sees a
 smooth random depth surface; points are expressed in camera 0's frame (the network's world frame).
 """
 from __future__ import annotations
@@ -42,8 +42,10 @@ class Scene:
 
 
 def make_scene(n: int, h: int, w: int, focal: float = 40.0, seed: int = 0, noise: float = 0.0,
-               outliers: float = 0.0) -> Scene:
+               outliers: float = 0.0, grid_K: Optional[np.ndarray] = None) -> Scene:
     """`n` cameras on an arc around a target 3 units ahead, each seeing a smooth depth surface.
+
+    `grid_K` [n,3,3], when given, is each view's own camera on the grid (`focal` is then unused).
 
     `noise` is the std-dev of Gaussian noise relative to depth; `outliers` the fraction of pixels
     moved to random places (half of them with high confidence, so RANSAC has to reject them).
@@ -57,9 +59,12 @@ def make_scene(n: int, h: int, w: int, focal: float = 40.0, seed: int = 0, noise
         c2w_world.append(look_at(eye, target + rng.normal(0, 0.1, 3)))
     c2w = np.linalg.inv(c2w_world[0]) @ np.stack(c2w_world)
     i, j = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    rays = np.stack([(j - w / 2) / focal, (i - h / 2) / focal, np.ones_like(i, dtype=float)], axis=-1)
+    if grid_K is None:
+        grid_K = np.tile(np.array([[focal, 0, w / 2], [0, focal, h / 2], [0, 0, 1.0]]), (n, 1, 1))
     clean = np.zeros((n, h, w, 3))
     for v in range(n):
+        K = grid_K[v]
+        rays = np.stack([(j - K[0, 2]) / K[0, 0], (i - K[1, 2]) / K[1, 1], np.ones_like(i, dtype=float)], axis=-1)
         a, b, c = rng.uniform(0.5, 2.0, 3)
         depth = 3.0 + 0.4 * np.sin(a * j / w * 3 + c) * np.cos(b * i / h * 3) + 0.2 * rng.normal()
         cam = rays * depth[..., None]

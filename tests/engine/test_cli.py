@@ -169,6 +169,11 @@ def test_both_command_lines_share_one_vocabulary(tmp_path, capsys):
     assert parse_formats(["ply,glb", "splat", "ply"]) == ["ply", "glb", "splat"]  # comma and space alike
     assert main([*base, "--pose-drop-percent", "100"]) == 1  # refused before any photo or model is read
     assert "pose_drop_percent=100.0 is out of range" in _one_error_line(capsys.readouterr().err)
+    from mvdust3r_blender.core.options import options_from_arguments
+    assert options_from_arguments(parser.parse_args(base), gaussians=True).focal == "auto"
+    assert options_from_arguments(parser.parse_args([*base, "--focal", "26"]), gaussians=True).focal_mm == 26.0
+    assert main([*base, "--focal", "wide"]) == 1
+    assert "focal='wide' is neither auto, estimate nor" in _one_error_line(capsys.readouterr().err)
 
 
 def test_too_few_photos_with_a_broken_one_names_it_in_one_line(golden, tmp_path, capsys):

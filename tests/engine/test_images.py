@@ -193,3 +193,35 @@ def test_huge_rotated_jpeg_keeps_orientation_and_geometry(tmp_path):
     assert draft.approximate and draft.photo_size == exact.photo_size == (1200, 1600)
     np.testing.assert_allclose(draft.crop_box, exact.crop_box, atol=8.0)
     assert np.abs(draft.image.astype(int) - exact.image.astype(int)).mean() < 2.0
+
+
+def _exif_jpeg(path, size, model, focal_mm, orientation=1, focal_35mm=None):
+    from PIL.TiffImagePlugin import IFDRational
+
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110], exif[0x0112] = "Maker", model, orientation
+    exif.get_ifd(0x8769)[0x920A] = IFDRational(focal_mm)
+    if focal_35mm is not None:
+        exif.get_ifd(0x8769)[0xA405] = focal_35mm
+    Image.new("RGB", size, (90, 60, 30)).save(path, exif=exif)
+    return path
+
+
+def test_photos_of_one_camera_share_a_camera_key(tmp_path):
+    """Same EXIF make/model/focal/full-resolution size: one camera, even when EXIF turns one photo portrait;
+    another model, another focal or another size: another camera; without EXIF the displayed size decides."""
+    a = load_photo(_exif_jpeg(tmp_path / "a.jpg", (64, 48), "M1", 4.2, focal_35mm=26), (32, 32))
+    turned = load_photo(_exif_jpeg(tmp_path / "b.jpg", (64, 48), "M1", 4.2, orientation=6, focal_35mm=26), (32, 32))
+    assert turned.photo_size == (48, 64) and a.camera_key == turned.camera_key
+    assert a.camera is not None and (a.camera.make, a.camera.model, a.camera.focal_mm, a.camera.focal_35mm,
+                                     a.camera.stored_size) == ("Maker", "M1", 4.2, 26.0, (64, 48))
+    for other in (_exif_jpeg(tmp_path / "c.jpg", (64, 48), "M2", 4.2, focal_35mm=26),
+                  _exif_jpeg(tmp_path / "d.jpg", (64, 48), "M1", 6.0, focal_35mm=26),
+                  _exif_jpeg(tmp_path / "e.jpg", (32, 24), "M1", 4.2, focal_35mm=26)):
+        assert load_photo(other, (32, 32)).camera_key != a.camera_key
+    Image.new("RGB", (64, 48)).save(tmp_path / "p.png")
+    Image.new("RGB", (64, 48)).save(tmp_path / "q.png")
+    Image.new("RGB", (48, 64)).save(tmp_path / "r.png")
+    p, q, r = (load_photo(tmp_path / f"{k}.png", (32, 32)) for k in "pqr")
+    assert p.camera is not None and not p.camera.has_exif
+    assert p.camera_key == q.camera_key != r.camera_key and p.camera_key != a.camera_key

@@ -13,11 +13,10 @@ import torch
 from PIL import Image
 
 from mvdust3r_blender.core.bundle import read_bundle, write_bundle
-from mvdust3r_blender.engine.cameras import photo_intrinsics
 from mvdust3r_blender.engine.checkpoint import load_model
 from mvdust3r_blender.engine.config import ModelConfig
 from mvdust3r_blender.engine.errors import Cancelled, InputError
-from mvdust3r_blender.engine.images import network_input
+from mvdust3r_blender.engine.images import load_photo, network_input
 from training.metrics import camera_metrics, point_metrics
 from mvdust3r_blender.core.errors import OptionError
 from mvdust3r_blender.core.options import ReconstructOptions
@@ -29,10 +28,26 @@ MVD = ModelConfig(img_size=(32, 32))
 MVDP = ModelConfig(multi_ref=True, n_ref=4, img_size=(32, 32))
 
 
+FOCALS = [0.9 * max(s) for s in SIZES]   # photo pixels: every size is its own camera (no EXIF)
+
+
 @pytest.fixture
 def scene_photos(tmp_path):
-    scene = make_scene(len(SIZES), 32, 32, focal=30.0, seed=11, noise=0.001)
-    return scene, write_index_photos(tmp_path / "photos", SIZES)
+    photos = write_index_photos(tmp_path / "photos", SIZES)
+    scene = make_scene(len(SIZES), 32, 32, seed=11, noise=0.001, grid_K=_grid_K(photos))
+    return scene, photos
+
+
+def _grid_K(photos):
+    """Each photo's camera (focal FOCALS[k], principal point at the photo centre) on its 32×32 grid:
+    grid index j is photo x = x0 + j·sx (the network's integer-coordinate convention)."""
+    K = np.zeros((len(photos), 3, 3))
+    for k, path in enumerate(photos):
+        x0, y0, x1, y1 = load_photo(path, (32, 32)).crop_box
+        sx, sy = (x1 - x0) / 32, (y1 - y0) / 32
+        K[k] = [[FOCALS[k] / sx, 0, (SIZES[k][0] / 2 - x0) / sx], [0, FOCALS[k] / sy, (SIZES[k][1] / 2 - y0) / sy],
+                [0, 0, 1]]
+    return K
 
 
 def _reproject(bundle, v):
@@ -60,24 +75,26 @@ def test_results_come_back_in_user_order_in_the_reference_frame(scene_photos, re
     assert bundle.photo_size.tolist() == [list(s) for s in SIZES]
     # cameras: the truth re-expressed in the reference view's frame
     truth = np.linalg.inv(scene.c2w[ref]) @ scene.c2w
-    m = camera_metrics(bundle.cam2world, truth, bundle.meta["focal_grid_px"], scene.focal)
+    m = camera_metrics(bundle.cam2world, truth, bundle.meta["focal_px"], FOCALS)
     assert m.rre < 0.2 and m.rte < 0.5 and m.mae < 0.005
-    np.testing.assert_allclose(bundle.cam2world[ref], np.eye(4), atol=2e-3)
+    assert bundle.meta["focal_source"] == ["estimated"] * len(SIZES) and bundle.meta["camera_warnings"] == []
+    np.testing.assert_array_equal(bundle.cam2world[ref], np.eye(4))
     np.testing.assert_allclose(bundle.cam2world[:, :3, 3], truth[:, :3, 3], atol=0.02)
     # points: the noise-free truth in the same frame, compared with the paper's point metrics
     to_ref = np.linalg.inv(scene.c2w[ref])
     clean = scene.clean @ to_ref[:3, :3].T + to_ref[:3, 3]
     pm = point_metrics(bundle.pts3d, clean, np.ones(bundle.conf.shape, dtype=bool))
     assert pm.nd < 0.005 and pm.dac == 1.0 and pm.cd < 0.005
-    # intrinsics are in original-photo pixels: every point reprojects onto its grid pixel centre
-    j, i = np.meshgrid(np.arange(32) + 0.5, np.arange(32) + 0.5)
+    # intrinsics are in original-photo pixels, principal point at the photo centre: every point
+    # reprojects onto its integer grid coordinate x0 + j·sx, y0 + i·sy (the network's convention)
+    j, i = np.meshgrid(np.arange(32), np.arange(32))
     for v in range(len(SIZES)):
         x0, y0, x1, y1 = bundle.crop_box[v]
-        centres = np.stack([x0 + j * (x1 - x0) / 32, y0 + i * (y1 - y0) / 32], -1).reshape(-1, 2)
-        err = np.linalg.norm(_reproject(bundle, v) - centres, axis=-1)
+        corners = np.stack([x0 + j * (x1 - x0) / 32, y0 + i * (y1 - y0) / 32], -1).reshape(-1, 2)
+        err = np.linalg.norm(_reproject(bundle, v) - corners, axis=-1)
         assert np.median(err) < 0.1 * max(SIZES[v]) / 32 and err.max() < max(SIZES[v]) / 32 * 0.6
-        np.testing.assert_allclose(bundle.intrinsics[v], photo_intrinsics(bundle.meta["focal_grid_px"], (32, 32),
-                                                                          bundle.crop_box[v:v + 1])[0], rtol=1e-6)
+        np.testing.assert_allclose(bundle.intrinsics[v], [[FOCALS[v], 0, SIZES[v][0] / 2],
+                                                          [0, FOCALS[v], SIZES[v][1] / 2], [0, 0, 1]], rtol=5e-3)
 
 
 def test_gaussians_only_when_asked(scene_photos):
@@ -204,3 +221,35 @@ def test_cancel_takes_effect_inside_the_network_pass(golden, tmp_path):
     with pytest.raises(Cancelled, match="before the end of the network pass"):
         reconstruct(photos, model, cancel=stop, progress=on_progress)
     assert len(fractions) == 1 and fractions[0] < 0.5
+
+
+@pytest.mark.parametrize("given_mm", [28.0, 40.0])
+def test_a_given_focal_is_kept_and_only_poses_are_solved(tmp_path, given_mm):
+    """focal=MM (35 mm equivalent, by the diagonal) fixes every camera's focal, `F = MM · diag / 43.27`: with
+    the true value the cameras are exact; with a wrong one the focal stays as given (nothing is estimated)."""
+    sizes = [(96, 72), (72, 96), (64, 64), (80, 60)]
+    true_mm = 28.0
+    photos = write_index_photos(tmp_path / "photos", sizes)
+    focals = [true_mm * np.hypot(*s) / np.hypot(36, 24) for s in sizes]
+    K = np.zeros((len(sizes), 3, 3))
+    for k, path in enumerate(photos):
+        x0, y0, x1, y1 = load_photo(path, (32, 32)).crop_box
+        sx, sy = (x1 - x0) / 32, (y1 - y0) / 32
+        K[k] = [[focals[k] / sx, 0, (sizes[k][0] / 2 - x0) / sx], [0, focals[k] / sy, (sizes[k][1] / 2 - y0) / sy],
+                [0, 0, 1]]
+    scene = make_scene(len(sizes), 32, 32, seed=12, grid_K=K)
+    bundle = reconstruct(photos, SceneNetwork(scene, MVD), ReconstructOptions(gaussians=False, focal=f"{given_mm}"))
+    expected = [given_mm * np.hypot(*s) / np.hypot(36, 24) for s in sizes]
+    np.testing.assert_allclose(bundle.meta["focal_px"], expected, rtol=1e-6)
+    assert bundle.meta["focal_source"] == ["option"] * len(sizes) and bundle.meta["focal_option"] == f"{given_mm:g}"
+    if given_mm == true_mm:
+        np.testing.assert_allclose(bundle.cam2world, scene.c2w, atol=1e-4)
+        assert bundle.meta["camera_warnings"] == []
+
+
+def test_focal_option_is_checked_where_it_enters():
+    with pytest.raises(OptionError, match="focal='wide'"):
+        ReconstructOptions(focal="wide")
+    with pytest.raises(OptionError, match="focal"):
+        ReconstructOptions(focal="1")   # 1 mm: no lens
+    assert ReconstructOptions(focal=" Estimate ").focal == "estimate" and ReconstructOptions(focal="26.0").focal_mm == 26
