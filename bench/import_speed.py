@@ -65,7 +65,7 @@ def main() -> None:
         parts: dict[str, float] = {}
         originals = {name: getattr(scene_module, name) for name in
                      ("create_points", "create_gaussians", "create_cameras", "transform_points", "srgb8_to_linear",
-                      "grid_point_spacing", "transform_rotations", "confidence_threshold")}
+                      "grid_point_spacing", "transform_rotations", "pixel_footprints")}
 
         def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
             def wrapper(*a: Any, **kw: Any) -> Any:

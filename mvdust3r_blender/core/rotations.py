@@ -1,5 +1,6 @@
 """Unit quaternions (w, x, y, z) from rotation matrices, and their product: numpy only, shared by the
-exports (COLMAP and glTF camera poses) and the Blender side (Gaussian rotations in Blender's axes)."""
+exports (COLMAP and glTF camera poses) and the Blender side (Gaussian rotations in Blender's axes,
+the splats' axis order)."""
 from __future__ import annotations
 
 import numpy as np
@@ -38,3 +39,4 @@ def quaternion_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         aw * by - ax * bz + ay * bw + az * bx,
         aw * bz + ax * by - ay * bx + az * bw,
     ], axis=-1)
+

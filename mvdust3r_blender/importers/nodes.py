@@ -88,3 +88,37 @@ def thresholded_points(group: bpy.types.GeometryNodeTree, group_in: bpy.types.No
     links.new(to_points.outputs["Points"], delete.inputs["Geometry"])
     links.new(below.outputs["Result"], delete.inputs["Selection"])
     return to_points, delete
+
+
+Operand = Any   # a node socket to link from, or a constant for the input's default value
+
+
+def _connect(links: bpy.types.NodeLinks, socket: bpy.types.NodeSocket, value: Operand) -> None:
+    if isinstance(value, bpy.types.NodeSocket):
+        links.new(value, socket)
+    else:
+        socket.default_value = value  # type: ignore[attr-defined]
+
+
+def math_node(tree: bpy.types.NodeTree, operation: str, a: Operand, b: Operand = 0.0,
+              location: tuple[float, float] = (0.0, 0.0)) -> bpy.types.NodeSocket:
+    """The output of a Math node (shader and geometry trees alike) computing `operation`(a, b)."""
+    node = tree.nodes.new("ShaderNodeMath")
+    setattr(node, "operation", operation)
+    node.location = location
+    _connect(tree.links, node.inputs[0], a)
+    _connect(tree.links, node.inputs[1], b)
+    return node.outputs[0]
+
+
+def vector_math_node(tree: bpy.types.NodeTree, operation: str, a: Operand, b: Operand = None,
+                     location: tuple[float, float] = (0.0, 0.0)) -> bpy.types.NodeSocket:
+    """The main output of a Vector Math node: "Value" for DOT_PRODUCT and LENGTH, else "Vector".
+    `b` goes to the second vector input, or to "Scale" for SCALE."""
+    node = tree.nodes.new("ShaderNodeVectorMath")
+    setattr(node, "operation", operation)
+    node.location = location
+    _connect(tree.links, node.inputs[0], a)
+    if b is not None:
+        _connect(tree.links, node.inputs["Scale"] if operation == "SCALE" else node.inputs[1], b)
+    return node.outputs["Value" if operation in ("DOT_PRODUCT", "LENGTH", "DISTANCE") else "Vector"]

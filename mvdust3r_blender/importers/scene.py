@@ -20,9 +20,10 @@ from ..core.bundle import Bundle, read_bundle, srgb8_to_linear
 from ..core.conventions import (camera_matrix_world, grid_point_spacing, point_depths, transform_points,
                            transform_rotations)
 from ..core.photos import display_name
+from ..core.splats import pixel_footprints
 from ..import_options import ImportOptions
 from .cameras import create_cameras
-from .gaussians import create_gaussians
+from .gaussians import create_gaussians, prepare_render
 from .points import create_points
 
 # The bpy.data collections an import can add to (and so must roll back).
@@ -132,8 +133,11 @@ def import_reconstruction(bundle: Bundle, options: ImportOptions, scene: bpy.typ
                     f"{name} Gaussians", positions,
                     transform_rotations(bundle.gaussian_rotation.reshape(-1, 4), options.axes),
                     bundle.gaussian_scale.reshape(-1, 3), bundle.gaussian_opacity.reshape(-1), colors,
-                    options.opacity_threshold, options.scale_multiplier, collection)
+                    pixel_footprints(bundle.pts3d, bundle.cam2world, bundle.intrinsics),
+                    float(bundle.intrinsics[0, 0, 0]), options.opacity_threshold, options.scale_multiplier,
+                    collection, scene)
                 result.report.append(f"{n * h * w} Gaussians")
+                result.report.extend(prepare_render(scene))  # last: nothing after it can fail
             else:
                 line = "the reconstruction has no Gaussians (the model has no Gaussian head)"
                 result.report.append(line)

@@ -64,3 +64,33 @@ def render_rgba(scene: bpy.types.Scene, path: Path, samples: int = 16) -> np.nda
     scene.render.filepath = str(path)
     bpy.ops.render.render(write_still=True)
     return np.asarray(Image.open(path).convert("RGBA"), dtype=np.float32) / 255.0
+
+
+def render_linear(scene: bpy.types.Scene, path: Path, samples: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Render `scene` with Cycles (CPU, transparent film, no denoising) to an OpenEXR file and read it back:
+    (colour [H,W,3] linear and premultiplied, alpha [H,W]), row 0 on top."""
+    scene.render.engine = "CYCLES"
+    scene.cycles.samples = samples
+    scene.cycles.device = "CPU"
+    scene.cycles.use_denoising = False
+    scene.render.film_transparent = True
+    return render_exr(scene, path)
+
+
+def render_exr(scene: bpy.types.Scene, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Render `scene` with its engine as set to an OpenEXR file; (colour [H,W,3] linear premultiplied, alpha [H,W])."""
+    scene.view_settings.view_transform = "Standard"
+    scene.render.image_settings.file_format = "OPEN_EXR"
+    scene.render.image_settings.color_depth = "32"
+    scene.render.image_settings.color_mode = "RGBA"
+    scene.render.filepath = str(path)
+    bpy.ops.render.render(write_still=True)
+    image = bpy.data.images.load(str(path))
+    try:
+        width, height = image.size
+        pixels = np.zeros(width * height * 4, dtype=np.float32)
+        image.pixels.foreach_get(pixels)
+    finally:
+        bpy.data.images.remove(image)
+    rgba = pixels.reshape(height, width, 4)[::-1]
+    return rgba[..., :3].astype(np.float64), rgba[..., 3].astype(np.float64)

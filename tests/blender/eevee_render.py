@@ -9,13 +9,15 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 # Blender's user folder inside OUTDIR (the test's tmp_path): nothing is left in the temporary
 # directory even when a missing EGL aborts this process before any clean-up could run.
-os.environ["BLENDER_USER_RESOURCES"] = tempfile.mkdtemp(prefix="blender-user-", dir=sys.argv[3])
+USER = tempfile.mkdtemp(prefix="blender-user-", dir=sys.argv[3])
+os.environ["BLENDER_USER_RESOURCES"] = USER
 
 import bpy  # noqa: E402
 from bpy_extras.object_utils import world_to_camera_view  # noqa: E402
@@ -48,4 +50,7 @@ def main(zip_path: str, bundle_path: str, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    try:
+        main(*sys.argv[1:4])
+    finally:  # the test leaves /tmp as it found it
+        shutil.rmtree(USER, ignore_errors=True)

@@ -29,6 +29,17 @@ def read(mesh: bpy.types.Mesh, name: str, field: str, width: int) -> np.ndarray:
     return values.reshape(-1, width) if width > 1 else values
 
 
+def covariances(wxyz: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """[M,3,3] R·diag(σ²)·Rᵀ (mathutils' own quaternion → matrix, one at a time: a test, not a hot path)."""
+    rot = np.array([np.array(Quaternion(q.tolist()).to_matrix()) for q in wxyz])
+    return rot @ (np.asarray(scales, dtype=np.float64)[:, :, None] ** 2 * rot.transpose(0, 2, 1))
+
+
+def low_pass_variance(obj: bpy.types.Object) -> np.ndarray:
+    """[M] the variance (world units²) the low-pass adds to each Gaussian without a scene camera: 0.3·pixel_size²."""
+    return 0.3 * read(obj.data, "pixel_size", "value", 1).astype(np.float64) ** 2
+
+
 # Variance of a 2D Gaussian cut off at Mahalanobis radius 3 (the splat's extent), relative to the full one.
 TRUNCATED_3SIGMA_VARIANCE = 1 - 4.5 * np.exp(-4.5) / (1 - np.exp(-4.5))
 
@@ -55,9 +66,13 @@ def test_gaussian_attributes(mods: dict[str, ModuleType], make_bundle: Callable[
     types = {a.name: a.data_type for a in mesh.attributes}
     assert types["rot"] == "QUATERNION" and types["scale"] == "FLOAT_VECTOR"
     assert types["opacity"] == "FLOAT" and types["Col"] == "FLOAT_COLOR"
-    assert np.allclose(read(mesh, "rot", "value", 4),
-                       conv.transform_rotations(bundle.gaussian_rotation.reshape(-1, 4), axes), atol=1e-6)
-    assert np.allclose(read(mesh, "scale", "vector", 3), bundle.gaussian_scale.reshape(-1, 3))
+    # the same Gaussians (covariances), their axes ordered by decreasing σ (the major plane is local xy)
+    scales = read(mesh, "scale", "vector", 3)
+    assert np.all(np.diff(scales, axis=1) <= 0)
+    assert np.allclose(covariances(read(mesh, "rot", "value", 4), scales),
+                       covariances(conv.transform_rotations(bundle.gaussian_rotation.reshape(-1, 4), axes),
+                                   bundle.gaussian_scale.reshape(-1, 3)), atol=1e-6 * float(scales.max()) ** 2 * 10)
+    assert np.allclose(np.sort(scales, axis=1), np.sort(bundle.gaussian_scale.reshape(-1, 3), axis=1))
     assert np.allclose(read(mesh, "opacity", "value", 1), bundle.gaussian_opacity.ravel())
     co = np.zeros(len(mesh.vertices) * 3, dtype=np.float32)
     mesh.vertices.foreach_get("co", co)
@@ -67,27 +82,25 @@ def test_gaussian_attributes(mods: dict[str, ModuleType], make_bundle: Callable[
 @pytest.mark.parametrize("axes", ["Z_UP", "NETWORK"])
 def test_instances_are_the_bundles_gaussians(mods: dict[str, ModuleType], make_bundle: Callable[..., Any],
                                              axes: str) -> None:
-    """Each splat instance's matrix = LocRotScale(position, rotation, σ × multiplier), in Blender world."""
+    """Each splat instance sits on its Gaussian and has its covariance (× multiplier²) in Blender world,
+    plus the 3DGS low-pass (0.3 px² of the photo's pixel at the Gaussian: there is no scene camera)."""
     bundle = make_bundle(grid=(5, 7))
     obj = mods["api"].import_bundle(bundle, axes=axes, points=False, cameras=False,
                                     opacity_threshold=0.0, scale_multiplier=2.5).gaussians
     conv = mods["core.conventions"]
-    # the expected world transform of every Gaussian, built from the OpenCV-frame bundle
-    a = conv.world_axes(axes)
-    expected = []
-    for p, q, s in zip(bundle.pts3d.reshape(-1, 3), bundle.gaussian_rotation.reshape(-1, 4),
-                       bundle.gaussian_scale.reshape(-1, 3)):
-        local = np.eye(4)
-        local[:3, :3] = np.array(Quaternion(q.tolist()).to_matrix()) @ np.diag(s * 2.5)
-        local[:3, 3] = p
-        expected.append(a @ local)
+    # the expected world covariance of every Gaussian (plus the low-pass), built from the OpenCV-frame bundle
+    a = conv.world_axes(axes)[:3, :3]
+    sigma = covariances(bundle.gaussian_rotation.reshape(-1, 4), bundle.gaussian_scale.reshape(-1, 3))
+    expected = a @ sigma @ a.T + low_pass_variance(obj)[:, None, None] * np.eye(3)
     got = instance_matrices(obj)
     assert got.shape == (bundle.conf.size, 4, 4)
-    assert np.allclose(got, np.array(expected), atol=1e-5)
-    # Blender's own composition agrees for one of them
-    m = Matrix.LocRotScale(Vector(obj.data.vertices[7].co), Quaternion(read(obj.data, "rot", "value", 4)[7].tolist()),
-                           Vector((bundle.gaussian_scale.reshape(-1, 3)[7] * 2.5).tolist()))
-    assert np.allclose(np.array(m), got[7], atol=1e-5)
+    # instances come as discs, then shells: match them to the Gaussians by position
+    world = conv.transform_points(bundle.pts3d.reshape(-1, 3), axes)
+    index = np.array([int(np.argmin(np.linalg.norm(world - p, axis=1))) for p in got[:, :3, 3]])
+    assert len(set(index.tolist())) == bundle.conf.size
+    assert np.allclose(got[:, :3, 3], world[index], atol=1e-5)
+    cov = got[:, :3, :3] @ got[:, :3, :3].transpose(0, 2, 1) / 2.5 ** 2
+    assert np.allclose(cov, expected[index], rtol=1e-4, atol=1e-6 * float(np.abs(expected).max()))
 
 
 def test_opacity_threshold_and_multiplier_are_live(mods: dict[str, ModuleType], make_bundle: Callable[..., Any]) -> None:
@@ -101,9 +114,15 @@ def test_opacity_threshold_and_multiplier_are_live(mods: dict[str, ModuleType], 
         nodes.set_modifier_input(obj, modifier, gaussians.OPACITY_THRESHOLD, threshold)
         assert len(instance_matrices(obj)) == int((opacity >= np.float32(threshold)).sum())
     nodes.set_modifier_input(obj, modifier, gaussians.OPACITY_THRESHOLD, 0.0)
+    nodes.set_modifier_input(obj, modifier, gaussians.LOW_PASS_INPUT, 0.0)
     nodes.set_modifier_input(obj, modifier, gaussians.SCALE_MULTIPLIER, 1.0)
     scales = np.linalg.norm(instance_matrices(obj)[:, :3, :3], axis=1)  # column norms = the scale vector
-    assert np.allclose(np.sort(scales, axis=1), np.sort(bundle.gaussian_scale.reshape(-1, 3), axis=1), rtol=1e-4)
+
+    def rows(values: np.ndarray) -> np.ndarray:  # each Gaussian's σ sorted, the Gaussians sorted (discs come first)
+        values = np.sort(values, axis=1)
+        return values[np.lexsort(values.T[::-1])]
+
+    assert np.allclose(rows(scales), rows(bundle.gaussian_scale.reshape(-1, 3)), rtol=1e-4)
 
 
 def test_bundle_without_gaussians_is_reported(mods: dict[str, ModuleType], make_bundle: Callable[..., Any]) -> None:
