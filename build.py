@@ -96,6 +96,27 @@ def setup() -> None:
         ensure_env(env)
 
 
+SSHD = Path("/usr/sbin/sshd")
+
+
+def ensure_sshd() -> None:
+    """OpenSSH's server, which the remote-worker tests start on 127.0.0.1 (tests/remote_host.py):
+    installed from Debian's openssh-server when missing (as root, with apt-get), else a clear stop."""
+    import shutil
+
+    if SSHD.is_file():
+        return
+    if os.name != "posix" or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        sys.exit(f"the remote-worker tests need OpenSSH's server ({SSHD}) and root: install the package "
+                 "openssh-server and run the tests as root")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if run(["apt-get", "update", "-qq"], env=env) != 0 or run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "openssh-server"], env=env) != 0:
+        sys.exit("apt-get could not install openssh-server (its messages are above)")
+    if not SSHD.is_file():
+        sys.exit(f"openssh-server is installed but {SSHD} is missing")
+
+
 @dataclass
 class SuiteResult:
     name: str
@@ -131,6 +152,7 @@ def pytest_suite(name: str, python: Path, paths: list[str], extra_env: dict[str,
 
 def test(args: argparse.Namespace) -> int:
     setup()
+    ensure_sshd()
     engine_python = str(ENGINE.python)
     common = {"MVDUST3R_WORKER_PYTHON": engine_python}
     results = [pytest_suite("engine", ENGINE.python, ["tests/engine", "tests/training"], common)]

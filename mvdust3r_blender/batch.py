@@ -27,6 +27,7 @@ from typing import Any, Optional, TextIO, Union
 from .core.atomic import atomic_file
 from .core.errors import OptionError
 from .core.exports import parse_formats
+from .core.remote import RemoteTarget
 from .reconstruction import fresh_file, reconstruct, save_blend, show_through_first_camera
 from .session import PathLike, PhotoSource, WorkerSettings, photo_list
 
@@ -136,11 +137,13 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
                      device: Optional[str] = None, precision: Optional[str] = None, python: Optional[PathLike] = None, blend: bool = True,
                      formats: Sequence[str] = (), resume: bool = True,
                      timeout: Optional[float] = None, log: Optional[TextIO] = None,
+                     remote: Union[str, RemoteTarget, None] = None, ssh_command: Optional[str] = None,
                      **options: Any) -> BatchReport:
     """Reconstruct each scene (a folder or a list of photos) into `out_dir`.
 
     Per scene: ``<name>.blend`` when `blend`, the `formats` (``ply``, ``gaussians``, ``splat``,
-    ``colmap``, ``glb``) in ``<name>/``, and the record ``<name>.json``. `checkpoint`, `device`, `precision`, `python` as
+    ``colmap``, ``glb``) in ``<name>/``, and the record ``<name>.json``. `checkpoint`, `device`, `precision`,
+    `python`, `remote`, `ssh_command` as
     for :func:`~.reconstruction.reconstruct` (settings are resolved once, before the first scene:
     a missing runtime or checkpoint raises :class:`SetupError` at once). With `resume`, scenes
     finished by an earlier run are skipped. `options`: ``import_points`` / ``import_cameras`` /
@@ -154,7 +157,7 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
     formats = parse_formats(formats)
     if not (blend or formats):
         raise OptionError("nothing to write", "ask for a .blend (blend=True) or export formats")
-    settings = WorkerSettings.resolve(python, checkpoint, device, precision)
+    settings = WorkerSettings.resolve(python, checkpoint, device, remote, ssh_command, precision)
     folder = Path(out_dir).absolute()
     folder.mkdir(parents=True, exist_ok=True)
     wanted = (["blend"] if blend else []) + list(dict.fromkeys(formats))
@@ -164,7 +167,8 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
     def say(text: str) -> None:
         print(f"[mvdust3r] {text}", file=stream, flush=True)
 
-    say(f"{len(named)} scene{'s' if len(named) != 1 else ''} → {folder} (checkpoint {settings.checkpoint}, "
+    where = f" on {settings.remote}" if settings.remote is not None else ""
+    say(f"{len(named)} scene{'s' if len(named) != 1 else ''} → {folder} (checkpoint {settings.checkpoint}{where}, "
         f"device {settings.device}, precision {settings.precision})")
     for index, (name, source) in enumerate(named, 1):
         outcome = SceneOutcome(name=name)
@@ -221,7 +225,7 @@ def _run_scene(outcome: SceneOutcome, photos: list[str], settings: WorkerSetting
                                                                    "import_gaussians"))
         flags = {} if importing else {"import_points": False, "import_cameras": False, "import_gaussians": False}
         result = reconstruct(photos, settings.checkpoint, device=settings.device, precision=settings.precision,
-                             python=settings.python,
+                             python=settings.python, remote=settings.remote,
                              output=work / "bundle.npz", timeout=timeout, on_progress=on_progress,
                              exports=formats, export_dir=folder / outcome.name,
                              **{"name": outcome.name, **options, **flags})

@@ -39,7 +39,11 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     add_arguments(common, export_help="also write these formats")  # the engine's command line has the same
     common.add_argument("--python", help=f"the worker's Python, with torch (default: ${WORKER_PYTHON_ENV}, "
-                                         "else the preferences' runtime)")
+                                         "else the preferences' runtime; with --remote: the remote's, default python3)")
+    common.add_argument("--remote", metavar="DEST", help="run the worker on another machine over ssh: user@host or "
+                                                         "ssh://user@host:port (--checkpoint is then a path there)")
+    common.add_argument("--ssh-command", metavar="CMD", help="the ssh command line for --remote (default: ssh; "
+                                                             "e.g. 'ssh -i KEY -J JUMP')")
     for what in ("points", "cameras", "gaussians"):
         common.add_argument(f"--no-{what}", action="store_true", help=f"do not import the {what}")
     common.add_argument("--timeout", type=float, help="give up on a scene after this many seconds")
@@ -78,7 +82,7 @@ def main(argv: Sequence[str]) -> int:
                              "confidence_drop_percent": args.confidence_drop_percent,
                              "min_confidence": args.min_confidence}
     settings: dict[str, Any] = {"checkpoint": args.checkpoint, "device": args.device, "precision": args.precision,
-                                "python": args.python}
+                                "python": args.python, "remote": args.remote, "ssh_command": args.ssh_command}
     try:
         if args.command == "batch":
             report = reconstruct_many(args.folders, args.out, blend=not args.no_blend, formats=args.export,

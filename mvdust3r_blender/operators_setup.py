@@ -18,7 +18,8 @@ from . import preferences
 from .core.download import Download, DownloadState
 from .core import registry
 from .run import active
-from .session import SESSION, RuntimeCheck, SetupError, log_path, worker_python
+from .core.remote import REMOTE_RUNTIME_PYTHON, RemoteError, plan_remote_environment
+from .session import SESSION, RemoteFetch, RuntimeCheck, SetupError, log_path, remote_target, worker_python
 from .core.runtime import (InstallRecord, Job, JobState, RuntimeSetupError, choose_installer, plan_environment,
                            wheels_folder)
 from .core.torch_build import choose_build
@@ -34,9 +35,10 @@ class _Tasks:
     """What runs in the background now (at most one of each kind)."""
 
     install: Optional[Job] = None
-    install_record: Optional[InstallRecord] = None
+    install_record: Optional[InstallRecord] = None  # None: the install job sets up the remote runtime
     check: Optional[RuntimeCheck] = None
     download: Optional[Download] = None
+    fetch: Optional[RemoteFetch] = None
 
 
 TASKS = _Tasks()
@@ -63,6 +65,8 @@ def poll_tasks() -> Optional[float]:
             state.runtime_hint = job.error.hint if job.error else ""
         if job.state is JobState.DONE and TASKS.install_record is not None:
             TASKS.install_record.write(preferences.runtime_ready_marker())
+        elif job.state is JobState.DONE:
+            preferences.get().remote_python = REMOTE_RUNTIME_PYTHON
         if job.finished:
             TASKS.install = None
         else:
@@ -88,6 +92,20 @@ def poll_tasks() -> Optional[float]:
             state.download_message = str(progress.error) if progress.error else _download_message(progress)
         if progress.state is not DownloadState.RUNNING:
             TASKS.download = None
+        else:
+            busy = True
+    fetch = TASKS.fetch
+    if fetch is not None:
+        fetch.step()
+        if state is not None:
+            state.download_state = "RUNNING" if not fetch.finished else ("DONE" if fetch.result else "FAILED")
+            state.download_progress = fetch.fraction
+            state.download_message = fetch.error or (f"on {fetch.remote}: {fetch.result.path}" if fetch.result
+                                                     else f"on {fetch.remote}")
+        if fetch.result is not None:
+            preferences.get().remote_checkpoint = fetch.result.path
+        if fetch.finished:
+            TASKS.fetch = None
         else:
             busy = True
     _redraw_preferences()
@@ -175,17 +193,88 @@ class MVDUST3R_BLENDER_OT_check_runtime(bpy.types.Operator):
     bl_options = {"REGISTER", "INTERNAL"}
 
     def execute(self, context: bpy.types.Context) -> set["OperatorReturnItems"]:
+        prefs = preferences.get()
         try:
-            python = worker_python(preferences.get())
+            if prefs.worker_location == "REMOTE":
+                remote = remote_target(prefs.remote_destination, prefs.remote_ssh_command, prefs.remote_python)
+                check = RuntimeCheck(remote.python, remote=remote)
+            else:
+                check = RuntimeCheck(worker_python(prefs))
         except SetupError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        check = RuntimeCheck(python)
         check.start(log_path())
         TASKS.check = check
         state = _setup_state()
         if state is not None:
             state.check_state, state.check_message = "RUNNING", ""
+        poll_tasks()
+        _start_timer()
+        return {"FINISHED"}
+
+
+class MVDUST3R_BLENDER_OT_create_remote_runtime(bpy.types.Operator):
+    """Create a Python environment with PyTorch on the remote machine over ssh (uv, the chosen PyTorch build)"""
+
+    bl_idname = "mvdust3r_blender.create_remote_runtime"
+    bl_label = "Set Up Remote Runtime"
+    bl_options = {"REGISTER", "INTERNAL"}
+
+    def execute(self, context: bpy.types.Context) -> set["OperatorReturnItems"]:
+        if TASKS.install is not None and not TASKS.install.finished:
+            self.report({"WARNING"}, "An environment is already being created")
+            return {"CANCELLED"}
+        prefs = preferences.get()
+        try:
+            target = remote_target(prefs.remote_destination, prefs.remote_ssh_command, prefs.remote_python)
+            steps = plan_remote_environment(target, backend=str(prefs.torch_backend))
+        except (SetupError, RemoteError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        SESSION.shutdown()
+        job = Job(steps, preferences.user_dir() / "remote-runtime-install.log")
+        job.start()
+        TASKS.install, TASKS.install_record = job, None
+        state = _setup_state()
+        if state is not None:
+            state.runtime_log = str(job.log_path)
+        prefs.runtime_summary = ""
+        poll_tasks()
+        _start_timer()
+        self.report({"INFO"}, f"Setting up the PyTorch environment on {target} (log: {job.log_path})")
+        return {"FINISHED"}
+
+
+class MVDUST3R_BLENDER_OT_fetch_remote_model(bpy.types.Operator):
+    """Download the chosen released checkpoint on the remote machine (resumes an interrupted download);
+    Remote Checkpoint is set to it when done"""
+
+    bl_idname = "mvdust3r_blender.fetch_remote_model"
+    bl_label = "Download Model on Remote"
+    bl_options = {"REGISTER", "INTERNAL"}
+
+    url: bpy.props.StringProperty(options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
+
+    def execute(self, context: bpy.types.Context) -> set["OperatorReturnItems"]:
+        prefs = preferences.get()
+        entry = registry.find_released(prefs.checkpoint)
+        if entry is None:
+            self.report({"ERROR"}, "Choose a released model to download on the remote")
+            return {"CANCELLED"}
+        if not prefs.licence_accepted:
+            self.report({"ERROR"}, f"Accept the model licence ({entry.licence}, non-commercial) first")
+            return {"CANCELLED"}
+        if TASKS.fetch is not None or active() is not None:
+            self.report({"WARNING"}, "The remote worker is busy: wait for it")
+            return {"CANCELLED"}
+        try:
+            remote = remote_target(prefs.remote_destination, prefs.remote_ssh_command, prefs.remote_python)
+        except SetupError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        fetch = RemoteFetch(remote, self.url or entry.url, entry.filename, entry.download_bytes)
+        fetch.start(log_path())
+        TASKS.fetch = fetch
         poll_tasks()
         _start_timer()
         return {"FINISHED"}
@@ -240,8 +329,9 @@ class MVDUST3R_BLENDER_OT_cancel_setup(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (MVDUST3R_BLENDER_OT_create_runtime, MVDUST3R_BLENDER_OT_check_runtime,
-           MVDUST3R_BLENDER_OT_download_model, MVDUST3R_BLENDER_OT_cancel_setup)
+CLASSES = (MVDUST3R_BLENDER_OT_create_runtime, MVDUST3R_BLENDER_OT_create_remote_runtime,
+           MVDUST3R_BLENDER_OT_check_runtime,
+           MVDUST3R_BLENDER_OT_download_model, MVDUST3R_BLENDER_OT_fetch_remote_model, MVDUST3R_BLENDER_OT_cancel_setup)
 
 
 def register() -> None:
@@ -256,7 +346,7 @@ def unregister() -> None:
         TASKS.install.cancel()
     if TASKS.download is not None:
         TASKS.download.cancel()
-    TASKS.install = TASKS.check = TASKS.download = None
+    TASKS.install = TASKS.check = TASKS.download = TASKS.fetch = None
     TASKS.install_record = None
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

@@ -93,14 +93,36 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
         default=DEFAULT_PRECISION)
     runtime_summary: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Last Check", description="What the last runtime check found")
+    worker_location: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Worker",
+        items=(("LOCAL", "This Computer", "Run the reconstruction here"),
+               ("REMOTE", "Remote GPU (ssh)", "Run it on another machine reached with ssh: photos and results "
+                                              "travel over the connection (docs/remote.md)")),
+        default="LOCAL", update=_forget_check)
+    remote_destination: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Host", description="ssh destination: user@host or ssh://user@host:port", update=_forget_check)
+    remote_ssh_command: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="ssh Command", default="ssh", update=_forget_check,
+        description="The ssh command line, with your options: e.g. ssh -i ~/.ssh/gpu_key -J bastion "
+                    "(BatchMode is always on: set up key login first)")
+    remote_python: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Remote Python", default="python3", update=_forget_check,
+        description="The command that runs a Python with torch on the remote machine")
+    remote_checkpoint: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Remote Checkpoint", description="Path of the model file ON THE REMOTE machine (relative: to the "
+                                              "remote home)")
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
         if layout is None:
             return
         setup = getattr(context.window_manager, "mvdust3r_setup", None)
-        self._draw_runtime(layout.box(), setup)
-        self._draw_model(layout.box(), setup)
+        layout.row().prop(self, "worker_location", expand=True)
+        if self.worker_location == "REMOTE":
+            self._draw_remote(layout.box(), setup)
+        else:
+            self._draw_runtime(layout.box(), setup)
+            self._draw_model(layout.box(), setup)
         layout.prop(self, "device")
         layout.prop(self, "precision")
 
@@ -130,6 +152,9 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
                     box.label(text=f"Log: {setup.runtime_log}")
                 if running:
                     box.operator("mvdust3r_blender.cancel_setup", text="Stop", icon="CANCEL")
+        self._draw_check(box, setup)
+
+    def _draw_check(self, box: bpy.types.UILayout, setup: Any) -> None:
         row = box.row()
         row.operator("mvdust3r_blender.check_runtime", text="Check", icon="CHECKMARK")
         if setup is not None and setup.check_state == "RUNNING":
@@ -143,6 +168,27 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
             col = box.column(align=True)
             for line in record.lines():
                 col.label(text=line)
+
+    def _draw_remote(self, box: bpy.types.UILayout, setup: Any) -> None:
+        box.label(text="Remote GPU over ssh", icon="NETWORK_DRIVE")
+        for name in ("remote_destination", "remote_ssh_command", "remote_python", "remote_checkpoint"):
+            box.prop(self, name)
+        row = box.row(align=True)
+        row.prop(self, "checkpoint", text="Download")
+        fetch = row.row()
+        fetch.enabled = self.checkpoint not in (LOCAL, BUILTIN) and self.licence_accepted
+        fetch.operator("mvdust3r_blender.fetch_remote_model", text="Download on Remote", icon="IMPORT")
+        if self.checkpoint not in (LOCAL, BUILTIN):
+            box.prop(self, "licence_accepted")
+        if setup is not None and setup.download_state != "IDLE":
+            draw_task(box, setup.download_state, "Download", setup.download_message, "")
+        box.prop(self, "torch_backend")
+        row = box.row()
+        row.enabled = not (setup is not None and setup.runtime_state == "RUNNING")
+        row.operator("mvdust3r_blender.create_remote_runtime", text="Set Up Remote Runtime", icon="FILE_REFRESH")
+        if setup is not None and setup.runtime_state != "IDLE":
+            draw_task(box, setup.runtime_state, setup.runtime_step, setup.runtime_message, setup.runtime_hint)
+        self._draw_check(box, setup)
 
     def _draw_model(self, box: bpy.types.UILayout, setup: Any) -> None:
         box.label(text="Model", icon="MESH_MONKEY")

@@ -33,6 +33,7 @@ from .core.exports import export as export_bundle
 from .core.protocol import Event, ProgressEvent, ResultEvent
 from .import_options import ImportOptions
 from .importers.scene import ImportResult, import_bundle
+from .core.remote import RemoteTarget
 from .session import SESSION, PathLike, PhotoSource, RunError, WorkerSettings
 
 ProgressCallback = Callable[[str, float], None]
@@ -74,7 +75,8 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
                 import_gaussians: bool = True, scene: Optional[bpy.types.Scene] = None,
                 timeout: Optional[float] = None, on_progress: Optional[ProgressCallback] = None,
                 exports: Sequence[str] = (), export_dir: Optional[PathLike] = None,
-                min_conf: Optional[float] = None, **import_options: Any) -> Result:
+                min_conf: Optional[float] = None, remote: Union[str, RemoteTarget, None] = None,
+                ssh_command: Optional[str] = None, **import_options: Any) -> Result:
     """Reconstruct `photos` (a folder or a list) and import the result into a new collection; blocks.
 
     `checkpoint`, `device` (``auto``, ``cuda``, ``mps``, ``cpu``), `precision` (``auto``, ``exact``,
@@ -94,6 +96,9 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
     `export_dir` (default: beside the bundle), leaving out the points the import hides (by default
     the least-confident 3 %); ``Result.exports`` lists them. The bundle keeps the Gaussians, for a
     later :func:`export`. `min_conf` is the old name of ``min_confidence`` (deprecated).
+    `remote`: run on another machine over ssh (``user@host`` or ``ssh://user@host:port``, with
+    `ssh_command`, default ``ssh``; docs/remote.md): the photos are sent there and the results
+    come back; `python` (default ``python3``) and `checkpoint` are then the remote's.
     """
     if min_conf is not None:
         warnings.warn("reconstruct(min_conf=) is deprecated: use min_confidence=", DeprecationWarning, stacklevel=2)
@@ -101,7 +106,7 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
     paths = session.photo_list(photos)
     options = ImportOptions.from_keywords(points=import_points, cameras=import_cameras,
                                           gaussians=import_gaussians, **import_options)
-    settings = WorkerSettings.resolve(python, checkpoint, device, precision)
+    settings = WorkerSettings.resolve(python, checkpoint, device, remote, ssh_command, precision)
     target = scene if scene is not None else bpy.context.scene
     importing = import_points or import_cameras or import_gaussians
     if importing and target is None:

@@ -60,8 +60,7 @@ class RunRequest:
             raise RunError(f"reference photo {reference} does not exist: there are {len(photos)} photos",
                            "set Reference Photo to a number from the list, or 0 for automatic")
         prefs = preferences.get()
-        worker = WorkerSettings(python=session.worker_python(prefs), checkpoint=str(session.checkpoint_file(prefs)),
-                                device=str(prefs.device), precision=str(prefs.precision))
+        worker = WorkerSettings.from_preferences(prefs)
         return cls(photos=photos, settings=worker, reference_view=reference - 1 if reference else None,
                    focal=settings.focal(),
                    import_options=ImportOptions.from_keywords(**settings.import_options()), scene_name=scene.name,

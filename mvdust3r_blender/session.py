@@ -26,7 +26,8 @@ from .core.confidence import DEFAULT_DROP_PERCENT, ConfidenceCut
 from .core.errors import UserError
 from .core.exports import needing_gaussians, parse_formats
 from .core.options import DEFAULT_PRECISION, ReconstructOptions, check_precision
-from .core.protocol import ErrorEvent, Event, HelloEvent
+from .core.protocol import DeviceInfo, ErrorEvent, Event, FetchedEvent, HelloEvent, ProgressEvent
+from .core.remote import RemoteError, RemoteTarget, RemoteWorkerClient
 from .core.runtime import env_python, subprocess_env
 from .core.worker_client import WorkerClient, WorkerError
 
@@ -127,21 +128,60 @@ def checkpoint_file(prefs: preferences.MVDUST3R_AddonPreferences) -> Path:
     return path
 
 
+def remote_target(destination: str, ssh_command: Optional[str], python: Optional[PathLike]) -> RemoteTarget:
+    """A :class:`RemoteTarget`, its problems as :class:`SetupError`."""
+    try:
+        return RemoteTarget(destination, ssh_command or "ssh", os.fspath(python) if python is not None else "python3")
+    except RemoteError as exc:
+        raise SetupError(exc.message, exc.hint) from None
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
-    """What the worker runs with: its Python, the checkpoint file, the device, the precision."""
+    """What the worker runs with: its Python, the checkpoint file, the device, the precision, and
+    where it runs: here, or on `remote` over ssh (then `python` and `checkpoint` are the remote's)."""
 
     python: str
     checkpoint: str
     device: str
+    remote: Optional[RemoteTarget] = None
     precision: str = DEFAULT_PRECISION  # auto, exact or fast (core.options.PRECISIONS)
 
     @classmethod
+    def from_preferences(cls, prefs: preferences.MVDUST3R_AddonPreferences) -> "WorkerSettings":
+        """The preferences' worker: local, or on the remote GPU machine when that is chosen."""
+        if prefs.worker_location == "REMOTE":
+            target = remote_target(prefs.remote_destination, prefs.remote_ssh_command, prefs.remote_python or None)
+            if not prefs.remote_checkpoint:
+                raise SetupError("no checkpoint is set for the remote worker",
+                                 "set Remote Checkpoint to the model file's path on the remote machine")
+            return cls(python=target.python, checkpoint=prefs.remote_checkpoint, device=str(prefs.device),
+                       remote=target, precision=str(prefs.precision))
+        return cls(python=worker_python(prefs), checkpoint=str(checkpoint_file(prefs)), device=str(prefs.device),
+                   precision=str(prefs.precision))
+
+    @classmethod
     def resolve(cls, python: Optional[PathLike] = None, checkpoint: Optional[PathLike] = None,
-                device: Optional[str] = None, precision: Optional[str] = None) -> "WorkerSettings":
+                device: Optional[str] = None, remote: Union[str, RemoteTarget, None] = None,
+                ssh_command: Optional[str] = None, precision: Optional[str] = None) -> "WorkerSettings":
         """Each setting from its argument, else (the Python only) ``$MVDUST3R_WORKER_PYTHON``, else
-        the add-on's preferences. Raises :class:`SetupError` naming a missing file, ``OptionError``
-        naming an unknown precision."""
+        the add-on's preferences. Raises :class:`SetupError` naming a missing file. With `remote`
+        (an ssh destination, with `ssh_command`, or a :class:`RemoteTarget`) the worker runs there:
+        `python` (default ``python3``) and `checkpoint` are then the remote's, not checked here.
+        An unknown `precision` is an ``OptionError`` naming it."""
+        precision = check_precision(precision if precision is not None else str(preferences.get().precision))
+        if isinstance(remote, str):
+            remote = remote_target(remote, ssh_command, python)
+        elif ssh_command is not None and remote is None:
+            raise SetupError(f"an ssh command ('{ssh_command}') is given but no remote machine",
+                             "give the remote too (remote= / --remote user@host), or leave the ssh command out")
+        if remote is not None:
+            if checkpoint is None:
+                raise SetupError(f"no checkpoint is given for the remote worker on {remote}",
+                                 "pass checkpoint= (a path on the remote machine)")
+            return cls(python=remote.python, checkpoint=os.fspath(checkpoint),
+                       device=device if device is not None else str(preferences.get().device), remote=remote,
+                       precision=precision)
         python = python if python is not None else os.environ.get(WORKER_PYTHON_ENV) or None
         if python is None:
             python = worker_python(preferences.get())
@@ -155,7 +195,7 @@ class WorkerSettings:
                              "pass an existing MV-DUSt3R(+) checkpoint file")
         return cls(python=str(Path(python).absolute()), checkpoint=str(Path(checkpoint).absolute()),
                    device=device if device is not None else str(preferences.get().device),
-                   precision=check_precision(precision if precision is not None else str(preferences.get().precision)))
+                   precision=precision)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,26 +294,31 @@ class WorkerSession:
     def __init__(self) -> None:
         self.client: Optional[WorkerClient] = None
         self._mail: dict[str, list[Event]] = {}
+        self._remote: Optional[RemoteTarget] = None
 
-    def ensure(self, python: str, log_path: Optional[Path] = None) -> WorkerClient:
-        """The running worker for `python`, (re)started when it is missing, dead or for another Python."""
+    def ensure(self, python: str, log_path: Optional[Path] = None,
+               remote: Optional[RemoteTarget] = None) -> WorkerClient:
+        """The running worker for `python` (on `remote` when given), (re)started when it is missing,
+        dead or for another Python or machine."""
         client = self.client
-        if client is not None and client.alive and str(client.python) == python:
+        if client is not None and client.alive and str(client.python) == python and self._remote == remote:
             return client
         self.shutdown()
-        client = WorkerClient(python, env=subprocess_env(), log_path=log_path)
+        client = WorkerClient(python, env=subprocess_env(), log_path=log_path) if remote is None else \
+            RemoteWorkerClient(remote, env=subprocess_env(), log_path=log_path)
         try:
             client.start()
         except (OSError, RuntimeError) as exc:
-            raise SetupError(f"cannot start the worker with '{python}': {exc}",
+            where = f"'{python}'" if remote is None else f"ssh ({remote.ssh_command}) to {remote}"
+            raise SetupError(f"cannot start the worker with {where}: {exc}",
                              "check the runtime in the add-on's preferences") from None
-        self.client = client
+        self.client, self._remote = client, remote
         return client
 
     def submit(self, plan: RunPlan, log_path: Optional[Path] = None) -> tuple[WorkerClient, str]:
         """Send `plan` to the (started if needed) worker; its client and the request's id, whose
         events :meth:`take` hands out. Raises SetupError when the worker cannot start."""
-        client = self.ensure(plan.settings.python, log_path)
+        client = self.ensure(plan.settings.python, log_path, plan.settings.remote)
         request_id = self.expect(client.reconstruct(
             list(plan.photos), plan.output, plan.options, checkpoint=plan.settings.checkpoint,
             device=plan.settings.device, exports=plan.exports, export_dir=plan.export_dir, export_cut=plan.cut))
@@ -329,13 +374,14 @@ class RuntimeCheck:
 
     python: str
     session: WorkerSession = field(default_factory=lambda: SESSION)
+    remote: Optional[RemoteTarget] = None
     request_id: str = ""
     result: Optional[HelloEvent] = None
     error: str = ""
 
     def start(self, log_path: Optional[Path] = None) -> None:
         try:
-            self.request_id = self.session.expect(self.session.ensure(self.python, log_path).hello())
+            self.request_id = self.session.expect(self.session.ensure(self.python, log_path, self.remote).hello())
         except (SetupError, WorkerError) as exc:
             self.error = str(exc)
 
@@ -358,11 +404,61 @@ class RuntimeCheck:
 
     @property
     def summary(self) -> str:
-        """``torch 2.13.0 · cuda:0 (NVIDIA …), cpu · Python 3.11.7``."""
+        """``torch 2.13.0 · cuda:0 (NVIDIA …, 79.1 of 80.0 GB free), cpu · Python 3.11.7`` (and
+        ``on user@gpu-box`` first for a remote worker)."""
         if self.result is None:
             return ""
-        devices = ", ".join(f"{d.name} ({d.label})" if d.label else d.name for d in self.result.devices)
-        return f"torch {self.result.torch} · {devices} · Python {self.result.python}"
+        devices = ", ".join(_device_text(d) for d in self.result.devices)
+        where = f"on {self.remote} · " if self.remote is not None else ""
+        return f"{where}torch {self.result.torch} · {devices} · Python {self.result.python}"
+
+
+def _device_text(device: DeviceInfo) -> str:
+    free = f", {device.free / 1e9:.1f} of {device.memory / 1e9:.1f} GB free" if device.free else ""
+    return f"{device.name} ({device.label}{free})" if device.label else device.name
+
+
+@dataclass
+class RemoteFetch:
+    """A released checkpoint downloaded on the remote worker's machine (a ``fetch`` request),
+    followed without blocking like :class:`RuntimeCheck`; ``result.path`` is the file there."""
+
+    remote: RemoteTarget
+    url: str
+    filename: str
+    size: Optional[int] = None
+    session: WorkerSession = field(default_factory=lambda: SESSION)
+    request_id: str = ""
+    fraction: float = 0.0
+    result: Optional[FetchedEvent] = None
+    error: str = ""
+
+    def start(self, log_path: Optional[Path] = None) -> None:
+        try:
+            client = self.session.ensure(self.remote.python, log_path, self.remote)
+            assert isinstance(client, RemoteWorkerClient)
+            self.request_id = self.session.expect(client.fetch(self.url, self.filename, self.size))
+        except (SetupError, WorkerError) as exc:
+            self.error = str(exc)
+
+    @property
+    def finished(self) -> bool:
+        return self.result is not None or bool(self.error)
+
+    def step(self) -> Optional[float]:
+        if self.finished:
+            return None
+        for event in self.session.take(self.request_id):
+            if isinstance(event, ProgressEvent):
+                self.fraction = event.fraction
+            elif isinstance(event, FetchedEvent):
+                self.result = event
+            elif isinstance(event, ErrorEvent):
+                self.error = f"{event.message}: {event.hint}" if event.hint else event.message
+        if self.finished:
+            self.session.close(self.request_id)
+            return None
+        return POLL_INTERVAL
 
 
 def log_path() -> Path:

@@ -14,6 +14,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,3 +60,16 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "--lazy", str(mount)], check=True)
+
+
+@pytest.fixture(scope="session")
+def remote_host() -> Iterator[Any]:
+    """A real sshd on 127.0.0.1 and a throw-away user: the remote GPU machine (tests/remote_host.py).
+    Started once per test run, stopped (user, processes, files) at its end."""
+    import remote_host as host_module
+
+    host = host_module.start(host_module.default_worker_python())
+    try:
+        yield host
+    finally:
+        host.stop()

@@ -96,6 +96,34 @@ class ReconstructRequest(Request):
     exports: list[str] = field(default_factory=list)
     export_dir: Optional[str] = None
     export_cut: ConfidenceCut = field(default_factory=ConfidenceCut)
+    job: Optional[str] = None  # job mode (a remote worker): photos, output, export_dir are names in this job's folder
+
+
+@dataclass(kw_only=True)
+class PutRequest(Request):
+    """Part of a file sent to a worker in job mode (a remote worker reads only what it was sent):
+    ``data`` (base64) goes at ``offset`` of ``name`` (a relative path) in job ``job``'s folder.
+    ``size`` is the whole file's, checked against the worker's limit before the first byte lands;
+    parts come in order. Answered by ``ack`` (or ``error``)."""
+
+    type: ClassVar[str] = "put"
+    job: str
+    name: str
+    size: int
+    offset: int = 0
+    data: str = ""
+
+
+@dataclass(kw_only=True)
+class FetchRequest(Request):
+    """Job mode: download a released checkpoint (``filename``, from ``url``, exactly ``size`` bytes
+    when known) into the worker machine's model folder, resuming a partial file. Answered by
+    ``fetched`` after ``progress`` events of stage ``fetch``."""
+
+    type: ClassVar[str] = "fetch"
+    url: str
+    filename: str
+    size: Optional[int] = None
 
 
 @dataclass(kw_only=True)
@@ -148,6 +176,7 @@ class DeviceInfo:
     name: str                 # "cuda:0", "mps", "cpu": what a load request's ``device`` accepts
     label: str = ""           # e.g. "NVIDIA H100 80GB HBM3"
     memory: int = 0           # bytes of device memory (0 when unknown, e.g. CPU)
+    free: int = 0             # bytes of it free now (GPUs; 0 when unknown)
 
 
 @dataclass(kw_only=True)
@@ -212,6 +241,30 @@ class ResultEvent(Event):
 
 
 @dataclass(kw_only=True)
+class DataEvent(Event):
+    """Part of a result file sent back by a worker in job mode, before the request's final event:
+    ``data`` (base64) at ``offset`` of ``name`` (relative to the job folder), ``size`` the whole
+    file's; the last part carries the whole file's ``sha256`` for the client to verify."""
+
+    type: ClassVar[str] = "data"
+    name: str = ""
+    size: int = 0
+    offset: int = 0
+    data: str = ""
+    sha256: str = ""
+
+
+@dataclass(kw_only=True)
+class FetchedEvent(Event):
+    """Answer to ``fetch``: the checkpoint is complete at ``path`` on the worker's machine."""
+
+    type: ClassVar[str] = "fetched"
+    path: str = ""
+    size: int = 0
+    sha256: str = ""
+
+
+@dataclass(kw_only=True)
 class AckEvent(Event):
     """Answer to ``cancel``, ``release`` and ``shutdown``; ``detail`` says what was done."""
 
@@ -235,13 +288,14 @@ class ErrorEvent(Event):
     hint: str = ""
 
 
-FINAL_EVENTS: tuple[type[Event], ...] = (HelloEvent, LoadedEvent, ResultEvent, AckEvent, ErrorEvent)
+FINAL_EVENTS: tuple[type[Event], ...] = (HelloEvent, LoadedEvent, ResultEvent, FetchedEvent, AckEvent, ErrorEvent)
 """Event types that end a request; any other event with that request's id is intermediate."""
 
 REQUESTS: dict[str, type[Request]] = {c.type: c for c in (
-    HelloRequest, LoadRequest, ReconstructRequest, CancelRequest, ReleaseRequest, ShutdownRequest)}
+    HelloRequest, LoadRequest, ReconstructRequest, PutRequest, FetchRequest, CancelRequest, ReleaseRequest,
+    ShutdownRequest)}
 EVENTS: dict[str, type[Event]] = {c.type: c for c in (
-    ReadyEvent, HelloEvent, ProgressEvent, LoadedEvent, ResultEvent, AckEvent, ErrorEvent)}
+    ReadyEvent, HelloEvent, ProgressEvent, LoadedEvent, ResultEvent, DataEvent, FetchedEvent, AckEvent, ErrorEvent)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -80,6 +80,8 @@ class WorkerClient:
         self._stopping = False
         self._answered = False  # whether the worker has answered a request (it has finished starting)
         self._ids = itertools.count(1)
+        self._open = threading.Event()  # requests may be written (a remote client opens it after its handshake)
+        self._backlog: list[str] = []   # lines sent before then, written in order when it opens
 
     # -- process --------------------------------------------------------------------------------
 
@@ -87,20 +89,18 @@ class WorkerClient:
         """Spawn the worker; returns at once (its ``ready`` event follows when it is reading)."""
         if self.alive:
             raise RuntimeError("the worker is already running")
-        if not self.python.is_file():
-            raise FileNotFoundError(f"worker Python {self.python} does not exist: set up the runtime first")
-        env = dict(self._env)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self.package_parent), env.get("PYTHONPATH")) if p)
-        env.update(PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1")
+        argv, env = self._command()
         self._events = queue.Queue()
         self._deferred = []
         self._stderr.clear()
         self._stderr_done.clear()
         self._exited.clear()
         self._stopping = False
+        self._backlog = []
+        self._open.clear()
         self._answered = False
         self._proc = subprocess.Popen(
-            [str(self.python), "-m", WORKER_MODULE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, cwd=self.package_parent, env=env, text=True, encoding="utf-8",
             errors="replace", bufsize=1,
             # Its own session / no console window: Ctrl-C in Blender's terminal must not kill it.
@@ -110,6 +110,36 @@ class WorkerClient:
                          daemon=True).start()
         threading.Thread(target=self._read_events, args=(self._proc, self._proc.stdout),
                          name="mvdust3r-worker-events", daemon=True).start()
+
+    def _command(self) -> tuple[list[str], dict[str, str]]:
+        """The worker's command line and environment (a remote client runs ``ssh`` instead)."""
+        if not self.python.is_file():
+            raise FileNotFoundError(f"worker Python {self.python} does not exist: set up the runtime first")
+        env = dict(self._env)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self.package_parent), env.get("PYTHONPATH")) if p)
+        env.update(PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1")
+        return [str(self.python), "-m", WORKER_MODULE], env
+
+    def _handshake(self, proc: subprocess.Popen[str], stdout: IO[str]) -> None:
+        """Run on the event thread before events are read; then requests may be written. A remote
+        client installs its engine here (see :mod:`.remote`)."""
+        self._open_requests(proc)
+
+    def _open_requests(self, proc: subprocess.Popen[str]) -> None:
+        """Write the requests sent so far, then let :meth:`send` write directly."""
+        with self._send_lock:
+            try:
+                if proc.stdin is not None:
+                    proc.stdin.write("".join(self._backlog))
+                    proc.stdin.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                pass  # it died: the event thread reports it
+            self._backlog = []
+            self._open.set()
+
+    def _received(self, event: Event) -> list[Event]:
+        """What the event thread queues for `event` (a remote client turns result files into local ones)."""
+        return [event]
 
     @property
     def alive(self) -> bool:
@@ -170,6 +200,9 @@ class WorkerClient:
             proc = self._proc
             if proc is None or proc.stdin is None or proc.poll() is not None:
                 raise WorkerError(self._exit_event(proc.poll() if proc else None))
+            if not self._open.is_set():
+                self._backlog.append(line)
+                return request.id
             try:
                 proc.stdin.write(line)
                 proc.stdin.flush()
@@ -184,7 +217,7 @@ class WorkerClient:
              precision: str = DEFAULT_PRECISION) -> str:
         return self.send(LoadRequest(checkpoint=str(checkpoint), device=device, dtype=dtype, precision=precision))
 
-    def reconstruct(self, photos: list[str | os.PathLike[str]], output: str | os.PathLike[str],
+    def reconstruct(self, photos: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str],
                     options: ReconstructOptions = ReconstructOptions(), *,
                     checkpoint: Optional[str | os.PathLike[str]] = None, device: str = "auto",
                     dtype: Optional[str] = None, exports: Sequence[str] = (),
@@ -254,6 +287,7 @@ class WorkerClient:
     # -- threads --------------------------------------------------------------------------------
 
     def _read_events(self, proc: subprocess.Popen[str], stdout: IO[str]) -> None:
+        self._handshake(proc, stdout)
         for line in stdout:
             if not line.strip():
                 continue
@@ -271,7 +305,8 @@ class WorkerClient:
                                                                      f"this add-on {PROTOCOL_VERSION}",
                                             hint="run the worker from the same extension version as the add-on"))
             self._answered = self._answered or not isinstance(event, ReadyEvent)
-            self._events.put(event)
+            for received in self._received(event):
+                self._events.put(received)
         # stdout closed: the worker is exiting. Collect its code and last stderr lines.
         try:
             code: Optional[int] = proc.wait(10.0)

@@ -33,11 +33,13 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional
 
 from ..core.protocol import (AckEvent, CancelRequest, DeviceInfo, ErrorEvent, Event, HelloEvent, HelloRequest,
-                        LoadedEvent, LoadRequest, ModelInfo, ProgressEvent, ProtocolError, ReadyEvent,
+                        FetchRequest, LoadedEvent, LoadRequest, ModelInfo, ProgressEvent, ProtocolError, PutRequest,
+                        ReadyEvent,
                         ReconstructRequest, ReleaseRequest, Request, ResultEvent, ShutdownRequest,
                         PROTOCOL_VERSION, decode_request, encode)
 from ..core.errors import UserError
 from .errors import Cancelled, EngineError, out_of_memory
+from .jobs import JobFolders, PathRefused
 
 if TYPE_CHECKING:                  # torch loads lazily: the worker answers hello without it
     from .config import ModelConfig
@@ -74,8 +76,9 @@ class _Job:
 class Worker:
     """Serves requests read from a binary stream, writing events to the text stream `out`."""
 
-    def __init__(self, out: IO[str]) -> None:
+    def __init__(self, out: IO[str], jobs: Optional[JobFolders] = None) -> None:
         self._out = out
+        self._folders = jobs  # job mode (a remote worker): requests name only files sent into a job folder
         self._write_lock = threading.Lock()
         self._jobs: queue.Queue[Optional[_Job]] = queue.Queue()
         self._pending: dict[str, _Job] = {}  # queued or running jobs by request id
@@ -133,6 +136,8 @@ class Worker:
             self.emit(self._answer(request, self._hello))
         elif isinstance(request, CancelRequest):
             self.emit(self._cancel(request))
+        elif isinstance(request, PutRequest):  # at once, in order: the reconstruct request comes after its photos
+            self.emit(self._answer(request, self._put))
         else:  # load, reconstruct, release: in order, on the job thread
             job = _Job(request)
             with self._pending_lock:
@@ -184,6 +189,12 @@ class Worker:
             detail = f"no pending request {request.target!r} (it may have finished already)"
         return AckEvent(id=request.id, request=request.type, detail=detail)
 
+    def _put(self, request: PutRequest) -> Event:
+        if self._folders is None:
+            raise BadRequest("this worker reads photos by path and has no job folder to put files in",
+                             "send put requests only to a worker started with --jobs (a remote worker)")
+        return self._folders.put(request)
+
     # -- jobs -----------------------------------------------------------------------------------
 
     def _run_jobs(self) -> None:
@@ -209,7 +220,17 @@ class Worker:
             return LoadedEvent(id=request.id, model=self._model_info, reused=reused, loads=self.loads,
                                seconds=round(time.perf_counter() - started, 4))
         if isinstance(request, ReconstructRequest):
+            if self._folders is not None:
+                return self._folders.run(request, lambda r: self._reconstruct(r, job), self.emit, job.cancel)
+            if request.job is not None:
+                raise PathRefused(f"job {request.job!r}: this worker reads photos by path and has no job folders",
+                                  "leave 'job' out, or start the worker with --jobs (a remote worker)")
             return self._reconstruct(request, job)
+        if isinstance(request, FetchRequest):
+            if self._folders is None:
+                raise BadRequest("this worker has no model folder to fetch into",
+                                 "download checkpoints with the add-on's preferences; fetch is for a remote worker")
+            return self._folders.fetch(request, self._progress(job), job.cancel)
         if isinstance(request, ReleaseRequest):
             held = self._model_info
             self._drop_model()
@@ -401,13 +422,25 @@ def _devices() -> list[DeviceInfo]:
         if kind == "cuda":
             for index in range(torch.cuda.device_count()):
                 props = torch.cuda.get_device_properties(index)
-                found.append(DeviceInfo(name=f"cuda:{index}", label=props.name, memory=int(props.total_memory)))
+                found.append(DeviceInfo(name=f"cuda:{index}", label=props.name, memory=int(props.total_memory),
+                                        free=_free_memory(index, int(props.total_memory))))
         elif kind == "mps":
             found.append(DeviceInfo(name="mps", label="Apple GPU (Metal)"))
         else:
             found.append(DeviceInfo(name=kind, label=platform.processor() or platform.machine(),
                                     memory=_physical_memory()))
     return found
+
+
+def _free_memory(index: int, total: int) -> int:
+    """Free bytes on GPU `index`: from NVML when it is installed (no CUDA context is made on a GPU
+    the run may never use), else from the CUDA driver (which makes one)."""
+    import torch
+
+    try:
+        return max(total - int(torch.cuda.device_memory_used(index)), 0)
+    except Exception:  # noqa: BLE001 -- no pynvml / amdsmi, or an older torch: ask the driver
+        return int(torch.cuda.mem_get_info(index)[0])
 
 
 def _physical_memory() -> int:
@@ -457,12 +490,23 @@ def take_stdout() -> IO[str]:
     return os.fdopen(protocol_fd, "w", encoding="utf-8", newline="\n")
 
 
-def main() -> int:
+def main(argv: Optional[list[str]] = None) -> int:
+    """``--jobs DIR``: job mode (see :mod:`.jobs`), with this process's job folders under DIR."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m mvdust3r_blender.engine.worker")
+    parser.add_argument("--jobs", metavar="DIR", help="job mode: read only files sent into job folders under DIR")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     out = take_stdout()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="[worker %(asctime)s] %(levelname)s %(message)s")
-    worker = Worker(out)
-    code = worker.serve(sys.stdin.buffer)
+    jobs = JobFolders(Path(args.jobs)) if args.jobs else None
+    worker = Worker(out, jobs)
+    try:
+        code = worker.serve(sys.stdin.buffer)
+    finally:
+        if jobs is not None:
+            jobs.close()
     out.flush()
     if not worker.stopped_cleanly:  # a job ignored its cancel: don't wait for it at interpreter exit
         sys.stderr.flush()

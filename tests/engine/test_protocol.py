@@ -50,7 +50,23 @@ def test_every_event_round_trips() -> None:
 
 def test_final_events_end_requests_and_progress_does_not() -> None:
     assert p.ProgressEvent not in p.FINAL_EVENTS and p.ReadyEvent not in p.FINAL_EVENTS
-    assert {c.type for c in p.FINAL_EVENTS} == {"hello", "loaded", "result", "ack", "error"}
+    assert p.DataEvent not in p.FINAL_EVENTS  # a result's file parts come before the result
+    assert {c.type for c in p.FINAL_EVENTS} == {"hello", "loaded", "result", "fetched", "ack", "error"}
+
+
+def test_job_mode_messages_round_trip() -> None:
+    """The remote worker's additions (docs/remote.md): put, fetch, the job field, data, fetched."""
+    requests = [p.PutRequest(id="r1.put0.0", job="r1", name="photos/0000/a.jpg", size=3, data="YWJj"),
+                p.FetchRequest(id="f", url="https://example.org/MVD.pth", filename="MVD.pth", size=10),
+                p.ReconstructRequest(id="r1", photos=["photos/0000/a.jpg"], output="bundle.npz", job="r1")]
+    for request in requests:
+        assert p.decode_request(p.encode(request)) == request
+    events = [p.DataEvent(id="r1", name="bundle.npz", size=3, offset=0, data="YWJj", sha256="ab"),
+              p.FetchedEvent(id="f", path="/home/u/.cache/mvdust3r-blender/models/MVD.pth", size=10, sha256="cd")]
+    for event in events:
+        assert p.decode_event(p.encode(event)) == event
+    with pytest.raises(p.ProtocolError, match="'size'"):
+        p.decode_request('{"type": "put", "id": "x", "job": "j", "name": "a"}')
 
 
 @pytest.mark.parametrize("line, fragment, request_id", [
