@@ -245,6 +245,17 @@ class MVDUST3R_BLENDER_OT_create_remote_runtime(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def _released_model(operator: bpy.types.Operator, prefs: Any, not_released: str) -> Optional[registry.ReleasedCheckpoint]:
+    """The released checkpoint the preferences chose, its licence accepted; None (reported) if not."""
+    entry = registry.find_released(prefs.checkpoint)
+    if entry is None:
+        operator.report({"ERROR"}, not_released)
+    elif not prefs.licence_accepted:
+        operator.report({"ERROR"}, f"Accept the model licence ({entry.licence}, non-commercial) first")
+        return None
+    return entry
+
+
 class MVDUST3R_BLENDER_OT_fetch_remote_model(bpy.types.Operator):
     """Download the chosen released checkpoint on the remote machine (resumes an interrupted download);
     Remote Checkpoint is set to it when done"""
@@ -257,12 +268,8 @@ class MVDUST3R_BLENDER_OT_fetch_remote_model(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set["OperatorReturnItems"]:
         prefs = preferences.get()
-        entry = registry.find_released(prefs.checkpoint)
+        entry = _released_model(self, prefs, "Choose a released model to download on the remote")
         if entry is None:
-            self.report({"ERROR"}, "Choose a released model to download on the remote")
-            return {"CANCELLED"}
-        if not prefs.licence_accepted:
-            self.report({"ERROR"}, f"Accept the model licence ({entry.licence}, non-commercial) first")
             return {"CANCELLED"}
         if TASKS.fetch is not None or active() is not None:
             self.report({"WARNING"}, "The remote worker is busy: wait for it")
@@ -291,12 +298,8 @@ class MVDUST3R_BLENDER_OT_download_model(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set["OperatorReturnItems"]:
         prefs = preferences.get()
-        entry = registry.find_released(prefs.checkpoint)
+        entry = _released_model(self, prefs, "Choose a released model to download (a local file needs no download)")
         if entry is None:
-            self.report({"ERROR"}, "Choose a released model to download (a local file needs no download)")
-            return {"CANCELLED"}
-        if not prefs.licence_accepted:
-            self.report({"ERROR"}, f"Accept the model licence ({entry.licence}, non-commercial) first")
             return {"CANCELLED"}
         if not bpy.app.online_access:
             self.report({"ERROR"}, "Online access is off: allow it in Preferences > System, or pick a local file")

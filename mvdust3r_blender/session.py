@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import bpy
 
@@ -368,39 +368,67 @@ SESSION = WorkerSession()
 # The runtime check: start the worker and ask it what it runs on
 
 
-@dataclass
-class RuntimeCheck:
-    """A ``hello`` to the worker, answered without blocking (see :meth:`step`)."""
+@dataclass(kw_only=True)
+class FollowedRequest:
+    """One request to the session's worker, followed without blocking: :meth:`step` (a timer's
+    callback) takes what arrived; ``error`` or the subclass's result ends it."""
 
-    python: str
     session: WorkerSession = field(default_factory=lambda: SESSION)
-    remote: Optional[RemoteTarget] = None
     request_id: str = ""
-    result: Optional[HelloEvent] = None
     error: str = ""
 
-    def start(self, log_path: Optional[Path] = None) -> None:
+    def _send(self, send: Callable[[], str]) -> None:
+        """Send the request `send` makes (it may start the worker); a failure becomes ``error``."""
         try:
-            self.request_id = self.session.expect(self.session.ensure(self.python, log_path, self.remote).hello())
+            self.request_id = self.session.expect(send())
         except (SetupError, WorkerError) as exc:
             self.error = str(exc)
 
     @property
+    def answered(self) -> bool:
+        """Whether the final answer arrived (the subclass's result is set)."""
+        raise NotImplementedError
+
+    def _receive(self, event: Event) -> None:
+        """Take one event other than an error."""
+        raise NotImplementedError
+
+    @property
     def finished(self) -> bool:
-        return self.result is not None or bool(self.error)
+        return self.answered or bool(self.error)
 
     def step(self) -> Optional[float]:
         if self.finished:
             return None
         for event in self.session.take(self.request_id):
-            if isinstance(event, HelloEvent):
-                self.result = event
-            elif isinstance(event, ErrorEvent):
+            if isinstance(event, ErrorEvent):
                 self.error = f"{event.message}: {event.hint}" if event.hint else event.message
+            else:
+                self._receive(event)
         if self.finished:
             self.session.close(self.request_id)
             return None
         return POLL_INTERVAL
+
+
+@dataclass
+class RuntimeCheck(FollowedRequest):
+    """A ``hello`` to the worker: what it runs on."""
+
+    python: str
+    remote: Optional[RemoteTarget] = None
+    result: Optional[HelloEvent] = None
+
+    def start(self, log_path: Optional[Path] = None) -> None:
+        self._send(lambda: self.session.ensure(self.python, log_path, self.remote).hello())
+
+    @property
+    def answered(self) -> bool:
+        return self.result is not None
+
+    def _receive(self, event: Event) -> None:
+        if isinstance(event, HelloEvent):
+            self.result = event
 
     @property
     def summary(self) -> str:
@@ -419,46 +447,34 @@ def _device_text(device: DeviceInfo) -> str:
 
 
 @dataclass
-class RemoteFetch:
-    """A released checkpoint downloaded on the remote worker's machine (a ``fetch`` request),
-    followed without blocking like :class:`RuntimeCheck`; ``result.path`` is the file there."""
+class RemoteFetch(FollowedRequest):
+    """A released checkpoint downloaded on the remote worker's machine (a ``fetch`` request);
+    ``result.path`` is the file there."""
 
     remote: RemoteTarget
     url: str
     filename: str
     size: Optional[int] = None
-    session: WorkerSession = field(default_factory=lambda: SESSION)
-    request_id: str = ""
     fraction: float = 0.0
     result: Optional[FetchedEvent] = None
-    error: str = ""
 
     def start(self, log_path: Optional[Path] = None) -> None:
-        try:
+        def send() -> str:
             client = self.session.ensure(self.remote.python, log_path, self.remote)
             assert isinstance(client, RemoteWorkerClient)
-            self.request_id = self.session.expect(client.fetch(self.url, self.filename, self.size))
-        except (SetupError, WorkerError) as exc:
-            self.error = str(exc)
+            return client.fetch(self.url, self.filename, self.size)
+
+        self._send(send)
 
     @property
-    def finished(self) -> bool:
-        return self.result is not None or bool(self.error)
+    def answered(self) -> bool:
+        return self.result is not None
 
-    def step(self) -> Optional[float]:
-        if self.finished:
-            return None
-        for event in self.session.take(self.request_id):
-            if isinstance(event, ProgressEvent):
-                self.fraction = event.fraction
-            elif isinstance(event, FetchedEvent):
-                self.result = event
-            elif isinstance(event, ErrorEvent):
-                self.error = f"{event.message}: {event.hint}" if event.hint else event.message
-        if self.finished:
-            self.session.close(self.request_id)
-            return None
-        return POLL_INTERVAL
+    def _receive(self, event: Event) -> None:
+        if isinstance(event, ProgressEvent):
+            self.fraction = event.fraction
+        elif isinstance(event, FetchedEvent):
+            self.result = event
 
 
 def log_path() -> Path:
