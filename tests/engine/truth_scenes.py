@@ -101,8 +101,9 @@ class TruthNetwork:
         assert all(np.array_equal(self.crops[k], p) for k, p in zip(found, pixels)), "an input is no photo's crop"
         return found
 
-    def predict(self, images: torch.Tensor, gaussians: bool = True,
-                progress: Optional[Callable[[float], None]] = None) -> Prediction:
+    def predict(self, images: torch.Tensor, gaussians: bool = True, precision: str = "fp32",
+                channels_last: bool = False, progress: Optional[Callable[[float], None]] = None) -> Prediction:
+        """The exact pointmaps (any precision: a stand-in has no arithmetic to lower)."""
         order = self.which(images)
         to_first = np.linalg.inv(self.cam2world[order[0]])
         pts = self.points[order] @ to_first[:3, :3].T + to_first[:3, 3]
