@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import platform
 import shutil
@@ -27,21 +26,8 @@ os.environ["BLENDER_USER_RESOURCES"] = USER
 
 import bpy  # noqa: E402
 import numpy as np  # noqa: E402
-from bundles import synthetic_bundle  # noqa: E402  (bench/ is this script's folder)
-
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = "bl_ext.user_default.mvdust3r_blender"
-
-
-def install_extension(work: Path) -> None:
-    spec = importlib.util.spec_from_file_location("mvdust3r_build_script", ROOT / "build.py")
-    assert spec is not None and spec.loader is not None
-    build = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = build
-    spec.loader.exec_module(build)
-    zip_path = build.build_extension(stage=work / "stage", out_dir=work / "dist")[build.host_platform()]
-    bpy.ops.extensions.package_install_files(filepath=str(zip_path), repo="user_default", enable_on_install=True)
-
+from blender_extension import PACKAGE, install_extension  # noqa: E402  (bench/ is this script's folder)
+from bundles import synthetic_bundle  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import platform
 import shutil
@@ -33,22 +32,11 @@ sys.path.insert(0, str(ROOT / "tests" / "blender"))
 
 import bpy  # noqa: E402
 import numpy as np  # noqa: E402
+from blender_extension import PACKAGE, install_extension  # noqa: E402  (bench/ is this script's folder)
 
 # the tests' own scene, reference rasteriser and render read-back (tests/blender, not type-checked here)
 queries, reference_module, scenes = (importlib.import_module(name)
                                      for name in ("blender_queries", "splat_reference", "splat_scenes"))
-
-PACKAGE = "bl_ext.user_default.mvdust3r_blender"
-
-
-def install_extension(work: Path) -> None:
-    spec = importlib.util.spec_from_file_location("mvdust3r_build_script", ROOT / "build.py")
-    assert spec is not None and spec.loader is not None
-    build = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = build
-    spec.loader.exec_module(build)
-    zip_path = build.build_extension(stage=work / "stage", out_dir=work / "dist")[build.host_platform()]
-    bpy.ops.extensions.package_install_files(filepath=str(zip_path), repo="user_default", enable_on_install=True)
 
 
 def reference_image(b: Any, srgb8_to_linear: Any) -> Any:
