@@ -168,8 +168,16 @@ class WorkerSettings:
         the add-on's preferences. Raises :class:`SetupError` naming a missing file. With `remote`
         (an ssh destination, with `ssh_command`, or a :class:`RemoteTarget`) the worker runs there:
         `python` (default ``python3``) and `checkpoint` are then the remote's, not checked here.
-        An unknown `precision` is an ``OptionError`` naming it."""
+        When none of `python`, `remote`, `ssh_command` and ``$MVDUST3R_WORKER_PYTHON`` says where
+        the worker runs, the preferences' Worker choice does (a remote GPU there is used by scripts
+        too). An unknown `precision` is an ``OptionError`` naming it."""
         precision = check_precision(precision if precision is not None else str(preferences.get().precision))
+        device = device if device is not None else str(preferences.get().device)
+        if remote is None and python is None and ssh_command is None and not os.environ.get(WORKER_PYTHON_ENV):
+            prefs = preferences.get()
+            if prefs.worker_location == "REMOTE":
+                remote = remote_target(prefs.remote_destination, prefs.remote_ssh_command, prefs.remote_python or None)
+                checkpoint = checkpoint if checkpoint is not None else (prefs.remote_checkpoint or None)
         if isinstance(remote, str):
             remote = remote_target(remote, ssh_command, python)
         elif ssh_command is not None and remote is None:
@@ -179,8 +187,7 @@ class WorkerSettings:
             if checkpoint is None:
                 raise SetupError(f"no checkpoint is given for the remote worker on {remote}",
                                  "pass checkpoint= (a path on the remote machine)")
-            return cls(python=remote.python, checkpoint=os.fspath(checkpoint),
-                       device=device if device is not None else str(preferences.get().device), remote=remote,
+            return cls(python=remote.python, checkpoint=os.fspath(checkpoint), device=device, remote=remote,
                        precision=precision)
         python = python if python is not None else os.environ.get(WORKER_PYTHON_ENV) or None
         if python is None:
@@ -193,8 +200,7 @@ class WorkerSettings:
         elif not Path(checkpoint).is_file():
             raise SetupError(f"the checkpoint '{os.fspath(checkpoint)}' does not exist",
                              "pass an existing MV-DUSt3R(+) checkpoint file")
-        return cls(python=str(Path(python).absolute()), checkpoint=str(Path(checkpoint).absolute()),
-                   device=device if device is not None else str(preferences.get().device),
+        return cls(python=str(Path(python).absolute()), checkpoint=str(Path(checkpoint).absolute()), device=device,
                    precision=precision)
 
 

@@ -83,6 +83,14 @@ def test_arguments_override_the_preferences(api: Any, tmp_path: Path, golden: Pa
     assert settings.resolve(checkpoint=plus, python=worker_python()).python == worker_python()
     with pytest.raises(setup_error, match="nowhere/python"):
         settings.resolve(checkpoint=plus, python=tmp_path / "nowhere" / "python")
+    # nothing says where the worker runs: the preferences' remote GPU counts for scripts too
+    prefs.worker_location, prefs.remote_destination = "REMOTE", "render@gpu-box"
+    prefs.remote_python, prefs.remote_checkpoint = "/opt/venv/bin/python", "/models/MVDp_s2.pth"
+    remote = settings.resolve(device="cuda")
+    assert (str(remote.remote), remote.python, remote.checkpoint, remote.device) == \
+        ("render@gpu-box", "/opt/venv/bin/python", "/models/MVDp_s2.pth", "cuda")
+    assert settings.resolve(checkpoint=plus, python=worker_python()).remote is None  # a given Python is local
+    prefs.worker_location = "LOCAL"
     # and a real run with the MV-DUSt3R+ checkpoint given per call (4 reference views: 4 photos)
     result = api.reconstruct(scene_folder(tmp_path / "plus", 4), checkpoint=plus, python=worker_python(),
                              import_gaussians=False)
