@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mvdust3r_blender.core.options import ReconstructOptions  # noqa: E402
-from mvdust3r_blender.engine.cameras import estimate_cameras  # noqa: E402
+from training.official_cameras import estimate_cameras  # noqa: E402
 from mvdust3r_blender.engine.checkpoint import load_model  # noqa: E402
 from mvdust3r_blender.engine.model import MultiViewModel, Precision  # noqa: E402
 from mvdust3r_blender.engine.pipeline import reconstruct  # noqa: E402

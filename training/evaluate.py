@@ -33,12 +33,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mvdust3r_blender.engine.cameras import estimate_cameras, fallback_focal, pixel_grid
 from mvdust3r_blender.engine.checkpoint import load_model
 from mvdust3r_blender.engine.model import MultiViewModel
 from training.metrics import camera_metrics, normalise_points, point_metrics
 
 from .dataset import SampleKey, SyntheticScenes
+from .official_cameras import estimate_cameras, fallback_focal, pixel_grid
 from .world import ROOMS_V1, WORLDS, World
 
 HELDOUT_SEED = 2_147_483_647

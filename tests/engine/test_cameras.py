@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from mvdust3r_blender.engine.cameras import (ViewGeometry, estimate_cameras, estimate_focal, grid_intrinsics,
-                                             grid_intrinsics_of, grid_offsets, photo_intrinsics, pose_mask,
-                                             recover_cameras, solve_poses)
+from mvdust3r_blender.engine.cameras import (ViewGeometry, grid_intrinsics_of, grid_offsets, photo_intrinsics,
+                                             pose_mask, recover_cameras)
 from training.metrics import camera_metrics, rotation_angle_deg
+from training.official_cameras import estimate_cameras, estimate_focal, grid_intrinsics, solve_poses
 from synthetic_scenes import make_scene
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from mvdust3r_blender.engine.cameras import estimate_cameras
+from training.official_cameras import estimate_cameras
 from mvdust3r_blender.engine.config import ModelConfig
 from mvdust3r_blender.engine.images import load_photo
 from mvdust3r_blender.core.options import ReconstructOptions

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from mvdust3r_blender.engine.cameras import estimate_cameras
+from training.official_cameras import estimate_cameras
 from training.metrics import rotation_angle_deg
 from training.cameras import look_at, sample_intrinsics, sample_trajectory
 from training.render import render
