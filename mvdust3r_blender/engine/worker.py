@@ -37,7 +37,7 @@ from ..core.protocol import (AckEvent, CancelRequest, DeviceInfo, ErrorEvent, Ev
                         ReadyEvent,
                         ReconstructRequest, ReleaseRequest, Request, ResultEvent, ShutdownRequest,
                         PROTOCOL_VERSION, decode_request, encode)
-from ..core.errors import UserError
+from ..core.errors import OptionError, UserError
 from .errors import Cancelled, EngineError, out_of_memory
 from .jobs import JobFolders, PathRefused
 
@@ -396,11 +396,12 @@ def _export_dir(request: ReconstructRequest, gaussians: bool) -> Optional[Path]:
     """Check the requested exports before any work is done; the folder to write them to, or None."""
     if not request.exports:
         return None
-    from ..core.exports import FORMATS, needing_gaussians  # numpy: imported on use, like torch (hello works without them)
+    from ..core.exports import needing_gaussians, parse_formats  # numpy: imported on use, like torch (hello works without them)
 
-    unknown = sorted(set(request.exports) - set(FORMATS))
-    if unknown:
-        raise BadRequest(f"unknown export format(s) {', '.join(unknown)}", f"choose from {', '.join(FORMATS)}")
+    try:
+        parse_formats(request.exports)  # the command lines' check and message
+    except OptionError as exc:
+        raise BadRequest(exc.message, exc.hint) from None
     needing = needing_gaussians(request.exports)
     if needing and not gaussians:
         raise BadRequest(f"the {', '.join(map(repr, needing))} export needs Gaussians",

@@ -438,7 +438,7 @@ def test_cancel_all_covers_running_and_queued_requests(served: WorkerClient, man
     # Export requests are checked before any work (valid photos: nothing else would stop the run).
     (lambda d: p.ReconstructRequest(photos=[str(d / "a.png"), str(d / "photo_001.png")], output=str(d / "o.npz"),
                                     exports=["ply", "obj"], export_dir=str(d / "x")),
-     "bad_request", "unknown export format(s) obj", True),
+     "bad_request", "unknown export format 'obj'", True),
     (lambda d: p.ReconstructRequest(photos=[str(d / "a.png"), str(d / "photo_001.png")], output=str(d / "o.npz"),
                                     options=p.ReconstructOptions(gaussians=False), exports=["gaussians"],
                                     export_dir=str(d / "x")),
