@@ -117,6 +117,33 @@ def ensure_sshd() -> None:
         sys.exit(f"openssh-server is installed but {SSHD} is missing")
 
 
+NPM_TOOLS = ROOT / ".npm-tools"
+NPM_PACKAGES = ("@playcanvas/splat-transform@3.10.2", "gltf-validator@2.0.0-dev.3.10")
+"""The independent readers the splat-export tests check the files with (tests/engine/npm_tools.py)."""
+
+
+def ensure_npm_tools() -> None:
+    """Node.js packages the tests run as independent readers, installed into the gitignored
+    .npm-tools/ (a stamp of NPM_PACKAGES makes re-runs instant); Node.js and npm themselves come
+    from Debian's nodejs/npm when missing (as root, with apt-get), else a clear stop."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        if os.name != "posix" or os.geteuid() != 0 or shutil.which("apt-get") is None:
+            sys.exit("the export tests need Node.js and npm: install the packages nodejs and npm")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        if run(["apt-get", "update", "-qq"], env=env) != 0 or run(
+                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "nodejs", "npm"], env=env) != 0:
+            sys.exit("apt-get could not install nodejs and npm (its messages are above)")
+    stamp = NPM_TOOLS / ".packages.json"
+    wanted = json.dumps(sorted(NPM_PACKAGES))
+    if stamp.is_file() and stamp.read_text() == wanted:
+        return
+    NPM_TOOLS.mkdir(exist_ok=True)
+    (NPM_TOOLS / "package.json").write_text('{"private": true}\n')
+    if run(["npm", "install", "--prefix", NPM_TOOLS, "--no-audit", "--no-fund", "--no-save", *NPM_PACKAGES]) != 0:
+        sys.exit("npm could not install the export tests' readers (see the messages above)")
+    stamp.write_text(wanted)
+
+
 @dataclass
 class SuiteResult:
     name: str
@@ -153,6 +180,7 @@ def pytest_suite(name: str, python: Path, paths: list[str], extra_env: dict[str,
 def test(args: argparse.Namespace) -> int:
     setup()
     ensure_sshd()
+    ensure_npm_tools()
     engine_python = str(ENGINE.python)
     common = {"MVDUST3R_WORKER_PYTHON": engine_python}
     results = [pytest_suite("engine", ENGINE.python, ["tests/engine", "tests/training"], common)]

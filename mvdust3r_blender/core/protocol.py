@@ -80,7 +80,7 @@ class ReconstructRequest(Request):
 
     ``options`` are the typed :class:`~.options.ReconstructOptions` (checked on decoding). When ``checkpoint`` is
     given the model is loaded first as by :class:`LoadRequest` (reused when unchanged); otherwise
-    a model must already be loaded. ``exports`` (format names: ply, gaussians, splat, colmap, glb) are
+    a model must already be loaded. ``exports`` (format names: :data:`.exports.FORMATS`) are
     written into ``export_dir`` by the worker itself, which has the libraries some formats need
     (the COLMAP export re-saves EXIF-rotated photos upright), leaving out the points that do not
     pass ``export_cut``. Format names are checked before the reconstruction starts.

@@ -224,7 +224,7 @@ class WorkerClient:
                     export_dir: Optional[str | os.PathLike[str]] = None,
                     export_cut: ConfidenceCut = ConfidenceCut()) -> str:
         """Reconstruct `photos` into the bundle `output`; with `checkpoint`, load it first if needed.
-        `exports` (ply, gaussians, splat, colmap, glb) are written by the worker into `export_dir`,
+        `exports` (names from `core.exports.FORMATS`) are written by the worker into `export_dir`,
         leaving out the points `export_cut` drops."""
         return self.send(ReconstructRequest(
             photos=[str(Path(p).absolute()) for p in photos], output=str(Path(output).absolute()),

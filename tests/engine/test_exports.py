@@ -469,12 +469,12 @@ def test_export_writes_every_format_and_replaces_older_files(bundle, tmp_path):
     (out / "colmap").mkdir()
     (out / "colmap" / "stale.txt").write_text("old")
     written = export(bundle, list(reversed(FORMATS)), out)
-    assert list(written) == list(FORMATS) == ["ply", "gaussians", "splat", "colmap", "glb"]
+    assert list(written) == list(FORMATS) == ["ply", "gaussians", "splat", "colmap", "glb", "gltf-splats", "spz"]
     assert all(p.exists() for p in written.values())
     assert PlyData.read(str(out / "points.ply"))["vertex"].count == demo_mask(bundle.conf).sum()
     assert not (out / "colmap" / "stale.txt").exists()
     assert sorted(p.name for p in out.iterdir()) == ["colmap", "gaussians.ply", "points.ply", "scene.glb",
-                                                     "scene.splat"]
+                                                     "scene.splat", "scene.spz", "splats.glb"]
 
 
 def test_unknown_format_names_the_known_ones(bundle, tmp_path):

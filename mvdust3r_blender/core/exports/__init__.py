@@ -2,16 +2,18 @@
 
 numpy and the standard library only, so Blender's own Python (no torch) can call them too.
 
-=============  ===========================  ===================================================
-format name    written to (in `out_dir`)    what
-=============  ===========================  ===================================================
-``ply``        ``points.ply``               binary PLY point cloud: x y z, red green blue,
-                                            confidence, view
-``gaussians``  ``gaussians.ply``            3DGS PLY in the INRIA layout (see :mod:`.splat_ply`)
-``splat``      ``scene.splat``              the same Gaussians as a compact web-viewer ``.splat``
-``colmap``     ``colmap/``                  COLMAP text model in ``sparse/0`` + ``images/``
-``glb``        ``scene.glb``                glTF 2.0 binary: points + one camera per view
-=============  ===========================  ===================================================
+===============  ===========================  =================================================
+format name      written to (in `out_dir`)    what
+===============  ===========================  =================================================
+``ply``          ``points.ply``               binary PLY point cloud: x y z, red green blue,
+                                              confidence, view
+``gaussians``    ``gaussians.ply``            3DGS PLY in the INRIA layout (see :mod:`.splat_ply`)
+``splat``        ``scene.splat``              the same Gaussians as a compact web-viewer ``.splat``
+``colmap``       ``colmap/``                  COLMAP text model in ``sparse/0`` + ``images/``
+``glb``          ``scene.glb``                glTF 2.0 binary: points + one camera per view
+``gltf-splats``  ``splats.glb``               the Gaussians as glTF with ``KHR_gaussian_splatting``
+``spz``          ``scene.spz``                the Gaussians as Niantic's compressed SPZ (version 3)
+===============  ===========================  =================================================
 
 Every format exports the same points: those passing the :class:`~..confidence.ConfidenceCut` given
 (by default the official demo's rule, leaving out the least-confident 3 % over all views).
@@ -30,8 +32,10 @@ from .atomic import writable_folder
 from .colmap import require_photos, write_colmap
 from .errors import ExportError
 from .glb import write_glb
+from .gltf_splats import write_gltf_splats
 from .ply import write_points_ply
 from .splat_ply import require_gaussians, write_gaussians_ply, write_splat
+from .spz import write_spz
 
 __all__ = ["FORMATS", "GAUSSIAN_FORMATS", "ExportError", "export", "needing_gaussians", "parse_formats"]
 
@@ -41,12 +45,14 @@ _WRITERS: dict[str, tuple[str, Callable[[Bundle, np.ndarray, Path], Path]]] = {
     "splat": ("scene.splat", write_splat),
     "colmap": ("colmap", write_colmap),
     "glb": ("scene.glb", write_glb),
+    "gltf-splats": ("splats.glb", write_gltf_splats),
+    "spz": ("scene.spz", write_spz),
 }
 
 FORMATS: tuple[str, ...] = tuple(_WRITERS)
 """The format names :func:`export` accepts, in the order it writes them."""
 
-GAUSSIAN_FORMATS: tuple[str, ...] = ("gaussians", "splat")
+GAUSSIAN_FORMATS: tuple[str, ...] = ("gaussians", "splat", "gltf-splats", "spz")
 """The formats that need the bundle's Gaussian parameters."""
 
 

@@ -86,12 +86,19 @@ def write_glb(bundle: Bundle, keep: np.ndarray, path: Path) -> Path:
     doc["nodes"] = nodes
     doc["scenes"] = [{"name": "MV-DUSt3R", "nodes": list(range(len(nodes)))}]
 
+    return pack_glb(path, doc, arrays, f"{len(points)} points")
+
+
+def pack_glb(path: Path, doc: dict[str, Any], arrays: list[np.ndarray], what: str) -> Path:
+    """Write the glTF JSON `doc` and the binary chunk of `arrays` (each a multiple of 4 bytes, laid
+    out as `doc`'s buffer views say) to `path` as .glb, atomically; `what` names the content when it
+    is over the format's 4 GiB."""
     text = json.dumps(doc, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 4)
-    blob_length = sum(a.nbytes for a in arrays)  # float32 data: always a multiple of 4
+    blob_length = sum(a.nbytes for a in arrays)
     total = 12 + 8 + len(text) + (8 + blob_length if arrays else 0)
     if total >= 1 << 32:
-        raise ExportError(f"{path}: {len(points)} points make a .glb over the format's 4 GiB limit",
+        raise ExportError(f"{path}: {what} make a .glb over the format's 4 GiB limit",
                           "raise the confidence threshold, or export 'ply' instead")
     with atomic_file(path) as tmp, open(tmp, "wb") as f:
         f.write(struct.pack("<III", _GLB_MAGIC, _GLB_VERSION, total))

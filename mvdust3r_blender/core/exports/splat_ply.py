@@ -56,8 +56,8 @@ SPLAT_DTYPE = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u
 def require_gaussians(bundle: Bundle) -> None:
     """Raise :class:`ExportError` unless `bundle` holds Gaussian parameters."""
     if not bundle.has_gaussians:
-        raise ExportError("the 'gaussians' and 'splat' exports need a bundle with Gaussian parameters, and "
-                          "this one has none", "reconstruct with Gaussians enabled, or leave out those formats")
+        raise ExportError("the Gaussian exports (gaussians, splat, gltf-splats, spz) need a bundle with Gaussian "
+                          "parameters, and this one has none", "reconstruct with Gaussians enabled, or leave out those formats")
 
 
 @dataclass(frozen=True)
