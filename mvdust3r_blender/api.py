@@ -6,6 +6,7 @@
 
     result = mvd.reconstruct("/photos/kitchen")                  # blocks; settings from the preferences
     mvd.export(result, ["ply", "glb"], "/out/kitchen")
+    splats = mvd.import_splats("/scans/statue.spz")                # any 3DGS .ply, .spz or KHR glTF
     report = mvd.reconstruct_many(["/photos/a", "/photos/b"], "/out")   # one .blend per scene
 
 Everything here runs on Blender's main thread. docs/scripting.md has worked examples.
@@ -22,10 +23,11 @@ from .core.bundle import Bundle
 from .import_options import ImportOptions
 from .importers import scene as scene_import
 from .importers.scene import ImportResult
+from .importers.splat_file import SplatImport, import_splat_file
 from .reconstruction import Result, export, reconstruct
 
-__all__ = ["BatchReport", "ImportOptions", "ImportResult", "Result", "SceneOutcome", "export", "import_bundle",
-           "reconstruct", "reconstruct_many"]
+__all__ = ["BatchReport", "ImportOptions", "ImportResult", "Result", "SceneOutcome", "SplatImport", "export",
+           "import_bundle", "import_splats", "reconstruct", "reconstruct_many"]
 
 
 def import_bundle(path_or_bundle: Union[str, "os.PathLike[str]", Bundle], *,
@@ -45,3 +47,20 @@ def import_bundle(path_or_bundle: Union[str, "os.PathLike[str]", Bundle], *,
     if target is None:
         raise ValueError("no scene to import into: pass scene=")
     return scene_import.import_bundle(path_or_bundle, settings, target)
+
+
+def import_splats(path: Union[str, "os.PathLike[str]"], *, scene: Optional[bpy.types.Scene] = None,
+                  name: Optional[str] = None) -> SplatImport:
+    """Import a 3D Gaussian splat file made by any tool — the INRIA 3DGS ``.ply`` (SH up to degree 3),
+    Niantic's ``.spz`` (versions 2 and 3) or ``.glb``/``.gltf`` with ``KHR_gaussian_splatting`` — into
+    a new collection (named `name`, else after the file) as the add-on's splats: they render on F12
+    like a 3DGS rasteriser, with view-dependent colour from the SH evaluated for the render camera.
+
+    `scene` defaults to the context's scene. Returns the collection, the Gaussians object, the count,
+    the SH degree and a report. A bad file raises ``SplatFileError`` (a ``UserError``) naming the file
+    and the problem, with the scene unchanged.
+    """
+    target = scene if scene is not None else bpy.context.scene
+    if target is None:
+        raise ValueError("no scene to import into: pass scene=")
+    return import_splat_file(path, target, name)

@@ -1,4 +1,5 @@
-"""File > Import > MV-DUSt3R Reconstruction (.npz), and dropping a bundle onto the 3D viewport.
+"""File > Import > MV-DUSt3R Reconstruction (.npz) and > Gaussian Splats (.ply, .spz, .glb, .gltf), and
+dropping either onto the 3D viewport.
 
 A thin operator over :func:`.api.import_bundle`: the option mixins give its properties and layout,
 errors a user can cause (a bad file, a bad option) are reported and cancel with the scene unchanged.
@@ -10,8 +11,9 @@ from typing import TYPE_CHECKING
 import bpy
 from bpy_extras.io_utils import ImportHelper
 
-from .api import import_bundle
+from .api import import_bundle, import_splats
 from .core.bundle import BundleError
+from .core.splat_files import SplatFileError
 from .import_options import ImportSettings
 
 if TYPE_CHECKING:
@@ -67,12 +69,55 @@ class MVDUST3R_FH_bundle(bpy.types.FileHandler):
         return context.area is not None and context.area.type == "VIEW_3D"
 
 
+class IMPORT_SCENE_OT_mvdust3r_splats(bpy.types.Operator, ImportHelper):  # type: ignore[misc]
+    """Import 3D Gaussian splats made by any tool (3DGS .ply, .spz, glTF with KHR_gaussian_splatting) as splats that render on F12"""
+
+    bl_idname = "import_scene.mvdust3r_splats"
+    bl_label = "Import Gaussian Splats"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filename_ext = ".ply"
+    if TYPE_CHECKING:
+        filepath: str
+    filter_glob: bpy.props.StringProperty(default="*.ply;*.spz;*.glb;*.gltf", options={"HIDDEN"})  # type: ignore[valid-type]
+
+    def invoke(self, context: bpy.types.Context,  # type: ignore[override]
+               event: bpy.types.Event) -> set["OperatorReturnItems"]:
+        if self.filepath:  # dropped: nothing to choose
+            return self.execute(context)
+        return ImportHelper.invoke(self, context, event)  # type: ignore[func-returns-value, return-value]
+
+    def execute(self, context: bpy.types.Context) -> set["OperatorReturnItems"]:
+        try:
+            result = import_splats(self.filepath, scene=context.scene)
+        except (SplatFileError, ValueError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        for line in result.report:
+            self.report({"INFO"}, line)
+        return {"FINISHED"}
+
+
+class MVDUST3R_FH_splats(bpy.types.FileHandler):
+    """Drop a Gaussian splat file onto the 3D viewport to import it as splats."""
+
+    bl_idname = "MVDUST3R_FH_splats"
+    bl_label = "Gaussian Splats"
+    bl_import_operator = "import_scene.mvdust3r_splats"
+    bl_file_extensions = ".ply;.spz;.glb;.gltf"
+
+    @classmethod
+    def poll_drop(cls, context: bpy.types.Context) -> bool:
+        return context.area is not None and context.area.type == "VIEW_3D"
+
+
 def menu_import(self: bpy.types.Menu, context: bpy.types.Context) -> None:
     if self.layout is not None:
         self.layout.operator(IMPORT_SCENE_OT_mvdust3r_bundle.bl_idname, text="MV-DUSt3R Reconstruction (.npz)")
+        self.layout.operator(IMPORT_SCENE_OT_mvdust3r_splats.bl_idname, text="Gaussian Splats (.ply, .spz, .glb)")
 
 
-_CLASSES = (IMPORT_SCENE_OT_mvdust3r_bundle, MVDUST3R_FH_bundle)
+_CLASSES = (IMPORT_SCENE_OT_mvdust3r_bundle, MVDUST3R_FH_bundle, IMPORT_SCENE_OT_mvdust3r_splats, MVDUST3R_FH_splats)
 
 
 def register() -> None:

@@ -11,6 +11,10 @@ Image formation as in Kerbl et al. 2023 (the official ``diff-gaussian-rasterizat
 - per pixel, Gaussians are composited front to back by depth (camera z) and compositing stops before
   the contribution that would bring the transmittance below 1e-4.
 
+- colour from spherical harmonics (:func:`sh_colours`): the official ``computeColorFromSH``: the
+  real SH basis up to degree 3 with its constants, evaluated along the unit direction from the
+  camera centre to the Gaussian's centre, plus 0.5, clamped at 0 below.
+
 Pixel (i, j) has its centre at (j + 0.5, i + 0.5): the image spans [0,W]×[0,H] (the bundle's photo
 convention). Colours are composited as given; the result is premultiplied (colour over black) with
 its alpha = 1 − transmittance. No per-pixel Python: contributions are grouped by footprint size,
@@ -121,6 +125,29 @@ def rasterize(means: np.ndarray, wxyz: np.ndarray, scales: np.ndarray, opacity: 
             colour_out[:, channel] = np.bincount(pixel, weight * colour[gauss, channel], minlength=height * width)
         transmittance = np.exp(np.bincount(pixel, log_keep[used], minlength=height * width))
     return SplatImage(colour=colour_out.reshape(height, width, -1), alpha=(1.0 - transmittance).reshape(height, width))
+
+
+SH_C0 = 0.28209479177387814
+SH_C1 = 0.4886025119029199
+SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
+SH_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154, -0.4570457994644658,
+         1.445305721320277, -0.5900435899266435)
+
+
+def sh_colours(means: np.ndarray, sh: np.ndarray, eye: np.ndarray) -> np.ndarray:
+    """[N,3]: the colour of each Gaussian (means [N,3], sh [N,K,3] with K = 1, 4, 9 or 16) seen from
+    the camera centre `eye` [3] (same frame), as the official rasteriser computes it."""
+    d = means.astype(np.float64) - np.asarray(eye, dtype=np.float64)
+    x, y, z = (d / np.linalg.norm(d, axis=1, keepdims=True)).T
+    xx, yy, zz = x * x, y * y, z * z
+    basis = [np.full_like(x, SH_C0), -SH_C1 * y, SH_C1 * z, -SH_C1 * x,
+             SH_C2[0] * x * y, SH_C2[1] * y * z, SH_C2[2] * (2 * zz - xx - yy), SH_C2[3] * x * z, SH_C2[4] * (xx - yy),
+             SH_C3[0] * y * (3 * xx - yy), SH_C3[1] * x * y * z, SH_C3[2] * y * (4 * zz - xx - yy),
+             SH_C3[3] * z * (2 * zz - 3 * xx - 3 * yy), SH_C3[4] * x * (4 * zz - xx - yy), SH_C3[5] * z * (xx - yy),
+             SH_C3[6] * x * (xx - 3 * yy)]
+    k = sh.shape[1]
+    colour = sum(basis[i][:, None] * sh[:, i].astype(np.float64) for i in range(k))
+    return np.maximum(np.asarray(colour) + 0.5, 0.0)
 
 
 def linear_to_srgb(linear: np.ndarray) -> np.ndarray:

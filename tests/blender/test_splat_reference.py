@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from splat_reference import ALPHA_MAX, LOW_PASS, projected_covariances, quaternion_matrices, rasterize
+from splat_reference import ALPHA_MAX, LOW_PASS, projected_covariances, quaternion_matrices, rasterize, sh_colours
 
 W, H = 48, 40
 K = np.array([[60.0, 0, 24.25], [0, 60.0, 19.75], [0, 0, 1]])
@@ -93,3 +93,23 @@ def test_compositing_stops_at_transmittance_1e4() -> None:
     centre = (int(K[1, 2]), int(K[0, 2]))
     assert np.allclose(image.colour[centre], [ALPHA_MAX, 0.9 * (1 - ALPHA_MAX), 0], atol=1e-6)
     assert np.isclose(image.alpha[centre], 1 - (1 - ALPHA_MAX) * 0.1, atol=1e-6)
+
+
+def test_sh_basis_is_orthonormal_on_the_sphere_and_adds_half() -> None:
+    """The 16 basis functions sh_colours combines are the real spherical harmonics: over directions
+    spread evenly on the sphere, the mean of Yᵢ·Yⱼ is δᵢⱼ / 4π. A coefficient of 0.1 on one channel
+    picks 0.1·Yᵢ (plus the 0.5 offset, never clamped at that size) out of the colour."""
+    rng = np.random.default_rng(0)
+    directions = rng.normal(size=(200_000, 3))
+    eye = np.zeros(3)
+    basis = np.empty((len(directions), 16))
+    for i in range(16):
+        sh = np.zeros((len(directions), 16, 3))
+        sh[:, i, 0] = 0.1
+        basis[:, i] = (sh_colours(directions, sh, eye)[:, 0] - 0.5) / 0.1
+    gram = basis.T @ basis / len(directions) * 4 * np.pi
+    np.testing.assert_allclose(gram, np.eye(16), atol=0.03)
+    # along +z only the m = 0 functions are non-zero: √(3/4π) for degree 1
+    sh = np.zeros((1, 4, 3))
+    sh[0, 2] = 1.0
+    np.testing.assert_allclose(sh_colours(np.array([[0.0, 0.0, 2.0]]), sh, eye), [[0.5 + 0.4886025119029199] * 3])

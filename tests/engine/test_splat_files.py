@@ -17,8 +17,13 @@ from mvdust3r_blender.core.splat_field import SplatField, half_turn_x, view_colo
 from mvdust3r_blender.core.splat_files import SplatFileError, read_splat_file
 
 from npm_tools import splat_transform
-from splat_reference_files import reference_field, write_inria_ply
+from splat_reference_files import reference_splats, write_inria_ply
 from test_exports import make_bundle
+
+
+def reference_field(count: int = 400) -> SplatField:
+    r = reference_splats(count)
+    return SplatField(r.position, r.rotation, r.scale, r.opacity, r.sh)
 
 
 def rotation_cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -39,7 +44,7 @@ def assert_same_field(got: SplatField, want: SplatField, *, position: float, log
 def third_party(tmp_path_factory) -> tuple[SplatField, dict[str, Path]]:
     folder = tmp_path_factory.mktemp("third_party")
     field = reference_field()
-    ply = write_inria_ply(field, folder / "reference.ply")
+    ply = write_inria_ply(reference_splats(), folder / "reference.ply")
     files = {"ply": folder / "st.ply", "spz": folder / "st.spz", "glb": folder / "st.glb"}
     splat_transform(ply, files["ply"])
     splat_transform(ply, "--spz-version", "3", files["spz"])
@@ -140,7 +145,9 @@ def test_nan_scales_are_counted(tmp_path):
     field = reference_field(count=50)
     scale = field.scale.copy()
     scale[[3, 7]] = np.nan
-    path = write_inria_ply(SplatField(field.position, field.rotation, scale, field.opacity, field.sh), tmp_path / "nan.ply")
+    splats = reference_splats(count=50)
+    path = write_inria_ply(type(splats)(splats.position, splats.rotation, scale, splats.opacity, splats.sh),
+                           tmp_path / "nan.ply")
     with pytest.raises(SplatFileError, match=r"nan\.ply: 2 of its 50 Gaussians have non-finite scales .* index 3"):
         read_splat_file(path)
 
