@@ -60,6 +60,10 @@ def main() -> None:
     parser.add_argument("--min-transparent-bounces", type=int,
                         help="override what the import set (Cycles' Russian roulette starts after this many)")
     parser.add_argument("--keep", type=Path, help="keep the renders (EXR) in this folder")
+    parser.add_argument("--scene", choices=["plane-and-sphere", "dense"], default="plane-and-sphere",
+                        help="dense: random anisotropic Gaussians about --layers deep on every pixel")
+    parser.add_argument("--layers", type=float, default=100.0)
+    parser.add_argument("--max-transparent-bounces", type=int, help="override what the import set")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mvd-bench-"))
     try:
@@ -72,8 +76,11 @@ def main() -> None:
         api = importlib.import_module(f"{PACKAGE}.api")
         bundle_module = importlib.import_module(f"{PACKAGE}.core.bundle")
         rotations = importlib.import_module(f"{PACKAGE}.core.rotations")
-        bundle = scenes.plane_and_sphere(bundle_module.Bundle, rotations.quaternion_from_matrix, args.count,
-                                  args.width, args.height)
+        if args.scene == "dense":
+            bundle = scenes.dense_stack(bundle_module.Bundle, args.count, args.width, args.height, args.layers)
+        else:
+            bundle = scenes.plane_and_sphere(bundle_module.Bundle, rotations.quaternion_from_matrix, args.count,
+                                             args.width, args.height)
         t = time.perf_counter()
         reference = reference_image(bundle, bundle_module.srgb8_to_linear)
         reference_time = time.perf_counter() - t
@@ -104,6 +111,8 @@ def main() -> None:
         if args.engine == "CYCLES":
             if args.min_transparent_bounces is not None:
                 cycles.min_transparent_bounces = args.min_transparent_bounces
+            if args.max_transparent_bounces is not None:
+                cycles.transparent_max_bounces = args.max_transparent_bounces
             cycles.device = "CPU"
         scene.render.film_transparent = True
         out = args.keep or work

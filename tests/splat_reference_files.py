@@ -43,8 +43,8 @@ def reference_splats(count: int = 400, degree: int = 3, seed: int = 5) -> Refere
                            random_sh(rng, rng.uniform(0.15, 0.85, (count, 3)), degree, 0.3))
 
 
-def write_inria_ply(splats: ReferenceSplats, path: Path) -> Path:
-    """`splats` in the INRIA layout (logs, logits, f_rest channel-major), binary little-endian."""
+def inria_records(splats: ReferenceSplats) -> np.ndarray:
+    """`splats` as INRIA-layout records (logs, logits, f_rest channel-major): a float32 structured array."""
     rest = splats.sh.shape[1] - 1
     names = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"] + [f"f_rest_{i}" for i in range(3 * rest)]
              + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
@@ -60,7 +60,17 @@ def write_inria_ply(splats: ReferenceSplats, path: Path) -> Path:
     data["opacity"] = np.log(o / (1 - o))
     for i in range(4):
         data[f"rot_{i}"] = splats.rotation[:, i]
-    header = "ply\nformat binary_little_endian 1.0\nelement vertex %d\n%send_header\n" % (
-        len(data), "".join(f"property float {n}\n" for n in names))
-    path.write_bytes(header.encode("ascii") + data.tobytes())
+    return data
+
+
+def inria_header(dtype: np.dtype, count: int) -> bytes:
+    """The binary little-endian PLY header of `count` records of `dtype` (all float)."""
+    return ("ply\nformat binary_little_endian 1.0\nelement vertex %d\n%send_header\n" % (
+        count, "".join(f"property float {n}\n" for n in dtype.names or ()))).encode("ascii")
+
+
+def write_inria_ply(splats: ReferenceSplats, path: Path) -> Path:
+    """`splats` as an INRIA 3DGS PLY, binary little-endian."""
+    data = inria_records(splats)
+    path.write_bytes(inria_header(data.dtype, len(data)) + data.tobytes())
     return path

@@ -80,3 +80,42 @@ def plane_and_sphere(bundle_cls: Any, quaternion_from_matrix: Callable[[np.ndarr
         gaussian_rgb=rgb[order].astype(np.float32).reshape(1, grid_h, grid_w, 3),
         meta={"model": "splat-scene", "seed": seed},
     )
+
+
+def dense_stack(bundle_cls: Any, count: int, width: int = 320, height: int = 240, layers: float = 100.0,
+                seed: int = 0) -> Any:
+    """A `bundle_cls` holding `count` Gaussians of random anisotropy and rotation filling one
+    width×height view at depths 3–5 (OpenCV, camera at the origin looking along +z), sized so that
+    about `layers` Gaussians cover each pixel (each within its 2σ ellipse): the deep stacks a 12-view
+    per-pixel reconstruction piles up. Opacities 0.05–0.6, so that dozens of layers show through."""
+    rng = np.random.default_rng(seed)
+    grid_w = int(round(np.sqrt(count * width / height)))
+    grid_h = int(round(count / grid_w))
+    n = grid_h * grid_w
+    focal = FOCAL_RATIO * width
+    depth = rng.uniform(3.0, 5.0, n)
+    u, v = rng.uniform(-0.05, 1.05, n) * width, rng.uniform(-0.05, 1.05, n) * height
+    positions = np.column_stack([(u - width / 2) / focal * depth, (v - height / 2) / focal * depth, depth])
+    # n · π (2σ)² ≈ layers · W · H with σ the geometric mean of the two larger axes, in pixels
+    sigma_px = np.sqrt(layers * width * height / (n * 4 * np.pi))
+    axes = np.exp(rng.uniform(np.log(0.35), np.log(1.6), (n, 3)))
+    axes /= np.sqrt(np.sort(axes, axis=1)[:, 1:].prod(axis=1))[:, None]
+    scale = sigma_px * depth[:, None] / focal * axes
+    quat = rng.normal(size=(n, 4))
+    quat /= np.linalg.norm(quat, axis=1, keepdims=True)
+    rgb = rng.uniform(0.05, 0.95, (n, 3))
+    return bundle_cls(
+        images=np.round(rgb * 255).astype(np.uint8).reshape(1, grid_h, grid_w, 3),
+        pts3d=positions.astype(np.float32).reshape(1, grid_h, grid_w, 3),
+        conf=np.full((1, grid_h, grid_w), 2.0, np.float32),
+        intrinsics=np.array([[[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]]], np.float32),
+        cam2world=np.eye(4, dtype=np.float32)[None],
+        photo_size=np.array([[width, height]], np.int32),
+        crop_box=np.array([[0, 0, width, height]], np.float32),
+        photo_paths=["/nonexistent/dense-stack.png"],
+        gaussian_rotation=quat.astype(np.float32).reshape(1, grid_h, grid_w, 4),
+        gaussian_scale=scale.astype(np.float32).reshape(1, grid_h, grid_w, 3),
+        gaussian_opacity=rng.uniform(0.05, 0.6, n).astype(np.float32).reshape(1, grid_h, grid_w),
+        gaussian_rgb=rgb.astype(np.float32).reshape(1, grid_h, grid_w, 3),
+        meta={"model": "dense-stack", "seed": seed},
+    )
