@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--scene", choices=["plane-and-sphere", "dense"], default="plane-and-sphere",
                         help="dense: random anisotropic Gaussians about --layers deep on every pixel")
     parser.add_argument("--layers", type=float, default=100.0)
+    parser.add_argument("--opacity", type=float, nargs=2, default=(0.05, 0.6), help="dense: the opacities' range")
     parser.add_argument("--max-transparent-bounces", type=int, help="override what the import set")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mvd-bench-"))
@@ -77,7 +78,8 @@ def main() -> None:
         bundle_module = importlib.import_module(f"{PACKAGE}.core.bundle")
         rotations = importlib.import_module(f"{PACKAGE}.core.rotations")
         if args.scene == "dense":
-            bundle = scenes.dense_stack(bundle_module.Bundle, args.count, args.width, args.height, args.layers)
+            bundle = scenes.dense_stack(bundle_module.Bundle, args.count, args.width, args.height, args.layers,
+                                        tuple(args.opacity))
         else:
             bundle = scenes.plane_and_sphere(bundle_module.Bundle, rotations.quaternion_from_matrix, args.count,
                                              args.width, args.height)

@@ -46,6 +46,9 @@ LOW_PASS_INPUT = "Low-Pass (px²)"
 FOCAL_LENGTH = "Focal Length (px)"
 SIGMAS_ATTRIBUTE = "splat_sigmas"      # m, per instance, for the material
 SHELL_ATTRIBUTE = "splat_shell"        # 1 on icosphere splats (only front faces count), 0 on discs
+STRETCH_ATTRIBUTE = "splat_stretch"    # k ≥ 1: camera-parallel discs are stretched along object x by k
+MAX_STRETCH = 4.0       # rays more than 75.5° off a camera-parallel disc's normal (in the normalised
+                        # frame) lose the outer part of their footprint
 PIXEL_SIZE_ATTRIBUTE = "pixel_size"
 FLAT_RATIO = 0.3        # a disc when σ_min < 0.3 σ_mid: seen up to 75° off its normal, the disc
                         # (radius m σ) still holds every ray through the Gaussian's 2σ core
@@ -75,6 +78,7 @@ def splat_material(name: str) -> bpy.types.Material:
 
     colour, opacity = attribute(COLOR_ATTRIBUTE, 300), attribute("opacity", 0)
     sigmas, shell = attribute(SIGMAS_ATTRIBUTE, -300), attribute(SHELL_ATTRIBUTE, -450)
+    stretch = attribute(STRETCH_ATTRIBUTE, -750)
     geometry = nodes.new("ShaderNodeNewGeometry")
     geometry.location = (-1400, -600)
     coords = nodes.new("ShaderNodeTexCoord")   # "Object": the splat's own (unit-sphere) coordinates
@@ -85,8 +89,16 @@ def splat_material(name: str) -> bpy.types.Material:
     setattr(to_local, "convert_to", "OBJECT")
     to_local.location = (-1200, -600)
     links.new(geometry.outputs["Incoming"], to_local.inputs[0])
-    point = coords.outputs["Object"]
-    direction = vector_math_node(tree, "NORMALIZE", to_local.outputs[0], None, (-1000, -600))
+    # undo a camera-parallel disc's stretch along object x: back to the Gaussian's normalised frame
+    unstretch = nodes.new("ShaderNodeCombineXYZ")
+    unstretch.location = (-1000, -750)
+    links.new(stretch.outputs["Fac"], unstretch.inputs[0])
+    unstretch.inputs[1].default_value = 1.0  # type: ignore[attr-defined]
+    unstretch.inputs[2].default_value = 1.0  # type: ignore[attr-defined]
+    point = vector_math_node(tree, "MULTIPLY", coords.outputs["Object"], unstretch.outputs[0], (-1100, -900))
+    direction = vector_math_node(tree, "NORMALIZE", vector_math_node(tree, "MULTIPLY", to_local.outputs[0],
+                                                                     unstretch.outputs[0], (-1100, -600)),
+                                 None, (-1000, -600))
     along = vector_math_node(tree, "DOT_PRODUCT", point, direction, (-800, -600))
     radial = vector_math_node(tree, "DOT_PRODUCT", point, point, (-800, -900))
     b2 = math_node(tree, "SUBTRACT", radial, math_node(tree, "MULTIPLY", along, along, (-600, -600)), (-400, -750))
@@ -176,8 +188,13 @@ def gaussians_node_group(name: str, material: bpy.types.Material) -> bpy.types.G
     shell = math_node(group, "MULTIPLY", round_, math_node(group, "SUBTRACT", 1.0, has_camera, (1000, -650)), (1100, -650))
     facing = math_node(group, "MULTIPLY", round_, has_camera, (1100, -750))
 
+    turn, stretch = facing_transform(group, offset, forward.outputs[0], rotation, dilated.outputs[0],
+                                     position.outputs[0], group_in.outputs[SCALE_MULTIPLIER])
+    stretched = math_node(group, "ADD", 1.0, math_node(group, "MULTIPLY", facing, math_node(
+        group, "SUBTRACT", stretch, 1.0)))                                   # 1 on flat discs and shells
     stored_points = delete.outputs["Geometry"]
-    for attr, value, x in ((SIGMAS_ATTRIBUTE, group_in.outputs[SCALE_MULTIPLIER], -400), (SHELL_ATTRIBUTE, shell, -200)):
+    for attr, value, x in ((SIGMAS_ATTRIBUTE, group_in.outputs[SCALE_MULTIPLIER], -600), (SHELL_ATTRIBUTE, shell, -400),
+                           (STRETCH_ATTRIBUTE, stretched, -200)):
         store = nodes.new("GeometryNodeStoreNamedAttribute")
         setattr(store, "data_type", "FLOAT")
         setattr(store, "domain", "POINT")
@@ -220,8 +237,7 @@ def gaussians_node_group(name: str, material: bpy.types.Material) -> bpy.types.G
             turned = nodes.new("GeometryNodeSetInstanceTransform")
             turned.location = (1300, y)
             links.new(instances, turned.inputs["Instances"])
-            links.new(facing_transform(group, offset, rotation, dilated.outputs[0], position.outputs[0],
-                                       group_in.outputs[SCALE_MULTIPLIER]), turned.inputs["Transform"])
+            links.new(turn, turned.inputs["Transform"])
             instances = turned.outputs["Instances"]
         links.new(instances, join.inputs[0])
     links.new(join.outputs[0], group_out.inputs["Geometry"])
@@ -280,47 +296,65 @@ def prepare_render(scene: bpy.types.Scene) -> list[str]:
     return lines
 
 
-def facing_transform(group: bpy.types.GeometryNodeTree, offset: bpy.types.NodeSocket, rotation: bpy.types.NodeSocket,
-                     sigma: bpy.types.NodeSocket, position: bpy.types.NodeSocket,
-                     multiplier: bpy.types.NodeSocket) -> bpy.types.NodeSocket:
-    """The instance matrix of a disc that faces the camera in the Gaussian's own normalised frame.
+def facing_transform(group: bpy.types.GeometryNodeTree, offset: bpy.types.NodeSocket, forward: bpy.types.NodeSocket,
+                     rotation: bpy.types.NodeSocket, sigma: bpy.types.NodeSocket, position: bpy.types.NodeSocket,
+                     multiplier: bpy.types.NodeSocket) -> tuple[bpy.types.NodeSocket, bpy.types.NodeSocket]:
+    """(instance matrix, stretch k) of a disc through the centre parallel to the camera's image plane,
+    laid out in the Gaussian's own normalised frame.
 
-    In that frame (x = R·diag(σ)·u) the Gaussian is isotropic. With D the unit direction from the
-    camera to the centre there, and (e₁, e₂, D) orthonormal, the matrix R·diag(σ)·[e₁ e₂ D]·m (plus
-    the centre) maps the unit disc onto the plane through the centre perpendicular to the view ray:
-    every ray through the Gaussian crosses it (one surface, where a shell has two), and object
-    coordinates stay an isometry of the normalised frame, so the material's per-ray alpha is unchanged.
+    In that frame (x = R·diag(σ)·u) the Gaussian is isotropic; the world plane through the centre
+    facing along the camera's forward axis n is the plane through the origin with normal
+    ν = diag(σ)·Rᵀ·n there. Every view ray meets it at the Gaussian's own depth along n — the order
+    in which 3DGS composites (it sorts by the centres' view depth), where a disc perpendicular to the
+    ray would be met at the ray's densest point, an order that differs among deep stacks of
+    overlapping Gaussians. A ray of direction a (unit, normalised frame) passing at distance b from
+    the centre meets that plane within the ellipse (u₁ cos θ)² + u₂² ≤ b² (θ the angle between a and
+    ν, u₁ along the plane's line of steepest tilt e₁), so the unit disc is stretched by k = 1 / cos θ
+    along e₁ (at most MAX_STRETCH) and by m along both: columns R·diag(σ)·[k·m·e₁, m·e₂, m·ν]. The
+    material undoes the stretch (``splat_stretch``), so its per-ray alpha stays exact.
     """
-    local = group.nodes.new("FunctionNodeRotateVector")
-    invert = group.nodes.new("FunctionNodeInvertRotation")
-    group.links.new(rotation, invert.inputs[0])
-    group.links.new(offset, local.inputs["Vector"])
-    group.links.new(invert.outputs[0], local.inputs["Rotation"])
-    view = vector_math_node(group, "NORMALIZE", vector_math_node(group, "DIVIDE", local.outputs[0], sigma))
-    parts = group.nodes.new("ShaderNodeSeparateXYZ")
-    group.links.new(view, parts.inputs[0])
+    nodes = group.nodes
+
+    def to_local(vector: bpy.types.NodeSocket) -> bpy.types.NodeSocket:
+        turn = nodes.new("FunctionNodeRotateVector")
+        invert = nodes.new("FunctionNodeInvertRotation")
+        group.links.new(rotation, invert.inputs[0])
+        group.links.new(vector, turn.inputs["Vector"])
+        group.links.new(invert.outputs[0], turn.inputs["Rotation"])
+        return turn.outputs[0]
+
+    view = vector_math_node(group, "NORMALIZE", vector_math_node(group, "DIVIDE", to_local(offset), sigma))
+    normal = vector_math_node(group, "NORMALIZE", vector_math_node(group, "MULTIPLY", to_local(forward), sigma))
+    parts = nodes.new("ShaderNodeSeparateXYZ")
+    group.links.new(normal, parts.inputs[0])
     along_z = math_node(group, "GREATER_THAN", math_node(group, "ABSOLUTE", parts.outputs[2]), 0.9)
-    helper = group.nodes.new("ShaderNodeCombineXYZ")   # x if the view is near z, else z
+    helper = nodes.new("ShaderNodeCombineXYZ")   # x if the normal is near z, else z: never parallel to it
     group.links.new(along_z, helper.inputs[0])
     group.links.new(math_node(group, "SUBTRACT", 1.0, along_z), helper.inputs[2])
-    e1 = vector_math_node(group, "NORMALIZE", vector_math_node(group, "CROSS_PRODUCT", view, helper.outputs[0]))
-    e2 = vector_math_node(group, "CROSS_PRODUCT", view, e1)
-    matrix = group.nodes.new("FunctionNodeCombineMatrix")
-    for column, axis in enumerate((e1, e2, view, None)):
+    # e₂ ⊥ both; a whisker of the helper keeps it defined when the ray runs along the normal
+    e2 = vector_math_node(group, "NORMALIZE", vector_math_node(
+        group, "ADD", vector_math_node(group, "CROSS_PRODUCT", normal, view),
+        vector_math_node(group, "SCALE", vector_math_node(group, "CROSS_PRODUCT", normal, helper.outputs[0]), 1e-4)))
+    e1 = vector_math_node(group, "CROSS_PRODUCT", e2, normal)
+    cosine = math_node(group, "ABSOLUTE", vector_math_node(group, "DOT_PRODUCT", view, normal))
+    stretch = math_node(group, "DIVIDE", 1.0, math_node(group, "MAXIMUM", cosine, 1.0 / MAX_STRETCH))
+    matrix = nodes.new("FunctionNodeCombineMatrix")
+    for column, (axis, factor) in enumerate(((e1, stretch), (e2, None), (normal, None), (None, None))):
         if axis is None:
             world = position
         else:
-            turn = group.nodes.new("FunctionNodeRotateVector")
-            group.links.new(vector_math_node(group, "SCALE", vector_math_node(group, "MULTIPLY", axis, sigma), multiplier),
+            turn = nodes.new("FunctionNodeRotateVector")
+            length = multiplier if factor is None else math_node(group, "MULTIPLY", multiplier, factor)
+            group.links.new(vector_math_node(group, "SCALE", vector_math_node(group, "MULTIPLY", axis, sigma), length),
                             turn.inputs["Vector"])
             group.links.new(rotation, turn.inputs["Rotation"])
             world = turn.outputs[0]
-        xyz = group.nodes.new("ShaderNodeSeparateXYZ")
+        xyz = nodes.new("ShaderNodeSeparateXYZ")
         group.links.new(world, xyz.inputs[0])
         for row in range(3):
             group.links.new(xyz.outputs[row], matrix.inputs[f"Column {column + 1} Row {row + 1}"])
         matrix.inputs[f"Column {column + 1} Row 4"].default_value = 1.0 if column == 3 else 0.0  # type: ignore[attr-defined]
-    return matrix.outputs[0]
+    return matrix.outputs[0], stretch
 
 
 def create_gaussians(name: str, positions: np.ndarray, rotations: np.ndarray, scales: np.ndarray,

@@ -83,11 +83,12 @@ def plane_and_sphere(bundle_cls: Any, quaternion_from_matrix: Callable[[np.ndarr
 
 
 def dense_stack(bundle_cls: Any, count: int, width: int = 320, height: int = 240, layers: float = 100.0,
-                seed: int = 0) -> Any:
+                opacity: tuple[float, float] = (0.05, 0.6), seed: int = 0) -> Any:
     """A `bundle_cls` holding `count` Gaussians of random anisotropy and rotation filling one
     width×height view at depths 3–5 (OpenCV, camera at the origin looking along +z), sized so that
     about `layers` Gaussians cover each pixel (each within its 2σ ellipse): the deep stacks a 12-view
-    per-pixel reconstruction piles up. Opacities 0.05–0.6, so that dozens of layers show through."""
+    per-pixel reconstruction piles up. Opacities uniform in `opacity` (by default 0.05–0.6, so that
+    dozens of layers show through)."""
     rng = np.random.default_rng(seed)
     grid_w = int(round(np.sqrt(count * width / height)))
     grid_h = int(round(count / grid_w))
@@ -115,7 +116,7 @@ def dense_stack(bundle_cls: Any, count: int, width: int = 320, height: int = 240
         photo_paths=["/nonexistent/dense-stack.png"],
         gaussian_rotation=quat.astype(np.float32).reshape(1, grid_h, grid_w, 4),
         gaussian_scale=scale.astype(np.float32).reshape(1, grid_h, grid_w, 3),
-        gaussian_opacity=rng.uniform(0.05, 0.6, n).astype(np.float32).reshape(1, grid_h, grid_w),
+        gaussian_opacity=rng.uniform(*opacity, n).astype(np.float32).reshape(1, grid_h, grid_w),
         gaussian_rgb=rgb.astype(np.float32).reshape(1, grid_h, grid_w, 3),
         meta={"model": "dense-stack", "seed": seed},
     )
