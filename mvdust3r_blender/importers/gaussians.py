@@ -15,8 +15,10 @@ size of a photo pixel at the Gaussian in the view it came from). The geometry-no
 3. makes each Gaussian one transparent surface (so a ray crosses one surface per splat and
    Cycles' transparent-bounce limit is reached later): flat Gaussians (thinnest σ < 0.3 × the middle
    one after the low-pass) get a disc in their major plane, rotated by ``rot`` and scaled by σ ×
-   ``Scale Multiplier`` = m (the splat spans m σ); round ones a disc facing the active camera in the
-   Gaussian's own normalised frame (:func:`facing_transform`), or, with no scene camera, a closed
+   ``Scale Multiplier`` = m (the splat spans m σ); round ones a disc through the centre parallel to
+   the active camera's image plane, laid out in the Gaussian's own normalised frame (so every ray
+   meets it at the centre's depth, 3DGS's compositing order: :func:`facing_transform`), or, with no
+   scene camera, a closed
    icosphere whose back faces are transparent.
 
 The material reads the instancer's attributes and gives each view ray the alpha a 3DGS rasteriser
