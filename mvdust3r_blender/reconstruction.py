@@ -33,7 +33,7 @@ from .core.exports import export as export_bundle
 from .core.protocol import Event, ProgressEvent, ResultEvent
 from .import_options import ImportOptions
 from .importers.scene import ImportResult, import_bundle
-from .core.remote import RemoteTarget
+from .client.remote import RemoteTarget
 from .session import SESSION, PathLike, PhotoSource, RunError, WorkerSettings
 
 ProgressCallback = Callable[[str, float], None]
