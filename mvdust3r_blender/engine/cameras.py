@@ -1,6 +1,6 @@
 """Cameras from pointmaps: which pixels to trust, each camera's focal in photo pixels, every view's pose.
 
-:func:`recover_cameras` is what the pipeline runs (issue 12): the views' cameras as they took the
+:func:`recover_cameras` is what the pipeline runs: the views' cameras as they took the
 photos, checked against Blender-rendered ground truth (tests/engine/test_cameras_truth.py).
 
 - The focal belongs to the CAMERA, in photo pixels: photos from one camera (same EXIF make, model,
