@@ -100,7 +100,7 @@ SSHD = Path("/usr/sbin/sshd")
 
 
 def ensure_sshd() -> None:
-    """OpenSSH's server, which the remote-worker tests start on 127.0.0.1 (tests/remote_host.py):
+    """OpenSSH's server, which the remote-worker tests start on 127.0.0.1 (tests/helpers/remote_host.py):
     installed from Debian's openssh-server when missing (as root, with apt-get), else a clear stop."""
     import shutil
 
@@ -119,7 +119,7 @@ def ensure_sshd() -> None:
 
 NPM_TOOLS = ROOT / ".npm-tools"
 NPM_PACKAGES = ("@playcanvas/splat-transform@3.10.2", "gltf-validator@2.0.0-dev.3.10")
-"""The independent readers the splat-export tests check the files with (tests/engine/npm_tools.py)."""
+"""The independent readers the splat-export tests check the files with (tests/helpers/npm_tools.py)."""
 
 
 def ensure_npm_tools() -> None:

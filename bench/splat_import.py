@@ -30,8 +30,8 @@ import bpy  # noqa: E402
 import numpy as np  # noqa: E402
 from blender_extension import PACKAGE, install_extension  # noqa: E402  (bench/ is this script's folder)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from splat_reference_files import ReferenceSplats, inria_header, inria_records, random_sh  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests.helpers
+from tests.helpers.splat_reference_files import ReferenceSplats, inria_header, inria_records, random_sh  # noqa: E402
 
 CHUNK = 500_000
 

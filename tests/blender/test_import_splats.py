@@ -15,11 +15,11 @@ import bpy
 import numpy as np
 import pytest
 
-from blender_queries import render_linear
-from npm_tools import splat_transform
-from splat_reference import SplatImage, alpha_iou, psnr, rasterize, sh_colours
-from splat_reference_files import ReferenceSplats, random_sh, reference_splats, write_inria_ply
-from splat_scenes import plane_and_sphere
+from tests.helpers.blender_queries import render_linear
+from tests.helpers.npm_tools import splat_transform
+from tests.helpers.splat_reference import SplatImage, alpha_iou, psnr, rasterize, sh_colours
+from tests.helpers.splat_reference_files import ReferenceSplats, random_sh, reference_splats, write_inria_ply
+from tests.helpers.splat_scenes import plane_and_sphere
 from test_import_bundle import snapshot
 
 Z_UP = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])     # OpenCV world → Blender, as the bundle import

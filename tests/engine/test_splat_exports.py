@@ -18,7 +18,7 @@ from mvdust3r_blender.core.exports import ExportError, export, parse_formats
 from mvdust3r_blender.core.exports.spz import pack_rotations
 from mvdust3r_blender.core.splat_field import SH_C0
 
-from npm_tools import splat_transform, validate_gltf
+from tests.helpers.npm_tools import splat_transform, validate_gltf
 from test_exports import make_bundle, read_glb
 
 HALF_TURN_X = np.array([1.0, -1.0, -1.0])

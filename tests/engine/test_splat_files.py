@@ -16,8 +16,8 @@ from mvdust3r_blender.core.exports import export
 from mvdust3r_blender.core.splat_field import SplatField, half_turn_x, view_colours
 from mvdust3r_blender.core.splat_files import SplatFileError, read_splat_file
 
-from npm_tools import splat_transform
-from splat_reference_files import reference_splats, write_inria_ply
+from tests.helpers.npm_tools import splat_transform
+from tests.helpers.splat_reference_files import reference_splats, write_inria_ply
 from test_exports import make_bundle
 
 

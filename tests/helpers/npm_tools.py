@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NPM_TOOLS = ROOT / ".npm-tools"
 SPLAT_TRANSFORM = NPM_TOOLS / "node_modules" / ".bin" / "splat-transform"
 VALIDATOR = NPM_TOOLS / "node_modules" / "gltf-validator"
