@@ -4,6 +4,7 @@ renders them like the reference rasteriser, view-dependent colour included; bad 
 the file and the problem and leave the scene as it was."""
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import importlib
 import struct
@@ -147,22 +148,28 @@ def srgb_to_linear(c: np.ndarray) -> np.ndarray:
     return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
 
 
-def test_sh_degree_3_renders_like_the_reference(mods: dict[str, ModuleType], tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["ply", "spz", "glb"])
+def test_sh_degree_3_renders_like_the_reference(mods: dict[str, ModuleType], tmp_path: Path, kind: str) -> None:
     """The splat test's scene (4 k Gaussians at 96×72) with SH of degree 3, written as a 3DGS PLY and
-    rewritten by SplatTransform, imported through the menu's operator and rendered by Cycles at 8
-    samples: the splat test's bar (PSNR ≥ 32 dB, alpha IoU ≥ 0.95) against the reference rasteriser
-    with SH evaluated for the camera; the colour shown is view-dependent (the SH move it well past the
-    bar), and the viewport's degree-0 colour is back after the render."""
+    converted by SplatTransform to `kind`, imported through the menu's operator and rendered by
+    Cycles at 8 samples: the splat test's bar (PSNR ≥ 32 dB, alpha IoU ≥ 0.95) against the reference
+    rasteriser with SH evaluated for the camera; the colour shown is view-dependent (the SH move it
+    well past the bar), and the viewport's degree-0 colour is back after the render. SplatTransform's
+    SPZ and glTF come in turned (half about x, half about y: see test_third_party_files_import_as_splats),
+    so the camera is turned with them: the same picture."""
     bundle = plane_and_sphere(mods["core.bundle"].Bundle, mods["core.rotations"].quaternion_from_matrix, 4000, 96, 72)
     rng = np.random.default_rng(3)
     rgb = bundle.images.reshape(-1, 3) / 255.0
     splats = ReferenceSplats(bundle.pts3d.reshape(-1, 3), bundle.gaussian_rotation.reshape(-1, 4),
                              bundle.gaussian_scale.reshape(-1, 3), bundle.gaussian_opacity.reshape(-1),
                              random_sh(rng, rgb, 3, 0.2))
-    theirs = tmp_path / "scan.ply"
-    splat_transform(write_inria_ply(splats, tmp_path / "reference.ply"), theirs)
-
-    mods["api"].import_bundle(bundle, points=False, gaussians=False, background_images=False, name="Camera")
+    theirs = tmp_path / f"scan.{kind}"
+    splat_transform(write_inria_ply(splats, tmp_path / "reference.ply"), *(["--spz-version", "3"] if kind == "spz" else []),
+                    theirs)
+    turn = np.eye(4)
+    turn[:3, :3] = {"ply": np.eye(3), "spz": np.diag([1.0, -1.0, -1.0]), "glb": np.diag([-1.0, 1.0, -1.0])}[kind]
+    seen_from = dataclasses.replace(bundle, cam2world=(turn @ bundle.cam2world[0])[None].astype(np.float32))
+    mods["api"].import_bundle(seen_from, points=False, gaussians=False, background_images=False, name="Camera")
     camera = [o for o in bpy.data.collections["Camera"].objects if o.type == "CAMERA"][0]
     bpy.ops.mvdust3r_blender.set_render_camera(camera=camera.name)
     assert bpy.ops.import_scene.mvdust3r_splats(filepath=str(theirs)) == {"FINISHED"}
