@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import IO, Any, Optional, Sequence
 
 from .confidence import ConfidenceCut
+from .arguments import ArgumentError, argument
 from .errors import UserError
 from .options import ReconstructOptions
 from .runtime import Step, plan_environment
@@ -115,24 +116,33 @@ class RemoteTarget:
     python: str = "python3"
 
     def __post_init__(self) -> None:
-        if not self.destination or self.destination.startswith("-") or any(c.isspace() for c in self.destination):
+        try:  # each value becomes a word of ssh's argv: never an option, never a control character
+            argument(self.destination, "the ssh destination", hint="write user@host or ssh://user@host:port")
+            argument(self.python, "the remote Python", hint="give the remote command that runs Python with "
+                                                            "torch, e.g. python3 or ~/envs/torch/bin/python")
+            argument(self.ssh_command, "the ssh command",
+                     hint="leave it at 'ssh', or give ssh with options, such as ssh -i KEY")
+        except ArgumentError as exc:
+            raise RemoteError(exc.message, exc.hint) from None
+        if any(c.isspace() for c in self.destination):
             raise RemoteError(f"'{self.destination}' is not an ssh destination",
                               "write user@host or ssh://user@host:port")
         if not self.ssh_argv_prefix():
             raise RemoteError("the ssh command is empty", "leave it at 'ssh', or add options such as -i KEY")
-        if not self.python.strip():
-            raise RemoteError("the remote Python is empty", "give the remote command that runs Python with torch")
 
     def ssh_argv_prefix(self) -> list[str]:
+        """The ssh command line's words; a word starting with ``~`` is the user's home, as a shell reads it."""
         try:
-            return shlex.split(self.ssh_command, posix=os.name != "nt")  # keep Windows paths' backslashes
+            words = shlex.split(self.ssh_command, posix=os.name != "nt")  # keep Windows paths' backslashes
         except ValueError as exc:
             raise RemoteError(f"cannot read the ssh command '{self.ssh_command}': {exc}") from None
+        return [os.path.expanduser(w) if w.startswith("~") else w for w in words]
 
     def ssh_argv(self, remote_command: str) -> list[str]:
-        """``ssh`` with the user's options, then ours, the destination and `remote_command` (one string
-        for the remote shell, as ssh always sends it)."""
-        return [*self.ssh_argv_prefix(), *SSH_OPTIONS, self.destination, remote_command]
+        """``ssh`` with the user's options, then ours, ``--``, the destination and `remote_command` (one
+        string for the remote shell, as ssh always sends it). After ``--`` OpenSSH reads no option:
+        without it, it parses the word after the destination as options too."""
+        return [*self.ssh_argv_prefix(), *SSH_OPTIONS, "--", self.destination, remote_command]
 
     def __str__(self) -> str:
         return self.destination

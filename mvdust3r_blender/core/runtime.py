@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Mapping, Optional, Sequence
 
+from .arguments import argument
 from .errors import UserError
 from .torch_build import AUTO, DEFAULT, TorchBuild
 
@@ -202,6 +203,10 @@ def plan_environment(
     to install from only, with no index and no network. Paths are of the machine that runs the
     steps, so the same plan serves a remote machine when its paths are given.
     """
+    for value, what in ((base_python, "the base Python"), (str(env_dir), "the environment folder"),
+                        (wheels, "the wheels folder"), (uv, "the uv program")):
+        if value is not None:
+            argument(value, what)  # a word of uv's or pip's command line: never an option
     python = str(env_python(env_dir))
     offline = ("--no-index", "--find-links", wheels) if wheels else ()
     if uv is not None:

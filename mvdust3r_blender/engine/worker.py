@@ -36,7 +36,7 @@ from ..core.protocol import (AckEvent, CancelRequest, DeviceInfo, ErrorEvent, Ev
                         FetchRequest, LoadedEvent, LoadRequest, ModelInfo, ProgressEvent, ProtocolError, PutRequest,
                         ReadyEvent,
                         ReconstructRequest, ReleaseRequest, Request, ResultEvent, ShutdownRequest,
-                        PROTOCOL_VERSION, decode_request, encode)
+                        LineTooLong, PROTOCOL_VERSION, decode_request, encode, read_line, skip_line)
 from ..core.errors import OptionError, UserError
 from .errors import Cancelled, EngineError, out_of_memory
 from .jobs import JobFolders, PathRefused
@@ -105,16 +105,18 @@ class Worker:
         log.info("ready: pid %d, protocol %d, Python %s at %s", os.getpid(), PROTOCOL_VERSION,
                  platform.python_version(), sys.executable)
         while True:
-            line = stdin.readline()
-            if not line:
-                log.info("stdin closed: stopping")
-                self._stop()
-                return 0
-            if not line.strip():
-                continue
             try:
+                line = read_line(stdin)  # never more than one message's worth in memory
+                if not line:
+                    log.info("stdin closed: stopping")
+                    self._stop()
+                    return 0
+                if not line.strip():
+                    continue
                 request = decode_request(line)
             except ProtocolError as exc:
+                if isinstance(exc, LineTooLong):
+                    skip_line(stdin)
                 self.emit(ErrorEvent(id=exc.request_id, code="bad_request", message=str(exc),
                                      hint="send one JSON request object per line (see docs/worker.md)"))
                 continue

@@ -269,3 +269,52 @@ def test_result_files_are_checked_before_they_are_used(tmp_path: Path) -> None:
     transfer.receive(p.DataEvent(name="exports/points.ply", size=3, offset=0, data=abc, sha256=good))
     assert (tmp_path / "exports" / "points.ply").read_bytes() == b"abc"
     assert sorted(f.name for f in tmp_path.rglob("*")) == ["exports", "points.ply"]
+
+
+# -- hostile values, a hostile remote (docs/remote.md, threat model) ------------------------------
+
+
+def test_settings_that_ssh_would_read_as_options_are_refused_before_ssh_runs(remote_host: Any,
+                                                                              tmp_path: Path) -> None:
+    """The Remote Python ``-oProxyCommand=…`` once ran a command on this machine; every value that
+    reaches ssh's argv is checked where it is set, and passed after ``--``."""
+    from mvdust3r_blender.core.remote import RemoteError
+
+    marker = tmp_path / "ran-here"
+    hostile = f"-oProxyCommand=sh -c 'touch {marker}'"
+    command = remote_host.ssh_command()
+    for destination, ssh_command, python, says in (
+            (remote_host.destination, command, hostile, "the remote Python"),
+            ("-oProxyCommand=x", command, "python3", "the ssh destination"),
+            ("--", command, "python3", "the ssh destination"),
+            ("host\0name", command, "python3", "control character"),
+            (remote_host.destination, command, "python3\nrm -rf ~", "control character"),
+            (remote_host.destination, "-oProxyCommand=x ssh", "python3", "the ssh command")):
+        with pytest.raises(RemoteError) as caught:
+            RemoteTarget(destination, ssh_command, python)
+        assert says in caught.value.message, caught.value.message
+    with pytest.raises(RemoteError, match="would read it as an option"):
+        RemoteTarget(remote_host.destination, command, hostile)
+    # defence in depth: even a value that slipped past the check reaches ssh after '--' (a command, not options)
+    target = RemoteTarget(remote_host.destination, command, "python3")
+    object.__setattr__(target, "python", hostile)
+    argv = target.ssh_argv(hostile)
+    assert argv[argv.index("--") + 1] == remote_host.destination
+    subprocess.run(argv, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert not marker.exists()
+
+
+def test_the_ssh_command_s_tilde_is_the_user_s_home(remote_host: Any, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The documented ``ssh -F ~/.ssh/studio_config`` works: ``~`` is expanded as a shell would."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "studio_config").write_text(
+        f"Host studio\n  HostName 127.0.0.1\n  Port {remote_host.port}\n  User {remote_host.user}\n"
+        f"  IdentityFile {remote_host.key}\n  IdentitiesOnly yes\n  UserKnownHostsFile {remote_host.known_hosts}\n"
+        "  StrictHostKeyChecking yes\n")
+    monkeypatch.setenv("HOME", str(home))
+    target = RemoteTarget("studio", "ssh -F ~/.ssh/studio_config", remote_host.python)
+    assert target.ssh_argv_prefix()[2] == str(home / ".ssh" / "studio_config")
+    with RemoteWorkerClient(target) as client:
+        assert isinstance(client.wait(client.hello(), timeout=TIMEOUT), p.HelloEvent)

@@ -145,6 +145,27 @@ def test_bad_requests_are_answered_and_the_worker_keeps_serving() -> None:
     assert isinstance(events[-1], p.HelloEvent) and events[-1].id == "last"
 
 
+def test_hostile_request_lines_are_answered_without_unbounded_work() -> None:
+    """docs/worker.md, threat model: a line nested 1000 deep (2 KB), a 5000-digit integer and a line
+    longer than a message may be are each one bad_request; the worker serves on."""
+    run = raw_session([
+        "[" * 1000 + "]" * 1000,
+        '{"type": "hello", "id": "deep", "protocol": ' + "[" * 1000 + "]" * 1000 + "}",
+        '{"type": "hello", "id": "digits", "protocol": ' + "9" * 5000 + "}",
+        '{"type": "hello", "id": "long", "x": "' + "a" * (p.MAX_LINE_CHARS + 10) + '"}',
+        '{"type": "hello", "id": "last"}',
+    ])
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    events = events_of(run.stdout)
+    errors = [e for e in events if isinstance(e, p.ErrorEvent)]
+    assert [e.code for e in errors] == ["bad_request"] * 4, errors
+    messages = " | ".join(e.message for e in errors)
+    for fragment in ("nested 1000 levels deep", "nested 1001 levels deep", "5000 digits", "longer than"):
+        assert fragment in messages, messages
+    assert isinstance(events[-1], p.HelloEvent) and events[-1].id == "last"
+    assert b"Traceback" not in run.stderr
+
+
 def test_stdout_carries_only_protocol_lines_when_libraries_print() -> None:
     # Everything that usually corrupts a pipe protocol, done inside the worker after it took its
     # stdout: print(), the interpreter's original sys.__stdout__, a raw write to fd 1 and C printf.
