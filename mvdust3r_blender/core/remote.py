@@ -45,14 +45,16 @@ from .options import ReconstructOptions
 from .runtime import Step, plan_environment
 from .torch_build import AUTO, TORCH_BACKENDS, TorchBuild
 from .protocol import (DataEvent, ErrorEvent, Event, FetchRequest, ProgressEvent, PutRequest, ReconstructRequest,
-                       ResultEvent)
-from .worker_client import EXIT_TAIL_LINES, PACKAGE_DIR, WorkerClient
+                       ResultEvent, read_line)
+from .worker_client import EXIT_TAIL_LINES, PACKAGE_DIR, WorkerClient, end_process
 
 CHUNK_BYTES = 1024 ** 2          # bytes per put request (the worker's data events use the same)
 MAX_PHOTO_BYTES = 512 * 1024 ** 2  # a photo larger than this is refused before sending (as the worker does)
 SSH_OPTIONS: tuple[str, ...] = ("-o", "BatchMode=yes", "-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=3",
                                 "-o", "ConnectTimeout=15", "-T")
 """Added after the user's ssh command line (ssh takes the first value of an option: the user's win)."""
+HANDSHAKE_TIMEOUT_S = 60.0
+"""From starting ssh to the remote bootstrap's first word (connecting, logging in, starting Python)."""
 REMOTE_CACHE = ".cache/mvdust3r-blender"  # relative to the remote home (ssh starts commands there)
 REMOTE_MODELS = f"{REMOTE_CACHE}/models"   # where fetch puts released checkpoints
 _MARK = "mvdust3r-engine:"
@@ -276,10 +278,12 @@ class RemoteWorkerClient(WorkerClient):
     """A worker on `target` over ssh; used exactly like a local :class:`WorkerClient`."""
 
     def __init__(self, target: RemoteTarget, *, env: Optional[dict[str, str]] = None,
-                 log_path: Optional[Path] = None, stderr_lines: int = 200, package_dir: Path = PACKAGE_DIR) -> None:
+                 log_path: Optional[Path] = None, stderr_lines: int = 200, package_dir: Path = PACKAGE_DIR,
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT_S) -> None:
         super().__init__(target.python, env=env, package_parent=package_dir.parent, log_path=log_path,
                          stderr_lines=stderr_lines)
         self.target = target
+        self.handshake_timeout = handshake_timeout
         self.package_dir = package_dir
         self.engine_sent = False  # this connection had to send the engine (the remote had another version)
         self._transfers: dict[str, _Transfer] = {}
@@ -292,33 +296,48 @@ class RemoteWorkerClient(WorkerClient):
         return self.target.ssh_argv(remote), dict(self._env)
 
     def _handshake(self, proc: subprocess.Popen[str], stdout: IO[str]) -> None:
-        """Read the bootstrap's answer; send the engine when it needs it; then open the request stream."""
+        """Read the bootstrap's answer (within :attr:`handshake_timeout` s of starting ssh); send the
+        engine when it needs it; then open the request stream. Lines are bounded as events are."""
         blob, digest = _cached_archive(self.package_dir)
-        for line in stdout:
-            text = line.strip()
-            if text == f"{_MARK} have {digest}":
-                break
-            if text == f"{_MARK} need {digest}":
-                self.engine_sent = True
-                try:
-                    assert proc.stdin is not None
-                    raw = getattr(proc.stdin, "buffer")  # the text pipe's byte stream
-                    with self._send_lock:
-                        proc.stdin.flush()
-                        raw.write(f"{len(blob)}\n".encode() + blob)
-                        raw.flush()
-                except (BrokenPipeError, OSError, ValueError):
-                    return  # the connection died: the event thread reports it
-                break
-            self._stderr.append(f"[remote stdout before the worker] {text}")  # a login script's chatter
-        else:
-            return  # ssh ended before the bootstrap answered: its message is in stderr
+        timer = threading.Timer(self.handshake_timeout, self._handshake_expired, args=(proc,))
+        timer.daemon = True
+        timer.start()
+        try:
+            while line := read_line(stdout):
+                text = line.strip()
+                if text == f"{_MARK} have {digest}":
+                    break
+                if text == f"{_MARK} need {digest}":
+                    self.engine_sent = True
+                    try:
+                        assert proc.stdin is not None
+                        raw = getattr(proc.stdin, "buffer")  # the text pipe's byte stream
+                        with self._send_lock:
+                            proc.stdin.flush()
+                            raw.write(f"{len(blob)}\n".encode() + blob)
+                            raw.flush()
+                    except (BrokenPipeError, OSError, ValueError):
+                        return  # the connection died: the event thread reports it
+                    break
+                self._stderr.append(f"[remote stdout before the worker] {text[:200]}")  # a login script's chatter
+            else:
+                return  # ssh ended before the bootstrap answered: its message is in stderr
+        finally:
+            timer.cancel()
         self._open_requests(proc)
+
+    def _handshake_expired(self, proc: subprocess.Popen[str]) -> None:
+        self._violation = (f"did not start within {self.handshake_timeout:g} s (a login script that waits for "
+                           "input, or prints without ending its line?)")
+        end_process(proc)
 
     def _exit_event(self, code: Optional[int]) -> ErrorEvent:
         event = super()._exit_event(code)
         if self._proc is None:
             return event
+        if self._violation:
+            return dataclasses.replace(event, message=f"the remote worker on {self.target} {self._violation}; the "
+                                                      "connection was closed")
         if code is not None and (code == 255 or code < 0):  # ssh's own failure, or ssh killed
             what = f"the ssh connection to {self.target} failed or was lost (ssh exited with code {code})"
         elif code is None:

@@ -182,3 +182,39 @@ def test_every_malformed_array_is_a_bundle_error_naming_file_and_field(tmp_path,
     with pytest.raises(BundleError) as caught:
         read_bundle(path)
     assert caught.value.message.startswith(f"{path}: ") and says in caught.value.message, caught.value.message
+
+
+def test_a_zip_bomb_is_refused_before_it_is_inflated(tmp_path):
+    """docs/worker.md, threat model (a hostile bundle): 300 MB of zeros deflate to 0.3 MB; reading it
+    would take 300 MB. The archive's directory and each array's header are checked first."""
+    import resource
+    import zipfile
+
+    from numpy.lib import format as npformat
+
+    bomb = tmp_path / "bomb.npz"
+    count = 300 * 1024 ** 2 // 4
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("pts3d.npy", "w", force_zip64=True) as f:
+            npformat.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (count,)})
+            zeros = bytes(8 * 1024 ** 2)
+            for _ in range(count * 4 // len(zeros)):
+                f.write(zeros)
+    assert bomb.stat().st_size < 1e6
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(BundleError, match="once unpacked"):
+        read_bundle(bomb)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50 * 1024  # KiB: nothing was inflated
+
+    liar = tmp_path / "liar.npz"  # an array header that promises 4 GB in a member of a few bytes
+    with zipfile.ZipFile(liar, "w", zipfile.ZIP_STORED) as archive:
+        with archive.open("pts3d.npy", "w") as f:
+            npformat.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (2 ** 30,)})
+            f.write(b"\0" * 16)
+    with pytest.raises(BundleError, match="claims 4294967296 bytes"):
+        read_bundle(liar)
+    good = tmp_path / "good.npz"
+    write_bundle(make_bundle(), good)
+    with pytest.raises(BundleError, match="once unpacked"):  # a caller's own bound (a remote result's budget)
+        read_bundle(good, max_bytes=100)
+    assert read_bundle(good).num_views == 3
