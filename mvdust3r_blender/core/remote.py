@@ -29,22 +29,26 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 import tarfile
 import threading
+import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any, Optional, Sequence
 
 from .confidence import ConfidenceCut
-from .arguments import ArgumentError, argument
+from .arguments import ArgumentError, argument, control_characters
+from .atomic import check_output
 from .errors import UserError
 from .options import ReconstructOptions
 from .runtime import Step, plan_environment
 from .torch_build import AUTO, TORCH_BACKENDS, TorchBuild
-from .protocol import (DataEvent, ErrorEvent, Event, FetchRequest, ProgressEvent, PutRequest, ReconstructRequest,
+from .protocol import (CancelRequest, DataEvent, ErrorEvent, Event, FetchRequest, ProgressEvent, PutRequest, ReconstructRequest,
                        ResultEvent, read_line)
 from .worker_client import EXIT_TAIL_LINES, PACKAGE_DIR, WorkerClient, end_process
 
@@ -58,6 +62,7 @@ HANDSHAKE_TIMEOUT_S = 60.0
 REMOTE_CACHE = ".cache/mvdust3r-blender"  # relative to the remote home (ssh starts commands there)
 REMOTE_MODELS = f"{REMOTE_CACHE}/models"   # where fetch puts released checkpoints
 _MARK = "mvdust3r-engine:"
+_JOB_UNSAFE = re.compile(r"[^\w.-]")
 
 # Runs on the remote under its Python (3.10+, as the engine), standard library only; argv: engine hash, package name.
 BOOTSTRAP = r"""
@@ -189,78 +194,169 @@ def _cached_archive(package_dir: Path) -> tuple[bytes, str]:
 # One reconstruct request's files
 
 
+RESULT_BYTES_PER_VIEW = 128 * 1024 ** 2
+RESULT_BYTES_PER_PHOTO_BYTE = 32
+"""A request's results (bundle and exports) may take at most RESULT_BYTES_PER_VIEW per photo plus
+RESULT_BYTES_PER_PHOTO_BYTE × the photos' bytes (COLMAP's upright copies): several times what a
+512-pixel grid's bundle and every export need, and the most a remote can make this machine store."""
+
+
+def result_budget(photo_bytes: Sequence[int]) -> int:
+    """The bytes a request for photos of these sizes may receive in all (:data:`RESULT_BYTES_PER_VIEW`)."""
+    return RESULT_BYTES_PER_VIEW * len(photo_bytes) + RESULT_BYTES_PER_PHOTO_BYTE * sum(photo_bytes)
+
+
+def received_name(name: str) -> PurePosixPath:
+    """`name` (from the remote) as a relative path of plain parts, or :class:`RemoteError`: no
+    ``.``, ``..``, empty part, backslash, control character or absolute path gets near a folder."""
+    parts = name.split("/")
+    if (not name or "\\" in name or control_characters(name) or name.startswith("/")
+            or any(part in ("", ".", "..") for part in parts)):
+        raise RemoteError(f"the remote worker sent a file with the name {name!r}, which is not a plain relative "
+                          "name; nothing was written", "the remote is not this add-on's worker, or is damaged")
+    return PurePosixPath(*parts)
+
+
 @dataclass
 class _Transfer:
-    """The local side of one remote reconstruct: photos to send, result files to receive."""
+    """The local side of one remote reconstruct: photos to send, result files to receive.
+
+    Every file the remote sends must be one the request asked for (the bundle, or a file of a
+    requested export format), declared no larger than what is left of the request's
+    :func:`result_budget`, sent in order and never past its declared size. Files arrive in hidden
+    staging places (beside `output`, inside `export_dir`) and reach their names only when the
+    result event names exactly what was asked for and the bundle reads back; anything else, or a
+    lost connection, removes every staged byte (:meth:`discard`)."""
 
     photos: list[Path]
     names: list[str]                   # their names in the job folder
     output: Path                       # the local bundle
     export_dir: Optional[Path]
+    exports: list[str] = field(default_factory=list)  # the export formats asked for
+    budget: int = 0                    # bytes the results may take in all
     cancelled: threading.Event = field(default_factory=threading.Event)
     failed: bool = False
-    partial: dict[str, tuple[Path, Any]] = field(default_factory=dict)  # name -> part file, its running SHA-256
-    received: dict[str, Path] = field(default_factory=dict)  # name -> verified local file
+    partial: dict[str, tuple[Path, Any, int, int]] = field(default_factory=dict)  # name -> part, SHA-256, written, size
+    received: dict[str, Path] = field(default_factory=dict)  # name -> verified staged file
+    taken: int = 0                     # bytes declared by the files received so far
+    _tag: str = field(default_factory=lambda: f"{os.getpid()}.{uuid.uuid4().hex[:8]}")
 
-    def destination(self, name: str) -> Path:
+    def allowed(self) -> dict[str, PurePosixPath]:
+        """{format: its name under ``exports/``} for the requested export formats."""
+        from .exports import output_name  # numpy: imported on use
+
+        return {fmt: PurePosixPath(output_name(fmt)) for fmt in self.exports}
+
+    def staging(self, name: str) -> Path:
+        """Where file `name` of the result is staged; :class:`RemoteError` if the request did not ask for it."""
         if name == BUNDLE_NAME:
-            return self.output.with_name(f".{self.output.name}.{os.getpid()}.download")
-        if self.export_dir is not None and name.startswith(EXPORTS_NAME + "/"):
-            target = (self.export_dir / name[len(EXPORTS_NAME) + 1:]).resolve()
-            if target.is_relative_to(self.export_dir.resolve()):
-                return target
-        raise RemoteError(f"the remote worker sent a file this request did not ask for: '{name}'")
+            return self.output.with_name(f".{self.output.name}.{self._tag}.download")
+        relative = received_name(name)
+        if self.export_dir is not None and relative.parts[0] == EXPORTS_NAME and len(relative.parts) > 1:
+            inside = PurePosixPath(*relative.parts[1:])
+            if any(inside == own or inside.is_relative_to(own) and own.suffix == "" for own in self.allowed().values()):
+                return self._export_staging().joinpath(*inside.parts)
+        raise RemoteError(f"the remote worker sent a file this request did not ask for: '{name}'; nothing was "
+                          "written", "the remote is not this add-on's worker, or is damaged")
+
+    def _export_staging(self) -> Path:
+        assert self.export_dir is not None
+        return self.export_dir / f".download.{self._tag}"
 
     def receive(self, event: DataEvent) -> None:
         """Write one part; check the whole file's hash at its last part."""
-        if event.offset == 0:
-            target = self.destination(event.name)
+        if event.offset == 0 and event.name not in self.partial:
+            target = self.staging(event.name)
+            if event.name in self.received:
+                raise RemoteError(f"the remote worker sent '{event.name}' twice")
+            if not 0 <= event.size <= self.budget - self.taken:
+                raise RemoteError(f"the remote worker would send {event.size} bytes for '{event.name}', more than "
+                                  f"the {max(self.budget - self.taken, 0)} left of this request's "
+                                  f"{self.budget} (the most its results can need); nothing more is taken",
+                                  "the remote is not this add-on's worker, or is damaged")
+            self.taken += event.size
             target.parent.mkdir(parents=True, exist_ok=True)
             part = target.with_name(target.name + ".part")
-            part.write_bytes(b"")
-            self.partial[event.name] = (part, hashlib.sha256())
+            part.open("xb").close()
+            self.partial[event.name] = (part, hashlib.sha256(), 0, event.size)
         if event.name not in self.partial:
             raise RemoteError(f"part of '{event.name}' arrived out of order")
-        part, digest = self.partial[event.name]
+        part, digest, written, size = self.partial[event.name]
+        if event.offset != written or event.size != size or len(event.data) > 2 * CHUNK_BYTES:
+            raise RemoteError(f"a part of '{event.name}' does not follow the last (offset {event.offset}, "
+                              f"{written} bytes received, {size} declared)")
         data = base64.b64decode(event.data)
+        if written + len(data) > size:
+            raise RemoteError(f"'{event.name}' goes beyond its declared size of {size} bytes; nothing more is taken",
+                              "the remote is not this add-on's worker, or is damaged")
         digest.update(data)
         with open(part, "ab") as f:
             f.write(data)
+        written += len(data)
+        self.partial[event.name] = (part, digest, written, size)
         if event.sha256:
             del self.partial[event.name]
-            size = part.stat().st_size
-            if size != event.size or digest.hexdigest() != event.sha256:
+            if written != size or digest.hexdigest() != event.sha256:
                 part.unlink(missing_ok=True)
-                raise RemoteError(f"'{event.name}' arrived damaged ({size} of {event.size} bytes, SHA-256 "
+                raise RemoteError(f"'{event.name}' arrived damaged ({written} of {size} bytes, SHA-256 "
                                   f"{'matches' if digest.hexdigest() == event.sha256 else 'differs'})",
                                   "run it again; if it keeps failing, check the connection")
-            target = self.destination(event.name)
+            target = self.staging(event.name)
             os.replace(part, target)
             self.received[event.name] = target
 
     def finish(self, result: ResultEvent) -> ResultEvent:
-        """The result with local paths, after the bundle was verified and given the local photo paths."""
+        """The result with local paths. Checked first: the result names exactly the bundle and the
+        requested exports, all received; the bundle reads back within the budget. Then the bundle
+        (with the local photo paths) and each export take their names; nothing is written before."""
         from .bundle import read_bundle, write_bundle  # numpy: imported when a result arrives
 
-        downloaded = self.received.get(result.bundle)
-        if downloaded is None:
-            raise RemoteError(f"the remote worker did not send the bundle '{result.bundle}'")
-        try:
-            bundle = read_bundle(downloaded)  # checks every array: nothing unverified reaches the scene
-            bundle.photo_paths = [str(p) for p in self.photos]
-            write_bundle(bundle, self.output)
-        finally:
-            downloaded.unlink(missing_ok=True)
-        exports = {k: str(self.received.get(v) or self.destination(v)) for k, v in result.exports.items()}
+        allowed = self.allowed()
+        wanted = {fmt: f"{EXPORTS_NAME}/{name}" for fmt, name in allowed.items()} if self.export_dir else {}
+        if result.exports != wanted:
+            raise RemoteError(f"the remote worker's result names the exports {result.exports}, not the ones asked "
+                              f"for ({wanted}); nothing was written", "the remote is not this add-on's worker")
+        if result.bundle != BUNDLE_NAME or BUNDLE_NAME not in self.received:
+            raise RemoteError(f"the remote worker did not send the bundle '{BUNDLE_NAME}' (it named "
+                              f"'{result.bundle}'); nothing was written")
+        missing = [name for name in wanted.values() if not any(
+            got == name or got.startswith(name + "/") for got in self.received)]
+        if missing:
+            raise RemoteError(f"the remote worker did not send {', '.join(missing)}; nothing was written")
+        if self.export_dir is not None:
+            for name in allowed.values():
+                check_output(self.export_dir / name, folder=name.suffix == "")
+        bundle = read_bundle(self.received[BUNDLE_NAME], max_bytes=self.budget)  # checks every array
+        bundle.photo_paths = [str(p) for p in self.photos]
+        write_bundle(bundle, self.output)
+        exports: dict[str, str] = {}
+        for fmt, name in allowed.items():
+            if self.export_dir is None:
+                break
+            staged, final = self._export_staging() / name, self.export_dir / name
+            if name.suffix == "":  # a folder (colmap): the older one goes only once the new one is in place
+                aside = final.with_name(f".{final.name}.{self._tag}.old")
+                if final.exists():
+                    os.replace(final, aside)
+                os.replace(staged, final)
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                os.replace(staged, final)
+            exports[fmt] = str(final)
+        self.discard()
         return dataclasses.replace(result, bundle=str(self.output), exports=exports)
 
     def discard(self) -> None:
-        for part, _ in self.partial.values():
+        """Remove every staged byte (parts, received files, the staging folder)."""
+        for part, *_ in self.partial.values():
             part.unlink(missing_ok=True)
         self.partial.clear()
         downloaded = self.received.pop(BUNDLE_NAME, None)
         if downloaded is not None:
             downloaded.unlink(missing_ok=True)
+        self.received.clear()
+        if self.export_dir is not None:
+            shutil.rmtree(self._export_staging(), ignore_errors=True)
 
 
 BUNDLE_NAME = "bundle.npz"
@@ -361,15 +457,23 @@ class RemoteWorkerClient(WorkerClient):
         """As :meth:`WorkerClient.reconstruct`, with `photos` sent over the stream first (on a helper
         thread: this returns at once) and the results received into `output` and `export_dir`.
         `checkpoint` is a path on the remote."""
-        request_id = f"r{next(self._ids)}"
+        from .exports import parse_formats  # numpy: imported on use
+
+        try:
+            formats = parse_formats(exports)  # before anything is sent or written (the worker's own check)
+        except UserError as exc:
+            raise RemoteError(exc.message, exc.hint) from None
+        request_id = self._new_id()
         local = [Path(p).absolute() for p in photos]
-        names = [f"photos/{k:04d}/{p.name}" for k, p in enumerate(local)]
+        # the job folder's names: the photo's name with what a remote path must not hold made '_'
+        names = [f"photos/{k:04d}/{_JOB_UNSAFE.sub('_', p.name).lstrip('.') or 'photo'}" for k, p in enumerate(local)]
         transfer = _Transfer(photos=local, names=names, output=Path(output).absolute(),
-                             export_dir=Path(export_dir).absolute() if export_dir is not None else None)
+                             export_dir=Path(export_dir).absolute() if export_dir is not None else None,
+                             exports=formats if export_dir is not None else [])
         request = ReconstructRequest(
             id=request_id, photos=names, output=BUNDLE_NAME, options=options,
             checkpoint=str(checkpoint) if checkpoint is not None else None, device=device, dtype=dtype,
-            exports=list(exports), export_dir=EXPORTS_NAME if export_dir is not None else None,
+            exports=formats, export_dir=EXPORTS_NAME if export_dir is not None else None,
             export_cut=export_cut, job=request_id)
         with self._transfers_lock:
             self._transfers[request_id] = transfer
@@ -401,6 +505,7 @@ class RemoteWorkerClient(WorkerClient):
                                       f"{MAX_PHOTO_BYTES / 1e6:.0f} MB a remote worker accepts",
                                       "use a smaller copy of it")
                 sizes.append(size)
+            transfer.budget = result_budget(sizes)
             total, sent = max(sum(sizes), 1), 0
             for k, (photo, name, size) in enumerate(zip(transfer.photos, transfer.names, sizes)):
                 offset = 0
@@ -431,6 +536,8 @@ class RemoteWorkerClient(WorkerClient):
             pass  # the worker is gone: the event thread reports it (worker_exited)
 
     def _fail(self, request_id: str, event: ErrorEvent) -> None:
+        """End request `request_id` on this side with `event`: its staged files go, and the remote is
+        asked to cancel it, which also removes the photos already sent into its job folder."""
         with self._transfers_lock:
             transfer = self._transfers.pop(request_id, None)
             self._dropped.add(request_id)
@@ -438,6 +545,18 @@ class RemoteWorkerClient(WorkerClient):
             transfer.failed = True
             transfer.discard()
             self._events.put(event)
+            try:
+                self.send(CancelRequest(target=request_id))
+            except UserError:
+                pass  # the connection is gone: the remote worker removes its jobs when it exits
+
+    def _ended(self) -> None:
+        """The connection ended: every request's staged files go (nothing partial stays behind)."""
+        with self._transfers_lock:
+            transfers = list(self._transfers.values())
+        for transfer in transfers:
+            transfer.failed = True
+            transfer.discard()
 
     # -- events (on the event thread) -----------------------------------------------------------
 

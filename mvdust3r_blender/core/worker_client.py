@@ -39,6 +39,7 @@ from .protocol import (FINAL_EVENTS, PROTOCOL_VERSION, CancelRequest, ErrorEvent
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the extension's package (this module is in its core/)
 WORKER_MODULE = f"{PACKAGE_DIR.name}.engine.worker"
 EXIT_TAIL_LINES = 12  # stderr lines quoted in a worker_exited error
+_REQUEST_IDS = itertools.count(1)  # one sequence for every client of this process
 STDERR_LINE_CHARS = 8192  # a longer stderr line is kept cut to this many characters
 # How a process dies when memory runs out where Python cannot raise MemoryError: the kernel's
 # out-of-memory killer (SIGKILL), a failed allocation in C code (SIGSEGV, SIGBUS), std::bad_alloc (SIGABRT).
@@ -82,7 +83,6 @@ class WorkerClient:
         self._answered = False  # whether the worker has answered a request (it has finished starting)
         self._ready = False  # whether its ready event came (lines before it are its Python's chatter)
         self._violation = ""  # how the peer broke the protocol (the connection was then closed)
-        self._ids = itertools.count(1)
         self._open = threading.Event()  # requests may be written (a remote client opens it after its handshake)
         self._backlog: list[str] = []   # lines sent before then, written in order when it opens
 
@@ -142,6 +142,14 @@ class WorkerClient:
             self._backlog = []
             self._open.set()
 
+    def _ended(self) -> None:
+        """Called on the event thread when the worker's stdout ends (a remote client removes partial files)."""
+
+    def _new_id(self) -> str:
+        """A request id never used before in this process, whichever client sends it (a Check's
+        worker and a run's must not both say ``r1``)."""
+        return f"r{next(_REQUEST_IDS)}"
+
     def _received(self, event: Event) -> list[Event]:
         """What the event thread queues for `event` (a remote client turns result files into local ones)."""
         return [event]
@@ -199,7 +207,7 @@ class WorkerClient:
     def send(self, request: Request) -> str:
         """Write `request` (giving it an id when it has none); returns its id. Never blocks on the worker."""
         if not request.id:
-            request.id = f"r{next(self._ids)}"
+            request.id = self._new_id()
         line = encode(request) + "\n"
         with self._send_lock:
             proc = self._proc
@@ -300,6 +308,7 @@ class WorkerClient:
             self._violation = f"sent a line longer than {MAX_LINE_CHARS} characters (a message is at most that)"
             self._stderr.append(f"[client] {exc}; the connection was closed")
             end_process(proc)
+        self._ended()
         # stdout closed: the worker is exiting. Collect its code and last stderr lines.
         try:
             code: Optional[int] = proc.wait(10.0)

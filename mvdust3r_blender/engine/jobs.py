@@ -177,6 +177,13 @@ class JobFolders:
                 digest.update(chunk)
         return FetchedEvent(id=request.id, path=str(dest), size=dest.stat().st_size, sha256=digest.hexdigest())
 
+    def discard(self, job: str) -> None:
+        """Remove job `job`'s folder (its photos) now: its request failed or was cancelled on the
+        client before it ran. A name that is not a job's is ignored."""
+        if _JOB_NAME.fullmatch(job):
+            with self._lock:
+                shutil.rmtree(self.root / job, ignore_errors=True)
+
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 

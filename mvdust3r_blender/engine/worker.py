@@ -181,6 +181,8 @@ class Worker:
             jobs = [j for i, j in self._pending.items() if request.target in (None, i)]
         for job in jobs:
             job.cancel.set()
+        if self._folders is not None and request.target is not None and not jobs:
+            self._folders.discard(request.target)  # photos sent for a request that will never run
         names = ", ".join(j.request.id for j in jobs)
         log.info("cancel %s: %s", request.target or "everything", names or "nothing pending")
         if jobs:

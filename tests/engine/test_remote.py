@@ -253,22 +253,42 @@ def test_a_remote_worker_killed_mid_run_is_reported(target: RemoteTarget, remote
 
 
 def test_result_files_are_checked_before_they_are_used(tmp_path: Path) -> None:
-    """The client side of the download, fed parts directly: a damaged file and a file the request
-    did not ask for are refused, and nothing stays on disk."""
+    """The client side of the download, fed parts directly: a damaged file, a file the request did
+    not ask for, a name that is not plain, a part past its declared size and a file larger than the
+    request's budget are refused, and nothing stays on disk."""
     from mvdust3r_blender.core.remote import RemoteError, _Transfer
 
-    transfer = _Transfer(photos=[tmp_path / "a.png"], names=["photos/0000/a.png"], output=tmp_path / "out.npz",
-                         export_dir=tmp_path / "exports")
+    def transfer() -> _Transfer:
+        return _Transfer(photos=[tmp_path / "a.png"], names=["photos/0000/a.png"], output=tmp_path / "out.npz",
+                         export_dir=tmp_path / "exports", exports=["ply"], budget=1000)
+
     abc = base64.b64encode(b"abc").decode()
-    with pytest.raises(RemoteError, match="arrived damaged"):
-        transfer.receive(p.DataEvent(name="bundle.npz", size=3, offset=0, data=abc, sha256="0" * 64))
-    for name in ("../../etc/x", "exports/../../x", "other.npz"):
-        with pytest.raises(RemoteError, match="did not ask for"):
-            transfer.receive(p.DataEvent(name=name, size=3, offset=0, data=abc, sha256="0" * 64))
     good = hashlib.sha256(b"abc").hexdigest()
-    transfer.receive(p.DataEvent(name="exports/points.ply", size=3, offset=0, data=abc, sha256=good))
-    assert (tmp_path / "exports" / "points.ply").read_bytes() == b"abc"
-    assert sorted(f.name for f in tmp_path.rglob("*")) == ["exports", "points.ply"]
+
+    def refused(event: p.DataEvent, says: str) -> None:
+        failing = transfer()
+        with pytest.raises(RemoteError, match=says):
+            failing.receive(event)
+        failing.discard()  # what the client does with a failed request
+
+    refused(p.DataEvent(name="bundle.npz", size=3, offset=0, data=abc, sha256="0" * 64), "arrived damaged")
+    for name in ("../../etc/x", "exports/../../x", "other.npz", "exports/", "exports/.", ".", "exports/./points.ply",
+                 "exports//points.ply", "exports\\points.ply", "exports/points.ply\n", "exports/gaussians.ply",
+                 "exports/points.ply/x", "/etc/passwd", "exports"):
+        refused(p.DataEvent(name=name, size=3, offset=0, data=abc, sha256=good),
+                "did not ask for|not a plain relative name")
+    # 300 MiB once went through for 'size: 10'
+    refused(p.DataEvent(name="bundle.npz", size=2, offset=0, data=abc), "beyond its declared size")
+    refused(p.DataEvent(name="bundle.npz", size=10 ** 12, offset=0, data=abc), "more than the 1000 left")
+    one = transfer()
+    one.receive(p.DataEvent(name="exports/points.ply", size=3, offset=0, data=abc, sha256=good))
+    with pytest.raises(RemoteError, match="sent 'exports/points.ply' twice"):
+        one.receive(p.DataEvent(name="exports/points.ply", size=3, offset=0, data=abc, sha256=good))
+    assert not (tmp_path / "exports" / "points.ply").exists()  # staged until the result is complete
+    with pytest.raises(RemoteError, match="not the ones asked for"):
+        one.finish(p.ResultEvent(bundle="bundle.npz", exports={"ply": "exports/points.ply", "glb": "exports/x"}))
+    one.discard()
+    assert [f.name for f in tmp_path.rglob("*")] == ["exports"]  # the (empty) export folder alone
 
 
 # -- hostile values, a hostile remote (docs/remote.md, threat model) ------------------------------
