@@ -18,11 +18,11 @@ from . import preferences
 from .core.download import Download, DownloadState
 from .core import registry
 from .run import active
-from .core.remote import REMOTE_RUNTIME_PYTHON, RemoteError, plan_remote_environment
+from .client.remote import REMOTE_RUNTIME_PYTHON, RemoteError, plan_remote_environment
 from .session import SESSION, RemoteFetch, RuntimeCheck, SetupError, log_path, remote_target, worker_python
-from .core.runtime import (InstallRecord, Job, JobState, RuntimeSetupError, choose_installer, plan_environment,
+from .client.runtime import (InstallRecord, Job, JobState, RuntimeSetupError, choose_installer, plan_environment,
                            wheels_folder)
-from .core.torch_build import choose_build
+from .client.torch_build import choose_build
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems

@@ -27,9 +27,9 @@ from .core.errors import UserError
 from .core.exports import needing_gaussians, parse_formats
 from .core.options import DEFAULT_PRECISION, ReconstructOptions, check_precision
 from .core.protocol import DeviceInfo, ErrorEvent, Event, FetchedEvent, HelloEvent, ProgressEvent
-from .core.remote import RemoteError, RemoteTarget, RemoteWorkerClient
-from .core.runtime import env_python, subprocess_env
-from .core.worker_client import WorkerClient, WorkerError
+from .client.remote import RemoteError, RemoteTarget, RemoteWorkerClient
+from .client.runtime import env_python, subprocess_env
+from .client.worker_client import WorkerClient, WorkerError
 
 POLL_INTERVAL = 0.1  # seconds between looks at the worker's events from Blender's main thread
 

@@ -17,8 +17,8 @@ import pytest
 
 from mvdust3r_blender.core import protocol as p
 from mvdust3r_blender.core.bundle import read_bundle
-from mvdust3r_blender.core.remote import RemoteTarget, RemoteWorkerClient
-from mvdust3r_blender.core.worker_client import WorkerClient, WorkerError
+from mvdust3r_blender.client.remote import RemoteTarget, RemoteWorkerClient
+from mvdust3r_blender.client.worker_client import WorkerClient, WorkerError
 from test_worker import PYTHON, TIMEOUT, make_photos
 
 
@@ -256,7 +256,7 @@ def test_result_files_are_checked_before_they_are_used(tmp_path: Path) -> None:
     """The client side of the download, fed parts directly: a damaged file, a file the request did
     not ask for, a name that is not plain, a part past its declared size and a file larger than the
     request's budget are refused, and nothing stays on disk."""
-    from mvdust3r_blender.core.remote import RemoteError, _Transfer
+    from mvdust3r_blender.client.remote import RemoteError, _Transfer
 
     def transfer() -> _Transfer:
         return _Transfer(photos=[tmp_path / "a.png"], names=["photos/0000/a.png"], output=tmp_path / "out.npz",
@@ -298,7 +298,7 @@ def test_settings_that_ssh_would_read_as_options_are_refused_before_ssh_runs(rem
                                                                               tmp_path: Path) -> None:
     """The Remote Python ``-oProxyCommand=…`` once ran a command on this machine; every value that
     reaches ssh's argv is checked where it is set, and passed after ``--``."""
-    from mvdust3r_blender.core.remote import RemoteError
+    from mvdust3r_blender.client.remote import RemoteError
 
     marker = tmp_path / "ran-here"
     hostile = f"-oProxyCommand=sh -c 'touch {marker}'"

@@ -41,15 +41,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Optional, Sequence
 
-from .confidence import ConfidenceCut
-from .arguments import ArgumentError, argument, control_characters
-from .atomic import check_output
-from .errors import UserError
-from .options import ReconstructOptions
+from ..core.arguments import ArgumentError, argument, control_characters
+from ..core.atomic import check_output
+from ..core.confidence import ConfidenceCut
+from ..core.errors import UserError
+from ..core.options import ReconstructOptions
 from .runtime import Step, plan_environment
 from .torch_build import AUTO, TORCH_BACKENDS, TorchBuild
-from .protocol import (CancelRequest, DataEvent, ErrorEvent, Event, FetchRequest, ProgressEvent, PutRequest, ReconstructRequest,
-                       ResultEvent, read_line)
+from ..core.protocol import (CancelRequest, DataEvent, ErrorEvent, Event, FetchRequest, ProgressEvent, PutRequest,
+                             ReconstructRequest, ResultEvent, read_line)
 from .worker_client import EXIT_TAIL_LINES, PACKAGE_DIR, WorkerClient, end_process
 
 CHUNK_BYTES = 1024 ** 2          # bytes per put request (the worker's data events use the same)
@@ -243,7 +243,7 @@ class _Transfer:
 
     def allowed(self) -> dict[str, PurePosixPath]:
         """{format: its name under ``exports/``} for the requested export formats."""
-        from .exports import output_name  # numpy: imported on use
+        from ..core.exports import output_name  # numpy: imported on use
 
         return {fmt: PurePosixPath(output_name(fmt)) for fmt in self.exports}
 
@@ -309,7 +309,7 @@ class _Transfer:
         """The result with local paths. Checked first: the result names exactly the bundle and the
         requested exports, all received; the bundle reads back within the budget. Then the bundle
         (with the local photo paths) and each export take their names; nothing is written before."""
-        from .bundle import read_bundle, write_bundle  # numpy: imported when a result arrives
+        from ..core.bundle import read_bundle, write_bundle  # numpy: imported when a result arrives
 
         allowed = self.allowed()
         wanted = {fmt: f"{EXPORTS_NAME}/{name}" for fmt, name in allowed.items()} if self.export_dir else {}
@@ -457,7 +457,7 @@ class RemoteWorkerClient(WorkerClient):
         """As :meth:`WorkerClient.reconstruct`, with `photos` sent over the stream first (on a helper
         thread: this returns at once) and the results received into `output` and `export_dir`.
         `checkpoint` is a path on the remote."""
-        from .exports import parse_formats  # numpy: imported on use
+        from ..core.exports import parse_formats  # numpy: imported on use
 
         try:
             formats = parse_formats(exports)  # before anything is sent or written (the worker's own check)

@@ -1,0 +1,1 @@
+"""The test suites, and (in ``tests.helpers``) what tests and benchmarks share."""
