@@ -66,7 +66,7 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
 def remote_host() -> Iterator[Any]:
     """A real sshd on 127.0.0.1 and a throw-away user: the remote GPU machine (tests/remote_host.py).
     Started once per test run, stopped (user, processes, files) at its end."""
-    import remote_host as host_module
+    from . import remote_host as host_module  # tests/ is a package (tests.helpers)
 
     host = host_module.start(host_module.default_worker_python())
     try:
