@@ -33,7 +33,7 @@ from ..core.confidence import ConfidenceCut
 from ..core.errors import UserError, mentions_out_of_memory
 from ..core.options import DEFAULT_PRECISION, ReconstructOptions
 from ..core.protocol import (FINAL_EVENTS, PROTOCOL_VERSION, CancelRequest, ErrorEvent, Event, HelloRequest,
-                       LoadRequest, ProtocolError, ReadyEvent, ReconstructRequest, ReleaseRequest, Request,
+                       LoadRequest, ProgressEvent, ProtocolError, ReadyEvent, ReconstructRequest, ReleaseRequest, Request,
                        ShutdownRequest, LineTooLong, MAX_LINE_CHARS, decode_event, encode, read_line, skip_line)
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the extension's package (this module is in its client/)
@@ -83,6 +83,7 @@ class WorkerClient:
         self._answered = False  # whether the worker has answered a request (it has finished starting)
         self._ready = False  # whether its ready event came (lines before it are its Python's chatter)
         self._violation = ""  # how the peer broke the protocol (the connection was then closed)
+        self._issued: set[str] = set()  # ids of requests sent and not yet answered: other ids' events are dropped
         self._open = threading.Event()  # requests may be written (a remote client opens it after its handshake)
         self._backlog: list[str] = []   # lines sent before then, written in order when it opens
 
@@ -104,6 +105,7 @@ class WorkerClient:
         self._answered = False
         self._ready = False
         self._violation = ""
+        self._issued = set()
         self._proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, cwd=self.package_parent, env=env, text=True, encoding="utf-8",
@@ -210,6 +212,7 @@ class WorkerClient:
             request.id = self._new_id()
         line = encode(request) + "\n"
         with self._send_lock:
+            self._issued.add(request.id)
             proc = self._proc
             if proc is None or proc.stdin is None or proc.poll() is not None:
                 raise WorkerError(self._exit_event(proc.poll() if proc else None))
@@ -276,13 +279,13 @@ class WorkerClient:
             backlog = [e for e in self._deferred if e.id == request_id]
             self._deferred = [e for e in self._deferred if e.id != request_id]
         while True:
+            if deadline is not None and time.monotonic() > deadline:  # progress never moves it
+                raise TimeoutError(f"the worker did not answer request {request_id} within {timeout} s")
             try:
                 event = backlog.pop(0) if backlog else self._events.get(timeout=0.1)
             except queue.Empty:
                 if self._exited.is_set() and self._events.empty():
                     raise WorkerError(self._exit_event(self.returncode)) from None
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"the worker did not answer request {request_id} within {timeout} s") from None
                 continue
             if event.id == request_id:
                 if on_event is not None:
@@ -292,10 +295,18 @@ class WorkerClient:
                 if isinstance(event, FINAL_EVENTS):
                     return event
                 continue
-            with self._deferred_lock:
-                self._deferred.append(event)
+            self._defer(event)
             if isinstance(event, ErrorEvent) and event.code == "worker_exited":
                 raise WorkerError(event)
+
+    def _defer(self, event: Event) -> None:
+        """Keep `event` for :meth:`poll`; a progress event replaces its request's older one of the
+        same stage, so a flood of progress takes no more memory than one event per stage."""
+        with self._deferred_lock:
+            if isinstance(event, ProgressEvent):
+                self._deferred = [e for e in self._deferred if not (
+                    isinstance(e, ProgressEvent) and e.id == event.id and e.stage == event.stage)]
+            self._deferred.append(event)
 
     # -- threads --------------------------------------------------------------------------------
 
@@ -334,6 +345,12 @@ class WorkerClient:
         if event is None:
             self._stderr.append(f"[client] ignored an event of a newer protocol: {line.strip()[:200]}")
             return
+        if event.id is not None:  # only the requests this client sent, until their final event
+            with self._send_lock:
+                if event.id not in self._issued:
+                    return
+                if isinstance(event, FINAL_EVENTS) or isinstance(event, ErrorEvent):
+                    self._issued.discard(event.id)
         if isinstance(event, ReadyEvent):
             self._ready = True
             if event.protocol != PROTOCOL_VERSION:

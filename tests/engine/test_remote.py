@@ -4,6 +4,7 @@ engine cache, refused paths, cancel, a killed connection, a remote without torch
 from __future__ import annotations
 
 import base64
+import json
 import hashlib
 import os
 import signal
@@ -338,3 +339,81 @@ def test_the_ssh_command_s_tilde_is_the_user_s_home(remote_host: Any, tmp_path: 
     assert target.ssh_argv_prefix()[2] == str(home / ".ssh" / "studio_config")
     with RemoteWorkerClient(target) as client:
         assert isinstance(client.wait(client.hello(), timeout=TIMEOUT), p.HelloEvent)
+
+
+HOSTILE = Path(__file__).resolve().parents[1] / "hostile_remote.py"
+_MEASURE = """
+import json, re, sys
+from mvdust3r_blender.client.remote import RemoteTarget, RemoteWorkerClient
+from mvdust3r_blender.client.worker_client import WorkerError
+destination, ssh_command, python = sys.argv[1:4]
+client = RemoteWorkerClient(RemoteTarget(destination, ssh_command, python), handshake_timeout=5)
+client.start()
+try:
+    client.wait(client.hello(), timeout=8)
+    outcome = "answered"
+except (WorkerError, TimeoutError) as exc:
+    outcome = f"{type(exc).__name__}: {exc}"
+client.shutdown(timeout=2)
+# this process's own peak (ru_maxrss would include the forking test process's, which Linux carries over exec)
+peak = int(re.search(r"VmHWM:\\s*(\\d+) kB", open("/proc/self/status").read()).group(1))
+print(json.dumps({"outcome": outcome, "peak_kib": peak}))
+"""
+CLIENT_PEAK_MIB = 100
+"""docs/remote.md: the most a client process takes, whatever a remote sends (measured: see there)."""
+
+
+def hostile(remote_host: Any, mode: str) -> str:
+    """The Remote Python that runs tests/hostile_remote.py in `mode` on the remote."""
+    return f"{remote_host.python} {remote_host.place(HOSTILE)} {mode}"
+
+
+@pytest.mark.parametrize("mode, says", [
+    ("silent", "did not start within 5 s"),
+    ("endless-before", "line longer than"),
+    ("endless-after", "line longer than"),
+    ("flood", "TimeoutError: the worker did not answer"),
+])
+def test_a_hostile_remote_cannot_exhaust_this_machine(remote_host: Any, mode: str, says: str) -> None:
+    """An endless line (before or after the handshake), a login banner without a newline, a flood of
+    events for this request and for one never sent: each ends within its deadline, in a client
+    process (a fresh Python, as Blender's would be) whose peak memory stays under the bound."""
+    measured = subprocess.run([PYTHON, "-c", _MEASURE, remote_host.destination, remote_host.ssh_command(),
+                               hostile(remote_host, mode)], capture_output=True, text=True, timeout=120,
+                              cwd=Path(__file__).resolve().parents[2])
+    assert measured.returncode == 0, measured.stderr[-3000:]
+    report = json.loads(measured.stdout.strip().splitlines()[-1])
+    assert says in report["outcome"], report
+    assert report["peak_kib"] < CLIENT_PEAK_MIB * 1024, report
+    print(f"{mode}: client peak {report['peak_kib'] / 1024:.0f} MiB")
+
+
+@pytest.mark.parametrize("mode, says", [
+    ("oversize", "beyond its declared size"),
+    ("unasked", "did not ask for: 'exports/notes.txt'"),
+    ("dot", "not a plain relative name"),
+    ("bomb", "once unpacked"),
+    ("die", "ssh connection|exited with code 1"),
+])
+def test_a_hostile_remote_writes_nothing_outside_what_was_asked(remote_host: Any, mode: str, says: str,
+                                                                 tmp_path: Path) -> None:
+    """Files a remote sends are named by the request, within their declared size and the request's
+    budget, and reach their names only once all is verified: the user's files stay as they were,
+    and nothing partial is left (a dead connection included)."""
+    photos = make_photos(tmp_path / "photos", 1)
+    out = tmp_path / "out"
+    (out / "exports").mkdir(parents=True)
+    (out / "exports" / "notes.txt").write_text("mine")
+    (out / "exports" / "points.ply").write_text("my older export")
+    before = {f: f.read_bytes() for f in out.rglob("*") if f.is_file()}
+    target = RemoteTarget(remote_host.destination, remote_host.ssh_command(), hostile(remote_host, mode))
+    with RemoteWorkerClient(target) as client:
+        with pytest.raises(WorkerError) as caught:
+            client.wait(client.reconstruct(photos, out / "scene.npz", exports=["ply"], export_dir=out / "exports"),
+                        timeout=TIMEOUT)
+    import re
+
+    assert re.search(says, caught.value.message), caught.value.message
+    assert {f: f.read_bytes() for f in out.rglob("*") if f.is_file()} == before
+    assert sorted(p.name for p in out.rglob("*")) == ["exports", "notes.txt", "points.ply"]
+    assert not list(tmp_path.glob(".*")) and not (out / "exports.part").exists()
