@@ -218,3 +218,40 @@ def test_a_zip_bomb_is_refused_before_it_is_inflated(tmp_path):
     with pytest.raises(BundleError, match="once unpacked"):  # a caller's own bound (a remote result's budget)
         read_bundle(good, max_bytes=100)
     assert read_bundle(good).num_views == 3
+
+
+def test_an_output_that_is_not_a_file_is_refused_and_left_alone(tmp_path):
+    """A symlink, a pipe and a device node where a bundle or an export goes are refused, never
+    replaced (a test run once replaced the machine's /dev/full); the node is made in a temporary
+    folder (/dev is never touched). A folder where a file goes, and the reverse, likewise."""
+    from mvdust3r_blender.core.atomic import OutputRefused
+    from mvdust3r_blender.core.exports import export
+
+    bundle = make_bundle()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's file")
+    (tmp_path / "link.npz").symlink_to(victim)
+    os.mkfifo(tmp_path / "pipe.npz")
+    nodes = ["link.npz", "pipe.npz"]
+    if os.geteuid() == 0:  # a character device like /dev/null (1, 3), in the temporary folder
+        os.mknod(tmp_path / "device.npz", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        nodes.append("device.npz")
+    for name in nodes:
+        with pytest.raises(OutputRefused, match="it is a (symbolic link|pipe|device)"):
+            write_bundle(bundle, tmp_path / name)
+    assert (tmp_path / "link.npz").is_symlink() and victim.read_text() == "the user's file"
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "pipe.npz").st_mode)
+    if os.geteuid() == 0:
+        assert stat.S_ISCHR(os.lstat(tmp_path / "device.npz").st_mode)
+    (tmp_path / "folder.npz").mkdir()
+    with pytest.raises(OutputRefused, match="it is a folder"):
+        write_bundle(bundle, tmp_path / "folder.npz")
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    (exports / "points.ply").symlink_to(victim)
+    (exports / "scene.glb").mkdir()
+    with pytest.raises(OutputRefused, match="points.ply: it is a symbolic link"):
+        export(bundle, ["ply"], exports)
+    with pytest.raises(OutputRefused, match="scene.glb: it is a folder"):
+        export(bundle, ["glb"], exports)
+    assert victim.read_text() == "the user's file" and not list(tmp_path.rglob(".*"))
