@@ -64,46 +64,90 @@ REMOTE_MODELS = f"{REMOTE_CACHE}/models"   # where fetch puts released checkpoin
 _MARK = "mvdust3r-engine:"
 _JOB_UNSAFE = re.compile(r"[^\w.-]")
 
-# Runs on the remote under its Python (3.10+, as the engine), standard library only; argv: engine hash, package name.
+ENGINES_KEPT = 3
+"""Engine versions kept in the remote cache (the newest used); older ones are removed."""
+
+# Runs on the remote under its Python (3.10+, as the engine), standard library only; argv: engine
+# hash, package name, tree hash (of the unpacked files: checked on every start, see tree_digest).
 BOOTSTRAP = r"""
-import hashlib, io, os, runpy, shutil, sys, tarfile, tempfile
-digest, package = sys.argv[1], sys.argv[2]
+import errno, glob, hashlib, io, os, runpy, shutil, sys, tarfile, tempfile, time
+digest, package, tree = sys.argv[1], sys.argv[2], sys.argv[3]
 base = os.path.expanduser("~/CACHE")
 engine = os.path.join(base, "engine-" + digest)
 def say(text):
     os.write(1, (text + "\n").encode())
+def fail(text):
+    sys.exit("mvdust3r: " + text)
 def take(n):
     parts = []
     while n > 0:
         part = os.read(0, min(n, 1 << 20))
         if not part:
-            sys.exit("mvdust3r: the connection closed while the engine was being sent")
+            fail("the connection closed while the engine was being sent")
         parts.append(part)
         n -= len(part)
     return b"".join(parts)
-if not os.path.isfile(os.path.join(engine, "complete")):
+def tree_digest(root):
+    names = sorted(os.path.relpath(os.path.join(d, f), root).replace(os.sep, "/")
+                   for d, _, files in os.walk(root) for f in files)
+    h = hashlib.sha256()
+    for name in names:
+        if name != "complete":
+            with open(os.path.join(root, name), "rb") as f:
+                data = f.read()
+            h.update(name.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
+    return h.hexdigest()
+if os.path.isfile(os.path.join(engine, "complete")) and tree_digest(engine) == tree:
+    say("MARK have " + digest)
+else:
+    if os.path.isdir(engine):  # damaged or altered: never run; moved aside whole, removed, unpacked again
+        aside = tempfile.mkdtemp(prefix=".engine-", dir=base)
+        os.rename(engine, os.path.join(aside, "damaged"))
+        shutil.rmtree(aside, ignore_errors=True)
     say("MARK need " + digest)
     line = b""
     while not line.endswith(b"\n"):
         line += take(1)
+        if len(line) > 20:
+            fail("the engine's size did not arrive")
     blob = take(int(line))
     if hashlib.sha256(blob).hexdigest() != digest:
-        sys.exit("mvdust3r: the engine arrived damaged (SHA-256 mismatch)")
-    os.makedirs(base, mode=0o700, exist_ok=True)
-    unpacked = tempfile.mkdtemp(prefix=".engine-", dir=base)
-    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
-        tar.extractall(unpacked, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
-    open(os.path.join(unpacked, "complete"), "w").close()
+        fail("the engine arrived damaged (SHA-256 mismatch)")
+    unpacked = None
     try:
-        os.rename(unpacked, engine)
-    except OSError:
-        shutil.rmtree(unpacked, ignore_errors=True)
-else:
-    say("MARK have " + digest)
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        unpacked = tempfile.mkdtemp(prefix=".engine-", dir=base)
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+            tar.extractall(unpacked, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+        if tree_digest(unpacked) != tree:
+            fail("the engine unpacked into other files than were sent")
+        open(os.path.join(unpacked, "complete"), "w").close()
+        try:
+            os.rename(unpacked, engine)
+        except OSError:  # another connection unpacked it first: run that, once it checks out
+            if not (os.path.isdir(engine) and tree_digest(engine) == tree):
+                raise
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            fail(f"the remote disk is full: the engine ({len(blob) // 1000} kB packed) cannot be unpacked "
+                 f"into {base}; free some space there and run again (nothing half-unpacked was left)")
+        fail(f"cannot unpack the engine into {base}: {exc}")
+    finally:
+        if unpacked is not None:
+            shutil.rmtree(unpacked, ignore_errors=True)
+    now = time.time()
+    engines = sorted(glob.glob(os.path.join(base, "engine-*")), key=os.path.getmtime, reverse=True)
+    for old in [e for e in engines if e != engine][KEPT - 1:]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in glob.glob(os.path.join(base, ".engine-*")):  # left by a connection that died unpacking
+        if now - os.path.getmtime(stale) > 3600:
+            shutil.rmtree(stale, ignore_errors=True)
+os.utime(engine)  # the newest used: kept by the pruning above
+sys.dont_write_bytecode = True  # no __pycache__ beside the checked files (it would be read instead of them)
 sys.path.insert(0, engine)
 sys.argv = [package + ".engine.worker", "--jobs", os.path.join(base, "jobs")]
 runpy.run_module(package + ".engine.worker", run_name="__main__", alter_sys=True)
-""".replace("MARK", _MARK).replace("CACHE", REMOTE_CACHE)
+""".replace("MARK", _MARK).replace("CACHE", REMOTE_CACHE).replace("KEPT", str(ENGINES_KEPT))
 
 
 class RemoteError(UserError):
@@ -159,9 +203,11 @@ class RemoteTarget:
 # The engine's files, as sent to a remote
 
 
-def engine_archive(package_dir: Path = PACKAGE_DIR) -> tuple[bytes, str]:
-    """The reproducible ``.tar.gz`` of what a worker runs from, and its SHA-256 (the engine's version):
-    the package's ``__init__.py``, ``core/``, ``engine/`` and the manifest (for the version it reports)."""
+def engine_archive(package_dir: Path = PACKAGE_DIR) -> tuple[bytes, str, str]:
+    """The reproducible ``.tar.gz`` of what a worker runs from, its SHA-256 (the engine's version)
+    and the tree digest of its files as the bootstrap computes it on the remote, on every start:
+    SHA-256 over each file's relative path, size and bytes, in path order. The package's
+    ``__init__.py``, ``core/``, ``engine/`` and the manifest (for the version it reports)."""
     files: list[tuple[str, Path]] = [("__init__.py", package_dir / "__init__.py")]
     for room in ("core", "engine"):
         files += [(p.relative_to(package_dir).as_posix(), p) for p in sorted((package_dir / room).rglob("*.py"))
@@ -171,20 +217,23 @@ def engine_archive(package_dir: Path = PACKAGE_DIR) -> tuple[bytes, str]:
             files.append(("blender_manifest.toml", manifest))
             break
     raw = io.BytesIO()
+    contents = {f"{package_dir.name}/{name}": path.read_bytes() for name, path in files}
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, path in files:
-            data = path.read_bytes()
-            info = tarfile.TarInfo(f"{package_dir.name}/{name}")
+        for name, data in contents.items():
+            info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             tar.addfile(info, io.BytesIO(data))
     blob = gzip.compress(raw.getvalue(), mtime=0)
-    return blob, hashlib.sha256(blob).hexdigest()
+    tree = hashlib.sha256()
+    for name in sorted(contents):
+        tree.update(name.encode() + b"\0" + str(len(contents[name])).encode() + b"\0" + contents[name])
+    return blob, hashlib.sha256(blob).hexdigest(), tree.hexdigest()
 
 
-_ARCHIVE: dict[Path, tuple[bytes, str]] = {}
+_ARCHIVE: dict[Path, tuple[bytes, str, str]] = {}
 
 
-def _cached_archive(package_dir: Path) -> tuple[bytes, str]:
+def _cached_archive(package_dir: Path) -> tuple[bytes, str, str]:
     if package_dir not in _ARCHIVE:
         _ARCHIVE[package_dir] = engine_archive(package_dir)
     return _ARCHIVE[package_dir]
@@ -387,14 +436,15 @@ class RemoteWorkerClient(WorkerClient):
         self._transfers_lock = threading.Lock()
 
     def _command(self) -> tuple[list[str], dict[str, str]]:
-        _, digest = _cached_archive(self.package_dir)
-        remote = f"{self.target.python} -c {shlex.quote(BOOTSTRAP)} {digest} {shlex.quote(self.package_dir.name)}"
+        _, digest, tree = _cached_archive(self.package_dir)
+        remote = (f"{self.target.python} -c {shlex.quote(BOOTSTRAP)} {digest} {shlex.quote(self.package_dir.name)} "
+                  f"{tree}")
         return self.target.ssh_argv(remote), dict(self._env)
 
     def _handshake(self, proc: subprocess.Popen[str], stdout: IO[str]) -> None:
         """Read the bootstrap's answer (within :attr:`handshake_timeout` s of starting ssh); send the
         engine when it needs it; then open the request stream. Lines are bounded as events are."""
-        blob, digest = _cached_archive(self.package_dir)
+        blob, digest, _ = _cached_archive(self.package_dir)
         timer = threading.Timer(self.handshake_timeout, self._handshake_expired, args=(proc,))
         timer.daemon = True
         timer.start()

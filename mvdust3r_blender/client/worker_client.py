@@ -84,6 +84,7 @@ class WorkerClient:
         self._ready = False  # whether its ready event came (lines before it are its Python's chatter)
         self._violation = ""  # how the peer broke the protocol (the connection was then closed)
         self._issued: set[str] = set()  # ids of requests sent and not yet answered: other ids' events are dropped
+        self._issued_lock = threading.Lock()
         self._open = threading.Event()  # requests may be written (a remote client opens it after its handshake)
         self._backlog: list[str] = []   # lines sent before then, written in order when it opens
 
@@ -211,8 +212,9 @@ class WorkerClient:
         if not request.id:
             request.id = self._new_id()
         line = encode(request) + "\n"
-        with self._send_lock:
+        with self._issued_lock:
             self._issued.add(request.id)
+        with self._send_lock:
             proc = self._proc
             if proc is None or proc.stdin is None or proc.poll() is not None:
                 raise WorkerError(self._exit_event(proc.poll() if proc else None))
@@ -346,7 +348,7 @@ class WorkerClient:
             self._stderr.append(f"[client] ignored an event of a newer protocol: {line.strip()[:200]}")
             return
         if event.id is not None:  # only the requests this client sent, until their final event
-            with self._send_lock:
+            with self._issued_lock:  # not the send lock: a send blocked on a full pipe must not stop reading
                 if event.id not in self._issued:
                     return
                 if isinstance(event, FINAL_EVENTS) or isinstance(event, ErrorEvent):
@@ -404,8 +406,8 @@ class WorkerClient:
         said = any(mentions_out_of_memory(line) for line in tail)
         signal_name = _MEMORY_SIGNALS.get(-code, "") if code is not None and code < 0 else ""
         starting = "" if self._answered else " while starting"
-        if said and (signal_name or not self._answered):
-            return f"ran out of memory{starting}"
+        if said and (signal_name or not self._answered or (code is not None and code > 0)):
+            return f"ran out of memory{starting}"  # its last words say so (libgomp, OpenBLAS exit with code 1)
         if signal_name and not self._answered:
             return f"most likely ran out of memory while starting (it died of {signal_name})"
         return ""

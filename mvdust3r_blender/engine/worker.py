@@ -17,6 +17,7 @@ worker keeps serving.
 """
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import math
@@ -37,6 +38,7 @@ from ..core.protocol import (AckEvent, CancelRequest, DeviceInfo, ErrorEvent, Ev
                         ReadyEvent,
                         ReconstructRequest, ReleaseRequest, Request, ResultEvent, ShutdownRequest,
                         LineTooLong, PROTOCOL_VERSION, decode_request, encode, read_line, skip_line)
+from ..core.atomic import write_failure
 from ..core.errors import OptionError, UserError
 from .errors import Cancelled, EngineError, out_of_memory
 from .jobs import JobFolders, PathRefused
@@ -216,6 +218,8 @@ class Worker:
 
     def _run(self, request: Request, job: _Job) -> Event:
         if job.cancel.is_set():
+            if self._folders is not None and isinstance(request, ReconstructRequest) and request.job is not None:
+                self._folders.discard(request.job)  # its photos go now, not when the connection ends
             raise Cancelled(f"{request.type} request {request.id!r} was cancelled before it started")
         if isinstance(request, LoadRequest):
             started = time.perf_counter()
@@ -258,7 +262,12 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 — the boundary: nothing may kill the worker
             where = self._model_info.device if self._model_info else "this device"
             memory = out_of_memory(exc, request.type, where)
-            if memory is not None:
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+                message, hint = write_failure(Path(exc.filename or "a file"), exc)  # the user's to fix: never "a bug"
+                event = ErrorEvent(id=request.id, code="disk_full", message=f"{request.type}: {message}",
+                                   hint=hint + "; the worker is still running")
+                log.warning("%s %s: %s", request.type, request.id, message)
+            elif memory is not None:
                 event = ErrorEvent(id=request.id, code=memory.code, message=memory.message,
                                    hint=memory.hint + "; the worker is still running")
                 log.warning("%s %s ran out of memory: %s", request.type, request.id, _first_line(exc))

@@ -7,6 +7,8 @@ import base64
 import json
 import hashlib
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import time
@@ -44,7 +46,7 @@ def remote(target: RemoteTarget) -> Iterator[RemoteWorkerClient]:
 
 def job_files(remote_host: Any) -> list[Path]:
     """What the remote worker keeps of its jobs (nothing once a request has ended)."""
-    return [f for f in (remote_host.home / ".cache" / "mvdust3r-blender" / "jobs").glob("*/*")]
+    return [f for f in (remote_host.home / ".cache" / "mvdust3r-blender" / "jobs").glob("*/*") if f.name != ".owner"]
 
 
 def test_reconstruct_over_ssh_matches_a_local_run(remote: RemoteWorkerClient, remote_host: Any,
@@ -120,7 +122,7 @@ def many_photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def test_cancel_while_the_remote_worker_runs(remote: RemoteWorkerClient, remote_checkpoint: str,
-                                             many_photos: list[Path], tmp_path: Path) -> None:
+                                             many_photos: list[Path], tmp_path: Path, remote_host: Any) -> None:
     photos = many_photos
     output = tmp_path / "cancelled.npz"
 
@@ -138,6 +140,10 @@ def test_cancel_while_the_remote_worker_runs(remote: RemoteWorkerClient, remote_
                     on_event=lambda e: remote.cancel(e.id) if isinstance(e, p.ProgressEvent) else None)
     assert caught.value.code == "cancelled" and "being sent" in caught.value.message
     assert not output.exists() and not list(tmp_path.glob(".*"))
+    deadline = time.monotonic() + 20  # the photos already sent go at once, not when the connection ends
+    while job_files(remote_host) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not job_files(remote_host)
     assert isinstance(remote.wait(remote.hello(), timeout=TIMEOUT), p.HelloEvent)  # the worker serves on
 
 
@@ -417,3 +423,116 @@ def test_a_hostile_remote_writes_nothing_outside_what_was_asked(remote_host: Any
     assert {f: f.read_bytes() for f in out.rglob("*") if f.is_file()} == before
     assert sorted(p.name for p in out.rglob("*")) == ["exports", "notes.txt", "points.ply"]
     assert not list(tmp_path.glob(".*")) and not (out / "exports.part").exists()
+
+
+def cache(remote_host: Any) -> Path:
+    return remote_host.home / ".cache" / "mvdust3r-blender"
+
+
+def test_the_remote_engine_is_verified_on_every_start_and_old_versions_pruned(target: RemoteTarget,
+                                                                               remote_host: Any) -> None:
+    """A cached engine whose files were changed (or gained a __pycache__) is never run: it is sent
+    and unpacked again. Only the newest ENGINES_KEPT versions stay."""
+    from mvdust3r_blender.client.remote import ENGINES_KEPT
+
+    def hello() -> bool:
+        with RemoteWorkerClient(target) as client:
+            assert isinstance(client.wait(client.hello(), timeout=TIMEOUT), p.HelloEvent), client.stderr_tail()
+            return client.engine_sent
+
+    hello()
+    (engine,) = [e for e in cache(remote_host).glob("engine-*") if e.stat().st_mtime == max(
+        x.stat().st_mtime for x in cache(remote_host).glob("engine-*"))]
+    assert not hello()  # verified, reused
+    worker = next(engine.rglob("engine/worker.py"))
+    worker.write_text(worker.read_text() + "\nraise SystemExit('altered')\n")
+    assert hello() and "altered" not in worker.read_text()  # altered: sent again, and it runs
+    planted = worker.parent / "__pycache__"
+    planted.mkdir()
+    (planted / "worker.cpython-311.pyc").write_bytes(b"not the engine")
+    for path in (planted, planted / "worker.cpython-311.pyc"):  # the remote user's own files, as a co-tenant's would not be
+        os.chown(path, *remote_host._ids())
+    for k in range(ENGINES_KEPT + 1):  # older versions, used long ago
+        old = cache(remote_host) / f"engine-{k:064x}"
+        old.mkdir()
+        os.utime(old, (1_000_000 + k, 1_000_000 + k))
+    assert hello() and not planted.exists()
+    kept = sorted(e.name for e in cache(remote_host).glob("engine-*"))
+    assert len(kept) == ENGINES_KEPT and engine.name in kept, kept
+    assert not list(engine.rglob("__pycache__"))  # the worker writes none beside the checked files
+    for old in cache(remote_host).glob("engine-0*"):
+        shutil.rmtree(old)
+
+
+@pytest.fixture
+def small_remote_disk(remote_host: Any) -> Iterator[Any]:
+    """Mounts a tmpfs of the given size over the remote user's cache (hiding the real one until the test ends)."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        where = cache(remote_host)
+        if mounted:
+            subprocess.run(["umount", str(where)], check=True)
+            mounted.clear()
+        entry = pwd.getpwnam(remote_host.user)
+        for folder in (where.parent, where):
+            folder.mkdir(mode=0o700, exist_ok=True)
+            os.chown(folder, entry.pw_uid, entry.pw_gid)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=700,uid={entry.pw_uid},gid={entry.pw_gid}",
+                        "tmpfs", str(where)], check=True)
+        mounted.append(where)
+        return where
+
+    try:
+        yield mount
+    finally:
+        for where in mounted:
+            subprocess.run(["umount", "--lazy", str(where)], check=True)
+
+
+def test_a_full_remote_disk_is_said_so_and_leaves_nothing_half_done(target: RemoteTarget, remote_host: Any,
+                                                                    small_remote_disk: Any, tmp_path: Path) -> None:
+    where = small_remote_disk("64k")  # too small for the engine
+    with pytest.raises(WorkerError) as caught:
+        with RemoteWorkerClient(target) as client:
+            client.wait(client.hello(), timeout=TIMEOUT)
+    assert "the remote disk is full" in caught.value.hint, caught.value
+    assert "bug" not in caught.value.message + caught.value.hint
+    assert not list(where.glob(".engine-*")) and not list(where.glob("engine-*"))
+    where = small_remote_disk("2m")  # room for the engine, not for the photo
+    photo = tmp_path / "big.png"  # never decoded: the disk fills while it is being sent
+    photo.write_bytes(os.urandom(3 * 1024 ** 2))
+    with RemoteWorkerClient(target) as client:
+        with pytest.raises(WorkerError) as caught:
+            client.wait(client.reconstruct([photo], tmp_path / "out.npz"), timeout=TIMEOUT)
+        assert caught.value.code == "disk_full" and "the disk is full" in caught.value.message, caught.value
+        assert "bug" not in caught.value.hint
+        deadline = time.monotonic() + 20  # the part already sent is removed at once
+        while job_files(remote_host) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not job_files(remote_host), client.stderr_tail(40)
+
+
+def test_job_folders_are_removed_only_when_their_owner_is_gone(target: RemoteTarget, remote_host: Any) -> None:
+    """One home on two hosts (NFS): a new worker never removes a folder whose owner file names
+    another host, whatever this host's process table says; a dead worker of this host's is cleaned."""
+    import socket
+
+    jobs = cache(remote_host) / "jobs"
+    jobs.mkdir(parents=True, exist_ok=True)
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    dead = ended.pid
+    folders = {"elsewhere": (f"gpu-2.cluster {dead}", True), "here": (f"{socket.gethostname()} {dead}", False)}
+    for name, (owner, _) in folders.items():
+        folder = jobs / f"{dead}-{name}"
+        (folder / "r1" / "photos").mkdir(parents=True)
+        (folder / ".owner").write_text(owner + "\n")
+        (folder / "r1" / "photos" / "a.png").write_bytes(b"photo")
+    for path in [cache(remote_host), jobs, *jobs.rglob("*")]:
+        os.chown(path, *remote_host._ids())  # the remote user's own, as its workers made them
+    with RemoteWorkerClient(target) as client:
+        assert isinstance(client.wait(client.hello(), timeout=TIMEOUT), p.HelloEvent)
+        for name, (_, kept) in folders.items():
+            assert (jobs / f"{dead}-{name}").exists() == kept, name
+    shutil.rmtree(jobs / f"{dead}-elsewhere")

@@ -642,3 +642,50 @@ def test_any_allocator_failure_is_out_of_memory() -> None:
     assert out_of_memory(ImportError("libtorch_cpu.so: failed to map segment from shared object"), "hello",
                          "cpu") is not None
     assert out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"), "reconstruct", "cpu") is None
+    # torch's C++ check names its source line, which means nothing to the user
+    enforce = RuntimeError("[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: not enough memory: you "
+                           "tried to allocate 1152921504606846976 bytes.")
+    found = out_of_memory(enforce, "reconstruct", "cpu")
+    assert found is not None and "enforce fail" not in found.message and "alloc_cpu.cpp" not in found.message
+    assert "not enough memory: you tried to allocate" in found.message
+    assert found.message.startswith("reconstruct ran out of memory on cpu: DefaultCPUAllocator: not enough memory")
+    found = out_of_memory(real.value, "reconstruct", "cpu")
+    assert found is not None and found.message.startswith("reconstruct ran out of memory on cpu: DefaultCPUAllocator")
+
+
+class _DyingWorker(WorkerClient):
+    """A real process that answers like a worker, then writes `last_words` to stderr and exits 1,
+    as libgomp and OpenBLAS do when an allocation fails inside them (no signal, no MemoryError)."""
+
+    def __init__(self, last_words: str) -> None:
+        super().__init__(PYTHON)
+        self.last_words = last_words
+
+    def _command(self) -> tuple[list[str], dict[str, str]]:
+        script = ("import json, sys\n"
+                  "print(json.dumps({'type': 'ready', 'protocol': %d, 'pid': 1}), flush=True)\n"
+                  "for line in sys.stdin:\n"
+                  "    rid = json.loads(line)['id']\n"
+                  "    if json.loads(line)['type'] == 'cancel':\n"
+                  "        print(json.dumps({'type': 'ack', 'id': rid, 'request': 'cancel', 'detail': ''}), flush=True)\n"
+                  "        continue\n"
+                  "    sys.stderr.write(%r + '\\n')\n"
+                  "    sys.exit(1)\n") % (p.PROTOCOL_VERSION, self.last_words)
+        return [PYTHON, "-c", script], dict(os.environ)
+
+
+@pytest.mark.parametrize("last_words", ["libgomp: Out of memory allocating 8589934592 bytes",
+                                        "OpenBLAS : Memory allocation failed",
+                                        "BLAS : Program is Terminated. Because you tried to allocate too many memory "
+                                        "regions."])
+def test_memory_running_out_inside_openblas_or_libgomp_is_out_of_memory(last_words: str) -> None:
+    client = _DyingWorker(last_words)
+    client.start()
+    try:
+        assert isinstance(client.wait(client.cancel(), timeout=TIMEOUT), p.AckEvent)  # it has answered
+        with pytest.raises(WorkerError) as caught:
+            client.wait(client.hello(), timeout=TIMEOUT)
+    finally:
+        client.shutdown(timeout=5)
+    assert "ran out of memory" in caught.value.message and "exited with code 1" in caught.value.message, caught.value
+    assert last_words in caught.value.hint
