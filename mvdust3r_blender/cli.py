@@ -76,6 +76,8 @@ def main(argv: Sequence[str]) -> int:
             top.error(str(exc))
     except SystemExit as exc:  # --help (0) or a usage error (2): argparse has printed why
         return int(exc.code) if isinstance(exc.code, int) else 2
+    if isinstance(args.remote, list):  # argparse drops a value of '--' (--remote=--) and leaves []
+        args.remote = "--"             # the destination's own check says why it is refused
     flags: dict[str, Any] = {"import_points": not args.no_points, "import_cameras": not args.no_cameras,
                              "import_gaussians": not args.no_gaussians, "reference_view": args.reference_view,
                              "pose_drop_percent": args.pose_drop_percent, "focal": args.focal,

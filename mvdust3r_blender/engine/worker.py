@@ -174,6 +174,7 @@ class Worker:
         import numpy
         import torch
 
+        _require_libraries()
         return HelloEvent(id=request.id, protocol=PROTOCOL_VERSION, extension=extension_version(),
                           python=platform.python_version(), torch=torch.__version__, numpy=numpy.__version__,
                           pid=os.getpid(), devices=_devices(), model=self._model_info, loads=self.loads)
@@ -423,6 +424,29 @@ def _export_dir(request: ReconstructRequest, gaussians: bool) -> Optional[Path]:
         raise BadRequest(f"export_dir {request.export_dir!r} is not an absolute path",
                          "give the full path of the folder the exports go to")
     return Path(request.export_dir).expanduser()
+
+
+class RuntimeIncomplete(EngineError):
+    """The worker's Python lacks a library a run needs (found by hello, so Check says it)."""
+
+    code = "runtime"
+
+
+def _require_libraries() -> None:
+    """Import what a run needs beyond torch and numpy, so that hello (the panel's and the remote's
+    Check) names a missing or broken one instead of the first run."""
+    import importlib
+
+    broken = []
+    for module, package in (("PIL", "pillow"), ("cv2", "opencv-python-headless"), ("safetensors", "safetensors")):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:  # missing, or a library it loads is (cv2 without libGL)
+            broken.append(f"{module!r} ({package}: {_first_line(exc)})")
+    if broken:
+        raise RuntimeIncomplete(f"the worker's Python ({sys.executable}) cannot import {', '.join(broken)}",
+                                "install the runtime's packages (torch, numpy, pillow, opencv, safetensors) into "
+                                "that Python, or choose another runtime")
 
 
 def _devices() -> list[DeviceInfo]:

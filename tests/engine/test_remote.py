@@ -536,3 +536,36 @@ def test_job_folders_are_removed_only_when_their_owner_is_gone(target: RemoteTar
         for name, (_, kept) in folders.items():
             assert (jobs / f"{dead}-{name}").exists() == kept, name
     shutil.rmtree(jobs / f"{dead}-elsewhere")
+
+
+def test_photo_names_that_are_no_remote_path_still_work(remote: RemoteWorkerClient, remote_checkpoint: str,
+                                                        tmp_path: Path) -> None:
+    """``back\\slash.png`` failed the whole remote run (bad_request) though it works locally; a name
+    is made a plain remote name, and the bundle names the local photos."""
+    photos = []
+    for photo, name in zip(make_photos(tmp_path / "made", 4), ("back\\slash.png", "new\nline.png", ".hidden.png",
+                                                               "ünïcode ok.png")):
+        photos.append(photo.rename(tmp_path / name))
+    output = tmp_path / "out" / "scene.npz"
+    result = remote.wait(remote.reconstruct(photos, output, checkpoint=remote_checkpoint, device="cpu"),
+                         timeout=TIMEOUT)
+    assert isinstance(result, p.ResultEvent) and read_bundle(output).photo_paths == [str(x) for x in photos]
+
+
+def test_the_remote_check_names_a_library_the_runs_would_miss(remote_host: Any) -> None:
+    """cv2 that cannot load its libGL (the usual way OpenCV breaks on a server): Check (hello) says so,
+    not the first run."""
+    stub = remote_host.home / "stub-cv2"
+    stub.mkdir(exist_ok=True)
+    (stub / "cv2.py").write_text("raise ImportError('libGL.so.1: cannot open shared object file')\n")
+    os.chown(stub, *remote_host._ids())
+    python = remote_host.python
+    if python.startswith("PYTHONPATH="):
+        python = f"PYTHONPATH={stub}:{python.removeprefix('PYTHONPATH=')}"
+    else:
+        python = f"PYTHONPATH={stub} {python}"
+    with RemoteWorkerClient(RemoteTarget(remote_host.destination, remote_host.ssh_command(), python)) as client:
+        with pytest.raises(WorkerError) as caught:
+            client.wait(client.hello(), timeout=TIMEOUT)
+    assert caught.value.code == "runtime" and "cannot import 'cv2'" in caught.value.message, caught.value
+    assert "libGL.so.1" in caught.value.message
