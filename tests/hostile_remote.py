@@ -24,7 +24,7 @@ import sys
 import time
 import zipfile
 
-MODE, DIGEST = sys.argv[1], sys.argv[-2]
+MODE, DIGEST = sys.argv[1], sys.argv[4]  # argv: MODE -c BOOTSTRAP DIGEST PACKAGE TREE
 out = sys.stdout.buffer
 
 
