@@ -1,1 +1,0 @@
-"""The test suites, and (in ``tests.helpers``) what tests and benchmarks share."""
