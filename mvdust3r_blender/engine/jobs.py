@@ -156,7 +156,7 @@ class JobFolders:
               cancel: threading.Event) -> FetchedEvent:
         """Download `request`'s checkpoint into :attr:`models` (resumable, size-checked by
         ``core.download``); its SHA-256 is reported for the client to compare or record."""
-        from ..core.download import DownloadError, download_file
+        from ..core.download import DownloadError, check_checkpoint_file, download_file
 
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*\.(pth|safetensors)", request.filename):
             raise PathRefused(f"'{request.filename}' is not a checkpoint file name",
@@ -170,7 +170,8 @@ class JobFolders:
             progress("fetch", done / total if total else 0.0)
 
         try:
-            download_file(request.url, dest, request.size, on_progress=report, cancel=cancel)
+            download_file(request.url, dest, request.size, on_progress=report, cancel=cancel,
+                          check=check_checkpoint_file)
         except DownloadError as exc:
             if cancel.is_set():
                 raise Cancelled(f"fetching {request.filename} was cancelled (the partial file is kept)") from None

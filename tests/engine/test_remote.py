@@ -407,7 +407,7 @@ def test_a_hostile_remote_writes_nothing_outside_what_was_asked(remote_host: Any
     """Files a remote sends are named by the request, within their declared size and the request's
     budget, and reach their names only once all is verified: the user's files stay as they were,
     and nothing partial is left (a dead connection included)."""
-    photos = make_photos(tmp_path / "photos", 1)
+    photos = smooth_photos(tmp_path / "photos", 1)
     out = tmp_path / "out"
     (out / "exports").mkdir(parents=True)
     (out / "exports" / "notes.txt").write_text("mine")
@@ -544,7 +544,7 @@ def test_photo_names_that_are_no_remote_path_still_work(remote: RemoteWorkerClie
     """``back\\slash.png`` failed the whole remote run (bad_request) though it works locally; a name
     is made a plain remote name, and the bundle names the local photos."""
     photos = []
-    for photo, name in zip(make_photos(tmp_path / "made", 4), ("back\\slash.png", "new\nline.png", ".hidden.png",
+    for photo, name in zip(smooth_photos(tmp_path / "made", 4), ("back\\slash.png", "new\nline.png", ".hidden.png",
                                                                "ünïcode ok.png")):
         photos.append(photo.rename(tmp_path / name))
     output = tmp_path / "out" / "scene.npz"
