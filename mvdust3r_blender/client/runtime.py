@@ -68,6 +68,7 @@ class Step:
 
     title: str
     argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()  # variables set for this command beyond the job's environment
 
     @property
     def command_line(self) -> str:
@@ -211,7 +212,7 @@ def plan_environment(
     offline = ("--no-index", "--find-links", wheels) if wheels else ()
     if uv is not None:
         backend = () if build.backend == DEFAULT else (f"--torch-backend={build.backend}",)
-        uv_offline = ("--offline",) if wheels else ()
+        uv_offline = ("--offline", "--no-config") if wheels else ()  # no uv.toml may add an index
         return [
             Step("Create the environment",
                  (uv, "venv", *uv_offline, "--allow-existing", "--python", base_python, str(env_dir))),
@@ -223,12 +224,17 @@ def plan_environment(
     torch_reqs = [r for r in requirements if _name(r) == "torch"]
     other_reqs = [r for r in requirements if _name(r) != "torch"]
     pip = (python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input")
+    # a wheels folder means only that folder: no pip.conf (user, global, site; PIP_CONFIG_FILE names none)
+    # and no PIP_* variable may add an index or links (--isolated)
+    if wheels:
+        pip = (*pip[:3], "--isolated", *pip[3:])
+    pip_env = (("PIP_CONFIG_FILE", os.devnull),) if wheels else ()
     steps = [Step("Create the environment", (base_python, "-m", "venv", str(env_dir)))]
     if torch_reqs:
         index = () if wheels or build.index_url is None else ("--index-url", build.index_url)
-        steps.append(Step("Install PyTorch", (*pip, *index, *offline, *torch_reqs)))
+        steps.append(Step("Install PyTorch", (*pip, *index, *offline, *torch_reqs), pip_env))
     if other_reqs:
-        steps.append(Step("Install the worker's libraries", (*pip, *offline, *other_reqs)))
+        steps.append(Step("Install the worker's libraries", (*pip, *offline, *other_reqs), pip_env))
     return steps
 
 
@@ -338,7 +344,7 @@ class Job:
         self._started = time.monotonic()
         try:
             self._proc = subprocess.Popen(step.argv, stdout=self._log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, env=self.env)
+                                          stdin=subprocess.DEVNULL, env={**self.env, **dict(step.env)})
         except OSError as exc:
             self._write(f"cannot start: {exc}\n")
             self._fail(f"cannot start '{step.argv[0]}': {exc}", "check that the program exists and is executable")
