@@ -52,7 +52,7 @@ if TYPE_CHECKING:                  # torch loads lazily: the worker answers hell
 log = logging.getLogger("mvdust3r.worker")
 
 DTYPES = ("float32", "float16", "bfloat16")
-ModelKey = tuple[str, int, int, str, Optional[str]]  # file path, size, mtime (ns), device, dtype
+ModelKey = tuple[str, int, tuple[int, int], str, Optional[str]]  # file path, size, (mtime, ctime) in ns, device, dtype
 STOP_TIMEOUT_S = 10.0  # how long shutdown / stdin close waits for a cancelled job to wind down
 
 
@@ -307,7 +307,8 @@ class Worker:
         torch_device = resolve_device(device)
         try:
             stat = path.stat()
-            key: Optional[ModelKey] = (str(path), stat.st_size, stat.st_mtime_ns, str(torch_device), dtype)
+            key: Optional[ModelKey] = (str(path), stat.st_size, (stat.st_mtime_ns, stat.st_ctime_ns), str(torch_device),
+                                       dtype)
         except OSError:
             key = None  # open_checkpoint reports the missing or unreadable file
         if key is not None and key == self._model_key and self._model is not None:
