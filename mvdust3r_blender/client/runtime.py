@@ -223,11 +223,10 @@ def plan_environment(
         raise ValueError("pip cannot resolve the 'auto' build: pass choose_build(..., uv_runs=False)'s choice")
     torch_reqs = [r for r in requirements if _name(r) == "torch"]
     other_reqs = [r for r in requirements if _name(r) != "torch"]
-    pip = (python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input")
     # a wheels folder means only that folder: no pip.conf (user, global, site; PIP_CONFIG_FILE names none)
     # and no PIP_* variable may add an index or links (--isolated)
-    if wheels:
-        pip = (*pip[:3], "--isolated", *pip[3:])
+    isolated: tuple[str, ...] = ("--isolated",) if wheels else ()
+    pip = (python, "-m", "pip", *isolated, "install", "--disable-pip-version-check", "--no-input")
     pip_env = (("PIP_CONFIG_FILE", os.devnull),) if wheels else ()
     steps = [Step("Create the environment", (base_python, "-m", "venv", str(env_dir)))]
     if torch_reqs:
