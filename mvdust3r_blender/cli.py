@@ -78,6 +78,8 @@ def main(argv: Sequence[str]) -> int:
             top.error(str(exc))
     except SystemExit as exc:  # --help (0) or a usage error (2): argparse has printed why
         return int(exc.code) if isinstance(exc.code, int) else 2
+    if isinstance(args.remote, list):  # argparse drops a value of '--' (--remote=--) and leaves []
+        args.remote = "--"             # the destination's own check says why it is refused
     try:
         if args.command == "batch":
             report = run_batch(args.folders, args.out, arguments_spec(args, ()), blend=not args.no_blend,

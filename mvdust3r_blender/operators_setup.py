@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import bpy
 
 from . import preferences
-from .core.download import Download, DownloadState
+from .core.download import Download, DownloadState, check_checkpoint_file
 from .core import registry
 from .run import active
 from .client.remote import REMOTE_RUNTIME_PYTHON, RemoteError, plan_remote_environment
@@ -307,7 +307,8 @@ class MVDUST3R_BLENDER_OT_download_model(bpy.types.Operator):
         if TASKS.download is not None:
             self.report({"WARNING"}, "A download is already running")
             return {"CANCELLED"}
-        download = Download(self.url or entry.url, preferences.models_dir() / entry.filename, entry.download_bytes)
+        download = Download(self.url or entry.url, preferences.models_dir() / entry.filename, entry.download_bytes,
+                            sha256=entry.sha256, check=check_checkpoint_file)
         download.start()
         TASKS.download = download
         poll_tasks()

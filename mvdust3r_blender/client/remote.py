@@ -29,73 +29,125 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 import tarfile
 import threading
+import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any, Optional, Sequence
 
+from ..core.arguments import ArgumentError, argument, control_characters
+from ..core.atomic import check_output
 from ..core.confidence import ConfidenceCut
 from ..core.errors import UserError
 from ..core.options import ReconstructOptions
 from .runtime import Step, plan_environment
 from .torch_build import AUTO, TORCH_BACKENDS, TorchBuild
-from ..core.protocol import (DataEvent, ErrorEvent, Event, FetchRequest, ProgressEvent, PutRequest, ReconstructRequest,
-                       ResultEvent)
-from .worker_client import EXIT_TAIL_LINES, PACKAGE_DIR, WorkerClient
+from ..core.protocol import (CancelRequest, DataEvent, ErrorEvent, Event, FetchRequest, ProgressEvent, PutRequest,
+                             ReconstructRequest, ResultEvent, read_line)
+from .worker_client import EXIT_TAIL_LINES, PACKAGE_DIR, WorkerClient, end_process
 
 CHUNK_BYTES = 1024 ** 2          # bytes per put request (the worker's data events use the same)
 MAX_PHOTO_BYTES = 512 * 1024 ** 2  # a photo larger than this is refused before sending (as the worker does)
 SSH_OPTIONS: tuple[str, ...] = ("-o", "BatchMode=yes", "-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=3",
                                 "-o", "ConnectTimeout=15", "-T")
 """Added after the user's ssh command line (ssh takes the first value of an option: the user's win)."""
+HANDSHAKE_TIMEOUT_S = 60.0
+"""From starting ssh to the remote bootstrap's first word (connecting, logging in, starting Python)."""
 REMOTE_CACHE = ".cache/mvdust3r-blender"  # relative to the remote home (ssh starts commands there)
 REMOTE_MODELS = f"{REMOTE_CACHE}/models"   # where fetch puts released checkpoints
 _MARK = "mvdust3r-engine:"
+_JOB_UNSAFE = re.compile(r"[^\w.-]")
 
-# Runs on the remote under its Python (3.10+, as the engine), standard library only; argv: engine hash, package name.
+ENGINES_KEPT = 3
+"""Engine versions kept in the remote cache (the newest used); older ones are removed."""
+
+# Runs on the remote under its Python (3.10+, as the engine), standard library only; argv: engine
+# hash, package name, tree hash (of the unpacked files: checked on every start, see tree_digest).
 BOOTSTRAP = r"""
-import hashlib, io, os, runpy, shutil, sys, tarfile, tempfile
-digest, package = sys.argv[1], sys.argv[2]
+import errno, glob, hashlib, io, os, runpy, shutil, sys, tarfile, tempfile, time
+digest, package, tree = sys.argv[1], sys.argv[2], sys.argv[3]
 base = os.path.expanduser("~/CACHE")
 engine = os.path.join(base, "engine-" + digest)
 def say(text):
     os.write(1, (text + "\n").encode())
+def fail(text):
+    sys.exit("mvdust3r: " + text)
 def take(n):
     parts = []
     while n > 0:
         part = os.read(0, min(n, 1 << 20))
         if not part:
-            sys.exit("mvdust3r: the connection closed while the engine was being sent")
+            fail("the connection closed while the engine was being sent")
         parts.append(part)
         n -= len(part)
     return b"".join(parts)
-if not os.path.isfile(os.path.join(engine, "complete")):
+def tree_digest(root):
+    names = sorted(os.path.relpath(os.path.join(d, f), root).replace(os.sep, "/")
+                   for d, _, files in os.walk(root) for f in files)
+    h = hashlib.sha256()
+    for name in names:
+        if name != "complete":
+            with open(os.path.join(root, name), "rb") as f:
+                data = f.read()
+            h.update(name.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
+    return h.hexdigest()
+if os.path.isfile(os.path.join(engine, "complete")) and tree_digest(engine) == tree:
+    say("MARK have " + digest)
+else:
+    if os.path.isdir(engine):  # damaged or altered: never run; moved aside whole, removed, unpacked again
+        aside = tempfile.mkdtemp(prefix=".engine-", dir=base)
+        os.rename(engine, os.path.join(aside, "damaged"))
+        shutil.rmtree(aside, ignore_errors=True)
     say("MARK need " + digest)
     line = b""
     while not line.endswith(b"\n"):
         line += take(1)
+        if len(line) > 20:
+            fail("the engine's size did not arrive")
     blob = take(int(line))
     if hashlib.sha256(blob).hexdigest() != digest:
-        sys.exit("mvdust3r: the engine arrived damaged (SHA-256 mismatch)")
-    os.makedirs(base, mode=0o700, exist_ok=True)
-    unpacked = tempfile.mkdtemp(prefix=".engine-", dir=base)
-    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
-        tar.extractall(unpacked, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
-    open(os.path.join(unpacked, "complete"), "w").close()
+        fail("the engine arrived damaged (SHA-256 mismatch)")
+    unpacked = None
     try:
-        os.rename(unpacked, engine)
-    except OSError:
-        shutil.rmtree(unpacked, ignore_errors=True)
-else:
-    say("MARK have " + digest)
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        unpacked = tempfile.mkdtemp(prefix=".engine-", dir=base)
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+            tar.extractall(unpacked, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+        if tree_digest(unpacked) != tree:
+            fail("the engine unpacked into other files than were sent")
+        open(os.path.join(unpacked, "complete"), "w").close()
+        try:
+            os.rename(unpacked, engine)
+        except OSError:  # another connection unpacked it first: run that, once it checks out
+            if not (os.path.isdir(engine) and tree_digest(engine) == tree):
+                raise
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            fail(f"the remote disk is full: the engine ({len(blob) // 1000} kB packed) cannot be unpacked "
+                 f"into {base}; free some space there and run again (nothing half-unpacked was left)")
+        fail(f"cannot unpack the engine into {base}: {exc}")
+    finally:
+        if unpacked is not None:
+            shutil.rmtree(unpacked, ignore_errors=True)
+    now = time.time()
+    engines = sorted(glob.glob(os.path.join(base, "engine-*")), key=os.path.getmtime, reverse=True)
+    for old in [e for e in engines if e != engine][KEPT - 1:]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in glob.glob(os.path.join(base, ".engine-*")):  # left by a connection that died unpacking
+        if now - os.path.getmtime(stale) > 3600:
+            shutil.rmtree(stale, ignore_errors=True)
+os.utime(engine)  # the newest used: kept by the pruning above
+sys.dont_write_bytecode = True  # no __pycache__ beside the checked files (it would be read instead of them)
 sys.path.insert(0, engine)
 sys.argv = [package + ".engine.worker", "--jobs", os.path.join(base, "jobs")]
 runpy.run_module(package + ".engine.worker", run_name="__main__", alter_sys=True)
-""".replace("MARK", _MARK).replace("CACHE", REMOTE_CACHE)
+""".replace("MARK", _MARK).replace("CACHE", REMOTE_CACHE).replace("KEPT", str(ENGINES_KEPT))
 
 
 class RemoteError(UserError):
@@ -115,24 +167,33 @@ class RemoteTarget:
     python: str = "python3"
 
     def __post_init__(self) -> None:
-        if not self.destination or self.destination.startswith("-") or any(c.isspace() for c in self.destination):
+        try:  # each value becomes a word of ssh's argv: never an option, never a control character
+            argument(self.destination, "the ssh destination", hint="write user@host or ssh://user@host:port")
+            argument(self.python, "the remote Python", hint="give the remote command that runs Python with "
+                                                            "torch, e.g. python3 or ~/envs/torch/bin/python")
+            argument(self.ssh_command, "the ssh command",
+                     hint="leave it at 'ssh', or give ssh with options, such as ssh -i KEY")
+        except ArgumentError as exc:
+            raise RemoteError(exc.message, exc.hint) from None
+        if any(c.isspace() for c in self.destination):
             raise RemoteError(f"'{self.destination}' is not an ssh destination",
                               "write user@host or ssh://user@host:port")
         if not self.ssh_argv_prefix():
             raise RemoteError("the ssh command is empty", "leave it at 'ssh', or add options such as -i KEY")
-        if not self.python.strip():
-            raise RemoteError("the remote Python is empty", "give the remote command that runs Python with torch")
 
     def ssh_argv_prefix(self) -> list[str]:
+        """The ssh command line's words; a word starting with ``~`` is the user's home, as a shell reads it."""
         try:
-            return shlex.split(self.ssh_command, posix=os.name != "nt")  # keep Windows paths' backslashes
+            words = shlex.split(self.ssh_command, posix=os.name != "nt")  # keep Windows paths' backslashes
         except ValueError as exc:
             raise RemoteError(f"cannot read the ssh command '{self.ssh_command}': {exc}") from None
+        return [os.path.expanduser(w) if w.startswith("~") else w for w in words]
 
     def ssh_argv(self, remote_command: str) -> list[str]:
-        """``ssh`` with the user's options, then ours, the destination and `remote_command` (one string
-        for the remote shell, as ssh always sends it)."""
-        return [*self.ssh_argv_prefix(), *SSH_OPTIONS, self.destination, remote_command]
+        """``ssh`` with the user's options, then ours, ``--``, the destination and `remote_command` (one
+        string for the remote shell, as ssh always sends it). After ``--`` OpenSSH reads no option:
+        without it, it parses the word after the destination as options too."""
+        return [*self.ssh_argv_prefix(), *SSH_OPTIONS, "--", self.destination, remote_command]
 
     def __str__(self) -> str:
         return self.destination
@@ -142,9 +203,11 @@ class RemoteTarget:
 # The engine's files, as sent to a remote
 
 
-def engine_archive(package_dir: Path = PACKAGE_DIR) -> tuple[bytes, str]:
-    """The reproducible ``.tar.gz`` of what a worker runs from, and its SHA-256 (the engine's version):
-    the package's ``__init__.py``, ``core/``, ``engine/`` and the manifest (for the version it reports)."""
+def engine_archive(package_dir: Path = PACKAGE_DIR) -> tuple[bytes, str, str]:
+    """The reproducible ``.tar.gz`` of what a worker runs from, its SHA-256 (the engine's version)
+    and the tree digest of its files as the bootstrap computes it on the remote, on every start:
+    SHA-256 over each file's relative path, size and bytes, in path order. The package's
+    ``__init__.py``, ``core/``, ``engine/`` and the manifest (for the version it reports)."""
     files: list[tuple[str, Path]] = [("__init__.py", package_dir / "__init__.py")]
     for room in ("core", "engine"):
         files += [(p.relative_to(package_dir).as_posix(), p) for p in sorted((package_dir / room).rglob("*.py"))
@@ -154,20 +217,23 @@ def engine_archive(package_dir: Path = PACKAGE_DIR) -> tuple[bytes, str]:
             files.append(("blender_manifest.toml", manifest))
             break
     raw = io.BytesIO()
+    contents = {f"{package_dir.name}/{name}": path.read_bytes() for name, path in files}
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, path in files:
-            data = path.read_bytes()
-            info = tarfile.TarInfo(f"{package_dir.name}/{name}")
+        for name, data in contents.items():
+            info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             tar.addfile(info, io.BytesIO(data))
     blob = gzip.compress(raw.getvalue(), mtime=0)
-    return blob, hashlib.sha256(blob).hexdigest()
+    tree = hashlib.sha256()
+    for name in sorted(contents):
+        tree.update(name.encode() + b"\0" + str(len(contents[name])).encode() + b"\0" + contents[name])
+    return blob, hashlib.sha256(blob).hexdigest(), tree.hexdigest()
 
 
-_ARCHIVE: dict[Path, tuple[bytes, str]] = {}
+_ARCHIVE: dict[Path, tuple[bytes, str, str]] = {}
 
 
-def _cached_archive(package_dir: Path) -> tuple[bytes, str]:
+def _cached_archive(package_dir: Path) -> tuple[bytes, str, str]:
     if package_dir not in _ARCHIVE:
         _ARCHIVE[package_dir] = engine_archive(package_dir)
     return _ARCHIVE[package_dir]
@@ -177,78 +243,169 @@ def _cached_archive(package_dir: Path) -> tuple[bytes, str]:
 # One reconstruct request's files
 
 
+RESULT_BYTES_PER_VIEW = 128 * 1024 ** 2
+RESULT_BYTES_PER_PHOTO_BYTE = 32
+"""A request's results (bundle and exports) may take at most RESULT_BYTES_PER_VIEW per photo plus
+RESULT_BYTES_PER_PHOTO_BYTE × the photos' bytes (COLMAP's upright copies): several times what a
+512-pixel grid's bundle and every export need, and the most a remote can make this machine store."""
+
+
+def result_budget(photo_bytes: Sequence[int]) -> int:
+    """The bytes a request for photos of these sizes may receive in all (:data:`RESULT_BYTES_PER_VIEW`)."""
+    return RESULT_BYTES_PER_VIEW * len(photo_bytes) + RESULT_BYTES_PER_PHOTO_BYTE * sum(photo_bytes)
+
+
+def received_name(name: str) -> PurePosixPath:
+    """`name` (from the remote) as a relative path of plain parts, or :class:`RemoteError`: no
+    ``.``, ``..``, empty part, backslash, control character or absolute path gets near a folder."""
+    parts = name.split("/")
+    if (not name or "\\" in name or control_characters(name) or name.startswith("/")
+            or any(part in ("", ".", "..") for part in parts)):
+        raise RemoteError(f"the remote worker sent a file with the name {name!r}, which is not a plain relative "
+                          "name; nothing was written", "the remote is not this add-on's worker, or is damaged")
+    return PurePosixPath(*parts)
+
+
 @dataclass
 class _Transfer:
-    """The local side of one remote reconstruct: photos to send, result files to receive."""
+    """The local side of one remote reconstruct: photos to send, result files to receive.
+
+    Every file the remote sends must be one the request asked for (the bundle, or a file of a
+    requested export format), declared no larger than what is left of the request's
+    :func:`result_budget`, sent in order and never past its declared size. Files arrive in hidden
+    staging places (beside `output`, inside `export_dir`) and reach their names only when the
+    result event names exactly what was asked for and the bundle reads back; anything else, or a
+    lost connection, removes every staged byte (:meth:`discard`)."""
 
     photos: list[Path]
     names: list[str]                   # their names in the job folder
     output: Path                       # the local bundle
     export_dir: Optional[Path]
+    exports: list[str] = field(default_factory=list)  # the export formats asked for
+    budget: int = 0                    # bytes the results may take in all
     cancelled: threading.Event = field(default_factory=threading.Event)
     failed: bool = False
-    partial: dict[str, tuple[Path, Any]] = field(default_factory=dict)  # name -> part file, its running SHA-256
-    received: dict[str, Path] = field(default_factory=dict)  # name -> verified local file
+    partial: dict[str, tuple[Path, Any, int, int]] = field(default_factory=dict)  # name -> part, SHA-256, written, size
+    received: dict[str, Path] = field(default_factory=dict)  # name -> verified staged file
+    taken: int = 0                     # bytes declared by the files received so far
+    _tag: str = field(default_factory=lambda: f"{os.getpid()}.{uuid.uuid4().hex[:8]}")
 
-    def destination(self, name: str) -> Path:
+    def allowed(self) -> dict[str, PurePosixPath]:
+        """{format: its name under ``exports/``} for the requested export formats."""
+        from ..core.exports import output_name  # numpy: imported on use
+
+        return {fmt: PurePosixPath(output_name(fmt)) for fmt in self.exports}
+
+    def staging(self, name: str) -> Path:
+        """Where file `name` of the result is staged; :class:`RemoteError` if the request did not ask for it."""
         if name == BUNDLE_NAME:
-            return self.output.with_name(f".{self.output.name}.{os.getpid()}.download")
-        if self.export_dir is not None and name.startswith(EXPORTS_NAME + "/"):
-            target = (self.export_dir / name[len(EXPORTS_NAME) + 1:]).resolve()
-            if target.is_relative_to(self.export_dir.resolve()):
-                return target
-        raise RemoteError(f"the remote worker sent a file this request did not ask for: '{name}'")
+            return self.output.with_name(f".{self.output.name}.{self._tag}.download")
+        relative = received_name(name)
+        if self.export_dir is not None and relative.parts[0] == EXPORTS_NAME and len(relative.parts) > 1:
+            inside = PurePosixPath(*relative.parts[1:])
+            if any(inside == own or inside.is_relative_to(own) and own.suffix == "" for own in self.allowed().values()):
+                return self._export_staging().joinpath(*inside.parts)
+        raise RemoteError(f"the remote worker sent a file this request did not ask for: '{name}'; nothing was "
+                          "written", "the remote is not this add-on's worker, or is damaged")
+
+    def _export_staging(self) -> Path:
+        assert self.export_dir is not None
+        return self.export_dir / f".download.{self._tag}"
 
     def receive(self, event: DataEvent) -> None:
         """Write one part; check the whole file's hash at its last part."""
-        if event.offset == 0:
-            target = self.destination(event.name)
+        if event.offset == 0 and event.name not in self.partial:
+            target = self.staging(event.name)
+            if event.name in self.received:
+                raise RemoteError(f"the remote worker sent '{event.name}' twice")
+            if not 0 <= event.size <= self.budget - self.taken:
+                raise RemoteError(f"the remote worker would send {event.size} bytes for '{event.name}', more than "
+                                  f"the {max(self.budget - self.taken, 0)} left of this request's "
+                                  f"{self.budget} (the most its results can need); nothing more is taken",
+                                  "the remote is not this add-on's worker, or is damaged")
+            self.taken += event.size
             target.parent.mkdir(parents=True, exist_ok=True)
             part = target.with_name(target.name + ".part")
-            part.write_bytes(b"")
-            self.partial[event.name] = (part, hashlib.sha256())
+            part.open("xb").close()
+            self.partial[event.name] = (part, hashlib.sha256(), 0, event.size)
         if event.name not in self.partial:
             raise RemoteError(f"part of '{event.name}' arrived out of order")
-        part, digest = self.partial[event.name]
+        part, digest, written, size = self.partial[event.name]
+        if event.offset != written or event.size != size or len(event.data) > 2 * CHUNK_BYTES:
+            raise RemoteError(f"a part of '{event.name}' does not follow the last (offset {event.offset}, "
+                              f"{written} bytes received, {size} declared)")
         data = base64.b64decode(event.data)
+        if written + len(data) > size:
+            raise RemoteError(f"'{event.name}' goes beyond its declared size of {size} bytes; nothing more is taken",
+                              "the remote is not this add-on's worker, or is damaged")
         digest.update(data)
         with open(part, "ab") as f:
             f.write(data)
+        written += len(data)
+        self.partial[event.name] = (part, digest, written, size)
         if event.sha256:
             del self.partial[event.name]
-            size = part.stat().st_size
-            if size != event.size or digest.hexdigest() != event.sha256:
+            if written != size or digest.hexdigest() != event.sha256:
                 part.unlink(missing_ok=True)
-                raise RemoteError(f"'{event.name}' arrived damaged ({size} of {event.size} bytes, SHA-256 "
+                raise RemoteError(f"'{event.name}' arrived damaged ({written} of {size} bytes, SHA-256 "
                                   f"{'matches' if digest.hexdigest() == event.sha256 else 'differs'})",
                                   "run it again; if it keeps failing, check the connection")
-            target = self.destination(event.name)
+            target = self.staging(event.name)
             os.replace(part, target)
             self.received[event.name] = target
 
     def finish(self, result: ResultEvent) -> ResultEvent:
-        """The result with local paths, after the bundle was verified and given the local photo paths."""
+        """The result with local paths. Checked first: the result names exactly the bundle and the
+        requested exports, all received; the bundle reads back within the budget. Then the bundle
+        (with the local photo paths) and each export take their names; nothing is written before."""
         from ..core.bundle import read_bundle, write_bundle  # numpy: imported when a result arrives
 
-        downloaded = self.received.get(result.bundle)
-        if downloaded is None:
-            raise RemoteError(f"the remote worker did not send the bundle '{result.bundle}'")
-        try:
-            bundle = read_bundle(downloaded)  # checks every array: nothing unverified reaches the scene
-            bundle.photo_paths = [str(p) for p in self.photos]
-            write_bundle(bundle, self.output)
-        finally:
-            downloaded.unlink(missing_ok=True)
-        exports = {k: str(self.received.get(v) or self.destination(v)) for k, v in result.exports.items()}
+        allowed = self.allowed()
+        wanted = {fmt: f"{EXPORTS_NAME}/{name}" for fmt, name in allowed.items()} if self.export_dir else {}
+        if result.exports != wanted:
+            raise RemoteError(f"the remote worker's result names the exports {result.exports}, not the ones asked "
+                              f"for ({wanted}); nothing was written", "the remote is not this add-on's worker")
+        if result.bundle != BUNDLE_NAME or BUNDLE_NAME not in self.received:
+            raise RemoteError(f"the remote worker did not send the bundle '{BUNDLE_NAME}' (it named "
+                              f"'{result.bundle}'); nothing was written")
+        missing = [name for name in wanted.values() if not any(
+            got == name or got.startswith(name + "/") for got in self.received)]
+        if missing:
+            raise RemoteError(f"the remote worker did not send {', '.join(missing)}; nothing was written")
+        if self.export_dir is not None:
+            for name in allowed.values():
+                check_output(self.export_dir / name, folder=name.suffix == "")
+        bundle = read_bundle(self.received[BUNDLE_NAME], max_bytes=self.budget)  # checks every array
+        bundle.photo_paths = [str(p) for p in self.photos]
+        write_bundle(bundle, self.output)
+        exports: dict[str, str] = {}
+        for fmt, name in allowed.items():
+            if self.export_dir is None:
+                break
+            staged, final = self._export_staging() / name, self.export_dir / name
+            if name.suffix == "":  # a folder (colmap): the older one goes only once the new one is in place
+                aside = final.with_name(f".{final.name}.{self._tag}.old")
+                if final.exists():
+                    os.replace(final, aside)
+                os.replace(staged, final)
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                os.replace(staged, final)
+            exports[fmt] = str(final)
+        self.discard()
         return dataclasses.replace(result, bundle=str(self.output), exports=exports)
 
     def discard(self) -> None:
-        for part, _ in self.partial.values():
+        """Remove every staged byte (parts, received files, the staging folder)."""
+        for part, *_ in self.partial.values():
             part.unlink(missing_ok=True)
         self.partial.clear()
         downloaded = self.received.pop(BUNDLE_NAME, None)
         if downloaded is not None:
             downloaded.unlink(missing_ok=True)
+        self.received.clear()
+        if self.export_dir is not None:
+            shutil.rmtree(self._export_staging(), ignore_errors=True)
 
 
 BUNDLE_NAME = "bundle.npz"
@@ -266,10 +423,12 @@ class RemoteWorkerClient(WorkerClient):
     """A worker on `target` over ssh; used exactly like a local :class:`WorkerClient`."""
 
     def __init__(self, target: RemoteTarget, *, env: Optional[dict[str, str]] = None,
-                 log_path: Optional[Path] = None, stderr_lines: int = 200, package_dir: Path = PACKAGE_DIR) -> None:
+                 log_path: Optional[Path] = None, stderr_lines: int = 200, package_dir: Path = PACKAGE_DIR,
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT_S) -> None:
         super().__init__(target.python, env=env, package_parent=package_dir.parent, log_path=log_path,
                          stderr_lines=stderr_lines)
         self.target = target
+        self.handshake_timeout = handshake_timeout
         self.package_dir = package_dir
         self.engine_sent = False  # this connection had to send the engine (the remote had another version)
         self._transfers: dict[str, _Transfer] = {}
@@ -277,38 +436,54 @@ class RemoteWorkerClient(WorkerClient):
         self._transfers_lock = threading.Lock()
 
     def _command(self) -> tuple[list[str], dict[str, str]]:
-        _, digest = _cached_archive(self.package_dir)
-        remote = f"{self.target.python} -c {shlex.quote(BOOTSTRAP)} {digest} {shlex.quote(self.package_dir.name)}"
+        _, digest, tree = _cached_archive(self.package_dir)
+        remote = (f"{self.target.python} -c {shlex.quote(BOOTSTRAP)} {digest} {shlex.quote(self.package_dir.name)} "
+                  f"{tree}")
         return self.target.ssh_argv(remote), dict(self._env)
 
     def _handshake(self, proc: subprocess.Popen[str], stdout: IO[str]) -> None:
-        """Read the bootstrap's answer; send the engine when it needs it; then open the request stream."""
-        blob, digest = _cached_archive(self.package_dir)
-        for line in stdout:
-            text = line.strip()
-            if text == f"{_MARK} have {digest}":
-                break
-            if text == f"{_MARK} need {digest}":
-                self.engine_sent = True
-                try:
-                    assert proc.stdin is not None
-                    raw = getattr(proc.stdin, "buffer")  # the text pipe's byte stream
-                    with self._send_lock:
-                        proc.stdin.flush()
-                        raw.write(f"{len(blob)}\n".encode() + blob)
-                        raw.flush()
-                except (BrokenPipeError, OSError, ValueError):
-                    return  # the connection died: the event thread reports it
-                break
-            self._stderr.append(f"[remote stdout before the worker] {text}")  # a login script's chatter
-        else:
-            return  # ssh ended before the bootstrap answered: its message is in stderr
+        """Read the bootstrap's answer (within :attr:`handshake_timeout` s of starting ssh); send the
+        engine when it needs it; then open the request stream. Lines are bounded as events are."""
+        blob, digest, _ = _cached_archive(self.package_dir)
+        timer = threading.Timer(self.handshake_timeout, self._handshake_expired, args=(proc,))
+        timer.daemon = True
+        timer.start()
+        try:
+            while line := read_line(stdout):
+                text = line.strip()
+                if text == f"{_MARK} have {digest}":
+                    break
+                if text == f"{_MARK} need {digest}":
+                    self.engine_sent = True
+                    try:
+                        assert proc.stdin is not None
+                        raw = getattr(proc.stdin, "buffer")  # the text pipe's byte stream
+                        with self._send_lock:
+                            proc.stdin.flush()
+                            raw.write(f"{len(blob)}\n".encode() + blob)
+                            raw.flush()
+                    except (BrokenPipeError, OSError, ValueError):
+                        return  # the connection died: the event thread reports it
+                    break
+                self._stderr.append(f"[remote stdout before the worker] {text[:200]}")  # a login script's chatter
+            else:
+                return  # ssh ended before the bootstrap answered: its message is in stderr
+        finally:
+            timer.cancel()
         self._open_requests(proc)
+
+    def _handshake_expired(self, proc: subprocess.Popen[str]) -> None:
+        self._violation = (f"did not start within {self.handshake_timeout:g} s (a login script that waits for "
+                           "input, or prints without ending its line?)")
+        end_process(proc)
 
     def _exit_event(self, code: Optional[int]) -> ErrorEvent:
         event = super()._exit_event(code)
         if self._proc is None:
             return event
+        if self._violation:
+            return dataclasses.replace(event, message=f"the remote worker on {self.target} {self._violation}; the "
+                                                      "connection was closed")
         if code is not None and (code == 255 or code < 0):  # ssh's own failure, or ssh killed
             what = f"the ssh connection to {self.target} failed or was lost (ssh exited with code {code})"
         elif code is None:
@@ -332,15 +507,23 @@ class RemoteWorkerClient(WorkerClient):
         """As :meth:`WorkerClient.reconstruct`, with `photos` sent over the stream first (on a helper
         thread: this returns at once) and the results received into `output` and `export_dir`.
         `checkpoint` is a path on the remote."""
-        request_id = f"r{next(self._ids)}"
+        from ..core.exports import parse_formats  # numpy: imported on use
+
+        try:
+            formats = parse_formats(exports)  # before anything is sent or written (the worker's own check)
+        except UserError as exc:
+            raise RemoteError(exc.message, exc.hint) from None
+        request_id = self._new_id()
         local = [Path(p).absolute() for p in photos]
-        names = [f"photos/{k:04d}/{p.name}" for k, p in enumerate(local)]
+        # the job folder's names: the photo's name with what a remote path must not hold made '_'
+        names = [f"photos/{k:04d}/{_JOB_UNSAFE.sub('_', p.name).lstrip('.') or 'photo'}" for k, p in enumerate(local)]
         transfer = _Transfer(photos=local, names=names, output=Path(output).absolute(),
-                             export_dir=Path(export_dir).absolute() if export_dir is not None else None)
+                             export_dir=Path(export_dir).absolute() if export_dir is not None else None,
+                             exports=formats if export_dir is not None else [])
         request = ReconstructRequest(
             id=request_id, photos=names, output=BUNDLE_NAME, options=options,
             checkpoint=str(checkpoint) if checkpoint is not None else None, device=device, dtype=dtype,
-            exports=list(exports), export_dir=EXPORTS_NAME if export_dir is not None else None,
+            exports=formats, export_dir=EXPORTS_NAME if export_dir is not None else None,
             export_cut=export_cut, job=request_id)
         with self._transfers_lock:
             self._transfers[request_id] = transfer
@@ -372,6 +555,7 @@ class RemoteWorkerClient(WorkerClient):
                                       f"{MAX_PHOTO_BYTES / 1e6:.0f} MB a remote worker accepts",
                                       "use a smaller copy of it")
                 sizes.append(size)
+            transfer.budget = result_budget(sizes)
             total, sent = max(sum(sizes), 1), 0
             for k, (photo, name, size) in enumerate(zip(transfer.photos, transfer.names, sizes)):
                 offset = 0
@@ -402,6 +586,8 @@ class RemoteWorkerClient(WorkerClient):
             pass  # the worker is gone: the event thread reports it (worker_exited)
 
     def _fail(self, request_id: str, event: ErrorEvent) -> None:
+        """End request `request_id` on this side with `event`: its staged files go, and the remote is
+        asked to cancel it, which also removes the photos already sent into its job folder."""
         with self._transfers_lock:
             transfer = self._transfers.pop(request_id, None)
             self._dropped.add(request_id)
@@ -409,6 +595,18 @@ class RemoteWorkerClient(WorkerClient):
             transfer.failed = True
             transfer.discard()
             self._events.put(event)
+            try:
+                self.send(CancelRequest(target=request_id))
+            except UserError:
+                pass  # the connection is gone: the remote worker removes its jobs when it exits
+
+    def _ended(self) -> None:
+        """The connection ended: every request's staged files go (nothing partial stays behind)."""
+        with self._transfers_lock:
+            transfers = list(self._transfers.values())
+        for transfer in transfers:
+            transfer.failed = True
+            transfer.discard()
 
     # -- events (on the event thread) -----------------------------------------------------------
 

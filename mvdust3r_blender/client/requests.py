@@ -18,7 +18,7 @@ import time
 from typing import Callable, Optional, Protocol
 
 from ..core.errors import UserError
-from ..core.protocol import FINAL_EVENTS, ErrorEvent, Event
+from ..core.protocol import FINAL_EVENTS, ErrorEvent, Event, ProgressEvent
 
 UNCLAIMED_KEPT = 1000  # events no handle follows (acks, ``ready``), kept for WorkerClient.poll, newest
 
@@ -67,7 +67,12 @@ class Mailboxes:
                     box.append(event)
             self._unclaimed.append(event)
         elif event.id in self._boxes:
-            self._boxes[event.id].append(event)
+            box = self._boxes[event.id]
+            if (isinstance(event, ProgressEvent) and box and isinstance(box[-1], ProgressEvent)
+                    and box[-1].stage == event.stage):
+                box[-1] = event  # a flood of progress never takes more than one event per stage
+            else:
+                box.append(event)
         elif event.id not in self._closed:
             self._unclaimed.append(event)
 
@@ -140,6 +145,8 @@ class RequestHandle:
         dies, :class:`TimeoutError` after `timeout` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            if deadline is not None and time.monotonic() > deadline:  # checked on every turn: progress never moves it
+                raise TimeoutError(f"the worker did not answer request {self.id} within {timeout} s")
             events = self.events()
             for event in events:
                 if on_event is not None:
@@ -153,8 +160,6 @@ class RequestHandle:
             gone = self.client.gone()
             if gone is not None:
                 raise WorkerError(gone)
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"the worker did not answer request {self.id} within {timeout} s")
             self.client.mailboxes.collect(wait=0.1)
 
     def cancel(self) -> None:

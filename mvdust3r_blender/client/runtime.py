@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Mapping, Optional, Sequence
 
+from ..core.arguments import argument
 from ..core.errors import UserError
 from .torch_build import AUTO, DEFAULT, TorchBuild
 
@@ -67,6 +68,7 @@ class Step:
 
     title: str
     argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()  # variables set for this command beyond the job's environment
 
     @property
     def command_line(self) -> str:
@@ -202,11 +204,15 @@ def plan_environment(
     to install from only, with no index and no network. Paths are of the machine that runs the
     steps, so the same plan serves a remote machine when its paths are given.
     """
+    for value, what in ((base_python, "the base Python"), (str(env_dir), "the environment folder"),
+                        (wheels, "the wheels folder"), (uv, "the uv program")):
+        if value is not None:
+            argument(value, what)  # a word of uv's or pip's command line: never an option
     python = str(env_python(env_dir))
     offline = ("--no-index", "--find-links", wheels) if wheels else ()
     if uv is not None:
         backend = () if build.backend == DEFAULT else (f"--torch-backend={build.backend}",)
-        uv_offline = ("--offline",) if wheels else ()
+        uv_offline = ("--offline", "--no-config") if wheels else ()  # no uv.toml may add an index
         return [
             Step("Create the environment",
                  (uv, "venv", *uv_offline, "--allow-existing", "--python", base_python, str(env_dir))),
@@ -217,13 +223,17 @@ def plan_environment(
         raise ValueError("pip cannot resolve the 'auto' build: pass choose_build(..., uv_runs=False)'s choice")
     torch_reqs = [r for r in requirements if _name(r) == "torch"]
     other_reqs = [r for r in requirements if _name(r) != "torch"]
-    pip = (python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input")
+    # a wheels folder means only that folder: no pip.conf (user, global, site; PIP_CONFIG_FILE names none)
+    # and no PIP_* variable may add an index or links (--isolated)
+    isolated: tuple[str, ...] = ("--isolated",) if wheels else ()
+    pip = (python, "-m", "pip", *isolated, "install", "--disable-pip-version-check", "--no-input")
+    pip_env = (("PIP_CONFIG_FILE", os.devnull),) if wheels else ()
     steps = [Step("Create the environment", (base_python, "-m", "venv", str(env_dir)))]
     if torch_reqs:
         index = () if wheels or build.index_url is None else ("--index-url", build.index_url)
-        steps.append(Step("Install PyTorch", (*pip, *index, *offline, *torch_reqs)))
+        steps.append(Step("Install PyTorch", (*pip, *index, *offline, *torch_reqs), pip_env))
     if other_reqs:
-        steps.append(Step("Install the worker's libraries", (*pip, *offline, *other_reqs)))
+        steps.append(Step("Install the worker's libraries", (*pip, *offline, *other_reqs), pip_env))
     return steps
 
 
@@ -333,7 +343,7 @@ class Job:
         self._started = time.monotonic()
         try:
             self._proc = subprocess.Popen(step.argv, stdout=self._log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, env=self.env)
+                                          stdin=subprocess.DEVNULL, env={**self.env, **dict(step.env)})
         except OSError as exc:
             self._write(f"cannot start: {exc}\n")
             self._fail(f"cannot start '{step.argv[0]}': {exc}", "check that the program exists and is executable")

@@ -32,14 +32,16 @@ from typing import IO, Any, Callable, Mapping, Optional, Sequence
 from ..core.confidence import ConfidenceCut
 from ..core.errors import mentions_out_of_memory
 from ..core.options import DEFAULT_PRECISION, ReconstructOptions
-from ..core.protocol import (PROTOCOL_VERSION, CancelRequest, ErrorEvent, Event, HelloRequest, LoadRequest,
-                             ProtocolError, ReadyEvent, ReconstructRequest, ReleaseRequest, Request, ShutdownRequest,
-                             decode_event, encode)
+from ..core.protocol import (FINAL_EVENTS, MAX_LINE_CHARS, PROTOCOL_VERSION, CancelRequest, ErrorEvent, Event,
+                             HelloRequest, LineTooLong, LoadRequest, ProtocolError, ReadyEvent, ReconstructRequest,
+                             ReleaseRequest, Request, ShutdownRequest, decode_event, encode, read_line, skip_line)
 from .requests import Mailboxes, RequestHandle, WorkerError
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the extension's package (this module is in its client/)
 WORKER_MODULE = f"{PACKAGE_DIR.name}.engine.worker"
 EXIT_TAIL_LINES = 12  # stderr lines quoted in a worker_exited error
+_REQUEST_IDS = itertools.count(1)  # one sequence for every client of this process
+STDERR_LINE_CHARS = 8192  # a longer stderr line is kept cut to this many characters
 # How a process dies when memory runs out where Python cannot raise MemoryError: the kernel's
 # out-of-memory killer (SIGKILL), a failed allocation in C code (SIGSEGV, SIGBUS), std::bad_alloc (SIGABRT).
 _MEMORY_SIGNALS = {int(getattr(signal, name)): name for name in ("SIGKILL", "SIGSEGV", "SIGBUS", "SIGABRT")
@@ -70,7 +72,10 @@ class WorkerClient:
         self._exited = threading.Event()
         self._stopping = False
         self._answered = False  # whether the worker has answered a request (it has finished starting)
-        self._ids = itertools.count(1)
+        self._ready = False  # whether its ready event came (lines before it are its Python's chatter)
+        self._violation = ""  # how the peer broke the protocol (the connection was then closed)
+        self._issued: set[str] = set()  # ids of requests sent and not yet answered: other ids' events are dropped
+        self._issued_lock = threading.Lock()
         self._open = threading.Event()  # requests may be written (a remote client opens it after its handshake)
         self._backlog: list[str] = []   # lines sent before then, written in order when it opens
 
@@ -90,6 +95,9 @@ class WorkerClient:
         self._backlog = []
         self._open.clear()
         self._answered = False
+        self._ready = False
+        self._violation = ""
+        self._issued = set()
         self._proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, cwd=self.package_parent, env=env, text=True, encoding="utf-8",
@@ -127,6 +135,14 @@ class WorkerClient:
                 pass  # it died: the event thread reports it
             self._backlog = []
             self._open.set()
+
+    def _ended(self) -> None:
+        """Called on the event thread when the worker's stdout ends (a remote client removes partial files)."""
+
+    def _new_id(self) -> str:
+        """A request id never used before in this process, whichever client sends it (a Check's
+        worker and a run's must not both say ``r1``)."""
+        return f"r{next(_REQUEST_IDS)}"
 
     def _received(self, event: Event) -> list[Event]:
         """What the event thread queues for `event` (a remote client turns result files into local ones)."""
@@ -185,8 +201,10 @@ class WorkerClient:
     def send(self, request: Request) -> str:
         """Write `request` (giving it an id when it has none); returns its id. Never blocks on the worker."""
         if not request.id:
-            request.id = f"r{next(self._ids)}"
+            request.id = self._new_id()
         line = encode(request) + "\n"
+        with self._issued_lock:
+            self._issued.add(request.id)
         with self._send_lock:
             proc = self._proc
             if proc is None or proc.stdin is None or proc.poll() is not None:
@@ -265,26 +283,15 @@ class WorkerClient:
     # -- threads --------------------------------------------------------------------------------
 
     def _read_events(self, proc: subprocess.Popen[str], stdout: IO[str]) -> None:
-        self._handshake(proc, stdout)
-        for line in stdout:
-            if not line.strip():
-                continue
-            try:
-                event = decode_event(line)
-            except ProtocolError as exc:
-                self._events.put(ErrorEvent(code="protocol", message=f"unreadable line from the worker: {exc}",
-                                            hint="something wrote to the worker's stdout; see its log"))
-                continue
-            if event is None:
-                self._stderr.append(f"[client] ignored an event of a newer protocol: {line.strip()[:200]}")
-                continue
-            if isinstance(event, ReadyEvent) and event.protocol != PROTOCOL_VERSION:
-                self._events.put(ErrorEvent(code="protocol", message=f"the worker speaks protocol {event.protocol}, "
-                                                                     f"this add-on {PROTOCOL_VERSION}",
-                                            hint="run the worker from the same extension version as the add-on"))
-            self._answered = self._answered or not isinstance(event, ReadyEvent)
-            for received in self._received(event):
-                self._events.put(received)
+        try:
+            self._handshake(proc, stdout)
+            while line := read_line(stdout):
+                self._read_event(line)
+        except LineTooLong as exc:  # the peer does not speak the protocol: bounded memory, and the end
+            self._violation = f"sent a line longer than {MAX_LINE_CHARS} characters (a message is at most that)"
+            self._stderr.append(f"[client] {exc}; the connection was closed")
+            end_process(proc)
+        self._ended()
         # stdout closed: the worker is exiting. Collect its code and last stderr lines.
         try:
             code: Optional[int] = proc.wait(10.0)
@@ -295,10 +302,48 @@ class WorkerClient:
             self._events.put(self._exit_event(code))
         self._exited.set()
 
+    def _read_event(self, line: str) -> None:
+        if not line.strip():
+            return
+        try:
+            event = decode_event(line)
+        except ProtocolError as exc:
+            if not self._ready:  # a banner its Python (sitecustomize, a login script) printed before the worker ran
+                self._stderr.append(f"[stdout before the worker was ready] {line.strip()[:200]}")
+                return
+            self._events.put(ErrorEvent(code="protocol", message=f"unreadable line from the worker: {exc}",
+                                        hint="something wrote to the worker's stdout; see its log"))
+            return
+        if event is None:
+            self._stderr.append(f"[client] ignored an event of a newer protocol: {line.strip()[:200]}")
+            return
+        if event.id is not None:  # only the requests this client sent, until their final event
+            with self._issued_lock:  # not the send lock: a send blocked on a full pipe must not stop reading
+                if event.id not in self._issued:
+                    return
+                if isinstance(event, FINAL_EVENTS) or isinstance(event, ErrorEvent):
+                    self._issued.discard(event.id)
+        if isinstance(event, ReadyEvent):
+            self._ready = True
+            if event.protocol != PROTOCOL_VERSION:
+                self._events.put(ErrorEvent(code="protocol", message=f"the worker speaks protocol {event.protocol}, "
+                                                                     f"this add-on {PROTOCOL_VERSION}",
+                                            hint="run the worker from the same extension version as the add-on"))
+        self._answered = self._answered or not isinstance(event, ReadyEvent)
+        for received in self._received(event):
+            self._events.put(received)
+
     def _drain_stderr(self, stderr: IO[str]) -> None:
         log = open(self.log_path, "a", encoding="utf-8") if self.log_path is not None else None
         try:
-            for line in stderr:
+            while True:
+                try:
+                    line = read_line(stderr, STDERR_LINE_CHARS)
+                except LineTooLong:  # dropped: a peer's endless line never fills this memory
+                    skip_line(stderr, STDERR_LINE_CHARS)
+                    line = f"[a line longer than {STDERR_LINE_CHARS} characters was dropped]\n"
+                if not line:
+                    break
                 self._stderr.append(line.rstrip("\n"))
                 if log is not None:
                     log.write(line)
@@ -311,6 +356,9 @@ class WorkerClient:
     def _exit_event(self, code: Optional[int]) -> ErrorEvent:
         if code is None and self._proc is None:
             return ErrorEvent(code="worker_exited", message="the worker is not running", hint="start it first")
+        if self._violation:
+            return ErrorEvent(code="worker_exited", message=f"the worker {self._violation}; it was stopped",
+                              hint="it is not this add-on's worker, or something corrupts its output; see its log")
         status = "is not responding" if code is None else f"exited with code {code}"
         tail = self.stderr_tail(EXIT_TAIL_LINES)
         last_words = "\n".join(tail) if tail else "it wrote nothing to stderr"
@@ -328,8 +376,8 @@ class WorkerClient:
         said = any(mentions_out_of_memory(line) for line in tail)
         signal_name = _MEMORY_SIGNALS.get(-code, "") if code is not None and code < 0 else ""
         starting = "" if self._answered else " while starting"
-        if said and (signal_name or not self._answered):
-            return f"ran out of memory{starting}"
+        if said and (signal_name or not self._answered or (code is not None and code > 0)):
+            return f"ran out of memory{starting}"  # its last words say so (libgomp, OpenBLAS exit with code 1)
         if signal_name and not self._answered:
             return f"most likely ran out of memory while starting (it died of {signal_name})"
         return ""
@@ -342,3 +390,11 @@ class WorkerClient:
             except OSError:
                 pass
 
+
+
+def end_process(proc: subprocess.Popen[str]) -> None:
+    """Kill `proc` (a worker or its ssh) that broke the protocol; its stdout then ends."""
+    try:
+        proc.kill()
+    except OSError:
+        pass

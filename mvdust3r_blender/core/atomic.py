@@ -11,10 +11,43 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import UserError
+
+
+class OutputRefused(UserError):
+    """An output path names something that is not an earlier output: a device, a pipe, a socket, a
+    symlink, or a file where a folder goes (and the reverse). It is never replaced."""
+
+    code = "output"
+
+
+def check_output(path: Path, *, folder: bool = False, replace_symlink: bool = False) -> None:
+    """Refuse `path` when it exists and is not what an output of that kind replaces: a regular file
+    (`folder` False) or a folder (`folder` True). A symlink is refused unless `replace_symlink`
+    (then the link itself is replaced, never what it points to)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OutputRefused(f"cannot write {path}: {exc.strerror or exc}", "choose another output path") from None
+    if stat.S_ISLNK(mode):
+        if replace_symlink:
+            return
+        what = "a symbolic link"
+    elif folder and stat.S_ISDIR(mode) or not folder and stat.S_ISREG(mode):
+        return
+    else:
+        what = {stat.S_IFDIR: "a folder", stat.S_IFREG: "a file", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device",
+                stat.S_IFIFO: "a pipe (FIFO)", stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(mode), "not a file")
+    raise OutputRefused(f"cannot write {path}: it is {what}, not {'a folder' if folder else 'a file'} an output "
+                        "replaces; nothing was written", "choose another output path, or remove it first")
 
 
 def sibling(path: Path, suffix: str) -> Path:
@@ -23,9 +56,11 @@ def sibling(path: Path, suffix: str) -> Path:
 
 
 @contextmanager
-def atomic_file(path: Path) -> Iterator[Path]:
+def atomic_file(path: Path, *, replace_symlink: bool = False) -> Iterator[Path]:
     """Yield a new empty temporary path beside `path` (ending in the same suffix, for writers that
-    look at it); on success it replaces `path`, on failure it is removed and `path` is left as it was."""
+    look at it); on success it replaces `path`, on failure it is removed and `path` is left as it was.
+    A `path` that exists and is not a regular file is refused first (:func:`check_output`)."""
+    check_output(path, replace_symlink=replace_symlink)
     tmp = sibling(path, ".part" + path.suffix)
     tmp.open("xb").close()
     try:
@@ -37,9 +72,11 @@ def atomic_file(path: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_folder(path: Path) -> Iterator[Path]:
+def atomic_folder(path: Path, *, replace_symlink: bool = False) -> Iterator[Path]:
     """Yield a new temporary folder beside `path`; on success it takes the place of `path` (an older
-    folder of that name is moved aside first and deleted after), on failure it is removed."""
+    folder of that name is moved aside first and deleted after), on failure it is removed. A `path`
+    that exists and is not a folder is refused first (:func:`check_output`)."""
+    check_output(path, folder=True, replace_symlink=replace_symlink)
     tmp = sibling(path, ".part")
     tmp.mkdir()
     try:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
+from numpy.lib import format as npformat
 
 from .atomic import atomic_file, write_failure
 from .errors import UserError
@@ -176,6 +177,32 @@ _DTYPES = {"images": np.uint8, "photo_size": np.int32}
 _REQUIRED = ("images", "pts3d", "conf", "intrinsics", "cam2world", "photo_size", "crop_box")
 
 
+def _check_sizes(path: Path, max_bytes: int) -> None:
+    """Refuse an archive whose members would inflate beyond `max_bytes` in all, or whose array
+    header promises more bytes than its member holds (numpy would allocate the promise first)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            total = sum(m.file_size for m in members)
+            if total > max_bytes:
+                raise BundleError(f"{path}: its arrays would take {total / 1e6:.0f} MB once unpacked, more than the "
+                                  f"{max_bytes / 1e6:.0f} MB a bundle of its size may",
+                                  "it is damaged or not a bundle this add-on wrote; nothing was unpacked")
+            for member in members:
+                if member.is_dir() or not member.filename.endswith(".npy"):
+                    continue
+                with archive.open(member) as f:
+                    version = npformat.read_magic(f)
+                    read_header = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
+                    shape, _, dtype = read_header(f)
+                    promised = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                    if promised > member.file_size:
+                        raise BundleError(f"{path}: the array '{member.filename}' claims {promised} bytes but holds "
+                                          f"{member.file_size}", "the bundle is damaged; nothing was unpacked")
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise BundleError(f"{path}: not a reconstruction bundle (unreadable .npz: {exc})") from exc
+
+
 def write_bundle(bundle: Bundle, path: str | os.PathLike[str]) -> Path:
     """Validate `bundle` and write it to `path` atomically (a reader never sees half a file);
     :class:`BundleError` names the file when it cannot be written (a full disk is said so)."""
@@ -198,11 +225,21 @@ def write_bundle(bundle: Bundle, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def read_bundle(path: str | os.PathLike[str]) -> Bundle:
-    """Read and check a bundle; every problem becomes a :class:`BundleError` that names `path`."""
+INFLATE_RATIO = 16
+"""A bundle's arrays may take at most this many times its file's size (+ :data:`INFLATE_SLACK`) once
+read: this add-on writes them uncompressed (ratio 1), and numpy's compressed files of point clouds
+reach 2-3; a "zip bomb" (a few MB that inflate to GBs) is refused before anything is inflated."""
+INFLATE_SLACK = 64 * 1024 ** 2
+
+
+def read_bundle(path: str | os.PathLike[str], max_bytes: Optional[int] = None) -> Bundle:
+    """Read and check a bundle; every problem becomes a :class:`BundleError` that names `path`.
+    Its arrays may take at most `max_bytes` in memory (default: :data:`INFLATE_RATIO` × its size),
+    checked against the archive's directory and each array's header before anything is inflated."""
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"{path}: no such bundle file")
+    _check_sizes(path, max_bytes if max_bytes is not None else INFLATE_RATIO * path.stat().st_size + INFLATE_SLACK)
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = {k: npz[k] for k in npz.files}

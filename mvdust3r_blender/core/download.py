@@ -9,6 +9,7 @@ for a whole one. :class:`Download` runs :func:`download_file` on a thread; the U
 from __future__ import annotations
 
 import enum
+import hashlib
 import http.client
 import os
 import re
@@ -16,6 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -47,13 +49,20 @@ def download_file(
     on_progress: Optional[Callable[[int, Optional[int]], None]] = None,
     cancel: Optional[threading.Event] = None,
     timeout: float = 30.0,
+    sha256: Optional[str] = None,
+    check: Optional[Callable[[Path], None]] = None,
 ) -> Path:
-    """Download `url` to `dest`, resuming a previous ``.part`` file; return `dest`.
+    """Download `url` (http or https only) to `dest`, resuming a previous ``.part`` file; return `dest`.
 
     `on_progress(done_bytes, total_bytes_or_None)` is called after every chunk. A file whose
-    size is not `expected_size` (or not the server's announced length) is deleted and reported;
-    an interruption keeps the ``.part`` for the next call. Raises :class:`DownloadError`.
+    size is not `expected_size` (or not the server's announced length), whose SHA-256 is not
+    `sha256` (when given), or that `check` refuses (it raises :class:`DownloadError`) is deleted
+    and reported, never renamed to `dest`; an interruption keeps the ``.part`` for the next call.
+    Raises :class:`DownloadError`.
     """
+    if not url.lower().startswith(("https://", "http://")):  # file://, ftp://, data: reach no release
+        raise DownloadError(f"'{url}' is not an http(s) address", "a model is downloaded from its web address; "
+                            "for a file on this machine, choose Local File instead")
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
@@ -72,8 +81,52 @@ def download_file(
         raise DownloadError(f"{url} gave {size} bytes, expected {total}",
                             "the file on the server differs from the known release, or the transfer was "
                             "corrupted; the partial file was deleted: download again")
+    try:
+        if sha256 is not None and file_sha256(part) != sha256.lower():
+            raise DownloadError(f"{url} gave a file whose SHA-256 is not the release's ({sha256[:12]}…)",
+                                "the file on the server differs from the known release, or the transfer was "
+                                "corrupted; it was deleted: download again")
+        if check is not None:
+            check(part)
+    except DownloadError:
+        part.unlink(missing_ok=True)
+        raise
     os.replace(part, dest)
     return dest
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 * CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_checkpoint_file(path: Path) -> None:
+    """Refuse what cannot be a checkpoint, by its content: a web page (a login or error page served
+    with status 200), a PyTorch zip whose archive is cut short, a safetensors file whose header
+    does not fit. Raises :class:`DownloadError` naming what the file is."""
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    size = path.stat().st_size
+    if head.lstrip()[:1] == b"<" or b"<html" in head.lower():
+        raise DownloadError("the server sent a web page (HTML), not a checkpoint",
+                            "the address may need a login or have moved; try again later or pick a local file")
+    if len(head) >= 9 and head[8:9] == b"{":  # safetensors: an 8-byte header length, then JSON
+        if int.from_bytes(head[:8], "little") + 8 > size:
+            raise DownloadError("the safetensors file is cut short (its header promises more than it holds)",
+                                "download again")
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DownloadError(f"the file is not a complete PyTorch checkpoint ({exc}: cut short or damaged)",
+                            "download again") from None
+    if not any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
+        raise DownloadError("the file is a zip archive but not a PyTorch checkpoint (no data.pkl in it)",
+                            "check the address, or pick a local file")
 
 
 def _fetch(url: str, part: Path, have: int, expected_size: Optional[int],
@@ -181,10 +234,13 @@ class Download:
     """:func:`download_file` on a daemon thread. The thread touches no Blender data; the UI reads
     :attr:`progress` from a timer on the main thread."""
 
-    def __init__(self, url: str, dest: Path, expected_size: Optional[int] = None, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, dest: Path, expected_size: Optional[int] = None, timeout: float = 30.0, *,
+                 sha256: Optional[str] = None, check: Optional[Callable[[Path], None]] = None) -> None:
         self.url = url
         self.dest = Path(dest)
         self.expected_size = expected_size
+        self.sha256 = sha256
+        self.check = check
         self.timeout = timeout
         self._cancel = threading.Event()
         self._lock = threading.Lock()
@@ -211,7 +267,7 @@ class Download:
         error: Optional[DownloadError]
         try:
             download_file(self.url, self.dest, self.expected_size, on_progress=self._on_progress,
-                          cancel=self._cancel, timeout=self.timeout)
+                          cancel=self._cancel, timeout=self.timeout, sha256=self.sha256, check=self.check)
         except DownloadCancelled as exc:
             state, error = DownloadState.CANCELLED, exc
         except DownloadError as exc:

@@ -18,16 +18,24 @@ worker's events).
 from __future__ import annotations
 
 import json
+import re
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, ClassVar, Optional, Union
+from typing import IO, Any, AnyStr, ClassVar, Optional, Union
 
 from .confidence import ConfidenceCut
 from .options import DEFAULT_PRECISION, ReconstructOptions
 
 PROTOCOL_VERSION = 3
 """Bumped on any change an older peer would misread. Both sides must speak the same version."""
+MAX_LINE_CHARS = 2 * 1024 ** 2
+"""The longest line either side sends or reads (a ``put`` or ``data`` line: 1 MiB of base64 and a
+few fields); a longer one is refused after this many characters, never held whole."""
+MAX_DEPTH = 16
+"""How deep a message's JSON may nest (the deepest message, a reconstruct request, needs 4)."""
+MAX_INT_DIGITS = 20
+"""The most digits an integer in a message may have (sizes and offsets fit in 19)."""
 
 
 class ProtocolError(ValueError):
@@ -342,13 +350,66 @@ def decode_event(line: str | bytes) -> Optional[Event]:
 
 
 def _parse(line: str | bytes) -> dict[str, Any]:
+    """One JSON object, read without unbounded work: at most :data:`MAX_LINE_CHARS` characters,
+    :data:`MAX_DEPTH` levels of nesting (checked before parsing, so the parser cannot recurse deeper)
+    and :data:`MAX_INT_DIGITS` digits in an integer (Python's int() of a long one is quadratic)."""
+    if len(line) > MAX_LINE_CHARS + 2:
+        raise ProtocolError(f"a line of {len(line)} characters, more than the {MAX_LINE_CHARS} a message may have")
     try:
-        data = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = line.decode("utf-8") if isinstance(line, bytes) else line
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"not a JSON line (not UTF-8: {exc}): {_preview(line)}") from None
+    depth = _depth(text)
+    if depth > MAX_DEPTH:
+        raise ProtocolError(f"a message nested {depth} levels deep (at most {MAX_DEPTH}): {_preview(line)}")
+    try:
+        data = json.loads(text, parse_int=_bounded_int)
+    except (json.JSONDecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError(f"not a JSON line ({exc}): {_preview(line)}") from None
     if not isinstance(data, dict):
         raise ProtocolError(f"expected a JSON object, got {type(data).__name__}: {_preview(line)}")
     return data
+
+
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # a JSON string (its brackets are no nesting)
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _depth(text: str) -> int:
+    """How deep the brackets of JSON `text` nest, strings left out (a linear scan, no recursion)."""
+    depth = deepest = 0
+    for bracket in _BRACKET.findall(_STRING.sub('""', text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(digits)} digits (at most {MAX_INT_DIGITS})")
+    return int(digits)
+
+
+class LineTooLong(ProtocolError):
+    """A line longer than :data:`MAX_LINE_CHARS`: the peer does not speak this protocol (or is hostile)."""
+
+
+def read_line(stream: IO[AnyStr], limit: int = MAX_LINE_CHARS) -> AnyStr:
+    """The next line of `stream` (empty at its end), never holding more than `limit` characters
+    (+ the newline) in memory: a longer line, or an endless one, raises :class:`LineTooLong` after
+    `limit` characters were read."""
+    line = stream.readline(limit + 1)
+    if len(line) > limit and line[-1:] not in ("\n", b"\n"):
+        raise LineTooLong(f"a line longer than {limit} characters (a message is at most that)")
+    return line
+
+
+def skip_line(stream: IO[AnyStr], chunk: int = MAX_LINE_CHARS) -> None:
+    """Read and drop the rest of the current line, `chunk` characters at a time."""
+    while True:
+        part = stream.readline(chunk)
+        if not part or part[-1:] in ("\n", b"\n"):
+            return
 
 
 def _preview(line: str | bytes, limit: int = 80) -> str:

@@ -34,6 +34,10 @@ class ReleasedCheckpoint:
     download_bytes: Optional[int] = None  # EXACT size of the published file (a download is checked
                                           # against it); None = not known to the byte
     published_size: str = ""        # the size as the Hugging Face file page rounds it ("7.94 GB"); "" = unknown
+    sha256: Optional[str] = None    # the published file's SHA-256 (checked after a download); None = not known
+                                    # here: no page we could read states one in full (the LFS pointer of
+                                    # MVDp_s1.pth shows only its first 8 hex digits), so the content is
+                                    # checked instead (download.check_checkpoint_file)
     default: bool = False
     licence: str = LICENCE
 

@@ -6,6 +6,7 @@ the worker turns them into ``error`` events (code, message, hint). Standard libr
 from __future__ import annotations
 
 import errno
+import re
 import sys
 from typing import Optional
 
@@ -53,6 +54,10 @@ OUT_OF_MEMORY_HINT = ("use fewer or smaller photos; on an NVIDIA GPU, the lower 
                       "other CUDA programs), or choose a device with more memory")
 
 
+# torch's C++ check ("[enforce fail at alloc_cpu.cpp:127] err == 0. "): where and which condition, not what
+_ENFORCE = re.compile(r"\[enforce fail at [^\]]*\]\s*(?:[^:.]*\.\s+)?")
+
+
 def out_of_memory(exc: BaseException, what: str, where: str) -> Optional[OutOfMemory]:
     """The :class:`OutOfMemory` error for `exc` when it is an allocator failure — Python's
     ``MemoryError``, torch's ``OutOfMemoryError`` (CUDA), or any error whose text an allocator
@@ -66,5 +71,5 @@ def out_of_memory(exc: BaseException, what: str, where: str) -> Optional[OutOfMe
             or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM)
             or (isinstance(exc, (RuntimeError, OSError, ImportError)) and mentions_out_of_memory(str(exc)))):
         return None
-    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    detail = _ENFORCE.sub("", (str(exc).strip().splitlines() or [type(exc).__name__])[0])[:300]
     return OutOfMemory(f"{what} ran out of memory on {where}: {detail}", OUT_OF_MEMORY_HINT)

@@ -25,9 +25,11 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import tempfile
 import threading
-from pathlib import Path, PurePosixPath
+import time
+from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from ..core.protocol import (AckEvent, DataEvent, Event, FetchedEvent, FetchRequest, PutRequest, ReconstructRequest,
@@ -56,6 +58,7 @@ class JobFolders:
         _remove_orphans(parent)
         self.models = parent.parent / "models"  # ~/.cache/mvdust3r-blender/models: checkpoints fetched here
         self.root = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=parent)).resolve()
+        (self.root / OWNER).write_text(_owner())  # whose it is: never removed while that worker lives
         self._lock = threading.Lock()  # puts (main thread) and a job's end (job thread) touch folders
 
     def folder(self, job: str) -> Path:
@@ -67,8 +70,9 @@ class JobFolders:
     def path(self, job: str, name: str) -> Path:
         """`name` inside job `job`'s folder; :class:`PathRefused` for anything that leads out of it."""
         folder = self.folder(job)
-        parts = PurePosixPath(name).parts
-        if not name or "\\" in name or PurePosixPath(name).is_absolute() or ".." in parts or "\0" in name:
+        parts = name.split("/")
+        if (not name or "\\" in name or name.startswith("/") or any(part in ("", ".", "..") for part in parts)
+                or any(ord(c) < 0x20 or c == "\x7f" for c in name)):
             raise PathRefused(f"'{name}' is not a name inside the job folder: this worker reads only what it "
                               "was sent", "send the file with a put request and name it relative to the job")
         target = (folder / name).resolve()
@@ -152,7 +156,7 @@ class JobFolders:
               cancel: threading.Event) -> FetchedEvent:
         """Download `request`'s checkpoint into :attr:`models` (resumable, size-checked by
         ``core.download``); its SHA-256 is reported for the client to compare or record."""
-        from ..core.download import DownloadError, download_file
+        from ..core.download import DownloadError, check_checkpoint_file, download_file
 
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*\.(pth|safetensors)", request.filename):
             raise PathRefused(f"'{request.filename}' is not a checkpoint file name",
@@ -166,7 +170,8 @@ class JobFolders:
             progress("fetch", done / total if total else 0.0)
 
         try:
-            download_file(request.url, dest, request.size, on_progress=report, cancel=cancel)
+            download_file(request.url, dest, request.size, on_progress=report, cancel=cancel,
+                          check=check_checkpoint_file)
         except DownloadError as exc:
             if cancel.is_set():
                 raise Cancelled(f"fetching {request.filename} was cancelled (the partial file is kept)") from None
@@ -177,21 +182,54 @@ class JobFolders:
                 digest.update(chunk)
         return FetchedEvent(id=request.id, path=str(dest), size=dest.stat().st_size, sha256=digest.hexdigest())
 
+    def discard(self, job: str) -> None:
+        """Remove job `job`'s folder (its photos) now: its request failed or was cancelled on the
+        client before it ran. A name that is not a job's is ignored."""
+        if _JOB_NAME.fullmatch(job):
+            with self._lock:
+                shutil.rmtree(self.root / job, ignore_errors=True)
+
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+OWNER = ".owner"  # a job's name never starts with '.', so no job can be called this
+"""The file in each worker's job root naming its host and process id (``host pid``)."""
+UNOWNED_AGE_S = 24 * 3600
+"""A job root without an owner file (a worker killed while making it, or an older version) is
+removed only once it has been left this long."""
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()} {os.getpid()}\n"
+
+
 def _remove_orphans(parent: Path) -> None:
     """Remove the job folders of workers that died without cleaning up (killed, out of memory):
-    sent photos must not linger on the remote. POSIX only (on Windows, os.kill would end the process)."""
+    sent photos must not linger on the remote. A folder is removed only when its owner file names
+    this host and a process that no longer exists: with one home on several hosts (NFS) another
+    host's worker is never judged by this host's process table. POSIX only (on Windows, os.kill
+    would end the process)."""
     if os.name != "posix":
         return
+    host = socket.gethostname()
     for folder in parent.glob("*-*"):
-        pid = folder.name.split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
+        try:
+            owner = (folder / OWNER).read_text().split()
+        except OSError:
+            owner = []
+        if len(owner) != 2 or not owner[1].isdigit():
+            try:
+                unowned = time.time() - folder.stat().st_mtime > UNOWNED_AGE_S
+            except OSError:
+                continue
+            if unowned:
+                shutil.rmtree(folder, ignore_errors=True)
+            continue
+        if owner[0] != host or int(owner[1]) == os.getpid():
             continue
         try:
-            os.kill(int(pid), 0)
+            os.kill(int(owner[1]), 0)
         except ProcessLookupError:
             shutil.rmtree(folder, ignore_errors=True)
         except OSError:

@@ -17,6 +17,7 @@ worker keeps serving.
 """
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import math
@@ -36,7 +37,8 @@ from ..core.protocol import (AckEvent, CancelRequest, ErrorEvent, Event, HelloEv
                         FetchRequest, LoadedEvent, LoadRequest, ModelInfo, ProgressEvent, ProtocolError, PutRequest,
                         ReadyEvent,
                         ReconstructRequest, ReleaseRequest, Request, ResultEvent, ShutdownRequest,
-                        PROTOCOL_VERSION, decode_request, encode)
+                        LineTooLong, PROTOCOL_VERSION, decode_request, encode, read_line, skip_line)
+from ..core.atomic import write_failure
 from ..core.errors import OptionError, UserError
 from .errors import Cancelled, EngineError, out_of_memory
 from .jobs import JobFolders, PathRefused
@@ -50,7 +52,7 @@ if TYPE_CHECKING:                  # torch loads lazily: the worker answers hell
 log = logging.getLogger("mvdust3r.worker")
 
 DTYPES = ("float32", "float16", "bfloat16")
-ModelKey = tuple[str, int, int, str, Optional[str]]  # file path, size, mtime (ns), device, dtype
+ModelKey = tuple[str, int, tuple[int, int], str, Optional[str]]  # file path, size, (mtime, ctime) in ns, device, dtype
 STOP_TIMEOUT_S = 10.0  # how long shutdown / stdin close waits for a cancelled job to wind down
 
 
@@ -106,16 +108,18 @@ class Worker:
         log.info("ready: pid %d, protocol %d, Python %s at %s", os.getpid(), PROTOCOL_VERSION,
                  platform.python_version(), sys.executable)
         while True:
-            line = stdin.readline()
-            if not line:
-                log.info("stdin closed: stopping")
-                self._stop()
-                return 0
-            if not line.strip():
-                continue
             try:
+                line = read_line(stdin)  # never more than one message's worth in memory
+                if not line:
+                    log.info("stdin closed: stopping")
+                    self._stop()
+                    return 0
+                if not line.strip():
+                    continue
                 request = decode_request(line)
             except ProtocolError as exc:
+                if isinstance(exc, LineTooLong):
+                    skip_line(stdin)
                 self.emit(ErrorEvent(id=exc.request_id, code="bad_request", message=str(exc),
                                      hint="send one JSON request object per line (see docs/worker.md)"))
                 continue
@@ -171,6 +175,7 @@ class Worker:
         import numpy
         import torch
 
+        _require_libraries()
         from .devices import device_infos
 
         return HelloEvent(id=request.id, protocol=PROTOCOL_VERSION, extension=extension_version(),
@@ -182,6 +187,8 @@ class Worker:
             jobs = [j for i, j in self._pending.items() if request.target in (None, i)]
         for job in jobs:
             job.cancel.set()
+        if self._folders is not None and request.target is not None and not jobs:
+            self._folders.discard(request.target)  # photos sent for a request that will never run
         names = ", ".join(j.request.id for j in jobs)
         log.info("cancel %s: %s", request.target or "everything", names or "nothing pending")
         if jobs:
@@ -215,6 +222,8 @@ class Worker:
 
     def _run(self, request: Request, job: _Job) -> Event:
         if job.cancel.is_set():
+            if self._folders is not None and isinstance(request, ReconstructRequest) and request.job is not None:
+                self._folders.discard(request.job)  # its photos go now, not when the connection ends
             raise Cancelled(f"{request.type} request {request.id!r} was cancelled before it started")
         if isinstance(request, LoadRequest):
             started = time.perf_counter()
@@ -257,7 +266,12 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 — the boundary: nothing may kill the worker
             where = self._model_info.device if self._model_info else "this device"
             memory = out_of_memory(exc, request.type, where)
-            if memory is not None:
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+                message, hint = write_failure(Path(exc.filename or "a file"), exc)  # the user's to fix: never "a bug"
+                event = ErrorEvent(id=request.id, code="disk_full", message=f"{request.type}: {message}",
+                                   hint=hint + "; the worker is still running")
+                log.warning("%s %s: %s", request.type, request.id, message)
+            elif memory is not None:
                 event = ErrorEvent(id=request.id, code=memory.code, message=memory.message,
                                    hint=memory.hint + "; the worker is still running")
                 log.warning("%s %s ran out of memory: %s", request.type, request.id, _first_line(exc))
@@ -293,7 +307,8 @@ class Worker:
         torch_device = resolve_device(device)
         try:
             stat = path.stat()
-            key: Optional[ModelKey] = (str(path), stat.st_size, stat.st_mtime_ns, str(torch_device), dtype)
+            key: Optional[ModelKey] = (str(path), stat.st_size, (stat.st_mtime_ns, stat.st_ctime_ns), str(torch_device),
+                                       dtype)
         except OSError:
             key = None  # open_checkpoint reports the missing or unreadable file
         if key is not None and key == self._model_key and self._model is not None:
@@ -418,6 +433,29 @@ def _export_dir(request: ReconstructRequest, gaussians: bool) -> Optional[Path]:
         raise BadRequest(f"export_dir {request.export_dir!r} is not an absolute path",
                          "give the full path of the folder the exports go to")
     return Path(request.export_dir).expanduser()
+
+
+class RuntimeIncomplete(EngineError):
+    """The worker's Python lacks a library a run needs (found by hello, so Check says it)."""
+
+    code = "runtime"
+
+
+def _require_libraries() -> None:
+    """Import what a run needs beyond torch and numpy, so that hello (the panel's and the remote's
+    Check) names a missing or broken one instead of the first run."""
+    import importlib
+
+    broken = []
+    for module, package in (("PIL", "pillow"), ("cv2", "opencv-python-headless"), ("safetensors", "safetensors")):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:  # missing, or a library it loads is (cv2 without libGL)
+            broken.append(f"{module!r} ({package}: {_first_line(exc)})")
+    if broken:
+        raise RuntimeIncomplete(f"the worker's Python ({sys.executable}) cannot import {', '.join(broken)}",
+                                "install the runtime's packages (torch, numpy, pillow, opencv, safetensors) into "
+                                "that Python, or choose another runtime")
 
 
 def _free_cached_memory() -> None:

@@ -120,6 +120,8 @@ class WorkerSettings:
                 checkpoint = checkpoint if checkpoint is not None else (prefs.remote_checkpoint or None)
         if isinstance(remote, str):
             remote = remote_target(remote, ssh_command, python)
+        elif remote is not None and not isinstance(remote, RemoteTarget):
+            raise SetupError(f"remote must be an ssh destination (user@host) or a RemoteTarget, not {remote!r}")
         elif ssh_command is not None and remote is None:
             raise SetupError(f"an ssh command ('{ssh_command}') is given but no remote machine",
                              "give the remote too (remote= / --remote user@host), or leave the ssh command out")

@@ -167,3 +167,24 @@ def test_download_thread_failure_is_reported_not_raised(dl: ModuleType, server: 
     result = job.join(10)
     assert result.state is dl.DownloadState.FAILED
     assert result.error is not None and "503" in result.error.message
+
+
+def test_only_http_addresses_are_downloaded(dl: ModuleType, tmp_path: Path) -> None:
+    """A file:// (or any non-http) address once copied whatever it named into the model folder."""
+    source = tmp_path / "secret.txt"
+    source.write_text("not a model")
+    for address in (f"file://{source}", "ftp://example.org/MVD.pth", "FILE:///etc/passwd"):
+        with pytest.raises(dl.DownloadError, match="is not an http\\(s\\) address"):
+            dl.download_file(address, tmp_path / "MVD.pth")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret.txt"]
+
+
+def test_a_known_sha256_is_checked(dl: ModuleType, server: RangeServer, tmp_path: Path) -> None:
+    import hashlib
+
+    dest = tmp_path / "MVD.pth"
+    with pytest.raises(dl.DownloadError, match="SHA-256 is not the release's"):
+        dl.download_file(url(server, "/ckpt"), dest, len(PAYLOAD), sha256="0" * 64)
+    assert not dest.exists() and not dl.part_path(dest).exists()
+    dl.download_file(url(server, "/ckpt"), dest, len(PAYLOAD), sha256=hashlib.sha256(PAYLOAD).hexdigest().upper())
+    assert dest.read_bytes() == PAYLOAD

@@ -16,9 +16,6 @@ import pytest
 from installed import PACKAGE, module, poll_until_idle
 from recording_layout import RecordingLayout, draw_preferences
 
-CHECKPOINT_BYTES = os.urandom(300_000)
-
-
 def prefs() -> Any:
     return bpy.context.preferences.addons[PACKAGE].preferences
 
@@ -27,17 +24,28 @@ def draw_prefs() -> RecordingLayout:
     return draw_preferences(prefs(), bpy.context)
 
 
+def served(golden: Path) -> dict[str, bytes]:
+    """What the test server answers at each folder, always as MVDp_s2.pth: the golden checkpoint (a
+    real PyTorch file), an HTML page (a login page served with status 200), the checkpoint cut short."""
+    real = (golden / "mvd_reduced_ckpt.pth").read_bytes()
+    return {"checkpoints": real, "login": b"<!DOCTYPE html>\n<html><body>Please sign in</body></html>\n" * 50,
+            "cut": real[: len(real) // 2]}
+
+
 @pytest.fixture
-def checkpoint_server() -> Iterator[str]:
+def checkpoint_server(golden: Path) -> Iterator[str]:
+    bodies = served(golden)
+
     class Handler(http.server.BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
             pass
 
         def do_GET(self) -> None:
+            body = bodies[self.path.strip("/").split("/")[0]]
             self.send_response(200)
-            self.send_header("Content-Length", str(len(CHECKPOINT_BYTES)))
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(CHECKPOINT_BYTES)
+            self.wfile.write(body)
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -145,7 +153,8 @@ def test_check_of_a_python_without_torch_fails_with_the_workers_words(ext: Modul
     assert "import 'torch'" in setup.check_message or "No module named 'torch'" in setup.check_message
 
 
-def test_download_needs_licence_and_online_access_then_downloads(ext: ModuleType, checkpoint_server: str) -> None:
+def test_download_needs_licence_and_online_access_then_downloads(ext: ModuleType, checkpoint_server: str,
+                                                                 golden: Path) -> None:
     with pytest.raises(RuntimeError, match="Accept the model licence"):
         bpy.ops.mvdust3r_blender.download_model(url=checkpoint_server)
     prefs().licence_accepted = True
@@ -159,9 +168,30 @@ def test_download_needs_licence_and_online_access_then_downloads(ext: ModuleType
     assert setup.download_progress == 1.0
     session = module("session")
     path = session.checkpoint_file(prefs())
-    assert path.name == "MVDp_s2.pth" and path.read_bytes() == CHECKPOINT_BYTES
+    assert path.name == "MVDp_s2.pth" and path.read_bytes() == served(golden)["checkpoints"]
     assert any(t.startswith("Downloaded: ") for t in draw_prefs().labels())
     path.unlink()
+
+
+@pytest.mark.parametrize("where, says", [("login", "web page (HTML), not a checkpoint"),
+                                         ("cut", "not a complete PyTorch checkpoint"),
+                                         ("file", "is not an http(s) address")])
+def test_a_download_that_is_no_checkpoint_is_refused(ext: ModuleType, checkpoint_server: str, where: str, says: str,
+                                                     golden: Path) -> None:
+    """An HTML page or a truncated file once became MVDp_s2.pth, "done", Downloaded; a file:// address
+    was fetched. No exact size or SHA-256 of the release is known here (registry.py says why), so the
+    content is checked: nothing reaches the model's name, and the preferences do not say Downloaded."""
+    prefs().licence_accepted = True
+    bpy.context.preferences.system.use_online_access = True
+    url = f"file://{golden / 'mvd_reduced_ckpt.pth'}" if where == "file" else checkpoint_server.replace(
+        "/checkpoints/", f"/{where}/")
+    assert bpy.ops.mvdust3r_blender.download_model(url=url) == {"FINISHED"}
+    poll_until_idle(30)
+    setup = bpy.context.window_manager.mvdust3r_setup
+    assert setup.download_state == "FAILED" and says in setup.download_message, setup.download_message
+    assert not any(t.startswith("Downloaded: ") for t in draw_prefs().labels())
+    models = module("preferences").models_dir()
+    assert not (models / "MVDp_s2.pth").exists() and not list(models.glob("*.part"))
 
 
 def test_setup_errors_name_the_missing_piece(ext: ModuleType, tmp_path: Path) -> None:

@@ -135,3 +135,21 @@ def test_the_panel_runs_cancels_and_releases_on_the_remote(ext: ModuleType, remo
         assert module("session").SESSION.client.alive
     finally:
         module("session").SESSION.shutdown()
+
+
+@pytest.mark.parametrize("remote, says", [("--", "the ssh destination '--' starts with '-'"),
+                                          ("-oProxyCommand=x", "starts with '-'"),
+                                          ("gpu\0box", "control character")])
+def test_a_destination_ssh_would_read_as_an_option_is_a_clear_error(ext: ModuleType, tmp_path: Path, remote: str,
+                                                                     says: str,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``--remote=--`` once answered "'list' object has no attribute 'python'", a NUL in the host a bare
+    ValueError: both are a setting's error, said before ssh runs."""
+    folder = scene_folder(tmp_path / "kitchen", 3)
+    argv = ["reconstruct", str(folder), "--out", str(tmp_path / "out.blend"), f"--remote={remote}",
+            "--checkpoint", "models/MVD.pth"]
+    assert module("cli").main(argv) != 0
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err, err
+    with pytest.raises(module("session").SetupError, match=says.replace("(", r"\(")):
+        module("api").reconstruct(folder, remote=remote, checkpoint="models/MVD.pth")

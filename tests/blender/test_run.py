@@ -231,3 +231,26 @@ def test_opening_another_file_cancels_the_run(configured: Any, tmp_path: Path) -
         time.sleep(0.1)
     assert controller.phase.value == "CANCELLED"
     assert scene_state() == before  # nothing landed in the file that was opened
+
+
+def test_a_banner_before_the_worker_is_ready_is_tolerated(configured: Any, tmp_path: Path) -> None:
+    """A worker Python that prints a line on stdout at start-up (a conda activation script, a
+    sitecustomize) once broke the panel's run and Check ("unreadable line from the worker"); lines
+    before the worker's ready event are its Python's chatter. Check pressed during the run gets its
+    own request id (it once reused the run's 'r1' and hung)."""
+    from installed import poll_until_idle
+
+    wrapper = tmp_path / "python-with-banner"
+    wrapper.write_text(f"#!/bin/sh\necho 'Welcome! conda environment activated.'\nexec {worker_python()} \"$@\"\n")
+    wrapper.chmod(0o755)
+    configured.python_path = str(wrapper)
+    add(make_photos(tmp_path / "shoot", 3))
+    assert bpy.ops.mvdust3r_blender.reconstruct() == {"FINISHED"}
+    assert bpy.ops.mvdust3r_blender.check_runtime() == {"FINISHED"}
+    controller = drive()
+    assert controller.phase.value == "DONE", f"{controller.message} ({controller.hint})"
+    poll_until_idle(60)
+    setup = bpy.context.window_manager.mvdust3r_setup
+    assert setup.check_state == "DONE", setup.check_message
+    tail = module("session").SESSION.client.stderr_tail(50)
+    assert any("Welcome! conda environment activated." in line for line in tail), tail

@@ -111,6 +111,30 @@ def test_venv_and_pip_environment_without_uv(runtime: ModuleType, torch_build: M
     assert subprocess.run([str(python), "-c", "import mvd_probe_pkg"], env=runtime.subprocess_env()).returncode == 0
 
 
+def test_a_wheels_folder_is_the_only_source_whatever_pip_is_configured_with(runtime: ModuleType,
+                                                                             torch_build: ModuleType,
+                                                                             tmp_path: Path) -> None:
+    """The machine's pip configuration (a pip.conf, PIP_FIND_LINKS) once added its own sources to a
+    Wheels Folder install, which then "succeeded" with packages from elsewhere while the log said
+    "only from the wheels folder". The package is only where the configuration points: the install fails."""
+    elsewhere = tmp_path / "elsewhere"
+    make_wheel(elsewhere)
+    config = tmp_path / "pip.conf"
+    config.write_text(f"[global]\nfind-links = {elsewhere}\n")
+    (tmp_path / "wheels").mkdir()
+    steps = runtime.plan_environment(tmp_path / "runtime", base_python=sys.executable, uv=None,
+                                     build=torch_build.TorchBuild("cpu", "test"),
+                                     requirements=("mvd_probe_pkg",), wheels=str(tmp_path / "wheels"))
+    env = {**os.environ, "PIP_CONFIG_FILE": str(config), "PIP_FIND_LINKS": str(elsewhere)}
+    job = runtime.Job(steps, tmp_path / "install.log", env=env)
+    job.start()
+    assert job.wait(180) is runtime.JobState.FAILED, job.output()
+    assert "mvd_probe_pkg" in job.output() and "--isolated" in job.output()
+    python = runtime.env_python(tmp_path / "runtime")
+    assert subprocess.run([str(python), "-c", "import mvd_probe_pkg"], env=runtime.subprocess_env(),
+                          capture_output=True).returncode != 0
+
+
 def test_pip_plan_uses_pytorch_index_of_the_build(runtime: ModuleType, torch_build: ModuleType, tmp_path: Path) -> None:
     Build = torch_build.TorchBuild
 

@@ -182,3 +182,76 @@ def test_every_malformed_array_is_a_bundle_error_naming_file_and_field(tmp_path,
     with pytest.raises(BundleError) as caught:
         read_bundle(path)
     assert caught.value.message.startswith(f"{path}: ") and says in caught.value.message, caught.value.message
+
+
+def test_a_zip_bomb_is_refused_before_it_is_inflated(tmp_path):
+    """docs/worker.md, threat model (a hostile bundle): 300 MB of zeros deflate to 0.3 MB; reading it
+    would take 300 MB. The archive's directory and each array's header are checked first."""
+    import resource
+    import zipfile
+
+    from numpy.lib import format as npformat
+
+    bomb = tmp_path / "bomb.npz"
+    count = 300 * 1024 ** 2 // 4
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("pts3d.npy", "w", force_zip64=True) as f:
+            npformat.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (count,)})
+            zeros = bytes(8 * 1024 ** 2)
+            for _ in range(count * 4 // len(zeros)):
+                f.write(zeros)
+    assert bomb.stat().st_size < 1e6
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(BundleError, match="once unpacked"):
+        read_bundle(bomb)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50 * 1024  # KiB: nothing was inflated
+
+    liar = tmp_path / "liar.npz"  # an array header that promises 4 GB in a member of a few bytes
+    with zipfile.ZipFile(liar, "w", zipfile.ZIP_STORED) as archive:
+        with archive.open("pts3d.npy", "w") as f:
+            npformat.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (2 ** 30,)})
+            f.write(b"\0" * 16)
+    with pytest.raises(BundleError, match="claims 4294967296 bytes"):
+        read_bundle(liar)
+    good = tmp_path / "good.npz"
+    write_bundle(make_bundle(), good)
+    with pytest.raises(BundleError, match="once unpacked"):  # a caller's own bound (a remote result's budget)
+        read_bundle(good, max_bytes=100)
+    assert read_bundle(good).num_views == 3
+
+
+def test_an_output_that_is_not_a_file_is_refused_and_left_alone(tmp_path):
+    """A symlink, a pipe and a device node where a bundle or an export goes are refused, never
+    replaced (a test run once replaced the machine's /dev/full); the node is made in a temporary
+    folder (/dev is never touched). A folder where a file goes, and the reverse, likewise."""
+    from mvdust3r_blender.core.atomic import OutputRefused
+    from mvdust3r_blender.core.exports import export
+
+    bundle = make_bundle()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's file")
+    (tmp_path / "link.npz").symlink_to(victim)
+    os.mkfifo(tmp_path / "pipe.npz")
+    nodes = ["link.npz", "pipe.npz"]
+    if os.geteuid() == 0:  # a character device like /dev/null (1, 3), in the temporary folder
+        os.mknod(tmp_path / "device.npz", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        nodes.append("device.npz")
+    for name in nodes:
+        with pytest.raises(OutputRefused, match="it is a (symbolic link|pipe|device)"):
+            write_bundle(bundle, tmp_path / name)
+    assert (tmp_path / "link.npz").is_symlink() and victim.read_text() == "the user's file"
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "pipe.npz").st_mode)
+    if os.geteuid() == 0:
+        assert stat.S_ISCHR(os.lstat(tmp_path / "device.npz").st_mode)
+    (tmp_path / "folder.npz").mkdir()
+    with pytest.raises(OutputRefused, match="it is a folder"):
+        write_bundle(bundle, tmp_path / "folder.npz")
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    (exports / "points.ply").symlink_to(victim)
+    (exports / "scene.glb").mkdir()
+    with pytest.raises(OutputRefused, match="points.ply: it is a symbolic link"):
+        export(bundle, ["ply"], exports)
+    with pytest.raises(OutputRefused, match="scene.glb: it is a folder"):
+        export(bundle, ["glb"], exports)
+    assert victim.read_text() == "the user's file" and not list(tmp_path.rglob(".*"))

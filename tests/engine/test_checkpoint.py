@@ -269,6 +269,23 @@ def test_stale_cache_is_rebuilt_from_the_changed_source(golden: Path, tmp_path: 
         assert f.metadata()["source_mtime_ns"] == str(source.stat().st_mtime_ns)
 
 
+def test_a_source_edited_in_place_with_its_mtime_restored_is_not_served_stale(golden: Path, tmp_path: Path,
+                                                                              cache: Path) -> None:
+    """Same size, same mtime (restored with os.utime), other weights: the cache's stamp also holds the
+    inode's change time, which no one can set back."""
+    source = rewrite(golden, "mvd", tmp_path / "model.pth")
+    first = ck.load_model(source, cache_dir=cache)
+    before = source.stat()
+    raw = golden_raw(golden, "mvd")
+    changed = {k: v.clone() for k, v in raw.state_dict.items()}
+    changed["enc_norm.weight"] += 1.0
+    write_training_checkpoint(source, changed, raw.model_string, with_moments=False)
+    os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (source.stat().st_size, source.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)  # the premise
+    second = ck.load_model(source, cache_dir=cache)
+    assert torch.equal(second.enc_norm.weight, first.enc_norm.weight + 1.0)
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "foreign-metadata", "missing-tensor"])
 def test_corrupt_cache_is_rebuilt_never_trusted(golden: Path, cache: Path, damage: str,
                                                 caplog: pytest.LogCaptureFixture) -> None:

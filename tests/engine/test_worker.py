@@ -133,6 +133,27 @@ def test_bad_requests_are_answered_and_the_worker_keeps_serving() -> None:
     assert isinstance(events[-1], p.HelloEvent) and events[-1].id == "last"
 
 
+def test_hostile_request_lines_are_answered_without_unbounded_work() -> None:
+    """docs/worker.md, threat model: a line nested 1000 deep (2 KB), a 5000-digit integer and a line
+    longer than a message may be are each one bad_request; the worker serves on."""
+    run = raw_session([
+        "[" * 1000 + "]" * 1000,
+        '{"type": "hello", "id": "deep", "protocol": ' + "[" * 1000 + "]" * 1000 + "}",
+        '{"type": "hello", "id": "digits", "protocol": ' + "9" * 5000 + "}",
+        '{"type": "hello", "id": "long", "x": "' + "a" * (p.MAX_LINE_CHARS + 10) + '"}',
+        '{"type": "hello", "id": "last"}',
+    ])
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    events = events_of(run.stdout)
+    errors = [e for e in events if isinstance(e, p.ErrorEvent)]
+    assert [e.code for e in errors] == ["bad_request"] * 4, errors
+    messages = " | ".join(e.message for e in errors)
+    for fragment in ("nested 1000 levels deep", "nested 1001 levels deep", "5000 digits", "longer than"):
+        assert fragment in messages, messages
+    assert isinstance(events[-1], p.HelloEvent) and events[-1].id == "last"
+    assert b"Traceback" not in run.stderr
+
+
 def test_stdout_carries_only_protocol_lines_when_libraries_print() -> None:
     # Everything that usually corrupts a pipe protocol, done inside the worker after it took its
     # stdout: print(), the interpreter's original sys.__stdout__, a raw write to fd 1 and C printf.
@@ -609,3 +630,50 @@ def test_any_allocator_failure_is_out_of_memory() -> None:
     assert out_of_memory(ImportError("libtorch_cpu.so: failed to map segment from shared object"), "hello",
                          "cpu") is not None
     assert out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"), "reconstruct", "cpu") is None
+    # torch's C++ check names its source line, which means nothing to the user
+    enforce = RuntimeError("[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: not enough memory: you "
+                           "tried to allocate 1152921504606846976 bytes.")
+    found = out_of_memory(enforce, "reconstruct", "cpu")
+    assert found is not None and "enforce fail" not in found.message and "alloc_cpu.cpp" not in found.message
+    assert "not enough memory: you tried to allocate" in found.message
+    assert found.message.startswith("reconstruct ran out of memory on cpu: DefaultCPUAllocator: not enough memory")
+    found = out_of_memory(real.value, "reconstruct", "cpu")
+    assert found is not None and found.message.startswith("reconstruct ran out of memory on cpu: DefaultCPUAllocator")
+
+
+class _DyingWorker(WorkerClient):
+    """A real process that answers like a worker, then writes `last_words` to stderr and exits 1,
+    as libgomp and OpenBLAS do when an allocation fails inside them (no signal, no MemoryError)."""
+
+    def __init__(self, last_words: str) -> None:
+        super().__init__(PYTHON)
+        self.last_words = last_words
+
+    def _command(self) -> tuple[list[str], dict[str, str]]:
+        script = ("import json, sys\n"
+                  "print(json.dumps({'type': 'ready', 'protocol': %d, 'pid': 1}), flush=True)\n"
+                  "for line in sys.stdin:\n"
+                  "    rid = json.loads(line)['id']\n"
+                  "    if json.loads(line)['type'] == 'cancel':\n"
+                  "        print(json.dumps({'type': 'ack', 'id': rid, 'request': 'cancel', 'detail': ''}), flush=True)\n"
+                  "        continue\n"
+                  "    sys.stderr.write(%r + '\\n')\n"
+                  "    sys.exit(1)\n") % (p.PROTOCOL_VERSION, self.last_words)
+        return [PYTHON, "-c", script], dict(os.environ)
+
+
+@pytest.mark.parametrize("last_words", ["libgomp: Out of memory allocating 8589934592 bytes",
+                                        "OpenBLAS : Memory allocation failed",
+                                        "BLAS : Program is Terminated. Because you tried to allocate too many memory "
+                                        "regions."])
+def test_memory_running_out_inside_openblas_or_libgomp_is_out_of_memory(last_words: str) -> None:
+    client = _DyingWorker(last_words)
+    client.start()
+    try:
+        assert isinstance(client.wait(client.cancel(), timeout=TIMEOUT), p.AckEvent)  # it has answered
+        with pytest.raises(WorkerError) as caught:
+            client.wait(client.hello(), timeout=TIMEOUT)
+    finally:
+        client.shutdown(timeout=5)
+    assert "ran out of memory" in caught.value.message and "exited with code 1" in caught.value.message, caught.value
+    assert last_words in caught.value.hint

@@ -36,7 +36,8 @@ from .ply import write_points_ply
 from .splat_ply import require_gaussians, write_gaussians_ply, write_splat
 from .spz import write_spz
 
-__all__ = ["FORMATS", "GAUSSIAN_FORMATS", "ExportError", "UnknownFormatError", "export", "needing_gaussians", "parse_formats"]
+__all__ = ["FORMATS", "GAUSSIAN_FORMATS", "ExportError", "UnknownFormatError", "export", "needing_gaussians",
+           "output_name", "parse_formats"]
 
 _WRITERS: dict[str, tuple[str, Callable[[Bundle, np.ndarray, Path], Path]]] = {
     "ply": ("points.ply", write_points_ply),
@@ -53,6 +54,11 @@ FORMATS: tuple[str, ...] = tuple(_WRITERS)
 
 GAUSSIAN_FORMATS: tuple[str, ...] = ("gaussians", "splat", "gltf-splats", "spz")
 """The formats that need the bundle's Gaussian parameters."""
+
+
+def output_name(fmt: str) -> str:
+    """The file (or, for ``colmap``, folder) name format `fmt` writes in the export folder."""
+    return _WRITERS[fmt][0]
 
 
 def needing_gaussians(formats: Iterable[str]) -> list[str]:

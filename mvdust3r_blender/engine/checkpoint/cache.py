@@ -54,8 +54,9 @@ def _cache_root(cache_dir: Optional[PathLike]) -> Path:
 
 def _source_stamp(source: Path) -> dict[str, str]:
     stat = source.stat()
+    # ctime too: an edit in place at the same size with its mtime set back (os.utime) still changes it
     return {"source_path": str(source.resolve()), "source_size": str(stat.st_size),
-            "source_mtime_ns": str(stat.st_mtime_ns)}
+            "source_mtime_ns": str(stat.st_mtime_ns), "source_ctime_ns": str(stat.st_ctime_ns)}
 
 
 def _read_cache(cache: Path, stamp: Mapping[str, str]) -> Optional[tuple[ModelConfig, dict[str, torch.Tensor]]]:
