@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, TextIO, Union
 
-from .core.atomic import atomic_file
+from .core.atomic import atomic_file, unwritable
 from .core.errors import OptionError
 from .core.exports import parse_formats
 from .core.remote import RemoteTarget
 from .reconstruction import fresh_file, reconstruct, save_blend, show_through_first_camera
-from .session import PathLike, PhotoSource, WorkerSettings, photo_list
+from .session import PathLike, PhotoSource, RunError, WorkerSettings, photo_list
 
 RECORD_VERSION = 1
 Scenes = Union[Sequence[PhotoSource], Mapping[str, PhotoSource]]
@@ -159,7 +159,9 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
         raise OptionError("nothing to write", "ask for a .blend (blend=True) or export formats")
     settings = WorkerSettings.resolve(python, checkpoint, device, remote, ssh_command, precision)
     folder = Path(out_dir).absolute()
-    folder.mkdir(parents=True, exist_ok=True)
+    problem = unwritable(folder / "scene.json")  # every scene writes its record there
+    if problem is not None:
+        raise RunError(problem[0].replace(f"{folder / 'scene.json'}", str(folder)), problem[1])
     wanted = (["blend"] if blend else []) + list(dict.fromkeys(formats))
     named = scene_names(scenes)
     report = BatchReport(out_dir=folder, scenes=[])

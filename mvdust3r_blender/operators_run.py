@@ -14,22 +14,27 @@ from typing import TYPE_CHECKING, Any, Iterable
 import bpy
 
 from . import run
-from .core.photos import IMAGE_EXTENSIONS
+from .core.photos import IMAGE_EXTENSIONS, display_name, skipped_message, unsupported_photos
 from .session import POLL_INTERVAL, SESSION, RunError, SetupError, folder_photos
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
 
 
-def add_photos(settings: Any, paths: Iterable[str]) -> tuple[int, list[str]]:
+def add_photos(settings: Any, paths: Iterable[str]) -> tuple[int, list[str], list[str]]:
     """Append image files to the scene's photo list, skipping ones already there.
 
-    Returns (how many were added, the paths skipped because they are not images).
+    Returns (how many were added, the paths skipped because they are not images, the paths skipped
+    because their names are not UTF-8: Blender's strings cannot hold them, so they are left out
+    before anything is added and the other photos still are).
     """
     present = {bpy.path.abspath(p.filepath) for p in settings.photos}
-    added, rejected = 0, []
+    added, rejected, unnamable = 0, [], []
     for path in paths:
         absolute = os.path.abspath(bpy.path.abspath(path))
+        if display_name(absolute) != absolute:
+            unnamable.append(absolute)
+            continue
         if not absolute.lower().endswith(IMAGE_EXTENSIONS) or not os.path.isfile(absolute):
             rejected.append(absolute)
             continue
@@ -42,7 +47,12 @@ def add_photos(settings: Any, paths: Iterable[str]) -> tuple[int, list[str]]:
         added += 1
     if added:
         settings.photo_index = len(settings.photos) - 1
-    return added, rejected
+    return added, rejected, unnamable
+
+
+def _names(paths: list[str]) -> str:
+    """Up to five file names, shown as valid UTF-8."""
+    return ", ".join(display_name(os.path.basename(p)) for p in paths[:5]) + (", ..." if len(paths) > 5 else "")
 
 
 def _settings(context: bpy.types.Context) -> Any:
@@ -79,19 +89,30 @@ class MVDUST3R_BLENDER_OT_add_photos(bpy.types.Operator):
         if folder is None:
             self.report({"ERROR"}, "No photos chosen: pick image files or a folder")
             return {"CANCELLED"}
+        skipped: list[Path] = []
         if names:
             paths = [str(folder / name) for name in names]
         elif folder.is_dir():  # a folder without a selection: all of its images, in name order
-            paths = folder_photos(folder)
+            try:
+                paths = folder_photos(folder)
+            except OSError as exc:
+                self.report({"ERROR"}, f"Cannot list the folder '{display_name(str(folder))}': {exc.strerror or exc}")
+                return {"CANCELLED"}
+            skipped = unsupported_photos(folder)
         else:
-            self.report({"ERROR"}, f"The folder '{folder}' does not exist")
+            self.report({"ERROR"}, f"The folder '{display_name(str(folder))}' does not exist")
             return {"CANCELLED"}
-        added, rejected = add_photos(_settings(context), paths)
+        added, rejected, unnamable = add_photos(_settings(context), paths)
         if rejected:
-            self.report({"WARNING"}, f"Skipped {len(rejected)} file(s) that are not images: "
-                                     f"{', '.join(os.path.basename(p) for p in rejected[:5])}")
-        if not added and not rejected:
-            self.report({"WARNING"}, f"No new images in {folder}")
+            self.report({"WARNING"}, f"Skipped {len(rejected)} file(s) that are not images: {_names(rejected)}")
+        if unnamable:
+            self.report({"WARNING"}, f"Skipped {len(unnamable)} photo(s) whose file names are not valid UTF-8, "
+                                     f"which Blender cannot hold: {_names(unnamable)}; rename them to use them")
+        if skipped:
+            message = skipped_message(skipped)
+            self.report({"WARNING"}, message[0].upper() + message[1:])
+        if not added and not (rejected or unnamable or skipped):
+            self.report({"WARNING"}, f"No new images in {display_name(str(folder))}")
             return {"CANCELLED"}
         self.report({"INFO"}, f"Added {added} photo(s); {len(_settings(context).photos)} in the list")
         return {"FINISHED"} if added else {"CANCELLED"}

@@ -14,6 +14,7 @@ out of range), ``WorkerError`` (the worker failed or died), ``BundleError`` (an 
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import tempfile
 import time
@@ -26,13 +27,14 @@ from typing import Any, Optional, Union
 import bpy
 
 from . import run, session
-from .core.atomic import atomic_file
+from .core.atomic import atomic_file, unwritable, write_failure
 from .core.bundle import Bundle, read_bundle
-from .core.confidence import DEFAULT_DROP_PERCENT, ConfidenceCut
+from .core.confidence import DEFAULT_DROP_PERCENT, make_cut
 from .core.exports import export as export_bundle
+from .core.photos import skipped_message, unsupported_photos
 from .core.protocol import Event, ProgressEvent, ResultEvent
 from .import_options import ImportOptions
-from .importers.scene import ImportResult, import_bundle
+from .importers.scene import ImportResult, bundle_warning_lines, import_bundle
 from .core.remote import RemoteTarget
 from .session import SESSION, PathLike, PhotoSource, RunError, WorkerSettings
 
@@ -54,6 +56,7 @@ class Result:
     model_reused: bool = False        # the checkpoint was already loaded in the worker
     loads: int = 0                    # checkpoints the worker had loaded after this request
     exports: dict[str, Path] = field(default_factory=dict)  # format -> what the worker wrote
+    warnings: list[str] = field(default_factory=list)       # photos skipped, degenerate input, ... (and the import's)
 
     @property
     def collection(self) -> Optional[bpy.types.Collection]:
@@ -104,6 +107,8 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
         warnings.warn("reconstruct(min_conf=) is deprecated: use min_confidence=", DeprecationWarning, stacklevel=2)
         import_options.setdefault("min_confidence", min_conf)
     paths = session.photo_list(photos)
+    skipped = [skipped_message(found)] if isinstance(photos, (str, os.PathLike)) and \
+        (found := unsupported_photos(Path(photos))) else []
     options = ImportOptions.from_keywords(points=import_points, cameras=import_cameras,
                                           gaussians=import_gaussians, **import_options)
     settings = WorkerSettings.resolve(python, checkpoint, device, remote, ssh_command, precision)
@@ -113,8 +118,9 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
         raise RunError("there is no scene to import into", "pass scene=")
     if run.active() is not None:
         raise RunError("a reconstruction started from the panel is running", "wait for it or cancel it first")
+    if output is not None and (problem := unwritable(Path(output))) is not None:
+        raise RunError(*problem)  # before the job: never minutes of work, then nowhere to put it
     bundle_path = Path(output) if output is not None else Path(tempfile.mkdtemp(dir=results_folder())) / "bundle.npz"
-    bundle_path.parent.mkdir(parents=True, exist_ok=True)
     plan = session.plan_run(paths, settings, bundle_path, reference_view=reference_view,
                             pose_drop_percent=pose_drop_percent, focal=focal,
                             import_gaussians=import_gaussians, exports=exports,
@@ -138,12 +144,15 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
     result = Result(bundle_path=Path(final.bundle), photos=paths, views=final.views, points=final.points,
                     timings=dict(final.timings), imported=None, worker_pid=client.pid,
                     model_reused=final.model_reused, loads=final.loads,
-                    exports={name: Path(path) for name, path in final.exports.items()})
+                    exports={name: Path(path) for name, path in final.exports.items()}, warnings=skipped)
     if importing:
         assert target is not None
         started = time.perf_counter()
         result.imported = import_bundle(result.bundle_path, options, target)
         result.timings["import"] = time.perf_counter() - started
+        result.warnings += result.imported.warnings
+    else:
+        result.warnings += bundle_warning_lines(read_bundle(result.bundle_path))
     return result
 
 
@@ -158,8 +167,7 @@ def export(result_or_bundle: Union[Result, Bundle, PathLike], formats: Sequence[
     if min_conf is not None:
         warnings.warn("export(min_conf=) is deprecated: use min_confidence=", DeprecationWarning, stacklevel=2)
         min_confidence = min_conf if min_confidence is None else min_confidence
-    cut = ConfidenceCut(min_confidence=min_confidence) if confidence_drop_percent is None else \
-        ConfidenceCut(confidence_drop_percent=confidence_drop_percent, min_confidence=min_confidence)
+    cut = make_cut(confidence_drop_percent, min_confidence)
     if isinstance(result_or_bundle, Result):
         bundle = read_bundle(result_or_bundle.bundle_path)
     elif isinstance(result_or_bundle, Bundle):
@@ -202,12 +210,18 @@ def save_blend(path: PathLike) -> Path:
     """Save the open file as a copy at `path`, atomically (a crash never leaves half a file there
     for a resumed batch to mistake for a finished scene)."""
     final = Path(path).absolute()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(final) as partial:
-        partial.unlink()  # else Blender keeps the empty placeholder as a '.blend1' backup
-        result = bpy.ops.wm.save_as_mainfile(filepath=str(partial), copy=True, check_existing=False)
-        if result != {"FINISHED"}:
-            raise OSError(f"Blender could not write '{partial}'")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(final) as partial:
+            partial.unlink()  # else Blender keeps the empty placeholder as a '.blend1' backup
+            try:
+                result = bpy.ops.wm.save_as_mainfile(filepath=str(partial), copy=True, check_existing=False)
+            except RuntimeError as exc:  # Blender's message names the hidden temporary file, not the user's
+                raise OSError(f"Blender could not write it ({exc})".replace(str(partial), str(final))) from None
+            if result != {"FINISHED"}:
+                raise OSError("Blender could not write it")
+    except OSError as exc:
+        raise RunError(*write_failure(final, exc)) from None
     return final
 
 

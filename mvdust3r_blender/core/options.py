@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
 import sys
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .confidence import DEFAULT_DROP_PERCENT, ConfidenceCut, check_drop_percent
+from .confidence import DEFAULT_DROP_PERCENT, ConfidenceCut, check_drop_percent, make_cut
 from .errors import OptionError
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
@@ -25,6 +26,27 @@ FOCAL_CHOICES = ("auto", "estimate")
 """What ``focal`` accepts besides a focal length in mm (35 mm equivalent), e.g. ``"26"``."""
 FOCAL_MM_RANGE = (4.0, 2000.0)
 """Plausible 35 mm-equivalent focal lengths (a 158° to 1.2° diagonal field of view)."""
+
+
+def check_number(name: str, value: object, *, above: Optional[float] = None, at_least: Optional[float] = None,
+                 below: Optional[float] = None, at_most: Optional[float] = None, hint: str = "") -> float:
+    """`value` as a finite float within the bounds given (`above`/`below` exclusive, `at_least`/`at_most`
+    inclusive); :class:`OptionError` naming `name` otherwise. The one check of every numeric option, at
+    every entry point (API keywords, operator properties, both command lines, the worker's request):
+    NaN, infinity, a bool or a non-number never get past it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise OptionError(f"{name}={value!r} is not a number", hint or "give a finite number")
+    number = float(value)
+    checks = [(bound, sign, ok) for bound, sign, ok in (
+        (above, ">", above is None or number > above), (at_least, ">=", at_least is None or number >= at_least),
+        (below, "<", below is None or number < below), (at_most, "<=", at_most is None or number <= at_most))
+        if bound is not None]
+    limits = " and ".join(f"{sign} {bound:g}" for bound, sign, _ in checks)
+    if not math.isfinite(number):
+        raise OptionError(f"{name}={value!r} is not a finite number", hint or f"give a number {limits}".rstrip())
+    if not all(ok for _, _, ok in checks):
+        raise OptionError(f"{name}={value!r} is out of range: it must be {limits}", hint)
+    return number
 
 
 def check_focal(value: object) -> str:
@@ -123,7 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, export_help: str, checkpoi
                         help="the cameras' focal length: auto (from EXIF when plausible, else estimated), estimate "
                              "(always from the points), or MM, a 35 mm-equivalent focal length for every photo "
                              "(only the poses are solved)")
-    parser.add_argument("--confidence-drop-percent", type=float, default=DEFAULT_DROP_PERCENT, metavar="P",
+    parser.add_argument("--confidence-drop-percent", type=float, default=None, metavar="P",
                         help=f"share of least-confident points left out of the import and exports (default {DEFAULT_DROP_PERCENT:g})")
     parser.add_argument("--min-confidence", type=float, default=None, metavar="C",
                         help="leave out points below this absolute confidence instead (the network's are >= 1)")
@@ -140,4 +162,4 @@ def options_from_arguments(args: argparse.Namespace, *, gaussians: bool) -> Reco
 
 def cut_from_arguments(args: argparse.Namespace) -> ConfidenceCut:
     """The :class:`ConfidenceCut` that :func:`add_arguments`' options chose."""
-    return ConfidenceCut(confidence_drop_percent=args.confidence_drop_percent, min_confidence=args.min_confidence)
+    return make_cut(args.confidence_drop_percent, args.min_confidence)

@@ -9,12 +9,32 @@ from pathlib import Path
 from typing import Any, Optional
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
+UNSUPPORTED_EXTENSIONS = (".heic", ".heif", ".avif", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf")
+"""Photo formats cameras and phones write that the worker cannot decode (HEIC/AVIF, raw files): a
+folder's are skipped and named (:func:`skipped_message`), never silently."""
 EXIF_ORIENTATION = 0x0112
 
 
 def folder_photos(folder: Path) -> list[Path]:
     """The image files in `folder` (by extension, any case), sorted by name; not recursive."""
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def unsupported_photos(folder: Path) -> list[Path]:
+    """The photos in `folder` that :func:`folder_photos` leaves out because they cannot be read
+    (:data:`UNSUPPORTED_EXTENSIONS`), sorted by name; [] when the folder cannot be listed."""
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in UNSUPPORTED_EXTENSIONS)
+    except OSError:
+        return []
+
+
+def skipped_message(skipped: Sequence[Path]) -> str:
+    """``skipped 2 photos this add-on cannot read (HEIC, raw): a.heic, b.heic; convert them to JPEG or PNG``."""
+    kinds = sorted({p.suffix.lower().lstrip(".").upper() for p in skipped})
+    names = ", ".join(display_name(p.name) for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+    return (f"skipped {len(skipped)} photo{'s' if len(skipped) != 1 else ''} in a format this add-on cannot read "
+            f"({', '.join(kinds)}): {names}; convert them to JPEG or PNG to use them")
 
 
 UNREADABLE_HINT = "remove or replace those files (JPEG, PNG, WebP, TIFF or BMP)"

@@ -133,7 +133,9 @@ def open_checkpoint(path: PathLike, cache_dir: Optional[PathLike] = None) -> Ope
     source = Path(path).expanduser()
     if _sniff(source) == "safetensors":
         config, tensors = _read_weights_file(source)
-        return OpenedCheckpoint(source, _empty_checked_model(config, tensors, str(source)), tensors)
+        model = _empty_checked_model(config, tensors, str(source))
+        _refuse_non_finite(tensors, str(source))
+        return OpenedCheckpoint(source, model, tensors)
     model, tensors = _load_through_cache(source, _cache_root(cache_dir))
     return OpenedCheckpoint(source, model, tensors)
 
@@ -193,7 +195,36 @@ def read_checkpoint(path: PathLike) -> RawCheckpoint:
         raise CheckpointError(
             f"{source} has no constructor string (args.model), so its head counts are unknown",
             f"supported: {supported_files_text()}")
-    return RawCheckpoint(source, dict(state_dict), model_string)
+    return RawCheckpoint(source, _without_wrapper_prefix(state_dict), model_string)
+
+
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+"""What ``torch.nn.DataParallel`` / ``DistributedDataParallel`` (``module.``) and ``torch.compile``
+(``_orig_mod.``) put before every key of the network they wrap when it is saved through them."""
+
+
+def _without_wrapper_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state_dict` with a wrapper's prefix removed when every key carries it (the same network's
+    weights, saved from a multi-GPU training or a compiled model); otherwise unchanged."""
+    result = dict(state_dict)
+    for _ in _WRAPPER_PREFIXES:  # a compiled model inside DataParallel carries both
+        prefix = next((p for p in _WRAPPER_PREFIXES if result and all(k.startswith(p) for k in result)), None)
+        if prefix is None:
+            break
+        result = {key[len(prefix):]: value for key, value in result.items()}
+    return result
+
+
+def _refuse_non_finite(tensors: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`CheckpointError` naming `source` and the first weights that hold NaN or infinity
+    (a diverged training saved anyway): such a network's every output is NaN, so it is refused at
+    load, not blamed on the bundle at the end of a run."""
+    bad = [key for key, tensor in tensors.items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise CheckpointError(f"{source}: {len(bad)} weight tensor{'s' if len(bad) != 1 else ''} hold NaN or "
+                              f"infinite values ({', '.join(bad[:_FIRST_FEW])}{', ...' if len(bad) > _FIRST_FEW else ''})",
+                              "the training that saved it diverged; use an earlier checkpoint or the released one")
 
 
 @contextlib.contextmanager
@@ -588,6 +619,7 @@ def _load_through_cache(source: Path, cache_root: Path) -> tuple[MultiViewModel,
     raw = read_checkpoint(source)
     config = config_from_checkpoint(raw.state_dict, raw.model_string, str(source))
     model = _empty_checked_model(config, raw.state_dict, str(source))
+    _refuse_non_finite(raw.state_dict, str(source))  # once, before the cache: a cache holds checked weights
     tensors = raw.state_dict
     del raw
     needed = sum(t.nbytes for t in tensors.values()) + (1 << 20)

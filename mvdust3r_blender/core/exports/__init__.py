@@ -24,7 +24,7 @@ import numpy as np
 
 from ..atomic import write_failure
 from ..bundle import Bundle
-from ..confidence import ConfidenceCut
+from ..confidence import ConfidenceCut, empty_cut_warning
 from ..errors import OptionError
 from .atomic import writable_folder
 from .colmap import require_photos, write_colmap
@@ -57,9 +57,17 @@ def needing_gaussians(formats: Iterable[str]) -> list[str]:
     return [f for f in GAUSSIAN_FORMATS if f in wanted]
 
 
-def parse_formats(words: Iterable[str]) -> list[str]:
+def parse_formats(words: Iterable[str] | str) -> list[str]:
     """Format names from command-line words, each a name or a comma-separated list (``ply,glb`` and
-    ``ply glb`` both work), in order, without repeats; ``OptionError`` names an unknown one."""
+    ``ply glb`` both work), in order, without repeats; ``OptionError`` names an unknown one. One
+    string is one word (``exports="ply"`` is the PLY format, not the letters p, l, y)."""
+    if isinstance(words, str):
+        words = [words]
+    elif not isinstance(words, Iterable):
+        raise OptionError(f"exports={words!r} is not a list of format names", f"choose from {', '.join(FORMATS)}")
+    words = list(words)
+    if not all(isinstance(word, str) for word in words):
+        raise OptionError(f"exports={words!r} is not a list of format names", f"choose from {', '.join(FORMATS)}")
     names = [name.strip() for word in words for name in word.split(",") if name.strip()]
     unknown = [name for name in names if name not in _WRITERS]
     if unknown:
@@ -67,7 +75,7 @@ def parse_formats(words: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def export(bundle: Bundle, formats: Iterable[str], out_dir: str | Path, *,
+def export(bundle: Bundle, formats: Iterable[str] | str, out_dir: str | Path, *,
            cut: ConfidenceCut = ConfidenceCut()) -> dict[str, Path]:
     """Write `bundle` in each of `formats` (names from :data:`FORMATS`) into `out_dir`.
 
@@ -76,7 +84,7 @@ def export(bundle: Bundle, formats: Iterable[str], out_dir: str | Path, *,
     written; each file or folder then appears atomically, replacing an older one of that name.
     Raises :class:`ExportError` naming the format, file or folder at fault.
     """
-    wanted = list(dict.fromkeys(formats))
+    wanted = list(dict.fromkeys([formats] if isinstance(formats, str) else formats))
     unknown = [f for f in wanted if f not in _WRITERS]
     if unknown or not wanted:
         what = f"unknown export format {', '.join(map(repr, unknown))}" if unknown else "no export format given"
@@ -85,6 +93,10 @@ def export(bundle: Bundle, formats: Iterable[str], out_dir: str | Path, *,
         require_gaussians(bundle)
     if "colmap" in wanted:
         require_photos(bundle)
+    empty = empty_cut_warning(cut, bundle.conf)
+    if empty is not None:  # a 0-point file is never what was wanted
+        raise ExportError(f"nothing to export to {Path(out_dir)}: {empty}", "lower min_confidence, or give a "
+                          "share of points to leave out (confidence_drop_percent) instead")
     folder = writable_folder(Path(out_dir))
     keep = cut.keep(bundle.conf)
     written: dict[str, Path] = {}
