@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 from .errors import OptionError
+from .numeric import check_number
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,8 +32,6 @@ DEFAULT_DROP_PERCENT = 3.0
 
 def check_drop_percent(name: str, value: float) -> float:
     """`value` as a float share in [0, 100); :class:`OptionError` naming `name` otherwise."""
-    from .options import check_number  # options imports this module: the one numeric check lives there
-
     return check_number(name, value, at_least=0.0, below=100.0,
                         hint="give a percentage from 0 (keep all) to below 100")
 
@@ -87,8 +86,6 @@ class ConfidenceCut:
     def __post_init__(self) -> None:
         check_drop_percent("confidence_drop_percent", self.confidence_drop_percent)
         if self.min_confidence is not None:
-            from .options import check_number
-
             check_number("min_confidence", self.min_confidence,
                          hint="give an absolute confidence (the network's are >= 1), or leave it unset")
 

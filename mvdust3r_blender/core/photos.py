@@ -87,3 +87,13 @@ def exif_orientation(img: Any) -> int:
         return int(img.getexif().get(EXIF_ORIENTATION, 1))
     except (ValueError, TypeError, OSError, SyntaxError):
         return 1
+
+
+def upright(pixels: Any, orientation: int) -> Any:
+    """`pixels` (an array [rows, columns, ...], the first row the top of the stored image) as the photo
+    is meant to be seen under EXIF `orientation` (what Pillow's ``exif_transpose`` does): the Blender
+    side shows a phone's portrait photo upright with this, since Blender itself ignores EXIF
+    orientation. Only array views (flips, transposes), so numpy is not imported here."""
+    turned = pixels.swapaxes(0, 1)
+    return {2: pixels[:, ::-1], 3: pixels[::-1, ::-1], 4: pixels[::-1], 5: turned, 6: turned[:, ::-1],
+            7: turned[::-1, ::-1], 8: turned[::-1]}.get(orientation, pixels)

@@ -26,6 +26,7 @@ would clip it to white); palette, grey, CMYK convert to RGB.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import threading
@@ -128,6 +129,8 @@ class PreparedPhoto:
     crop_box: tuple[float, float, float, float]   # (x0,y0,x1,y1) in photo pixels, [0,W]×[0,H]
     approximate: bool = False                     # decoded at reduced scale (huge JPEG, see module doc)
     camera: Optional[PhotoCamera] = None          # what its EXIF says about its camera
+    orientation: int = 1                          # EXIF orientation (1-8) applied to the stored pixels
+    digest: str = ""                              # SHA-256 of the file's bytes (byte-identical photos)
 
     @property
     def camera_key(self) -> tuple[object, ...]:
@@ -181,7 +184,9 @@ def load_photo(path: str | os.PathLike[str], size: tuple[int, int],
     with Image.open(path) as opened:
         stored_w, stored_h = opened.size
         camera = read_camera(opened)
-        swapped = exif_orientation(opened) in _SWAPPING_ORIENTATIONS
+        orientation = exif_orientation(opened)
+        orientation = orientation if 1 <= orientation <= 8 else 1
+        swapped = orientation in _SWAPPING_ORIENTATIONS
         photo_w, photo_h = (stored_h, stored_w) if swapped else (stored_w, stored_h)
         approximate = False
         if opened.format in ("JPEG", "MPO") and stored_w * stored_h > max_exact_pixels:
@@ -198,7 +203,16 @@ def load_photo(path: str | os.PathLike[str], size: tuple[int, int],
     x0, y0, x1, y1 = plan.crop
     return PreparedPhoto(path=str(path), image=crop, photo_size=(photo_w, photo_h),
                          crop_box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy), approximate=approximate,
-                         camera=camera)
+                         camera=camera, orientation=orientation, digest=file_digest(path))
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB pieces."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while piece := f.read(1 << 20):
+            sha.update(piece)
+    return sha.hexdigest()
 
 
 def _decoders() -> ThreadPoolExecutor:

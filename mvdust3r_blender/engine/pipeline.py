@@ -35,6 +35,7 @@ from .errors import Cancelled, CheckpointError, InputError
 from .focal import known_focal
 from .gaussians import SCALE_MAX, SCALE_MIN, gaussian_fields
 from .images import PendingPhotos, PreparedPhoto, load_photos, network_input
+from .photo_checks import drop_duplicates, photo_warnings
 from .model import Precision
 from .precision import numerics, plan_for
 from .prediction import Prediction
@@ -111,7 +112,19 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
     report("load", 0.0)
     loaded = load_photos(paths, config.img_size, cancel=cancel,
                          progress=lambda f: report("load", f), pending=pending)
-    order = reference_order(len(loaded), options.reference_view)
+    kept, dropped = drop_duplicates(loaded)
+    reference_view = options.reference_view
+    if len(kept) < len(loaded):
+        if reference_view is not None:  # a left-out duplicate stands for its twin, the kept one
+            twin = next(i for i in kept if loaded[i].digest == loaded[reference_view].digest)
+            reference_view = kept.index(twin)
+        loaded = [loaded[i] for i in kept]
+        if len(loaded) < config.min_views:
+            raise InputError(f"only {len(loaded)} different photos remain once the byte-identical copies are left "
+                             f"out ({'; '.join(w.message for w in dropped)})",
+                             f"give at least {config.min_views} different photos of the scene")
+    warnings = [w.as_meta() for w in (*dropped, *photo_warnings(loaded, config.img_size, options.focal))]
+    order = reference_order(len(loaded), reference_view)
     back = inverse_order(order)
     images = np.stack([p.image for p in loaded])                              # user order
     timings["load"] = time.perf_counter() - started
@@ -184,6 +197,8 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
         "pose_inliers": [int(cams.inliers[back[u]]) for u in range(len(loaded))],
         "camera_warnings": [{"views": sorted(int(order[v]) for v in w.views), "message": w.message}
                             for w in cams.warnings],
+        "photo_warnings": warnings,
+        "photo_orientation": [int(p.orientation) for p in loaded],
         "approximate_photos": [p.path for p in loaded if p.approximate],
         "timings": {k: round(v, 4) for k, v in timings.items()},
         "device": str(device),

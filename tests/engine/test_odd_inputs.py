@@ -9,6 +9,7 @@ import json
 import math
 import os
 import subprocess
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from mvdust3r_blender.core.atomic import unwritable
 from mvdust3r_blender.core.bundle import BundleError, read_bundle, write_bundle
 from mvdust3r_blender.core.confidence import ConfidenceCut, make_cut
 from mvdust3r_blender.core.errors import OptionError
-from mvdust3r_blender.core.exports import ExportError, export, parse_formats
+from mvdust3r_blender.core.exports import EmptyExportWarning, export, parse_formats
 from mvdust3r_blender.core.options import add_arguments, check_number, cut_from_arguments
 from mvdust3r_blender.engine import checkpoint as ck
 from mvdust3r_blender.engine.errors import CheckpointError
@@ -69,12 +70,17 @@ def test_a_cut_given_both_ways_is_refused() -> None:
     assert cut_from_arguments(parser.parse_args([])).confidence_drop_percent == 3.0
 
 
-def test_a_cut_above_every_confidence_writes_no_empty_export(tmp_path: Path) -> None:
+def test_a_cut_above_every_confidence_is_said_not_silent(tmp_path: Path) -> None:
     bundle = make_bundle()  # confidences in [1, 2)
-    with pytest.raises(ExportError, match=r"min_confidence=50 leaves out every point: the highest confidence is 2"):
+    with pytest.warns(EmptyExportWarning, match=r"exports hold no points: min_confidence=50 leaves out every "
+                                                r"point: the highest confidence is 2"):
         export(bundle, ["ply"], tmp_path / "out", cut=ConfidenceCut(min_confidence=50))
-    assert not (tmp_path / "out").exists()  # checked before anything was written
-    assert export(bundle, ["ply"], tmp_path / "out", cut=ConfidenceCut(min_confidence=1.5))["ply"].is_file()
+    said: list[str] = []
+    export(bundle, ["glb"], tmp_path / "out", cut=ConfidenceCut(min_confidence=50), on_warning=said.append)
+    assert len(said) == 1 and str(tmp_path / "out") in said[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        export(bundle, ["ply"], tmp_path / "out", cut=ConfidenceCut(min_confidence=1.5))
 
 
 def test_one_export_name_as_a_string_is_one_format(tmp_path: Path) -> None:

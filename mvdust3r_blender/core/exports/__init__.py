@@ -19,7 +19,10 @@ Every format exports the same points: those passing the :class:`~..confidence.Co
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+import warnings
 from pathlib import Path
+from typing import Optional
+
 import numpy as np
 
 from ..atomic import write_failure
@@ -33,7 +36,7 @@ from .glb import write_glb
 from .ply import write_points_ply
 from .splat_ply import require_gaussians, write_gaussians_ply, write_splat
 
-__all__ = ["FORMATS", "GAUSSIAN_FORMATS", "ExportError", "export", "needing_gaussians", "parse_formats"]
+__all__ = ["FORMATS", "GAUSSIAN_FORMATS", "EmptyExportWarning", "ExportError", "export", "needing_gaussians", "parse_formats"]
 
 _WRITERS: dict[str, tuple[str, Callable[[Bundle, np.ndarray, Path], Path]]] = {
     "ply": ("points.ply", write_points_ply),
@@ -75,14 +78,23 @@ def parse_formats(words: Iterable[str] | str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+class EmptyExportWarning(UserWarning):
+    """The cut leaves out every point, so the exports hold cameras only."""
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, EmptyExportWarning, stacklevel=3)
+
+
 def export(bundle: Bundle, formats: Iterable[str] | str, out_dir: str | Path, *,
-           cut: ConfidenceCut = ConfidenceCut()) -> dict[str, Path]:
+           cut: ConfidenceCut = ConfidenceCut(), on_warning: Optional[Callable[[str], None]] = None) -> dict[str, Path]:
     """Write `bundle` in each of `formats` (names from :data:`FORMATS`) into `out_dir`.
 
     Returns {format name: path written} (a folder for ``colmap``). Points that do not pass `cut`
     are left out of every format. Everything that can be checked is checked before the first file is
     written; each file or folder then appears atomically, replacing an older one of that name.
-    Raises :class:`ExportError` naming the format, file or folder at fault.
+    Raises :class:`ExportError` naming the format, file or folder at fault. A cut that leaves out
+    every point is said through `on_warning` (default: an :class:`EmptyExportWarning`).
     """
     wanted = list(dict.fromkeys([formats] if isinstance(formats, str) else formats))
     unknown = [f for f in wanted if f not in _WRITERS]
@@ -94,9 +106,8 @@ def export(bundle: Bundle, formats: Iterable[str] | str, out_dir: str | Path, *,
     if "colmap" in wanted:
         require_photos(bundle)
     empty = empty_cut_warning(cut, bundle.conf)
-    if empty is not None:  # a 0-point file is never what was wanted
-        raise ExportError(f"nothing to export to {Path(out_dir)}: {empty}", "lower min_confidence, or give a "
-                          "share of points to leave out (confidence_drop_percent) instead")
+    if empty is not None:  # the cameras are still worth writing, but a 0-point file is never silent
+        (on_warning or _warn)(f"{Path(out_dir)}: the exports hold no points: {empty}")
     folder = writable_folder(Path(out_dir))
     keep = cut.keep(bundle.conf)
     written: dict[str, Path] = {}
