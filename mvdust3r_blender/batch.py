@@ -3,9 +3,11 @@
 One worker serves every scene (the model loads once). Each scene starts from an empty file,
 is reconstructed and imported, and gets ``<out_dir>/<name>.blend`` (saved atomically) and/or its
 exports in ``<out_dir>/<name>/``. A scene is finished when its record ``<out_dir>/<name>.json``
-exists, lists the same photos and every output asked for, and those outputs exist: the record is
-written last, so a crash mid-scene leaves none and a re-run does the scene again, while finished
-scenes are skipped (resume). A failed scene is reported and the batch goes on. Progress goes to
+exists, lists every output asked for, those outputs exist, and its stamp — what made the result:
+each photo's path and SHA-256, the checkpoint's SHA-256, the options and the precision — equals
+this run's: the record is written last, so a crash mid-scene leaves none and a re-run does the
+scene again, while finished scenes are skipped (resume). A photo edited in place, another
+checkpoint at the same path or a changed option makes the scene run again. A failed scene is reported and the batch goes on. Progress goes to
 `log` (stderr), a summary table at the end.
 
 Note for interactive use: with ``blend=True`` the open file is replaced by each scene's.
@@ -27,11 +29,13 @@ from typing import Any, Optional, TextIO, Union
 from .core.atomic import atomic_file, unwritable
 from .core.errors import OptionError
 from .core.exports import parse_formats
+from .core.photos import file_digest
 from .core.remote import RemoteTarget
 from .reconstruction import fresh_file, reconstruct, save_blend, show_through_first_camera
 from .session import PathLike, PhotoSource, RunError, WorkerSettings, photo_list
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
+"""2: the record carries the stamp (version 1 records lack it, so their scenes are done again)."""
 Scenes = Union[Sequence[PhotoSource], Mapping[str, PhotoSource]]
 """Folders or photo lists (named after their folder), or {name: folder or photo list}."""
 
@@ -107,8 +111,8 @@ def scene_names(scenes: Scenes) -> list[tuple[str, PhotoSource]]:
     return result
 
 
-def _finished(record_path: Path, photos: list[str], wanted: Sequence[str]) -> Optional[dict[str, Any]]:
-    """The record of an earlier run that made every `wanted` output from these `photos`, else None."""
+def _finished(record_path: Path, stamp: dict[str, Any], wanted: Sequence[str]) -> Optional[dict[str, Any]]:
+    """The record of an earlier run that made every `wanted` output with this `stamp`, else None."""
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -116,15 +120,43 @@ def _finished(record_path: Path, photos: list[str], wanted: Sequence[str]) -> Op
     if not isinstance(record, dict):
         return None
     outputs = record.get("outputs", {})
-    if record.get("version") != RECORD_VERSION or record.get("photos") != photos:
+    if record.get("version") != RECORD_VERSION or record.get("stamp") != stamp or not isinstance(outputs, dict):
         return None
     if not all(k in outputs and Path(outputs[k]).exists() for k in wanted):
         return None
     return dict(record)
 
 
-def _write_record(path: Path, outcome: SceneOutcome, photos: list[str], timings: dict[str, float]) -> None:
-    record = {"version": RECORD_VERSION, "scene": outcome.name, "photos": photos, "views": outcome.views,
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _digest(path: str) -> str:
+    """SHA-256 of a file, remembered for this session by (path, size, modification time): a batch
+    hashes its checkpoint once, not once per scene."""
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = file_digest(path)
+    return _DIGESTS[key]
+
+
+def scene_stamp(photos: list[str], settings: WorkerSettings, options: Mapping[str, Any],
+                formats: Sequence[str]) -> dict[str, Any]:
+    """What a scene's result is made from: each photo (path and content), the checkpoint (its content;
+    on a remote machine, its path there), the options and the precision. JSON, for the record."""
+    checkpoint: dict[str, str] = {"path": str(settings.checkpoint)}
+    if settings.remote is None:
+        checkpoint["sha256"] = _digest(str(settings.checkpoint))
+    else:
+        checkpoint["remote"] = str(settings.remote)
+    return {"photos": [{"path": p, "sha256": file_digest(p)} for p in photos], "checkpoint": checkpoint,
+            "precision": settings.precision, "formats": list(formats),
+            "options": json.loads(json.dumps(dict(sorted(options.items())), default=str))}
+
+
+def _write_record(path: Path, outcome: SceneOutcome, stamp: dict[str, Any], timings: dict[str, float]) -> None:
+    record = {"version": RECORD_VERSION, "scene": outcome.name, "photos": [p["path"] for p in stamp["photos"]],
+              "stamp": stamp, "views": outcome.views,
               "points": outcome.points, "seconds": outcome.seconds, "timings": timings,
               "worker_pid": outcome.worker_pid, "model_reused": outcome.model_reused,
               "outputs": {k: str(v) for k, v in outcome.outputs.items()},
@@ -179,7 +211,8 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
         scene_started = time.perf_counter()
         try:
             photos = photo_list(source)
-            record = _finished(folder / f"{name}.json", photos, wanted) if resume else None
+            stamp = scene_stamp(photos, settings, options, formats)
+            record = _finished(folder / f"{name}.json", stamp, wanted) if resume else None
             if record is not None:
                 outcome.status = "skipped"
                 outcome.views, outcome.points = int(record["views"]), int(record["points"])
@@ -187,7 +220,7 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
                 outcome.outputs = {k: Path(v) for k, v in record["outputs"].items()}
                 say(f"{label}: already done, skipped")
                 continue
-            _run_scene(outcome, photos, settings, folder, blend, formats, timeout, options,
+            _run_scene(outcome, stamp, settings, folder, blend, formats, timeout, options,
                        stage_printer(say, label), scene_started)
             say(f"{label}: done in {outcome.seconds:.1f} s ({outcome.views} views, {outcome.points} points)")
         except Exception as exc:  # noqa: BLE001 -- the batch's boundary: report the scene, go on with
@@ -215,7 +248,7 @@ def stage_printer(say: Callable[[str], None], label: str) -> Callable[[str, floa
     return on_progress
 
 
-def _run_scene(outcome: SceneOutcome, photos: list[str], settings: WorkerSettings, folder: Path, blend: bool,
+def _run_scene(outcome: SceneOutcome, stamp: dict[str, Any], settings: WorkerSettings, folder: Path, blend: bool,
                formats: Sequence[str], timeout: Optional[float],
                options: dict[str, Any], on_progress: Callable[[str, float], None], started: float) -> None:
     """Reconstruct one scene, write its outputs, then its record (last, so it marks completion)."""
@@ -226,6 +259,7 @@ def _run_scene(outcome: SceneOutcome, photos: list[str], settings: WorkerSetting
         importing = blend and any(options.get(k, True) for k in ("import_points", "import_cameras",
                                                                    "import_gaussians"))
         flags = {} if importing else {"import_points": False, "import_cameras": False, "import_gaussians": False}
+        photos = [p["path"] for p in stamp["photos"]]
         result = reconstruct(photos, settings.checkpoint, device=settings.device, precision=settings.precision,
                              python=settings.python, remote=settings.remote,
                              output=work / "bundle.npz", timeout=timeout, on_progress=on_progress,
@@ -239,7 +273,7 @@ def _run_scene(outcome: SceneOutcome, photos: list[str], settings: WorkerSetting
             outcome.outputs["blend"] = save_blend(folder / f"{outcome.name}.blend")
         outcome.status = "done"
         outcome.seconds = time.perf_counter() - started
-        _write_record(folder / f"{outcome.name}.json", outcome, photos, result.timings)
+        _write_record(folder / f"{outcome.name}.json", outcome, stamp, result.timings)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -106,11 +106,11 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
     if min_conf is not None:
         warnings.warn("reconstruct(min_conf=) is deprecated: use min_confidence=", DeprecationWarning, stacklevel=2)
         import_options.setdefault("min_confidence", min_conf)
+    options = ImportOptions.from_keywords(points=import_points, cameras=import_cameras,
+                                          gaussians=import_gaussians, **import_options)  # options first: no I/O
     paths = session.photo_list(photos)
     skipped = [skipped_message(found)] if isinstance(photos, (str, os.PathLike)) and \
         (found := unsupported_photos(Path(photos))) else []
-    options = ImportOptions.from_keywords(points=import_points, cameras=import_cameras,
-                                          gaussians=import_gaussians, **import_options)
     settings = WorkerSettings.resolve(python, checkpoint, device, remote, ssh_command, precision)
     target = scene if scene is not None else bpy.context.scene
     importing = import_points or import_cameras or import_gaussians

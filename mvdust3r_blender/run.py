@@ -11,6 +11,7 @@ left exactly as it was.
 """
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 import time
@@ -38,9 +39,16 @@ class RunRequest:
     settings: WorkerSettings
     reference_view: Optional[int]  # 0-based (the panel's Reference Photo counts from 1, 0 = automatic)
     import_options: ImportOptions
-    scene_name: str
+    scene_name: str                # for messages: the scene is found by scene_uid, so renaming it changes nothing
     log_path: Optional[Path] = None
     focal: str = "auto"            # the focal option: "auto", "estimate" or mm (35 mm equivalent)
+    scene_uid: Optional[int] = None  # the scene's ID.session_uid: unique in this Blender session, kept by a rename
+
+    def scene(self) -> Optional[bpy.types.Scene]:
+        """The scene the run was started in, if it still exists (renamed or not)."""
+        if self.scene_uid is None:
+            return bpy.data.scenes.get(self.scene_name)
+        return next((s for s in bpy.data.scenes if s.session_uid == self.scene_uid), None)
 
     def plan(self, output: Path) -> RunPlan:
         """The worker request, with the bundle written to `output`."""
@@ -64,7 +72,7 @@ class RunRequest:
         return cls(photos=photos, settings=worker, reference_view=reference - 1 if reference else None,
                    focal=settings.focal(),
                    import_options=ImportOptions.from_keywords(**settings.import_options()), scene_name=scene.name,
-                   log_path=session.log_path())
+                   scene_uid=scene.session_uid, log_path=session.log_path())
 
 
 @dataclass
@@ -88,6 +96,7 @@ class RunController:
         """Start (or reuse) the worker and send the request; raises SetupError if it cannot start
         (the run's folder is removed then, as after any end)."""
         self._workdir = Path(tempfile.mkdtemp(prefix="mvdust3r-run-"))
+        _WORKDIRS.add(self._workdir)
         try:
             _client, self.request_id = self.session.submit(self.request.plan(self._workdir / "bundle.npz"),
                                                            self.request.log_path)
@@ -153,7 +162,7 @@ class RunController:
     def _apply(self, bundle_path: Path) -> None:
         """Import the bundle into the run's scene as one undo step. ``api.import_bundle`` removes
         whatever it created when it fails, so a failure leaves the scene as it was."""
-        scene = bpy.data.scenes.get(self.request.scene_name)
+        scene = self.request.scene()
         if scene is None:
             self._finish(RunState.FAILED, f"the scene '{self.request.scene_name}' was deleted during the run",
                          "run the reconstruction again")
@@ -183,6 +192,7 @@ class RunController:
         """The run's own folder (its bundle) goes when the run ends, imported or not."""
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
+            _WORKDIRS.discard(self._workdir)
             self._workdir = None
 
     @property
@@ -238,6 +248,16 @@ def _show(status: Optional[str]) -> None:
 
 
 _active: Optional[RunController] = None
+_WORKDIRS: set[Path] = set()
+"""The folders of runs not finished yet: removed at any exit of Blender (``atexit``), even one in
+the middle of a run, which ends without the run's own clean-up."""
+
+
+@atexit.register
+def _remove_workdirs() -> None:
+    for folder in list(_WORKDIRS):
+        shutil.rmtree(folder, ignore_errors=True)
+    _WORKDIRS.clear()
 
 
 def active() -> Optional[RunController]:
@@ -281,5 +301,6 @@ def unregister() -> None:
         bpy.app.handlers.load_pre.remove(_cancel_on_load)
     if _active is not None and not _active.finished:
         _active.cancel()
+        _active._remove_workdir()  # nothing will be imported: the run's folder goes now
     _active = None
     SESSION.shutdown()

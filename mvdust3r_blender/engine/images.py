@@ -26,7 +26,6 @@ would clip it to white); palette, grey, CMYK convert to RGB.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import threading
@@ -41,7 +40,7 @@ import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from ..core.photos import (DUPLICATE_HINT, UNREADABLE_HINT, duplicate_message, duplicate_photos, exif_orientation,
-                           folder_photos, photo_problem, unreadable_message)
+                           file_digest, folder_photos, photo_problem, unreadable_message)
 from .errors import Cancelled, InputError
 
 MAX_EXACT_PIXELS = 24_000_000
@@ -205,14 +204,6 @@ def load_photo(path: str | os.PathLike[str], size: tuple[int, int],
                          crop_box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy), approximate=approximate,
                          camera=camera, orientation=orientation, digest=file_digest(path))
 
-
-def file_digest(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes (hex), read in 1 MiB pieces."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        while piece := f.read(1 << 20):
-            sha.update(piece)
-    return sha.hexdigest()
 
 
 def _decoders() -> ThreadPoolExecutor:

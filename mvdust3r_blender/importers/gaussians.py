@@ -47,6 +47,8 @@ FOCAL_LENGTH = "Focal Length (px)"
 SIGMAS_ATTRIBUTE = "splat_sigmas"      # m, per instance, for the material
 SHELL_ATTRIBUTE = "splat_shell"        # 1 on icosphere splats (only front faces count), 0 on discs
 PIXEL_SIZE_ATTRIBUTE = "pixel_size"
+ID_PROPERTY = "mvdust3r_blender"    # custom property on what the add-on made: which part it is
+SPLATS_ID = "gaussians"
 FLAT_RATIO = 0.3        # a disc when σ_min < 0.3 σ_mid: seen up to 75° off its normal, the disc
                         # (radius m σ) still holds every ray through the Gaussian's 2σ core
 DISC_VERTICES = 16
@@ -246,16 +248,36 @@ def camera_focal_px(scene: bpy.types.Scene) -> float | None:
     return float(data.lens / sensor * height * aspect_y / aspect_x)
 
 
+def splat_modifiers(scene: bpy.types.Scene) -> list[tuple[bpy.types.Object, bpy.types.NodesModifier]]:
+    """The Gaussians modifiers this add-on made in `scene`: on objects that carry its id
+    (:data:`SPLATS_ID`, stored by :func:`create_gaussians`; a duplicate of such an object carries it
+    too), whose node group carries the id as well — never a user's object because its modifier
+    happens to have the same name."""
+    found = []
+    for obj in scene.objects:
+        if obj.type != "MESH" or obj.get(ID_PROPERTY) != SPLATS_ID:
+            continue
+        for modifier in obj.modifiers:
+            group = getattr(modifier, "node_group", None)
+            if isinstance(modifier, bpy.types.NodesModifier) and group is not None and group.get(ID_PROPERTY) == SPLATS_ID:
+                found.append((obj, modifier))
+    return found
+
+
 def sync_focal_lengths(scene: bpy.types.Scene) -> None:
-    """Set Focal Length (px) of every Gaussians modifier in `scene` to its camera's (where it differs:
-    an unchanged value is not written, so this can run from depsgraph updates without a loop)."""
+    """Set Focal Length (px) of every Gaussians modifier the add-on made in `scene` to its camera's (where it
+    differs: an unchanged value is not written, so this can run from depsgraph updates without a loop).
+    A node group edited so that it lacks the input is left alone: these run on every scene change and
+    render, where an error would repeat on each."""
     focal = camera_focal_px(scene)
     if focal is None:
         return
-    for obj in scene.objects:
-        modifier = obj.modifiers.get(MODIFIER) if obj.type == "MESH" else None
-        if isinstance(modifier, bpy.types.NodesModifier) and modifier.node_group is not None \
-                and abs(float(get_modifier_input(modifier, FOCAL_LENGTH)) - focal) > 1e-4 * focal:
+    for obj, modifier in splat_modifiers(scene):
+        try:
+            current = float(get_modifier_input(modifier, FOCAL_LENGTH))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if abs(current - focal) > 1e-4 * focal:
             set_modifier_input(obj, modifier, FOCAL_LENGTH, focal)
 
 
@@ -346,6 +368,7 @@ def create_gaussians(name: str, positions: np.ndarray, rotations: np.ndarray, sc
     modifier = obj.modifiers.new(MODIFIER, "NODES")
     assert isinstance(modifier, bpy.types.NodesModifier)
     modifier.node_group = gaussians_node_group(f"{name} Splats", material)
+    obj[ID_PROPERTY] = modifier.node_group[ID_PROPERTY] = SPLATS_ID  # what the handlers look for
     set_modifier_input(obj, modifier, OPACITY_THRESHOLD, float(opacity_threshold))
     set_modifier_input(obj, modifier, SCALE_MULTIPLIER, float(scale_multiplier))
     set_modifier_input(obj, modifier, LOW_PASS_INPUT, LOW_PASS)
