@@ -85,12 +85,13 @@ def upright_copy(image: bpy.types.Image, orientation: int) -> bpy.types.Image:
     replacing it; the file on disk is untouched."""
     width, height = image.size
     pixels = np.empty(width * height * 4, dtype=np.float32)
-    image.pixels.foreach_get(pixels)
+    image.pixels.foreach_get(pixels)  # type: ignore[attr-defined]  # the stubs type pixels as a float
     rows = pixels.reshape(height, width, 4)[::-1]                    # Blender's rows run bottom-up
     turned = np.ascontiguousarray(upright(rows, orientation)[::-1])
     copy = bpy.data.images.new(f"{image.name} (upright)", turned.shape[1], turned.shape[0], alpha=True)
-    copy.colorspace_settings.name = image.colorspace_settings.name
-    copy.pixels.foreach_set(turned.ravel())
+    if copy.colorspace_settings is not None and image.colorspace_settings is not None:
+        copy.colorspace_settings.name = image.colorspace_settings.name
+    copy.pixels.foreach_set(turned.ravel())  # type: ignore[attr-defined]
     copy.pack()
     bpy.data.images.remove(image)
     return copy

@@ -248,18 +248,23 @@ def camera_focal_px(scene: bpy.types.Scene) -> float | None:
     return float(data.lens / sensor * height * aspect_y / aspect_x)
 
 
+def _made_as(data: bpy.types.ID) -> object:
+    """What the add-on made `data` as (its :data:`ID_PROPERTY`), or None for anything else."""
+    return data[ID_PROPERTY] if ID_PROPERTY in data else None  # type: ignore[operator]
+
+
 def splat_modifiers(scene: bpy.types.Scene) -> list[tuple[bpy.types.Object, bpy.types.NodesModifier]]:
     """The Gaussians modifiers this add-on made in `scene`: on objects that carry its id
     (:data:`SPLATS_ID`, stored by :func:`create_gaussians`; a duplicate of such an object carries it
     too), whose node group carries the id as well — never a user's object because its modifier
     happens to have the same name."""
-    found = []
+    found: list[tuple[bpy.types.Object, bpy.types.NodesModifier]] = []
     for obj in scene.objects:
-        if obj.type != "MESH" or obj.get(ID_PROPERTY) != SPLATS_ID:
+        if obj.type != "MESH" or _made_as(obj) != SPLATS_ID:
             continue
         for modifier in obj.modifiers:
             group = getattr(modifier, "node_group", None)
-            if isinstance(modifier, bpy.types.NodesModifier) and group is not None and group.get(ID_PROPERTY) == SPLATS_ID:
+            if isinstance(modifier, bpy.types.NodesModifier) and group is not None and _made_as(group) == SPLATS_ID:
                 found.append((obj, modifier))
     return found
 
