@@ -45,12 +45,15 @@ DUPLICATE_HINT = "give each photo only once"
 def photo_problem(path: Path) -> Optional[str]:
     """Why `path` cannot be a photo without even opening it (missing, a folder, empty), or None.
     The Blender side checks a run's list with this before starting, the worker before decoding."""
-    if not path.exists():
-        return "no such file"
-    if path.is_dir():
-        return "is a folder, not a photo"
-    if path.stat().st_size == 0:
-        return "empty file (0 bytes)"
+    try:
+        if not path.exists():
+            return "no such file"
+        if path.is_dir():
+            return "is a folder, not a photo"
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes)"
+    except OSError as exc:  # a name longer than the file system allows, a folder that cannot be entered
+        return f"cannot be opened ({exc.strerror or exc})"
     return None
 
 

@@ -134,6 +134,15 @@ def test_an_unlistable_folder_is_a_clear_error(api: ModuleType, no_worker: dict[
         api.reconstruct(folder, **no_worker)
 
 
+def test_a_photo_name_over_255_bytes_is_named_before_the_job(api: ModuleType, no_worker: dict[str, Any],
+                                                             tmp_path: Path) -> None:
+    photos = sorted(scene_folder(tmp_path / "shoot", 2).iterdir())
+    long = tmp_path / ("é" * 130 + ".png")  # 264 bytes
+    with pytest.raises(module("session").RunError, match=r"1 of 3 photos cannot be read: .*é\.png: cannot be opened "
+                                                         r"\(File name too long\)"):
+        api.reconstruct([*photos, long], **no_worker)
+
+
 def test_a_read_only_output_is_refused_before_the_job(api: ModuleType, no_worker: dict[str, Any], tmp_path: Path,
                                                       read_only: Path) -> None:
     photos = scene_folder(tmp_path / "shoot", 3)

@@ -158,3 +158,12 @@ def test_heic_files_in_a_folder_are_named_by_the_engine_command_line(tmp_path: P
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert (f"warning: {folder}: skipped 1 photo in a format this add-on cannot read (HEIC): IMG_0001.HEIC; "
             "convert them to JPEG or PNG to use them") in run.stderr
+
+
+def test_a_photo_name_longer_than_the_file_system_allows_is_named(tmp_path: Path) -> None:
+    from mvdust3r_blender.engine.images import load_photos
+
+    long = tmp_path / ("x" * 300 + ".png")
+    photos = write_index_photos(tmp_path / "photos", SIZES[:2])
+    with pytest.raises(InputError, match=r"1 of 3 photos cannot be read: .*xxx\.png: cannot be opened \(File name too long\)"):
+        load_photos([*photos, long], SIZE)
