@@ -178,7 +178,9 @@ class RunController:
         self.timings["import"] = time.perf_counter() - started
         self.collection_name = result.collection.name
         _push_undo("MV-DUSt3R Reconstruction")
-        self._finish(RunState.DONE, f"{len(self.request.photos)} photos → {self.collection_name}")
+        said = f"; {len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''}" if result.warnings else ""
+        self._finish(RunState.DONE, f"{len(self.request.photos)} photos → {self.collection_name}{said}",
+                     "\n".join(result.warnings))  # the panel shows them under the result
 
     def _finish(self, phase: RunState, message: str, hint: str = "") -> None:
         self.phase, self.message, self.hint = phase, message, hint

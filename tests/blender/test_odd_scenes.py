@@ -340,6 +340,17 @@ def test_renaming_the_scene_during_a_run_keeps_the_result(configured: Any, tmp_p
     assert scene.collection.children.get(controller.collection_name) is not None
 
 
+def test_a_panel_run_shows_the_imports_warnings(configured: Any, tmp_path: Path) -> None:
+    photos = make_photos(tmp_path / "shoot", 3)
+    Image.new("RGB", (96, 64), (0, 0, 0)).save(photos[1])  # a lens cap
+    add(photos)
+    bpy.ops.mvdust3r_blender.reconstruct()
+    controller = drive()
+    state = bpy.context.window_manager.mvdust3r_run
+    assert controller.phase.value == "DONE" and "warning" in state.message, state.message
+    assert "photo: photo_01.png is blank (all black)" in state.hint
+
+
 def test_blender_exiting_during_a_panel_run_leaves_no_run_folder(extension_zip: Path, golden: Path,
                                                                  tmp_path: Path) -> None:
     temp = tmp_path / "temp"
