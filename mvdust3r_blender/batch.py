@@ -29,8 +29,8 @@ from typing import Any, Optional, TextIO, Union
 from .core.atomic import atomic_file, unwritable
 from .core.errors import OptionError
 from .core.exports import parse_formats
+from .client.remote import RemoteTarget
 from .core.photos import file_digest
-from .core.remote import RemoteTarget
 from .reconstruction import fresh_file, reconstruct, save_blend, show_through_first_camera
 from .session import PathLike, PhotoSource, RunError, WorkerSettings, photo_list
 

@@ -6,7 +6,6 @@ combines the mixins it needs and stays thin. The API takes the same options as k
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -42,13 +41,8 @@ class ImportOptions:
     @classmethod
     def from_keywords(cls, **options: Any) -> "ImportOptions":
         """Options from keywords; an unknown name or a value out of range raises ValueError (the
-        core's ``OptionError``) saying which. The old spellings ``confidence_threshold`` and
-        ``confidence_drop`` (a fraction) are still accepted, with a DeprecationWarning."""
-        for old, new, scale in _RENAMED:
-            if old in options:
-                warnings.warn(f"the import option {old} is deprecated: use {new}", DeprecationWarning, stacklevel=3)
-                value = options.pop(old)
-                options.setdefault(new, value * scale if value is not None else None)
+        core's ``OptionError``) saying which; a cut given both ways (a share and an absolute
+        confidence) is refused."""
         if options.get("min_confidence") is not None and options.get("confidence_drop_percent") is not None:
             make_cut(options["confidence_drop_percent"], options["min_confidence"])  # refuses both at once
         options = {k: v for k, v in options.items() if not (k == "confidence_drop_percent" and v is None)}
@@ -77,10 +71,6 @@ class ImportOptions:
                      hint="give an opacity from 0 (show every Gaussian) to 1")
         check_number("scale_multiplier", self.scale_multiplier, above=0.0,
                      hint="give how many standard deviations a splat spans, > 0 (3 is usual)")
-
-
-_RENAMED = (("confidence_threshold", "min_confidence", 1.0), ("confidence_drop", "confidence_drop_percent", 100.0))
-"""Old import option names, still accepted for a release: (old, new, factor to the new unit)."""
 
 
 class ContentOptions:

@@ -28,15 +28,15 @@ import numpy as np
 from ..atomic import write_failure
 from ..bundle import Bundle
 from ..confidence import ConfidenceCut, empty_cut_warning
-from ..errors import OptionError
 from .atomic import writable_folder
 from .colmap import require_photos, write_colmap
-from .errors import ExportError
+from .errors import ExportError, UnknownFormatError
 from .glb import write_glb
 from .ply import write_points_ply
 from .splat_ply import require_gaussians, write_gaussians_ply, write_splat
 
-__all__ = ["FORMATS", "GAUSSIAN_FORMATS", "EmptyExportWarning", "ExportError", "export", "needing_gaussians", "parse_formats"]
+__all__ = ["FORMATS", "GAUSSIAN_FORMATS", "EmptyExportWarning", "ExportError", "UnknownFormatError", "export",
+           "needing_gaussians", "parse_formats"]
 
 _WRITERS: dict[str, tuple[str, Callable[[Bundle, np.ndarray, Path], Path]]] = {
     "ply": ("points.ply", write_points_ply),
@@ -62,19 +62,20 @@ def needing_gaussians(formats: Iterable[str]) -> list[str]:
 
 def parse_formats(words: Iterable[str] | str) -> list[str]:
     """Format names from command-line words, each a name or a comma-separated list (``ply,glb`` and
-    ``ply glb`` both work), in order, without repeats; ``OptionError`` names an unknown one. One
-    string is one word (``exports="ply"`` is the PLY format, not the letters p, l, y)."""
+    ``ply glb`` both work), in order, without repeats; :class:`UnknownFormatError` (an ``ExportError``
+    and an ``OptionError``) names an unknown one: the one check of format names. One string is one
+    word (``exports="ply"`` is the PLY format, not the letters p, l, y)."""
     if isinstance(words, str):
         words = [words]
     elif not isinstance(words, Iterable):
-        raise OptionError(f"exports={words!r} is not a list of format names", f"choose from {', '.join(FORMATS)}")
+        raise UnknownFormatError(f"exports={words!r} is not a list of format names", f"choose from {', '.join(FORMATS)}")
     words = list(words)
     if not all(isinstance(word, str) for word in words):
-        raise OptionError(f"exports={words!r} is not a list of format names", f"choose from {', '.join(FORMATS)}")
+        raise UnknownFormatError(f"exports={words!r} is not a list of format names", f"choose from {', '.join(FORMATS)}")
     names = [name.strip() for word in words for name in word.split(",") if name.strip()]
     unknown = [name for name in names if name not in _WRITERS]
     if unknown:
-        raise OptionError(f"unknown export format {', '.join(map(repr, unknown))}", f"choose from {', '.join(FORMATS)}")
+        raise UnknownFormatError(f"unknown export format {', '.join(map(repr, unknown))}", f"choose from {', '.join(FORMATS)}")
     return list(dict.fromkeys(names))
 
 
@@ -96,11 +97,9 @@ def export(bundle: Bundle, formats: Iterable[str] | str, out_dir: str | Path, *,
     Raises :class:`ExportError` naming the format, file or folder at fault. A cut that leaves out
     every point is said through `on_warning` (default: an :class:`EmptyExportWarning`).
     """
-    wanted = list(dict.fromkeys([formats] if isinstance(formats, str) else formats))
-    unknown = [f for f in wanted if f not in _WRITERS]
-    if unknown or not wanted:
-        what = f"unknown export format {', '.join(map(repr, unknown))}" if unknown else "no export format given"
-        raise ExportError(what, f"choose from {', '.join(FORMATS)}")
+    wanted = parse_formats(formats)
+    if not wanted:
+        raise ExportError("no export format given", f"choose from {', '.join(FORMATS)}")
     if needing_gaussians(wanted):
         require_gaussians(bundle)
     if "colmap" in wanted:
