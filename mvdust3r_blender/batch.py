@@ -140,17 +140,18 @@ def _digest(path: str) -> str:
     return _DIGESTS[key]
 
 
-def scene_stamp(photos: list[str], settings: WorkerSettings, options: Mapping[str, Any],
-                formats: Sequence[str]) -> dict[str, Any]:
+def scene_stamp(photos: list[str], settings: WorkerSettings, options: Mapping[str, Any]) -> dict[str, Any]:
     """What a scene's result is made from: each photo (path and content), the checkpoint (its content;
-    on a remote machine, its path there), the options and the precision. JSON, for the record."""
+    on a remote machine, its path there), the options and the precision. JSON, for the record. (Which
+    outputs were asked for is not part of it: the record lists the outputs, and a scene whose record
+    lacks one asked for now is done again.)"""
     checkpoint: dict[str, str] = {"path": str(settings.checkpoint)}
     if settings.remote is None:
         checkpoint["sha256"] = _digest(str(settings.checkpoint))
     else:
         checkpoint["remote"] = str(settings.remote)
     return {"photos": [{"path": p, "sha256": file_digest(p)} for p in photos], "checkpoint": checkpoint,
-            "precision": settings.precision, "formats": list(formats),
+            "precision": settings.precision,
             "options": json.loads(json.dumps(dict(sorted(options.items())), default=str))}
 
 
@@ -211,7 +212,7 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
         scene_started = time.perf_counter()
         try:
             photos = photo_list(source)
-            stamp = scene_stamp(photos, settings, options, formats)
+            stamp = scene_stamp(photos, settings, options)
             record = _finished(folder / f"{name}.json", stamp, wanted) if resume else None
             if record is not None:
                 outcome.status = "skipped"
