@@ -295,6 +295,22 @@ def test_add_photos_skips_unnamable_and_heic_files_and_adds_the_rest(ext: Module
     assert [p.name for p in unsupported] == ["IMG_0042.HEIC"]
 
 
+def test_a_folder_run_names_the_heic_files_it_skipped(api: ModuleType, golden: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MVDUST3R_WORKER_PYTHON", worker_python())
+    folder = scene_folder(tmp_path / "shoot", 3)
+    (folder / "IMG_0042.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
+    try:
+        result = api.reconstruct(folder, golden / "mvd_reduced_ckpt.pth", device="cpu", import_points=False,
+                                 import_cameras=False, import_gaussians=False, exports="ply",
+                                 export_dir=tmp_path / "out")
+    finally:
+        module("session").SESSION.shutdown()
+    assert result.views == 3 and list(result.exports) == ["ply"]  # exports="ply": one format
+    assert any("skipped 1 photo in a format this add-on cannot read (HEIC): IMG_0042.HEIC" in w
+               for w in result.warnings), result.warnings
+
+
 # ---------------------------------------------------------------------------------------------
 # the splats' handlers
 
