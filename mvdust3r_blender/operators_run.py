@@ -21,20 +21,17 @@ if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
 
 
-def add_photos(settings: Any, paths: Iterable[str]) -> tuple[int, list[str], list[str]]:
+def add_photos(settings: Any, paths: Iterable[str]) -> tuple[int, list[str]]:
     """Append image files to the scene's photo list, skipping ones already there.
 
-    Returns (how many were added, the paths skipped because they are not images, the paths skipped
-    because their names are not UTF-8: Blender's strings cannot hold them, so they are left out
-    before anything is added and the other photos still are).
+    Returns (how many were added, the paths skipped because they are not images). A file name that
+    is not UTF-8 keeps its exact path (a file path property holds it) and is listed under its name
+    with U+FFFD for the undecodable bytes (a list item's name must be UTF-8).
     """
     present = {bpy.path.abspath(p.filepath) for p in settings.photos}
-    added, rejected, unnamable = 0, [], []
+    added, rejected = 0, []
     for path in paths:
         absolute = os.path.abspath(bpy.path.abspath(path))
-        if display_name(absolute) != absolute:
-            unnamable.append(absolute)
-            continue
         if not absolute.lower().endswith(IMAGE_EXTENSIONS) or not os.path.isfile(absolute):
             rejected.append(absolute)
             continue
@@ -42,12 +39,12 @@ def add_photos(settings: Any, paths: Iterable[str]) -> tuple[int, list[str], lis
             continue
         item = settings.photos.add()
         item.filepath = absolute
-        item.name = os.path.basename(absolute)
+        item.name = display_name(os.path.basename(absolute))
         present.add(absolute)
         added += 1
     if added:
         settings.photo_index = len(settings.photos) - 1
-    return added, rejected, unnamable
+    return added, rejected
 
 
 def _names(paths: list[str]) -> str:
@@ -102,16 +99,13 @@ class MVDUST3R_BLENDER_OT_add_photos(bpy.types.Operator):
         else:
             self.report({"ERROR"}, f"The folder '{display_name(str(folder))}' does not exist")
             return {"CANCELLED"}
-        added, rejected, unnamable = add_photos(_settings(context), paths)
+        added, rejected = add_photos(_settings(context), paths)
         if rejected:
             self.report({"WARNING"}, f"Skipped {len(rejected)} file(s) that are not images: {_names(rejected)}")
-        if unnamable:
-            self.report({"WARNING"}, f"Skipped {len(unnamable)} photo(s) whose file names are not valid UTF-8, "
-                                     f"which Blender cannot hold: {_names(unnamable)}; rename them to use them")
         if skipped:
             message = skipped_message(skipped)
             self.report({"WARNING"}, message[0].upper() + message[1:])
-        if not added and not (rejected or unnamable or skipped):
+        if not added and not (rejected or skipped):
             self.report({"WARNING"}, f"No new images in {display_name(str(folder))}")
             return {"CANCELLED"}
         self.report({"INFO"}, f"Added {added} photo(s); {len(_settings(context).photos)} in the list")

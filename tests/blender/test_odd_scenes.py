@@ -281,16 +281,17 @@ def test_a_wide_strip_camera_keeps_its_field_of_view(api: ModuleType, make_bundl
 # ---------------------------------------------------------------------------------------------
 # Add Photos: names Blender cannot hold, formats it cannot read
 
-def test_add_photos_skips_unnamable_and_heic_files_and_adds_the_rest(ext: ModuleType, tmp_path: Path) -> None:
+def test_add_photos_keeps_a_non_utf8_name_and_skips_heic_files(ext: ModuleType, tmp_path: Path) -> None:
     folder = tmp_path / "shoot"
     make_photos(folder, 3)
-    shutil.copyfile(folder / "photo_00.png", os.fsencode(folder) + b"/caf\xe9.png")
+    odd = os.fsdecode(os.fsencode(folder) + b"/caf\xe9.png")
+    shutil.copyfile(folder / "photo_00.png", odd)
     (folder / "IMG_0042.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
     result = bpy.ops.mvdust3r_blender.add_photos(directory=str(folder) + os.sep, files=[])
     assert result == {"FINISHED"}
     photos = bpy.context.scene.mvdust3r.photos
-    assert [p.name for p in photos] == ["photo_00.png", "photo_01.png", "photo_02.png"]
-    assert all(p.name for p in photos)
+    assert [p.name for p in photos] == ["caf\ufffd.png", "photo_00.png", "photo_01.png", "photo_02.png"]
+    assert photos[0].filepath == odd  # the exact path, for the run
     unsupported = module("core.photos").unsupported_photos(folder)
     assert [p.name for p in unsupported] == ["IMG_0042.HEIC"]
 
