@@ -425,7 +425,7 @@ def test_resume_redoes_a_scene_whose_photos_checkpoint_or_options_changed(ext: M
         subprocess.run([worker_python(), "-c", _OTHER_WEIGHTS, str(checkpoint)], check=True, timeout=120)
         assert batch(confidence_drop_percent=10.0) == "done"
         record = json.loads((tmp_path / "out" / "kitchen.json").read_text())
-        assert record["stamp"]["options"] == {"confidence_drop_percent": 10.0}
+        assert record["stamp"]["imports"]["confidence_drop_percent"] == 10.0 == record["stamp"]["cut"]["confidence_drop_percent"]
         assert len(record["stamp"]["checkpoint"]["sha256"]) == 64 and len(record["stamp"]["photos"]) == 3
     finally:
         module("session").SESSION.shutdown()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from checkpoint_files import write_training_checkpoint
+from tests.helpers.checkpoint_files import write_training_checkpoint
 from mvdust3r_blender.core.atomic import unwritable
 from mvdust3r_blender.core.bundle import BundleError, read_bundle, write_bundle
 from mvdust3r_blender.core.confidence import ConfidenceCut, make_cut

@@ -20,7 +20,7 @@ from mvdust3r_blender.engine.errors import InputError
 from mvdust3r_blender.engine.images import load_photo
 from mvdust3r_blender.engine.photo_checks import photo_warnings
 from mvdust3r_blender.engine.pipeline import reconstruct
-from synthetic_scenes import SceneNetwork, make_scene, write_index_photos
+from tests.helpers.synthetic_scenes import SceneNetwork, make_scene, write_index_photos
 
 ROOT = Path(__file__).resolve().parents[2]
 MVD = ModelConfig(img_size=(32, 32))
