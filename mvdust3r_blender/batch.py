@@ -30,7 +30,7 @@ from .client.remote import RemoteTarget
 from .core.atomic import atomic_file, unwritable
 from .core.errors import OptionError
 from .core.exports import parse_formats
-from .core.photos import file_digest
+from .core.photos import file_digest, skipped_message, unsupported_photos
 from .reconstruction import api_spec, fresh_file, run_spec, save_blend, show_through_first_camera
 from .session import PathLike, PhotoSource, RunError, RunSpec, photo_list
 
@@ -223,6 +223,8 @@ def run_batch(scenes: Scenes, out_dir: PathLike, template: RunSpec, *, blend: bo
         scene_started = time.perf_counter()
         try:
             photos = photo_list(source)
+            if isinstance(source, (str, os.PathLike)) and (skipped := unsupported_photos(Path(source))):
+                say(f"{label}: {skipped_message(skipped)}")
             spec = _scene_spec(template, photos, outcome.name, folder, blend)
             stamp = scene_stamp(spec)
             record = _finished(folder / f"{name}.json", stamp, wanted) if resume else None
