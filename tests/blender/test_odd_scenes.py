@@ -406,14 +406,20 @@ def test_resume_redoes_a_scene_whose_photos_checkpoint_or_options_changed(ext: M
     photos = scene_folder(tmp_path / "kitchen", 3)
     api = module("api")
 
+    logs: list[str] = []
+
     def batch(**options: Any) -> str:
+        log = io.StringIO()
         report = api.reconstruct_many([photos], tmp_path / "out", checkpoint=checkpoint, device="cpu", blend=False,
-                                      formats=["ply"], log=io.StringIO(), **options)
+                                      formats=["ply"], log=log, **options)
         assert report.ok, report.table()
+        logs.append(log.getvalue())
         return str(report.scenes[0].status)
 
+    (photos / "IMG_0042.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
     try:
         assert batch() == "done"
+        assert "1/1 kitchen: skipped 1 photo in a format this add-on cannot read (HEIC): IMG_0042.HEIC" in logs[0]
         assert batch() == "skipped"
         first = sorted(photos.iterdir())[0]
         with Image.open(first) as image:  # the same name, other content
