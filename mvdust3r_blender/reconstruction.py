@@ -33,6 +33,7 @@ from .core.atomic import atomic_file, unwritable, write_failure
 from .core.bundle import Bundle, read_bundle
 from .core.confidence import DEFAULT_DROP_PERCENT, make_cut
 from .core.exports import export as export_bundle
+from .core.exports import parse_formats
 from .core.options import ReconstructOptions
 from .core.photos import skipped_message, unsupported_photos
 from .core.protocol import Event, ProgressEvent, ResultEvent
@@ -134,8 +135,8 @@ def api_spec(photos: Sequence[str], *, checkpoint: Optional[PathLike] = None, de
                    options=ReconstructOptions(reference_view=reference_view, pose_drop_percent=pose_drop_percent,
                                               focal=str(focal)),
                    imports=imports,
-                   exports=Exports(formats=tuple(exports), folder=Path(export_dir) if export_dir is not None else None,
-                                   cut=imports.cut),
+                   exports=Exports(formats=tuple(parse_formats(exports)),  # one string is one format
+                                   folder=Path(export_dir) if export_dir is not None else None, cut=imports.cut),
                    keep_bundle=True)
 
 
