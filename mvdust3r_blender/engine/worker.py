@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional
 
-from ..core.protocol import (AckEvent, CancelRequest, DeviceInfo, ErrorEvent, Event, HelloEvent, HelloRequest,
+from ..core.protocol import (AckEvent, CancelRequest, ErrorEvent, Event, HelloEvent, HelloRequest,
                         FetchRequest, LoadedEvent, LoadRequest, ModelInfo, ProgressEvent, ProtocolError, PutRequest,
                         ReadyEvent,
                         ReconstructRequest, ReleaseRequest, Request, ResultEvent, ShutdownRequest,
@@ -171,9 +171,11 @@ class Worker:
         import numpy
         import torch
 
+        from .devices import device_infos
+
         return HelloEvent(id=request.id, protocol=PROTOCOL_VERSION, extension=extension_version(),
                           python=platform.python_version(), torch=torch.__version__, numpy=numpy.__version__,
-                          pid=os.getpid(), devices=_devices(), model=self._model_info, loads=self.loads)
+                          pid=os.getpid(), devices=device_infos(), model=self._model_info, loads=self.loads)
 
     def _cancel(self, request: CancelRequest) -> Event:
         with self._pending_lock:
@@ -416,45 +418,6 @@ def _export_dir(request: ReconstructRequest, gaussians: bool) -> Optional[Path]:
         raise BadRequest(f"export_dir {request.export_dir!r} is not an absolute path",
                          "give the full path of the folder the exports go to")
     return Path(request.export_dir).expanduser()
-
-
-def _devices() -> list[DeviceInfo]:
-    """What this runtime can compute on, best first (the order ``auto`` picks from)."""
-    import torch
-
-    from .devices import available_devices
-
-    found: list[DeviceInfo] = []
-    for kind in available_devices():
-        if kind == "cuda":
-            for index in range(torch.cuda.device_count()):
-                props = torch.cuda.get_device_properties(index)
-                found.append(DeviceInfo(name=f"cuda:{index}", label=props.name, memory=int(props.total_memory),
-                                        free=_free_memory(index, int(props.total_memory))))
-        elif kind == "mps":
-            found.append(DeviceInfo(name="mps", label="Apple GPU (Metal)"))
-        else:
-            found.append(DeviceInfo(name=kind, label=platform.processor() or platform.machine(),
-                                    memory=_physical_memory()))
-    return found
-
-
-def _free_memory(index: int, total: int) -> int:
-    """Free bytes on GPU `index`: from NVML when it is installed (no CUDA context is made on a GPU
-    the run may never use), else from the CUDA driver (which makes one)."""
-    import torch
-
-    try:
-        return max(total - int(torch.cuda.device_memory_used(index)), 0)
-    except Exception:  # noqa: BLE001 -- no pynvml / amdsmi, or an older torch: ask the driver
-        return int(torch.cuda.mem_get_info(index)[0])
-
-
-def _physical_memory() -> int:
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, ValueError, OSError):  # not POSIX
-        return 0
 
 
 def _free_cached_memory() -> None:

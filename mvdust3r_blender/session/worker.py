@@ -77,10 +77,13 @@ class FollowedRequest:
     handle: Optional[RequestHandle] = None
     error: str = ""
 
-    def _send(self, send: Callable[[], RequestHandle]) -> None:
-        """Send the request `send` makes (it may start the worker) and follow it; a failure becomes ``error``."""
+    def _send(self, python: str, remote: Optional[RemoteTarget], log_path: Optional[Path],
+              send: Callable[[WorkerClient], str]) -> None:
+        """Send the request `send` makes to the session's worker for `python` / `remote` (started
+        if needed) and follow it; a failure becomes ``error``."""
         try:
-            self.handle = send()
+            client = self.session.ensure(python, log_path, remote)
+            self.handle = client.follow(send(client))
         except (SetupError, WorkerError) as exc:
             self.error = str(exc)
 
@@ -120,11 +123,7 @@ class RuntimeCheck(FollowedRequest):
     result: Optional[HelloEvent] = None
 
     def start(self, log_path: Optional[Path] = None) -> None:
-        def send() -> RequestHandle:
-            client = self.session.ensure(self.python, log_path, self.remote)
-            return client.follow(client.hello())
-
-        self._send(send)
+        self._send(self.python, self.remote, log_path, lambda client: client.hello())
 
     @property
     def answered(self) -> bool:
@@ -163,12 +162,11 @@ class RemoteFetch(FollowedRequest):
     result: Optional[FetchedEvent] = None
 
     def start(self, log_path: Optional[Path] = None) -> None:
-        def send() -> RequestHandle:
-            client = self.session.ensure(self.remote.python, log_path, self.remote)
-            assert isinstance(client, RemoteWorkerClient)
-            return client.follow(client.fetch(self.url, self.filename, self.size))
+        def fetch(client: WorkerClient) -> str:
+            assert isinstance(client, RemoteWorkerClient)  # the session's worker for a remote target is one
+            return client.fetch(self.url, self.filename, self.size)
 
-        self._send(send)
+        self._send(self.remote.python, self.remote, log_path, fetch)
 
     @property
     def answered(self) -> bool:
