@@ -3,9 +3,11 @@
 One worker serves every scene (the model loads once). Each scene starts from an empty file,
 is reconstructed and imported, and gets ``<out_dir>/<name>.blend`` (saved atomically) and/or its
 exports in ``<out_dir>/<name>/``. A scene is finished when its record ``<out_dir>/<name>.json``
-exists, lists the same photos and every output asked for, and those outputs exist: the record is
-written last, so a crash mid-scene leaves none and a re-run does the scene again, while finished
-scenes are skipped (resume). A failed scene is reported and the batch goes on. Progress goes to
+exists, lists every output asked for, those outputs exist, and its stamp — what made the result:
+each photo's path and SHA-256, the checkpoint's SHA-256, the options and the precision — equals
+this run's: the record is written last, so a crash mid-scene leaves none and a re-run does the
+scene again, while finished scenes are skipped (resume). A photo edited in place, another
+checkpoint at the same path or a changed option makes the scene run again. A failed scene is reported and the batch goes on. Progress goes to
 `log` (stderr), a summary table at the end.
 
 Note for interactive use: with ``blend=True`` the open file is replaced by each scene's.
@@ -20,18 +22,20 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, TextIO, Union
 
 from .client.remote import RemoteTarget
-from .core.atomic import atomic_file
+from .core.atomic import atomic_file, unwritable
 from .core.errors import OptionError
 from .core.exports import parse_formats
+from .core.photos import file_digest, skipped_message, unsupported_photos
 from .reconstruction import api_spec, fresh_file, run_spec, save_blend, show_through_first_camera
-from .session import PathLike, PhotoSource, RunSpec, photo_list
+from .session import PathLike, PhotoSource, RunError, RunSpec, photo_list
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
+"""2: the record carries the stamp (version 1 records lack it, so their scenes are done again)."""
 Scenes = Union[Sequence[PhotoSource], Mapping[str, PhotoSource]]
 """Folders or photo lists (named after their folder), or {name: folder or photo list}."""
 
@@ -107,8 +111,8 @@ def scene_names(scenes: Scenes) -> list[tuple[str, PhotoSource]]:
     return result
 
 
-def _finished(record_path: Path, photos: list[str], wanted: Sequence[str]) -> Optional[dict[str, Any]]:
-    """The record of an earlier run that made every `wanted` output from these `photos`, else None."""
+def _finished(record_path: Path, stamp: dict[str, Any], wanted: Sequence[str]) -> Optional[dict[str, Any]]:
+    """The record of an earlier run that made every `wanted` output with this `stamp`, else None."""
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -116,15 +120,45 @@ def _finished(record_path: Path, photos: list[str], wanted: Sequence[str]) -> Op
     if not isinstance(record, dict):
         return None
     outputs = record.get("outputs", {})
-    if record.get("version") != RECORD_VERSION or record.get("photos") != photos:
+    if record.get("version") != RECORD_VERSION or record.get("stamp") != stamp or not isinstance(outputs, dict):
         return None
     if not all(k in outputs and Path(outputs[k]).exists() for k in wanted):
         return None
     return dict(record)
 
 
-def _write_record(path: Path, outcome: SceneOutcome, photos: list[str], timings: dict[str, float]) -> None:
-    record = {"version": RECORD_VERSION, "scene": outcome.name, "photos": photos, "views": outcome.views,
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _digest(path: str) -> str:
+    """SHA-256 of a file, remembered for this session by (path, size, modification time): a batch
+    hashes its checkpoint once, not once per scene."""
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = file_digest(path)
+    return _DIGESTS[key]
+
+
+def scene_stamp(spec: RunSpec) -> dict[str, Any]:
+    """What a scene's result is made from: each photo (path and content), the checkpoint (its content;
+    on a remote machine, its path there), and the run's options — the engine's (precision included),
+    the import's and the exports' cut. JSON, for the record. (Which outputs were asked for is not part
+    of it: the record lists the outputs, and a scene whose record lacks one asked for now is done again.)"""
+    worker = spec.worker
+    checkpoint: dict[str, str] = {"path": str(worker.checkpoint)}
+    if worker.remote is None:
+        checkpoint["sha256"] = _digest(str(worker.checkpoint))
+    else:
+        checkpoint["remote"] = str(worker.remote)
+    options = {"options": asdict(spec.options), "imports": asdict(spec.imports), "cut": asdict(spec.exports.cut)}
+    return {"photos": [{"path": p, "sha256": file_digest(p)} for p in spec.photos], "checkpoint": checkpoint,
+            **json.loads(json.dumps(options, default=str))}
+
+
+def _write_record(path: Path, outcome: SceneOutcome, stamp: dict[str, Any], timings: dict[str, float]) -> None:
+    record = {"version": RECORD_VERSION, "scene": outcome.name, "photos": [p["path"] for p in stamp["photos"]],
+              "stamp": stamp, "views": outcome.views,
               "points": outcome.points, "seconds": outcome.seconds, "timings": timings,
               "worker_pid": outcome.worker_pid, "model_reused": outcome.model_reused,
               "outputs": {k: str(v) for k, v in outcome.outputs.items()},
@@ -169,7 +203,9 @@ def run_batch(scenes: Scenes, out_dir: PathLike, template: RunSpec, *, blend: bo
         raise OptionError("nothing to write", "ask for a .blend (blend=True) or export formats")
     settings = template.worker
     folder = Path(out_dir).absolute()
-    folder.mkdir(parents=True, exist_ok=True)
+    problem = unwritable(folder / "scene.json")  # every scene writes its record there
+    if problem is not None:
+        raise RunError(problem[0].replace(f"{folder / 'scene.json'}", str(folder)), problem[1])
     wanted = (["blend"] if blend else []) + list(formats)
     named = scene_names(scenes)
     report = BatchReport(out_dir=folder, scenes=[])
@@ -187,7 +223,11 @@ def run_batch(scenes: Scenes, out_dir: PathLike, template: RunSpec, *, blend: bo
         scene_started = time.perf_counter()
         try:
             photos = photo_list(source)
-            record = _finished(folder / f"{name}.json", photos, wanted) if resume else None
+            if isinstance(source, (str, os.PathLike)) and (skipped := unsupported_photos(Path(source))):
+                say(f"{label}: {skipped_message(skipped)}")
+            spec = _scene_spec(template, photos, outcome.name, folder, blend)
+            stamp = scene_stamp(spec)
+            record = _finished(folder / f"{name}.json", stamp, wanted) if resume else None
             if record is not None:
                 outcome.status = "skipped"
                 outcome.views, outcome.points = int(record["views"]), int(record["points"])
@@ -195,8 +235,7 @@ def run_batch(scenes: Scenes, out_dir: PathLike, template: RunSpec, *, blend: bo
                 outcome.outputs = {k: Path(v) for k, v in record["outputs"].items()}
                 say(f"{label}: already done, skipped")
                 continue
-            _run_scene(outcome, _scene_spec(template, photos, outcome.name, folder, blend), folder, blend,
-                       timeout, stage_printer(say, label), scene_started)
+            _run_scene(outcome, spec, stamp, folder, blend, timeout, stage_printer(say, label), scene_started)
             say(f"{label}: done in {outcome.seconds:.1f} s ({outcome.views} views, {outcome.points} points)")
         except Exception as exc:  # noqa: BLE001 -- the batch's boundary: report the scene, go on with
             # the next (a worker that died is restarted by the next scene's request).
@@ -233,7 +272,8 @@ def _scene_spec(template: RunSpec, photos: list[str], name: str, folder: Path, b
                    exports=replace(template.exports, folder=folder / name))
 
 
-def _run_scene(outcome: SceneOutcome, spec: RunSpec, folder: Path, blend: bool, timeout: Optional[float],
+def _run_scene(outcome: SceneOutcome, spec: RunSpec, stamp: dict[str, Any], folder: Path, blend: bool,
+               timeout: Optional[float],
                on_progress: Callable[[str, float], None], started: float) -> None:
     """Reconstruct one scene, write its outputs, then its record (last, so it marks completion)."""
     work = Path(tempfile.mkdtemp(prefix=f"mvdust3r-{outcome.name}-"))
@@ -249,7 +289,7 @@ def _run_scene(outcome: SceneOutcome, spec: RunSpec, folder: Path, blend: bool, 
             outcome.outputs["blend"] = save_blend(folder / f"{outcome.name}.blend")
         outcome.status = "done"
         outcome.seconds = time.perf_counter() - started
-        _write_record(folder / f"{outcome.name}.json", outcome, list(spec.photos), result.timings)
+        _write_record(folder / f"{outcome.name}.json", outcome, stamp, result.timings)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -21,6 +21,7 @@ from typing import Any, Optional
 import bpy
 
 from .batch import run_batch, stage_printer
+from .core.atomic import unwritable
 from .core.errors import OptionError
 from .core.exports import parse_formats
 from .core.options import add_arguments, cut_from_arguments, options_from_arguments
@@ -113,6 +114,10 @@ def _reconstruct_one(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".blend":
         print(f"mvdust3r: error: --out {out} must be a .blend file", file=sys.stderr)
         return 2
+    problem = unwritable(out)
+    if problem is not None:  # before the job: never a whole run, then nowhere to save it
+        print(f"mvdust3r: error: {problem[0]} ({problem[1]})", file=sys.stderr)
+        return 1
     photos: Any = args.photos[0] if len(args.photos) == 1 else args.photos  # one argument: a folder
     fresh_file()
     spec = arguments_spec(args, photo_list(photos))

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import bpy
 
-from .core.confidence import DEFAULT_DROP_PERCENT, ConfidenceCut
+from .core.confidence import DEFAULT_DROP_PERCENT, ConfidenceCut, make_cut
 from .core.errors import OptionError
 from .core.conventions import Axes
+from .core.options import check_number
 
 if TYPE_CHECKING:
     from bpy.types import UILayout
@@ -40,7 +41,11 @@ class ImportOptions:
     @classmethod
     def from_keywords(cls, **options: Any) -> "ImportOptions":
         """Options from keywords; an unknown name or a value out of range raises ValueError (the
-        core's ``OptionError``) saying which."""
+        core's ``OptionError``) saying which; a cut given both ways (a share and an absolute
+        confidence) is refused."""
+        if options.get("min_confidence") is not None and options.get("confidence_drop_percent") is not None:
+            make_cut(options["confidence_drop_percent"], options["min_confidence"])  # refuses both at once
+        options = {k: v for k, v in options.items() if not (k == "confidence_drop_percent" and v is None)}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
@@ -58,10 +63,14 @@ class ImportOptions:
         if self.axes not in ("Z_UP", "NETWORK"):
             raise OptionError(f"axes={self.axes!r}", "use 'Z_UP' or 'NETWORK'")
         self.cut  # checks both confidence options
-        if self.point_radius is not None and self.point_radius <= 0:
-            raise OptionError(f"point_radius={self.point_radius}", "must be > 0 (or None for automatic)")
-        if self.point_size <= 0 or self.scale_multiplier <= 0:
-            raise OptionError(f"point_size={self.point_size}, scale_multiplier={self.scale_multiplier}", "must be > 0")
+        if self.point_radius is not None:
+            check_number("point_radius", self.point_radius, above=0.0,
+                         hint="give a radius > 0 in world units, or None for automatic")
+        check_number("point_size", self.point_size, above=0.0, hint="give a size > 0 (1: neighbouring points touch)")
+        check_number("opacity_threshold", self.opacity_threshold, at_least=0.0, at_most=1.0,
+                     hint="give an opacity from 0 (show every Gaussian) to 1")
+        check_number("scale_multiplier", self.scale_multiplier, above=0.0,
+                     hint="give how many standard deviations a splat spans, > 0 (3 is usual)")
 
 
 class ContentOptions:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import bpy
 
 from . import run
-from .core.photos import IMAGE_EXTENSIONS
+from .core.photos import IMAGE_EXTENSIONS, display_name, skipped_message, unsupported_photos
 from .session import POLL_INTERVAL, SESSION, RunError, SetupError, folder_photos
 
 if TYPE_CHECKING:
@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 def add_photos(settings: Any, paths: Iterable[str]) -> tuple[int, list[str]]:
     """Append image files to the scene's photo list, skipping ones already there.
 
-    Returns (how many were added, the paths skipped because they are not images).
+    Returns (how many were added, the paths skipped because they are not images). A file name that
+    is not UTF-8 keeps its exact path (a file path property holds it) and is listed under its name
+    with U+FFFD for the undecodable bytes (a list item's name must be UTF-8).
     """
     present = {bpy.path.abspath(p.filepath) for p in settings.photos}
     added, rejected = 0, []
@@ -37,12 +39,17 @@ def add_photos(settings: Any, paths: Iterable[str]) -> tuple[int, list[str]]:
             continue
         item = settings.photos.add()
         item.filepath = absolute
-        item.name = os.path.basename(absolute)
+        item.name = display_name(os.path.basename(absolute))
         present.add(absolute)
         added += 1
     if added:
         settings.photo_index = len(settings.photos) - 1
     return added, rejected
+
+
+def _names(paths: list[str]) -> str:
+    """Up to five file names, shown as valid UTF-8."""
+    return ", ".join(display_name(os.path.basename(p)) for p in paths[:5]) + (", ..." if len(paths) > 5 else "")
 
 
 def _settings(context: bpy.types.Context) -> Any:
@@ -79,19 +86,27 @@ class MVDUST3R_BLENDER_OT_add_photos(bpy.types.Operator):
         if folder is None:
             self.report({"ERROR"}, "No photos chosen: pick image files or a folder")
             return {"CANCELLED"}
+        skipped: list[Path] = []
         if names:
             paths = [str(folder / name) for name in names]
         elif folder.is_dir():  # a folder without a selection: all of its images, in name order
-            paths = folder_photos(folder)
+            try:
+                paths = folder_photos(folder)
+            except OSError as exc:
+                self.report({"ERROR"}, f"Cannot list the folder '{display_name(str(folder))}': {exc.strerror or exc}")
+                return {"CANCELLED"}
+            skipped = unsupported_photos(folder)
         else:
-            self.report({"ERROR"}, f"The folder '{folder}' does not exist")
+            self.report({"ERROR"}, f"The folder '{display_name(str(folder))}' does not exist")
             return {"CANCELLED"}
         added, rejected = add_photos(_settings(context), paths)
         if rejected:
-            self.report({"WARNING"}, f"Skipped {len(rejected)} file(s) that are not images: "
-                                     f"{', '.join(os.path.basename(p) for p in rejected[:5])}")
-        if not added and not rejected:
-            self.report({"WARNING"}, f"No new images in {folder}")
+            self.report({"WARNING"}, f"Skipped {len(rejected)} file(s) that are not images: {_names(rejected)}")
+        if skipped:
+            message = skipped_message(skipped)
+            self.report({"WARNING"}, message[0].upper() + message[1:])
+        if not added and not (rejected or skipped):
+            self.report({"WARNING"}, f"No new images in {display_name(str(folder))}")
             return {"CANCELLED"}
         self.report({"INFO"}, f"Added {added} photo(s); {len(_settings(context).photos)} in the list")
         return {"FINISHED"} if added else {"CANCELLED"}

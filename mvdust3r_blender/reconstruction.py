@@ -16,11 +16,12 @@ out of range), ``WorkerError`` (the worker failed or died), ``BundleError`` (an 
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -28,14 +29,16 @@ import bpy
 
 from . import run, session
 from .client.remote import RemoteTarget
-from .core.atomic import atomic_file
+from .core.atomic import atomic_file, unwritable, write_failure
 from .core.bundle import Bundle, read_bundle
-from .core.confidence import DEFAULT_DROP_PERCENT, ConfidenceCut
+from .core.confidence import DEFAULT_DROP_PERCENT, make_cut
 from .core.exports import export as export_bundle
+from .core.exports import parse_formats
 from .core.options import ReconstructOptions
+from .core.photos import skipped_message, unsupported_photos
 from .core.protocol import Event, ProgressEvent, ResultEvent
 from .import_options import ImportOptions
-from .importers.scene import ImportResult, import_bundle
+from .importers.scene import ImportResult, bundle_warning_lines, import_bundle
 from .session import SESSION, Exports, PathLike, PhotoSource, RunError, RunSpec, WorkerSettings
 
 ProgressCallback = Callable[[str, float], None]
@@ -56,6 +59,7 @@ class Result:
     model_reused: bool = False        # the checkpoint was already loaded in the worker
     loads: int = 0                    # checkpoints the worker had loaded after this request
     exports: dict[str, Path] = field(default_factory=dict)  # format -> what the worker wrote
+    warnings: list[str] = field(default_factory=list)       # photos skipped, degenerate input, ... (and the import's)
 
     @property
     def collection(self) -> Optional[bpy.types.Collection]:
@@ -102,12 +106,16 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
     `ssh_command`, default ``ssh``; docs/remote.md): the photos are sent there and the results
     come back; `python` (default ``python3``) and `checkpoint` are then the remote's.
     """
-    spec = api_spec(session.photo_list(photos), checkpoint=checkpoint, device=device, precision=precision,
-                    python=python, remote=remote, ssh_command=ssh_command, reference_view=reference_view,
-                    pose_drop_percent=pose_drop_percent, focal=focal, import_points=import_points,
-                    import_cameras=import_cameras, import_gaussians=import_gaussians, exports=exports,
-                    export_dir=export_dir, **import_options)
-    return run_spec(spec, scene=scene, output=output, timeout=timeout, on_progress=on_progress)
+    template = api_spec((), checkpoint=checkpoint, device=device, precision=precision,  # options first: no I/O
+                        python=python, remote=remote, ssh_command=ssh_command, reference_view=reference_view,
+                        pose_drop_percent=pose_drop_percent, focal=focal, import_points=import_points,
+                        import_cameras=import_cameras, import_gaussians=import_gaussians, exports=exports,
+                        export_dir=export_dir, **import_options)
+    spec = replace(template, photos=tuple(session.photo_list(photos)))
+    result = run_spec(spec, scene=scene, output=output, timeout=timeout, on_progress=on_progress)
+    if isinstance(photos, (str, os.PathLike)) and (skipped := unsupported_photos(Path(photos))):
+        result.warnings.insert(0, skipped_message(skipped))  # the folder's HEIC/raw files, named
+    return result
 
 
 def api_spec(photos: Sequence[str], *, checkpoint: Optional[PathLike] = None, device: Optional[str] = None,
@@ -127,8 +135,8 @@ def api_spec(photos: Sequence[str], *, checkpoint: Optional[PathLike] = None, de
                    options=ReconstructOptions(reference_view=reference_view, pose_drop_percent=pose_drop_percent,
                                               focal=str(focal)),
                    imports=imports,
-                   exports=Exports(formats=tuple(exports), folder=Path(export_dir) if export_dir is not None else None,
-                                   cut=imports.cut),
+                   exports=Exports(formats=tuple(parse_formats(exports)),  # one string is one format
+                                   folder=Path(export_dir) if export_dir is not None else None, cut=imports.cut),
                    keep_bundle=True)
 
 
@@ -141,6 +149,8 @@ def run_spec(spec: RunSpec, *, scene: Optional[bpy.types.Scene] = None, output: 
         raise RunError("there is no scene to import into", "pass scene=")
     if run.active() is not None:
         raise RunError("a reconstruction started from the panel is running", "wait for it or cancel it first")
+    if output is not None and (problem := unwritable(Path(output))) is not None:
+        raise RunError(*problem)  # before the job: never minutes of work, then nowhere to put it
     bundle_path = Path(output) if output is not None else Path(tempfile.mkdtemp(dir=results_folder())) / "bundle.npz"
     bundle_path.parent.mkdir(parents=True, exist_ok=True)
     handle = SESSION.submit(spec, bundle_path, session.log_path())
@@ -167,6 +177,9 @@ def run_spec(spec: RunSpec, *, scene: Optional[bpy.types.Scene] = None, output: 
         started = time.perf_counter()
         result.imported = import_bundle(result.bundle_path, spec.imports, target)
         result.timings["import"] = time.perf_counter() - started
+        result.warnings += result.imported.warnings
+    else:
+        result.warnings += bundle_warning_lines(read_bundle(result.bundle_path))
     return result
 
 
@@ -177,8 +190,7 @@ def export(result_or_bundle: Union[Result, Bundle, PathLike], formats: Sequence[
     Points below the cut are left out: `min_confidence` (absolute), else `confidence_drop_percent`
     (default: the least-confident 3 %).
     Raises the core's ``ExportError`` naming the format or file at fault."""
-    cut = ConfidenceCut(min_confidence=min_confidence) if confidence_drop_percent is None else \
-        ConfidenceCut(confidence_drop_percent=confidence_drop_percent, min_confidence=min_confidence)
+    cut = make_cut(confidence_drop_percent, min_confidence)
     if isinstance(result_or_bundle, Result):
         bundle = read_bundle(result_or_bundle.bundle_path)
     elif isinstance(result_or_bundle, Bundle):
@@ -221,12 +233,18 @@ def save_blend(path: PathLike) -> Path:
     """Save the open file as a copy at `path`, atomically (a crash never leaves half a file there
     for a resumed batch to mistake for a finished scene)."""
     final = Path(path).absolute()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(final) as partial:
-        partial.unlink()  # else Blender keeps the empty placeholder as a '.blend1' backup
-        result = bpy.ops.wm.save_as_mainfile(filepath=str(partial), copy=True, check_existing=False)
-        if result != {"FINISHED"}:
-            raise OSError(f"Blender could not write '{partial}'")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(final) as partial:
+            partial.unlink()  # else Blender keeps the empty placeholder as a '.blend1' backup
+            try:
+                result = bpy.ops.wm.save_as_mainfile(filepath=str(partial), copy=True, check_existing=False)
+            except RuntimeError as exc:  # Blender's message names the hidden temporary file, not the user's
+                raise OSError(f"Blender could not write it ({exc})".replace(str(partial), str(final))) from None
+            if result != {"FINISHED"}:
+                raise OSError("Blender could not write it")
+    except OSError as exc:
+        raise RunError(*write_failure(final, exc)) from None
     return final
 
 

@@ -12,6 +12,7 @@ left exactly as it was.
 """
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 import time
@@ -54,12 +55,14 @@ def panel_spec(context: bpy.types.Context) -> RunSpec:
 
 @dataclass
 class RunController:
-    """One reconstruction of `spec` into the scene `scene_name`: submits it, follows it, imports
-    the result on the main thread."""
+    """One reconstruction of `spec` into the scene `scene_name` (found by `scene_uid`, its
+    ``ID.session_uid`` — unique in this Blender session and kept by a rename — when given): submits
+    it, follows it, imports the result on the main thread."""
 
     spec: RunSpec
-    scene_name: str
+    scene_name: str                  # for messages, and to find the scene when no scene_uid is given
     log_path: Optional[Path] = None
+    scene_uid: Optional[int] = None
     session: WorkerSession = field(default_factory=lambda: SESSION)
     phase: RunState = RunState.RUNNING
     stage: str = "Starting the worker"
@@ -72,10 +75,17 @@ class RunController:
     _workdir: Optional[Path] = None
     _cancelled_at: float = 0.0
 
+    def scene(self) -> Optional[bpy.types.Scene]:
+        """The scene the run was started in, if it still exists (renamed or not)."""
+        if self.scene_uid is None:
+            return bpy.data.scenes.get(self.scene_name)
+        return next((s for s in bpy.data.scenes if s.session_uid == self.scene_uid), None)
+
     def start(self) -> None:
         """Start (or reuse) the worker and send the request; raises SetupError if it cannot start
         (the run's folder is removed then, as after any end)."""
         self._workdir = Path(tempfile.mkdtemp(prefix="mvdust3r-run-"))
+        _WORKDIRS.add(self._workdir)
         try:
             self.handle = self.session.submit(self.spec, self._workdir / "bundle.npz", self.log_path)
         except WorkerError as exc:
@@ -139,7 +149,7 @@ class RunController:
     def _apply(self, bundle_path: Path) -> None:
         """Import the bundle into the run's scene as one undo step. ``api.import_bundle`` removes
         whatever it created when it fails, so a failure leaves the scene as it was."""
-        scene = bpy.data.scenes.get(self.scene_name)
+        scene = self.scene()
         if scene is None:
             self._finish(RunState.FAILED, f"the scene '{self.scene_name}' was deleted during the run",
                          "run the reconstruction again")
@@ -155,7 +165,9 @@ class RunController:
         self.timings["import"] = time.perf_counter() - started
         self.collection_name = result.collection.name
         _push_undo("MV-DUSt3R Reconstruction")
-        self._finish(RunState.DONE, f"{len(self.spec.photos)} photos → {self.collection_name}")
+        said = f"; {len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''}" if result.warnings else ""
+        self._finish(RunState.DONE, f"{len(self.spec.photos)} photos → {self.collection_name}{said}",
+                     "\n".join(result.warnings))  # the panel shows them under the result
 
     def _finish(self, phase: RunState, message: str, hint: str = "") -> None:
         self.phase, self.message, self.hint = phase, message, hint
@@ -170,6 +182,7 @@ class RunController:
         """The run's own folder (its bundle) goes when the run ends, imported or not."""
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
+            _WORKDIRS.discard(self._workdir)
             self._workdir = None
 
     @property
@@ -225,6 +238,16 @@ def _show(status: Optional[str]) -> None:
 
 
 _active: Optional[RunController] = None
+_WORKDIRS: set[Path] = set()
+"""The folders of runs not finished yet: removed at any exit of Blender (``atexit``), even one in
+the middle of a run, which ends without the run's own clean-up."""
+
+
+@atexit.register
+def _remove_workdirs() -> None:
+    for folder in list(_WORKDIRS):
+        shutil.rmtree(folder, ignore_errors=True)
+    _WORKDIRS.clear()
 
 
 def active() -> Optional[RunController]:
@@ -239,7 +262,7 @@ def start(context: bpy.types.Context) -> RunController:
         raise RunError("a reconstruction is already running", "wait for it or cancel it")
     scene = context.scene
     assert scene is not None
-    controller = RunController(panel_spec(context), scene.name, session.log_path())
+    controller = RunController(panel_spec(context), scene.name, session.log_path(), scene_uid=scene.session_uid)
     controller.start()
     _active = controller
     return controller
@@ -270,5 +293,6 @@ def unregister() -> None:
         bpy.app.handlers.load_pre.remove(_cancel_on_load)
     if _active is not None and not _active.finished:
         _active.cancel()
+        _active._remove_workdir()  # nothing will be imported: the run's folder goes now
     _active = None
     SESSION.shutdown()

@@ -111,3 +111,20 @@ def write_failure(path: Path, exc: OSError) -> tuple[str, str]:
                 "choose another output path; no partial file was left")
     return (f"cannot write {path}: {exc.strerror or exc}",
             "choose a folder you can write to, with free space; no partial file was left")
+
+
+def unwritable(path: Path) -> tuple[str, str] | None:
+    """(message, hint) naming `path` when a file cannot be written there — its folder not creatable,
+    read-only, or a file in the way — else None (the probe is a hidden sibling, removed at once). Callers check outputs with this before a
+    long job, so a run never computes for minutes and then fails on where it was to be saved."""
+    path = Path(path).absolute()
+    if path.is_dir():
+        return (f"cannot write {path}: it is a folder", "give a file name, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = sibling(path, ".probe")
+        probe.open("xb").close()
+        probe.unlink()
+    except OSError as exc:
+        return write_failure(path, exc)
+    return None

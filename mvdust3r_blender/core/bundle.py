@@ -117,6 +117,7 @@ class Bundle:
         if not isinstance(self.meta, dict):
             fail("meta", f"must be a JSON object, not {type(self.meta).__name__}")
         self._check_ranges(fail)
+        check_meta(self.meta, n, fail)
 
     def _check_ranges(self, fail: Callable[[str, str], None]) -> None:
         """The values' ranges and the cameras' invertibility (shapes and finiteness already checked)."""
@@ -156,6 +157,33 @@ class Bundle:
                               f"not [0,0,0,1]) {where(singular | bottom)}")
 
 
+WARNING_LISTS = ("camera_warnings", "photo_warnings")
+"""The ``meta`` lists of ``{"views": [user indices], "message": text}`` that an import shows."""
+ORIENTATIONS = range(1, 9)
+
+
+def check_meta(meta: dict[str, Any], n: int, fail: Callable[[str, str], None]) -> None:
+    """The ``meta`` fields the Blender side reads, each checked for type and size before it is used
+    (others are the writer's record and are never read): the warning lists (views must be whole
+    numbers from 0 to N−1, the message text) and ``photo_orientation`` (N EXIF orientations, 1–8)."""
+    for key in WARNING_LISTS:
+        warnings = meta.get(key, [])
+        if not isinstance(warnings, list):
+            fail(f"meta.{key}", f"must be a list of {{views, message}} objects, not a JSON {type(warnings).__name__}")
+        for k, warning in enumerate(warnings):
+            if not isinstance(warning, dict) or not isinstance(warning.get("message", ""), str):
+                fail(f"meta.{key}", f"entry {k} must be an object with a text 'message', found {warning!r:.80}")
+            views = warning.get("views", [])
+            if not isinstance(views, list) or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < n
+                                                      for v in views):
+                fail(f"meta.{key}", f"entry {k} has 'views' {views!r:.80}; they must be a list of view indices "
+                                    f"from 0 to {n - 1}")
+    orientation = meta.get("photo_orientation")
+    if orientation is not None and (not isinstance(orientation, list) or len(orientation) != n or not all(
+            isinstance(o, int) and not isinstance(o, bool) and o in ORIENTATIONS for o in orientation)):
+        fail("meta.photo_orientation", f"must be {n} EXIF orientations (whole numbers 1 to 8), found {orientation!r:.80}")
+
+
 # -- how the bundle's colours are read (both processes use these)
 
 def srgb_to_linear(srgb: np.ndarray) -> np.ndarray:
@@ -175,32 +203,6 @@ def srgb8_to_linear(srgb: np.ndarray) -> np.ndarray:
 _ARRAYS = [f.name for f in fields(Bundle) if f.name not in ("photo_paths", "meta")]
 _DTYPES = {"images": np.uint8, "photo_size": np.int32}
 _REQUIRED = ("images", "pts3d", "conf", "intrinsics", "cam2world", "photo_size", "crop_box")
-
-
-def _check_sizes(path: Path, max_bytes: int) -> None:
-    """Refuse an archive whose members would inflate beyond `max_bytes` in all, or whose array
-    header promises more bytes than its member holds (numpy would allocate the promise first)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
-            total = sum(m.file_size for m in members)
-            if total > max_bytes:
-                raise BundleError(f"{path}: its arrays would take {total / 1e6:.0f} MB once unpacked, more than the "
-                                  f"{max_bytes / 1e6:.0f} MB a bundle of its size may",
-                                  "it is damaged or not a bundle this add-on wrote; nothing was unpacked")
-            for member in members:
-                if member.is_dir() or not member.filename.endswith(".npy"):
-                    continue
-                with archive.open(member) as f:
-                    version = npformat.read_magic(f)
-                    read_header = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
-                    shape, _, dtype = read_header(f)
-                    promised = int(np.prod(shape, dtype=object)) * dtype.itemsize
-                    if promised > member.file_size:
-                        raise BundleError(f"{path}: the array '{member.filename}' claims {promised} bytes but holds "
-                                          f"{member.file_size}", "the bundle is damaged; nothing was unpacked")
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise BundleError(f"{path}: not a reconstruction bundle (unreadable .npz: {exc})") from exc
 
 
 def write_bundle(bundle: Bundle, path: str | os.PathLike[str]) -> Path:
@@ -230,6 +232,55 @@ INFLATE_RATIO = 16
 read: this add-on writes them uncompressed (ratio 1), and numpy's compressed files of point clouds
 reach 2-3; a "zip bomb" (a few MB that inflate to GBs) is refused before anything is inflated."""
 INFLATE_SLACK = 64 * 1024 ** 2
+_ENTRIES = (*_ARRAYS, "photo_paths", "meta")
+_MAX_DEFLATE_RATIO = 1032  # deflate never expands data more than this: a bound on a compressed entry's real size
+
+
+def _read_entries(path: Path, max_bytes: int) -> dict[str, np.ndarray]:
+    """The bundle's known entries (entries it does not know are never read). Before anything is
+    inflated, their sizes in the archive's directory must add up to at most `max_bytes` (a zip bomb),
+    and each entry's .npy header must promise no more than the bytes it holds (9 TiB declared in a
+    2 kB file): numpy would allocate the promise first."""
+    data: dict[str, np.ndarray] = {}
+    file_size = path.stat().st_size
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename[:-4]: info for info in archive.infolist() if info.filename.endswith(".npy")}
+        known = [(name, members[name]) for name in _ENTRIES if name in members]
+        total = sum(info.file_size for _, info in known)
+        if total > max_bytes:
+            raise BundleError(f"{path}: its arrays would take {total / 1e6:.0f} MB once unpacked, more than the "
+                              f"{max_bytes / 1e6:.0f} MB a bundle of its size may",
+                              "it is damaged or not a bundle this add-on wrote; nothing was unpacked")
+        for name, info in known:
+            if info.compress_size > file_size:
+                raise BundleError(f"{path}: entry '{name}' claims {info.compress_size:,} bytes in a file of "
+                                  f"{file_size:,}: the file is damaged")
+            ratio = 1 if info.compress_type == zipfile.ZIP_STORED else _MAX_DEFLATE_RATIO
+            with archive.open(info) as f:
+                version = npformat.read_magic(f)
+                if version not in ((1, 0), (2, 0), (3, 0)):
+                    raise BundleError(f"{path}: entry '{name}' has an unknown .npy version {version}")
+                shape, fortran, dtype = (npformat.read_array_header_1_0(f) if version == (1, 0)
+                                         else npformat.read_array_header_2_0(f))
+                if dtype.hasobject:
+                    raise BundleError(f"{path}: entry '{name}' holds Python objects, which a bundle never does")
+                declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+                available = min(info.file_size, info.compress_size * ratio)
+                if declared > available:
+                    raise BundleError(f"{path}: entry '{name}' declares a {dtype} array of shape {list(shape)} "
+                                      f"({declared:,} bytes) but holds at most {available:,}: the file is damaged")
+                data[name] = _read_body(f, shape, fortran, dtype)
+    return data
+
+
+def _read_body(f: Any, shape: tuple[int, ...], fortran: bool, dtype: np.dtype[Any]) -> np.ndarray:
+    """The array data after a checked header."""
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = f.read(count * dtype.itemsize)
+    if len(raw) != count * dtype.itemsize:
+        raise EOFError(f"the array data ends after {len(raw)} of {count * dtype.itemsize} bytes")
+    array = np.frombuffer(bytearray(raw), dtype=dtype, count=count)
+    return array.reshape(shape[::-1]).transpose() if fortran else array.reshape(shape)
 
 
 def read_bundle(path: str | os.PathLike[str], max_bytes: Optional[int] = None) -> Bundle:
@@ -239,10 +290,12 @@ def read_bundle(path: str | os.PathLike[str], max_bytes: Optional[int] = None) -
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"{path}: no such bundle file")
-    _check_sizes(path, max_bytes if max_bytes is not None else INFLATE_RATIO * path.stat().st_size + INFLATE_SLACK)
+    if max_bytes is None:
+        max_bytes = INFLATE_RATIO * path.stat().st_size + INFLATE_SLACK
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            data = {k: npz[k] for k in npz.files}
+        data = _read_entries(path, max_bytes)
+    except BundleError:
+        raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise BundleError(f"{path}: not a reconstruction bundle (unreadable .npz: {exc})") from exc
     if "meta" not in data:

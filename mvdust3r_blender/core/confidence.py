@@ -17,11 +17,11 @@ it can tell a user that numpy is missing); the cuts themselves take numpy arrays
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 from .errors import OptionError
+from .numeric import check_number
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,9 +32,34 @@ DEFAULT_DROP_PERCENT = 3.0
 
 def check_drop_percent(name: str, value: float) -> float:
     """`value` as a float share in [0, 100); :class:`OptionError` naming `name` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < 100.0:
-        raise OptionError(f"{name}={value!r} is out of range", "give a percentage from 0 (keep all) to below 100")
-    return float(value)
+    return check_number(name, value, at_least=0.0, below=100.0,
+                        hint="give a percentage from 0 (keep all) to below 100")
+
+
+def make_cut(confidence_drop_percent: Optional[float] = None, min_confidence: Optional[float] = None) -> "ConfidenceCut":
+    """The cut a caller asked for, each of its two forms given at most once: a share (percent) or an
+    absolute confidence — both at once is refused (the absolute one would silently win); neither is
+    the default share."""
+    if confidence_drop_percent is not None and min_confidence is not None:
+        raise OptionError(f"both confidence_drop_percent={confidence_drop_percent!r} and "
+                          f"min_confidence={min_confidence!r} are given",
+                          "give either a share of points to leave out (percent) or an absolute confidence, not both")
+    if min_confidence is not None:
+        return ConfidenceCut(min_confidence=min_confidence)
+    return ConfidenceCut(confidence_drop_percent=DEFAULT_DROP_PERCENT if confidence_drop_percent is None
+                         else confidence_drop_percent)
+
+
+def empty_cut_warning(cut: "ConfidenceCut", conf: "np.ndarray") -> Optional[str]:
+    """A warning when `cut` leaves out every point of `conf` (an absolute cut above the highest
+    confidence): what was asked and what the confidences are, else None."""
+    import numpy as np
+
+    values = np.asarray(conf)
+    if values.size == 0 or cut.min_confidence is None or bool(np.any(values >= cut.min_confidence)):
+        return None
+    return (f"min_confidence={cut.min_confidence:g} leaves out every point: the highest confidence is "
+            f"{float(values.max()):.4g}")
 
 
 def drop_threshold(conf: np.ndarray, drop_percent: float) -> float:
@@ -60,11 +85,9 @@ class ConfidenceCut:
 
     def __post_init__(self) -> None:
         check_drop_percent("confidence_drop_percent", self.confidence_drop_percent)
-        if self.min_confidence is not None and (isinstance(self.min_confidence, bool)
-                                                or not isinstance(self.min_confidence, (int, float))
-                                                or not math.isfinite(self.min_confidence)):
-            raise OptionError(f"min_confidence={self.min_confidence!r} is not a number",
-                              "give an absolute confidence (the network's are >= 1), or leave it unset")
+        if self.min_confidence is not None:
+            check_number("min_confidence", self.min_confidence,
+                         hint="give an absolute confidence (the network's are >= 1), or leave it unset")
 
     def threshold(self, conf: np.ndarray) -> float:
         """The confidence a point needs to pass: `min_confidence`, else the drop share's threshold."""

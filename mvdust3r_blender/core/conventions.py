@@ -85,11 +85,17 @@ class BlenderCamera:
     sensor_fit: Literal["HORIZONTAL"] = "HORIZONTAL"
 
 
+MIN_LENS_MM = 1.0
+"""Blender's smallest focal length (``Camera.lens`` hard minimum)."""
+
+
 def blender_camera(intrinsics: np.ndarray, width: int, height: int, sensor_width: float = 36.0) -> BlenderCamera:
     """Blender camera parameters that reproduce K (original-photo pixels, photo [0,W]×[0,H]) exactly.
 
     fy/fx = pixel_aspect_x / pixel_aspect_y, so non-square pixels become a scene pixel aspect (one of
-    the two is 1); the principal point becomes lens shift.
+    the two is 1); the principal point becomes lens shift. Only the ratio lens / sensor width
+    matters, so a field of view wider than a 1 mm lens on a 36 mm sensor gives (173.6° across a
+    20000-pixel strip) gets a wider sensor instead of a clamped lens.
     """
     fx, fy = float(intrinsics[0, 0]), float(intrinsics[1, 1])
     cx, cy = float(intrinsics[0, 2]), float(intrinsics[1, 2])
@@ -97,8 +103,11 @@ def blender_camera(intrinsics: np.ndarray, width: int, height: int, sensor_width
         raise ValueError(f"invalid camera: fx={fx}, fy={fy}, photo {width}x{height} (all must be > 0)")
     pax, pay = (fy / fx, 1.0) if fy >= fx else (1.0, fx / fy)
     ycor = pay / pax  # = fx/fy
+    lens = fx * sensor_width / width
+    if lens < MIN_LENS_MM:  # Blender clamps the lens at 1 mm: a wider sensor keeps a wider field of view exact
+        sensor_width, lens = MIN_LENS_MM * width / fx, MIN_LENS_MM
     return BlenderCamera(
-        lens=fx * sensor_width / width, sensor_width=sensor_width,
+        lens=lens, sensor_width=sensor_width,
         shift_x=(width / 2 - cx) / width, shift_y=(cy - height / 2) * ycor / width,
         resolution_x=int(width), resolution_y=int(height), pixel_aspect_x=pax, pixel_aspect_y=pay,
     )

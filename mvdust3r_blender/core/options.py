@@ -16,8 +16,9 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from .confidence import DEFAULT_DROP_PERCENT, ConfidenceCut, check_drop_percent
+from .confidence import DEFAULT_DROP_PERCENT, ConfidenceCut, check_drop_percent, make_cut
 from .errors import OptionError
+from .numeric import check_number as check_number  # the one numeric check, beside the options it checks
 
 DEVICES = {
     "auto": ("Automatic", "The best available: CUDA/ROCm GPU, Apple GPU, else CPU"),
@@ -113,7 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, export_help: str, checkpoi
                         help="the cameras' focal length: auto (from EXIF when plausible, else estimated), estimate "
                              "(always from the points), or MM, a 35 mm-equivalent focal length for every photo "
                              "(only the poses are solved)")
-    parser.add_argument("--confidence-drop-percent", type=float, default=DEFAULT_DROP_PERCENT, metavar="P",
+    parser.add_argument("--confidence-drop-percent", type=float, default=None, metavar="P",
                         help=f"share of least-confident points left out of the import and exports (default {DEFAULT_DROP_PERCENT:g})")
     parser.add_argument("--min-confidence", type=float, default=None, metavar="C",
                         help="leave out points below this absolute confidence instead (the network's are >= 1)")
@@ -128,4 +129,4 @@ def options_from_arguments(args: argparse.Namespace, *, gaussians: bool) -> Reco
 
 def cut_from_arguments(args: argparse.Namespace) -> ConfidenceCut:
     """The :class:`ConfidenceCut` that :func:`add_arguments`' options chose."""
-    return ConfidenceCut(confidence_drop_percent=args.confidence_drop_percent, min_confidence=args.min_confidence)
+    return make_cut(args.confidence_drop_percent, args.min_confidence)

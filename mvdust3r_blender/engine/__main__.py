@@ -16,6 +16,7 @@ from typing import Optional, Sequence, TextIO
 from ..core.bundle import write_bundle
 from ..core.errors import OptionError, UserError
 from ..core.exports import needing_gaussians, parse_formats
+from ..core.photos import skipped_message, unsupported_photos
 from ..core.options import add_arguments, cut_from_arguments, options_from_arguments
 from .errors import Cancelled, InputError, out_of_memory
 
@@ -91,6 +92,9 @@ def run_reconstruct(args: argparse.Namespace, stderr: TextIO) -> int:
     options = options_from_arguments(args, gaussians=not args.no_gaussians)
     cut = cut_from_arguments(args)
     photos = collect_photo_paths(args.photos)
+    for folder in {Path(a) for a in args.photos if Path(a).is_dir()}:
+        if skipped := unsupported_photos(folder):
+            print(f"warning: {folder}: {skipped_message(skipped)}", file=stderr)
     if not photos:
         raise InputError(f"no image files found in {', '.join(args.photos)}",
                          "give photo files or folders holding .jpg/.png/.webp/.tif/.bmp files")
@@ -110,7 +114,8 @@ def run_reconstruct(args: argparse.Namespace, stderr: TextIO) -> int:
         bundle.meta["timings"]["total"] = round(time.perf_counter() - started, 4)
         written = [write_bundle(bundle, out / BUNDLE_NAME)]
         if formats:
-            written += list(export(bundle, formats, out, cut=cut).values())
+            written += list(export(bundle, formats, out, cut=cut,
+                                   on_warning=lambda text: print(f"warning: {text}", file=stderr)).values())
         progress("write", 1.0)
     finally:
         progress.finish()

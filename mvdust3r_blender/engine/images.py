@@ -40,7 +40,7 @@ import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from ..core.photos import (DUPLICATE_HINT, UNREADABLE_HINT, duplicate_message, duplicate_photos, exif_orientation,
-                           folder_photos, photo_problem, unreadable_message)
+                           file_digest, folder_photos, photo_problem, unreadable_message)
 from .errors import Cancelled, InputError
 
 MAX_EXACT_PIXELS = 24_000_000
@@ -128,6 +128,8 @@ class PreparedPhoto:
     crop_box: tuple[float, float, float, float]   # (x0,y0,x1,y1) in photo pixels, [0,W]×[0,H]
     approximate: bool = False                     # decoded at reduced scale (huge JPEG, see module doc)
     camera: Optional[PhotoCamera] = None          # what its EXIF says about its camera
+    orientation: int = 1                          # EXIF orientation (1-8) applied to the stored pixels
+    digest: str = ""                              # SHA-256 of the file's bytes (byte-identical photos)
 
     @property
     def camera_key(self) -> tuple[object, ...]:
@@ -181,7 +183,9 @@ def load_photo(path: str | os.PathLike[str], size: tuple[int, int],
     with Image.open(path) as opened:
         stored_w, stored_h = opened.size
         camera = read_camera(opened)
-        swapped = exif_orientation(opened) in _SWAPPING_ORIENTATIONS
+        orientation = exif_orientation(opened)
+        orientation = orientation if 1 <= orientation <= 8 else 1
+        swapped = orientation in _SWAPPING_ORIENTATIONS
         photo_w, photo_h = (stored_h, stored_w) if swapped else (stored_w, stored_h)
         approximate = False
         if opened.format in ("JPEG", "MPO") and stored_w * stored_h > max_exact_pixels:
@@ -198,7 +202,8 @@ def load_photo(path: str | os.PathLike[str], size: tuple[int, int],
     x0, y0, x1, y1 = plan.crop
     return PreparedPhoto(path=str(path), image=crop, photo_size=(photo_w, photo_h),
                          crop_box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy), approximate=approximate,
-                         camera=camera)
+                         camera=camera, orientation=orientation, digest=file_digest(path))
+
 
 
 def _decoders() -> ThreadPoolExecutor:

@@ -36,6 +36,7 @@ from .errors import Cancelled, CheckpointError, InputError
 from .focal import known_focal
 from .gaussians import SCALE_MAX, SCALE_MIN, gaussian_fields
 from .images import PendingPhotos, PreparedPhoto, load_photos, network_input
+from .photo_checks import PhotoWarning, drop_duplicates, photo_warnings
 from .model import Precision
 from .precision import PrecisionPlan, numerics, plan_for
 from .prediction import Prediction
@@ -138,7 +139,9 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
 
     with stages.stage("load") as loading:
         loaded = load_photos(paths, config.img_size, cancel=cancel, progress=loading, pending=pending)
-        order = reference_order(len(loaded), options.reference_view)
+        loaded, reference_view, dropped = _without_duplicates(loaded, options.reference_view, config)
+        warnings = [w.as_meta() for w in (*dropped, *photo_warnings(loaded, config.img_size, options.focal))]
+        order = reference_order(len(loaded), reference_view)
         back = inverse_order(order)
         images = np.stack([p.image for p in loaded])                          # user order
 
@@ -171,6 +174,7 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
 
     meta = {
         **_meta(model, options, loaded, order, geometry, cams),
+        "photo_warnings": warnings,
         "timings": {k: round(v, 4) for k, v in stages.timings.items()},
         "device": str(device),
         "precision": plan.meta(getattr(_first_weight(model), "dtype", None)),
@@ -209,6 +213,23 @@ def _gaussians(prediction: Prediction, pts3d: torch.Tensor, mask: torch.Tensor,
     return arrays, meta
 
 
+def _without_duplicates(loaded: list[PreparedPhoto], reference_view: Optional[int],
+                        config: ModelConfig) -> tuple[list[PreparedPhoto], Optional[int], list[PhotoWarning]]:
+    """`loaded` without byte-identical copies (:func:`~.photo_checks.drop_duplicates`), the reference
+    view among those kept (a left-out copy stands for its twin), and a warning per copy left out."""
+    kept, dropped = drop_duplicates(loaded)
+    if len(kept) == len(loaded):
+        return loaded, reference_view, dropped
+    if reference_view is not None:
+        twin = next(i for i in kept if loaded[i].digest == loaded[reference_view].digest)
+        reference_view = kept.index(twin)
+    if len(kept) < config.min_views:
+        raise InputError(f"only {len(kept)} different photos remain once the byte-identical copies are left "
+                         f"out ({'; '.join(w.message for w in dropped)})",
+                         f"give at least {config.min_views} different photos of the scene")
+    return [loaded[i] for i in kept], reference_view, dropped
+
+
 def _meta(model: Network, options: ReconstructOptions, loaded: Sequence[PreparedPhoto], order: Sequence[int],
           geometry: ViewGeometry, cams: RecoveredCameras) -> dict[str, Any]:
     """What the bundle records of the model, the options and the cameras (views in user order)."""
@@ -230,5 +251,6 @@ def _meta(model: Network, options: ReconstructOptions, loaded: Sequence[Prepared
         "pose_inliers": [int(cams.inliers[back[u]]) for u in range(len(loaded))],
         "camera_warnings": [{"views": sorted(int(order[v]) for v in w.views), "message": w.message}
                             for w in cams.warnings],
+        "photo_orientation": [int(p.orientation) for p in loaded],
         "approximate_photos": [p.path for p in loaded if p.approximate],
     }

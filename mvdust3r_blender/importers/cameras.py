@@ -8,13 +8,14 @@ applies them to the scene when that camera is made the active one.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import bpy
 import numpy as np
 from mathutils import Matrix
 
 from ..core.conventions import BlenderCamera, blender_camera, image_plane_corners
-from ..core.photos import display_name
+from ..core.photos import display_name, upright
 
 INTRINSIC_PROPS = ("W", "H", "fx", "fy", "cx", "cy")
 
@@ -57,14 +58,43 @@ def set_render_camera(scene: bpy.types.Scene, obj: bpy.types.Object) -> None:
     scene.camera = obj
 
 
-def load_photo(path: str) -> tuple[bpy.types.Image | None, str | None]:
-    """(image, None) or (None, why not): a missing or unreadable photo is reported, not fatal."""
-    if not Path(path).is_file():
-        return None, f"photo not found: {path}"
+def load_photo(path: str, orientation: int = 1) -> tuple[bpy.types.Image | None, str | None]:
+    """(image, None) or (None, why not): a missing or unreadable photo is reported, not fatal. The
+    image is shown as the photo is meant to be seen: an upright copy (packed into the .blend) when
+    EXIF `orientation` turns or mirrors it, since Blender ignores EXIF orientation."""
+    shown = display_name(path)
     try:
-        return bpy.data.images.load(path, check_existing=False), None
-    except RuntimeError as exc:
-        return None, f"photo unreadable: {path} ({exc})"
+        if not Path(path).is_file():
+            return None, f"photo not found: {shown}"
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        return None, f"photo cannot be opened: {shown} ({exc.strerror or exc})"
+    try:
+        image = bpy.data.images.load(path, check_existing=False)
+    except (RuntimeError, UnicodeError) as exc:  # Blender's message may hold the name's undecodable bytes
+        return None, f"photo unreadable: {shown} ({display_name(str(exc))})"
+    if image.size[0] == 0 or image.size[1] == 0:  # Blender loads lazily: a file that is not an image has no pixels
+        bpy.data.images.remove(image)
+        return None, f"photo unreadable: {shown} (not an image Blender can read)"
+    if orientation != 1:
+        image = upright_copy(image, orientation)
+    return image, None
+
+
+def upright_copy(image: bpy.types.Image, orientation: int) -> bpy.types.Image:
+    """A packed copy of `image` turned and mirrored as its EXIF `orientation` says (``core.photos.upright``),
+    replacing it; the file on disk is untouched."""
+    width, height = image.size
+    pixels = np.empty(width * height * 4, dtype=np.float32)
+    image.pixels.foreach_get(pixels)  # type: ignore[attr-defined]  # the stubs type pixels as a float
+    rows = pixels.reshape(height, width, 4)[::-1]                    # Blender's rows run bottom-up
+    turned = np.ascontiguousarray(upright(rows, orientation)[::-1])
+    copy = bpy.data.images.new(f"{image.name} (upright)", turned.shape[1], turned.shape[0], alpha=True)
+    if copy.colorspace_settings is not None and image.colorspace_settings is not None:
+        copy.colorspace_settings.name = image.colorspace_settings.name
+    copy.pixels.foreach_set(turned.ravel())  # type: ignore[attr-defined]
+    copy.pack()
+    bpy.data.images.remove(image)
+    return copy
 
 
 def image_plane(name: str, image: bpy.types.Image, corners: np.ndarray, camera: bpy.types.Object,
@@ -107,12 +137,14 @@ def image_plane(name: str, image: bpy.types.Image, corners: np.ndarray, camera: 
 
 def create_cameras(intrinsics: np.ndarray, photo_size: np.ndarray, matrix_world: np.ndarray,
                    photo_paths: list[str], collection: bpy.types.Collection, scene_scale: float,
-                   background_images: bool = True, image_planes: bool = False) -> tuple[list[bpy.types.Object], list[str]]:
+                   background_images: bool = True, image_planes: bool = False,
+                   orientations: Optional[list[int]] = None) -> tuple[list[bpy.types.Object], list[str]]:
     """One camera object per view in `collection`; (cameras, report lines).
 
     intrinsics [N,3,3] in photo pixels, photo_size [N,2] (W,H), matrix_world [N,4,4] Blender camera
     matrices (see conventions.camera_matrix_world); `scene_scale` (a typical camera-to-point
-    distance) sizes the camera drawing, clipping range and image-plane distance.
+    distance) sizes the camera drawing, clipping range and image-plane distance. `orientations`: each
+    photo's EXIF orientation (the bundle's ``meta.photo_orientation``; None for bundles without it).
     """
     cameras: list[bpy.types.Object] = []
     report: list[str] = []
@@ -136,11 +168,14 @@ def create_cameras(intrinsics: np.ndarray, photo_size: np.ndarray, matrix_world:
         cameras.append(obj)
         if not (background_images or image_planes):
             continue
-        image, problem = load_photo(path)
+        image, problem = load_photo(path, orientations[k] if orientations is not None else 1)
         if image is None:
             missing += 1
             report.append(f"{problem}; camera {obj.name!r} has no background image")
             continue
+        if orientations is None and tuple(image.size) == (height, width) != (width, height):
+            report.append(f"photo {display_name(path)} is stored sideways and this bundle does not record its EXIF "
+                          f"orientation, so it shows turned; reconstruct it again to show it upright")
         if background_images:
             background = data.background_images.new()
             background.image = image

@@ -52,6 +52,8 @@ STRETCH_ATTRIBUTE = "splat_stretch"    # k ≥ 1: camera-parallel discs are stre
 MAX_STRETCH = 4.0       # rays more than 75.5° off a camera-parallel disc's normal (in the normalised
                         # frame) lose the outer part of their footprint
 PIXEL_SIZE_ATTRIBUTE = "pixel_size"
+ID_PROPERTY = "mvdust3r_blender"    # custom property on what the add-on made: which part it is
+SPLATS_ID = "gaussians"
 FLAT_RATIO = 0.3        # a disc when σ_min < 0.3 σ_mid: seen up to 75° off its normal, the disc
                         # (radius m σ) still holds every ray through the Gaussian's 2σ core
 DISC_VERTICES = 16
@@ -264,16 +266,41 @@ def camera_focal_px(scene: bpy.types.Scene) -> float | None:
     return float(data.lens / sensor * height * aspect_y / aspect_x)
 
 
+def _made_as(data: bpy.types.ID) -> object:
+    """What the add-on made `data` as (its :data:`ID_PROPERTY`), or None for anything else."""
+    return data[ID_PROPERTY] if ID_PROPERTY in data else None  # type: ignore[operator]
+
+
+def splat_modifiers(scene: bpy.types.Scene) -> list[tuple[bpy.types.Object, bpy.types.NodesModifier]]:
+    """The Gaussians modifiers this add-on made in `scene`: on objects that carry its id
+    (:data:`SPLATS_ID`, stored by :func:`create_gaussians`; a duplicate of such an object carries it
+    too), whose node group carries the id as well — never a user's object because its modifier
+    happens to have the same name."""
+    found: list[tuple[bpy.types.Object, bpy.types.NodesModifier]] = []
+    for obj in scene.objects:
+        if obj.type != "MESH" or _made_as(obj) != SPLATS_ID:
+            continue
+        for modifier in obj.modifiers:
+            group = getattr(modifier, "node_group", None)
+            if isinstance(modifier, bpy.types.NodesModifier) and group is not None and _made_as(group) == SPLATS_ID:
+                found.append((obj, modifier))
+    return found
+
+
 def sync_focal_lengths(scene: bpy.types.Scene) -> None:
-    """Set Focal Length (px) of every Gaussians modifier in `scene` to its camera's (where it differs:
-    an unchanged value is not written, so this can run from depsgraph updates without a loop)."""
+    """Set Focal Length (px) of every Gaussians modifier the add-on made in `scene` to its camera's (where it
+    differs: an unchanged value is not written, so this can run from depsgraph updates without a loop).
+    A node group edited so that it lacks the input is left alone: these run on every scene change and
+    render, where an error would repeat on each."""
     focal = camera_focal_px(scene)
     if focal is None:
         return
-    for obj in scene.objects:
-        modifier = obj.modifiers.get(MODIFIER) if obj.type == "MESH" else None
-        if isinstance(modifier, bpy.types.NodesModifier) and modifier.node_group is not None \
-                and abs(float(get_modifier_input(modifier, FOCAL_LENGTH)) - focal) > 1e-4 * focal:
+    for obj, modifier in splat_modifiers(scene):
+        try:
+            current = float(get_modifier_input(modifier, FOCAL_LENGTH))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if abs(current - focal) > 1e-4 * focal:
             set_modifier_input(obj, modifier, FOCAL_LENGTH, focal)
 
 
@@ -382,6 +409,7 @@ def create_gaussians(name: str, positions: np.ndarray, rotations: np.ndarray, sc
     modifier = obj.modifiers.new(MODIFIER, "NODES")
     assert isinstance(modifier, bpy.types.NodesModifier)
     modifier.node_group = gaussians_node_group(f"{name} Splats", material)
+    obj[ID_PROPERTY] = modifier.node_group[ID_PROPERTY] = SPLATS_ID  # what the handlers look for
     set_modifier_input(obj, modifier, OPACITY_THRESHOLD, float(opacity_threshold))
     set_modifier_input(obj, modifier, SCALE_MULTIPLIER, float(scale_multiplier))
     set_modifier_input(obj, modifier, LOW_PASS_INPUT, LOW_PASS)

@@ -17,6 +17,7 @@ import bpy
 import numpy as np
 
 from ..core.bundle import Bundle, read_bundle, srgb8_to_linear
+from ..core.confidence import empty_cut_warning
 from ..core.conventions import (camera_matrix_world, grid_point_spacing, point_depths, transform_points,
                            transform_rotations)
 from ..core.photos import display_name
@@ -67,12 +68,13 @@ def collection_name(bundle: Bundle, bundle_path: Optional[str]) -> str:
     return "Reconstruction"
 
 
-def camera_warning_lines(bundle: Bundle) -> list[str]:
-    """The recovery's warnings (``meta["camera_warnings"]``: degenerate input and its fallback), naming the photos."""
-    lines = []
+def bundle_warning_lines(bundle: Bundle) -> list[str]:
+    """The worker's warnings, checked by the bundle's reader (``core.bundle.check_meta``): the photos'
+    (``meta["photo_warnings"]``: tiny, strips, blank, duplicates, absurd EXIF) and the camera
+    recovery's (``meta["camera_warnings"]``: degenerate input and its fallback), naming the photos."""
+    lines = [f"photo: {warning.get('message', '')}" for warning in bundle.meta.get("photo_warnings", [])]
     for warning in bundle.meta.get("camera_warnings", []):
-        views = [int(v) for v in warning.get("views", [])]
-        names = ", ".join(Path(bundle.photo_paths[v]).name for v in views if 0 <= v < len(bundle.photo_paths))
+        names = ", ".join(display_name(Path(bundle.photo_paths[v]).name) for v in warning.get("views", []))
         lines.append(f"camera of {names or 'the reconstruction'}: {warning.get('message', '')}")
     return lines
 
@@ -115,16 +117,23 @@ def import_reconstruction(bundle: Bundle, options: ImportOptions, scene: bpy.typ
                                           cut_at_tie=(conf >= threshold) & ~kept)
             shown = int(kept.sum())
             result.report.append(f"{conf.size} points ({shown} shown at confidence ≥ {threshold:.3g}, radius {radius:.3g})")
+            empty = empty_cut_warning(options.cut, conf)
+            if empty is not None:
+                result.report.append(f"no point is shown: {empty}")
+                result.warnings.append(result.report[-1])
         if options.cameras:
             scene_scale = float(np.median(np.abs(point_depths(bundle.pts3d, bundle.cam2world))))
             result.cameras, lines = create_cameras(
                 bundle.intrinsics, bundle.photo_size, camera_matrix_world(bundle.cam2world, options.axes),
                 bundle.photo_paths, collection, scene_scale=scene_scale,
-                background_images=options.background_images, image_planes=options.image_planes)
+                background_images=options.background_images, image_planes=options.image_planes,
+                orientations=bundle.meta.get("photo_orientation"))
             result.report.append(f"{len(result.cameras)} cameras")
-            lines += camera_warning_lines(bundle)
             result.report.extend(lines)
             result.warnings.extend(lines)
+        warnings = bundle_warning_lines(bundle)  # said whatever is imported
+        result.report.extend(warnings)
+        result.warnings.extend(warnings)
         if options.gaussians:  # coloured from the photos, like the official demo (the head's rgb is untrained)
             if bundle.has_gaussians:
                 assert bundle.gaussian_rotation is not None and bundle.gaussian_scale is not None

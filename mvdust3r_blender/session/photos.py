@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Union
 
@@ -35,16 +35,30 @@ def check_photos(paths: list[str]) -> None:
 
 def photo_list(photos: PhotoSource) -> list[str]:
     """Absolute paths of `photos`: a folder's image files sorted by name, or the list as given.
-    Raises :class:`RunError` naming a missing folder or photo, a duplicate, or too few photos."""
+    Raises :class:`RunError` naming a missing or unlistable folder, a missing photo, a duplicate, or
+    too few photos (and, with too few, the photos in the folder this add-on cannot read, e.g. HEIC)."""
     if isinstance(photos, (str, os.PathLike)):
         folder = Path(photos)
         if not folder.is_dir():
             raise RunError(f"'{folder}' is not a folder", "pass a folder of photos or a list of photo files")
-        paths = folder_photos(folder)
+        try:
+            paths = folder_photos(folder)
+        except OSError as exc:
+            raise RunError(f"cannot list the folder '{folder}': {exc.strerror or exc}",
+                           "check that you may read it, or pass a list of photo files") from None
         if len(paths) < 2:
-            raise RunError(f"the folder '{folder}' holds {len(paths)} photo{'s' if len(paths) != 1 else ''}",
+            skipped = photo_files.unsupported_photos(folder)
+            note = f" ({photo_files.skipped_message(skipped)})" if skipped else ""
+            raise RunError(f"the folder '{folder}' holds {len(paths)} photo{'s' if len(paths) != 1 else ''}{note}",
                            f"put at least 2 photos of one scene in it ({', '.join(photo_files.IMAGE_EXTENSIONS)})")
+    elif isinstance(photos, Iterable):
+        items = list(photos)
+        bad = [p for p in items if not isinstance(p, (str, os.PathLike))]
+        if bad:
+            raise RunError(f"photos holds {bad[0]!r}, which is not a path", "pass a folder or a list of photo paths")
+        paths = [str(Path(p).absolute()) for p in items]
     else:
-        paths = [str(Path(p).absolute()) for p in photos]
+        raise RunError(f"photos={photos!r} is neither a folder nor a list of photos",
+                       "pass a folder of photos or a list of photo files")
     check_photos(paths)
     return paths

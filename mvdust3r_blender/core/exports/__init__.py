@@ -21,12 +21,15 @@ Every format exports the same points: those passing the :class:`~..confidence.Co
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+import warnings
 from pathlib import Path
+from typing import Optional
+
 import numpy as np
 
 from ..atomic import write_failure
 from ..bundle import Bundle
-from ..confidence import ConfidenceCut
+from ..confidence import ConfidenceCut, empty_cut_warning
 from .atomic import writable_folder
 from .colmap import require_photos, write_colmap
 from .errors import ExportError, UnknownFormatError
@@ -36,8 +39,8 @@ from .ply import write_points_ply
 from .splat_ply import require_gaussians, write_gaussians_ply, write_splat
 from .spz import write_spz
 
-__all__ = ["FORMATS", "GAUSSIAN_FORMATS", "ExportError", "UnknownFormatError", "export", "needing_gaussians",
-           "output_name", "parse_formats"]
+__all__ = ["FORMATS", "GAUSSIAN_FORMATS", "EmptyExportWarning", "ExportError", "UnknownFormatError", "export",
+           "needing_gaussians", "output_name", "parse_formats"]
 
 _WRITERS: dict[str, tuple[str, Callable[[Bundle, np.ndarray, Path], Path]]] = {
     "ply": ("points.ply", write_points_ply),
@@ -68,10 +71,18 @@ def needing_gaussians(formats: Iterable[str]) -> list[str]:
     return [f for f in GAUSSIAN_FORMATS if f in wanted]
 
 
-def parse_formats(words: Iterable[str]) -> list[str]:
+def parse_formats(words: Iterable[str] | str) -> list[str]:
     """Format names from command-line words, each a name or a comma-separated list (``ply,glb`` and
     ``ply glb`` both work), in order, without repeats; :class:`UnknownFormatError` (an ``ExportError``
-    and an ``OptionError``) names an unknown one: the one check of format names."""
+    and an ``OptionError``) names an unknown one: the one check of format names. One string is one
+    word (``exports="ply"`` is the PLY format, not the letters p, l, y)."""
+    if isinstance(words, str):
+        words = [words]
+    elif not isinstance(words, Iterable):
+        raise UnknownFormatError(f"exports={words!r} is not a list of format names", f"choose from {', '.join(FORMATS)}")
+    words = list(words)
+    if not all(isinstance(word, str) for word in words):
+        raise UnknownFormatError(f"exports={words!r} is not a list of format names", f"choose from {', '.join(FORMATS)}")
     names = [name.strip() for word in words for name in word.split(",") if name.strip()]
     unknown = [name for name in names if name not in _WRITERS]
     if unknown:
@@ -79,14 +90,23 @@ def parse_formats(words: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def export(bundle: Bundle, formats: Iterable[str], out_dir: str | Path, *,
-           cut: ConfidenceCut = ConfidenceCut()) -> dict[str, Path]:
+class EmptyExportWarning(UserWarning):
+    """The cut leaves out every point, so the exports hold cameras only."""
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, EmptyExportWarning, stacklevel=3)
+
+
+def export(bundle: Bundle, formats: Iterable[str] | str, out_dir: str | Path, *,
+           cut: ConfidenceCut = ConfidenceCut(), on_warning: Optional[Callable[[str], None]] = None) -> dict[str, Path]:
     """Write `bundle` in each of `formats` (names from :data:`FORMATS`) into `out_dir`.
 
     Returns {format name: path written} (a folder for ``colmap``). Points that do not pass `cut`
     are left out of every format. Everything that can be checked is checked before the first file is
     written; each file or folder then appears atomically, replacing an older one of that name.
-    Raises :class:`ExportError` naming the format, file or folder at fault.
+    Raises :class:`ExportError` naming the format, file or folder at fault. A cut that leaves out
+    every point is said through `on_warning` (default: an :class:`EmptyExportWarning`).
     """
     wanted = parse_formats(formats)
     if not wanted:
@@ -95,6 +115,9 @@ def export(bundle: Bundle, formats: Iterable[str], out_dir: str | Path, *,
         require_gaussians(bundle)
     if "colmap" in wanted:
         require_photos(bundle)
+    empty = empty_cut_warning(cut, bundle.conf)
+    if empty is not None:  # the cameras are still worth writing, but a 0-point file is never silent
+        (on_warning or _warn)(f"{Path(out_dir)}: the exports hold no points: {empty}")
     folder = writable_folder(Path(out_dir))
     keep = cut.keep(bundle.conf)
     written: dict[str, Path] = {}

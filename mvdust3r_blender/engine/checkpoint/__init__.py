@@ -42,7 +42,7 @@ from ..errors import CheckpointError
 from .cache import (_DIGESTS, CACHE_ENV, _cache_root, _read_cache, _read_weights_file, _source_stamp,
                     _write_safetensors, cache_path, default_cache_dir, tensor_digests)
 from .casting import _cast, _materialise
-from .reading import ALLOWED_GLOBALS, PathLike, RawCheckpoint, _sniff, read_checkpoint
+from .reading import ALLOWED_GLOBALS, PathLike, RawCheckpoint, _sniff, read_checkpoint, refuse_non_finite
 from .settings import _check_config, _empty_checked_model, _metadata, config_from_checkpoint
 
 if TYPE_CHECKING:
@@ -84,7 +84,9 @@ def open_checkpoint(path: PathLike, cache_dir: Optional[PathLike] = None) -> Ope
     source = Path(path).expanduser()
     if _sniff(source) == "safetensors":
         config, tensors = _read_weights_file(source)
-        return OpenedCheckpoint(source, _empty_checked_model(config, tensors, str(source)), tensors)
+        model = _empty_checked_model(config, tensors, str(source))
+        refuse_non_finite(tensors, str(source))
+        return OpenedCheckpoint(source, model, tensors)
     model, tensors = _load_through_cache(source, _cache_root(cache_dir))
     return OpenedCheckpoint(source, model, tensors)
 
@@ -137,6 +139,7 @@ def _load_through_cache(source: Path, cache_root: Path) -> tuple[MultiViewModel,
     raw = read_checkpoint(source)
     config = config_from_checkpoint(raw.state_dict, raw.model_string, str(source))
     model = _empty_checked_model(config, raw.state_dict, str(source))
+    refuse_non_finite(raw.state_dict, str(source))  # once, before the cache: a cache holds checked weights
     tensors = raw.state_dict
     del raw
     needed = sum(t.nbytes for t in tensors.values()) + (1 << 20)
