@@ -211,7 +211,7 @@ def test_a_zip_bomb_is_refused_before_it_is_inflated(tmp_path):
         with archive.open("pts3d.npy", "w") as f:
             npformat.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (2 ** 30,)})
             f.write(b"\0" * 16)
-    with pytest.raises(BundleError, match="claims 4294967296 bytes"):
+    with pytest.raises(BundleError, match=r"entry .pts3d. declares .* \(4,294,967,296 bytes\) but holds at most"):
         read_bundle(liar)
     good = tmp_path / "good.npz"
     write_bundle(make_bundle(), good)
