@@ -112,6 +112,12 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
         name="Remote Checkpoint", description="Path of the model file ON THE REMOTE machine (relative: to the "
                                               "remote home)")
 
+    bundle_folder: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Keep Results In", subtype="DIR_PATH",
+        description="Where the panel keeps each run's reconstruction bundle (.npz), for File › Import, "
+                    "Export… and Save Bundle… later. Empty: a folder beside the saved .blend "
+                    "(an unsaved file's bundles are removed when Blender quits)")
+
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
         if layout is None:
@@ -125,6 +131,7 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
             self._draw_model(layout.box(), setup)
         layout.prop(self, "device")
         layout.prop(self, "precision")
+        layout.prop(self, "bundle_folder")
 
     def _draw_runtime(self, box: bpy.types.UILayout, setup: Any) -> None:
         box.label(text="PyTorch Runtime", icon="CONSOLE")

@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import bpy
 
-from . import preferences, session
+from . import bundles, preferences, session
 from .core.protocol import ErrorEvent, Event, ProgressEvent, ResultEvent
 from .core.worker_client import WorkerError
 from .import_options import ImportOptions
@@ -161,10 +161,17 @@ class RunController:
         self.stage = "Importing"
         started = time.perf_counter()
         try:
-            result = import_bundle(bundle_path, self.request.import_options, scene)
+            kept = bundles.keep(bundle_path, self.request.photos)
+        except OSError as exc:
+            self._finish(RunState.FAILED, f"the result could not be kept in {bundles.folder()}: {exc}",
+                         "choose a writable folder in the add-on's preferences (Keep Results In)")
+            return
+        try:
+            result = import_bundle(kept, self.request.import_options, scene)
         except Exception as exc:  # reported, never half-applied: the importer cleaned up after itself
             self._finish(RunState.FAILED, f"importing the result failed: {exc}",
-                         "the scene was left as it was; please report this with the worker log")
+                         f"the scene was left as it was; the result is kept in {kept} — "
+                         "please report this with the worker log")
             return
         self.timings["import"] = time.perf_counter() - started
         self.collection_name = result.collection.name
@@ -180,7 +187,7 @@ class RunController:
         self._remove_workdir()
 
     def _remove_workdir(self) -> None:
-        """The run's own folder (its bundle) goes when the run ends, imported or not."""
+        """The run's own folder goes when the run ends (an imported bundle was moved out first: :mod:`.bundles`)."""
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
