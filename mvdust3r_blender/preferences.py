@@ -14,8 +14,8 @@ import bpy
 
 from .core import registry
 from .core.options import DEFAULT_PRECISION, PRECISIONS
-from .core.runtime import WHEELS_ENV, InstallRecord
-from .core.torch_build import TORCH_BACKENDS
+from .client.runtime import WHEELS_ENV, InstallRecord
+from .client.torch_build import TORCH_BACKENDS
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import IconItems
@@ -268,7 +268,7 @@ def runtime_dir() -> Path:
 
 def runtime_ready_marker() -> Path:
     """Written when the private environment's installation finished (an
-    :class:`~.core.runtime.InstallRecord`: installer, PyTorch build, why); a half-made one has none."""
+    :class:`~.client.runtime.InstallRecord`: installer, PyTorch build, why); a half-made one has none."""
     return runtime_dir() / "mvdust3r-runtime-complete"
 
 

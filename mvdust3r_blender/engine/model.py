@@ -49,7 +49,7 @@ class MultiViewModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.checkpoint_path: Optional[str] = None   # the file a loader read it from (see checkpoint.py)
+        self.checkpoint_path: Optional[str] = None   # the file a loader read it from (see .checkpoint)
         c = config
         # Registration order = official state-dict order.
         self.mask_token = nn.Parameter(torch.zeros(1, 1, c.dec_embed_dim))  # unused; in the file

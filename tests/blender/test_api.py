@@ -99,7 +99,7 @@ def test_arguments_override_the_preferences(api: Any, tmp_path: Path, golden: Pa
 
 def test_bad_input_is_named_and_leaves_the_scene_alone(api: Any, tmp_path: Path) -> None:
     run_error = module("session").RunError
-    worker_error = module("core.worker_client").WorkerError
+    worker_error = module("client.worker_client").WorkerError
     before = objects()
     with pytest.raises(run_error, match="not a folder"):
         api.reconstruct(tmp_path / "nowhere")

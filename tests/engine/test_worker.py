@@ -24,7 +24,7 @@ from PIL import Image
 from mvdust3r_blender.core import protocol as p
 from mvdust3r_blender.core.bundle import read_bundle
 from mvdust3r_blender.core.options import ReconstructOptions
-from mvdust3r_blender.core.worker_client import PACKAGE_DIR, WORKER_MODULE, WorkerClient, WorkerError
+from mvdust3r_blender.client.worker_client import PACKAGE_DIR, WORKER_MODULE, WorkerClient, WorkerError
 
 PYTHON = os.environ.get("MVDUST3R_WORKER_PYTHON", sys.executable)
 TIMEOUT = 60.0  # generous ceiling for a request on a loaded CI machine; never reached when things work
