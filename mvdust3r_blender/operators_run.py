@@ -49,6 +49,13 @@ def _settings(context: bpy.types.Context) -> Any:
     return context.scene.mvdust3r  # type: ignore[union-attr]
 
 
+def _photos_changed(context: bpy.types.Context) -> None:
+    """A failed or cancelled run's message was about the old list: it goes once the list changes."""
+    state = getattr(context.window_manager, "mvdust3r_run", None)
+    if state is not None and state.state in ("FAILED", "CANCELLED"):
+        state.state, state.message, state.hint = "IDLE", "", ""
+
+
 class MVDUST3R_BLENDER_OT_add_photos(bpy.types.Operator):
     """Add photos to the list: pick several files, or a folder to add all its images"""
 
@@ -93,6 +100,8 @@ class MVDUST3R_BLENDER_OT_add_photos(bpy.types.Operator):
         if not added and not rejected:
             self.report({"WARNING"}, f"No new images in {folder}")
             return {"CANCELLED"}
+        if added:
+            _photos_changed(context)
         self.report({"INFO"}, f"Added {added} photo(s); {len(_settings(context).photos)} in the list")
         return {"FINISHED"} if added else {"CANCELLED"}
 
@@ -119,6 +128,7 @@ class MVDUST3R_BLENDER_OT_remove_photo(bpy.types.Operator):
             return {"CANCELLED"}
         settings.photos.remove(index)
         settings.photo_index = max(0, min(index, len(settings.photos) - 1))
+        _photos_changed(context)
         return {"FINISHED"}
 
 
@@ -137,6 +147,7 @@ class MVDUST3R_BLENDER_OT_clear_photos(bpy.types.Operator):
         settings = _settings(context)
         settings.photos.clear()
         settings.photo_index = 0
+        _photos_changed(context)
         return {"FINISHED"}
 
 
@@ -241,10 +252,10 @@ class MVDUST3R_BLENDER_OT_cancel(bpy.types.Operator):
 
 
 class MVDUST3R_BLENDER_OT_release(bpy.types.Operator):
-    """Unload the model from the worker to free GPU memory (the next run loads it again)"""
+    """Unload the model from the worker to free its memory (GPU or main memory); the next run loads it again"""
 
     bl_idname = "mvdust3r_blender.release"
-    bl_label = "Release GPU Memory"
+    bl_label = "Unload Model"
     bl_options = {"REGISTER"}
 
     @classmethod

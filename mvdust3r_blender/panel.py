@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import bpy
 
 from . import bundles, preferences, result_settings, run, session
+from .core.photos import MIN_PHOTOS, PHOTO_COUNT
 from .importers import render
 from .importers.result import Reconstruction
 from .preferences import draw_task
@@ -56,8 +57,9 @@ class VIEW3D_PT_mvdust3r_photos(_SidebarPanel, bpy.types.Panel):
         col.operator("mvdust3r_blender.remove_photo", text="", icon="REMOVE")
         col.separator()
         col.operator("mvdust3r_blender.clear_photos", text="", icon="TRASH")
-        layout.label(text=f"{count} photo{'s' if count != 1 else ''}" + (" (at least 2 needed)" if count < 2 else ""))
-        layout.prop(settings, "reference_photo")
+        layout.label(text=f"{count} photo{'s' if count != 1 else ''}" + (f": add {PHOTO_COUNT}" if count < MIN_PHOTOS
+                                                                           else ""))
+        layout.prop(settings, "reference_photo", text="Reference Photo (0 = Auto)")
         layout.prop(settings, "focal_mode")
         if settings.focal_mode == "GIVEN":
             layout.prop(settings, "focal_mm")
@@ -102,7 +104,8 @@ class VIEW3D_PT_mvdust3r_run(_SidebarPanel, bpy.types.Panel):
         row.scale_y = 1.5
         row.enabled = missing is None
         row.operator("mvdust3r_blender.reconstruct", text="Reconstruct", icon="PLAY")
-        layout.operator("mvdust3r_blender.release", text="Release GPU Memory", icon="X")
+        if session.SESSION.client is not None:  # only a running worker holds a model to unload
+            layout.operator("mvdust3r_blender.release", text="Unload Model (Free Memory)", icon="X")
         if state is None or state.state == "IDLE":
             return
         if state.state == "DONE":

@@ -36,8 +36,8 @@ class MVDUST3R_PG_scene(ImportSettings, bpy.types.PropertyGroup):
     photo_index: bpy.props.IntProperty(name="Active Photo", default=0, min=0)  # type: ignore[valid-type]
     reference_photo: bpy.props.IntProperty(  # type: ignore[valid-type]
         name="Reference Photo", default=0, min=0,
-        description="The photo whose camera becomes the world origin (1 = first in the list); "
-                    "0 lets the model choose")
+        description="The number, as in the list (1 = the first), of the photo whose camera becomes the world "
+                    "origin; 0 lets the model choose. Scripts and the command line count from 0 (reference_view)")
     focal_mode: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Focal Length",
         items=[("AUTO", "Auto", "From the photos' EXIF where it is plausible, else estimated from the points"),

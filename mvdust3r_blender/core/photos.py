@@ -8,6 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+MIN_PHOTOS = 2
+PHOTO_COUNT = "at least 2 photos of one scene (4–100 work best)"
+"""How many photos a reconstruction takes, said the same way by the panel, scripts and the worker."""
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 EXIF_ORIENTATION = 0x0112
 

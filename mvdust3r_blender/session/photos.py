@@ -22,9 +22,9 @@ def folder_photos(folder: Path) -> list[str]:
 def check_photos(paths: list[str]) -> None:
     """Raise :class:`RunError` naming every photo that is missing, a folder or empty, or listed twice,
     in the worker's own words (``core.photos``: one check, one message); the worker checks the contents."""
-    if len(paths) < 2:
+    if len(paths) < photo_files.MIN_PHOTOS:
         raise RunError(f"{len(paths)} photo{'s' if len(paths) != 1 else ''} in the list",
-                       "add at least 2 photos of the same scene (4 or more for MV-DUSt3R+)")
+                       f"add {photo_files.PHOTO_COUNT}")
     failures = [f"{path}: {problem}" for path in paths if (problem := photo_files.photo_problem(Path(path)))]
     if failures:
         raise RunError(photo_files.unreadable_message(failures, len(paths)), photo_files.UNREADABLE_HINT)
@@ -43,7 +43,7 @@ def photo_list(photos: PhotoSource) -> list[str]:
         paths = folder_photos(folder)
         if len(paths) < 2:
             raise RunError(f"the folder '{folder}' holds {len(paths)} photo{'s' if len(paths) != 1 else ''}",
-                           f"put at least 2 photos of one scene in it ({', '.join(photo_files.IMAGE_EXTENSIONS)})")
+                           f"put {photo_files.PHOTO_COUNT} in it ({', '.join(photo_files.IMAGE_EXTENSIONS)})")
     else:
         paths = [str(Path(p).absolute()) for p in photos]
     check_photos(paths)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
+from typing import Any
 
 import bpy
 import pytest
@@ -55,7 +56,7 @@ def test_no_runtime_state_says_what_to_set_up(ext: ModuleType) -> None:
 def test_ready_state_offers_reconstruct_and_release(ext: ModuleType, golden: Path) -> None:
     configure_ready(golden)
     layout = draw("VIEW3D_PT_mvdust3r_run")
-    assert layout.operators() == ["mvdust3r_blender.reconstruct", "mvdust3r_blender.release"]
+    assert layout.operators() == ["mvdust3r_blender.reconstruct"]  # Unload Model: only while a worker runs
     assert ("set enabled", (True,), {}) in layout.log
     assert not any("Set-up needed" in t for t in layout.labels())
 
@@ -170,3 +171,18 @@ def test_file_handler_adds_dropped_photos(ext: ModuleType, tmp_path: Path) -> No
 def test_photo_list_edits_are_undoable_operators(ext: ModuleType) -> None:
     for name in ("add_photos", "remove_photo", "clear_photos"):
         assert "UNDO" in getattr(bpy.types, f"MVDUST3R_BLENDER_OT_{name}").bl_options
+
+
+def test_a_failed_runs_message_goes_when_the_photo_list_changes(ext: ModuleType, tmp_path: Path) -> None:
+    state = bpy.context.window_manager.mvdust3r_run
+    state.state, state.message, state.hint = "FAILED", "1 photo in the list", "add at least 2 photos"
+    paths = photos(tmp_path, ["a.png", "b.png"])
+    bpy.ops.mvdust3r_blender.add_photos(directory=str(tmp_path) + os.sep, files=[{"name": p.name} for p in paths])
+    assert (state.state, state.message, state.hint) == ("IDLE", "", "")
+    assert not any("1 photo in the list" in t for t in draw("VIEW3D_PT_mvdust3r_run").labels())
+
+
+def test_unload_model_shows_only_while_a_worker_holds_one(configured: Any) -> None:
+    session = module("session")
+    assert session.SESSION.client is None
+    assert "mvdust3r_blender.release" not in draw("VIEW3D_PT_mvdust3r_run").operators()
