@@ -226,7 +226,7 @@ def _run_scene(outcome: SceneOutcome, photos: list[str], settings: WorkerSetting
         flags = {} if importing else {"import_points": False, "import_cameras": False, "import_gaussians": False}
         result = reconstruct(photos, settings.checkpoint, device=settings.device, precision=settings.precision,
                              python=settings.python, remote=settings.remote,
-                             output=work / "bundle.npz", timeout=timeout, on_progress=on_progress,
+                             output=work / "bundle.npz", timeout=timeout, on_progress=on_progress, keep_gaussians=False,
                              exports=formats, export_dir=folder / outcome.name,
                              **{"name": outcome.name, **options, **flags})
         outcome.views, outcome.points = result.views, result.points

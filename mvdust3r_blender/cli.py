@@ -107,6 +107,7 @@ def _reconstruct_one(args: argparse.Namespace, settings: dict[str, Any], flags: 
     photos: Any = args.photos[0] if len(args.photos) == 1 else args.photos  # one argument: a folder
     fresh_file()
     result = reconstruct(photos, timeout=args.timeout, on_progress=stage_printer(_say, ""), name=out.stem,
+                         keep_gaussians=False,
                          exports=args.export, export_dir=Path(args.export_dir) if args.export_dir else out.with_suffix(""),
                          **settings, **flags)
     for fmt, path in result.exports.items():

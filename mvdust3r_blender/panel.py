@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import bpy
 
 from . import bundles, preferences, result_settings, run, session
-from .core.photos import MIN_PHOTOS, PHOTO_COUNT
+from .core.photos import MIN_PHOTOS_PLUS, PHOTO_COUNT
 from .importers import render
 from .importers.result import Reconstruction
 from .preferences import draw_task
@@ -57,7 +57,7 @@ class VIEW3D_PT_mvdust3r_photos(_SidebarPanel, bpy.types.Panel):
         col.operator("mvdust3r_blender.remove_photo", text="", icon="REMOVE")
         col.separator()
         col.operator("mvdust3r_blender.clear_photos", text="", icon="TRASH")
-        layout.label(text=f"{count} photo{'s' if count != 1 else ''}" + (f": add {PHOTO_COUNT}" if count < MIN_PHOTOS
+        layout.label(text=f"{count} photo{'s' if count != 1 else ''}" + (f": add {PHOTO_COUNT}" if count < MIN_PHOTOS_PLUS
                                                                            else ""))
         layout.prop(settings, "reference_photo", text="Reference Photo (0 = Auto)")
         layout.prop(settings, "focal_mode")

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 LOCAL = "LOCAL"
 BUILTIN = "BUILTIN"
 # The small model shipped inside the extension (trained on synthetic rooms; see training/README.md)
-BUILTIN_MODEL = Path(__file__).resolve().parent / "models" / "default.safetensors"
+BUILTIN_MODEL = registry.builtin_model()
 _BACKEND_LABELS = {"auto": "Automatic (detect the GPU)", "cpu": "CPU only", "cu130": "NVIDIA CUDA 13.0",
                    "cu128": "NVIDIA CUDA 12.8", "cu126": "NVIDIA CUDA 12.6", "rocm6.4": "AMD ROCm 6.4 (Linux)"}
 # Property arguments are evaluated by Blender from the annotations' text: keep them plain names.

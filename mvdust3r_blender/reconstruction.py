@@ -14,6 +14,7 @@ out of range), ``WorkerError`` (the worker failed or died), ``BundleError`` (an 
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import tempfile
 import time
@@ -25,7 +26,6 @@ from typing import Any, Optional, Union
 import bpy
 
 from . import run, session
-from .core.atomic import atomic_file
 from .core.bundle import Bundle, read_bundle
 from .core.confidence import DEFAULT_DROP_PERCENT, ConfidenceCut
 from .core.exports import export as export_bundle
@@ -75,7 +75,7 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
                 timeout: Optional[float] = None, on_progress: Optional[ProgressCallback] = None,
                 exports: Sequence[str] = (), export_dir: Optional[PathLike] = None,
                 remote: Union[str, RemoteTarget, None] = None,
-                ssh_command: Optional[str] = None, **import_options: Any) -> Result:
+                ssh_command: Optional[str] = None, keep_gaussians: bool = True, **import_options: Any) -> Result:
     """Reconstruct `photos` (a folder or a list) and import the result into a new collection; blocks.
 
     `checkpoint`, `device` (``auto``, ``cuda``, ``mps``, ``cpu``), `precision` (``auto``, ``exact``,
@@ -94,7 +94,8 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
     (``ply``, ``gaussians``, ``splat``, ``colmap``, ``glb``) are written by the worker into
     `export_dir` (default: beside the bundle), leaving out the points the import hides (by default
     the least-confident 3 %); ``Result.exports`` lists them. The bundle keeps the Gaussians, for a
-    later :func:`export`.
+    later :func:`export`, unless `keep_gaussians` is False (then they are computed only when imported
+    or exported: the command line and batches, whose bundles go when the call ends).
     `remote`: run on another machine over ssh (``user@host`` or ``ssh://user@host:port``, with
     `ssh_command`, default ``ssh``; docs/remote.md): the photos are sent there and the results
     come back; `python` (default ``python3``) and `checkpoint` are then the remote's.
@@ -115,7 +116,7 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
                             pose_drop_percent=pose_drop_percent, focal=focal,
                             import_gaussians=import_gaussians, exports=exports,
                             export_dir=Path(export_dir) if export_dir is not None else None, cut=options.cut,
-                            keep_bundle=True)
+                            keep_bundle=keep_gaussians)
     client, request_id = SESSION.submit(plan, session.log_path())
 
     def follow(event: Event) -> None:
@@ -195,11 +196,14 @@ def save_blend(path: PathLike) -> Path:
     for a resumed batch to mistake for a finished scene)."""
     final = Path(path).absolute()
     final.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(final) as partial:
-        partial.unlink()  # else Blender keeps the empty placeholder as a '.blend1' backup
+    # Written under its own name in a hidden folder beside it, then moved: Blender's "Saved" line
+    # names the file the user asked for, not a temporary one.
+    with tempfile.TemporaryDirectory(dir=final.parent, prefix=".mvdust3r-saving-") as work:
+        partial = Path(work) / final.name
         result = bpy.ops.wm.save_as_mainfile(filepath=str(partial), copy=True, check_existing=False)
-        if result != {"FINISHED"}:
-            raise OSError(f"Blender could not write '{partial}'")
+        if result != {"FINISHED"} or not partial.is_file():
+            raise OSError(f"Blender could not write '{final}'")
+        os.replace(partial, final)
     return final
 
 

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 MIN_PHOTOS = 2
-PHOTO_COUNT = "at least 2 photos of one scene (4–100 work best)"
-"""How many photos a reconstruction takes, said the same way by the panel, scripts and the worker."""
+MIN_PHOTOS_PLUS = 4
+PHOTO_COUNT = "4–100 photos of one scene (MV-DUSt3R+ needs at least 4; MV-DUSt3R at least 2)"
+"""How many photos a reconstruction takes, said the same way by the panel, scripts and the worker:
+MV-DUSt3R+ (the built-in and the default model) uses 4 reference views, MV-DUSt3R works from 2."""
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 EXIF_ORIENTATION = 0x0112
 

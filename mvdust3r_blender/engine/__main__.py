@@ -17,6 +17,7 @@ from ..core.bundle import write_bundle
 from ..core.errors import OptionError, UserError
 from ..core.exports import needing_gaussians, parse_formats
 from ..core.options import add_arguments, cut_from_arguments, options_from_arguments
+from ..core.registry import checkpoint_path
 from .errors import Cancelled, InputError, out_of_memory
 
 BUNDLE_NAME = "reconstruction.npz"
@@ -102,7 +103,7 @@ def run_reconstruct(args: argparse.Namespace, stderr: TextIO) -> int:
     started = time.perf_counter()
     try:
         progress("model", 0.0)
-        model = load_model(args.checkpoint, device=device, dtype=plan_for(options.precision, device).weights)
+        model = load_model(checkpoint_path(args.checkpoint), device=device, dtype=plan_for(options.precision, device).weights)
         progress("model", 1.0)
         bundle = reconstruct(photos, model, options, progress=progress)
         progress("write", 0.0)
