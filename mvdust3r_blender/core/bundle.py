@@ -203,11 +203,18 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"{path}: no such bundle file")
+    hint = "import the .npz a reconstruction wrote (the panel's Save Bundle…, or a script's output=)"
+    if not zipfile.is_zipfile(path):  # numpy would call it "pickled data" and refuse to load it
+        raise BundleError(f"{path}: not a reconstruction bundle (not an .npz archive: it may be damaged or "
+                          "only partly copied)", hint)
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = {k: npz[k] for k in npz.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise BundleError(f"{path}: not a reconstruction bundle (unreadable .npz: {exc})") from exc
+    except ValueError as exc:  # an object array: Python objects, which a bundle never holds and are never loaded
+        raise BundleError(f"{path}: not a reconstruction bundle (it holds Python objects, which are not loaded "
+                          "for safety)", hint) from exc
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise BundleError(f"{path}: not a reconstruction bundle (the .npz archive is damaged: {exc})", hint) from exc
     if "meta" not in data:
         raise BundleError(f"{path}: not a reconstruction bundle (no 'meta' entry)")
     if data["meta"].dtype.kind != "U" or data["meta"].ndim != 0:
