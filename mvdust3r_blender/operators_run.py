@@ -217,6 +217,8 @@ class MVDUST3R_BLENDER_OT_reconstruct(bpy.types.Operator):
             self.report({"ERROR"}, f"Reconstruction failed: {state.message}")
         elif state.state == "DONE":
             self.report({"INFO"}, f"Reconstruction imported: {state.collection}")
+            for line in state.hint.splitlines():
+                self.report({"WARNING"}, line)
         return {"FINISHED"}
 
 

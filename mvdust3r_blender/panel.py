@@ -109,7 +109,7 @@ class VIEW3D_PT_mvdust3r_run(_SidebarPanel, bpy.types.Panel):
         if state is None or state.state == "IDLE":
             return
         if state.state == "DONE":
-            draw_task(layout, "DONE", "Last run", state.message, "")
+            draw_task(layout, "DONE", "Last run", state.message, state.hint)
         elif state.state in ("FAILED", "CANCELLED"):
             draw_task(layout, state.state, "Last run", state.message, state.hint)
         if state.timings:

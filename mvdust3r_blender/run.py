@@ -176,7 +176,9 @@ class RunController:
         self.timings["import"] = time.perf_counter() - started
         self.collection_name = result.collection.name
         _push_undo("MV-DUSt3R Reconstruction")
-        self._finish(RunState.DONE, f"{len(self.request.photos)} photos → {self.collection_name}")
+        # what the import warns about (an object hiding the result, a camera's fallback) stays in view
+        self._finish(RunState.DONE, f"{len(self.request.photos)} photos → {self.collection_name}",
+                     "\n".join(result.warnings))
 
     def _finish(self, phase: RunState, message: str, hint: str = "") -> None:
         self.phase, self.message, self.hint = phase, message, hint

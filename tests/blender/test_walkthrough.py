@@ -76,6 +76,7 @@ def test_from_photos_to_render_export_bundle_and_reimport(builtin: Any, tmp_path
     collection = bpy.data.collections[state.collection]
     reconstruction = module("result_settings").active(bpy.context)
     assert reconstruction is not None and reconstruction.collection == collection
+    assert cube.name in state.hint and "encloses" in state.hint  # the run's result warns about the cube
     kept = Path(reconstruction.bundle_path)
     assert kept.is_file() and kept.parent == tmp_path / "kept"  # the run kept its bundle
 
