@@ -1,7 +1,7 @@
 """Set-up operators of the preferences: create the runtime, check it, download a model, stop.
 
-Each starts a background task (an installer :class:`~.runtime.Job`, a worker ``hello``, a
-:class:`~.download.Download`) and returns at once; :func:`poll_tasks`, registered as a
+Each starts a background task (an installer :class:`~.client.runtime.Job`, a worker ``hello``, a
+:class:`~.core.download.Download`) and returns at once; :func:`poll_tasks`, registered as a
 ``bpy.app.timers`` callback, advances them on the main thread and mirrors their state into
 ``window_manager.mvdust3r_setup`` for the preferences to draw. (Timers never fire in module-mode
 bpy; tests call :func:`poll_tasks` themselves.)

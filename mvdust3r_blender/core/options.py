@@ -19,7 +19,14 @@ from typing import Optional
 from .confidence import DEFAULT_DROP_PERCENT, ConfidenceCut, check_drop_percent
 from .errors import OptionError
 
-DEVICES = ("auto", "cuda", "mps", "cpu")
+DEVICES = {
+    "auto": ("Automatic", "The best available: CUDA/ROCm GPU, Apple GPU, else CPU"),
+    "cuda": ("GPU (CUDA / ROCm)", "An NVIDIA or AMD GPU"),
+    "mps": ("Apple GPU (MPS)", "The GPU of an Apple Silicon Mac"),
+    "cpu": ("CPU", "Slow, but works everywhere"),
+}
+"""The compute devices a run can ask for, each with its label and explanation (``cuda:N`` names one
+GPU of several); ``auto`` picks CUDA, then MPS, then the CPU (the engine's ``devices`` module)."""
 FOCAL_CHOICES = ("auto", "estimate")
 """What ``focal`` accepts besides a focal length in mm (35 mm equivalent), e.g. ``"26"``."""
 FOCAL_MM_RANGE = (4.0, 2000.0)
@@ -40,7 +47,6 @@ def check_focal(value: object) -> str:
                           f"give auto (EXIF, else estimated), estimate, or a 35 mm-equivalent focal length from "
                           f"{FOCAL_MM_RANGE[0]:g} to {FOCAL_MM_RANGE[1]:g} mm, e.g. 26")
     return f"{mm:g}"
-"""What ``device`` accepts besides ``cuda:N``: ``auto`` picks CUDA, then MPS, then the CPU."""
 
 PRECISIONS = {
     "auto": "The fastest that keeps the results: TF32 on NVIDIA GPUs, bfloat16 only where it changes nothing",

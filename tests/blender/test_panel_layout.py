@@ -74,10 +74,8 @@ def _ready(ext: ModuleType, golden: Path, tmp: Path, make_bundle: Callable[..., 
 def _running(ext: ModuleType, golden: Path, tmp: Path, make_bundle: Callable[..., Any]) -> None:
     _ready(ext, golden, tmp, make_bundle)
     run, session = module("run"), module("session")
-    request = run.RunRequest(photos=["/a.png", "/b.png"], settings=session.WorkerSettings("/p", "/c", "cpu"),
-                             reference_view=None, import_options=module("import_options").ImportOptions(),
-                             scene_name="Scene")
-    controller = run.RunController(request)
+    spec = session.RunSpec(photos=("/a.png", "/b.png"), worker=session.WorkerSettings("/p", "/c", "cpu"))
+    controller = run.RunController(spec, scene_name="Scene")
     controller.stage, controller.fraction = "network", 0.4
     controller.publish()
     run._active = controller

@@ -172,7 +172,7 @@ def test_both_command_lines_share_one_vocabulary(tmp_path, capsys):
 
 
 def test_too_few_photos_with_a_broken_one_names_it_in_one_line(golden, tmp_path, capsys):
-    """Issue 11 item 9: with fewer photos than the model needs, a broken photo is still named; the
+    """With fewer photos than the model needs, a broken photo is still named; the
     error line has no doubled brackets; progress on a non-terminal is whole lines."""
     photos = _photos(tmp_path / "in", [(40, 30)] * 2)
     broken = tmp_path / "in" / "broken.png"
