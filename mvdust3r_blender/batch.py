@@ -269,7 +269,8 @@ def _scene_spec(template: RunSpec, photos: list[str], name: str, folder: Path, b
     if not (blend and template.importing):
         imports = replace(imports, points=False, cameras=False, gaussians=False)
     return replace(template, photos=tuple(photos), imports=imports,
-                   exports=replace(template.exports, folder=folder / name))
+                   exports=replace(template.exports, folder=folder / name),
+                   keep_bundle=False)  # a scene's bundle goes with it: Gaussians only if imported or exported
 
 
 def _run_scene(outcome: SceneOutcome, spec: RunSpec, stamp: dict[str, Any], folder: Path, blend: bool,

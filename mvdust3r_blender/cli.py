@@ -122,7 +122,8 @@ def _reconstruct_one(args: argparse.Namespace) -> int:
     fresh_file()
     spec = arguments_spec(args, photo_list(photos))
     spec = replace(spec, imports=replace(spec.imports, name=out.stem),
-                   exports=replace(spec.exports, folder=Path(args.export_dir) if args.export_dir else out.with_suffix("")))
+                   exports=replace(spec.exports, folder=Path(args.export_dir) if args.export_dir else out.with_suffix("")),
+                   keep_bundle=False)  # the bundle goes with the call: Gaussians only if imported or exported
     result = run_spec(spec, timeout=args.timeout, on_progress=stage_printer(_say, ""))
     for fmt, path in result.exports.items():
         _say(f"{fmt}: {path}")

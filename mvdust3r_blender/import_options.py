@@ -111,7 +111,8 @@ class AxisOptions:
     axes: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Axes", default="Z_UP",
         items=[("Z_UP", "Z Up", "The first photo's camera looks along +Y with Z up: upright if it was held level"),
-               ("NETWORK", "Network Frame", "Keep the network's frame (the first camera's OpenCV axes: y down, z forward)")],
+               ("NETWORK", "First Camera's Axes", "Keep the reconstruction's own axes: the first photo's camera "
+                                                  "frame, x right, y down, z forward (as the network and OpenCV use)")],
         description="Orientation of the reconstruction in the scene")
 
     def draw_axes(self, layout: "UILayout") -> None:
@@ -129,7 +130,7 @@ class PointOptions:
         description="Hide this share of the points, the least confident first (the official demo hides 3 %); "
                     "exports leave out the same points")
     point_size: bpy.props.FloatProperty(  # type: ignore[valid-type]
-        name="Point Size", default=1.0, min=0.01, soft_max=10.0,
+        name="Point Size", default=1.0, min=0.01, max=100.0, soft_max=10.0,
         description="Point radius relative to the automatic one (neighbouring points just touch at 1)")
 
     def draw_points(self, layout: "UILayout") -> None:
@@ -149,8 +150,9 @@ class GaussianOptions:
         name="Opacity Threshold", default=0.05, min=0.0, max=1.0,
         description="Gaussians less opaque than this are not shown")
     scale_multiplier: bpy.props.FloatProperty(  # type: ignore[valid-type]
-        name="Splat Extent (σ)", default=3.0, min=0.1, soft_max=6.0,
-        description="Each splat reaches this many standard deviations from its centre")
+        name="Splat Size", default=3.0, min=0.1, max=10.0, soft_max=6.0,
+        description="How far each splat reaches from its centre, in standard deviations of its Gaussian "
+                    "(3: nearly all of it; less: smaller, sharper splats)")
 
     def draw_gaussians(self, layout: "UILayout") -> None:
         box = layout.box()

@@ -53,6 +53,9 @@ class IMPORT_SCENE_OT_mvdust3r_bundle(bpy.types.Operator, ImportHelper, ImportSe
             return {"CANCELLED"}
         for line in result.report:
             self.report({"WARNING"} if line in result.warnings else {"INFO"}, line)
+        state = getattr(context.window_manager, "mvdust3r_run", None)
+        if state is not None:  # the Result panel shows the newest import
+            state.collection = result.collection.name
         return {"FINISHED"}
 
 

@@ -56,6 +56,13 @@ def _settings(context: bpy.types.Context) -> Any:
     return context.scene.mvdust3r  # type: ignore[union-attr]
 
 
+def _photos_changed(context: bpy.types.Context) -> None:
+    """A failed or cancelled run's message was about the old list: it goes once the list changes."""
+    state = getattr(context.window_manager, "mvdust3r_run", None)
+    if state is not None and state.state in ("FAILED", "CANCELLED"):
+        state.state, state.message, state.hint = "IDLE", "", ""
+
+
 class MVDUST3R_BLENDER_OT_add_photos(bpy.types.Operator):
     """Add photos to the list: pick several files, or a folder to add all its images"""
 
@@ -108,6 +115,8 @@ class MVDUST3R_BLENDER_OT_add_photos(bpy.types.Operator):
         if not added and not (rejected or skipped):
             self.report({"WARNING"}, f"No new images in {display_name(str(folder))}")
             return {"CANCELLED"}
+        if added:
+            _photos_changed(context)
         self.report({"INFO"}, f"Added {added} photo(s); {len(_settings(context).photos)} in the list")
         return {"FINISHED"} if added else {"CANCELLED"}
 
@@ -134,6 +143,7 @@ class MVDUST3R_BLENDER_OT_remove_photo(bpy.types.Operator):
             return {"CANCELLED"}
         settings.photos.remove(index)
         settings.photo_index = max(0, min(index, len(settings.photos) - 1))
+        _photos_changed(context)
         return {"FINISHED"}
 
 
@@ -152,6 +162,7 @@ class MVDUST3R_BLENDER_OT_clear_photos(bpy.types.Operator):
         settings = _settings(context)
         settings.photos.clear()
         settings.photo_index = 0
+        _photos_changed(context)
         return {"FINISHED"}
 
 
@@ -221,6 +232,8 @@ class MVDUST3R_BLENDER_OT_reconstruct(bpy.types.Operator):
             self.report({"ERROR"}, f"Reconstruction failed: {state.message}")
         elif state.state == "DONE":
             self.report({"INFO"}, f"Reconstruction imported: {state.collection}")
+            for line in state.hint.splitlines():
+                self.report({"WARNING"}, line)
         return {"FINISHED"}
 
 
@@ -256,10 +269,10 @@ class MVDUST3R_BLENDER_OT_cancel(bpy.types.Operator):
 
 
 class MVDUST3R_BLENDER_OT_release(bpy.types.Operator):
-    """Unload the model from the worker to free GPU memory (the next run loads it again)"""
+    """Unload the model from the worker to free its memory (GPU or main memory); the next run loads it again"""
 
     bl_idname = "mvdust3r_blender.release"
-    bl_label = "Release GPU Memory"
+    bl_label = "Unload Model"
     bl_options = {"REGISTER"}
 
     @classmethod

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 LOCAL = "LOCAL"
 BUILTIN = "BUILTIN"
 # The small model shipped inside the extension (trained on synthetic rooms; see training/README.md)
-BUILTIN_MODEL = Path(__file__).resolve().parent / "models" / "default.safetensors"
+BUILTIN_MODEL = registry.builtin_model()
 _BACKEND_LABELS = {"auto": "Automatic (detect the GPU)", "cpu": "CPU only", "cu130": "NVIDIA CUDA 13.0",
                    "cu128": "NVIDIA CUDA 12.8", "cu126": "NVIDIA CUDA 12.6", "rocm6.4": "AMD ROCm 6.4 (Linux)"}
 # Property arguments are evaluated by Blender from the annotations' text: keep them plain names.
@@ -61,7 +61,8 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
         items=(("PRIVATE", "Private Environment", "An environment with PyTorch created by this add-on in its "
                                                   "user folder"),
                ("EXISTING", "Existing Python", "A Python interpreter you already have, with PyTorch installed")),
-        default="PRIVATE", update=_forget_check)
+        default="PRIVATE", update=_forget_check,
+        description="The Python with PyTorch that runs the reconstruction (the worker)")
     python_path: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Python", subtype="FILE_PATH",
         description="The python executable of an environment that has torch (e.g. .../venv/bin/python)",
@@ -69,26 +70,30 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
     torch_backend: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="PyTorch Build",
         items=_BACKEND_ITEMS,
-        default="auto")
+        default="auto", description="Which PyTorch the private environment installs: for your GPU, or CPU only")
     wheels_folder: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Wheels Folder", subtype="DIR_PATH",
         description=f"Install PyTorch and the worker's libraries only from this folder of wheels, without "
                     f"the internet (empty: ${WHEELS_ENV} if set, else the internet)")
     checkpoint: bpy.props.EnumProperty(  # type: ignore[valid-type]
-        name="Model", items=_CHECKPOINT_ITEMS, default=0)
+        name="Model", items=_CHECKPOINT_ITEMS, default=0,
+        description="The network that reconstructs: a released checkpoint (downloaded once), the built-in small "
+                    "model, or a file")
     checkpoint_path: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Checkpoint File", subtype="FILE_PATH",
         description="MVDp_s2.pth, MVD.pth or a .safetensors file written by this add-on")
     licence_accepted: bpy.props.BoolProperty(  # type: ignore[valid-type]
-        name=_LICENCE_LABEL, default=False)
+        name=_LICENCE_LABEL, default=False,
+        description="The released checkpoints are licensed for non-commercial use only; accept to download one")
     device: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Device",
         items=_DEVICE_ITEMS,
-        default="auto")
+        default="auto", description="Where the network runs")
     precision: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Precision",
         items=_PRECISION_ITEMS,
-        default=DEFAULT_PRECISION)
+        default=DEFAULT_PRECISION, description="How exactly the network computes: exact, or faster with small "
+                                               "differences (docs/benchmarks.md#precision)")
     runtime_summary: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Last Check", description="What the last runtime check found")
     worker_location: bpy.props.EnumProperty(  # type: ignore[valid-type]
@@ -96,7 +101,7 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
         items=(("LOCAL", "This Computer", "Run the reconstruction here"),
                ("REMOTE", "Remote GPU (ssh)", "Run it on another machine reached with ssh: photos and results "
                                               "travel over the connection (docs/remote.md)")),
-        default="LOCAL", update=_forget_check)
+        default="LOCAL", update=_forget_check, description="Where the reconstruction runs")
     remote_destination: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Host", description="ssh destination: user@host or ssh://user@host:port", update=_forget_check)
     remote_ssh_command: bpy.props.StringProperty(  # type: ignore[valid-type]
@@ -109,6 +114,12 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
     remote_checkpoint: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Remote Checkpoint", description="Path of the model file ON THE REMOTE machine (relative: to the "
                                               "remote home)")
+
+    bundle_folder: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Keep Results In", subtype="DIR_PATH",
+        description="Where the panel keeps each run's reconstruction bundle (.npz), for File › Import, "
+                    "Export… and Save Bundle… later. Empty: a folder beside the saved .blend "
+                    "(an unsaved file's bundles are removed when Blender quits)")
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -123,6 +134,7 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
             self._draw_model(layout.box(), setup)
         layout.prop(self, "device")
         layout.prop(self, "precision")
+        layout.prop(self, "bundle_folder")
 
     def _draw_runtime(self, box: bpy.types.UILayout, setup: Any) -> None:
         box.label(text="PyTorch Runtime", icon="CONSOLE")

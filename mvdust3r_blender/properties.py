@@ -32,14 +32,16 @@ class MVDUST3R_PG_scene(ImportSettings, bpy.types.PropertyGroup):
     """The photos and options of the next reconstruction in this scene. What to import and how
     comes from :class:`~.import_options.ImportSettings`, as for File > Import."""
 
-    photos: bpy.props.CollectionProperty(type=MVDUST3R_PG_photo)  # type: ignore[valid-type]
-    photo_index: bpy.props.IntProperty(name="Active Photo", default=0, min=0)  # type: ignore[valid-type]
+    photos: bpy.props.CollectionProperty(  # type: ignore[valid-type]
+        type=MVDUST3R_PG_photo, name="Photos", description="The photos to reconstruct, of one scene")
+    photo_index: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Active Photo", default=0, min=0, description="The photo selected in the list")
     reference_photo: bpy.props.IntProperty(  # type: ignore[valid-type]
         name="Reference Photo", default=0, min=0,
-        description="The photo whose camera becomes the world origin (1 = first in the list); "
-                    "0 lets the model choose")
+        description="The number, as in the list (1 = the first), of the photo whose camera becomes the world "
+                    "origin; 0 lets the model choose. Scripts and the command line count from 0 (reference_view)")
     focal_mode: bpy.props.EnumProperty(  # type: ignore[valid-type]
-        name="Focal Length",
+        name="Focal Length", description="Where the cameras' focal lengths come from",
         items=[("AUTO", "Auto", "From the photos' EXIF where it is plausible, else estimated from the points"),
                ("ESTIMATE", "Estimate", "Always estimated from the points (one per camera)"),
                ("GIVEN", "Given", "The focal length below for every photo; only the poses are solved")],

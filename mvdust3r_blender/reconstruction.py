@@ -29,7 +29,7 @@ import bpy
 
 from . import run, session
 from .client.remote import RemoteTarget
-from .core.atomic import atomic_file, unwritable, write_failure
+from .core.atomic import check_output, unwritable, write_failure
 from .core.bundle import Bundle, read_bundle
 from .core.confidence import DEFAULT_DROP_PERCENT, make_cut
 from .core.exports import export as export_bundle
@@ -234,15 +234,19 @@ def save_blend(path: PathLike) -> Path:
     for a resumed batch to mistake for a finished scene)."""
     final = Path(path).absolute()
     try:
+        check_output(final)
         final.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(final) as partial:
-            partial.unlink()  # else Blender keeps the empty placeholder as a '.blend1' backup
+        # Written under its own name in a hidden folder beside it, then moved: Blender's "Saved" line
+        # names the file the user asked for, not a temporary one.
+        with tempfile.TemporaryDirectory(dir=final.parent, prefix=".mvdust3r-saving-") as work:
+            partial = Path(work) / final.name
             try:
                 result = bpy.ops.wm.save_as_mainfile(filepath=str(partial), copy=True, check_existing=False)
-            except RuntimeError as exc:  # Blender's message names the hidden temporary file, not the user's
+            except RuntimeError as exc:  # Blender's message names the hidden folder, not the user's file
                 raise OSError(f"Blender could not write it ({exc})".replace(str(partial), str(final))) from None
-            if result != {"FINISHED"}:
+            if result != {"FINISHED"} or not partial.is_file():
                 raise OSError("Blender could not write it")
+            os.replace(partial, final)
     except OSError as exc:
         raise RunError(*write_failure(final, exc)) from None
     return final

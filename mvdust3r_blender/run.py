@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 import bpy
 
-from . import preferences, session
+from . import bundles, preferences, session
 from .client.requests import RequestHandle
 from .client.worker_client import WorkerError
 from .core.options import ReconstructOptions
@@ -157,17 +157,25 @@ class RunController:
         self.stage = "Importing"
         started = time.perf_counter()
         try:
-            result = import_bundle(bundle_path, self.spec.imports, scene)
+            kept = bundles.keep(bundle_path, self.spec.photos)
+        except OSError as exc:
+            self._finish(RunState.FAILED, f"the result could not be kept in {bundles.folder()}: {exc}",
+                         "choose a writable folder in the add-on's preferences (Keep Results In)")
+            return
+        try:
+            result = import_bundle(kept, self.spec.imports, scene)
         except Exception as exc:  # reported, never half-applied: the importer cleaned up after itself
             self._finish(RunState.FAILED, f"importing the result failed: {exc}",
-                         "the scene was left as it was; please report this with the worker log")
+                         f"the scene was left as it was; the result is kept in {kept} — "
+                         "please report this with the worker log")
             return
         self.timings["import"] = time.perf_counter() - started
         self.collection_name = result.collection.name
         _push_undo("MV-DUSt3R Reconstruction")
+        # what the import warns about (an object hiding the result, a camera's fallback) stays in view
         said = f"; {len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''}" if result.warnings else ""
         self._finish(RunState.DONE, f"{len(self.spec.photos)} photos → {self.collection_name}{said}",
-                     "\n".join(result.warnings))  # the panel shows them under the result
+                     "\n".join(result.warnings))
 
     def _finish(self, phase: RunState, message: str, hint: str = "") -> None:
         self.phase, self.message, self.hint = phase, message, hint
@@ -179,7 +187,7 @@ class RunController:
         self._remove_workdir()
 
     def _remove_workdir(self) -> None:
-        """The run's own folder (its bundle) goes when the run ends, imported or not."""
+        """The run's own folder goes when the run ends (an imported bundle was moved out first: :mod:`.bundles`)."""
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             _WORKDIRS.discard(self._workdir)

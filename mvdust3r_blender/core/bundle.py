@@ -290,6 +290,10 @@ def read_bundle(path: str | os.PathLike[str], max_bytes: Optional[int] = None) -
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"{path}: no such bundle file")
+    hint = "import the .npz a reconstruction wrote (the panel's Save Bundle…, or a script's output=)"
+    if not zipfile.is_zipfile(path):  # numpy would call it "pickled data"
+        raise BundleError(f"{path}: not a reconstruction bundle (not an .npz archive: it may be damaged or "
+                          "only partly copied)", hint)
     if max_bytes is None:
         max_bytes = INFLATE_RATIO * path.stat().st_size + INFLATE_SLACK
     try:
@@ -297,7 +301,7 @@ def read_bundle(path: str | os.PathLike[str], max_bytes: Optional[int] = None) -
     except BundleError:
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise BundleError(f"{path}: not a reconstruction bundle (unreadable .npz: {exc})") from exc
+        raise BundleError(f"{path}: not a reconstruction bundle (the .npz archive is damaged: {exc})", hint) from exc
     if "meta" not in data:
         raise BundleError(f"{path}: not a reconstruction bundle (no 'meta' entry)")
     if data["meta"].dtype.kind != "U" or data["meta"].ndim != 0:

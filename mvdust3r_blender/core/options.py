@@ -99,7 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, export_help: str, checkpoi
     from .exports import FORMATS
 
     parser.add_argument("--checkpoint", required=checkpoint_required,
-                        help="MV-DUSt3R(+) checkpoint (.pth or .safetensors)")
+                        help="MV-DUSt3R(+) checkpoint (.pth or .safetensors), or 'builtin' for the built-in "
+                             "small model (offline; trained on synthetic rooms)")
     parser.add_argument("--device", help=f"compute device: {', '.join(DEVICES)} or cuda:N")
     parser.add_argument("--precision", choices=tuple(PRECISIONS), default=None,
                         help="numeric precision: " + "; ".join(f"{k}: {v}" for k, v in PRECISIONS.items())

@@ -9,6 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+MIN_PHOTOS = 2
+MIN_PHOTOS_PLUS = 4
+PHOTO_COUNT = "4–100 photos of one scene (MV-DUSt3R+ needs at least 4; MV-DUSt3R at least 2)"
+"""How many photos a reconstruction takes, said the same way by the panel, scripts and the worker:
+MV-DUSt3R+ (the built-in and the default model) uses 4 reference views, MV-DUSt3R works from 2."""
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 UNSUPPORTED_EXTENSIONS = (".heic", ".heif", ".avif", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf")
 """Photo formats cameras and phones write that the worker cannot decode (HEIC/AVIF, raw files): a

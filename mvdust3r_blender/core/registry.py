@@ -9,6 +9,7 @@ never the exact byte count a download is checked against. The files are training
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 HF_REPO = "Zhenggang/MV-DUSt3R"
@@ -102,3 +103,24 @@ def supported_files_text() -> str:
     """One line naming the supported files, for error messages."""
     names = ", ".join(entry.filename for entry in RELEASED)
     return f"{names} from huggingface.co/{HF_REPO}, or a .safetensors file written by this add-on"
+
+
+BUILTIN = "builtin"
+"""The name that stands for the built-in small model wherever a checkpoint is asked for (``checkpoint=``,
+``--checkpoint``, both command lines)."""
+_PACKAGE = Path(__file__).resolve().parent.parent
+
+
+def builtin_model() -> Path:
+    """The built-in model's file: ``models/default.safetensors`` inside the installed extension (in a
+    source checkout, the repository's ``models/``)."""
+    for root in (_PACKAGE, _PACKAGE.parent):
+        path = root / "models" / "default.safetensors"
+        if path.is_file():
+            return path
+    return _PACKAGE / "models" / "default.safetensors"
+
+
+def checkpoint_path(name: str) -> str:
+    """`name` itself, or the built-in model's path for :data:`BUILTIN` (any case)."""
+    return str(builtin_model()) if name.strip().lower() == BUILTIN else name

@@ -18,6 +18,7 @@ from ..core.errors import OptionError, UserError
 from ..core.exports import needing_gaussians, parse_formats
 from ..core.photos import skipped_message, unsupported_photos
 from ..core.options import add_arguments, cut_from_arguments, options_from_arguments
+from ..core.registry import checkpoint_path
 from .errors import Cancelled, InputError, out_of_memory
 
 BUNDLE_NAME = "reconstruction.npz"
@@ -107,7 +108,7 @@ def run_reconstruct(args: argparse.Namespace, stderr: TextIO) -> int:
     try:
         progress("model", 0.0)
         plan = plan_for(options.precision, device)  # once for the run: the weights' dtype and the pipeline
-        model = load_model(args.checkpoint, device=device, dtype=plan.weights)
+        model = load_model(checkpoint_path(args.checkpoint), device=device, dtype=plan.weights)
         progress("model", 1.0)
         bundle = reconstruct(photos, model, options, progress=progress, plan=plan)
         progress("write", 0.0)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..core.bundle import Bundle
+from ..core.photos import PHOTO_COUNT
 from ..core.options import ReconstructOptions
 from .cameras import RecoveredCameras, ViewGeometry, recover_cameras
 from .config import ModelConfig
@@ -66,7 +67,7 @@ def _model_device(model: Network) -> torch.device:
 
 def _check_count(n: int, config: ModelConfig) -> None:
     if n == 0:
-        raise InputError("no photos were given", "give at least 2 photos of the same scene (4–100 work best)")
+        raise InputError("no photos were given", f"give {PHOTO_COUNT}")
     if n < config.min_views:
         name = "MV-DUSt3R+" if config.variant == "MVDp" else "MV-DUSt3R"
         why = (f"it uses {config.n_ref} reference views" if config.variant == "MVDp"

@@ -37,7 +37,7 @@ import bpy
 import numpy as np
 
 from ..core.splats import LOW_PASS, sort_axes
-from .nodes import (get_modifier_input, math_node, named_attribute, new_geometry_group, new_node_material, set_modifier_input,
+from .nodes import (ModifierInput, get_modifier_input, math_node, named_attribute, new_geometry_group, new_node_material, set_modifier_input,
                     thresholded_points, vector_math_node)
 from .points import COLOR_ATTRIBUTE, new_points_mesh
 
@@ -131,8 +131,15 @@ def splat_material(name: str) -> bpy.types.Material:
 
 def gaussians_node_group(name: str, material: bpy.types.Material) -> bpy.types.GeometryNodeTree:
     """Points (minus opacity < threshold) → low-passed splats: discs on flat Gaussians, icospheres on the rest."""
-    group = new_geometry_group(name, [(OPACITY_THRESHOLD, "NodeSocketFloat"), (SCALE_MULTIPLIER, "NodeSocketFloat"),
-                                      (LOW_PASS_INPUT, "NodeSocketFloat"), (FOCAL_LENGTH, "NodeSocketFloat")])
+    group = new_geometry_group(name, [
+        ModifierInput(OPACITY_THRESHOLD, "Splats less opaque than this are not shown", 0.0, 1.0),
+        ModifierInput(SCALE_MULTIPLIER, "How far each splat reaches from its centre, in standard deviations of its "
+                                        "Gaussian (3: nearly all of it; less: smaller, sharper splats)", 0.1, 10.0),
+        ModifierInput(LOW_PASS_INPUT, "Blur added to every splat on screen, in square pixels of the render (0.3, as "
+                                      "3D Gaussian Splatting does), so that splats smaller than a pixel don't flicker",
+                      0.0, 10.0),
+        ModifierInput(FOCAL_LENGTH, "The render camera's focal length in pixels, for the blur above: the add-on "
+                                    "sets it before every render and on every scene change", 1.0)])
     nodes, links = group.nodes, group.links
     group_in = nodes.new("NodeGroupInput")
     group_in.location = (-1400, 0)

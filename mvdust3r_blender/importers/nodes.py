@@ -5,18 +5,32 @@ looked up by their display name here, never hard-coded.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import bpy
 
 
-def new_geometry_group(name: str, inputs: list[tuple[str, str]]) -> bpy.types.GeometryNodeTree:
-    """A modifier node group with a Geometry input, `inputs` (name, socket type) and a Geometry output."""
+@dataclass(frozen=True)
+class ModifierInput:
+    """A float input of a modifier as the artist sees it: its tooltip and the range it accepts."""
+
+    name: str
+    description: str
+    min_value: float = 0.0
+    max_value: float = 3.4e38
+
+
+def new_geometry_group(name: str, inputs: list[ModifierInput]) -> bpy.types.GeometryNodeTree:
+    """A modifier node group with a Geometry input, the float `inputs` and a Geometry output."""
     group = bpy.data.node_groups.new(name, "GeometryNodeTree")  # type: ignore[arg-type]
     assert isinstance(group, bpy.types.GeometryNodeTree) and group.interface is not None
     group.interface.new_socket(name="Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
-    for socket_name, socket_type in inputs:
-        group.interface.new_socket(name=socket_name, in_out="INPUT", socket_type=socket_type)
+    for spec in inputs:
+        socket = group.interface.new_socket(name=spec.name, in_out="INPUT", socket_type="NodeSocketFloat")
+        socket.description = spec.description
+        setattr(socket, "min_value", spec.min_value)
+        setattr(socket, "max_value", spec.max_value)
     group.interface.new_socket(name="Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
     return group
 

@@ -20,7 +20,7 @@ from typing import Optional
 import bpy
 import numpy as np
 
-from .nodes import named_attribute, new_geometry_group, new_node_material, set_modifier_input, thresholded_points
+from .nodes import ModifierInput, named_attribute, new_geometry_group, new_node_material, set_modifier_input, thresholded_points
 
 MODIFIER = "MV-DUSt3R Points"
 THRESHOLD = "Confidence Threshold"
@@ -70,7 +70,11 @@ def emission_material(name: str, attribute_type: str) -> bpy.types.Material:
 
 def points_node_group(name: str, material: bpy.types.Material) -> bpy.types.GeometryNodeTree:
     """Mesh → points of `Radius`, minus those with confidence < `Confidence Threshold`, with `material`."""
-    group = new_geometry_group(name, [(THRESHOLD, "NodeSocketFloat"), (RADIUS, "NodeSocketFloat")])
+    group = new_geometry_group(name, [
+        ModifierInput(THRESHOLD, "Points less confident than this are hidden (the network's confidences are 1 or "
+                                 "more); the Result panel's Hide Least Confident sets it from a share of the points"),
+        ModifierInput(RADIUS, "The radius of each point in scene units (the Result panel's Point Size scales the "
+                              "automatic one)")])
     nodes, links = group.nodes, group.links
     group_in = nodes.new("NodeGroupInput")
     group_in.location = (-800, 0)

@@ -26,6 +26,8 @@ from ..import_options import ImportOptions
 from .cameras import create_cameras
 from .gaussians import create_gaussians, prepare_render
 from .points import create_points
+from .render import blocker_lines
+from .result import Reconstruction, record, set_renders
 
 # The bpy.data collections an import can add to (and so must roll back).
 _DATA = ("objects", "meshes", "cameras", "materials", "node_groups", "images", "collections")
@@ -116,11 +118,18 @@ def import_reconstruction(bundle: Bundle, options: ImportOptions, scene: bpy.typ
             result.points = create_points(f"{name} Points", positions, colors, conf, view, threshold, radius, collection,
                                           cut_at_tie=(conf >= threshold) & ~kept)
             shown = int(kept.sum())
-            result.report.append(f"{conf.size} points ({shown} shown at confidence ≥ {threshold:.3g}, radius {radius:.3g})")
+            hidden_percent = min(100.0 * (conf.size - shown) / max(conf.size, 1), 99.0)
+            record(collection, bundle_path, hidden_percent if options.min_confidence is not None
+                   else options.confidence_drop_percent, shown, threshold, radius / options.point_size,
+                   options.point_size)
+            result.report.append(f"{shown} of {conf.size} points shown: the least confident {hidden_percent:.1f} % "
+                                 f"hidden (confidence cut at {threshold:.4g}), radius {radius:.3g}")
             empty = empty_cut_warning(options.cut, conf)
             if empty is not None:
                 result.report.append(f"no point is shown: {empty}")
                 result.warnings.append(result.report[-1])
+        else:
+            record(collection, bundle_path, options.confidence_drop_percent, 0, 0.0, 0.0, options.point_size)
         if options.cameras:
             scene_scale = float(np.median(np.abs(point_depths(bundle.pts3d, bundle.cam2world))))
             result.cameras, lines = create_cameras(
@@ -146,10 +155,20 @@ def import_reconstruction(bundle: Bundle, options: ImportOptions, scene: bpy.typ
                     float(bundle.intrinsics[0, 0, 0]), options.opacity_threshold, options.scale_multiplier,
                     collection, scene)
                 result.report.append(f"{n * h * w} Gaussians")
-                result.report.extend(prepare_render(scene))  # last: nothing after it can fail
+                if result.points is not None:
+                    result.report.append("renders show the splats; the points stay in the viewport "
+                                         "(Result panel › Renders)")
             else:
                 line = "the reconstruction has no Gaussians (the model has no Gaussian head)"
                 result.report.append(line)
                 result.warnings.append(line)
+        reconstruction = Reconstruction.of(collection)
+        assert reconstruction is not None
+        set_renders(reconstruction, "SPLATS")
+        blocked = blocker_lines(scene, reconstruction)
+        result.report.extend(blocked)
+        result.warnings.extend(blocked)
+        if result.gaussians is not None:
+            result.report.extend(prepare_render(scene))  # last: nothing after it can fail
     return result
 

@@ -22,9 +22,9 @@ def folder_photos(folder: Path) -> list[str]:
 def check_photos(paths: list[str]) -> None:
     """Raise :class:`RunError` naming every photo that is missing, a folder or empty, or listed twice,
     in the worker's own words (``core.photos``: one check, one message); the worker checks the contents."""
-    if len(paths) < 2:
+    if len(paths) < photo_files.MIN_PHOTOS:
         raise RunError(f"{len(paths)} photo{'s' if len(paths) != 1 else ''} in the list",
-                       "add at least 2 photos of the same scene (4 or more for MV-DUSt3R+)")
+                       f"add {photo_files.PHOTO_COUNT}")
     failures = [f"{path}: {problem}" for path in paths if (problem := photo_files.photo_problem(Path(path)))]
     if failures:
         raise RunError(photo_files.unreadable_message(failures, len(paths)), photo_files.UNREADABLE_HINT)
@@ -50,7 +50,7 @@ def photo_list(photos: PhotoSource) -> list[str]:
             skipped = photo_files.unsupported_photos(folder)
             note = f" ({photo_files.skipped_message(skipped)})" if skipped else ""
             raise RunError(f"the folder '{folder}' holds {len(paths)} photo{'s' if len(paths) != 1 else ''}{note}",
-                           f"put at least 2 photos of one scene in it ({', '.join(photo_files.IMAGE_EXTENSIONS)})")
+                           f"put {photo_files.PHOTO_COUNT} in it ({', '.join(photo_files.IMAGE_EXTENSIONS)})")
     elif isinstance(photos, Iterable):
         items = list(photos)
         bad = [p for p in items if not isinstance(p, (str, os.PathLike))]

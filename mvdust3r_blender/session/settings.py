@@ -12,12 +12,20 @@ from .. import preferences
 from ..client.remote import RemoteError, RemoteTarget
 from ..client.runtime import env_python
 from ..core.options import DEFAULT_PRECISION, check_precision
+from ..core.registry import checkpoint_path
 from .errors import SetupError
 
 WORKER_PYTHON_ENV = "MVDUST3R_WORKER_PYTHON"
 """Environment variable naming the worker's Python; wins over the preferences (tests, render farms)."""
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+SCRIPT_PYTHON_HINT = (f"pass python='/path/to/env/bin/python' (command line: --python PATH), an environment with "
+                      f"torch, or set ${WORKER_PYTHON_ENV}; or set up the runtime in Preferences > Add-ons > MV-DUSt3R+")
+SCRIPT_CHECKPOINT_HINT = ("pass checkpoint='builtin' for the built-in small model (works offline) or "
+                          "checkpoint='/path/to/MVDp_s2.pth' (command line: --checkpoint builtin / --checkpoint PATH); "
+                          "or choose or download a model in Preferences > Add-ons > MV-DUSt3R+")
+"""What a script or the command line is told when the preferences name no usable runtime or model."""
 
 
 def worker_python(prefs: preferences.MVDUST3R_AddonPreferences) -> str:
@@ -133,13 +141,21 @@ class WorkerSettings:
                        precision=precision)
         python = python if python is not None else os.environ.get(WORKER_PYTHON_ENV) or None
         if python is None:
-            python = worker_python(preferences.get())
+            try:
+                python = worker_python(preferences.get())
+            except SetupError as exc:
+                raise SetupError(exc.message, SCRIPT_PYTHON_HINT) from None
         elif not Path(python).is_file():
             raise SetupError(f"the worker Python '{os.fspath(python)}' does not exist",
                              f"pass the python of an environment with torch (or set ${WORKER_PYTHON_ENV})")
         if checkpoint is None:
-            checkpoint = checkpoint_file(preferences.get())
-        elif not Path(checkpoint).is_file():
+            try:
+                checkpoint = checkpoint_file(preferences.get())
+            except SetupError as exc:
+                raise SetupError(exc.message, SCRIPT_CHECKPOINT_HINT) from None
+        else:
+            checkpoint = checkpoint_path(os.fspath(checkpoint))
+        if not Path(checkpoint).is_file():
             raise SetupError(f"the checkpoint '{os.fspath(checkpoint)}' does not exist",
                              "pass an existing MV-DUSt3R(+) checkpoint file")
         return cls(python=str(Path(python).absolute()), checkpoint=str(Path(checkpoint).absolute()), device=device,

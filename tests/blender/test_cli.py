@@ -103,3 +103,36 @@ def test_export_takes_commas_and_spaces_alike(ext: ModuleType) -> None:
         for spelling in spellings:
             args = parser.parse_args([command, first, "--out", "x.blend", *spelling])
             assert parse_formats(args.export) == ["ply", "glb"], (command, spelling)
+
+
+def test_first_run_from_fresh_preferences(ext: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capfd: pytest.CaptureFixture[str]) -> None:
+    """No model chosen or downloaded: the command line says which arguments to pass; `--checkpoint
+    builtin` runs the built-in model; --no-gaussians prints no gaussians stage; the batch summary
+    is printed once and the log names no temporary file."""
+    monkeypatch.setenv("MVDUST3R_WORKER_PYTHON", worker_python())
+    main = module("cli").main
+    shoots = tmp_path / "shoots"
+    kitchen = scene_folder(shoots / "kitchen", 4)  # the built-in model is an MV-DUSt3R+: 4 or more
+    try:
+        assert main(["reconstruct", str(kitchen), "--out", str(tmp_path / "k.blend"), "--device", "cpu"]) == 1
+        err = capfd.readouterr().err
+        assert "--checkpoint builtin" in err and "checkpoint='builtin'" in err, err
+        monkeypatch.delenv("MVDUST3R_WORKER_PYTHON")
+        assert main(["reconstruct", str(kitchen), "--out", str(tmp_path / "k.blend"), "--checkpoint", "builtin"]) == 1
+        err = capfd.readouterr().err
+        assert "--python PATH" in err and "python=" in err, err
+        monkeypatch.setenv("MVDUST3R_WORKER_PYTHON", worker_python())
+        assert main(["reconstruct", str(kitchen), "--out", str(tmp_path / "k.blend"), "--checkpoint", "builtin",
+                     "--device", "cpu", "--no-gaussians"]) == 0
+        err = capfd.readouterr().err
+        assert "gaussians" not in err.lower(), err
+        scene_folder(shoots / "garage", 4, first=2)
+        assert main(["batch", str(shoots / "kitchen"), str(shoots / "garage"), "--out", str(tmp_path / "out"),
+                     "--checkpoint", "BUILTIN", "--device", "cpu"]) == 0
+        out, err = capfd.readouterr()
+        assert (out + err).count("2 done, 0 skipped, 0 failed") == 1, out + err
+        assert ".part" not in out + err and "mvdust3r-saving" not in out + err and '"kitchen.blend"' in out, out  # 'Saved copy as' (5.0) or 'Saved' (4.2)
+        assert (tmp_path / "out" / "kitchen.blend").is_file()
+    finally:
+        module("session").SESSION.shutdown()

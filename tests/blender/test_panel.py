@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
+from typing import Any
 
 import bpy
 import pytest
@@ -55,7 +56,7 @@ def test_no_runtime_state_says_what_to_set_up(ext: ModuleType) -> None:
 def test_ready_state_offers_reconstruct_and_release(ext: ModuleType, golden: Path) -> None:
     configure_ready(golden)
     layout = draw("VIEW3D_PT_mvdust3r_run")
-    assert layout.operators() == ["mvdust3r_blender.reconstruct", "mvdust3r_blender.release"]
+    assert layout.operators() == ["mvdust3r_blender.reconstruct"]  # Unload Model: only while a worker runs
     assert ("set enabled", (True,), {}) in layout.log
     assert not any("Set-up needed" in t for t in layout.labels())
 
@@ -101,7 +102,7 @@ def test_photo_panel_lists_photos_and_options_panel_draws_the_import_options(ext
     bpy.ops.mvdust3r_blender.add_photos(directory=str(tmp_path) + os.sep, files=[{"name": p.name} for p in paths])
     layout = draw("VIEW3D_PT_mvdust3r_photos")
     assert [args[0] for name, args, _ in layout.log if name == "template_list"] == ["MVDUST3R_UL_photos"]
-    assert "2 photos" in layout.labels()
+    assert layout.labels()[0].startswith("2 photos: add 4–100 photos")  # fewer than MV-DUSt3R+ needs
     assert {"mvdust3r_blender.add_photos", "mvdust3r_blender.remove_photo",
             "mvdust3r_blender.clear_photos"} <= set(layout.operators())
     assert "reference_photo" in layout.props() and "focal_mode" in layout.props()
@@ -168,3 +169,18 @@ def test_file_handler_adds_dropped_photos(ext: ModuleType, tmp_path: Path) -> No
 def test_photo_list_edits_are_undoable_operators(ext: ModuleType) -> None:
     for name in ("add_photos", "remove_photo", "clear_photos"):
         assert "UNDO" in getattr(bpy.types, f"MVDUST3R_BLENDER_OT_{name}").bl_options
+
+
+def test_a_failed_runs_message_goes_when_the_photo_list_changes(ext: ModuleType, tmp_path: Path) -> None:
+    state = bpy.context.window_manager.mvdust3r_run
+    state.state, state.message, state.hint = "FAILED", "1 photo in the list", "add at least 2 photos"
+    paths = photos(tmp_path, ["a.png", "b.png"])
+    bpy.ops.mvdust3r_blender.add_photos(directory=str(tmp_path) + os.sep, files=[{"name": p.name} for p in paths])
+    assert (state.state, state.message, state.hint) == ("IDLE", "", "")
+    assert not any("1 photo in the list" in t for t in draw("VIEW3D_PT_mvdust3r_run").labels())
+
+
+def test_unload_model_shows_only_while_a_worker_holds_one(configured: Any) -> None:
+    session = module("session")
+    assert session.SESSION.client is None
+    assert "mvdust3r_blender.release" not in draw("VIEW3D_PT_mvdust3r_run").operators()

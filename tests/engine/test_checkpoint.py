@@ -701,3 +701,14 @@ def test_registry_lists_the_release_honestly() -> None:
             assert entry.weights_bytes == sum(t.nbytes for t in build_model(config).state_dict().values())
     with pytest.raises(AttributeError):
         default.default = False  # type: ignore[misc]
+
+
+def test_builtin_names_the_shipped_model_wherever_a_checkpoint_is_asked_for() -> None:
+    """``checkpoint='builtin'`` / ``--checkpoint builtin`` (any case) is the shipped small model; a path stays a path."""
+    shipped = Path(__file__).resolve().parents[2] / "models" / "default.safetensors"
+    assert registry.builtin_model() == shipped and shipped.is_file()
+    for word in ("builtin", "BUILTIN", " Builtin "):
+        assert registry.checkpoint_path(word) == str(shipped)
+    assert registry.checkpoint_path("/models/MVDp_s2.pth") == "/models/MVDp_s2.pth"
+    model = ck.load_model(registry.checkpoint_path("builtin"), device=torch.device("cpu"))
+    assert sum(p.numel() for p in model.parameters()) > 0
