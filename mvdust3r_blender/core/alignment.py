@@ -210,8 +210,10 @@ def floor_plane(points: np.ndarray, up: np.ndarray, x_axes: np.ndarray, up_axes:
         block = slice(start, start + 64)
         scores[block] = (np.abs(points @ normals[block].T - offsets[block]) < tolerance).sum(0)
     normal, offset = normals[scores.argmax()], float(offsets[scores.argmax()])
-    for _ in range(3):   # least-squares refit on the inliers
-        inliers = points[np.abs(points @ normal - offset) < tolerance]
+    band = tolerance
+    for _ in range(5):   # least-squares refit on the inliers, the band narrowed to 3 robust sigmas of them
+        residual = points @ normal - offset
+        inliers = points[np.abs(residual) < band]
         if len(inliers) < 3:
             return None
         mean = inliers.mean(0)
@@ -220,6 +222,7 @@ def floor_plane(points: np.ndarray, up: np.ndarray, x_axes: np.ndarray, up_axes:
         if not acceptable(refit[None], np.array([refit @ mean]))[0]:
             break
         normal, offset = refit, float(refit @ mean)
+        band = min(tolerance, 3 * 1.4826 * float(np.median(np.abs(inliers @ normal - offset))) + 1e-9 * tolerance)
     support = float((np.abs(points @ normal - offset) < tolerance).mean())
     return Plane(normal, offset, support) if support >= FLOOR_MIN_SUPPORT else None
 

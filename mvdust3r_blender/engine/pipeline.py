@@ -10,7 +10,9 @@ Stages (each timed in ``meta["timings"]`` and reported through ``progress(stage,
               photos' bytes, and only what the later stages use comes back to the CPU;
 ``cameras``   confidence mask, each camera's focal and every view's pose (:func:`.cameras.recover_cameras`),
               intrinsics in original-photo pixels;
-``gaussians`` world-frame Gaussians (:mod:`.gaussians`) — only when asked for.
+``gaussians`` world-frame Gaussians (:mod:`.gaussians`) — only when asked for;
+``align``     where the scene lands in Blender, upright and on the floor (:mod:`..core.alignment`),
+              recorded in ``meta["alignment"]`` — the bundle's own arrays stay in the network's frame.
 
 Results are always in the user's photo order; the world frame is the camera frame of the first
 reference view (network position 0, ``meta["reference_view"]`` in user indices). ``cancel`` is a
@@ -27,7 +29,9 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 import numpy as np
 import torch
 
+from ..core.alignment import estimate_alignment
 from ..core.bundle import Bundle
+from ..core.confidence import ConfidenceCut
 from ..core.options import ReconstructOptions
 from .cameras import ViewGeometry, recover_cameras
 from .config import ModelConfig
@@ -168,6 +172,12 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
         timings["gaussians"] = time.perf_counter() - started
         report("gaussians", 1.0)
 
+    started = time.perf_counter()
+    cam2world = cams.cam2world[back]
+    pts_user, conf_user = pts3d[back].numpy(), conf[back].numpy()
+    alignment = estimate_alignment(cam2world, pts_user[ConfidenceCut().keep(conf_user)],
+                                   reference=int(order[0]), failed_views=[int(order[v]) for v in cams.failed])
+    timings["align"] = time.perf_counter() - started
     source = getattr(model, "checkpoint_path", None)
     meta = {
         "model": {"name": Path(source).name if source else "", "variant": config.variant,
@@ -189,14 +199,15 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
         "device": str(device),
         "precision": plan.meta(getattr(_first_weight(model), "dtype", None)),
         "torch": torch.__version__,
+        "alignment": alignment.to_meta(),
         **meta_gaussians,
     }
     return Bundle(
         images=images,
-        pts3d=pts3d[back].numpy(),
-        conf=conf[back].numpy(),
+        pts3d=pts_user,
+        conf=conf_user,
         intrinsics=cams.intrinsics[back].astype(np.float32),
-        cam2world=cams.cam2world[back].astype(np.float32),
+        cam2world=cam2world.astype(np.float32),
         photo_size=np.array([p.photo_size for p in loaded], dtype=np.int32),
         crop_box=crop_boxes.astype(np.float32),
         photo_paths=[p.path for p in loaded],

@@ -64,15 +64,15 @@ def blender_python() -> Path:
     return python
 
 
-def render_truth_scenes(out: Path, grid: int) -> dict[str, TruthScene]:
-    """Render both scenes into `out` (photos + truth) and read them back."""
-    done = subprocess.run([str(blender_python()), str(SCRIPT), str(out), str(grid)], capture_output=True,
+def render_truth_scenes(out: Path, grid: int, names: tuple[str, ...] = ("room", "turntable")) -> dict[str, TruthScene]:
+    """Render the scenes `names` into `out` (photos + truth) and read them back."""
+    done = subprocess.run([str(blender_python()), str(SCRIPT), str(out), str(grid), *names], capture_output=True,
                           text=True, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"rendering the truth scenes failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
                            f"{done.stderr[-3000:]}")
     scenes = {}
-    for name in ("room", "turntable"):
+    for name in names:
         folder = out / name
         truth = np.load(folder / "truth.npz")
         scenes[name] = TruthScene(photos=[folder / p for p in json.loads((folder / "photos.json").read_text())],
