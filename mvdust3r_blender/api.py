@@ -1,7 +1,7 @@
 """The extension's Python API: what scripts, other add-ons and the extension's own operators call.
 
     import bl_ext.user_default.mvdust3r_blender.api as mvd   # (or the repository the extension is in)
-    result = mvd.import_bundle("/path/scene.npz", axes="Z_UP", gaussians=False)
+    result = mvd.import_bundle("/path/scene.npz", align="level", gaussians=False)
     result.points, result.cameras, result.collection, result.report
 
     result = mvd.reconstruct("/photos/kitchen")                  # blocks; settings from the preferences
@@ -33,8 +33,9 @@ def import_bundle(path_or_bundle: Union[str, "os.PathLike[str]", Bundle], *,
     """Import a reconstruction bundle (a ``.npz`` path or a :class:`~.core.bundle.Bundle`) into a new collection.
 
     `options` are the fields of :class:`~.import_options.ImportOptions`: ``points``, ``cameras``,
-    ``gaussians``, ``background_images``, ``image_planes`` (what to create), ``axes`` (``"Z_UP"`` or
-    ``"NETWORK"``), ``confidence_drop_percent`` / ``min_confidence``, ``point_radius`` /
+    ``gaussians``, ``background_images``, ``image_planes`` (what to create), ``align`` (``"level"``:
+    upright, the floor at z = 0, the origin under the centre — the default; ``"first_camera"``; ``"none"``:
+    the network's frame), ``confidence_drop_percent`` / ``min_confidence``, ``point_radius`` /
     ``point_size``, ``opacity_threshold``, ``scale_multiplier``, ``name`` (of the collection).
     `scene` defaults to the context's scene. Existing objects are never modified; if anything fails,
     everything this import created is removed again and the error is raised: ``BundleError`` for a

@@ -14,7 +14,7 @@ import bpy
 
 from .core.confidence import DEFAULT_DROP_PERCENT, ConfidenceCut
 from .core.errors import OptionError
-from .core.conventions import Axes
+from .core.alignment import ALIGN_CHOICES, DEFAULT_ALIGN, Align
 
 if TYPE_CHECKING:
     from bpy.types import UILayout
@@ -29,7 +29,7 @@ class ImportOptions:
     gaussians: bool = True             # the 3D Gaussians, if the bundle has them
     background_images: bool = True     # each photo as its camera's background image
     image_planes: bool = False         # each photo on a plane in front of its camera
-    axes: Axes = "Z_UP"                # see conventions.world_axes
+    align: Align = DEFAULT_ALIGN       # where the scene lands: level / first_camera / none (core.alignment)
     confidence_drop_percent: float = DEFAULT_DROP_PERCENT  # share of least-confident points hidden (percent)
     min_confidence: Optional[float] = None  # absolute cut instead of the share (the network's confidences are >= 1)
     point_radius: Optional[float] = None  # absolute, world units; None: point_size × half the grid spacing
@@ -43,6 +43,11 @@ class ImportOptions:
         """Options from keywords; an unknown name or a value out of range raises ValueError (the
         core's ``OptionError``) saying which. The old spellings ``confidence_threshold`` and
         ``confidence_drop`` (a fraction) are still accepted, with a DeprecationWarning."""
+        if "axes" in options:
+            warnings.warn("the import option axes is deprecated: use align ('first_camera' for Z_UP, 'none' for "
+                          "NETWORK)", DeprecationWarning, stacklevel=3)
+            axes = options.pop("axes")
+            options.setdefault("align", {"Z_UP": "first_camera", "NETWORK": "none"}.get(axes, axes))
         for old, new, scale in _RENAMED:
             if old in options:
                 warnings.warn(f"the import option {old} is deprecated: use {new}", DeprecationWarning, stacklevel=3)
@@ -62,8 +67,8 @@ class ImportOptions:
         return ConfidenceCut(confidence_drop_percent=self.confidence_drop_percent, min_confidence=self.min_confidence)
 
     def check(self) -> None:
-        if self.axes not in ("Z_UP", "NETWORK"):
-            raise OptionError(f"axes={self.axes!r}", "use 'Z_UP' or 'NETWORK'")
+        if self.align not in ALIGN_CHOICES:
+            raise OptionError(f"align={self.align!r} is not an alignment", f"use one of {', '.join(ALIGN_CHOICES)}")
         self.cut  # checks both confidence options
         if self.point_radius is not None and self.point_radius <= 0:
             raise OptionError(f"point_radius={self.point_radius}", "must be > 0 (or None for automatic)")
@@ -108,19 +113,20 @@ class ContentOptions:
 
 
 class AxisOptions:
-    """How the network's frame is placed in Blender."""
+    """Where the reconstruction lands in the scene (core.alignment)."""
 
-    axes: bpy.props.EnumProperty(  # type: ignore[valid-type]
-        name="Axes", default="Z_UP",
-        items=[("Z_UP", "Z Up", "The first photo's camera looks along +Y with Z up: upright if it was held level"),
-               ("NETWORK", "Network Frame", "Keep the network's frame (the first camera's OpenCV axes: y down, z forward)")],
-        description="Orientation of the reconstruction in the scene")
+    align: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Align", default=DEFAULT_ALIGN,
+        items=[("level", "Level & Ground", ALIGN_CHOICES["level"]),
+               ("first_camera", "First Camera", ALIGN_CHOICES["first_camera"]),
+               ("none", "Network Frame", ALIGN_CHOICES["none"])],
+        description="Where the reconstruction lands in the scene")
 
     def draw_axes(self, layout: "UILayout") -> None:
-        layout.prop(self, "axes")
+        layout.prop(self, "align")
 
     def axis_options(self) -> dict[str, Any]:
-        return {"axes": str(self.axes)}
+        return {"align": str(self.align)}
 
 
 class PointOptions:

@@ -28,11 +28,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence
 
 import numpy as np
 
+from .confidence import ConfidenceCut
 from .conventions import world_axes
+
+if TYPE_CHECKING:
+    from .bundle import Bundle
 
 Align = Literal["level", "first_camera", "none"]
 ALIGN_CHOICES: dict[str, str] = {
@@ -341,3 +345,21 @@ def estimate_alignment(cam2world: np.ndarray, points: np.ndarray, *, reference: 
                      centre_source="ring" if ring is not None else "points",
                      cameras_used=int(agree.sum()), roll_spread_deg=float(np.median(np.abs(roll_after))),
                      floor_support=plane.support if plane is not None else 0.0)
+
+
+def alignment_of(bundle: "Bundle", align: Align) -> Alignment:
+    """Where `bundle` lands for the ``align`` option: for ``level`` the alignment its ``meta["alignment"]``
+    records (so every import and export of one bundle agree), else — a bundle written before it was
+    recorded — estimated here from its cameras and its confident points, as the worker does."""
+    if align != "level":
+        return fixed_alignment(align)
+    recorded = bundle.meta.get("alignment")
+    if isinstance(recorded, dict):
+        try:
+            return Alignment.from_meta(recorded)
+        except (KeyError, TypeError, ValueError):
+            pass   # unreadable: estimate it again
+    meta = bundle.meta
+    return estimate_alignment(bundle.cam2world, bundle.pts3d[ConfidenceCut().keep(bundle.conf)],
+                              reference=int(meta.get("reference_view", 0)),
+                              failed_views=[int(v) for v in meta.get("pose_failed_views", [])])

@@ -39,7 +39,7 @@ def test_cameras_reproduce_k_rt_and_points_land_on_their_pixels(api: ModuleType,
     bundle = make_bundle(photo_sizes=sizes, grid=(6, 8), gaussians=False, write_photos=False,
                          fy_over_fx=[1.0, 1.2, 0.8, 1.05][:len(sizes)],
                          principal_offset=[(0.1, -0.08), (-0.15, 0.1), (0.0, 0.2), (0.2, 0.2)][:len(sizes)])
-    result = api.import_bundle(bundle, axes=axes, background_images=False)
+    result = api.import_bundle(bundle, align={"Z_UP": "first_camera", "NETWORK": "none"}[axes], background_images=False)
     conventions = importlib.import_module(api.__name__.rsplit(".", 1)[0] + ".core.conventions")
     scene = bpy.context.scene
     vertices = np.zeros(len(result.points.data.vertices) * 3, dtype=np.float32)
