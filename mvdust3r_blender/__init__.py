@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 # Blender-side modules, registered in this order and unregistered in reverse.
-_MODULES: tuple[str, ...] = ("operators_import", "operators_camera", "handlers", "properties", "preferences", "run",
+_MODULES: tuple[str, ...] = ("operators_import", "operators_camera", "operators_align", "handlers", "properties", "preferences", "run",
                              "operators_setup", "operators_run", "panel", "cli")
 
 

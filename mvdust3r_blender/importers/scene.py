@@ -6,7 +6,6 @@ scene is left exactly as it was — and the error is raised unchanged for the ca
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from ..core.splats import pixel_footprints
 from ..import_options import ImportOptions
 from .cameras import create_cameras
 from .gaussians import create_gaussians, prepare_render
+from .placement import record_alignment
 from .points import create_points
 
 # The bpy.data collections an import can add to (and so must roll back).
@@ -79,15 +79,6 @@ def camera_warning_lines(bundle: Bundle) -> list[str]:
     return lines
 
 
-ALIGNMENT_PROPERTY = "mvdust3r_alignment"
-"""The collection's custom property holding its alignment (``Alignment.to_meta`` as JSON): bundle world →
-this import's world, updated by Level & Ground and the scale operators."""
-
-
-def record_alignment(collection: bpy.types.Collection, meta: dict[str, Any]) -> None:
-    collection[ALIGNMENT_PROPERTY] = json.dumps(meta)
-
-
 def import_bundle(source: Union[str, "os.PathLike[str]", Bundle], options: ImportOptions,
                   scene: bpy.types.Scene) -> ImportResult:
     """The one way from a bundle to the scene (File › Import, the panel's run, the Python API):
@@ -113,7 +104,7 @@ def import_reconstruction(bundle: Bundle, options: ImportOptions, scene: bpy.typ
         result = ImportResult(collection=collection, bundle_path=bundle_path)
         alignment = alignment_of(bundle, options.align)
         world, scale = alignment.matrix, alignment.scale
-        record_alignment(collection, alignment.to_meta())
+        record_alignment(collection, alignment, int(bundle.meta.get("reference_view", 0)))
         result.report.append(alignment.summary())
         if alignment.fallback_reason:
             result.warnings.append(alignment.summary())
