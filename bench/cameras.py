@@ -6,7 +6,7 @@ Both solve the same synthetic scene (tests/engine/synthetic_scenes.py: `--views`
 smooth depth, 0.3 % noise, the 3 % confidence mask):
 
 - before: ``cv2.solvePnPRansac`` per view with the official settings and the true grid K
-  (``training.official_cameras.solve_poses``, what the pipeline ran until issue 12) — poses only, the focal given;
+  (``training.official_cameras.solve_poses``, what the pipeline ran before recover_cameras) — poses only, the focal given;
 - after: ``cameras.recover_cameras`` — the camera's focal AND every pose, batched on `--device`.
 
 Each is timed `--repeat` times (best kept; the first of each is a warm-up on a GPU); the errors

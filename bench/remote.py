@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from mvdust3r_blender.core import protocol as p  # noqa: E402
-from mvdust3r_blender.core.remote import RemoteTarget, RemoteWorkerClient  # noqa: E402
-from mvdust3r_blender.core.worker_client import WorkerClient  # noqa: E402
+from mvdust3r_blender.client.remote import RemoteTarget, RemoteWorkerClient  # noqa: E402
+from mvdust3r_blender.client.worker_client import WorkerClient  # noqa: E402
 
 MODEL = ROOT / "models" / "default.safetensors"
 

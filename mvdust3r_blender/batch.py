@@ -27,7 +27,7 @@ from typing import Any, Optional, TextIO, Union
 from .core.atomic import atomic_file
 from .core.errors import OptionError
 from .core.exports import parse_formats
-from .core.remote import RemoteTarget
+from .client.remote import RemoteTarget
 from .reconstruction import fresh_file, reconstruct, save_blend, show_through_first_camera
 from .session import PathLike, PhotoSource, WorkerSettings, photo_list
 

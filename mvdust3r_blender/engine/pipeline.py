@@ -1,4 +1,4 @@
-"""Photos in, a :class:`~mvdust3r_blender.bundle.Bundle` out: the whole reconstruction.
+"""Photos in, a :class:`~..core.bundle.Bundle` out: the whole reconstruction.
 
 Stages (each timed in ``meta["timings"]`` and reported through ``progress(stage, fraction)``):
 

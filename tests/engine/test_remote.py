@@ -17,8 +17,8 @@ import pytest
 
 from mvdust3r_blender.core import protocol as p
 from mvdust3r_blender.core.bundle import read_bundle
-from mvdust3r_blender.core.remote import RemoteTarget, RemoteWorkerClient
-from mvdust3r_blender.core.worker_client import WorkerClient, WorkerError
+from mvdust3r_blender.client.remote import RemoteTarget, RemoteWorkerClient
+from mvdust3r_blender.client.worker_client import WorkerClient, WorkerError
 from test_worker import PYTHON, TIMEOUT, make_photos
 
 
@@ -255,7 +255,7 @@ def test_a_remote_worker_killed_mid_run_is_reported(target: RemoteTarget, remote
 def test_result_files_are_checked_before_they_are_used(tmp_path: Path) -> None:
     """The client side of the download, fed parts directly: a damaged file and a file the request
     did not ask for are refused, and nothing stays on disk."""
-    from mvdust3r_blender.core.remote import RemoteError, _Transfer
+    from mvdust3r_blender.client.remote import RemoteError, _Transfer
 
     transfer = _Transfer(photos=[tmp_path / "a.png"], names=["photos/0000/a.png"], output=tmp_path / "out.npz",
                          export_dir=tmp_path / "exports")

@@ -24,7 +24,7 @@ from PIL import Image
 from mvdust3r_blender.core import protocol as p
 from mvdust3r_blender.core.bundle import read_bundle
 from mvdust3r_blender.core.options import ReconstructOptions
-from mvdust3r_blender.core.worker_client import PACKAGE_DIR, WORKER_MODULE, WorkerClient, WorkerError
+from mvdust3r_blender.client.worker_client import PACKAGE_DIR, WORKER_MODULE, WorkerClient, WorkerError
 
 PYTHON = os.environ.get("MVDUST3R_WORKER_PYTHON", sys.executable)
 TIMEOUT = 60.0  # generous ceiling for a request on a loaded CI machine; never reached when things work
@@ -336,7 +336,7 @@ def test_reconstruct_writes_the_requested_exports(served: WorkerClient, tmp_path
 
 
 def test_file_names_that_are_not_utf8_cross_the_protocol_losslessly(served: WorkerClient, tmp_path: Path) -> None:
-    """Issue 11 item 4: photos named with bytes that are not UTF-8 (legal on Linux) reach the worker as
+    """Photos named with bytes that are not UTF-8 (legal on Linux) reach the worker as
     the same files, and come back in the bundle and the exports unchanged."""
     made = make_photos(tmp_path / "photos", 3)
     folder = os.fsencode(tmp_path / "photos")
@@ -361,7 +361,7 @@ def test_file_names_that_are_not_utf8_cross_the_protocol_losslessly(served: Work
 
 
 def test_a_full_disk_is_named_never_a_bug(served: WorkerClient, tmp_path: Path, full_disk: Path) -> None:
-    """Issue 11 item 6: exports or the bundle onto a full disk: the file is named, the disk called
+    """Exports or the bundle onto a full disk: the file is named, the disk called
     full, no partial file is left, and the worker serves on."""
     photos = make_photos(tmp_path / "photos", 3)
     with pytest.raises(WorkerError) as caught:
@@ -582,7 +582,7 @@ def _import_peak() -> int:
 
 @pytest.mark.parametrize("share", [0.3, 0.55, 0.8])
 def test_a_worker_that_runs_out_of_memory_while_starting_says_so(tmp_path: Path, share: float) -> None:
-    """Issue 11 item 2: under an address-space limit below what importing torch needs, the worker fails
+    """Under an address-space limit below what importing torch needs, the worker fails
     as it starts — an ImportError ("failed to map segment"), a MemoryError, std::bad_alloc (SIGABRT)
     or SIGSEGV, depending on where the limit bites. Each is "ran out of memory", never a bug."""
     limit_kib = int(_import_peak() * share) // 1024

@@ -38,12 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Optional, Sequence
 
-from .confidence import ConfidenceCut
-from .errors import UserError
-from .options import ReconstructOptions
+from ..core.confidence import ConfidenceCut
+from ..core.errors import UserError
+from ..core.options import ReconstructOptions
 from .runtime import Step, plan_environment
 from .torch_build import AUTO, TORCH_BACKENDS, TorchBuild
-from .protocol import (DataEvent, ErrorEvent, Event, FetchRequest, ProgressEvent, PutRequest, ReconstructRequest,
+from ..core.protocol import (DataEvent, ErrorEvent, Event, FetchRequest, ProgressEvent, PutRequest, ReconstructRequest,
                        ResultEvent)
 from .worker_client import EXIT_TAIL_LINES, PACKAGE_DIR, WorkerClient
 
@@ -228,7 +228,7 @@ class _Transfer:
 
     def finish(self, result: ResultEvent) -> ResultEvent:
         """The result with local paths, after the bundle was verified and given the local photo paths."""
-        from .bundle import read_bundle, write_bundle  # numpy: imported when a result arrives
+        from ..core.bundle import read_bundle, write_bundle  # numpy: imported when a result arrives
 
         downloaded = self.received.get(result.bundle)
         if downloaded is None:
