@@ -33,7 +33,9 @@ from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence
 import numpy as np
 
 from .confidence import ConfidenceCut
+from .errors import OptionError
 from .conventions import world_axes
+from .rotations import quaternion_from_matrix, quaternion_multiply
 
 if TYPE_CHECKING:
     from .bundle import Bundle
@@ -139,7 +141,7 @@ def fixed_alignment(align: Align) -> Alignment:
 def check_align(value: object) -> Align:
     """`value` if it is one of :data:`ALIGN_CHOICES`; ValueError naming it otherwise."""
     if value not in ALIGN_CHOICES:
-        raise ValueError(f"align={value!r} is not an alignment: use one of {', '.join(ALIGN_CHOICES)}")
+        raise OptionError(f"align={value!r} is not an alignment", f"use one of {', '.join(ALIGN_CHOICES)}")
     return value  # type: ignore[return-value]
 
 
@@ -363,3 +365,29 @@ def alignment_of(bundle: "Bundle", align: Align) -> Alignment:
     return estimate_alignment(bundle.cam2world, bundle.pts3d[ConfidenceCut().keep(bundle.conf)],
                               reference=int(meta.get("reference_view", 0)),
                               failed_views=[int(v) for v in meta.get("pose_failed_views", [])])
+
+
+def aligned_bundle(bundle: "Bundle", alignment: Alignment) -> "Bundle":
+    """`bundle` re-expressed in `alignment`'s frame, keeping the bundle's OpenCV-style world axes (the
+    exports' convention): gravity along +y, the floor at y = 0, the reference camera looking along +z.
+    Points, camera poses (rigid, their positions scaled), Gaussian rotations and sizes move together;
+    its ``meta["alignment"]`` then maps it onto the same Blender frame through the first camera's rule,
+    so importing or exporting it again changes nothing."""
+    matrix = np.linalg.inv(world_axes("Z_UP")) @ alignment.matrix
+    scale = alignment.scale
+    rotation = matrix[:3, :3] / scale
+
+    def points(p: np.ndarray) -> np.ndarray:
+        return (p.astype(np.float64) @ matrix[:3, :3].T + matrix[:3, 3]).astype(np.float32)
+
+    cam2world = matrix @ bundle.cam2world.astype(np.float64)
+    cam2world[:, :3, :3] /= scale
+    rotations, sizes = bundle.gaussian_rotation, bundle.gaussian_scale
+    if rotations is not None and sizes is not None:
+        left = quaternion_multiply(quaternion_from_matrix(rotation)[None, :], np.eye(4))
+        rotations = (rotations.astype(np.float64) @ left).astype(np.float32)
+        sizes = (sizes * scale).astype(np.float32)
+    recorded = replace(alignment, matrix=world_axes("Z_UP"))
+    return replace(bundle, pts3d=points(bundle.pts3d), cam2world=cam2world.astype(np.float32),
+                   gaussian_rotation=rotations, gaussian_scale=sizes,
+                   meta={**bundle.meta, "alignment": {**recorded.to_meta(), "applied": alignment.to_meta()}})

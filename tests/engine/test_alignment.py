@@ -10,8 +10,12 @@ import math
 
 import numpy as np
 import pytest
+from plyfile import PlyData
 
-from mvdust3r_blender.core.alignment import Alignment, estimate_alignment, fixed_alignment
+from mvdust3r_blender.core.alignment import Alignment, aligned_bundle, alignment_of, estimate_alignment, fixed_alignment
+from mvdust3r_blender.core.bundle import Bundle
+from mvdust3r_blender.core.confidence import ConfidenceCut
+from mvdust3r_blender.core.exports import export
 from mvdust3r_blender.core.conventions import world_axes
 
 
@@ -146,3 +150,35 @@ def test_it_is_recorded_and_read_back_exactly(rng):
     assert fixed_alignment("none").matrix.tolist() == np.eye(4).tolist()
     with pytest.raises(ValueError, match="not a rotation"):
         Alignment.from_meta({"matrix": np.diag([1.0, 2.0, 1.0, 1.0]).tolist()})
+
+
+def test_exports_in_the_level_frame_stand_on_the_floor_with_gravity_down(rng, tmp_path):
+    """PLY, COLMAP and 3DGS keep the bundle's y-down world: the floor at y = 0; glTF (y up after its flip)
+    puts it at y = 0 too, the cameras above it. A re-export of the aligned bundle changes nothing."""
+    c2w, points = turntable(rng)
+    cams, pts, to_bundle = in_first_camera(c2w, points)
+    n, m = len(cams), len(pts) // len(cams)
+    grid = pts[: n * m].reshape(n, 1, m, 3)
+    quat = np.tile([1.0, 0.0, 0.0, 0.0], (n, 1, m, 1))
+    bundle = Bundle(images=np.zeros((n, 1, m, 3), np.uint8), pts3d=grid.astype(np.float32),
+                    conf=np.full((n, 1, m), 2.0, np.float32),
+                    intrinsics=np.tile(np.array([[100.0, 0, 64], [0, 100, 48], [0, 0, 1]], np.float32), (n, 1, 1)),
+                    cam2world=cams.astype(np.float32), photo_size=np.tile(np.array([128, 96], np.int32), (n, 1)),
+                    crop_box=np.tile(np.array([16, 0, 112, 96], np.float32), (n, 1)),
+                    photo_paths=[f"/p/{k}.png" for k in range(n)], gaussian_rotation=quat.astype(np.float32),
+                    gaussian_scale=np.full((n, 1, m, 3), 0.01, np.float32),
+                    gaussian_opacity=np.full((n, 1, m), 0.5, np.float32), meta={"reference_view": 0})
+    alignment = alignment_of(bundle, "level")
+    written = export(bundle, ["ply", "gaussians"], tmp_path / "level", align="level",
+                     cut=ConfidenceCut(confidence_drop_percent=0.0))
+    vertex = PlyData.read(str(written["ply"]))["vertex"]
+    xyz = np.stack([vertex["x"], vertex["y"], vertex["z"]], 1).astype(np.float64)
+    truth = np.c_[grid.reshape(-1, 3), np.ones(n * m)] @ (alignment.matrix @ np.eye(4)).T   # Blender frame
+    np.testing.assert_allclose(xyz, np.stack([truth[:, 0], -truth[:, 2], truth[:, 1]], 1), atol=1e-4)
+    table = np.abs(xyz[:, 1]) < 1e-3                          # the table top: y = 0 (gravity along +y)
+    assert table.sum() > 1000 and xyz[:, 1].max() == pytest.approx(0.75, abs=1e-3)   # the room's floor, 0.75 below
+    again = aligned_bundle(bundle, alignment)
+    np.testing.assert_allclose(aligned_bundle(again, alignment_of(again, "level")).pts3d, again.pts3d, atol=1e-5)
+    assert again.cam2world[:, 1, 3].max() < 0                 # every camera above the floor (y up is negative)
+    splats = PlyData.read(str(written["gaussians"]))["vertex"]
+    np.testing.assert_allclose(np.stack([splats["x"], splats["y"], splats["z"]], 1), xyz, atol=1e-5)

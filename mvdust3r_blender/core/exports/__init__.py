@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_failure
+from ..alignment import Align, aligned_bundle, alignment_of, check_align
 from ..bundle import Bundle
 from ..confidence import ConfidenceCut
 from .atomic import writable_folder
@@ -68,11 +69,14 @@ def parse_formats(words: Iterable[str]) -> list[str]:
 
 
 def export(bundle: Bundle, formats: Iterable[str], out_dir: str | Path, *,
-           cut: ConfidenceCut = ConfidenceCut()) -> dict[str, Path]:
+           cut: ConfidenceCut = ConfidenceCut(), align: Align = "none") -> dict[str, Path]:
     """Write `bundle` in each of `formats` (names from :data:`FORMATS`) into `out_dir`.
 
     Returns {format name: path written} (a folder for ``colmap``). Points that do not pass `cut`
-    are left out of every format. Everything that can be checked is checked before the first file is
+    are left out of every format. With `align` ``level`` every format is written in the bundle's
+    recorded level frame (:func:`~..alignment.aligned_bundle`: gravity along +y, the floor at y = 0,
+    as COLMAP and glTF after its usual flip expect); ``first_camera`` and ``none`` keep the bundle's
+    world, which Blender's first-camera rule already shows upright-as-shot. Everything that can be checked is checked before the first file is
     written; each file or folder then appears atomically, replacing an older one of that name.
     Raises :class:`ExportError` naming the format, file or folder at fault.
     """
@@ -85,6 +89,8 @@ def export(bundle: Bundle, formats: Iterable[str], out_dir: str | Path, *,
         require_photos(bundle)
     folder = writable_folder(Path(out_dir))
     keep = cut.keep(bundle.conf)
+    if check_align(align) == "level":
+        bundle = aligned_bundle(bundle, alignment_of(bundle, "level"))
     written: dict[str, Path] = {}
     for name in FORMATS:
         if name in wanted:
