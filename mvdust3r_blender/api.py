@@ -22,7 +22,7 @@ from .core.bundle import Bundle
 from .import_options import ImportOptions
 from .importers import scene as scene_import
 from .importers.scene import ImportResult
-from .reconstruction import Result, export, reconstruct
+from .reconstruction import Result, export, reconstruct, with_preferred_align
 
 __all__ = ["BatchReport", "ImportOptions", "ImportResult", "Result", "SceneOutcome", "export", "import_bundle",
            "reconstruct", "reconstruct_many"]
@@ -41,7 +41,7 @@ def import_bundle(path_or_bundle: Union[str, "os.PathLike[str]", Bundle], *,
     everything this import created is removed again and the error is raised: ``BundleError`` for a
     bad file (the message names it), ``OptionError`` (a ValueError) for a bad option.
     """
-    settings = ImportOptions.from_keywords(**options)
+    settings = ImportOptions.from_keywords(**with_preferred_align(options))
     target = scene if scene is not None else bpy.context.scene
     if target is None:
         raise ValueError("no scene to import into: pass scene=")

@@ -80,7 +80,8 @@ def main(argv: Sequence[str]) -> int:
                              "import_gaussians": not args.no_gaussians, "reference_view": args.reference_view,
                              "pose_drop_percent": args.pose_drop_percent, "focal": args.focal,
                              "confidence_drop_percent": args.confidence_drop_percent,
-                             "min_confidence": args.min_confidence}
+                             "min_confidence": args.min_confidence,
+                             **({"align": args.align} if args.align else {})}
     settings: dict[str, Any] = {"checkpoint": args.checkpoint, "device": args.device, "precision": args.precision,
                                 "python": args.python, "remote": args.remote, "ssh_command": args.ssh_command}
     try:

@@ -14,7 +14,7 @@ import bpy
 
 from .core.confidence import DEFAULT_DROP_PERCENT, ConfidenceCut
 from .core.errors import OptionError
-from .core.alignment import ALIGN_CHOICES, DEFAULT_ALIGN, Align
+from .core.options import ALIGN_CHOICES, DEFAULT_ALIGN, Align
 
 if TYPE_CHECKING:
     from bpy.types import UILayout
@@ -158,6 +158,35 @@ class GaussianOptions:
 
     def gaussian_options(self) -> dict[str, Any]:
         return {"opacity_threshold": float(self.opacity_threshold), "scale_multiplier": float(self.scale_multiplier)}
+
+
+class PlacementSettings:
+    """What the artist knows about the scene's size, as the panel's fields (``scene.mvdust3r``)."""
+
+    known_distance: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Distance", default=1.0, min=0.0, subtype="DISTANCE", unit="LENGTH",
+        description="The real distance between two picked points: two selected vertices of the point cloud "
+                    "(Edit Mode), or one selected vertex and the 3D cursor")
+    known_camera_height: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Camera Height", default=1.6, min=0.0, subtype="DISTANCE", unit="LENGTH",
+        description="The real height above the floor of the active camera (else of the cameras' median); "
+                    "the floor must be at z = 0 (Level & Ground)")
+    known_size: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Size", default=1.0, min=0.0, subtype="DISTANCE", unit="LENGTH",
+        description="The real length of the longest side of the bounding box of the selected points "
+                    "(else of every shown point)")
+
+    def draw_placement(self, layout: "UILayout") -> None:
+        """Level & Ground, then each known measure beside the operator that scales to it."""
+        layout.operator("mvdust3r_blender.level_ground", text="Level & Ground", icon="ORIENTATION_GLOBAL")
+        box = layout.box()
+        box.label(text="Scale to What You Know")
+        for prop, operator in (("known_distance", "mvdust3r_blender.scale_distance"),
+                               ("known_camera_height", "mvdust3r_blender.scale_camera_height"),
+                               ("known_size", "mvdust3r_blender.scale_size")):
+            row = box.row(align=True)
+            row.prop(self, prop)
+            row.operator(operator, text="", icon="FULLSCREEN_ENTER")
 
 
 class ImportSettings(ContentOptions, AxisOptions, PointOptions, GaussianOptions):

@@ -3,7 +3,8 @@
 Each scale operator takes what the artist knows — the distance between two picked points, a
 camera's height above the floor, the size of what was photographed — measures the same in the
 scene, and scales the cameras, points, Gaussians and point size together about the origin (on the
-floor once levelled). A value given to the operator wins; 0 takes the panel's field.
+floor once levelled). A value given to the operator wins; 0 takes the panel's field
+(``import_options.PlacementSettings``).
 """
 from __future__ import annotations
 
@@ -16,35 +17,6 @@ from .importers.placement import ImportParts, import_of, level_and_ground, scale
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
-    from bpy.types import UILayout
-
-
-class PlacementSettings:
-    """What the artist knows about the scene's size, as the panel's fields (``scene.mvdust3r``)."""
-
-    known_distance: bpy.props.FloatProperty(  # type: ignore[valid-type]
-        name="Distance", default=1.0, min=0.0, subtype="DISTANCE", unit="LENGTH",
-        description="The real distance between two picked points: two selected vertices of the point cloud "
-                    "(Edit Mode), or one selected vertex and the 3D cursor")
-    known_camera_height: bpy.props.FloatProperty(  # type: ignore[valid-type]
-        name="Camera Height", default=1.6, min=0.0, subtype="DISTANCE", unit="LENGTH",
-        description="The real height above the floor of the active camera (else of the cameras' median); "
-                    "the floor must be at z = 0 (Level & Ground)")
-    known_size: bpy.props.FloatProperty(  # type: ignore[valid-type]
-        name="Size", default=1.0, min=0.0, subtype="DISTANCE", unit="LENGTH",
-        description="The real length of the longest side of the bounding box of the selected points "
-                    "(else of every shown point)")
-
-    def draw_placement(self, layout: "UILayout", parts: ImportParts) -> None:
-        layout.operator("mvdust3r_blender.level_ground", text="Level & Ground", icon="ORIENTATION_GLOBAL")
-        box = layout.box()
-        box.label(text="Scale to What You Know")
-        for prop, operator in (("known_distance", "mvdust3r_blender.scale_distance"),
-                               ("known_camera_height", "mvdust3r_blender.scale_camera_height"),
-                               ("known_size", "mvdust3r_blender.scale_size")):
-            row = box.row(align=True)
-            row.prop(self, prop)
-            row.operator(operator, text="", icon="FULLSCREEN_ENTER")
 
 
 def _parts(operator: bpy.types.Operator, context: bpy.types.Context) -> Optional[ImportParts]:

@@ -129,7 +129,7 @@ class VIEW3D_PT_mvdust3r_placement(_SidebarPanel, bpy.types.Panel):
         layout.label(text=parts.collection.name, icon="OUTLINER_COLLECTION")
         layout.label(text=alignment.summary())
         layout.label(text=f"scale {alignment.scale:.4g} × the network's units")
-        context.scene.mvdust3r.draw_placement(layout, parts)  # type: ignore[attr-defined]
+        context.scene.mvdust3r.draw_placement(layout)  # type: ignore[attr-defined]
 
 
 def _missing_setup() -> SetupError | None:

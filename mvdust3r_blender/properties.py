@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import bpy
 
-from .import_options import ImportSettings
-from .operators_align import PlacementSettings
+from .import_options import ImportSettings, PlacementSettings
 from .session import RunState
 
 RUN_STATES = tuple((state.value, state.label, state.description) for state in RunState)
@@ -32,7 +31,7 @@ class MVDUST3R_PG_photo(bpy.types.PropertyGroup):
 class MVDUST3R_PG_scene(ImportSettings, PlacementSettings, bpy.types.PropertyGroup):
     """The photos and options of the next reconstruction in this scene. What to import and how
     comes from :class:`~.import_options.ImportSettings`, as for File > Import; what the artist knows
-    about an import's size from :class:`~.operators_align.PlacementSettings`."""
+    about an import's size from :class:`~.import_options.PlacementSettings`."""
 
     photos: bpy.props.CollectionProperty(type=MVDUST3R_PG_photo)  # type: ignore[valid-type]
     photo_index: bpy.props.IntProperty(name="Active Photo", default=0, min=0)  # type: ignore[valid-type]

@@ -45,7 +45,8 @@ class RunRequest:
     def plan(self, output: Path) -> RunPlan:
         """The worker request, with the bundle written to `output`."""
         return session.plan_run(self.photos, self.settings, output, reference_view=self.reference_view,
-                                focal=self.focal, import_gaussians=self.import_options.gaussians)
+                                focal=self.focal, import_gaussians=self.import_options.gaussians,
+                                align=self.import_options.align)
 
     @classmethod
     def from_context(cls, context: bpy.types.Context) -> "RunRequest":

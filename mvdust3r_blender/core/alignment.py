@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
@@ -40,14 +40,6 @@ from .rotations import quaternion_from_matrix, quaternion_multiply
 if TYPE_CHECKING:
     from .bundle import Bundle
 
-Align = Literal["level", "first_camera", "none"]
-ALIGN_CHOICES: dict[str, str] = {
-    "level": "Upright from the cameras and the floor, the floor at z = 0, the origin under the centre",
-    "first_camera": "The first photo's camera looks along +Y with Z up: upright only if it was held level",
-    "none": "The network's frame as is (the first camera's OpenCV axes: y down, z forward)",
-}
-"""The ``align`` option's choices, each with its one-line explanation (the default is ``level``)."""
-DEFAULT_ALIGN: Align = "level"
 
 ROLL_PRIOR_DEG = 3.0        # how far people roll a camera
 PITCH_PRIOR_DEG = 30.0      # how far they tilt it up or down
@@ -129,20 +121,13 @@ class Alignment:
                    fallback_reason=str(meta.get("fallback_reason", "")))
 
 
-def fixed_alignment(align: Align) -> Alignment:
+def fixed_alignment(align: str) -> Alignment:
     """The rules that need no evidence: ``first_camera`` (Z up from the first camera) and ``none``."""
     if align == "first_camera":
         return Alignment(matrix=world_axes("Z_UP"), method="first_camera")
     if align == "none":
         return Alignment(matrix=world_axes("NETWORK"), method="none")
-    raise ValueError(f"align={align!r} needs evidence: use estimate_alignment")
-
-
-def check_align(value: object) -> Align:
-    """`value` if it is one of :data:`ALIGN_CHOICES`; ValueError naming it otherwise."""
-    if value not in ALIGN_CHOICES:
-        raise OptionError(f"align={value!r} is not an alignment", f"use one of {', '.join(ALIGN_CHOICES)}")
-    return value  # type: ignore[return-value]
+    raise OptionError(f"align={align!r} is not an alignment", "use level, first_camera or none")
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -349,7 +334,7 @@ def estimate_alignment(cam2world: np.ndarray, points: np.ndarray, *, reference: 
                      floor_support=plane.support if plane is not None else 0.0)
 
 
-def alignment_of(bundle: "Bundle", align: Align) -> Alignment:
+def alignment_of(bundle: "Bundle", align: str) -> Alignment:
     """Where `bundle` lands for the ``align`` option: for ``level`` the alignment its ``meta["alignment"]``
     records (so every import and export of one bundle agree), else — a bundle written before it was
     recorded — estimated here from its cameras and its confident points, as the worker does."""

@@ -109,7 +109,7 @@ def run_reconstruct(args: argparse.Namespace, stderr: TextIO) -> int:
         bundle.meta["timings"]["total"] = round(time.perf_counter() - started, 4)
         written = [write_bundle(bundle, out / BUNDLE_NAME)]
         if formats:
-            written += list(export(bundle, formats, out, cut=cut).values())
+            written += list(export(bundle, formats, out, cut=cut, align=options.align).values())
         progress("write", 1.0)
     finally:
         progress.finish()

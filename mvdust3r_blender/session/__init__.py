@@ -18,12 +18,12 @@ from __future__ import annotations
 from .errors import RunError, SetupError
 from .photos import PhotoSource, check_photos, folder_photos, photo_list
 from .plan import RunPlan, plan_run
-from .settings import (WORKER_PYTHON_ENV, PathLike, WorkerSettings, checkpoint_file, log_path, preferred_remote,
-                       remote_target, worker_python)
+from .settings import (WORKER_PYTHON_ENV, PathLike, WorkerSettings, checkpoint_file, log_path, preferred_align,
+                       preferred_remote, remote_target, worker_python)
 from .states import FINISHED_STATES, RunState
 from .worker import POLL_INTERVAL, SESSION, FollowedRequest, RemoteFetch, RuntimeCheck, WorkerSession
 
 __all__ = ["FINISHED_STATES", "POLL_INTERVAL", "SESSION", "WORKER_PYTHON_ENV", "FollowedRequest", "PathLike",
            "PhotoSource", "RemoteFetch", "RunError", "RunPlan", "RunState", "RuntimeCheck", "SetupError",
            "WorkerSession", "WorkerSettings", "check_photos", "checkpoint_file", "folder_photos", "log_path",
-           "photo_list", "plan_run", "preferred_remote", "remote_target", "worker_python"]
+           "photo_list", "plan_run", "preferred_align", "preferred_remote", "remote_target", "worker_python"]

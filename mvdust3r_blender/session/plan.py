@@ -8,7 +8,7 @@ from typing import Optional
 
 from ..core.confidence import DEFAULT_DROP_PERCENT, ConfidenceCut
 from ..core.exports import needing_gaussians, parse_formats
-from ..core.options import ReconstructOptions
+from ..core.options import DEFAULT_ALIGN, ReconstructOptions
 from .errors import RunError
 from .settings import WorkerSettings
 
@@ -30,18 +30,20 @@ def plan_run(photos: list[str], settings: WorkerSettings, output: Path, *, refer
              pose_drop_percent: float = DEFAULT_DROP_PERCENT, focal: str | float = "auto",
              import_gaussians: bool = True,
              exports: Sequence[str] = (), export_dir: Optional[Path] = None,
-             cut: ConfidenceCut = ConfidenceCut(), keep_bundle: bool = False) -> RunPlan:
+             cut: ConfidenceCut = ConfidenceCut(), keep_bundle: bool = False,
+             align: str = DEFAULT_ALIGN) -> RunPlan:
     """The request for `photos`. One rule for the Gaussians: they are computed when they are
     imported, when an export needs them, or when the bundle outlives the run (`keep_bundle`: a
     script may export them later), and not otherwise. `reference_view` is a 0-based photo index;
-    `focal`: ``auto``, ``estimate`` or a 35 mm-equivalent focal length in mm (ReconstructOptions).
+    `focal`: ``auto``, ``estimate`` or a 35 mm-equivalent focal length in mm (ReconstructOptions);
+    `align`: the frame the exports are written in (``level``: the one the import lands in).
     The precision is the settings' (:class:`WorkerSettings`).
     Exports go to `export_dir` (default: beside `output`). Bad options raise the core's
     ``OptionError`` / ``ExportError``, naming the option, before any worker starts."""
     formats = parse_formats(exports)
     gaussians = import_gaussians or keep_bundle or bool(needing_gaussians(formats))
     options = ReconstructOptions(reference_view=reference_view, pose_drop_percent=pose_drop_percent,
-                                 gaussians=gaussians, focal=str(focal), precision=settings.precision)
+                                 gaussians=gaussians, focal=str(focal), precision=settings.precision, align=align)
     if reference_view is not None and reference_view >= len(photos):
         raise RunError(f"reference view {reference_view} does not exist: there are {len(photos)} photos "
                        f"(indices 0 to {len(photos) - 1})", "choose one of the photos, or leave it automatic")

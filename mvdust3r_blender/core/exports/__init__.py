@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_failure
-from ..alignment import Align, aligned_bundle, alignment_of, check_align
+from ..alignment import aligned_bundle, alignment_of
 from ..bundle import Bundle
 from ..confidence import ConfidenceCut
 from .atomic import writable_folder
@@ -69,7 +69,7 @@ def parse_formats(words: Iterable[str]) -> list[str]:
 
 
 def export(bundle: Bundle, formats: Iterable[str], out_dir: str | Path, *,
-           cut: ConfidenceCut = ConfidenceCut(), align: Align = "none") -> dict[str, Path]:
+           cut: ConfidenceCut = ConfidenceCut(), align: str = "none") -> dict[str, Path]:
     """Write `bundle` in each of `formats` (names from :data:`FORMATS`) into `out_dir`.
 
     Returns {format name: path written} (a folder for ``colmap``). Points that do not pass `cut`
@@ -89,8 +89,9 @@ def export(bundle: Bundle, formats: Iterable[str], out_dir: str | Path, *,
         require_photos(bundle)
     folder = writable_folder(Path(out_dir))
     keep = cut.keep(bundle.conf)
-    if check_align(align) == "level":
-        bundle = aligned_bundle(bundle, alignment_of(bundle, "level"))
+    alignment = alignment_of(bundle, align)   # an unknown `align` is an OptionError
+    if alignment.method == "level":
+        bundle = aligned_bundle(bundle, alignment)
     written: dict[str, Path] = {}
     for name in FORMATS:
         if name in wanted:
