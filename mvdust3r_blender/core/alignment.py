@@ -48,6 +48,8 @@ PITCH_LIMIT_DEG = 80.0      # a camera looking more steeply than this says nothi
 FLOOR_MIN_SUPPORT = 0.05    # share of the confident points a floor must hold
 MAX_POINTS = 30_000         # the points the plane and centre statistics use (an even subsample)
 RANSAC_HYPOTHESES = 400
+CAMERA_CONE_DEG = 10.0     # a floor may turn up this far from where cameras that fix it put it
+PLANE_TOLERANCE = 0.004    # a point within this share of the scene's size of a plane counts for it
 
 
 @dataclass(frozen=True)
@@ -296,11 +298,11 @@ def estimate_alignment(cam2world: np.ndarray, points: np.ndarray, *, reference: 
     pts = pts[np.all(np.isfinite(pts), axis=1)]
     pts = pts[:: max(1, len(pts) // MAX_POINTS)]
     size = robust_extent(np.concatenate([pts, centres_in])) if len(pts) else 1.0
-    tolerance = 0.004 * size
+    tolerance = PLANE_TOLERANCE * size
     rng = np.random.default_rng(seed)
     spread = float(np.median(np.abs(roll[agree])))
     plane = floor_plane(pts, up, x_in, up_in, centres_in, tolerance,
-                        cone_deg=20.0 if roll_fixes_up else PITCH_LIMIT_DEG,
+                        cone_deg=CAMERA_CONE_DEG if roll_fixes_up else PITCH_LIMIT_DEG,
                         roll_deg=max(5.0, 3.0 * spread), rng=rng)
     if plane is not None:
         up = plane.normal

@@ -121,6 +121,18 @@ def build_ring() -> None:
     bpy.ops.mesh.primitive_cone_add(radius1=0.15, depth=0.4, location=(0.75, -0.55, 0.95))
 
 
+def build_tiled_room() -> None:
+    """The room with coloured floor tiles (planes 2 mm above the floor) where the strip looks: a bare
+    floor would give every strip photo the same pixels, and the stand-in network tells views apart by them."""
+    build_room()
+    for k in range(24):
+        x, y = -3.6 + 0.7 * (k % 8), -1.7 + 0.8 * (k // 8)
+        bpy.ops.mesh.primitive_plane_add(size=0.5, location=(x, y, 0.002))
+        material = bpy.data.materials.new(f"tile {k}")
+        material.diffuse_color = (0.2 + 0.1 * (k % 7), 0.9 - 0.1 * (k % 5), 0.3 + 0.2 * (k % 3), 1.0)
+        bpy.context.object.data.materials.append(material)
+
+
 def looking(eye: tuple[float, float, float], azimuth_deg: float, down_deg: float) -> tuple[float, float, float]:
     """A target one metre from `eye`, `azimuth_deg` around +Z from +X, `down_deg` below the horizon."""
     a, d = math.radians(azimuth_deg), math.radians(down_deg)
@@ -166,7 +178,7 @@ ROLLED = [  # the ring, every camera held sideways: no evidence of up
     for az in (0.0, 60.0, 120.0, 180.0, 240.0, 300.0)
 ]
 SCENES = {"room": (build_room, ROOM), "turntable": (build_turntable, TURNTABLE), "scan": (build_room, SCAN),
-          "ring": (build_ring, RING), "walkaround": (build_room, WALKAROUND), "strip": (build_room, STRIP),
+          "ring": (build_ring, RING), "walkaround": (build_room, WALKAROUND), "strip": (build_tiled_room, STRIP),
           "rolled": (build_ring, ROLLED)}
 
 
