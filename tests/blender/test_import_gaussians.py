@@ -57,12 +57,15 @@ def projected_covariance(bundle: Any, view: int, index: int) -> np.ndarray:
     return jac @ w2c[:3, :3] @ sigma_world @ w2c[:3, :3].T @ jac.T
 
 
-@pytest.mark.parametrize("axes", ["Z_UP", "NETWORK"])
-def test_gaussian_attributes(mods: dict[str, ModuleType], make_bundle: Callable[..., Any], axes: str) -> None:
+@pytest.mark.parametrize("axes", ["Z_UP", "NETWORK", "level"])
+def test_gaussian_attributes(mods: dict[str, ModuleType], make_bundle: Callable[..., Any], axes: Any) -> None:
     bundle = make_bundle()
-    obj = mods["api"].import_bundle(bundle, align={"Z_UP": "first_camera", "NETWORK": "none"}[axes], points=False, cameras=False).gaussians
+    obj = mods["api"].import_bundle(bundle, align={"Z_UP": "first_camera", "NETWORK": "none", "level": "level"}[axes],
+                                    points=False, cameras=False).gaussians
     mesh = obj.data
     conv = mods["core.conventions"]
+    if axes == "level":   # the level frame: the bundle's own estimate (a rigid transform)
+        axes = importlib.import_module(conv.__name__.rsplit(".", 1)[0] + ".alignment").alignment_of(bundle, "level").matrix
     types = {a.name: a.data_type for a in mesh.attributes}
     assert types["rot"] == "QUATERNION" and types["scale"] == "FLOAT_VECTOR"
     assert types["opacity"] == "FLOAT" and types["Col"] == "FLOAT_COLOR"

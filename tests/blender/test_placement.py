@@ -139,6 +139,14 @@ def test_level_and_ground_puts_a_tilted_import_on_the_truths_floor(mods, tmp_pat
     # the same as importing with align="level"
     again = mods["api"].import_bundle(bundle, align="level", background_images=False, confidence_drop_percent=0.0)
     np.testing.assert_allclose(vertices(again.points), levelled, atol=1e-5)
+    assert any(line.startswith("levelled: up from 6 cameras") for line in again.report) and not again.warnings
+
+
+def test_without_evidence_the_import_says_it_kept_the_first_cameras_frame(mods, make_bundle):
+    result = mods["api"].import_bundle(make_bundle(photo_sizes=((96, 64),)), background_images=False)
+    assert result.warnings == ["placed in the first camera's frame (fewer than two cameras to tell up from)"]
+    recorded = json.loads(result.collection[mods["importers.placement"].ALIGNMENT_PROPERTY])
+    assert recorded["method"] == "first_camera" and recorded["matrix"][2][1] == -1.0   # z = −y: the first camera's rule
 
 
 @pytest.mark.parametrize("known", ["distance", "camera height", "size"])
