@@ -18,10 +18,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "engine"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -32,8 +32,9 @@ from mvdust3r_blender.core.options import ReconstructOptions  # noqa: E402
 from mvdust3r_blender.engine.checkpoint import load_model  # noqa: E402
 from mvdust3r_blender.engine.images import load_photo  # noqa: E402
 from mvdust3r_blender.engine.pipeline import reconstruct  # noqa: E402
-from test_alignment_truth import TRUTH, errors  # noqa: E402
-from truth_scenes import TruthNetwork, render_truth_scenes  # noqa: E402
+from mvdust3r_blender.core.bundle import Bundle  # noqa: E402
+from tests.engine.truth_scenes import (ALIGNMENT_TRUTH, TruthNetwork, TruthScene,  # noqa: E402
+                                       alignment_errors, render_truth_scenes)
 
 SCENES = ("scan", "ring", "walkaround", "strip")
 
@@ -46,10 +47,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
-    grid = tuple(int(s) for s in model.config.img_size)
+    grid = (int(model.config.img_size[0]), int(model.config.img_size[1]))
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, model {args.model.name}, "
           f"grid {grid[0]}x{grid[1]}", file=sys.stderr)
-    rows = []
+    rows: list[tuple[str, str, float, float, float, Optional[float], Alignment, float]] = []
     with tempfile.TemporaryDirectory(prefix="mvd-align-bench-") as work:
         scenes = render_truth_scenes(Path(work), grid[0], SCENES)
         for name in SCENES:
@@ -57,32 +58,32 @@ def main() -> None:
             crops = np.stack([load_photo(p, grid).image for p in scene.photos])
             points = scene.points_in_world().reshape(-1, 3)
             size = float(np.linalg.norm(points.max(0) - points.min(0)))
-            floor_z, centre = TRUTH[name]
+            floor_z, centre = ALIGNMENT_TRUTH[name]
             for network_name, network in (("exact points", TruthNetwork(scene, crops, model.config)),
                                           (args.model.name, model)):
                 bundle = reconstruct(scene.photos, network, ReconstructOptions(gaussians=False))
                 alignment = Alignment.from_meta(bundle.meta["alignment"])
                 to_bundle = np.linalg.inv(scene.cam2world[bundle.meta["reference_view"]])
                 truth_to_bundle = _truth_scale(bundle, scene, to_bundle)
-                up, floor, off = errors(alignment.matrix @ truth_to_bundle, floor_z, centre, size)
+                up, floor, off = alignment_errors(alignment.matrix @ truth_to_bundle, floor_z, centre, size)
                 cameras_only = estimate_alignment(bundle.cam2world, np.zeros((0, 3)),
                                                   reference=bundle.meta["reference_view"])
-                up_cameras = errors(cameras_only.matrix @ truth_to_bundle, floor_z, centre, size)[0]
+                up_cameras = alignment_errors(cameras_only.matrix @ truth_to_bundle, floor_z, centre, size)[0]
                 rows.append((name, network_name, up, up_cameras, 100 * floor, 100 * off if centre else None,
                              alignment, bundle.meta["timings"]["align"]))
                 if name == "ring" and network_name == "exact points" and args.out is not None:
                     write_bundle(bundle, args.out / "ring.npz")
     print("| scene | network | up error | up from the cameras alone | floor error | centre error | decided | align time |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, network_name, up, up_cameras, floor, off, alignment, seconds in rows:
-        centre = f"{off:.2f} %" if off is not None else "—"
+    for name, network_name, up, up_cameras, floor, centre_error, alignment, seconds in rows:
+        shown = f"{centre_error:.2f} %" if centre_error is not None else "—"
         how = f"{alignment.up_source}, {alignment.centre_source}" if alignment.method == "level" else \
             f"fallback: {alignment.fallback_reason}"
-        print(f"| {name} | {network_name} | {up:.3f}° | {up_cameras:.2f}° | {floor:.2f} % | {centre} | {how} | "
+        print(f"| {name} | {network_name} | {up:.3f}° | {up_cameras:.2f}° | {floor:.2f} % | {shown} | {how} | "
               f"{seconds * 1000:.0f} ms |")
 
 
-def _truth_scale(bundle, scene, to_bundle: np.ndarray) -> np.ndarray:
+def _truth_scale(bundle: Bundle, scene: TruthScene, to_bundle: np.ndarray) -> np.ndarray:
     """Truth world → bundle world as a similarity: the model's units are not metres, so the rigid map to
     the reference camera is scaled by the ratio of the spreads of the points (pixel for pixel, the
     bundle's points and the truth's are the same surface points)."""

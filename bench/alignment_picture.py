@@ -13,6 +13,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 USER = tempfile.mkdtemp(prefix="mvd-picture-user-")
 os.environ["BLENDER_USER_RESOURCES"] = USER
@@ -44,13 +45,14 @@ def emission(name: str, colour: tuple[float, float, float]) -> bpy.types.Materia
 def floor_grid() -> None:
     """Blender's floor grid as geometry: 1-unit lines on z = 0, the X axis red and the Y axis green."""
     bpy.ops.mesh.primitive_grid_add(x_subdivisions=13, y_subdivisions=13, size=12.0)
-    grid = bpy.context.object
+    grid: Any = bpy.context.object
     grid.modifiers.new("lines", "WIREFRAME").thickness = 0.015
     grid.data.materials.append(emission("grid", (0.35, 0.35, 0.35)))
     for name, rotation, colour in (("X axis", (0.0, math.pi / 2, 0.0), (0.8, 0.1, 0.1)),
                                    ("Y axis", (math.pi / 2, 0.0, 0.0), (0.1, 0.7, 0.1))):
         bpy.ops.mesh.primitive_cylinder_add(radius=0.02, depth=12.0, rotation=rotation)
-        bpy.context.object.data.materials.append(emission(name, colour))
+        axis: Any = bpy.context.object
+        axis.data.materials.append(emission(name, colour))
 
 
 def render(bundle: Path, align: str, out: Path) -> Image.Image:
@@ -59,7 +61,7 @@ def render(bundle: Path, align: str, out: Path) -> Image.Image:
     api.import_bundle(str(bundle), align=align, cameras=False, gaussians=False)
     floor_grid()
     bpy.ops.object.camera_add(location=(-20.0, -3.0, 1.5), rotation=(math.radians(90), 0.0, math.radians(-80)))
-    scene = bpy.context.scene
+    scene: Any = bpy.context.scene
     scene.camera = bpy.context.object
     scene.camera.data.type = "ORTHO"
     scene.camera.data.ortho_scale = 13.0

@@ -4,7 +4,7 @@
 
 The link itself is free on loopback, so this measures the remote mode's own overhead: ssh's
 encryption, base64 in JSON lines, the copies into the job folder and back, the bundle's check and
-rewrite on arrival. It starts the tests' sshd with its throw-away user (tests/remote_host.py),
+rewrite on arrival. It starts the tests' sshd with its throw-away user (tests/helpers/remote_host.py),
 writes N JPEG photos of about M MB each (noise, so they do not compress), and reconstructs them
 with the built-in model on the CPU, locally (:class:`WorkerClient`) and through ssh
 (:class:`RemoteWorkerClient`), each after a warm-up request that loads the model (and, remotely,
@@ -29,7 +29,6 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 from mvdust3r_blender.core import protocol as p  # noqa: E402
 from mvdust3r_blender.client.remote import RemoteTarget, RemoteWorkerClient  # noqa: E402
@@ -123,7 +122,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> int:
-    import remote_host
+    from tests.helpers import remote_host
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=int, nargs="+", default=[12, 100])

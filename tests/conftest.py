@@ -64,9 +64,9 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def remote_host() -> Iterator[Any]:
-    """A real sshd on 127.0.0.1 and a throw-away user: the remote GPU machine (tests/remote_host.py).
+    """A real sshd on 127.0.0.1 and a throw-away user: the remote GPU machine (tests/helpers/remote_host.py).
     Started once per test run, stopped (user, processes, files) at its end."""
-    import remote_host as host_module
+    from tests.helpers import remote_host as host_module
 
     host = host_module.start(host_module.default_worker_python())
     try:

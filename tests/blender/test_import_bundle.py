@@ -12,7 +12,7 @@ import bpy
 import numpy as np
 import pytest
 
-from blender_queries import evaluated_point_count
+from tests.helpers.blender_queries import evaluated_point_count
 
 DATA = ("objects", "meshes", "cameras", "materials", "node_groups", "images", "collections")
 

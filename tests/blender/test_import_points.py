@@ -11,7 +11,7 @@ import bpy
 import numpy as np
 import pytest
 
-from blender_queries import evaluated_point_count, evaluated_point_radii, project, render_rgba
+from tests.helpers.blender_queries import evaluated_point_count, evaluated_point_radii, project, render_rgba
 
 
 def read(mesh: bpy.types.Mesh, name: str, field: str, width: int, dtype: Any = np.float32) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from blender_queries import project
+from tests.helpers.blender_queries import project
 from recording_layout import RecordingLayout
 
 UNITS = 0.37          # network units per metre

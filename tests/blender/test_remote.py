@@ -1,6 +1,6 @@
 """A GPU borrowed over ssh, from Blender: the Python API, a batch from the command line, the
 preferences' Check and Set Up Remote Runtime, and a connection lost mid-run — against a real sshd on
-127.0.0.1 run by a user who cannot read the photos (tests/remote_host.py), with the golden checkpoint
+127.0.0.1 run by a user who cannot read the photos (tests/helpers/remote_host.py), with the golden checkpoint
 placed on that "remote" machine."""
 from __future__ import annotations
 

@@ -20,14 +20,13 @@ from mvdust3r_blender.core.options import ReconstructOptions
 from mvdust3r_blender.engine.config import ModelConfig
 from mvdust3r_blender.engine.images import load_photo
 from mvdust3r_blender.engine.pipeline import reconstruct
-from truth_scenes import TruthNetwork, TruthScene, render_truth_scenes
+from truth_scenes import ALIGNMENT_TRUTH as TRUTH, TruthNetwork, TruthScene, alignment_errors as errors, \
+    render_truth_scenes
 
 GRID = 112
 CONFIG = ModelConfig(img_size=(GRID, GRID))
 UP_DEG, FLOOR_REL, CENTRE_REL = 1.0, 0.01, 0.02
 SCENES = ("scan", "ring", "walkaround", "strip", "rolled")
-# per scene: the supporting plane's height and, for a ring, the point the cameras look at (Blender's world)
-TRUTH = {"scan": (0.0, None), "ring": (0.75, (0.4, -0.3)), "walkaround": (0.8, (1.5, 0.5)), "strip": (0.0, None)}
 
 
 @pytest.fixture(scope="module")
@@ -43,16 +42,6 @@ def aligned(scene: TruthScene) -> tuple[Alignment, np.ndarray, float]:
     points = scene.points_in_world().reshape(-1, 3)
     alignment = Alignment.from_meta(bundle.meta["alignment"])
     return alignment, alignment.matrix @ to_bundle, float(np.linalg.norm(points.max(0) - points.min(0)))
-
-
-def errors(truth_to_blender: np.ndarray, floor_z: float, centre_xy: tuple[float, float] | None,
-           size: float) -> tuple[float, float, float]:
-    """(up error in degrees, floor height / size, horizontal distance of the centre from the origin / size)."""
-    up = truth_to_blender[:3, :3] @ [0.0, 0.0, 1.0]
-    angle = math.degrees(math.acos(min(1.0, up[2] / np.linalg.norm(up))))
-    probe = (0.0, 0.0) if centre_xy is None else centre_xy
-    floor = truth_to_blender @ [probe[0], probe[1], floor_z, 1.0]
-    return angle, abs(floor[2]) / size, float(np.hypot(floor[0], floor[1])) / size
 
 
 @pytest.mark.parametrize("name", ["scan", "ring", "walkaround", "strip"])

@@ -22,7 +22,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from checkpoint_files import random_state_dict, write_training_checkpoint
+from tests.helpers.checkpoint_files import random_state_dict, write_training_checkpoint
 from network_golden import config_from_json, flatten_outputs
 from mvdust3r_blender.engine import checkpoint as ck
 from mvdust3r_blender.core import registry
