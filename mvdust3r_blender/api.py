@@ -1,7 +1,7 @@
 """The extension's Python API: what scripts, other add-ons and the extension's own operators call.
 
     import bl_ext.user_default.mvdust3r_blender.api as mvd   # (or the repository the extension is in)
-    result = mvd.import_bundle("/path/scene.npz", axes="Z_UP", gaussians=False)
+    result = mvd.import_bundle("/path/scene.npz", align="level", gaussians=False)
     result.points, result.cameras, result.collection, result.report
 
     result = mvd.reconstruct("/photos/kitchen")                  # blocks; settings from the preferences
@@ -24,7 +24,7 @@ from .import_options import ImportOptions
 from .importers import scene as scene_import
 from .importers.scene import ImportResult
 from .importers.splat_file import SplatImport, import_splat_file
-from .reconstruction import Result, export, reconstruct
+from .reconstruction import Result, export, reconstruct, with_preferred_align
 
 __all__ = ["BatchReport", "ImportOptions", "ImportResult", "Result", "SceneOutcome", "SplatImport", "export",
            "import_bundle", "import_splats", "reconstruct", "reconstruct_many"]
@@ -35,14 +35,15 @@ def import_bundle(path_or_bundle: Union[str, "os.PathLike[str]", Bundle], *,
     """Import a reconstruction bundle (a ``.npz`` path or a :class:`~.core.bundle.Bundle`) into a new collection.
 
     `options` are the fields of :class:`~.import_options.ImportOptions`: ``points``, ``cameras``,
-    ``gaussians``, ``background_images``, ``image_planes`` (what to create), ``axes`` (``"Z_UP"`` or
-    ``"NETWORK"``), ``confidence_drop_percent`` / ``min_confidence``, ``point_radius`` /
+    ``gaussians``, ``background_images``, ``image_planes`` (what to create), ``align`` (``"level"``:
+    upright, the floor at z = 0, the origin under the centre — the default; ``"first_camera"``; ``"none"``:
+    the network's frame), ``confidence_drop_percent`` / ``min_confidence``, ``point_radius`` /
     ``point_size``, ``opacity_threshold``, ``scale_multiplier``, ``name`` (of the collection).
     `scene` defaults to the context's scene. Existing objects are never modified; if anything fails,
     everything this import created is removed again and the error is raised: ``BundleError`` for a
     bad file (the message names it), ``OptionError`` (a ValueError) for a bad option.
     """
-    settings = ImportOptions.from_keywords(**options)
+    settings = ImportOptions.from_keywords(**with_preferred_align(options))
     target = scene if scene is not None else bpy.context.scene
     if target is None:
         raise ValueError("no scene to import into: pass scene=")

@@ -24,10 +24,10 @@ from .batch import run_batch, stage_printer
 from .core.atomic import unwritable
 from .core.errors import OptionError
 from .core.exports import parse_formats
-from .core.options import add_arguments, cut_from_arguments, options_from_arguments
+from .core.options import add_arguments, check_align, cut_from_arguments, options_from_arguments
 from .import_options import ImportOptions
 from .reconstruction import fresh_file, run_spec, save_blend, show_through_first_camera
-from .session import SESSION, WORKER_PYTHON_ENV, Exports, RunSpec, WorkerSettings, photo_list
+from .session import SESSION, WORKER_PYTHON_ENV, Exports, RunSpec, WorkerSettings, photo_list, preferred_align
 
 PROG = "blender -b -c mvdust3r"
 
@@ -102,7 +102,8 @@ def arguments_spec(args: argparse.Namespace, photos: Sequence[str]) -> RunSpec:
     lines share, read as ``core.options`` reads them for the engine's, and this one's own."""
     cut = cut_from_arguments(args)
     imports = ImportOptions(points=not args.no_points, cameras=not args.no_cameras, gaussians=not args.no_gaussians,
-                            confidence_drop_percent=cut.confidence_drop_percent, min_confidence=cut.min_confidence)
+                            confidence_drop_percent=cut.confidence_drop_percent, min_confidence=cut.min_confidence,
+                            align=check_align(args.align or preferred_align()))
     worker = WorkerSettings.resolve(args.python, args.checkpoint, args.device, args.remote, args.ssh_command,
                                     args.precision)
     return RunSpec(photos=tuple(photos), worker=worker, options=options_from_arguments(args, gaussians=True),

@@ -6,6 +6,7 @@ combines the mixins it needs and stays thin. The API takes the same options as k
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -13,8 +14,7 @@ import bpy
 
 from .core.confidence import DEFAULT_DROP_PERCENT, ConfidenceCut, make_cut
 from .core.errors import OptionError
-from .core.conventions import Axes
-from .core.options import check_number
+from .core.options import ALIGN_CHOICES, DEFAULT_ALIGN, Align, check_number
 
 if TYPE_CHECKING:
     from bpy.types import UILayout
@@ -29,7 +29,7 @@ class ImportOptions:
     gaussians: bool = True             # the 3D Gaussians, if the bundle has them
     background_images: bool = True     # each photo as its camera's background image
     image_planes: bool = False         # each photo on a plane in front of its camera
-    axes: Axes = "Z_UP"                # see conventions.world_axes
+    align: Align = DEFAULT_ALIGN       # where the scene lands: level / first_camera / none (core.alignment)
     confidence_drop_percent: float = DEFAULT_DROP_PERCENT  # share of least-confident points hidden (percent)
     min_confidence: Optional[float] = None  # absolute cut instead of the share (the network's confidences are >= 1)
     point_radius: Optional[float] = None  # absolute, world units; None: point_size × half the grid spacing
@@ -42,10 +42,15 @@ class ImportOptions:
     def from_keywords(cls, **options: Any) -> "ImportOptions":
         """Options from keywords; an unknown name or a value out of range raises ValueError (the
         core's ``OptionError``) saying which; a cut given both ways (a share and an absolute
-        confidence) is refused."""
+        confidence) is refused. The old ``axes`` is still accepted, with a DeprecationWarning."""
         if options.get("min_confidence") is not None and options.get("confidence_drop_percent") is not None:
             make_cut(options["confidence_drop_percent"], options["min_confidence"])  # refuses both at once
         options = {k: v for k, v in options.items() if not (k == "confidence_drop_percent" and v is None)}
+        if "axes" in options:
+            warnings.warn("the import option axes is deprecated: use align ('first_camera' for Z_UP, 'none' for "
+                          "NETWORK)", DeprecationWarning, stacklevel=3)
+            axes = options.pop("axes")
+            options.setdefault("align", {"Z_UP": "first_camera", "NETWORK": "none"}.get(axes, axes))
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
@@ -60,8 +65,8 @@ class ImportOptions:
         return ConfidenceCut(confidence_drop_percent=self.confidence_drop_percent, min_confidence=self.min_confidence)
 
     def check(self) -> None:
-        if self.axes not in ("Z_UP", "NETWORK"):
-            raise OptionError(f"axes={self.axes!r}", "use 'Z_UP' or 'NETWORK'")
+        if self.align not in ALIGN_CHOICES:
+            raise OptionError(f"align={self.align!r} is not an alignment", f"use one of {', '.join(ALIGN_CHOICES)}")
         self.cut  # checks both confidence options
         if self.point_radius is not None:
             check_number("point_radius", self.point_radius, above=0.0,
@@ -106,20 +111,20 @@ class ContentOptions:
 
 
 class AxisOptions:
-    """How the network's frame is placed in Blender."""
+    """Where the reconstruction lands in the scene (core.alignment)."""
 
-    axes: bpy.props.EnumProperty(  # type: ignore[valid-type]
-        name="Axes", default="Z_UP",
-        items=[("Z_UP", "Z Up", "The first photo's camera looks along +Y with Z up: upright if it was held level"),
-               ("NETWORK", "First Camera's Axes", "Keep the reconstruction's own axes: the first photo's camera "
-                                                  "frame, x right, y down, z forward (as the network and OpenCV use)")],
-        description="Orientation of the reconstruction in the scene")
+    align: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Align", default=DEFAULT_ALIGN,
+        items=[("level", "Level & Ground", ALIGN_CHOICES["level"]),
+               ("first_camera", "First Camera Upright", ALIGN_CHOICES["first_camera"]),
+               ("none", "As Computed", ALIGN_CHOICES["none"])],
+        description="Where the reconstruction lands in the scene")
 
     def draw_axes(self, layout: "UILayout") -> None:
-        layout.prop(self, "axes")
+        layout.prop(self, "align")
 
     def axis_options(self) -> dict[str, Any]:
-        return {"axes": str(self.axes)}
+        return {"align": str(self.align)}
 
 
 class PointOptions:
@@ -162,6 +167,35 @@ class GaussianOptions:
 
     def gaussian_options(self) -> dict[str, Any]:
         return {"opacity_threshold": float(self.opacity_threshold), "scale_multiplier": float(self.scale_multiplier)}
+
+
+class PlacementSettings:
+    """What the artist knows about the scene's size, as the panel's fields (``scene.mvdust3r``)."""
+
+    known_distance: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Distance", default=1.0, min=0.0, subtype="DISTANCE", unit="LENGTH",
+        description="The real distance between two picked points: two selected vertices of the point cloud "
+                    "(Edit Mode), or one selected vertex and the 3D cursor")
+    known_camera_height: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Camera Height", default=1.6, min=0.0, subtype="DISTANCE", unit="LENGTH",
+        description="The real height above the floor of the active camera (else of the cameras' median); "
+                    "the floor must be at z = 0 (Level & Ground)")
+    known_size: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Size", default=1.0, min=0.0, subtype="DISTANCE", unit="LENGTH",
+        description="The real length of the longest side of the bounding box of the selected points "
+                    "(else of every shown point)")
+
+    def draw_placement(self, layout: "UILayout") -> None:
+        """Level & Ground, then each known measure beside the operator that scales to it."""
+        layout.operator("mvdust3r_blender.level_ground", text="Level & Ground", icon="ORIENTATION_GLOBAL")
+        box = layout.box()
+        box.label(text="Scale to What You Know")
+        for prop, operator in (("known_distance", "mvdust3r_blender.scale_distance"),
+                               ("known_camera_height", "mvdust3r_blender.scale_camera_height"),
+                               ("known_size", "mvdust3r_blender.scale_size")):
+            row = box.row(align=True)
+            row.prop(self, prop)
+            row.operator(operator, text="", icon="FULLSCREEN_ENTER")
 
 
 class ImportSettings(ContentOptions, AxisOptions, PointOptions, GaussianOptions):

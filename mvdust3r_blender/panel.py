@@ -12,6 +12,7 @@ import bpy
 from . import bundles, preferences, result_settings, run, session
 from .core.photos import MIN_PHOTOS_PLUS, PHOTO_COUNT
 from .importers import render
+from .importers.placement import import_of, recorded_alignment
 from .importers.result import Reconstruction
 from .preferences import draw_task
 from .session import SetupError
@@ -188,6 +189,26 @@ def _draw_render(layout: bpy.types.UILayout, scene: bpy.types.Scene, reconstruct
     layout.operator("mvdust3r_blender.render_settings", icon="SCENE")
 
 
+class VIEW3D_PT_mvdust3r_placement(_SidebarPanel, bpy.types.Panel):
+    """Where the selected import stands: level it, scale it to what the artist knows."""
+
+    bl_label = "MV-DUSt3R+ Placement"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        if layout is None or context.scene is None:
+            return
+        parts = import_of(context.active_object)
+        if parts is None:
+            layout.label(text="Select an imported reconstruction", icon="INFO")
+            return
+        alignment = recorded_alignment(parts.collection)
+        layout.label(text=parts.collection.name, icon="OUTLINER_COLLECTION")
+        layout.label(text=alignment.summary())
+        layout.label(text=f"scale {alignment.scale:.4g} × the network's units")
+        context.scene.mvdust3r.draw_placement(layout)  # type: ignore[attr-defined]
+
+
 def _missing_setup() -> SetupError | None:
     """What must be set up before a run can start (no runtime, no model), or None."""
     try:
@@ -200,7 +221,7 @@ def _missing_setup() -> SetupError | None:
 
 
 CLASSES = (MVDUST3R_UL_photos, VIEW3D_PT_mvdust3r_photos, VIEW3D_PT_mvdust3r_options, VIEW3D_PT_mvdust3r_run,
-           VIEW3D_PT_mvdust3r_result)
+           VIEW3D_PT_mvdust3r_result, VIEW3D_PT_mvdust3r_placement)
 
 
 def register() -> None:

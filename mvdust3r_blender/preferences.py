@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import bpy
 
 from .core import registry
-from .core.options import DEFAULT_PRECISION, DEVICES, PRECISIONS
+from .core.options import ALIGN_CHOICES, DEFAULT_ALIGN, DEFAULT_PRECISION, DEVICES, PRECISIONS
 from .client.runtime import WHEELS_ENV, InstallRecord
 from .client.torch_build import TORCH_BACKENDS
 
@@ -29,6 +29,7 @@ _BACKEND_LABELS = {"auto": "Automatic (detect the GPU)", "cpu": "CPU only", "cu1
 # Property arguments are evaluated by Blender from the annotations' text: keep them plain names.
 _BACKEND_ITEMS = [(b, _BACKEND_LABELS[b], f"Install the '{b}' build of PyTorch") for b in TORCH_BACKENDS]
 _DEVICE_ITEMS = [(key, label, explanation) for key, (label, explanation) in DEVICES.items()]
+_ALIGN_ITEMS = [(key, key.replace("_", " ").title(), explanation) for key, explanation in ALIGN_CHOICES.items()]
 _PRECISION_ITEMS = [(key, key.capitalize(), explanation) for key, explanation in PRECISIONS.items()]
 _LICENCE_LABEL = f"I accept the model licence ({registry.LICENCE}, non-commercial use only)"
 
@@ -94,6 +95,10 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
         items=_PRECISION_ITEMS,
         default=DEFAULT_PRECISION, description="How exactly the network computes: exact, or faster with small "
                                                "differences (docs/benchmarks.md#precision)")
+    align: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Align", items=_ALIGN_ITEMS, default=DEFAULT_ALIGN,
+        description="Where a script's reconstruction lands (api, batch, command line) unless it says: "
+                    "the import and the exports' frame")
     runtime_summary: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Last Check", description="What the last runtime check found")
     worker_location: bpy.props.EnumProperty(  # type: ignore[valid-type]
@@ -135,6 +140,7 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
         layout.prop(self, "device")
         layout.prop(self, "precision")
         layout.prop(self, "bundle_folder")
+        layout.prop(self, "align")
 
     def _draw_runtime(self, box: bpy.types.UILayout, setup: Any) -> None:
         box.label(text="PyTorch Runtime", icon="CONSOLE")

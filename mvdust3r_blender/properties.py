@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bpy
 
-from .import_options import ImportSettings
+from .import_options import ImportSettings, PlacementSettings
 from .session import RunState
 
 RUN_STATES = tuple((state.value, state.label, state.description) for state in RunState)
@@ -28,9 +28,10 @@ class MVDUST3R_PG_photo(bpy.types.PropertyGroup):
     filepath: bpy.props.StringProperty(name="File", subtype="FILE_PATH")  # type: ignore[valid-type]
 
 
-class MVDUST3R_PG_scene(ImportSettings, bpy.types.PropertyGroup):
+class MVDUST3R_PG_scene(ImportSettings, PlacementSettings, bpy.types.PropertyGroup):
     """The photos and options of the next reconstruction in this scene. What to import and how
-    comes from :class:`~.import_options.ImportSettings`, as for File > Import."""
+    comes from :class:`~.import_options.ImportSettings`, as for File > Import; what the artist knows
+    about an import's size from :class:`~.import_options.PlacementSettings`."""
 
     photos: bpy.props.CollectionProperty(  # type: ignore[valid-type]
         type=MVDUST3R_PG_photo, name="Photos", description="The photos to reconstruct, of one scene")

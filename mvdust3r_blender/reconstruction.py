@@ -34,7 +34,7 @@ from .core.bundle import Bundle, read_bundle
 from .core.confidence import DEFAULT_DROP_PERCENT, make_cut
 from .core.exports import export as export_bundle
 from .core.exports import parse_formats
-from .core.options import ReconstructOptions
+from .core.options import DEFAULT_ALIGN, ReconstructOptions, check_align
 from .core.photos import skipped_message, unsupported_photos
 from .core.protocol import Event, ProgressEvent, ResultEvent
 from .import_options import ImportOptions
@@ -95,7 +95,9 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
     ``"estimate"``, or a 35 mm-equivalent focal length in mm for every photo (then only the poses
     are solved); the bundle's ``meta["focal_source"]`` says per photo where its focal came from.
     `import_*` choose what is created (all False: nothing is imported); the other keywords are
-    :class:`~.import_options.ImportOptions` fields (``axes``, ``confidence_drop_percent``,
+    :class:`~.import_options.ImportOptions` fields (``align``: ``level`` — upright, the floor at
+    z = 0, the origin under the centre; the default, or the preferences' — ``first_camera`` or
+    ``none``; the exports are written in the same frame), ``confidence_drop_percent``,
     ``min_confidence``, ``name``, ...). `scene` defaults to the context's. `timeout` (seconds)
     cancels a request that takes longer. Ctrl-C cancels the request in the worker too. `exports`
     (``ply``, ``gaussians``, ``splat``, ``colmap``, ``glb``) are written by the worker into
@@ -129,7 +131,7 @@ def api_spec(photos: Sequence[str], *, checkpoint: Optional[PathLike] = None, de
     :class:`~.session.RunSpec` for `photos` (none: a batch's template). The bundle is kept, for
     :func:`export`; the exports leave out the points the import hides."""
     imports = ImportOptions.from_keywords(points=import_points, cameras=import_cameras,
-                                          gaussians=import_gaussians, **import_options)
+                                          gaussians=import_gaussians, **with_preferred_align(import_options))
     worker = WorkerSettings.resolve(python, checkpoint, device, remote, ssh_command, precision)
     return RunSpec(photos=tuple(photos), worker=worker,
                    options=ReconstructOptions(reference_view=reference_view, pose_drop_percent=pose_drop_percent,
@@ -138,6 +140,13 @@ def api_spec(photos: Sequence[str], *, checkpoint: Optional[PathLike] = None, de
                    exports=Exports(formats=tuple(parse_formats(exports)),  # one string is one format
                                    folder=Path(export_dir) if export_dir is not None else None, cut=imports.cut),
                    keep_bundle=True)
+
+
+def with_preferred_align(options: dict[str, Any]) -> dict[str, Any]:
+    """Import options with the preferences' ``align`` where a script gave none (nor the old ``axes``)."""
+    if "align" in options or "axes" in options:
+        return options
+    return {**options, "align": session.preferred_align()}
 
 
 def run_spec(spec: RunSpec, *, scene: Optional[bpy.types.Scene] = None, output: Optional[PathLike] = None,
@@ -184,11 +193,14 @@ def run_spec(spec: RunSpec, *, scene: Optional[bpy.types.Scene] = None, output: 
 
 
 def export(result_or_bundle: Union[Result, Bundle, PathLike], formats: Sequence[str], out_dir: PathLike, *,
-           confidence_drop_percent: Optional[float] = None, min_confidence: Optional[float] = None) -> dict[str, Path]:
+           confidence_drop_percent: Optional[float] = None, min_confidence: Optional[float] = None,
+           align: str = DEFAULT_ALIGN) -> dict[str, Path]:
     """Write a reconstruction (a :class:`Result`, a :class:`~.core.bundle.Bundle` or a bundle path) in
     `formats` (``ply``, ``gaussians``, ``splat``, ``colmap``, ``glb``) into `out_dir`; {format: path written}.
     Points below the cut are left out: `min_confidence` (absolute), else `confidence_drop_percent`
-    (default: the least-confident 3 %).
+    (default: the least-confident 3 %). `align`: ``level`` (the default, as for a run's exports)
+    writes them in the frame a level import lands in (the bundle's ``meta["alignment"]``); ``none``
+    and ``first_camera`` in the bundle's own world.
     Raises the core's ``ExportError`` naming the format or file at fault."""
     cut = make_cut(confidence_drop_percent, min_confidence)
     if isinstance(result_or_bundle, Result):
@@ -197,7 +209,7 @@ def export(result_or_bundle: Union[Result, Bundle, PathLike], formats: Sequence[
         bundle = result_or_bundle
     else:
         bundle = read_bundle(result_or_bundle)
-    written: dict[str, Path] = export_bundle(bundle, formats, Path(out_dir), cut=cut)
+    written: dict[str, Path] = export_bundle(bundle, formats, Path(out_dir), cut=cut, align=check_align(align))
     return written
 
 

@@ -10,13 +10,16 @@ Blender and a test can check each change by projecting through Blender's own cam
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Union
 
 import numpy as np
 
 from .rotations import quaternion_from_matrix, quaternion_multiply
 
 Axes = Literal["Z_UP", "NETWORK"]
+World = Union[Axes, np.ndarray]
+"""Bundle world → Blender world: a fixed rule (:data:`Axes`) or a similarity [4,4] (rotation, translation,
+uniform scale; ``core.alignment``)."""
 
 # OpenCV camera axes → Blender camera axes (flip camera-local y and z), right-multiplied onto c2w.
 OPENCV_TO_BLENDER_CAMERA = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -41,29 +44,53 @@ def world_axes(axes: Axes) -> np.ndarray:
     raise ValueError(f"unknown axes {axes!r}: use 'Z_UP' or 'NETWORK'")
 
 
-def transform_points(points: np.ndarray, axes: Axes) -> np.ndarray:
+def world_matrix(world: World) -> np.ndarray:
+    """float64 [4,4]: the similarity `world` stands for."""
+    return np.array(world, dtype=np.float64) if isinstance(world, np.ndarray) else world_axes(world)
+
+
+def _rotation_and_scale(world: World) -> tuple[np.ndarray, float]:
+    m = world_matrix(world)
+    scale = float(np.cbrt(np.linalg.det(m[:3, :3])))
+    return m[:3, :3] / scale, scale
+
+
+def transform_points(points: np.ndarray, world: World) -> np.ndarray:
     """float32 [...,3]: world points (OpenCV world) in Blender world coordinates.
 
-    float32 is exact here: the axis change only permutes and negates coordinates.
+    For the fixed axes float32 is exact (they only permute and negate coordinates); a similarity is
+    applied in float64.
     """
-    m = world_axes(axes).astype(np.float32)
-    return np.asarray(points, dtype=np.float32) @ m[:3, :3].T + m[:3, 3]
+    if not isinstance(world, np.ndarray):
+        m = world_axes(world).astype(np.float32)
+        return np.asarray(points, dtype=np.float32) @ m[:3, :3].T + m[:3, 3]
+    m = world_matrix(world)
+    return (np.asarray(points, dtype=np.float64) @ m[:3, :3].T + m[:3, 3]).astype(np.float32)
 
 
-def camera_matrix_world(cam2world: np.ndarray, axes: Axes) -> np.ndarray:
-    """float64 [...,4,4]: Blender camera object ``matrix_world`` from OpenCV camera-to-world matrices."""
-    return world_axes(axes) @ cam2world.astype(np.float64) @ OPENCV_TO_BLENDER_CAMERA
+def camera_matrix_world(cam2world: np.ndarray, world: World) -> np.ndarray:
+    """float64 [...,4,4]: Blender camera object ``matrix_world`` from OpenCV camera-to-world matrices.
+
+    Rigid: a similarity's scale moves the camera's position but never scales the camera object."""
+    m = world_matrix(world) @ cam2world.astype(np.float64) @ OPENCV_TO_BLENDER_CAMERA
+    m[..., :3, :3] /= _rotation_and_scale(world)[1]
+    return m
 
 
-def transform_rotations(wxyz: np.ndarray, axes: Axes) -> np.ndarray:
-    """float32 [...,4]: world-frame rotations (w,x,y,z) re-expressed in Blender world, q(R_axes·R).
+def transform_rotations(wxyz: np.ndarray, world: World) -> np.ndarray:
+    """float32 [...,4]: world-frame rotations (w,x,y,z) re-expressed in Blender world, q(R_world·R).
 
-    Left-multiplying by the fixed q_axes is linear in q: row i of `left` is q_axes ⊗ e_i, so the
+    Left-multiplying by the fixed q_world is linear in q: row i of `left` is q_world ⊗ e_i, so the
     product for all Gaussians is one [M,4]×[4,4] matrix product (orthogonal: norms are kept).
     """
-    q_axes = quaternion_from_matrix(world_axes(axes)[:3, :3])
-    left = quaternion_multiply(q_axes[None, :], np.eye(4)).astype(np.float32)
+    q_world = quaternion_from_matrix(_rotation_and_scale(world)[0])
+    left = quaternion_multiply(q_world[None, :], np.eye(4)).astype(np.float32)
     return np.asarray(wxyz, dtype=np.float32) @ left
+
+
+def world_scale(world: World) -> float:
+    """The uniform scale of `world` (1 for the fixed axes): lengths in the bundle × this = Blender lengths."""
+    return _rotation_and_scale(world)[1]
 
 
 @dataclass(frozen=True)

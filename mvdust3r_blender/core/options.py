@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 from .confidence import DEFAULT_DROP_PERCENT, ConfidenceCut, check_drop_percent, make_cut
 from .errors import OptionError
@@ -58,6 +58,23 @@ PRECISIONS = {
 the measured accuracy of each; the engine's ``precision`` module decides what each means on a device)."""
 DEFAULT_PRECISION = "auto"
 
+ALIGN_CHOICES: dict[str, str] = {
+    "level": "Upright from the cameras and the floor, the floor at z = 0, the origin under the centre",
+    "first_camera": "The first photo's camera looks along +Y with Z up: upright only if it was held level",
+    "none": "The network's frame as is (the first camera's OpenCV axes: y down, z forward)",
+}
+"""Where a reconstruction lands (``core.alignment``), each with its one-line explanation: the import's
+frame and, with ``level``, the exports' too."""
+Align = Literal["level", "first_camera", "none"]
+DEFAULT_ALIGN: Align = "level"
+
+
+def check_align(value: object) -> Align:
+    """`value` if it is one of :data:`ALIGN_CHOICES`; :class:`OptionError` naming it otherwise."""
+    if not isinstance(value, str) or value not in ALIGN_CHOICES:
+        raise OptionError(f"align={value!r} is not an alignment", f"use one of {', '.join(ALIGN_CHOICES)}")
+    return value  # type: ignore[return-value]
+
 
 @dataclass(frozen=True, kw_only=True)
 class ReconstructOptions:
@@ -68,6 +85,7 @@ class ReconstructOptions:
     pose_drop_percent: float = DEFAULT_DROP_PERCENT  # least-confident share left out of focal/pose estimation
     precision: str = DEFAULT_PRECISION        # one of PRECISIONS: auto, exact, fast
     focal: str = "auto"   # "auto": EXIF when plausible, else estimated; "estimate"; or mm, 35 mm equivalent ("26")
+    align: str = DEFAULT_ALIGN                # one of ALIGN_CHOICES: where the exports are written (and imported)
 
     def __post_init__(self) -> None:
         if self.reference_view is not None and (isinstance(self.reference_view, bool)
@@ -79,6 +97,7 @@ class ReconstructOptions:
             raise OptionError(f"gaussians={self.gaussians!r} is not true or false")
         check_drop_percent("pose_drop_percent", self.pose_drop_percent)
         check_precision(self.precision)
+        check_align(self.align)
         object.__setattr__(self, "focal", check_focal(self.focal))
 
     @property
@@ -115,6 +134,10 @@ def add_arguments(parser: argparse.ArgumentParser, *, export_help: str, checkpoi
                         help="the cameras' focal length: auto (from EXIF when plausible, else estimated), estimate "
                              "(always from the points), or MM, a 35 mm-equivalent focal length for every photo "
                              "(only the poses are solved)")
+    parser.add_argument("--align", choices=tuple(ALIGN_CHOICES), default=None,
+                        help="where the scene lands (the import, and the exports' frame): "
+                             + "; ".join(f"{k}: {v}" for k, v in ALIGN_CHOICES.items())
+                             + f" (default: {DEFAULT_ALIGN}, or the add-on's preference)")
     parser.add_argument("--confidence-drop-percent", type=float, default=None, metavar="P",
                         help=f"share of least-confident points left out of the import and exports (default {DEFAULT_DROP_PERCENT:g})")
     parser.add_argument("--min-confidence", type=float, default=None, metavar="C",
@@ -125,7 +148,7 @@ def options_from_arguments(args: argparse.Namespace, *, gaussians: bool) -> Reco
     """The :class:`ReconstructOptions` that :func:`add_arguments`' options chose."""
     return ReconstructOptions(reference_view=args.reference_view, gaussians=gaussians,
                               pose_drop_percent=args.pose_drop_percent, focal=args.focal,
-                              precision=args.precision or DEFAULT_PRECISION)
+                              precision=args.precision or DEFAULT_PRECISION, align=args.align or DEFAULT_ALIGN)
 
 
 def cut_from_arguments(args: argparse.Namespace) -> ConfidenceCut:

@@ -115,7 +115,7 @@ def run_reconstruct(args: argparse.Namespace, stderr: TextIO) -> int:
         bundle.meta["timings"]["total"] = round(time.perf_counter() - started, 4)
         written = [write_bundle(bundle, out / BUNDLE_NAME)]
         if formats:
-            written += list(export(bundle, formats, out, cut=cut,
+            written += list(export(bundle, formats, out, cut=cut, align=options.align,
                                    on_warning=lambda text: print(f"warning: {text}", file=stderr)).values())
         progress("write", 1.0)
     finally:

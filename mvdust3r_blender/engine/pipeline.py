@@ -10,7 +10,10 @@ Stages (each timed in ``meta["timings"]`` and reported through ``progress(stage,
               photos' bytes, and only what the later stages use comes back to the CPU;
 ``cameras``   confidence mask, each camera's focal and every view's pose (:func:`.cameras.recover_cameras`),
               intrinsics in original-photo pixels;
-``gaussians`` world-frame Gaussians (:mod:`.gaussians`) — only when asked for.
+``gaussians`` world-frame Gaussians (:mod:`.gaussians`) — only when asked for;
+``align``     where the scene lands in Blender, upright and on the floor (:mod:`..core.alignment`),
+              recorded in ``meta["alignment"]`` (timed only) — the bundle's own arrays stay in the
+              network's frame.
 
 Results are always in the user's photo order; the world frame is the camera frame of the first
 reference view (network position 0, ``meta["reference_view"]`` in user indices). ``cancel`` is a
@@ -28,7 +31,9 @@ from typing import Any, Callable, Iterator, Optional, Protocol, Sequence
 import numpy as np
 import torch
 
+from ..core.alignment import estimate_alignment
 from ..core.bundle import Bundle
+from ..core.confidence import ConfidenceCut
 from ..core.photos import PHOTO_COUNT
 from ..core.options import ReconstructOptions
 from .cameras import RecoveredCameras, ViewGeometry, recover_cameras
@@ -173,9 +178,15 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
         with stages.stage("gaussians", before="the Gaussians"):
             gaussian_arrays, meta_gaussians = _gaussians(prediction, pts3d, cams.mask, back)
 
+    started = time.perf_counter()   # timed, not reported: a fraction of a second
+    pts_user, conf_user, cam2world = pts3d[back].numpy(), conf[back].numpy(), cams.cam2world[back]
+    alignment = estimate_alignment(cam2world, pts_user[ConfidenceCut().keep(conf_user)], reference=int(order[0]),
+                                   failed_views=[int(order[v]) for v in cams.failed])
+    stages.timings["align"] = time.perf_counter() - started
     meta = {
         **_meta(model, options, loaded, order, geometry, cams),
         "photo_warnings": warnings,
+        "alignment": alignment.to_meta(),
         "timings": {k: round(v, 4) for k, v in stages.timings.items()},
         "device": str(device),
         "precision": plan.meta(getattr(_first_weight(model), "dtype", None)),
@@ -184,10 +195,10 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
     }
     return Bundle(
         images=images,
-        pts3d=pts3d[back].numpy(),
-        conf=conf[back].numpy(),
+        pts3d=pts_user,
+        conf=conf_user,
         intrinsics=cams.intrinsics[back].astype(np.float32),
-        cam2world=cams.cam2world[back].astype(np.float32),
+        cam2world=cam2world.astype(np.float32),
         photo_size=np.array([p.photo_size for p in loaded], dtype=np.int32),
         crop_box=np.array([p.crop_box for p in loaded], dtype=np.float64).astype(np.float32),
         photo_paths=[p.path for p in loaded],

@@ -397,7 +397,7 @@ class Worker:
             progress("export", 0.0)
             exporting = time.perf_counter()
             exported = {name: str(path) for name, path in
-                        export(bundle, request.exports, export_dir, cut=request.export_cut).items()}
+                        export(bundle, request.exports, export_dir, cut=request.export_cut, align=options.align).items()}
             timings["export"] = round(time.perf_counter() - exporting, 4)
             progress("export", 1.0)
         timings["total"] = round(time.perf_counter() - started, 4)

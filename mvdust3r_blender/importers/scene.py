@@ -16,6 +16,7 @@ from typing import Any, Optional, Union
 import bpy
 import numpy as np
 
+from ..core.alignment import alignment_of
 from ..core.bundle import Bundle, read_bundle, srgb8_to_linear
 from ..core.confidence import empty_cut_warning
 from ..core.conventions import (camera_matrix_world, grid_point_spacing, point_depths, transform_points,
@@ -25,6 +26,7 @@ from ..core.splats import pixel_footprints
 from ..import_options import ImportOptions
 from .cameras import create_cameras
 from .gaussians import create_gaussians, prepare_render
+from .placement import record_alignment
 from .points import create_points
 from .render import blocker_lines
 from .result import Reconstruction, record, set_renders
@@ -104,7 +106,13 @@ def import_reconstruction(bundle: Bundle, options: ImportOptions, scene: bpy.typ
         collection = bpy.data.collections.new(name)
         scene.collection.children.link(collection)
         result = ImportResult(collection=collection, bundle_path=bundle_path)
-        positions = transform_points(bundle.pts3d.reshape(-1, 3), options.axes)
+        alignment = alignment_of(bundle, options.align)
+        world, scale = alignment.matrix, alignment.scale
+        record_alignment(collection, alignment, int(bundle.meta.get("reference_view", 0)))
+        result.report.append(alignment.summary())
+        if alignment.fallback_reason:
+            result.warnings.append(alignment.summary())
+        positions = transform_points(bundle.pts3d.reshape(-1, 3), world)
         colors = srgb8_to_linear(bundle.images.reshape(-1, 3))
         if options.points:
             conf = bundle.conf.reshape(-1)
@@ -112,7 +120,7 @@ def import_reconstruction(bundle: Bundle, options: ImportOptions, scene: bpy.typ
             radius = options.point_radius
             if radius is None:  # half the grid spacing: neighbouring points just touch
                 spacing = grid_point_spacing(bundle.pts3d, bundle.intrinsics, bundle.cam2world, bundle.crop_box)
-                radius = 0.5 * spacing * options.point_size
+                radius = 0.5 * spacing * options.point_size * scale
             view = np.repeat(np.arange(n, dtype=np.int32), h * w)
             kept = options.cut.keep(conf)
             result.points = create_points(f"{name} Points", positions, colors, conf, view, threshold, radius, collection,
@@ -131,9 +139,9 @@ def import_reconstruction(bundle: Bundle, options: ImportOptions, scene: bpy.typ
         else:
             record(collection, bundle_path, options.confidence_drop_percent, 0, 0.0, 0.0, options.point_size)
         if options.cameras:
-            scene_scale = float(np.median(np.abs(point_depths(bundle.pts3d, bundle.cam2world))))
+            scene_scale = scale * float(np.median(np.abs(point_depths(bundle.pts3d, bundle.cam2world))))
             result.cameras, lines = create_cameras(
-                bundle.intrinsics, bundle.photo_size, camera_matrix_world(bundle.cam2world, options.axes),
+                bundle.intrinsics, bundle.photo_size, camera_matrix_world(bundle.cam2world, world),
                 bundle.photo_paths, collection, scene_scale=scene_scale,
                 background_images=options.background_images, image_planes=options.image_planes,
                 orientations=bundle.meta.get("photo_orientation"))
@@ -149,9 +157,9 @@ def import_reconstruction(bundle: Bundle, options: ImportOptions, scene: bpy.typ
                 assert bundle.gaussian_opacity is not None
                 result.gaussians = create_gaussians(
                     f"{name} Gaussians", positions,
-                    transform_rotations(bundle.gaussian_rotation.reshape(-1, 4), options.axes),
-                    bundle.gaussian_scale.reshape(-1, 3), bundle.gaussian_opacity.reshape(-1), colors,
-                    pixel_footprints(bundle.pts3d, bundle.cam2world, bundle.intrinsics),
+                    transform_rotations(bundle.gaussian_rotation.reshape(-1, 4), world),
+                    scale * bundle.gaussian_scale.reshape(-1, 3), bundle.gaussian_opacity.reshape(-1), colors,
+                    scale * pixel_footprints(bundle.pts3d, bundle.cam2world, bundle.intrinsics),
                     float(bundle.intrinsics[0, 0, 0]), options.opacity_threshold, options.scale_multiplier,
                     collection, scene)
                 result.report.append(f"{n * h * w} Gaussians")

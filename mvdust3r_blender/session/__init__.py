@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from .errors import RunError, SetupError
 from .photos import PhotoSource, check_photos, folder_photos, photo_list
-from .settings import (WORKER_PYTHON_ENV, PathLike, WorkerSettings, checkpoint_file, log_path, preferred_remote,
-                       remote_target, worker_python)
+from .settings import (WORKER_PYTHON_ENV, PathLike, WorkerSettings, checkpoint_file, log_path, preferred_align,
+                       preferred_remote, remote_target, worker_python)
 from .spec import Exports, RunSpec
 from .states import FINISHED_STATES, RunState
 from .worker import POLL_INTERVAL, SESSION, FollowedRequest, RemoteFetch, RuntimeCheck, WorkerSession
@@ -27,4 +27,4 @@ from .worker import POLL_INTERVAL, SESSION, FollowedRequest, RemoteFetch, Runtim
 __all__ = ["FINISHED_STATES", "POLL_INTERVAL", "SESSION", "WORKER_PYTHON_ENV", "Exports", "FollowedRequest",
            "PathLike", "PhotoSource", "RemoteFetch", "RunError", "RunSpec", "RunState", "RuntimeCheck", "SetupError",
            "WorkerSession", "WorkerSettings", "check_photos", "checkpoint_file", "folder_photos", "log_path",
-           "photo_list", "preferred_remote", "remote_target", "worker_python"]
+           "photo_list", "preferred_align", "preferred_remote", "remote_target", "worker_python"]

@@ -162,6 +162,11 @@ class WorkerSettings:
                    precision=precision)
 
 
+def preferred_align() -> str:
+    """The preferences' ``align``: where a script's reconstruction lands when it does not say."""
+    return str(preferences.get().align)
+
+
 def log_path() -> Path:
     """Where the worker's stderr is kept (the user's extension folder)."""
     return preferences.user_dir() / "worker.log"

@@ -52,8 +52,9 @@ class RunSpec:
     (`options`), what is imported (`imports`), what is exported (`exports`), where the worker runs
     (`worker`), and whether the bundle outlives the run (`keep_bundle`: a script may export it later).
 
-    Built, it is consistent: the precision is the worker settings', and the Gaussians are computed
-    exactly when they are imported, exported or kept in the bundle. A spec without photos is a
+    Built, it is consistent: the precision is the worker settings', the exports are written in the
+    frame the import lands in (the import's ``align``), and the Gaussians are computed exactly when
+    they are imported, exported or kept in the bundle. A spec without photos is a
     template (a batch fills in each scene's). Raises :class:`RunError` for a reference view that is
     not one of the photos, and the core's ``OptionError`` / ``ExportError`` for a bad option."""
 
@@ -70,7 +71,7 @@ class RunSpec:
         self.imports.check()
         gaussians = self.imports.gaussians or self.keep_bundle or bool(needing_gaussians(self.exports.formats))
         object.__setattr__(self, "options", replace(self.options, gaussians=gaussians,
-                                                    precision=self.worker.precision))
+                                                    precision=self.worker.precision, align=self.imports.align))
         reference = self.options.reference_view
         if photos and reference is not None and reference >= len(photos):
             raise RunError(f"reference view {reference} does not exist: there are {len(photos)} photos "

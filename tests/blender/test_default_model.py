@@ -138,7 +138,7 @@ def test_default_model_reconstructs_heldout_scenes(api: Any, heldout: list[Path]
     for k, folder in enumerate(heldout):
         truth = np.load(folder / "truth.npz")
         result = api.reconstruct(folder, checkpoint=MODEL, python=worker_python(), name=f"heldout {k}",
-                                 axes="Z_UP")
+                                 align="first_camera")
         assert result.views == VIEWS and len(result.imported.cameras) == VIEWS
         assert result.imported.points is not None and result.imported.gaussians is not None
         bundle = module("core.bundle").read_bundle(result.bundle_path)
@@ -148,7 +148,7 @@ def test_default_model_reconstructs_heldout_scenes(api: Any, heldout: list[Path]
         if k == 0:  # the scoring itself: the truth, imported the same way, scores perfect
             exact = replace(bundle, pts3d=truth["pts3d"], cam2world=truth["cam2world"],
                             intrinsics=truth["intrinsics"])
-            perfect = score(api.import_bundle(exact, axes="Z_UP", gaussians=False), exact, truth)
+            perfect = score(api.import_bundle(exact, align="first_camera", gaussians=False), exact, truth)
             assert perfect.rre < 0.05 and perfect.rte < 0.05 and perfect.focal_error < 1e-5 \
                 and perfect.nd < 1e-6, perfect
     model, baseline = mean(got), mean(base)

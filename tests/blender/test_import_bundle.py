@@ -105,15 +105,15 @@ def test_bad_options_are_refused_before_anything_is_made(api: ModuleType, make_b
     before = snapshot()
     with pytest.raises(ValueError, match="unknown import option.*colour"):
         api.import_bundle(bundle, colour=True)
-    with pytest.raises(ValueError, match="axes"):
-        api.import_bundle(bundle, axes="Y_UP")
+    with pytest.raises(ValueError, match="align"):
+        api.import_bundle(bundle, align="Y_UP")
     assert snapshot() == before
 
 
 def test_operator_imports_a_file(make_bundle: Callable[..., Any], ext: ModuleType, tmp_path: Path) -> None:
     bundle_module = importlib.import_module(f"{ext.__name__}.core.bundle")
     path = bundle_module.write_bundle(make_bundle(), tmp_path / "garden.npz")
-    result = bpy.ops.import_scene.mvdust3r_bundle(filepath=str(path), import_gaussians=False, axes="NETWORK",
+    result = bpy.ops.import_scene.mvdust3r_bundle(filepath=str(path), import_gaussians=False, align="none",
                                                   confidence_drop_percent=50.0, point_size=2.0)
     assert result == {"FINISHED"}
     collection = bpy.context.scene.collection.children[-1]

@@ -32,15 +32,18 @@ SIZES = [((96, 64), (64, 96), (80, 80)),            # landscape, portrait, squar
          ((1920, 1080), (1080, 1920), (4000, 3000), (333, 517))]
 
 
-@pytest.mark.parametrize("axes", ["Z_UP", "NETWORK"])
+@pytest.mark.parametrize("axes", ["Z_UP", "NETWORK", "level"])
 @pytest.mark.parametrize("sizes", SIZES, ids=["small", "large"])
 def test_cameras_reproduce_k_rt_and_points_land_on_their_pixels(api: ModuleType, make_bundle: Callable[..., Any],
-                                                                 axes: str, sizes: Any) -> None:
+                                                                 axes: Any, sizes: Any) -> None:
     bundle = make_bundle(photo_sizes=sizes, grid=(6, 8), gaussians=False, write_photos=False,
                          fy_over_fx=[1.0, 1.2, 0.8, 1.05][:len(sizes)],
                          principal_offset=[(0.1, -0.08), (-0.15, 0.1), (0.0, 0.2), (0.2, 0.2)][:len(sizes)])
-    result = api.import_bundle(bundle, axes=axes, background_images=False)
+    result = api.import_bundle(bundle, align={"Z_UP": "first_camera", "NETWORK": "none", "level": "level"}[axes],
+                               background_images=False)
     conventions = importlib.import_module(api.__name__.rsplit(".", 1)[0] + ".core.conventions")
+    if axes == "level":   # the level frame: the bundle's own estimate; the photos must still line up
+        axes = importlib.import_module(api.__name__.rsplit(".", 1)[0] + ".core.alignment").alignment_of(bundle, "level").matrix
     scene = bpy.context.scene
     vertices = np.zeros(len(result.points.data.vertices) * 3, dtype=np.float32)
     result.points.data.vertices.foreach_get("co", vertices)

@@ -57,12 +57,15 @@ def projected_covariance(bundle: Any, view: int, index: int) -> np.ndarray:
     return jac @ w2c[:3, :3] @ sigma_world @ w2c[:3, :3].T @ jac.T
 
 
-@pytest.mark.parametrize("axes", ["Z_UP", "NETWORK"])
-def test_gaussian_attributes(mods: dict[str, ModuleType], make_bundle: Callable[..., Any], axes: str) -> None:
+@pytest.mark.parametrize("axes", ["Z_UP", "NETWORK", "level"])
+def test_gaussian_attributes(mods: dict[str, ModuleType], make_bundle: Callable[..., Any], axes: Any) -> None:
     bundle = make_bundle()
-    obj = mods["api"].import_bundle(bundle, axes=axes, points=False, cameras=False).gaussians
+    obj = mods["api"].import_bundle(bundle, align={"Z_UP": "first_camera", "NETWORK": "none", "level": "level"}[axes],
+                                    points=False, cameras=False).gaussians
     mesh = obj.data
     conv = mods["core.conventions"]
+    if axes == "level":   # the level frame: the bundle's own estimate (a rigid transform)
+        axes = importlib.import_module(conv.__name__.rsplit(".", 1)[0] + ".alignment").alignment_of(bundle, "level").matrix
     types = {a.name: a.data_type for a in mesh.attributes}
     assert types["rot"] == "QUATERNION" and types["scale"] == "FLOAT_VECTOR"
     assert types["opacity"] == "FLOAT" and types["Col"] == "FLOAT_COLOR"
@@ -85,7 +88,7 @@ def test_instances_are_the_bundles_gaussians(mods: dict[str, ModuleType], make_b
     """Each splat instance sits on its Gaussian and has its covariance (× multiplier²) in Blender world,
     plus the 3DGS low-pass (0.3 px² of the photo's pixel at the Gaussian: there is no scene camera)."""
     bundle = make_bundle(grid=(5, 7))
-    obj = mods["api"].import_bundle(bundle, axes=axes, points=False, cameras=False,
+    obj = mods["api"].import_bundle(bundle, align={"Z_UP": "first_camera", "NETWORK": "none"}[axes], points=False, cameras=False,
                                     opacity_threshold=0.0, scale_multiplier=2.5).gaussians
     conv = mods["core.conventions"]
     # the expected world covariance of every Gaussian (plus the low-pass), built from the OpenCV-frame bundle

@@ -31,7 +31,7 @@ def mods(ext: ModuleType) -> dict[str, ModuleType]:
 def test_points_carry_positions_and_attributes(mods: dict[str, ModuleType], make_bundle: Callable[..., Any],
                                                axes: str) -> None:
     bundle = make_bundle(gaussians=False)
-    result = mods["api"].import_bundle(bundle, axes=axes, cameras=False)
+    result = mods["api"].import_bundle(bundle, align={"Z_UP": "first_camera", "NETWORK": "none"}[axes], cameras=False)
     obj = result.points
     mesh = obj.data
     n = bundle.conf.size

@@ -96,7 +96,8 @@ def test_low_pass_follows_the_scene_camera(mods: dict[str, ModuleType]) -> None:
     with p = depth / focal, and a flat Gaussian keeps its thin axis thin enough to stay a disc."""
     gaussians, nodes = mods["importers.gaussians"], mods["importers.nodes"]
     bundle = scene_bundle(mods, 300, 64, 48)
-    result = mods["api"].import_bundle(bundle, points=False, background_images=False, opacity_threshold=0.0)
+    result = mods["api"].import_bundle(bundle, points=False, background_images=False, opacity_threshold=0.0,
+                                       align="first_camera")
     bpy.ops.mvdust3r_blender.set_render_camera(camera=result.cameras[0].name)
     obj = result.gaussians
     modifier = obj.modifiers[gaussians.MODIFIER]

@@ -1,8 +1,10 @@
-"""Render ground-truth camera scenes with the bpy wheel: ``python blender_truth_scenes.py OUT_DIR GRID``.
+"""Render ground-truth camera scenes with the bpy wheel: ``python blender_truth_scenes.py OUT_DIR GRID [SCENE...]``.
 
 Runs under a Blender venv's Python (``.venv-blender-5.0``); the engine tests spawn it
 (tests/engine/truth_scenes.py). For each scene ("room": a furnished room seen from inside;
-"turntable": an object on a pedestal, cameras around it) it writes, under OUT_DIR/<scene>/:
+"turntable": an object on a pedestal, cameras around it; by default these two, else the SCENEs named,
+among them the level alignment's: "scan", "ring", "walkaround", "strip", "rolled") it writes, under
+OUT_DIR/<scene>/:
 
 - the photos, rendered by ray-casting Blender's scene through every pixel centre (Lambert shading of
   each object's colour; a ray caster as samples/ uses, about 10x faster than Cycles here) at each
@@ -109,6 +111,75 @@ def build_turntable() -> None:
     add_box("pedestal", (0.0, 0.0, 0.3), (1.2, 1.2, 0.6), (0.4, 0.4, 0.4))
     bpy.ops.mesh.primitive_monkey_add(size=1.0, location=(0.0, 0.0, 1.1), rotation=(0.3, 0.0, 0.6))
     bpy.ops.mesh.primitive_cone_add(radius1=0.3, depth=0.8, location=(0.4, -0.35, 1.0))
+
+
+def build_ring() -> None:
+    """A prop on a round table (top at 0.75 m) in a studio: what a turntable ring photographs."""
+    add_box("studio", (0.0, 0.0, 3.0), (14.0, 14.0, 6.0), (0.7, 0.7, 0.75))
+    bpy.ops.mesh.primitive_cylinder_add(radius=0.8, depth=0.75, location=(0.4, -0.3, 0.375))
+    bpy.ops.mesh.primitive_monkey_add(size=0.6, location=(0.4, -0.3, 1.0), rotation=(0.3, 0.0, 0.6))
+    bpy.ops.mesh.primitive_cone_add(radius1=0.15, depth=0.4, location=(0.75, -0.55, 0.95))
+
+
+def build_tiled_room() -> None:
+    """The room with coloured floor tiles (planes 2 mm above the floor) where the strip looks: a bare
+    floor would give every strip photo the same pixels, and the stand-in network tells views apart by them."""
+    build_room()
+    for k in range(24):
+        x, y = -3.6 + 0.7 * (k % 8), -1.7 + 0.8 * (k // 8)
+        bpy.ops.mesh.primitive_plane_add(size=0.5, location=(x, y, 0.002))
+        material = bpy.data.materials.new(f"tile {k}")
+        material.diffuse_color = (0.2 + 0.1 * (k % 7), 0.9 - 0.1 * (k % 5), 0.3 + 0.2 * (k % 3), 1.0)
+        bpy.context.object.data.materials.append(material)
+
+
+def looking(eye: tuple[float, float, float], azimuth_deg: float, down_deg: float) -> tuple[float, float, float]:
+    """A target one metre from `eye`, `azimuth_deg` around +Z from +X, `down_deg` below the horizon."""
+    a, d = math.radians(azimuth_deg), math.radians(down_deg)
+    return (eye[0] + math.cos(a) * math.cos(d), eye[1] + math.sin(a) * math.cos(d), eye[2] - math.sin(d))
+
+
+def orbit(centre: tuple[float, float, float], radius: float, azimuth_deg: float,
+          elevation_deg: float) -> tuple[float, float, float]:
+    a, e = math.radians(azimuth_deg), math.radians(elevation_deg)
+    return (centre[0] + radius * math.cos(a) * math.cos(e), centre[1] + radius * math.sin(a) * math.cos(e),
+            centre[2] + radius * math.sin(e))
+
+
+# Scenes for the level alignment (issue 24): small photos, the up, floor and centre known.
+RING_CENTRE = (0.4, -0.3, 1.0)
+SCAN = [  # a hand-held scan of the room from its middle: looking down 10–25°, rolled up to ±3°
+    Shot((128, 96), 65.0, (x, y, z), looking((x, y, z), az, down), roll_deg=roll)
+    for x, y, z, az, down, roll in [(-1.0, -0.5, 1.6, 0.0, 12.0, 2.0), (-0.8, 0.2, 1.55, 45.0, 18.0, -1.5),
+                                    (-0.2, 0.6, 1.65, 95.0, 22.0, 3.0), (0.4, 0.5, 1.5, 140.0, 10.0, -3.0),
+                                    (0.8, 0.0, 1.6, 185.0, 25.0, 1.0), (0.6, -0.6, 1.7, 230.0, 15.0, -2.5),
+                                    (0.0, -0.9, 1.6, 275.0, 20.0, 0.5), (-0.6, -0.7, 1.55, 320.0, 14.0, -0.8)]
+]
+RING = [  # a turntable ring at 15–45° elevation around the prop, rolled up to ±3°
+    Shot((128, 96), 45.0, orbit(RING_CENTRE, r, az, el), RING_CENTRE, roll_deg=roll)
+    for r, az, el, roll in [(3.0, 0.0, 15.0, 1.0), (3.2, 45.0, 25.0, -2.0), (2.8, 90.0, 35.0, 3.0),
+                            (3.0, 135.0, 45.0, 0.0), (3.1, 180.0, 20.0, -3.0), (2.9, 225.0, 30.0, 2.0),
+                            (3.0, 270.0, 40.0, -1.0), (3.3, 315.0, 15.0, 0.5)]
+]
+TABLE_TOP = (1.5, 0.5, 0.8)
+WALKAROUND = [  # walking around the room's table at eye height, looking at what is on it
+    Shot((128, 96), 55.0, (TABLE_TOP[0] + r * math.cos(math.radians(az)), TABLE_TOP[1] + r * math.sin(math.radians(az)), z),
+         (TABLE_TOP[0] + dx, TABLE_TOP[1] + dy, 1.05), roll_deg=roll)
+    for r, az, z, dx, dy, roll in [(2.2, -20.0, 1.6, 0.05, 0.0, 1.0), (2.0, 40.0, 1.7, -0.05, 0.05, -2.0),
+                                   (2.1, 100.0, 1.5, 0.0, -0.05, 2.5), (1.9, 160.0, 1.65, 0.05, 0.05, 0.0),
+                                   (2.3, 210.0, 1.55, -0.05, 0.0, -1.0), (2.0, 270.0, 1.7, 0.0, 0.05, 3.0)]
+]
+STRIP = [  # one strip along the room, every photo pitched 55° down at the floor
+    Shot((128, 96), 60.0, (x, -2.0, 1.6), looking((x, -2.0, 1.6), 90.0, 55.0), roll_deg=roll)
+    for x, roll in [(-3.0, 0.5), (-2.2, -1.0), (-1.4, 0.0), (-0.6, 1.5), (0.2, -0.5), (1.0, 1.0)]
+]
+ROLLED = [  # the ring, every camera held sideways: no evidence of up
+    Shot((96, 128), 45.0, orbit(RING_CENTRE, 3.0, az, 30.0), RING_CENTRE, roll_deg=90.0)
+    for az in (0.0, 60.0, 120.0, 180.0, 240.0, 300.0)
+]
+SCENES = {"room": (build_room, ROOM), "turntable": (build_turntable, TURNTABLE), "scan": (build_room, SCAN),
+          "ring": (build_ring, RING), "walkaround": (build_room, WALKAROUND), "strip": (build_tiled_room, STRIP),
+          "rolled": (build_ring, ROLLED)}
 
 
 def long_side_focal(shot: Shot) -> float:
@@ -231,7 +302,7 @@ def save_photo(rendered: Path, shot: Shot, out: Path) -> Path:
 
 def render_scene(name: str, shots: list[Shot], out: Path, grid: int) -> None:
     bpy.ops.wm.read_homefile(use_empty=True, use_factory_startup=True)
-    build_room() if name == "room" else build_turntable()
+    SCENES[name][0]()
     bpy.ops.object.camera_add()
     bpy.context.scene.camera = bpy.context.object
     tracer = Tracer()
@@ -253,13 +324,13 @@ def render_scene(name: str, shots: list[Shot], out: Path, grid: int) -> None:
     (out / "photos.json").write_text(json.dumps([p.name for p in paths]))
 
 
-def main(out_dir: str, grid: str) -> None:
+def main(out_dir: str, grid: str, *names: str) -> None:
     try:
-        for name, shots in (("room", ROOM), ("turntable", TURNTABLE)):
-            render_scene(name, shots, Path(out_dir) / name, int(grid))
+        for name in names or ("room", "turntable"):
+            render_scene(name, SCENES[name][1], Path(out_dir) / name, int(grid))
     finally:
         shutil.rmtree(USER, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:])

@@ -18,6 +18,7 @@ import pytest
 import trimesh
 from plyfile import PlyData
 
+from mvdust3r_blender.core.alignment import aligned_bundle, alignment_of
 from mvdust3r_blender.core.bundle import Bundle
 from mvdust3r_blender.core.confidence import ConfidenceCut
 from mvdust3r_blender.core.exports import FORMATS, ExportError, export
@@ -401,8 +402,11 @@ def node_matrix(node: dict) -> np.ndarray:
     return m
 
 
-def test_glb_round_trip(bundle, tmp_path):
-    path = export(bundle, ["glb"], tmp_path)["glb"]
+@pytest.mark.parametrize("align", ["none", "level"])
+def test_glb_round_trip(bundle, tmp_path, align):
+    path = export(bundle, ["glb"], tmp_path, align=align)["glb"]
+    if align == "level":   # the same checks against the bundle in its level frame
+        bundle = aligned_bundle(bundle, alignment_of(bundle, "level"))
     assert path.name == "scene.glb"
     doc, binary = read_glb(path)
     assert doc["asset"]["version"] == "2.0"

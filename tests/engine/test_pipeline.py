@@ -123,7 +123,7 @@ def test_progress_meta_and_round_trip(scene_photos, tmp_path):
     for stage in ("load", "network", "cameras", "gaussians"):
         fractions = [f for s, f in seen if s == stage]
         assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
-    assert set(b.meta["timings"]) == {"load", "network", "cameras", "gaussians"}
+    assert set(b.meta["timings"]) == {"load", "network", "cameras", "gaussians", "align"}
     assert b.meta["model"]["variant"] == "MVD" and b.meta["torch"] == torch.__version__ and b.meta["device"] == "cpu"
     again = read_bundle(write_bundle(b, tmp_path / "out" / "r.npz"))
     np.testing.assert_array_equal(again.cam2world, b.cam2world)

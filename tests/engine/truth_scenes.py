@@ -9,6 +9,7 @@ the INTEGER grid coordinate (j, i) — photo point ``(x0 + j·sx, y0 + i·sy)``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 from dataclasses import dataclass
@@ -55,6 +56,23 @@ class TruthScene:
         return np.einsum("nij,nhwj->nhwi", self.cam2world[:, :3, :3], cam) + self.cam2world[:, None, None, :3, 3]
 
 
+ALIGNMENT_TRUTH: dict[str, tuple[float, Optional[tuple[float, float]]]] = {
+    "scan": (0.0, None), "ring": (0.75, (0.4, -0.3)), "walkaround": (0.8, (1.5, 0.5)), "strip": (0.0, None)}
+"""The level alignment's scenes: the height of the plane that supports what was photographed and, for
+a ring, the point the cameras look at (Blender's world; blender_truth_scenes.py)."""
+
+
+def alignment_errors(truth_to_blender: np.ndarray, floor_z: float, centre_xy: Optional[tuple[float, float]],
+                     size: float) -> tuple[float, float, float]:
+    """(up error in degrees, floor height / size, horizontal distance of the centre from the origin / size)
+    of an alignment, given as the map truth world → Blender world."""
+    up = truth_to_blender[:3, :3] @ [0.0, 0.0, 1.0]
+    angle = math.degrees(math.acos(min(1.0, up[2] / np.linalg.norm(up))))
+    probe = (0.0, 0.0) if centre_xy is None else centre_xy
+    floor = truth_to_blender @ [probe[0], probe[1], floor_z, 1.0]
+    return angle, abs(floor[2]) / size, float(np.hypot(floor[0], floor[1])) / size
+
+
 def blender_python() -> Path:
     series = os.environ.get("MVDUST3R_BLENDER_SERIES", "5.0")
     python = ROOT / f".venv-blender-{series}" / "bin" / "python"
@@ -64,15 +82,15 @@ def blender_python() -> Path:
     return python
 
 
-def render_truth_scenes(out: Path, grid: int) -> dict[str, TruthScene]:
-    """Render both scenes into `out` (photos + truth) and read them back."""
-    done = subprocess.run([str(blender_python()), str(SCRIPT), str(out), str(grid)], capture_output=True,
+def render_truth_scenes(out: Path, grid: int, names: tuple[str, ...] = ("room", "turntable")) -> dict[str, TruthScene]:
+    """Render the scenes `names` into `out` (photos + truth) and read them back."""
+    done = subprocess.run([str(blender_python()), str(SCRIPT), str(out), str(grid), *names], capture_output=True,
                           text=True, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"rendering the truth scenes failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
                            f"{done.stderr[-3000:]}")
     scenes = {}
-    for name in ("room", "turntable"):
+    for name in names:
         folder = out / name
         truth = np.load(folder / "truth.npz")
         scenes[name] = TruthScene(photos=[folder / p for p in json.loads((folder / "photos.json").read_text())],

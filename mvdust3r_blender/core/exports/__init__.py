@@ -28,6 +28,7 @@ from typing import Optional
 import numpy as np
 
 from ..atomic import write_failure
+from ..alignment import aligned_bundle, alignment_of
 from ..bundle import Bundle
 from ..confidence import ConfidenceCut, empty_cut_warning
 from .atomic import writable_folder
@@ -99,11 +100,15 @@ def _warn(message: str) -> None:
 
 
 def export(bundle: Bundle, formats: Iterable[str] | str, out_dir: str | Path, *,
-           cut: ConfidenceCut = ConfidenceCut(), on_warning: Optional[Callable[[str], None]] = None) -> dict[str, Path]:
+           cut: ConfidenceCut = ConfidenceCut(), align: str = "none",
+           on_warning: Optional[Callable[[str], None]] = None) -> dict[str, Path]:
     """Write `bundle` in each of `formats` (names from :data:`FORMATS`) into `out_dir`.
 
     Returns {format name: path written} (a folder for ``colmap``). Points that do not pass `cut`
-    are left out of every format. Everything that can be checked is checked before the first file is
+    are left out of every format. With `align` ``level`` every format is written in the bundle's
+    recorded level frame (:func:`~..alignment.aligned_bundle`: gravity along +y, the floor at y = 0,
+    as COLMAP and glTF after its usual flip expect); ``first_camera`` and ``none`` keep the bundle's
+    world, which Blender's first-camera rule already shows upright-as-shot. Everything that can be checked is checked before the first file is
     written; each file or folder then appears atomically, replacing an older one of that name.
     Raises :class:`ExportError` naming the format, file or folder at fault. A cut that leaves out
     every point is said through `on_warning` (default: an :class:`EmptyExportWarning`).
@@ -120,6 +125,9 @@ def export(bundle: Bundle, formats: Iterable[str] | str, out_dir: str | Path, *,
         (on_warning or _warn)(f"{Path(out_dir)}: the exports hold no points: {empty}")
     folder = writable_folder(Path(out_dir))
     keep = cut.keep(bundle.conf)
+    alignment = alignment_of(bundle, align)   # an unknown `align` is an OptionError
+    if alignment.method == "level":
+        bundle = aligned_bundle(bundle, alignment)
     written: dict[str, Path] = {}
     for name in FORMATS:
         if name in wanted:
