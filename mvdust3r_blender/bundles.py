@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import bpy
@@ -33,7 +34,7 @@ def is_temporary(path: str) -> bool:
     return bool(path) and Path(path).resolve().is_relative_to(Path(bpy.app.tempdir).resolve())
 
 
-def keep(bundle: Path, photos: list[str]) -> Path:
+def keep(bundle: Path, photos: Sequence[str]) -> Path:
     """Move a finished run's `bundle` to :func:`folder`, named after the photos' folder and the time."""
     target_dir = folder()
     target_dir.mkdir(parents=True, exist_ok=True)
