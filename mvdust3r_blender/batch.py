@@ -29,7 +29,8 @@ from .core.errors import OptionError
 from .core.exports import parse_formats
 from .core.remote import RemoteTarget
 from .reconstruction import fresh_file, reconstruct, save_blend, show_through_first_camera
-from .session import PathLike, PhotoSource, WorkerSettings, photo_list
+from . import preferences
+from .session import WORKER_PYTHON_ENV, PathLike, PhotoSource, WorkerSettings, photo_list
 
 RECORD_VERSION = 1
 Scenes = Union[Sequence[PhotoSource], Mapping[str, PhotoSource]]
@@ -49,6 +50,7 @@ class SceneOutcome:
     error: str = ""
     worker_pid: Optional[int] = None
     model_reused: bool = False
+    retries: list[str] = field(default_factory=list)  # a Ray batch: why each failed attempt was tried again
 
 
 @dataclass
@@ -78,6 +80,7 @@ class BatchReport:
         lines.append(f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
                      f"in {self.seconds:.1f} s; output in {self.out_dir}")
         lines += [f"{s.name}: {s.error}" for s in self.failed]
+        lines += [f"{s.name}: retried {len(s.retries)}x ({'; '.join(s.retries)})" for s in self.scenes if s.retries]
         return "\n".join(lines)
 
 
@@ -138,7 +141,7 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
                      formats: Sequence[str] = (), resume: bool = True,
                      timeout: Optional[float] = None, log: Optional[TextIO] = None,
                      remote: Union[str, RemoteTarget, None] = None, ssh_command: Optional[str] = None,
-                     **options: Any) -> BatchReport:
+                     ray: Optional[str] = None, **options: Any) -> BatchReport:
     """Reconstruct each scene (a folder or a list of photos) into `out_dir`.
 
     Per scene: ``<name>.blend`` when `blend`, the `formats` (``ply``, ``gaussians``, ``splat``,
@@ -150,14 +153,19 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
     ``import_gaussians``, ``reference_view``, ``pose_drop_percent``, ``focal`` and import options
     (``confidence_drop_percent`` / ``min_confidence`` also cut the exports), passed to ``reconstruct``.
     `log`: where progress and the summary go (default stderr). Returns the :class:`BatchReport`;
-    a failed scene does not stop the batch (check ``report.ok``).
+    a failed scene does not stop the batch (check ``report.ok``). `ray`: compute on the Ray
+    cluster at this address (``auto``, ``head:6379``, ``ray://head:10001``; docs/farm.md), with
+    `checkpoint` a path on its nodes or a released file's name; scenes that the cluster failed and
+    that were tried again say so in ``SceneOutcome.retries`` and the summary.
     """
     stream = log if log is not None else sys.stderr
     started = time.perf_counter()
     formats = parse_formats(formats)
     if not (blend or formats):
         raise OptionError("nothing to write", "ask for a .blend (blend=True) or export formats")
-    settings = WorkerSettings.resolve(python, checkpoint, device, remote, ssh_command, precision)
+    if ray is None and remote is None and python is None and not os.environ.get(WORKER_PYTHON_ENV) \
+            and preferences.get().worker_location == "RAY":
+        ray = preferences.get().ray_address
     folder = Path(out_dir).absolute()
     folder.mkdir(parents=True, exist_ok=True)
     wanted = (["blend"] if blend else []) + list(dict.fromkeys(formats))
@@ -166,6 +174,16 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
 
     def say(text: str) -> None:
         print(f"[mvdust3r] {text}", file=stream, flush=True)
+
+    if ray is not None:
+        from .farm_batch import run_on_ray
+
+        say(f"{len(named)} scene{'s' if len(named) != 1 else ''} → {folder} on the Ray cluster {ray}")
+        run_on_ray(named, folder, report, say, address=ray, checkpoint=checkpoint, device=device,
+                   precision=precision, python=python, blend=blend, formats=formats, resume=resume,
+                   timeout=timeout, options=options)
+        return _finish(report, started, stream)
+    settings = WorkerSettings.resolve(python, checkpoint, device, remote, ssh_command, precision)
 
     where = f" on {settings.remote}" if settings.remote is not None else ""
     say(f"{len(named)} scene{'s' if len(named) != 1 else ''} → {folder} (checkpoint {settings.checkpoint}{where}, "
@@ -195,6 +213,10 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
             ours = type(exc).__module__.startswith(__package__ or "")  # our errors' messages say it all
             outcome.error = (str(exc) if ours else f"{type(exc).__name__}: {exc}").replace("\n", " | ")
             say(f"{label}: FAILED: {outcome.error}")
+    return _finish(report, started, stream)
+
+
+def _finish(report: BatchReport, started: float, stream: TextIO) -> BatchReport:
     report.seconds = time.perf_counter() - started
     for line in report.table().splitlines():
         print(line, file=stream, flush=True)

@@ -1,0 +1,176 @@
+"""A batch on a Ray cluster, as the Blender side sees it: the job it sends and the events it reads.
+
+The Ray driver never runs inside Blender: :class:`FarmClient` starts it as a process of the worker
+runtime (``<python> -m mvdust3r_blender.engine.farm``, the runtime that has torch and ray), writes
+one :class:`FarmJob` line to its stdin and reads :class:`FarmEvent` lines from its stdout, one per
+scene as it lands (so Blender imports scene 1 while the cluster computes scene 40). Closing stdin
+or SIGINT stops the driver, which releases every actor it started (:mod:`..engine.farm`).
+
+Each scene carries the same ``reconstruct`` request a local worker would get (built by the session's
+one request builder): local photo paths, the bundle's local path, the export folder. The driver
+sends the photos' bytes, gets the result's bytes back, checks and writes them at those paths.
+Standard library only.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import threading
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import IO, Any, Iterator, Mapping, Optional
+
+from .errors import UserError
+from .worker_client import PACKAGE_DIR
+
+FARM_MODULE = f"{PACKAGE_DIR.name}.engine.farm"
+MAX_ATTEMPTS = 3
+"""How often a scene is tried when the cluster fails it (an actor or node lost, memory ran out)."""
+STOP_TIMEOUT_S = 30.0
+"""How long the driver gets to release its actors after SIGINT before it is killed."""
+
+
+class FarmError(UserError):
+    """The Ray cluster cannot be reached, refuses us, or cannot run the batch."""
+
+    code = "farm"
+
+
+@dataclass(frozen=True)
+class FarmScene:
+    """One scene: its name and its ``reconstruct`` request (one protocol line, local paths)."""
+
+    name: str
+    request: str
+
+
+@dataclass(frozen=True)
+class FarmJob:
+    """What the driver runs: `address` as Ray users write it (``auto``, ``head:6379``,
+    ``ray://head:10001``); `checkpoint`, a path readable on every node or a released file name
+    (``MVDp_s2.pth``, fetched on each node once); `cpus_per_actor` for clusters without GPUs."""
+
+    address: str
+    scenes: list[FarmScene]
+    checkpoint: str
+    device: str = "auto"
+    precision: str = "auto"
+    cpus_per_actor: int = 1
+    max_attempts: int = MAX_ATTEMPTS
+    timeout: Optional[float] = None  # seconds per scene attempt
+
+    def encode(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=True, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, line: str) -> "FarmJob":
+        data = json.loads(line)
+        data["scenes"] = [FarmScene(**s) for s in data["scenes"]]
+        return cls(**data)
+
+
+@dataclass
+class FarmEvent:
+    """One line from the driver. `kind`:
+
+    - ``cluster``: connected; `detail` describes the pool (actors, nodes, GPUs, versions).
+    - ``started``: `scene` went to the actor `actor` on `node` (attempt `attempt`).
+    - ``retry``: attempt `attempt` of `scene` failed because of the cluster (`message`); it is tried again.
+    - ``done``: `scene` landed: `bundle` and `exports` (format → local path) are written and checked.
+    - ``failed``: `scene` failed (`message`, `hint`; `code` ``input`` errors are never retried).
+    - ``error``: the whole batch cannot go on (`message`, `hint`); ``end`` follows.
+    - ``end``: the driver is done (every actor released).
+    """
+
+    kind: str
+    scene: str = ""
+    message: str = ""
+    hint: str = ""
+    code: str = ""
+    attempt: int = 0
+    actor: str = ""
+    node: str = ""
+    bundle: str = ""
+    exports: dict[str, str] = field(default_factory=dict)
+    views: int = 0
+    points: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=True, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, line: str) -> "FarmEvent":
+        data = json.loads(line)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class FarmClient:
+    """The driver process for one batch: :meth:`events` until ``end``; :meth:`stop` at any time."""
+
+    def __init__(self, python: str, job: FarmJob, *, env: Optional[Mapping[str, str]] = None,
+                 package_parent: Path = PACKAGE_DIR.parent, stderr_lines: int = 40) -> None:
+        run_env = dict(os.environ if env is None else env)
+        run_env["PYTHONPATH"] = os.pathsep.join([str(package_parent), *filter(None, [run_env.get("PYTHONPATH")])])
+        run_env.setdefault("PYTHONUNBUFFERED", "1")
+        try:
+            self._proc: subprocess.Popen[str] = subprocess.Popen(
+                [python, "-m", FARM_MODULE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True, encoding="utf-8", env=run_env, cwd=str(package_parent))
+        except OSError as exc:
+            raise FarmError(f"cannot start the Ray driver with '{python}': {exc}",
+                            "choose a worker runtime that has torch and ray installed") from None
+        self._stderr: collections.deque[str] = collections.deque(maxlen=stderr_lines)
+        self._stderr_thread = threading.Thread(target=self._keep_stderr, args=(self._proc.stderr,), daemon=True)
+        self._stderr_thread.start()
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(job.encode() + "\n")
+        self._proc.stdin.flush()  # stdin stays open: its end tells the driver to stop
+
+    def _keep_stderr(self, stream: Optional[IO[str]]) -> None:
+        assert stream is not None
+        for line in stream:
+            self._stderr.append(line.rstrip("\n"))
+
+    def events(self) -> Iterator[FarmEvent]:
+        """The driver's events as they come; a driver that dies without ``end`` gives an ``error``."""
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            if not line.strip():
+                continue
+            try:
+                event = FarmEvent.decode(line)
+            except (ValueError, TypeError):
+                self._stderr.append(f"[stdout] {line.rstrip()}")
+                continue
+            yield event
+            if event.kind == "end":
+                return
+        code = self._proc.wait()
+        self._stderr_thread.join(timeout=5)
+        tail = " | ".join(list(self._stderr)[-12:])
+        yield FarmEvent(kind="error", message=f"the Ray driver exited (code {code}) before the batch ended: {tail}",
+                        hint="see the driver's last lines; is ray installed in the worker runtime?")
+        yield FarmEvent(kind="end")
+
+    def stop(self) -> None:
+        """Stop the driver (SIGINT: it releases its actors), killing it if it does not end in time."""
+        proc = self._proc
+        if proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGINT)
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
