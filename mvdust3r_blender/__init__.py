@@ -10,7 +10,7 @@ import importlib
 
 # Blender-side modules, registered in this order and unregistered in reverse.
 _MODULES: tuple[str, ...] = ("operators_import", "operators_camera", "handlers", "properties", "preferences", "run",
-                             "operators_setup", "operators_run", "panel", "cli")
+                             "operators_setup", "operators_farm", "operators_run", "panel", "cli")
 
 
 def register() -> None:

@@ -56,6 +56,11 @@ def parser() -> argparse.ArgumentParser:
     batch.add_argument("--out", required=True, metavar="DIR", help="output folder")
     batch.add_argument("--no-blend", action="store_true", help="write only the exports, no .blend files")
     batch.add_argument("--no-resume", action="store_true", help="redo scenes that an earlier run finished")
+    batch.add_argument("--ray", metavar="ADDRESS", help="compute on a Ray cluster: auto, head:6379 or "
+                                                        "ray://head:10001 (token from RAY_AUTH_TOKEN, "
+                                                        "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token; --checkpoint is "
+                                                        "then a path on the nodes or a released file name; "
+                                                        "docs/farm.md)")
 
     single = sub.add_parser("reconstruct", parents=[common], help="one set of photos → one .blend",
                             description="Reconstruct PHOTOS (files, or one folder) into the .blend file OUT.")
@@ -86,7 +91,8 @@ def main(argv: Sequence[str]) -> int:
     try:
         if args.command == "batch":
             report = reconstruct_many(args.folders, args.out, blend=not args.no_blend, formats=args.export,
-                                      resume=not args.no_resume, timeout=args.timeout, **settings, **flags)
+                                      resume=not args.no_resume, timeout=args.timeout, ray=args.ray,
+                                      **settings, **flags)
             return 0 if report.ok else 1
         return _reconstruct_one(args, settings, flags)
     except KeyboardInterrupt:

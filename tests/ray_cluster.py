@@ -52,17 +52,11 @@ class Node:
         return self.process.poll() is None
 
     def stop(self) -> None:
-        """End the node: its ``ray start --block`` process group (raylet, workers, object store)."""
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=30)
-            except ProcessLookupError:
-                pass
-        _kill_group(self.process.pid)  # children that outlived the leader (a worker being torn down)
+        """End the node at once, as a machine that dies: SIGKILL to its ``ray start --block``
+        process group (raylet, object store; on the head the GCS). Its workers, in groups of their
+        own, end when they lose their raylet (:meth:`Cluster.stop` ends any that linger)."""
+        _kill_group(self.process.pid)
+        self.process.wait(timeout=30)
 
 
 def _kill_group(pgid: int) -> None:
@@ -79,6 +73,7 @@ class Cluster:
     token: str
     python: str
     nodes: list[Node] = field(default_factory=list)
+    head_id: str = ""  # Ray's id of the head node
 
     @property
     def address(self) -> str:
@@ -116,10 +111,13 @@ class Cluster:
         self.nodes.append(node)
         return node
 
-    def wait_for_nodes(self, count: int) -> None:
-        """Block until `count` nodes are alive (asked through an authenticated client)."""
+    def head_node_id(self) -> str:
+        return self.head_id
+
+    def wait_for_nodes(self, count: int) -> list[str]:
+        """Block until `count` nodes are alive (asked through an authenticated client); their ids."""
         probe = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
-                 "print(sum(n['Alive'] for n in ray.nodes()))")
+                 "print(' '.join(n['NodeID'] for n in ray.nodes() if n['Alive']))")
         deadline = time.monotonic() + START_TIMEOUT_S
         last = ""
         while time.monotonic() < deadline:
@@ -129,15 +127,40 @@ class Cluster:
             done = subprocess.run([self.python, "-c", probe, self.address], env=self.env(), capture_output=True,
                                   text=True, timeout=120, cwd=self.root)
             last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-2000:]
-            if done.returncode == 0 and last.isdigit() and int(last) >= count:
-                return
+            if done.returncode == 0 and len(last.split()) >= count:
+                return last.split()
             time.sleep(1.0)
         raise RuntimeError(f"the Ray cluster did not reach {count} nodes: {last}")
 
     def stop(self) -> None:
+        """Stop every node, then whatever process still runs with this cluster's HOME (a Ray worker
+        between its raylet's end and its own), and remove the cluster's folder."""
         for node in reversed(self.nodes):
             node.stop()
+        deadline = time.monotonic() + 20.0
+        while self.processes() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in self.processes():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def processes(self) -> list[int]:
+        """Live processes of this cluster: those whose environment has its HOME (the nodes and
+        their workers; clients started with :meth:`env` too)."""
+        marker = f"HOME={self.root / 'home'}".encode() + b"\0"
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if marker in (entry / "environ").read_bytes() + b"\0" and \
+                            "State:\tZ" not in (entry / "status").read_text():
+                        found.append(int(entry.name))
+                except OSError:
+                    pass
+        return found
 
 
 def start(nodes: int = 2, python: Optional[str] = None) -> Cluster:
@@ -149,7 +172,7 @@ def start(nodes: int = 2, python: Optional[str] = None) -> Cluster:
                       python=python or worker_python())
     try:
         cluster.add_node(head=True)
-        cluster.wait_for_nodes(1)
+        cluster.head_id = cluster.wait_for_nodes(1)[0]
         for _ in range(nodes - 1):
             cluster.add_node()
         cluster.wait_for_nodes(nodes)

@@ -158,19 +158,92 @@ class FarmClient:
                         hint="see the driver's last lines; is ray installed in the worker runtime?")
         yield FarmEvent(kind="end")
 
+    def interrupt(self) -> None:
+        """Ask the driver to stop (SIGINT, as Ctrl-C): it releases its actors, then sends ``end``."""
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGINT)
+
     def stop(self) -> None:
-        """Stop the driver (SIGINT: it releases its actors), killing it if it does not end in time."""
+        """Stop the driver and wait for it (it releases its actors); kill it if it does not end in time."""
         proc = self._proc
         if proc.poll() is None:
             try:
-                proc.send_signal(signal.SIGINT)
+                self.interrupt()
                 proc.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for stream in (proc.stdin, proc.stdout):
-            if stream is not None:
+        if proc.stdin is not None:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+
+
+class ClusterCheck:
+    """``--check ADDRESS`` in the background (the preferences' Check): :attr:`finished` never blocks;
+    then :attr:`summary` (one line: nodes, GPUs, free GPU memory, versions) or :attr:`error`."""
+
+    def __init__(self, python: str, address: str, *, env: Optional[Mapping[str, str]] = None,
+                 package_parent: Path = PACKAGE_DIR.parent, timeout: float = 180.0) -> None:
+        run_env = dict(os.environ if env is None else env)
+        run_env["PYTHONPATH"] = os.pathsep.join([str(package_parent), *filter(None, [run_env.get("PYTHONPATH")])])
+        self.summary = ""
+        self.error: Optional[FarmError] = None
+        self.detail: dict[str, Any] = {}
+        self._done = threading.Event()
+        argv = [python, "-m", FARM_MODULE, "--check", address]
+        threading.Thread(target=self._run, args=(argv, run_env, str(package_parent), timeout), daemon=True).start()
+
+    @property
+    def finished(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        return self._done.wait(timeout)
+
+    def _run(self, argv: list[str], env: dict[str, str], cwd: str, timeout: float) -> None:
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, encoding="utf-8", env=env, cwd=cwd,
+                                  timeout=timeout)
+            events = []
+            for line in done.stdout.splitlines():
                 try:
-                    stream.close()
-                except OSError:
+                    events.append(FarmEvent.decode(line))
+                except (ValueError, TypeError):
                     pass
+            found = next((e for e in events if e.kind in ("cluster", "error")), None)
+            if found is None:
+                tail = " | ".join(done.stderr.strip().splitlines()[-6:])
+                self.error = FarmError(f"the cluster check ended without an answer (code {done.returncode}): {tail}",
+                                       "is ray installed in the worker runtime?")
+            elif found.kind == "error":
+                self.error = FarmError(found.message, found.hint)
+            else:
+                self.detail = found.detail
+                self.summary = cluster_summary(found.detail)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            self.error = FarmError(f"the cluster check could not run: {exc}", "check the worker runtime's Python")
+        finally:
+            self._done.set()
+
+
+def cluster_summary(detail: Mapping[str, Any]) -> str:
+    """``2 nodes, 3 GPUs (41.2 GiB free), 16 CPUs · Ray 2.60.0 · torch 2.13.0``; nodes whose versions
+    differ from the first's or that did not answer are named."""
+    nodes = list(detail.get("nodes", []))
+    free = [b for n in nodes for b in (n.get("gpu_free") or [])]
+    gpus = int(detail.get("gpus", 0))
+    text = f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}, {gpus} GPU{'s' if gpus != 1 else ''}"
+    if free:
+        text += f" ({sum(free) / 1024 ** 3:.1f} GiB free)"
+    text += f", {int(detail.get('cpus', 0))} CPUs · Ray {detail.get('ray', '?')}"
+    torches = sorted({str(n.get("torch") or "none") for n in nodes if "error" not in n})
+    text += f" · torch {', '.join(torches) if torches else '?'}"
+    rays = sorted({str(n.get("ray")) for n in nodes if "error" not in n} - {str(detail.get("ray"))})
+    if rays:
+        text += f" · nodes with another Ray: {', '.join(rays)}"
+    silent = [str(n.get("address", "?")) for n in nodes if "error" in n]
+    if silent:
+        text += f" · no answer from {', '.join(silent)}"
+    return text

@@ -94,7 +94,8 @@ def connect(address: str, staging: Path) -> Any:
 
 
 def _connect_error(address: str, exc: BaseException) -> FarmError:
-    chain, cause = [], exc
+    chain: list[str] = []
+    cause: Optional[BaseException] = exc
     while cause is not None and len(chain) < 8:
         chain.append(f"{type(cause).__name__}: {cause}")
         cause = cause.__cause__ or cause.__context__

@@ -23,7 +23,8 @@ import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any, Optional
 
-from ..core.protocol import ErrorEvent, LoadedEvent, LoadRequest, ResultEvent, decode_request, encode
+from ..core.protocol import (ErrorEvent, LoadedEvent, LoadRequest, ReconstructRequest, ResultEvent, decode_request,
+                             encode)
 from .jobs import MAX_FILE_BYTES
 
 BUNDLE_NAME = "bundle.npz"
@@ -108,6 +109,8 @@ class SceneActor:
         Returns ``{"error": event line}`` or ``{"result": event line, "files": {name: (bytes, sha256)}}``
         with names relative to the job: ``bundle.npz`` and ``exports/...``."""
         request = decode_request(request_line)
+        if not isinstance(request, ReconstructRequest):
+            raise TypeError(f"a farm actor runs reconstruct requests, not {request.type}")
         job = self._root / uuid.uuid4().hex
         try:
             names: list[str] = []
