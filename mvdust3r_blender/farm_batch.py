@@ -65,7 +65,7 @@ def run_on_ray(named: Sequence[tuple[str, PhotoSource]], folder: Path, report: B
     importing = blend and any(flags.values())
     wanted = (["blend"] if blend else []) + list(dict.fromkeys(formats))
     settings = WorkerSettings(python=python, checkpoint=checkpoint, device=device, precision=precision)
-    work = Path(tempfile.mkdtemp(prefix="mvdust3r-farm-"))
+    work = Path(tempfile.mkdtemp(prefix="mvdust3r-farm-results-"))
     outcomes: dict[str, tuple[SceneOutcome, list[str], ImportOptions, float]] = {}
     scenes: list[FarmScene] = []
     total = len(named)

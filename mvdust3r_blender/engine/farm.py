@@ -44,7 +44,7 @@ from ..core.atomic import atomic_file, sibling
 from ..core.farm import FarmError, FarmEvent, FarmJob, FarmScene
 from ..core.protocol import ErrorEvent, ReconstructRequest, ResultEvent, decode_event, decode_request
 from ..core.remote import engine_archive
-from .farm_actor import BUNDLE_NAME, EXPORTS_NAME, SceneActor, gpu_memory
+from .farm_actor import BUNDLE_NAME, EXPORTS_NAME, SceneActor, gpu_memory, remove_orphans
 from .jobs import MAX_FILE_BYTES
 
 DEPTH = 2
@@ -83,6 +83,7 @@ def connect(address: str, staging: Path) -> Any:
                         "install ray (the same version as the cluster's) into the worker runtime") from None
     if not address:
         raise FarmError("no Ray cluster address is given", "pass auto, head:6379 or ray://head:10001")
+    _reachable(address)
     env = {"py_modules": [str(stage_engine(staging))]}
     os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", str(int(CONNECT_TIMEOUT_S)))
     try:
@@ -91,6 +92,23 @@ def connect(address: str, staging: Path) -> Any:
     except Exception as exc:  # noqa: BLE001 -- every way ray.init fails, told in words
         raise _connect_error(address, exc) from None
     return ray
+
+
+def _reachable(address: str) -> None:
+    """Fail fast, in words, when a ``host:port`` address does not answer (``ray.init`` would retry
+    for minutes); ``auto`` and ``ray://`` addresses are left to Ray."""
+    import socket
+
+    if address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S / 6):
+            pass
+    except (OSError, ValueError) as exc:
+        raise FarmError(f"cannot connect to the Ray cluster at {address}: {exc}",
+                        "check the address (head:6379 is the head's GCS port), that the head is running and that "
+                        "this machine can reach it (docs/farm.md: an ssh tunnel to the head)") from None
 
 
 def _connect_error(address: str, exc: BaseException) -> FarmError:
@@ -182,8 +200,9 @@ class _Actor:
 class _Attempt:
     index: int       # the scene's
     actor: _Actor
-    sent: float
+    sent: float      # time.monotonic()
     request: ReconstructRequest
+    sent_at: float = field(default_factory=time.time)  # wall clock, to compare with the node's
 
 
 class Batch:
@@ -360,7 +379,13 @@ class Batch:
                     partial.write_bytes(data)
             exports = {fmt: str(base / rel.removeprefix(EXPORTS_NAME + "/")) for fmt, rel in result.exports.items()}
         timings = dict(result.timings)
-        timings["farm"] = round(time.monotonic() - attempt.sent, 4)  # sent → landed, compute included
+        # sent → landed, compute included; until the actor began (queue + photos' upload + scheduling);
+        # the actor's own work around the worker's (photos written, results read); after it ended
+        # (results' download, checks, writes). The last three use the nodes' clocks: on one machine exact.
+        timings["farm"] = round(time.monotonic() - attempt.sent, 4)
+        timings["before"] = round(float(answer["began"]) - attempt.sent_at, 4)
+        timings["actor"] = round(float(answer["ended"]) - float(answer["began"]) - float(timings.get("total", 0.0)), 4)
+        timings["after"] = round(time.time() - float(answer["ended"]), 4)
         self.emit(FarmEvent(kind="done", scene=self._scene(attempt.index).name, attempt=self.attempts[attempt.index],
                             actor=attempt.actor.label, node=_node(attempt.actor),
                             bundle=str(output), exports=exports, views=result.views, points=result.points,
@@ -468,7 +493,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         out.flush()
 
     signal.signal(signal.SIGTERM, _interrupt)
-    staging = Path(tempfile.mkdtemp(prefix="mvdust3r-farm-driver-"))
+    remove_orphans(Path(tempfile.gettempdir()), "mvdust3r-farm-driver")
+    staging = Path(tempfile.mkdtemp(prefix=f"mvdust3r-farm-driver-{os.getpid()}-"))
     batch: Optional[Batch] = None
     code = 0
     try:

@@ -19,6 +19,7 @@ import platform
 import shutil
 import socket
 import tempfile
+import time
 import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any, Optional
@@ -75,7 +76,7 @@ class SceneActor:
         from .worker import Worker
 
         self._worker = Worker(open(os.devnull, "w", encoding="utf-8"))
-        _remove_orphans(Path(tempfile.gettempdir()))
+        remove_orphans(Path(tempfile.gettempdir()), "mvdust3r-farm")
         self._root = Path(tempfile.mkdtemp(prefix=f"mvdust3r-farm-{os.getpid()}-"))
         self._info: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(),
                                       "python": platform.python_version()}
@@ -106,8 +107,10 @@ class SceneActor:
 
     def reconstruct(self, request_line: str, photos: list[bytes]) -> dict[str, Any]:
         """Run one scene's ``reconstruct`` request on the sent `photos` (in the request's order).
-        Returns ``{"error": event line}`` or ``{"result": event line, "files": {name: (bytes, sha256)}}``
-        with names relative to the job: ``bundle.npz`` and ``exports/...``."""
+        Returns ``{"error": event line}`` or ``{"result": event line, "files": {name: (bytes, sha256)},
+        "began": t, "ended": t}`` with names relative to the job (``bundle.npz``, ``exports/...``) and
+        the wall-clock times (``time.time``) the call began and ended on the node."""
+        begun = time.time()
         request = decode_request(request_line)
         if not isinstance(request, ReconstructRequest):
             raise TypeError(f"a farm actor runs reconstruct requests, not {request.type}")
@@ -146,7 +149,7 @@ class SceneActor:
                     send(path)
                 exports[fmt] = top.relative_to(job).as_posix()
             result = dataclasses.replace(event, bundle=bundle, exports=exports)
-            return {"result": encode(result), "files": files}
+            return {"result": encode(result), "files": files, "began": begun, "ended": time.time()}
         finally:
             shutil.rmtree(job, ignore_errors=True)
 
@@ -155,11 +158,11 @@ class SceneActor:
         shutil.rmtree(self._root, ignore_errors=True)
 
 
-def _remove_orphans(parent: Path) -> None:
-    """Remove the scene folders of actors that were killed (a SIGKILL leaves no time to clean up):
-    sent photos must not linger on a node."""
-    for folder in parent.glob("mvdust3r-farm-*-*"):
-        pid = folder.name.split("-")[2]
+def remove_orphans(parent: Path, prefix: str) -> None:
+    """Remove the ``<prefix>-<pid>-*`` folders of processes that were killed (a SIGKILL leaves no
+    time to clean up): sent photos must not linger on a node, nor staged engines on the driver's."""
+    for folder in parent.glob(f"{prefix}-*-*"):
+        pid = folder.name[len(prefix) + 1:].split("-")[0]
         if pid.isdigit() and int(pid) != os.getpid():
             try:
                 os.kill(int(pid), 0)
