@@ -102,7 +102,7 @@ SSHD = Path("/usr/sbin/sshd")
 
 
 def ensure_sshd() -> None:
-    """OpenSSH's server, which the remote-worker tests start on 127.0.0.1 (tests/remote_host.py):
+    """OpenSSH's server, which the remote-worker tests start on 127.0.0.1 (tests/helpers/remote_host.py):
     installed from Debian's openssh-server when missing (as root, with apt-get), else a clear stop."""
     import shutil
 

@@ -2,11 +2,11 @@
 
     .venv/bin/python bench/cameras.py [--views 100] [--size 224] [--threads 2] [--device cpu] [--repeat 3]
 
-Both solve the same synthetic scene (tests/engine/synthetic_scenes.py: `--views` cameras on an arc,
+Both solve the same synthetic scene (tests/helpers/synthetic_scenes.py: `--views` cameras on an arc,
 smooth depth, 0.3 % noise, the 3 % confidence mask):
 
 - before: ``cv2.solvePnPRansac`` per view with the official settings and the true grid K
-  (``training.official_cameras.solve_poses``, what the pipeline ran until issue 12) — poses only, the focal given;
+  (``training.official_cameras.solve_poses``, what the pipeline ran before recover_cameras) — poses only, the focal given;
 - after: ``cameras.recover_cameras`` — the camera's focal AND every pose, batched on `--device`.
 
 Each is timed `--repeat` times (best kept; the first of each is a warm-up on a GPU); the errors
@@ -24,7 +24,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "engine"))
 
 
 def rotation_errors_deg(c2w: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -48,7 +47,7 @@ def main() -> None:
 
     from mvdust3r_blender.engine.cameras import ViewGeometry, pose_mask, recover_cameras
     from training.official_cameras import grid_intrinsics, solve_poses
-    from synthetic_scenes import make_scene
+    from tests.helpers.synthetic_scenes import make_scene
 
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)

@@ -176,7 +176,7 @@ def count_tflop(variant: str, views: int, mode: str, layers: int | None = None) 
 
 def official_extra_tflop(variant: str, views: int) -> float:
     """Work the official code does on top of our ``forward``: it projects the keys/values of
-    every other view again for each query view (spec §9), where we project each view once per
+    every other view again for each query view, where we project each view once per
     block and path. Per layer, with R paths and N views, the official code projects
     R·(N-1)² + R·(N-1) views in the reference/source blocks and R·N·(R-1) in the
     cross-reference blocks; ours R·N + R·(N-1) and R·N. One view's k and v: 2·(2·T·D²)."""

@@ -32,7 +32,6 @@ from typing import Callable, Optional, Sequence, TypeVar
 
 import numpy as np
 import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -42,6 +41,7 @@ from mvdust3r_blender.engine.devices import resolve_device  # noqa: E402
 from mvdust3r_blender.engine.model import MultiViewModel, build_model  # noqa: E402
 from mvdust3r_blender.engine.pipeline import reconstruct  # noqa: E402
 from mvdust3r_blender.engine.precision import PrecisionPlan, numerics, plan_for  # noqa: E402
+from tests.helpers.photos import smooth_photos  # noqa: E402
 
 T = TypeVar("T")
 VARIANTS = ("MVD", "MVDp")
@@ -163,15 +163,7 @@ def describe(plan: PrecisionPlan) -> str:
 
 def write_photos(folder: Path, count: int, size: tuple[int, int], seed: int) -> list[Path]:
     """`count` JPEGs of `size` (W, H): smooth random colour fields, so they compress like photos."""
-    rng = np.random.default_rng(seed)
-    paths = []
-    for k in range(count):
-        small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
-        image = Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
-        path = folder / f"photo_{k:03d}.jpg"
-        image.save(path, quality=90)
-        paths.append(path)
-    return paths
+    return smooth_photos(folder, count, size, seed, coarse=(12, 16), name="photo_{:03d}.jpg", quality=90)
 
 
 @dataclass

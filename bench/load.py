@@ -30,7 +30,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "engine"))
 
 GB = 1e9
 
@@ -64,7 +63,7 @@ print(json.dumps({"mode": mode, "seconds": seconds, "base": base, "peak": kib("V
 
 
 def drop_cache(*paths: Path) -> None:
-    from checkpoint_files import drop_from_page_cache
+    from tests.helpers.checkpoint_files import drop_from_page_cache
 
     for path in paths:
         if path.is_file():
@@ -89,7 +88,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from checkpoint_files import write_like_release
+    from tests.helpers.checkpoint_files import write_like_release
 
     from mvdust3r_blender.engine.config import ModelConfig
 

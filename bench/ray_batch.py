@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ray_batch.py [--scenes 8] [--views 8] [--megabytes 1]
 
-Starts the tests' cluster (tests/ray_cluster.py: two nodes on 127.0.0.1, token auth, one CPU each),
+Starts the tests' cluster (tests/helpers/ray_cluster.py: two nodes on 127.0.0.1, token auth, one CPU each),
 writes `scenes` scenes of `views` noise JPEGs of about `megabytes` MB each, and reconstructs them
 with the built-in model on the CPU twice, in one run: by one local worker (one request after the
 other, the model loaded once, as the local batch does) and through the Ray driver
@@ -26,15 +26,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "bench"))
 
-import ray_cluster  # noqa: E402
-from remote import write_photos  # noqa: E402
+from tests.helpers import ray_cluster  # noqa: E402
+from tests.helpers.photos import noise_jpegs  # noqa: E402
 
-from mvdust3r_blender.core.farm import FarmClient, FarmEvent, FarmJob, FarmScene  # noqa: E402
+from mvdust3r_blender.client.farm import FarmClient
+from mvdust3r_blender.core.farm import FarmEvent, FarmJob, FarmScene  # noqa: E402
 from mvdust3r_blender.core.protocol import ReconstructRequest, encode  # noqa: E402
-from mvdust3r_blender.core.worker_client import WorkerClient  # noqa: E402
+from mvdust3r_blender.client.worker_client import WorkerClient  # noqa: E402
 
 MODEL = ROOT / "models" / "default.safetensors"
 
@@ -47,11 +46,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mvd-bench-ray-") as tmp:
         root = Path(tmp)
-        photos = [write_photos(root / f"scene{i}", args.views, args.megabytes) for i in range(args.scenes)]
-        # the same scene content would let caches help: make every scene's photos distinct
-        for i, scene in enumerate(photos):
-            for path in scene:
-                path.write_bytes(path.read_bytes() + bytes([i]))
+        photos = [noise_jpegs(root / f"scene{i}", args.views, args.megabytes, seed=i) for i in range(args.scenes)]
         local_wall, local_compute = local_batch(photos, root / "local")
         ray_wall, events = ray_batch(photos, root / "ray")
     done = [e for e in events if e.kind == "done"]

@@ -4,7 +4,7 @@
 
 The link itself is free on loopback, so this measures the remote mode's own overhead: ssh's
 encryption, base64 in JSON lines, the copies into the job folder and back, the bundle's check and
-rewrite on arrival. It starts the tests' sshd with its throw-away user (tests/remote_host.py),
+rewrite on arrival. It starts the tests' sshd with its throw-away user (tests/helpers/remote_host.py),
 writes N JPEG photos of about M MB each (noise, so they do not compress), and reconstructs them
 with the built-in model on the CPU, locally (:class:`WorkerClient`) and through ssh
 (:class:`RemoteWorkerClient`), each after a warm-up request that loads the model (and, remotely,
@@ -24,34 +24,17 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 from mvdust3r_blender.core import protocol as p  # noqa: E402
-from mvdust3r_blender.core.remote import RemoteTarget, RemoteWorkerClient  # noqa: E402
-from mvdust3r_blender.core.worker_client import WorkerClient  # noqa: E402
+from mvdust3r_blender.client.remote import RemoteTarget, RemoteWorkerClient  # noqa: E402
+from mvdust3r_blender.client.worker_client import WorkerClient  # noqa: E402
+from tests.helpers.photos import noise_jpegs  # noqa: E402
 
 MODEL = ROOT / "models" / "default.safetensors"
-
-
-def write_photos(folder: Path, count: int, megabytes: float) -> list[Path]:
-    """`count` distinct noise JPEGs of about `megabytes` each (quality 95: noise barely compresses)."""
-    from PIL import Image
-
-    pixels = int(megabytes * 1e6 / 1.18)  # a q95 noise JPEG takes about 1.18 bytes per pixel (measured)
-    height = int((pixels * 3 / 4) ** 0.5)
-    width = height * 4 // 3
-    rng = np.random.default_rng(0)
-    paths = []
-    for k in range(count):
-        path = folder / f"photo_{k:03d}.jpg"
-        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path, quality=95)
-        paths.append(path)
-    return paths
 
 
 class PeakMemory:
@@ -123,7 +106,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> int:
-    import remote_host
+    from tests.helpers import remote_host
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=int, nargs="+", default=[12, 100])
@@ -135,7 +118,7 @@ def main() -> int:
         target = RemoteTarget(host.destination, host.ssh_command(), host.python)
         checkpoint = host.place(MODEL)
         with tempfile.TemporaryDirectory(prefix="mvd-bench-remote-") as tmp:
-            photos = write_photos(Path(tmp), max(args.photos), args.megabytes)
+            photos = noise_jpegs(Path(tmp), max(args.photos), args.megabytes)
             sent = [sum(p.stat().st_size for p in photos[:n]) for n in args.photos]
             for n, total in zip(args.photos, sent):
                 row: dict[str, Any] = {"photos": n, "megabytes": total / 1e6}

@@ -4,11 +4,11 @@
         [--samples 16 64] [--engine CYCLES|EEVEE] [--min-transparent-bounces N] [--keep DIR]
 
 Builds and installs the extension (as the tests do), imports the plane-and-sphere scene of the
-tests (``tests/blender/splat_scenes.py``) with the add-on's defaults, makes the scene's own camera
+tests (``tests/helpers/splat_scenes.py``) with the add-on's defaults, makes the scene's own camera
 the render camera, and renders it once per sample count (Cycles on the CPU without denoising, or
 EEVEE). Prints the import time, what one re-evaluation of the geometry nodes costs after the scene
 camera moves (the viewport's cost; drawing itself cannot be timed headless), and per render: the
-render time, the PSNR of the colour and the soft alpha IoU against ``tests/blender/splat_reference.py``
+render time, the PSNR of the colour and the soft alpha IoU against ``tests/helpers/splat_reference.py``
 (EWA + 0.3 px² low-pass, α ≤ 0.99, front-to-back). Results go to docs/benchmarks.md ("Splat
 rendering") by hand, with the machine and date.
 """
@@ -28,14 +28,14 @@ from typing import Any
 USER = tempfile.mkdtemp(prefix="mvd-bench-user-")
 os.environ["BLENDER_USER_RESOURCES"] = USER
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "blender"))
+sys.path.insert(0, str(ROOT))  # the repository, for tests.helpers
 
 import bpy  # noqa: E402
 import numpy as np  # noqa: E402
 from blender_extension import PACKAGE, install_extension  # noqa: E402  (bench/ is this script's folder)
 
-# the tests' own scene, reference rasteriser and render read-back (tests/blender, not type-checked here)
-queries, reference_module, scenes = (importlib.import_module(name)
+# the tests' own scene, reference rasteriser and render read-back (tests.helpers, not type-checked here)
+queries, reference_module, scenes = (importlib.import_module(f"tests.helpers.{name}")
                                      for name in ("blender_queries", "splat_reference", "splat_scenes"))
 
 

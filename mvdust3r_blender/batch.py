@@ -24,64 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, TextIO, Union
 
-from .core.atomic import atomic_file
+from .batch_records import BatchReport, SceneOutcome, finished_record, write_record
 from .core.errors import OptionError
 from .core.exports import parse_formats
-from .core.remote import RemoteTarget
+from .client.remote import RemoteTarget
+from .farm_batch import preferred_address, run_on_ray
 from .reconstruction import fresh_file, reconstruct, save_blend, show_through_first_camera
-from . import preferences
-from .session import WORKER_PYTHON_ENV, PathLike, PhotoSource, WorkerSettings, photo_list
+from .session import PathLike, PhotoSource, WorkerSettings, photo_list
 
-RECORD_VERSION = 1
 Scenes = Union[Sequence[PhotoSource], Mapping[str, PhotoSource]]
 """Folders or photo lists (named after their folder), or {name: folder or photo list}."""
-
-
-@dataclass
-class SceneOutcome:
-    """What became of one scene; a row of the summary table."""
-
-    name: str
-    status: str = "pending"           # "done", "skipped" (finished by an earlier run) or "failed"
-    views: int = 0
-    seconds: float = 0.0
-    points: int = 0
-    outputs: dict[str, Path] = field(default_factory=dict)  # "blend" and each export format → path
-    error: str = ""
-    worker_pid: Optional[int] = None
-    model_reused: bool = False
-    retries: list[str] = field(default_factory=list)  # a Ray batch: why each failed attempt was tried again
-
-
-@dataclass
-class BatchReport:
-    """Every scene's outcome, in the order given."""
-
-    out_dir: Path
-    scenes: list[SceneOutcome]
-    seconds: float = 0.0
-
-    @property
-    def failed(self) -> list[SceneOutcome]:
-        return [s for s in self.scenes if s.status == "failed"]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def table(self) -> str:
-        """The summary: one row per scene (scene, views, seconds, points, status), then the errors."""
-        rows = [("scene", "views", "seconds", "points", "status")]
-        rows += [(s.name, str(s.views), f"{s.seconds:.1f}", str(s.points), s.status) for s in self.scenes]
-        width = [max(len(r[i]) for r in rows) for i in range(5)]
-        lines = ["  ".join(c.ljust(width[i]) if i in (0, 4) else c.rjust(width[i]) for i, c in enumerate(r)).rstrip()
-                 for r in rows]
-        counts = {k: sum(s.status == k for s in self.scenes) for k in ("done", "skipped", "failed")}
-        lines.append(f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
-                     f"in {self.seconds:.1f} s; output in {self.out_dir}")
-        lines += [f"{s.name}: {s.error}" for s in self.failed]
-        lines += [f"{s.name}: retried {len(s.retries)}x ({'; '.join(s.retries)})" for s in self.scenes if s.retries]
-        return "\n".join(lines)
 
 
 def scene_names(scenes: Scenes) -> list[tuple[str, PhotoSource]]:
@@ -108,32 +60,6 @@ def scene_names(scenes: Scenes) -> list[tuple[str, PhotoSource]]:
         seen.add(unique)
         result.append((unique, source))
     return result
-
-
-def _finished(record_path: Path, photos: list[str], wanted: Sequence[str]) -> Optional[dict[str, Any]]:
-    """The record of an earlier run that made every `wanted` output from these `photos`, else None."""
-    try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict):
-        return None
-    outputs = record.get("outputs", {})
-    if record.get("version") != RECORD_VERSION or record.get("photos") != photos:
-        return None
-    if not all(k in outputs and Path(outputs[k]).exists() for k in wanted):
-        return None
-    return dict(record)
-
-
-def _write_record(path: Path, outcome: SceneOutcome, photos: list[str], timings: dict[str, float]) -> None:
-    record = {"version": RECORD_VERSION, "scene": outcome.name, "photos": photos, "views": outcome.views,
-              "points": outcome.points, "seconds": outcome.seconds, "timings": timings,
-              "worker_pid": outcome.worker_pid, "model_reused": outcome.model_reused,
-              "outputs": {k: str(v) for k, v in outcome.outputs.items()},
-              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    with atomic_file(path) as partial:
-        partial.write_text(json.dumps(record, indent=1), encoding="utf-8")
 
 
 def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[PathLike] = None,
@@ -163,9 +89,8 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
     formats = parse_formats(formats)
     if not (blend or formats):
         raise OptionError("nothing to write", "ask for a .blend (blend=True) or export formats")
-    if ray is None and remote is None and python is None and not os.environ.get(WORKER_PYTHON_ENV) \
-            and preferences.get().worker_location == "RAY":
-        ray = preferences.get().ray_address
+    if ray is None and remote is None and python is None:
+        ray = preferred_address()
     folder = Path(out_dir).absolute()
     folder.mkdir(parents=True, exist_ok=True)
     wanted = (["blend"] if blend else []) + list(dict.fromkeys(formats))
@@ -176,8 +101,6 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
         print(f"[mvdust3r] {text}", file=stream, flush=True)
 
     if ray is not None:
-        from .farm_batch import run_on_ray
-
         say(f"{len(named)} scene{'s' if len(named) != 1 else ''} → {folder} on the Ray cluster {ray}")
         run_on_ray(named, folder, report, say, address=ray, checkpoint=checkpoint, device=device,
                    precision=precision, python=python, blend=blend, formats=formats, resume=resume,
@@ -195,7 +118,7 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
         scene_started = time.perf_counter()
         try:
             photos = photo_list(source)
-            record = _finished(folder / f"{name}.json", photos, wanted) if resume else None
+            record = finished_record(folder / f"{name}.json", photos, wanted) if resume else None
             if record is not None:
                 outcome.status = "skipped"
                 outcome.views, outcome.points = int(record["views"]), int(record["points"])
@@ -259,7 +182,7 @@ def _run_scene(outcome: SceneOutcome, photos: list[str], settings: WorkerSetting
             outcome.outputs["blend"] = save_blend(folder / f"{outcome.name}.blend")
         outcome.status = "done"
         outcome.seconds = time.perf_counter() - started
-        _write_record(folder / f"{outcome.name}.json", outcome, photos, result.timings)
+        write_record(folder / f"{outcome.name}.json", outcome, photos, result.timings)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

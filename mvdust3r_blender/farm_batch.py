@@ -20,8 +20,9 @@ from typing import Any, Optional
 import bpy
 
 from . import preferences
-from .batch import BatchReport, SceneOutcome, _finished, _write_record
-from .core.farm import FarmClient, FarmError, FarmEvent, FarmJob, FarmScene
+from .batch_records import BatchReport, SceneOutcome, finished_record, write_record
+from .client.farm import FarmClient
+from .core.farm import FarmError, FarmEvent, FarmJob, FarmScene
 from .core.options import check_precision
 from .core.protocol import ReconstructRequest, encode
 from .import_options import ImportOptions
@@ -31,6 +32,15 @@ from .session import WORKER_PYTHON_ENV, PathLike, PhotoSource, SetupError, Worke
 
 RUN_OPTIONS = ("reference_view", "pose_drop_percent", "focal")
 IMPORT_FLAGS = ("import_points", "import_cameras", "import_gaussians")
+
+
+def preferred_address() -> Optional[str]:
+    """The preferences' Ray cluster when the Worker choice is Ray Cluster and no script or environment
+    (``$MVDUST3R_WORKER_PYTHON``) says otherwise; else None (the batch runs here or over ssh)."""
+    if os.environ.get(WORKER_PYTHON_ENV):
+        return None
+    prefs = preferences.get()
+    return str(prefs.ray_address or "auto") if prefs.worker_location == "RAY" else None
 
 
 def driver_python(python: Optional[PathLike]) -> str:
@@ -76,7 +86,7 @@ def run_on_ray(named: Sequence[tuple[str, PhotoSource]], folder: Path, report: B
             started = time.perf_counter()
             try:
                 photos = photo_list(source)
-                record = _finished(folder / f"{name}.json", photos, wanted) if resume else None
+                record = finished_record(folder / f"{name}.json", photos, wanted) if resume else None
                 if record is not None:
                     outcome.status = "skipped"
                     outcome.views, outcome.points = int(record["views"]), int(record["points"])
@@ -164,7 +174,7 @@ def _land(outcome: SceneOutcome, event: FarmEvent, photos: list[str], imports: I
             outcome.outputs["blend"] = save_blend(folder / f"{outcome.name}.blend")
         outcome.status = "done"
         outcome.seconds = time.perf_counter() - started
-        _write_record(folder / f"{outcome.name}.json", outcome, photos, dict(event.timings))
+        write_record(folder / f"{outcome.name}.json", outcome, photos, dict(event.timings))
     finally:
         bundle.unlink(missing_ok=True)
 

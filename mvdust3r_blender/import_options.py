@@ -6,7 +6,6 @@ combines the mixins it needs and stays thin. The API takes the same options as k
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -41,13 +40,7 @@ class ImportOptions:
     @classmethod
     def from_keywords(cls, **options: Any) -> "ImportOptions":
         """Options from keywords; an unknown name or a value out of range raises ValueError (the
-        core's ``OptionError``) saying which. The old spellings ``confidence_threshold`` and
-        ``confidence_drop`` (a fraction) are still accepted, with a DeprecationWarning."""
-        for old, new, scale in _RENAMED:
-            if old in options:
-                warnings.warn(f"the import option {old} is deprecated: use {new}", DeprecationWarning, stacklevel=3)
-                value = options.pop(old)
-                options.setdefault(new, value * scale if value is not None else None)
+        core's ``OptionError``) saying which."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
@@ -69,10 +62,6 @@ class ImportOptions:
             raise OptionError(f"point_radius={self.point_radius}", "must be > 0 (or None for automatic)")
         if self.point_size <= 0 or self.scale_multiplier <= 0:
             raise OptionError(f"point_size={self.point_size}, scale_multiplier={self.scale_multiplier}", "must be > 0")
-
-
-_RENAMED = (("confidence_threshold", "min_confidence", 1.0), ("confidence_drop", "confidence_drop_percent", 100.0))
-"""Old import option names, still accepted for a release: (old, new, factor to the new unit)."""
 
 
 class ContentOptions:

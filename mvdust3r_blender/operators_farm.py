@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Optional
 import bpy
 
 from . import preferences
-from .core.farm import ClusterCheck
+from .client.farm import ClusterCheck
 from .session import SetupError, worker_python
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """Set-up operators of the preferences: create the runtime, check it, download a model, stop.
 
-Each starts a background task (an installer :class:`~.runtime.Job`, a worker ``hello``, a
-:class:`~.download.Download`) and returns at once; :func:`poll_tasks`, registered as a
+Each starts a background task (an installer :class:`~.client.runtime.Job`, a worker ``hello``, a
+:class:`~.core.download.Download`) and returns at once; :func:`poll_tasks`, registered as a
 ``bpy.app.timers`` callback, advances them on the main thread and mirrors their state into
 ``window_manager.mvdust3r_setup`` for the preferences to draw. (Timers never fire in module-mode
 bpy; tests call :func:`poll_tasks` themselves.)
@@ -18,11 +18,11 @@ from . import preferences
 from .core.download import Download, DownloadState
 from .core import registry
 from .run import active
-from .core.remote import REMOTE_RUNTIME_PYTHON, RemoteError, plan_remote_environment
-from .session import SESSION, RemoteFetch, RuntimeCheck, SetupError, log_path, remote_target, worker_python
-from .core.runtime import (InstallRecord, Job, JobState, RuntimeSetupError, choose_installer, plan_environment,
+from .client.remote import REMOTE_RUNTIME_PYTHON, RemoteError, plan_remote_environment
+from .session import SESSION, RemoteFetch, RuntimeCheck, SetupError, log_path, preferred_remote, worker_python
+from .client.runtime import (InstallRecord, Job, JobState, RuntimeSetupError, choose_installer, plan_environment,
                            wheels_folder)
-from .core.torch_build import choose_build
+from .client.torch_build import choose_build
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
@@ -196,7 +196,7 @@ class MVDUST3R_BLENDER_OT_check_runtime(bpy.types.Operator):
         prefs = preferences.get()
         try:
             if prefs.worker_location == "REMOTE":
-                remote = remote_target(prefs.remote_destination, prefs.remote_ssh_command, prefs.remote_python)
+                remote = preferred_remote(prefs)
                 check = RuntimeCheck(remote.python, remote=remote)
             else:
                 check = RuntimeCheck(worker_python(prefs))
@@ -226,7 +226,7 @@ class MVDUST3R_BLENDER_OT_create_remote_runtime(bpy.types.Operator):
             return {"CANCELLED"}
         prefs = preferences.get()
         try:
-            target = remote_target(prefs.remote_destination, prefs.remote_ssh_command, prefs.remote_python)
+            target = preferred_remote(prefs)
             steps = plan_remote_environment(target, backend=str(prefs.torch_backend))
         except (SetupError, RemoteError) as exc:
             self.report({"ERROR"}, str(exc))
@@ -275,7 +275,7 @@ class MVDUST3R_BLENDER_OT_fetch_remote_model(bpy.types.Operator):
             self.report({"WARNING"}, "The remote worker is busy: wait for it")
             return {"CANCELLED"}
         try:
-            remote = remote_target(prefs.remote_destination, prefs.remote_ssh_command, prefs.remote_python)
+            remote = preferred_remote(prefs)
         except SetupError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}

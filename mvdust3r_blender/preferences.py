@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 import bpy
 
 from .core import registry
-from .core.options import DEFAULT_PRECISION, PRECISIONS
-from .core.runtime import WHEELS_ENV, InstallRecord
-from .core.torch_build import TORCH_BACKENDS
+from .core.options import DEFAULT_PRECISION, DEVICES, PRECISIONS
+from .client.runtime import WHEELS_ENV, InstallRecord
+from .client.torch_build import TORCH_BACKENDS
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import IconItems
@@ -28,6 +28,7 @@ _BACKEND_LABELS = {"auto": "Automatic (detect the GPU)", "cpu": "CPU only", "cu1
                    "cu128": "NVIDIA CUDA 12.8", "cu126": "NVIDIA CUDA 12.6", "rocm6.4": "AMD ROCm 6.4 (Linux)"}
 # Property arguments are evaluated by Blender from the annotations' text: keep them plain names.
 _BACKEND_ITEMS = [(b, _BACKEND_LABELS[b], f"Install the '{b}' build of PyTorch") for b in TORCH_BACKENDS]
+_DEVICE_ITEMS = [(key, label, explanation) for key, (label, explanation) in DEVICES.items()]
 _PRECISION_ITEMS = [(key, key.capitalize(), explanation) for key, explanation in PRECISIONS.items()]
 _LICENCE_LABEL = f"I accept the model licence ({registry.LICENCE}, non-commercial use only)"
 
@@ -82,10 +83,7 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
         name=_LICENCE_LABEL, default=False)
     device: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Device",
-        items=(("auto", "Automatic", "The best available: CUDA/ROCm GPU, Apple GPU, else CPU"),
-               ("cuda", "GPU (CUDA / ROCm)", "An NVIDIA or AMD GPU"),
-               ("mps", "Apple GPU (MPS)", "The GPU of an Apple Silicon Mac"),
-               ("cpu", "CPU", "Slow, but works everywhere")),
+        items=_DEVICE_ITEMS,
         default="auto")
     precision: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Precision",
@@ -287,7 +285,7 @@ def runtime_dir() -> Path:
 
 def runtime_ready_marker() -> Path:
     """Written when the private environment's installation finished (an
-    :class:`~.core.runtime.InstallRecord`: installer, PyTorch build, why); a half-made one has none."""
+    :class:`~.client.runtime.InstallRecord`: installer, PyTorch build, why); a half-made one has none."""
     return runtime_dir() / "mvdust3r-runtime-complete"
 
 

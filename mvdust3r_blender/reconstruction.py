@@ -17,7 +17,6 @@ import atexit
 import shutil
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from .core.exports import export as export_bundle
 from .core.protocol import Event, ProgressEvent, ResultEvent
 from .import_options import ImportOptions
 from .importers.scene import ImportResult, import_bundle
-from .core.remote import RemoteTarget
+from .client.remote import RemoteTarget
 from .session import SESSION, PathLike, PhotoSource, RunError, WorkerSettings
 
 ProgressCallback = Callable[[str, float], None]
@@ -75,7 +74,7 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
                 import_gaussians: bool = True, scene: Optional[bpy.types.Scene] = None,
                 timeout: Optional[float] = None, on_progress: Optional[ProgressCallback] = None,
                 exports: Sequence[str] = (), export_dir: Optional[PathLike] = None,
-                min_conf: Optional[float] = None, remote: Union[str, RemoteTarget, None] = None,
+                remote: Union[str, RemoteTarget, None] = None,
                 ssh_command: Optional[str] = None, **import_options: Any) -> Result:
     """Reconstruct `photos` (a folder or a list) and import the result into a new collection; blocks.
 
@@ -95,14 +94,11 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
     (``ply``, ``gaussians``, ``splat``, ``colmap``, ``glb``) are written by the worker into
     `export_dir` (default: beside the bundle), leaving out the points the import hides (by default
     the least-confident 3 %); ``Result.exports`` lists them. The bundle keeps the Gaussians, for a
-    later :func:`export`. `min_conf` is the old name of ``min_confidence`` (deprecated).
+    later :func:`export`.
     `remote`: run on another machine over ssh (``user@host`` or ``ssh://user@host:port``, with
     `ssh_command`, default ``ssh``; docs/remote.md): the photos are sent there and the results
     come back; `python` (default ``python3``) and `checkpoint` are then the remote's.
     """
-    if min_conf is not None:
-        warnings.warn("reconstruct(min_conf=) is deprecated: use min_confidence=", DeprecationWarning, stacklevel=2)
-        import_options.setdefault("min_confidence", min_conf)
     paths = session.photo_list(photos)
     options = ImportOptions.from_keywords(points=import_points, cameras=import_cameras,
                                           gaussians=import_gaussians, **import_options)
@@ -148,16 +144,12 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
 
 
 def export(result_or_bundle: Union[Result, Bundle, PathLike], formats: Sequence[str], out_dir: PathLike, *,
-           confidence_drop_percent: Optional[float] = None, min_confidence: Optional[float] = None,
-           min_conf: Optional[float] = None) -> dict[str, Path]:
+           confidence_drop_percent: Optional[float] = None, min_confidence: Optional[float] = None) -> dict[str, Path]:
     """Write a reconstruction (a :class:`Result`, a :class:`~.core.bundle.Bundle` or a bundle path) in
     `formats` (``ply``, ``gaussians``, ``splat``, ``colmap``, ``glb``) into `out_dir`; {format: path written}.
     Points below the cut are left out: `min_confidence` (absolute), else `confidence_drop_percent`
-    (default: the least-confident 3 %). `min_conf` is the old name of `min_confidence` (deprecated).
+    (default: the least-confident 3 %).
     Raises the core's ``ExportError`` naming the format or file at fault."""
-    if min_conf is not None:
-        warnings.warn("export(min_conf=) is deprecated: use min_confidence=", DeprecationWarning, stacklevel=2)
-        min_confidence = min_conf if min_confidence is None else min_confidence
     cut = ConfidenceCut(min_confidence=min_confidence) if confidence_drop_percent is None else \
         ConfidenceCut(confidence_drop_percent=confidence_drop_percent, min_confidence=min_confidence)
     if isinstance(result_or_bundle, Result):

@@ -22,7 +22,7 @@ import bpy
 
 from . import preferences, session
 from .core.protocol import ErrorEvent, Event, ProgressEvent, ResultEvent
-from .core.worker_client import WorkerError
+from .client.worker_client import WorkerError
 from .import_options import ImportOptions
 from .importers.scene import import_bundle
 from .session import FINISHED_STATES, SESSION, RunError, RunPlan, RunState, WorkerSession, WorkerSettings

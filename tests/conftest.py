@@ -64,9 +64,9 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def remote_host() -> Iterator[Any]:
-    """A real sshd on 127.0.0.1 and a throw-away user: the remote GPU machine (tests/remote_host.py).
+    """A real sshd on 127.0.0.1 and a throw-away user: the remote GPU machine (tests/helpers/remote_host.py).
     Started once per test run, stopped (user, processes, files) at its end."""
-    import remote_host as host_module
+    from tests.helpers import remote_host as host_module
 
     host = host_module.start(host_module.default_worker_python())
     try:
@@ -77,9 +77,9 @@ def remote_host() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def ray_farm() -> Iterator[Any]:
-    """A real two-node Ray cluster on 127.0.0.1 with token authentication (tests/ray_cluster.py),
+    """A real two-node Ray cluster on 127.0.0.1 with token authentication (tests/helpers/ray_cluster.py),
     started once per test run in the worker runtime, stopped (processes, files) at its end."""
-    import ray_cluster
+    from tests.helpers import ray_cluster
 
     cluster = ray_cluster.start(nodes=2)
     try:

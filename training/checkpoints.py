@@ -2,7 +2,7 @@
 
 Official ``croco/utils/misc.save_model`` writes ``torch.save({'model', 'optimizer', 'scaler',
 'args', 'epoch'})`` where ``args`` is an ``argparse.Namespace`` whose ``model`` field is the
-constructor call ``AsymmetricCroCo3DStereoMultiView(...)`` (spec §1–§2). We write the same keys
+constructor call ``AsymmetricCroCo3DStereoMultiView(...)``. We write the same keys
 (plus ``step``, ours, which the official loader ignores) and keep ``args`` to plain values so the
 file also opens with ``torch.load(weights_only=True)`` and ``argparse.Namespace`` allow-listed.
 """

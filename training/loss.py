@@ -109,7 +109,7 @@ def gaussian_render_loss(res1: dict[str, Tensor], res2s: list[dict[str, Tensor]]
                          scale_range: tuple[float, float] = (1e-4, 4e-3)) -> Tensor:
     """The official Gaussian rendering loss without its LPIPS term (which needs pretrained VGG
     weights): mean squared error between the render views of a sample and its predicted Gaussians
-    rendered from those views' true cameras (``GSRenderLoss(..., use_img_rgb=True)``, spec §6.2).
+    rendered from those views' true cameras (``GSRenderLoss(..., use_img_rgb=True)``).
 
     Reference path 0 only (the official loss renders every path). Gaussians: centres = predicted
     points / the prediction's ``avg_dis`` factor (detached), scales / the same factor clamped to

@@ -1,7 +1,7 @@
-"""The official camera recovery (spec §7 and §10), as the research code runs it.
+"""The official camera recovery as the research code runs it.
 
 The add-on runs :func:`~mvdust3r_blender.engine.cameras.recover_cameras` (true cameras for any set
-of photos, issue 12); this one is not shipped. It stays as the regression reference for the
+of photos); this one is not shipped. It stays as the regression reference for the
 official golden camera cases, the baseline of ``bench/cameras.py`` and the recovery of the held-out
 evaluation (``training/evaluate.py``):
 

@@ -3,7 +3,7 @@
 Every such error in both processes derives from :class:`UserError`, and each subclass lives in
 the room that raises it: the engine's (``engine/errors.py``: checkpoints, photos, devices), the
 bundle's, the exports', the options', the worker client's, downloads, runtime set-up, and the
-Blender side's run and set-up errors (``session.py``). A boundary (operator, command line, worker
+Blender side's run and set-up errors (``session.errors``). A boundary (operator, command line, worker
 loop) catches this one type and shows ``message`` and ``hint``; ``code`` is the stable name the
 worker puts in its ``error`` events. Standard library only.
 """

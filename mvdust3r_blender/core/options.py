@@ -13,14 +13,20 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 from .confidence import DEFAULT_DROP_PERCENT, ConfidenceCut, check_drop_percent
 from .errors import OptionError
 
-DEVICES = ("auto", "cuda", "mps", "cpu")
+DEVICES = {
+    "auto": ("Automatic", "The best available: CUDA/ROCm GPU, Apple GPU, else CPU"),
+    "cuda": ("GPU (CUDA / ROCm)", "An NVIDIA or AMD GPU"),
+    "mps": ("Apple GPU (MPS)", "The GPU of an Apple Silicon Mac"),
+    "cpu": ("CPU", "Slow, but works everywhere"),
+}
+"""The compute devices a run can ask for, each with its label and explanation (``cuda:N`` names one
+GPU of several); ``auto`` picks CUDA, then MPS, then the CPU (the engine's ``devices`` module)."""
 FOCAL_CHOICES = ("auto", "estimate")
 """What ``focal`` accepts besides a focal length in mm (35 mm equivalent), e.g. ``"26"``."""
 FOCAL_MM_RANGE = (4.0, 2000.0)
@@ -41,7 +47,6 @@ def check_focal(value: object) -> str:
                           f"give auto (EXIF, else estimated), estimate, or a 35 mm-equivalent focal length from "
                           f"{FOCAL_MM_RANGE[0]:g} to {FOCAL_MM_RANGE[1]:g} mm, e.g. 26")
     return f"{mm:g}"
-"""What ``device`` accepts besides ``cuda:N``: ``auto`` picks CUDA, then MPS, then the CPU."""
 
 PRECISIONS = {
     "auto": "The fastest that keeps the results: TF32 on NVIDIA GPUs, bfloat16 only where it changes nothing",
@@ -88,21 +93,8 @@ def check_precision(value: str) -> str:
     return value
 
 
-class _Deprecated(argparse.Action):
-    """An old spelling still accepted for a release: stores into the new option and says so once."""
-
-    def __init__(self, *args: Any, new: str, **kwargs: Any) -> None:
-        self.new = new
-        super().__init__(*args, **kwargs)
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: Optional[str] = None) -> None:
-        print(f"note: {option_string} is deprecated and will be removed; use {self.new}", file=sys.stderr)
-        setattr(namespace, self.dest, values)
-
-
 def add_arguments(parser: argparse.ArgumentParser, *, export_help: str, checkpoint_required: bool = False) -> None:
-    """The options both command lines share, with one name each (old spellings kept as aliases)."""
+    """The options both command lines share, with one name each."""
     from .exports import FORMATS
 
     parser.add_argument("--checkpoint", required=checkpoint_required,
@@ -117,8 +109,6 @@ def add_arguments(parser: argparse.ArgumentParser, *, export_help: str, checkpoi
                         help="0-based index (in the order given) of the photo that becomes the world frame")
     parser.add_argument("--pose-drop-percent", type=float, default=DEFAULT_DROP_PERCENT, metavar="P",
                         help=f"share of least-confident pixels left out of pose estimation (default {DEFAULT_DROP_PERCENT:g})")
-    parser.add_argument("--min-conf-percent", dest="pose_drop_percent", type=float, action=_Deprecated,
-                        new="--pose-drop-percent", help=argparse.SUPPRESS)
     parser.add_argument("--focal", default="auto", metavar="auto|estimate|MM",
                         help="the cameras' focal length: auto (from EXIF when plausible, else estimated), estimate "
                              "(always from the points), or MM, a 35 mm-equivalent focal length for every photo "
@@ -127,8 +117,6 @@ def add_arguments(parser: argparse.ArgumentParser, *, export_help: str, checkpoi
                         help=f"share of least-confident points left out of the import and exports (default {DEFAULT_DROP_PERCENT:g})")
     parser.add_argument("--min-confidence", type=float, default=None, metavar="C",
                         help="leave out points below this absolute confidence instead (the network's are >= 1)")
-    parser.add_argument("--min-conf", dest="min_confidence", type=float, action=_Deprecated,
-                        new="--min-confidence", help=argparse.SUPPRESS)
 
 
 def options_from_arguments(args: argparse.Namespace, *, gaussians: bool) -> ReconstructOptions:

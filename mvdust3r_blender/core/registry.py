@@ -15,7 +15,7 @@ HF_REPO = "Zhenggang/MV-DUSt3R"
 LICENCE = "CC BY-NC 4.0"
 LICENCE_URL = "https://creativecommons.org/licenses/by-nc/4.0/"
 
-# fp32 bytes of each variant's state dict (official parameter counts, spec §1): parameters ×4
+# fp32 bytes of each variant's state dict (the official parameter counts): parameters ×4
 # plus 3,084 BatchNorm running-stat floats ×4 and 8 int64 ``num_batches_tracked`` counters ×8.
 _BUFFER_BYTES = 3084 * 4 + 8 * 8
 MVD_WEIGHTS_BYTES = 547_989_522 * 4 + _BUFFER_BYTES

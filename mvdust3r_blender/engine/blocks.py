@@ -1,4 +1,4 @@
-"""Transformer blocks of the CroCo / DUSt3R ViT (spec §4, §5): attention, encoder and decoder blocks.
+"""Transformer blocks of the CroCo / DUSt3R ViT: attention, encoder and decoder blocks.
 
 Module and parameter names follow the official state dict exactly (``norm1``, ``attn.qkv``,
 ``cross_attn.projq`` ...), so released checkpoints load unchanged. Every LayerNorm uses eps 1e-6.

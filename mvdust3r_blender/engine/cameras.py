@@ -1,6 +1,6 @@
 """Cameras from pointmaps: which pixels to trust, each camera's focal in photo pixels, every view's pose.
 
-:func:`recover_cameras` is what the pipeline runs (issue 12): the views' cameras as they took the
+:func:`recover_cameras` is what the pipeline runs: the views' cameras as they took the
 photos, checked against Blender-rendered ground truth (tests/engine/test_cameras_truth.py).
 
 - The focal belongs to the CAMERA, in photo pixels: photos from one camera (same EXIF make, model,
@@ -217,63 +217,117 @@ def recover_cameras(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeome
         return _recover(pts3d, conf, geometry, drop_percent, cancel, progress, seed)
 
 
+@dataclass
+class _Sample:
+    """A random sample of each view's confident points: what every step of the recovery reads."""
+
+    mask: torch.Tensor        # [N,h,w] bool: the finite pixels the confidence cut keeps
+    offsets: torch.Tensor     # [N,h·w,2] each grid pixel's offset from the principal point, photo pixels
+    world: torch.Tensor       # [N,P,3] float64 sampled points, view 0's frame (zeros where not usable)
+    image: torch.Tensor       # [N,P,2] float64 where each was seen (offsets)
+    usable: torch.Tensor      # [N,P] bool
+    counts: torch.Tensor      # [N] usable samples per view
+    grid_px: torch.Tensor     # [N] photo pixels per grid pixel
+    generator: torch.Generator
+
+    @property
+    def flat_mask(self) -> torch.Tensor:
+        return self.mask.reshape(self.mask.shape[0], -1)
+
+
 def _recover(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeometry, drop_percent: float,
              cancel: Optional[threading.Event], progress: Optional[Callable[[float], None]],
              seed: int) -> RecoveredCameras:
+    """The recovery's steps in order; each names what it decides (see the module doc)."""
     def checkpoint(fraction: float) -> None:
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled while solving camera poses")
         if progress is not None:
             progress(fraction)
 
+    n = pts3d.shape[0]
+    checkpoint(0.0)
+    sample = _sample_points(pts3d, conf, geometry, drop_percent, seed)
+    checkpoint(0.2)
+    warnings: list[CameraWarning] = []
+    ref_focal = _reference_focal(sample, warnings)
+    # the other views: a sampled DLT each (pose and, where it is unknown, focal)
+    start, _ = pnp.sampled_dlt(sample.world[:, :HYPOTHESIS_POINTS], sample.image[:, :HYPOTHESIS_POINTS],
+                               sample.usable[:, :HYPOTHESIS_POINTS], HYPOTHESIS_GRID_PX * sample.grid_px,
+                               generator=sample.generator)
+    plane = _is_plane(sample.world, sample.usable)
+    enough = sample.counts >= MIN_POINTS
+    checkpoint(0.4)
+    focal_of, source = _camera_focals(geometry, start, plane, enough, ref_focal, warnings)
+    _start_with_camera_focals(sample, geometry, start, plane & enough, focal_of)
+    checkpoint(0.5)
+    device = pts3d.device
+    camera = torch.as_tensor(geometry.camera, dtype=torch.long, device=device)
+    fixed_focal = torch.as_tensor([s != "estimated" for s in source], device=device)
+    fixed_pose = torch.zeros(n, dtype=torch.bool, device=device)
+    fixed_pose[0] = True
+    weights = (sample.usable & enough[:, None] & start.ok[:, None]).to(sample.world.dtype)
+    solved = pnp.refine(sample.world, sample.image, weights, start, camera, fixed_pose, fixed_focal,
+                        ROBUST_GRID_PX * sample.grid_px)
+    checkpoint(0.8)
+    verdict = _verdict(pts3d, sample, solved)
+    failed = _leave_unknown_poses(verdict, warnings)
+    cam2world = np.linalg.inv(verdict.w2c)
+    cam2world[0] = np.eye(4)
+    checkpoint(1.0)
+    return RecoveredCameras(mask=sample.mask.cpu(), cam2world=cam2world, focal=verdict.focal,
+                            intrinsics=photo_intrinsics(verdict.focal, geometry.photo_size),
+                            focal_source=[source[c] for c in geometry.camera],
+                            inliers=[int(k) for k in verdict.inliers], failed=failed, warnings=warnings)
+
+
+def _sample_points(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeometry, drop_percent: float,
+                   seed: int) -> _Sample:
+    """The confident, finite pixels and a random sample of them per view (seeded: deterministic)."""
     n, h, w = pts3d.shape[:3]
     device = pts3d.device
-    checkpoint(0.0)
     finite = torch.isfinite(pts3d.sum(-1)) & torch.isfinite(conf)   # a sum is finite iff its terms are
     mask = pose_mask(torch.where(finite, conf, torch.full_like(conf, float("nan"))), drop_percent) & finite
     flat_mask = mask.reshape(n, -1).to(device)
     offsets = grid_offsets(geometry, h, w, device)
-    camera = torch.as_tensor(geometry.camera, dtype=torch.long, device=device)
-    cameras = int(geometry.camera.max()) + 1
-    known = (np.full(cameras, np.nan) if geometry.known_focal is None
-             else np.asarray(geometry.known_focal, dtype=np.float64))
     box = geometry.crop_box
     grid_px = torch.as_tensor(((box[:, 2] - box[:, 0]) / w + (box[:, 3] - box[:, 1]) / h) / 2, device=device)
-    warnings: list[CameraWarning] = []
-
-    gen = torch.Generator().manual_seed(seed)
-    index, usable = _sample(flat_mask, SAMPLE_POINTS, gen)
+    generator = torch.Generator().manual_seed(seed)
+    index, usable = _sample(flat_mask, SAMPLE_POINTS, generator)
     world = _take(pts3d.reshape(n, -1, 3), index).to(torch.float64)
     image = _take(offsets, index).to(torch.float64)
     world = torch.where(usable[..., None], world, torch.zeros_like(world))
-    counts = usable.sum(1)
-    checkpoint(0.2)
+    return _Sample(mask=mask, offsets=offsets, world=world, image=image, usable=usable, counts=usable.sum(1),
+                   grid_px=grid_px, generator=generator)
 
-    # the reference view: its own frame, so its focal is measured directly
+
+def _reference_focal(sample: _Sample, warnings: list[CameraWarning]) -> float:
+    """The reference view's focal, measured in its own frame (NaN when its points do not allow it)."""
+    world, image, usable = sample.world, sample.image, sample.usable
     front = usable[0] & (world[0, :, 2] > 0)
-    ref_focal = float("nan")
     if int(front.sum()) >= MIN_POINTS and int(front.sum()) * 2 > int(usable[0].sum()):
         rays, seen_at = world[0, front, :2] / world[0, front, 2:], image[0, front]
         guess = ((rays * seen_at).sum(-1) / rays.square().sum(-1).clamp(min=1e-300)).median()  # robust start
-        fits = (seen_at - guess * rays).norm(dim=-1) < INLIER_GRID_PX * grid_px[0]
+        fits = (seen_at - guess * rays).norm(dim=-1) < INLIER_GRID_PX * sample.grid_px[0]
         if int(fits.sum()) >= MIN_POINTS:
-            ref_focal = weiszfeld_focal(rays[fits], seen_at[fits])
+            return weiszfeld_focal(rays[fits], seen_at[fits])
     elif int(usable[0].sum()) >= MIN_POINTS:
         warnings.append(CameraWarning([0], "most of the reference view's points are behind its camera "
                                          "(the network's output is unusable for cameras)"))
+    return float("nan")
 
-    # the other views: a sampled DLT each (pose and, where it is unknown, focal)
-    start, _ = pnp.sampled_dlt(world[:, :HYPOTHESIS_POINTS], image[:, :HYPOTHESIS_POINTS],
-                               usable[:, :HYPOTHESIS_POINTS], HYPOTHESIS_GRID_PX * grid_px, generator=gen)
-    plane = _is_plane(world, usable)
-    enough = counts >= MIN_POINTS
-    checkpoint(0.4)
 
-    # each camera's focal: given; the reference view's; or the median over its views' DLTs; else the fallback
+def _camera_focals(geometry: ViewGeometry, start: pnp.Resection, plane: torch.Tensor, enough: torch.Tensor,
+                   ref_focal: float, warnings: list[CameraWarning]) -> tuple[np.ndarray, list[str]]:
+    """Each camera's focal and where it came from: given; the reference view's; the median over its
+    views' DLTs; else the fallback field of view (with a warning)."""
+    cameras = int(geometry.camera.max()) + 1
+    known = (np.full(cameras, np.nan) if geometry.known_focal is None
+             else np.asarray(geometry.known_focal, dtype=np.float64))
     focal_of = np.full(cameras, np.nan)
     source = ["estimated"] * cameras
     dlt_focal = start.focal.cpu().numpy()
-    long_side = torch.as_tensor(geometry.photo_size.max(1), device=device)
+    long_side = torch.as_tensor(geometry.photo_size.max(1), device=start.focal.device)
     plausible = (start.focal > 0.05 * long_side) & (start.focal < 20 * long_side)   # 3° to 170° fields of view
     measured = (start.ok & enough & ~plane & plausible).cpu().numpy()
     measured[0] = False
@@ -292,46 +346,62 @@ def _recover(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeometry, dr
                 views.tolist(), f"the focal length of their camera cannot be measured "
                       f"(its points are degenerate: {'one flat surface' if plane[views].all() else 'unusable'}); "
                       f"a {FALLBACK_FOV_DEG:.0f}° field of view is assumed"))
-    view_focal = torch.as_tensor(focal_of, device=device)[camera]
+    return focal_of, source
 
-    # planar views: the plane's homography with their camera's focal
-    planar = plane & enough
+
+def _start_with_camera_focals(sample: _Sample, geometry: ViewGeometry, start: pnp.Resection, planar: torch.Tensor,
+                              focal_of: np.ndarray) -> None:
+    """Make `start` (the DLTs, changed in place) the refinement's start with each view's camera
+    focal: planar views from the plane's homography, view 0 the identity, and each other view moved
+    along its axis so that its camera's focal keeps the image's scale its own DLT focal gave."""
+    world, usable, device = sample.world, sample.usable, sample.world.device
+    view_focal = torch.as_tensor(focal_of, device=device)[torch.as_tensor(geometry.camera, dtype=torch.long,
+                                                                          device=device)]
+    planar = planar.clone()
     planar[0] = False
     if bool(planar.any()):
-        flat = pnp.plane_pose(world[planar], image[planar], usable[planar].to(world.dtype), view_focal[planar])
+        flat = pnp.plane_pose(world[planar], sample.image[planar], usable[planar].to(world.dtype), view_focal[planar])
         start.R[planar], start.t[planar], start.ok[planar] = flat.R, flat.t, flat.ok
     start.R[0] = torch.eye(3, dtype=world.dtype, device=device)
     start.t[0] = 0.0
     start.ok[0] = True
-    # each DLT solved its own focal; with its camera's instead, move it along its axis to keep the image's scale
     depth = ((world @ start.R[:, 2, :, None]).squeeze(-1) + start.t[:, 2:3]) * usable
-    mean_depth = depth.sum(1) / counts.clamp(min=1)
+    mean_depth = depth.sum(1) / sample.counts.clamp(min=1)
     ratio = torch.where(start.ok & (start.focal > 0), view_focal / start.focal, torch.ones_like(view_focal))
     ratio[0] = 1.0
     start.t[:, 2] += torch.where(planar, torch.zeros_like(mean_depth), mean_depth * (ratio - 1))
     start.focal = view_focal.clone()
-    checkpoint(0.5)
 
-    fixed_focal = torch.as_tensor([s != "estimated" for s in source], device=device)
-    fixed_pose = torch.zeros(n, dtype=torch.bool, device=device)
-    fixed_pose[0] = True
-    weights = (usable & enough[:, None] & start.ok[:, None]).to(world.dtype)
-    solved = pnp.refine(world, image, weights, start, camera, fixed_pose, fixed_focal, ROBUST_GRID_PX * grid_px)
-    checkpoint(0.8)
 
-    # verdict: the share of each view's sample that fits its camera, scaled to all its confident points
-    threshold = INLIER_GRID_PX * grid_px
-    confident = mask.reshape(n, -1).sum(1).numpy()
-    scale_up = confident / np.maximum(counts.cpu().numpy(), 1)
+@dataclass
+class _Verdict:
+    """How well each view's camera fits its points, counted over all its confident points."""
+
+    w2c: np.ndarray          # [N,4,4] world → camera, OpenCV
+    focal: np.ndarray        # [N] photo pixels
+    confident: np.ndarray    # [N] confident points
+    inliers: np.ndarray      # [N] of those within INLIER_GRID_PX of where they were seen
+    in_front: np.ndarray     # [N] of those in front of the camera
+    ok: np.ndarray           # [N] bool: a pose was solved
+
+
+def _verdict(pts3d: torch.Tensor, sample: _Sample, solved: pnp.Resection) -> _Verdict:
+    """The share of each view's sample that fits its camera, scaled to all its confident points; a
+    view the batched solve fits badly gets a second opinion, OpenCV's PnP-RANSAC with its camera's focal."""
+    n, device = pts3d.shape[0], pts3d.device
+    world, image, usable = sample.world, sample.image, sample.usable
+    threshold = INLIER_GRID_PX * sample.grid_px
+    confident = sample.mask.reshape(n, -1).sum(1).numpy()
+    scale_up = confident / np.maximum(sample.counts.cpu().numpy(), 1)
     fits, ahead = _fit(solved.R, solved.t, solved.focal, world, image, usable, threshold)
     inliers, in_front = np.rint(fits * scale_up).astype(int), np.rint(ahead * scale_up).astype(int)
-    ok = solved.ok.cpu().numpy() & enough.cpu().numpy()
+    ok = solved.ok.cpu().numpy() & (sample.counts >= MIN_POINTS).cpu().numpy()
     w2c = np.zeros((n, 4, 4))
     w2c[:, :3, :3], w2c[:, :3, 3], w2c[:, 3, 3] = solved.R.cpu().numpy(), solved.t.cpu().numpy(), 1.0
     focal = solved.focal.cpu().numpy()
-    # a view the batched solve fits badly gets a second opinion: OpenCV's PnP-RANSAC with its camera's focal
     doubtful = [v for v in range(1, n) if confident[v] >= MIN_POINTS
                 and (not ok[v] or inliers[v] * 2 < confident[v] or in_front[v] * 2 < confident[v])]
+    flat_mask, offsets = sample.flat_mask, sample.offsets
     for v in doubtful:
         keep = flat_mask[v].cpu().numpy()
         points = pts3d[v].reshape(-1, 3).cpu().double().numpy()[keep]
@@ -348,8 +418,15 @@ def _recover(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeometry, dr
         if count[0] * scale_up[v] > inliers[v] or not ok[v]:
             w2c[v, :3, :3], w2c[v, :3, 3] = R[0].cpu().numpy(), t[0].cpu().numpy()
             inliers[v], in_front[v], ok[v] = round(count[0] * scale_up[v]), round(seen[0] * scale_up[v]), True
+    return _Verdict(w2c=w2c, focal=focal, confident=confident, inliers=inliers, in_front=in_front, ok=ok)
+
+
+def _leave_unknown_poses(verdict: _Verdict, warnings: list[CameraWarning]) -> list[int]:
+    """The views whose pose is unknown, left at a placeholder pose (`verdict.w2c` changed), each
+    with a warning, as are uncertain poses and a reference view without confident points."""
+    confident, inliers, in_front, ok, w2c = verdict.confident, verdict.inliers, verdict.in_front, verdict.ok, verdict.w2c
     failed: list[int] = []
-    for v in range(1, n):
+    for v in range(1, len(confident)):
         problem = None
         if confident[v] < MIN_POINTS:
             problem = f"only {confident[v]} confident point{'s' if confident[v] != 1 else ''}"
@@ -369,10 +446,4 @@ def _recover(pts3d: torch.Tensor, conf: torch.Tensor, geometry: ViewGeometry, dr
     if confident[0] < MIN_POINTS:
         warnings.append(CameraWarning([0], "the reference view has no confident points; its camera is the world "
                                          "frame by definition, its focal cannot be measured"))
-    cam2world = np.linalg.inv(w2c)
-    cam2world[0] = np.eye(4)
-    checkpoint(1.0)
-    return RecoveredCameras(mask=mask.cpu(), cam2world=cam2world, focal=focal,
-                            intrinsics=photo_intrinsics(focal, geometry.photo_size),
-                            focal_source=[source[c] for c in geometry.camera], inliers=[int(k) for k in inliers],
-                            failed=failed, warnings=warnings)
+    return failed

@@ -3,7 +3,7 @@
 One frozen dataclass describes both variants and every size (the released 224 models and the
 reduced golden ones), so a single code path builds them all. Widths and depths come from
 state-dict shapes; head counts and ``n_ref`` from the checkpoint's ``args.model`` string
-(spec §10: they cannot be read from shapes).
+(they cannot be read from shapes).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The multi-view decoder layers of MV-DUSt3R and MV-DUSt3R+ (spec §5.1, §5.2).
+"""The multi-view decoder layers of MV-DUSt3R and MV-DUSt3R+.
 
 Decoder state is one tensor ``X`` [R, N, B, T, D]: reference path r (R = 1 for MV-DUSt3R), view
 v, scene b, token t. In path r, view r is the reference view and goes through the reference

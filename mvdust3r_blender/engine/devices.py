@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from ..core.options import DEVICES
 from .errors import DeviceError
-
-CHOICES = ("auto", "cuda", "mps", "cpu")
 
 
 def _mps_available() -> bool:
@@ -31,8 +30,8 @@ def resolve_device(choice: str = "auto") -> torch.device:
     """Turn ``auto``/``cuda``/``mps``/``cpu`` (or ``cuda:1``) into a usable :class:`torch.device`."""
     name = (choice or "auto").strip().lower()
     kind = name.split(":", 1)[0]
-    if kind not in CHOICES or (":" in name and kind != "cuda"):
-        raise DeviceError(f"unknown device {choice!r}", f"use one of {', '.join(CHOICES)}")
+    if kind not in DEVICES or (":" in name and kind != "cuda"):
+        raise DeviceError(f"unknown device {choice!r}", f"use one of {', '.join(DEVICES)}")
     available = available_devices()
     if kind == "auto":
         return torch.device(available[0])

@@ -48,8 +48,8 @@ class OutOfMemory(EngineError):
     code = "out_of_memory"
 
 
-OUT_OF_MEMORY_HINT = ("use fewer or smaller photos; on a GPU, a lower precision (float16) needs about half the "
-                      "memory; close other programs, or release other GPU memory (other Blender sessions, "
+OUT_OF_MEMORY_HINT = ("use fewer or smaller photos; on an NVIDIA GPU, the lower precision 'fast' keeps the weights "
+                      "in bfloat16, half their memory; close other programs, or release other GPU memory (other Blender sessions, "
                       "other CUDA programs), or choose a device with more memory")
 
 

@@ -43,7 +43,7 @@ from typing import IO, Any, Callable, Optional
 from ..core.atomic import atomic_file, sibling
 from ..core.farm import FarmError, FarmEvent, FarmJob, FarmScene
 from ..core.protocol import ErrorEvent, ReconstructRequest, ResultEvent, decode_event, decode_request
-from ..core.remote import engine_archive
+from ..core.engine_files import engine_archive
 from .farm_actor import BUNDLE_NAME, EXPORTS_NAME, SceneActor, gpu_memory, remove_orphans
 from .jobs import MAX_FILE_BYTES
 

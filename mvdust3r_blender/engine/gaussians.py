@@ -6,7 +6,7 @@ is needed: means are the points, rotations the head's quaternions (w,x,y,z) re-n
 Scales. The head emits ``0.1·raw`` with no positivity activation, so values can be zero or
 negative. Official training never used them raw: ``GSRenderLoss`` divided the cloud by its
 normalisation factor ``nf`` (mean distance of the valid points to the origin) and rendered
-``clamp(scale / nf, 1e-4, 4e-3)`` (spec §6.2). We store that same Gaussian back in world units:
+``clamp(scale / nf, 1e-4, 4e-3)``. We store that same Gaussian back in world units:
 ``gaussian_scale = clamp(scale, 1e-4·nf, 4e-3·nf)`` — a positive standard deviation per axis that
 renders exactly as in training, once the cloud is scaled back. ``nf`` is taken over the pixels of
 the confidence mask (our stand-in for training's ground-truth validity) and kept in the bundle's

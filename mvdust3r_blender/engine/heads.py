@@ -1,4 +1,4 @@
-"""Prediction heads (spec §6): the linear point head with its skip CNN, and the Gaussian head.
+"""Prediction heads: the linear point head with its skip CNN, and the Gaussian head.
 
 Both map decoder tokens [B, T, D] of one output slot to per-pixel maps [B, H, W, C]: a linear
 layer gives ``C·p²`` features per token, read channel-major and unfolded by ``pixel_shuffle(p)``.
@@ -87,7 +87,7 @@ class LinearPts3d(nn.Module):
 
 
 class GSHead(nn.Module):
-    """Gaussian parameters per pixel (``GS=True, sh_degree``; spec §6.2). LayerNorm eps is 1e-5."""
+    """Gaussian parameters per pixel (``GS=True, sh_degree``). LayerNorm eps is 1e-5."""
 
     def __init__(self, dec_dim: int, patch: int, hidden: int, sh_degree: int) -> None:
         super().__init__()

@@ -1,6 +1,6 @@
 """Photos → the network's input crops, with the geometry needed to map results back to the photo.
 
-Preprocessing is the official ``dust3r.utils.image.load_images(files, size=224)`` (spec §3),
+Preprocessing is the official ``dust3r.utils.image.load_images(files, size=224)``,
 generalised to the model's own square resolution s: EXIF orientation, RGB, resize so the short
 side becomes s (target long edge ``round(s·max(W/H, H/W))``, each side ``round(side·L/S)``,
 LANCZOS when shrinking, BICUBIC when enlarging), then a centre crop of s×s around

@@ -1,6 +1,6 @@
 """Job mode: a worker on another machine reads only what it was sent, and sends its results back.
 
-A remote worker (started over ``ssh`` by :mod:`..core.remote`) runs as
+A remote worker (started over ``ssh`` by :mod:`..client.remote`) runs as
 ``python -m mvdust3r_blender.engine.worker --jobs DIR``. It cannot read the client's files, and it
 must not read anything else of its own machine on a request's say-so, so in this mode:
 

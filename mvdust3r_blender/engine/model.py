@@ -1,4 +1,4 @@
-"""The MV-DUSt3R / MV-DUSt3R+ network (official ``AsymmetricCroCo3DStereoMultiView``; spec §3–§6).
+"""The MV-DUSt3R / MV-DUSt3R+ network (official ``AsymmetricCroCo3DStereoMultiView``).
 
 Two entry points over the same modules:
 
@@ -49,7 +49,7 @@ class MultiViewModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.checkpoint_path: Optional[str] = None   # the file a loader read it from (see checkpoint.py)
+        self.checkpoint_path: Optional[str] = None   # the file a loader read it from (see .checkpoint)
         c = config
         # Registration order = official state-dict order.
         self.mask_token = nn.Parameter(torch.zeros(1, 1, c.dec_embed_dim))  # unused; in the file
@@ -168,7 +168,7 @@ class MultiViewModel(nn.Module):
     def forward(self, view1: dict[str, Any], view2s: list[dict[str, Any]],
                 trace: Optional[dict[str, torch.Tensor]] = None
                 ) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
-        """The official forward: ``res1, res2s`` for every reference path (spec §6.3).
+        """The official forward: ``res1, res2s`` for every reference path.
 
         Views are dicts with ``img`` float [B, 3, H, W] in [-1, 1] and optional ``true_shape``
         int [B, 2] = (H, W); ``view2s[0]`` may carry ``num_render_views`` (its first element k > 0

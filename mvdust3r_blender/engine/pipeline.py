@@ -1,4 +1,4 @@
-"""Photos in, a :class:`~mvdust3r_blender.bundle.Bundle` out: the whole reconstruction.
+"""Photos in, a :class:`~..core.bundle.Bundle` out: the whole reconstruction.
 
 Stages (each timed in ``meta["timings"]`` and reported through ``progress(stage, fraction)``):
 
@@ -21,22 +21,23 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import Any, Callable, Iterator, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from ..core.bundle import Bundle
 from ..core.options import ReconstructOptions
-from .cameras import ViewGeometry, recover_cameras
+from .cameras import RecoveredCameras, ViewGeometry, recover_cameras
 from .config import ModelConfig
 from .errors import Cancelled, CheckpointError, InputError
 from .focal import known_focal
 from .gaussians import SCALE_MAX, SCALE_MIN, gaussian_fields
 from .images import PendingPhotos, PreparedPhoto, load_photos, network_input
 from .model import Precision
-from .precision import numerics, plan_for
+from .precision import PrecisionPlan, numerics, plan_for
 from .prediction import Prediction
 from .views import check_reference_view, inverse_order, reference_order
 
@@ -86,90 +87,135 @@ def view_geometry(photos: Sequence[PreparedPhoto], focal: str) -> ViewGeometry:
                         known_focal=np.array([f for f, _ in known]), known_source=[s for _, s in known])
 
 
+class _Stages:
+    """The pipeline's stages as they run: each is preceded by a look at `cancel`, reported from 0 to
+    1 through `report` and timed into :attr:`timings`."""
+
+    def __init__(self, report: Progress, cancel: Optional[threading.Event]) -> None:
+        self.report, self.cancel = report, cancel
+        self.timings: dict[str, float] = {}
+
+    def stop_if_cancelled(self, before: str) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled(f"reconstruction cancelled before {before}")
+
+    @contextmanager
+    def stage(self, name: str, before: Optional[str] = None) -> Iterator[Callable[[float], None]]:
+        """Run the stage `name` (cancelled first if asked to stop `before` it); yields its progress callback."""
+        if before is not None:
+            self.stop_if_cancelled(before)
+        started = time.perf_counter()
+        last = [0.0]
+
+        def progress(fraction: float) -> None:
+            last[0] = fraction
+            self.report(name, fraction)
+
+        progress(0.0)
+        yield progress
+        self.timings[name] = time.perf_counter() - started
+        if last[0] < 1.0:
+            self.report(name, 1.0)
+
+
 def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
                 options: ReconstructOptions = ReconstructOptions(),
                 progress: Optional[Progress] = None,
                 cancel: Optional[threading.Event] = None,
-                pending: Optional[PendingPhotos] = None) -> Bundle:
+                pending: Optional[PendingPhotos] = None,
+                plan: Optional[PrecisionPlan] = None) -> Bundle:
     """Reconstruct `photos` with `model` (``config`` + ``predict(images, gaussians=)``); see the module doc.
-    `pending`: these photos' decoding, started earlier (:func:`~.images.start_loading`)."""
-    report: Progress = progress if progress is not None else (lambda stage, fraction: None)
-
-    def stop_if_cancelled(stage: str) -> None:
-        if cancel is not None and cancel.is_set():
-            raise Cancelled(f"reconstruction cancelled before {stage}")
-
+    `pending`: these photos' decoding, started earlier (:func:`~.images.start_loading`). `plan`: how
+    the options' precision runs on the model's device, when the caller planned it already (the worker
+    plans once per request); else planned here."""
+    stages = _Stages(progress if progress is not None else (lambda stage, fraction: None), cancel)
     config = model.config
-    timings: dict[str, float] = {}
     paths = [str(Path(p).expanduser().absolute()) for p in photos]
     if 0 < len(paths) < config.min_views:
         load_photos(paths, config.img_size, cancel=cancel)  # too few, but first name any that is broken
     _check_count(len(paths), config)
     check_reference_view(len(paths), options.reference_view)
 
-    started = time.perf_counter()
-    report("load", 0.0)
-    loaded = load_photos(paths, config.img_size, cancel=cancel,
-                         progress=lambda f: report("load", f), pending=pending)
-    order = reference_order(len(loaded), options.reference_view)
-    back = inverse_order(order)
-    images = np.stack([p.image for p in loaded])                              # user order
-    timings["load"] = time.perf_counter() - started
-
-    stop_if_cancelled("the network")
-    started = time.perf_counter()
-    report("network", 0.0)
-
-    def network_progress(fraction: float) -> None:
-        """Called between two network blocks: shows progress, and is where a cancel takes effect."""
-        stop_if_cancelled("the end of the network pass")
-        report("network", fraction)
+    with stages.stage("load") as loading:
+        loaded = load_photos(paths, config.img_size, cancel=cancel, progress=loading, pending=pending)
+        order = reference_order(len(loaded), options.reference_view)
+        back = inverse_order(order)
+        images = np.stack([p.image for p in loaded])                          # user order
 
     device = _model_device(model)
-    plan = plan_for(options.precision, device)
-    with torch.inference_mode(), numerics(plan):
-        prediction = model.predict(network_input(images[order], device), gaussians=options.gaussians,
-                                   precision=plan.compute, channels_last=plan.channels_last,
-                                   progress=network_progress)
-    pts3d = prediction.pts3d.float().cpu()                                     # network order
-    conf = prediction.conf.float().cpu()
-    timings["network"] = time.perf_counter() - started
-    report("network", 1.0)
+    plan = plan if plan is not None else plan_for(options.precision, device)
+    with stages.stage("network", before="the network") as network:
+        def network_progress(fraction: float) -> None:
+            """Called between two network blocks: shows progress, and is where a cancel takes effect."""
+            stages.stop_if_cancelled("the end of the network pass")
+            network(fraction)
 
-    stop_if_cancelled("camera recovery")
-    started = time.perf_counter()
-    report("cameras", 0.0)
-    geometry = view_geometry([loaded[u] for u in order], options.focal)
-    with torch.inference_mode():
-        cams = recover_cameras(prediction.pts3d.float(), prediction.conf.float(), geometry,  # on the model's device
-                               options.pose_drop_percent, cancel, progress=lambda f: report("cameras", f))
-    crop_boxes = np.array([p.crop_box for p in loaded], dtype=np.float64)     # user order
-    timings["cameras"] = time.perf_counter() - started
-    report("cameras", 1.0)
+        with torch.inference_mode(), numerics(plan):
+            prediction = model.predict(network_input(images[order], device), gaussians=options.gaussians,
+                                       precision=plan.compute, channels_last=plan.channels_last,
+                                       progress=network_progress)
+        pts3d = prediction.pts3d.float().cpu()                                 # network order
+        conf = prediction.conf.float().cpu()
+
+    with stages.stage("cameras", before="camera recovery") as solving:
+        geometry = view_geometry([loaded[u] for u in order], options.focal)
+        with torch.inference_mode():
+            cams = recover_cameras(prediction.pts3d.float(), prediction.conf.float(), geometry,  # on the model's device
+                                   options.pose_drop_percent, cancel, progress=solving)
 
     gaussian_arrays: dict[str, Optional[np.ndarray]] = {}
     meta_gaussians: dict[str, Any] = {}
     if options.gaussians:
-        stop_if_cancelled("the Gaussians")
-        started = time.perf_counter()
-        report("gaussians", 0.0)
-        if prediction.scale is None or prediction.rotation is None or prediction.opacity is None:
-            raise CheckpointError("this checkpoint's network returned no Gaussian parameters",
-                                  "reconstruct without Gaussians, or use an MV-DUSt3R(+) checkpoint with its GS heads")
-        fields = gaussian_fields(pts3d, cams.mask, prediction.scale.cpu(), prediction.rotation.cpu(),
-                                 prediction.opacity.cpu(), None if prediction.rgb is None else prediction.rgb.cpu())
-        gaussian_arrays = {
-            "gaussian_rotation": fields.rotation[back].numpy(), "gaussian_scale": fields.scale[back].numpy(),
-            "gaussian_opacity": fields.opacity[back].numpy(),
-            "gaussian_rgb": None if fields.rgb is None else fields.rgb[back].numpy(),
-        }
-        meta_gaussians = {"gaussian_norm_factor": fields.norm_factor,
-                          "gaussian_scale_clamp": [SCALE_MIN, SCALE_MAX], "gaussian_colour_source": "images"}
-        timings["gaussians"] = time.perf_counter() - started
-        report("gaussians", 1.0)
+        with stages.stage("gaussians", before="the Gaussians"):
+            gaussian_arrays, meta_gaussians = _gaussians(prediction, pts3d, cams.mask, back)
 
-    source = getattr(model, "checkpoint_path", None)
     meta = {
+        **_meta(model, options, loaded, order, geometry, cams),
+        "timings": {k: round(v, 4) for k, v in stages.timings.items()},
+        "device": str(device),
+        "precision": plan.meta(getattr(_first_weight(model), "dtype", None)),
+        "torch": torch.__version__,
+        **meta_gaussians,
+    }
+    return Bundle(
+        images=images,
+        pts3d=pts3d[back].numpy(),
+        conf=conf[back].numpy(),
+        intrinsics=cams.intrinsics[back].astype(np.float32),
+        cam2world=cams.cam2world[back].astype(np.float32),
+        photo_size=np.array([p.photo_size for p in loaded], dtype=np.int32),
+        crop_box=np.array([p.crop_box for p in loaded], dtype=np.float64).astype(np.float32),
+        photo_paths=[p.path for p in loaded],
+        meta=meta,
+        **gaussian_arrays,
+    )
+
+
+def _gaussians(prediction: Prediction, pts3d: torch.Tensor, mask: torch.Tensor,
+               back: Sequence[int]) -> tuple[dict[str, Optional[np.ndarray]], dict[str, Any]]:
+    """The bundle's Gaussian arrays (user order) and their meta, from the network's Gaussian heads."""
+    if prediction.scale is None or prediction.rotation is None or prediction.opacity is None:
+        raise CheckpointError("this checkpoint's network returned no Gaussian parameters",
+                              "reconstruct without Gaussians, or use an MV-DUSt3R(+) checkpoint with its GS heads")
+    fields = gaussian_fields(pts3d, mask, prediction.scale.cpu(), prediction.rotation.cpu(),
+                             prediction.opacity.cpu(), None if prediction.rgb is None else prediction.rgb.cpu())
+    arrays = {
+        "gaussian_rotation": fields.rotation[back].numpy(), "gaussian_scale": fields.scale[back].numpy(),
+        "gaussian_opacity": fields.opacity[back].numpy(),
+        "gaussian_rgb": None if fields.rgb is None else fields.rgb[back].numpy(),
+    }
+    meta = {"gaussian_norm_factor": fields.norm_factor,
+            "gaussian_scale_clamp": [SCALE_MIN, SCALE_MAX], "gaussian_colour_source": "images"}
+    return arrays, meta
+
+
+def _meta(model: Network, options: ReconstructOptions, loaded: Sequence[PreparedPhoto], order: Sequence[int],
+          geometry: ViewGeometry, cams: RecoveredCameras) -> dict[str, Any]:
+    """What the bundle records of the model, the options and the cameras (views in user order)."""
+    config = model.config
+    back = inverse_order(list(order))
+    source = getattr(model, "checkpoint_path", None)
+    return {
         "model": {"name": Path(source).name if source else "", "variant": config.variant,
                   "n_ref": int(config.n_ref), "img_size": [int(s) for s in config.img_size]},
         "checkpoint": str(source) if source else "",
@@ -185,21 +231,4 @@ def reconstruct(photos: Sequence[str | os.PathLike[str]], model: Network,
         "camera_warnings": [{"views": sorted(int(order[v]) for v in w.views), "message": w.message}
                             for w in cams.warnings],
         "approximate_photos": [p.path for p in loaded if p.approximate],
-        "timings": {k: round(v, 4) for k, v in timings.items()},
-        "device": str(device),
-        "precision": plan.meta(getattr(_first_weight(model), "dtype", None)),
-        "torch": torch.__version__,
-        **meta_gaussians,
     }
-    return Bundle(
-        images=images,
-        pts3d=pts3d[back].numpy(),
-        conf=conf[back].numpy(),
-        intrinsics=cams.intrinsics[back].astype(np.float32),
-        cam2world=cams.cam2world[back].astype(np.float32),
-        photo_size=np.array([p.photo_size for p in loaded], dtype=np.int32),
-        crop_box=crop_boxes.astype(np.float32),
-        photo_paths=[p.path for p in loaded],
-        meta=meta,
-        **gaussian_arrays,
-    )

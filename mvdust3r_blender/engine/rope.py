@@ -1,4 +1,4 @@
-"""2-D rotary position embedding (CroCo's ``RoPE2D`` with base 100, "RoPE100"; spec §4).
+"""2-D rotary position embedding (CroCo's ``RoPE2D`` with base 100, "RoPE100").
 
 Each attention head's feature vector is split in two halves: the first half rotates with the
 token's row index, the second with its column index. Inside a half of size m the frequencies are

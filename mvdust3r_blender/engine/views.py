@@ -17,7 +17,7 @@ def official_order(n: int) -> list[int]:
     """The demo's order for ``n`` views: ``order[k]`` is the user index fed at network position k.
 
     N < 12: swap positions 1↔3 when N > 3 and 2↔6 when N > 6; N ≥ 12: swap 1↔N//4+1, 2↔2N//4+1,
-    3↔3N//4+1 (spec §3). Position 0 never moves.
+    3↔3N//4+1. Position 0 never moves.
     """
     order = list(range(n))
     if n < 12:

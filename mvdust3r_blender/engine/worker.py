@@ -2,7 +2,7 @@
 
 Blender starts one worker and keeps it: the model stays loaded between requests (reloaded only when
 the checkpoint file, device or weights' dtype change; a run's ``precision`` can change the dtype:
-``fast`` keeps the weights in bfloat16 on CUDA, see :mod:`.precision`). Protocol: :mod:`mvdust3r_blender.protocol`, reference:
+``fast`` keeps the weights in bfloat16 on CUDA, see :mod:`.precision`). Protocol: :mod:`..core.protocol`, reference:
 ``docs/worker.md``.
 
 Threads: the main thread reads requests and answers ``hello`` and ``cancel`` at once; ``load``,

@@ -34,6 +34,7 @@ atexit.register(shutil.rmtree, _USER_RESOURCES, True)
 
 import bpy  # noqa: E402  (must come after BLENDER_USER_RESOURCES)
 from installed import PACKAGE, build_script, worker_python
+from tests.helpers.cameras import look_at
 
 
 @pytest.fixture(scope="session")
@@ -97,21 +98,6 @@ def factory_scene(ext: ModuleType) -> None:
         raise RuntimeError(f"could not re-enable {PACKAGE} after the factory reset")
 
 
-def look_at(position: np.ndarray, target: np.ndarray, roll: float = 0.0) -> np.ndarray:
-    """OpenCV camera-to-world [4,4] at `position` looking at `target` (image y roughly along world +y)."""
-    z = target - position
-    z = z / np.linalg.norm(z)
-    x = np.cross(np.array([0.0, 1.0, 0.0]), z)
-    x = x / np.linalg.norm(x)
-    y = np.cross(z, x)
-    c, s = np.cos(roll), np.sin(roll)
-    x, y = c * x + s * y, -s * x + c * y
-    c2w = np.eye(4)
-    c2w[:3, :3] = np.stack([x, y, z], axis=1)
-    c2w[:3, 3] = position
-    return c2w
-
-
 def grid_pixels(crop_box: Sequence[float], grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Photo-pixel centres (u, v), each [h,w], of the network grid inside `crop_box` (bundle convention)."""
     h, w = grid
@@ -163,7 +149,8 @@ def make_bundle(ext: ModuleType, tmp_path: Path) -> Callable[..., Any]:
             else:
                 angle = 2 * np.pi * k / n
                 position = centre + 3.0 * np.array([np.sin(angle), -0.3 * rng.random(), -np.cos(angle)])
-                cam2world[k] = look_at(position, centre + rng.normal(0, 0.1, 3), roll=rng.normal(0, 0.1))
+                cam2world[k] = look_at(position, centre + rng.normal(0, 0.1, 3), up=np.array([0.0, 1.0, 0.0]),
+                                       roll=rng.normal(0, 0.1))
             scale = 0.9 * min(W / w, H / h)  # crop of the grid's aspect, slightly off centre
             x0 = (W - scale * w) * rng.uniform(0.3, 0.7)
             y0 = (H - scale * h) * rng.uniform(0.3, 0.7)

@@ -99,7 +99,7 @@ def test_arguments_override_the_preferences(api: Any, tmp_path: Path, golden: Pa
 
 def test_bad_input_is_named_and_leaves_the_scene_alone(api: Any, tmp_path: Path) -> None:
     run_error = module("session").RunError
-    worker_error = module("core.worker_client").WorkerError
+    worker_error = module("client.worker_client").WorkerError
     before = objects()
     with pytest.raises(run_error, match="not a folder"):
         api.reconstruct(tmp_path / "nowhere")
@@ -112,7 +112,7 @@ def test_bad_input_is_named_and_leaves_the_scene_alone(api: Any, tmp_path: Path)
     broken.write_bytes(b"not a PNG")
     with pytest.raises(worker_error, match="view_9.png"):
         api.reconstruct(broken.parent)
-    # issue 11 item 5: a folder in the list is refused before the worker is asked, in the worker's words
+    # a folder in the list is refused before the worker is asked, in the worker's words
     photos = sorted((tmp_path / "ok").iterdir())
     message = f"1 of 3 photos cannot be read: {tmp_path / 'one'}: is a folder, not a photo"
     with pytest.raises(run_error) as refused:

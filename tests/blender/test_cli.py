@@ -93,7 +93,7 @@ def test_the_command_is_registered_with_blender(ext: ModuleType) -> None:
 
 
 def test_export_takes_commas_and_spaces_alike(ext: ModuleType) -> None:
-    """Issue 11 item 9: ``--export ply,glb`` and ``--export ply glb`` mean the same in this command
+    """``--export ply,glb`` and ``--export ply glb`` mean the same in this command
     line, as in the engine's (both use core.options.add_arguments and core.exports.parse_formats)."""
     parser = module("cli").parser()
     parse_formats = module("core.exports").parse_formats

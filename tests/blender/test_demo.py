@@ -105,7 +105,7 @@ def test_the_samples_are_small_and_complete() -> None:
 
 
 def test_the_demo_command_leaves_no_folders_and_prints_no_blender_noise(extension_zip: Path, tmp_path: Path) -> None:
-    """Issue 11 item 9: the demo as ``build.py demo`` runs it, with its own empty temporary folder: it
+    """The demo as ``build.py demo`` runs it, with its own empty temporary folder: it
     leaves neither its Blender user folder nor a bundle folder there, and prints only its own lines."""
     import os
     import subprocess

@@ -1,4 +1,4 @@
-"""A batch on a real two-node Ray cluster (token auth, 127.0.0.1; tests/ray_cluster.py) from Blender:
+"""A batch on a real two-node Ray cluster (token auth, 127.0.0.1; tests/helpers/ray_cluster.py) from Blender:
 ``blender -c mvdust3r batch ... --ray ADDRESS`` and ``api.reconstruct_many(..., ray=)`` through the
 INSTALLED extension. The Ray driver runs in the worker runtime, never in Blender: Blender only
 imports, saves and records what lands. The outputs equal the local batch's; a broken scene is kept

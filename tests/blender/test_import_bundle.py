@@ -12,7 +12,7 @@ import bpy
 import numpy as np
 import pytest
 
-from blender_queries import evaluated_point_count
+from tests.helpers.blender_queries import evaluated_point_count
 
 DATA = ("objects", "meshes", "cameras", "materials", "node_groups", "images", "collections")
 
@@ -166,7 +166,7 @@ def test_dropped_file_imports(make_bundle: Callable[..., Any], ext: ModuleType, 
 
 def test_photos_named_with_bytes_that_are_not_utf8_import(api: ModuleType, make_bundle: Callable[..., Any],
                                                          tmp_path: Path) -> None:
-    """Issue 11 item 4: a bundle made from ``bad\\xff\\xfe.png`` (legal on Linux) imports: names show the
+    """A bundle made from ``bad\\xff\\xfe.png`` (legal on Linux) imports: names show the
     undecodable bytes as U+FFFD, the camera keeps the exact path and the photo still loads."""
     bundle = make_bundle()
     folder = os.fsencode(tmp_path) + b"/scans\xe9"
@@ -189,7 +189,7 @@ def test_photos_named_with_bytes_that_are_not_utf8_import(api: ModuleType, make_
                                   "negative scale"])
 def test_operator_reports_a_malformed_bundle_by_file_and_field(make_bundle: Callable[..., Any], tmp_path: Path,
                                                                case: str, user_scene: bpy.types.Object) -> None:
-    """Issue 11 item 3: File › Import of a malformed bundle is the operator's error report naming the
+    """File › Import of a malformed bundle is the operator's error report naming the
     file and the field (no Python traceback, nothing made)."""
     bundle = make_bundle(write_photos=False)
     arrays = {name: getattr(bundle, name) for name in ("images", "pts3d", "conf", "intrinsics", "cam2world",

@@ -12,7 +12,7 @@ import bpy
 import numpy as np
 import pytest
 
-from blender_queries import project, render_rgba
+from tests.helpers.blender_queries import project, render_rgba
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from mathutils import Matrix, Quaternion, Vector
 
-from blender_queries import instance_matrices, project, render_rgba
+from tests.helpers.blender_queries import instance_matrices, project, render_rgba
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import bpy
 import numpy as np
 import pytest
 
-from blender_queries import evaluated_point_count, evaluated_point_radii, project, render_rgba
+from tests.helpers.blender_queries import evaluated_point_count, evaluated_point_radii, project, render_rgba
 
 
 def read(mesh: bpy.types.Mesh, name: str, field: str, width: int, dtype: Any = np.float32) -> np.ndarray:
@@ -140,7 +140,7 @@ def test_points_and_splats_render_in_eevee(ext: ModuleType, extension_zip: Path,
 
 def test_tied_confidences_still_lose_the_stated_share(mods: dict[str, ModuleType],
                                                       make_bundle: Callable[..., Any]) -> None:
-    """Issue 11 item 8: a third of the points at exactly 1.0 (as the built-in model gives): at the
+    """A third of the points at exactly 1.0 (as the built-in model gives): at the
     import's threshold the live filter shows exactly the points the export keeps (3 % left out, the
     tied ones spread over the views); moving the slider is a plain threshold again."""
     bundle = make_bundle(gaussians=False, grid=(20, 24))

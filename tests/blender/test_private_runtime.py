@@ -39,7 +39,7 @@ def runtime_cache(tmp_path_factory: pytest.TempPathFactory, ext: ModuleType) -> 
     complete = root / "wheels-complete"
     if not complete.is_file():
         torch_pin = build_script("mvdust3r_build_script_runtime").TORCH
-        runtime = module("core.runtime")
+        runtime = module("client.runtime")
         requirements = [torch_pin if runtime._name(r) == "torch" else r for r in runtime.WORKER_REQUIREMENTS]
         done = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
                                "-d", str(wheels), *requirements], capture_output=True, text=True)
@@ -74,7 +74,7 @@ def private_runtime_settings(runtime_cache: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_bundled_uv_makes_the_runtime_offline_and_the_worker_reconstructs(private_runtime_settings: Any,
                                                                           tmp_path: Path) -> None:
-    preferences, runtime = module("preferences"), module("core.runtime")
+    preferences, runtime = module("preferences"), module("client.runtime")
     assert not bpy.app.online_access  # the wheels folder is what allows the install
     assert bpy.ops.mvdust3r_blender.create_runtime() == {"FINISHED"}
     poll_until_idle(600)
@@ -115,7 +115,7 @@ def test_without_uv_the_operator_installs_with_pip_and_the_drivers_index(
     """A uv that cannot run (here: the bundled one replaced by a program that fails) and an NVIDIA
     driver 570: the plan is venv + pip, the log names cu128 and why, and the install from an empty
     wheels folder (``$MVDUST3R_WHEELS``) fails with the installer's words (no download is attempted)."""
-    uv = Path(module("core.runtime").find_uv())
+    uv = Path(module("client.runtime").find_uv())
     saved = tmp_path / "uv.saved"
     shutil.copy2(uv, saved)
     bin_dir = tmp_path / "bin"

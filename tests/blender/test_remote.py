@@ -1,6 +1,6 @@
 """A GPU borrowed over ssh, from Blender: the Python API, a batch from the command line, the
 preferences' Check and Set Up Remote Runtime, and a connection lost mid-run — against a real sshd on
-127.0.0.1 run by a user who cannot read the photos (tests/remote_host.py), with the golden checkpoint
+127.0.0.1 run by a user who cannot read the photos (tests/helpers/remote_host.py), with the golden checkpoint
 placed on that "remote" machine."""
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def test_a_lost_connection_leaves_the_scene_as_it_was(over_ssh: Any, tmp_path: P
             os.kill(session.client.pid, signal.SIGKILL)  # ssh dies: the network went away
 
     started = time.monotonic()
-    with pytest.raises(module("core.worker_client").WorkerError, match="ssh connection .* was lost"):
+    with pytest.raises(module("client.worker_client").WorkerError, match="ssh connection .* was lost"):
         module("api").reconstruct(scene_folder(tmp_path / "room", 4), on_progress=cut, **over_ssh)
     assert time.monotonic() - started < 30
     assert (sorted(o.name for o in bpy.data.objects), sorted(c.name for c in bpy.data.collections)) == before
@@ -106,7 +106,7 @@ def test_preferences_check_and_remote_runtime_set_up(ext: ModuleType, remote_hos
     assert settings.remote.destination == remote_host.destination and settings.checkpoint == remote_checkpoint
 
     # Set Up Remote Runtime: the local set-up's commands (uv, --torch-backend), each through ssh
-    steps = module("core.remote").plan_remote_environment(settings.remote, backend="auto")
+    steps = module("client.remote").plan_remote_environment(settings.remote, backend="auto")
     lines = [" ".join(step.argv) for step in steps]
     assert all(step.argv[0] == "ssh" and "BatchMode=yes" in step.argv for step in steps)
     assert "-m venv .cache/mvdust3r-blender/uv-tools" in lines[0] and "pip install" in lines[0]

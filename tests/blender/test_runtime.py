@@ -25,12 +25,12 @@ import pytest
 @pytest.fixture
 def runtime(ext: ModuleType) -> ModuleType:
     """The installed extension's runtime module (what Blender runs)."""
-    return importlib.import_module(f"{ext.__name__}.core.runtime")
+    return importlib.import_module(f"{ext.__name__}.client.runtime")
 
 
 @pytest.fixture
 def torch_build(ext: ModuleType) -> ModuleType:
-    return importlib.import_module(f"{ext.__name__}.core.torch_build")
+    return importlib.import_module(f"{ext.__name__}.client.torch_build")
 
 
 def fake_program(folder: Path, name: str, stdout: str, code: int = 0) -> Path:

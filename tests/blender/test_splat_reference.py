@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from splat_reference import ALPHA_MAX, LOW_PASS, projected_covariances, quaternion_matrices, rasterize
+from tests.helpers.splat_reference import ALPHA_MAX, LOW_PASS, projected_covariances, quaternion_matrices, rasterize
 
 W, H = 48, 40
 K = np.array([[60.0, 0, 24.25], [0, 60.0, 19.75], [0, 0, 1]])

@@ -12,9 +12,9 @@ import bpy
 import numpy as np
 import pytest
 
-from blender_queries import instance_matrices, render_linear
-from splat_reference import SplatImage, alpha_iou, psnr, quaternion_matrices, rasterize
-from splat_scenes import plane_and_sphere
+from tests.helpers.blender_queries import instance_matrices, render_linear
+from tests.helpers.splat_reference import SplatImage, alpha_iou, psnr, quaternion_matrices, rasterize
+from tests.helpers.splat_scenes import plane_and_sphere
 
 
 @pytest.fixture

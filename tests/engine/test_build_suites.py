@@ -1,4 +1,4 @@
-"""build.py's test runner, for real: a suite leaves the temporary directory as it found it (issue 11, item 9)."""
+"""build.py's test runner, for real: a suite leaves the temporary directory as it found it."""
 from __future__ import annotations
 
 import importlib.util

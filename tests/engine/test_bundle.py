@@ -145,7 +145,7 @@ def _set(name, index, value):
     return edit
 
 
-MALFORMED = {  # issue 11 item 3: each is a BundleError naming the file and the field
+MALFORMED = {  # each is a BundleError naming the file and the field
     "zero views": (lambda b: {k: getattr(b, k)[:0] for k in ("images", "pts3d", "conf", "intrinsics", "cam2world",
                                                            "photo_size", "crop_box", "gaussian_rotation",
                                                            "gaussian_scale", "gaussian_opacity", "gaussian_rgb")}

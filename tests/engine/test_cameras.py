@@ -10,7 +10,7 @@ from mvdust3r_blender.engine.cameras import (ViewGeometry, grid_intrinsics_of, g
                                              pose_mask, recover_cameras)
 from training.metrics import camera_metrics, rotation_angle_deg
 from training.official_cameras import estimate_cameras, estimate_focal, grid_intrinsics, solve_poses
-from synthetic_scenes import make_scene
+from tests.helpers.synthetic_scenes import make_scene
 
 
 def test_matches_the_official_postprocessing_golden(golden):
@@ -159,7 +159,7 @@ def test_views_of_other_cameras_get_their_own_focal():
 
 def _plane_scene(n: int, focals: list[float], size: int = 40) -> tuple[np.ndarray, np.ndarray]:
     """Views of one flat wall (z = 4 in view 0's frame), each with its own focal: points [n,s,s,3], c2w [n,4,4]."""
-    from synthetic_scenes import look_at
+    from tests.helpers.cameras import look_at
 
     c2w = np.stack([look_at(np.array([0.6 * k - 0.2 * k * k, 0.15 * k, 0.0]), np.array([0.1 * k, 0.0, 4.0]))
                     for k in range(n)])

@@ -3,7 +3,7 @@
 The photos (tests/engine/blender_truth_scenes.py) mix landscape, portrait and square photos of
 several resolutions and fields of view (35°–90°), PNGs without EXIF and JPEGs whose EXIF names
 their camera, one of them EXIF-rotated. A network stand-in returns the exact pointmaps, so every
-error is the camera recovery's. These bounds define "correct" for the cameras (issue 12): every
+error is the camera recovery's. These bounds define "correct" for the cameras: every
 view's focal within 0.5 %, every relative rotation within 0.1°, every camera centre within 0.5 % of
 the scene's size after a similarity alignment.
 """

@@ -1,4 +1,4 @@
-"""Checkpoint loading (issue 2): safe weights-only reads, config from the file, the cache, errors, memory.
+"""Checkpoint loading: safe weights-only reads, config from the file, the cache, errors, memory.
 
 Every file here is real: the golden reduced checkpoints written by the official code, and files
 written in tmp_path the way the official training code writes them (checkpoint_files.py).
@@ -22,7 +22,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from checkpoint_files import random_state_dict, write_training_checkpoint
+from tests.helpers.checkpoint_files import random_state_dict, write_training_checkpoint
 from network_golden import config_from_json, flatten_outputs
 from mvdust3r_blender.engine import checkpoint as ck
 from mvdust3r_blender.core import registry
@@ -210,7 +210,7 @@ def test_cache_is_written_once_and_then_read(golden: Path, cache: Path, monkeypa
 @pytest.mark.parametrize("edit", ["scaled", "nan", "restored-mtime"])
 def test_an_edited_cache_with_an_intact_header_is_rebuilt(golden: Path, cache: Path, edit: str,
                                                           caplog: pytest.LogCaptureFixture) -> None:
-    """Issue 11 item 1: one tensor multiplied by 1.3 (or made NaN) in place, header untouched — even
+    """One tensor multiplied by 1.3 (or made NaN) in place, header untouched — even
     with the file's modification time put back — is found by its checksum and rebuilt with a warning."""
     source = golden_ckpt(golden, "mvd")
     target = ck.cache_path(source, cache)
@@ -399,7 +399,7 @@ def test_safetensors_without_our_metadata_or_damaged(golden: Path, tmp_path: Pat
 
 def test_the_content_decides_not_the_suffix(golden: Path, tmp_path: Path, cache: Path,
                                            caplog: pytest.LogCaptureFixture) -> None:
-    """Issue 11 item 7: a .pth renamed .safetensors (torch.load would pick its safetensors reader by
+    """A .pth renamed .safetensors (torch.load would pick its safetensors reader by
     the name) and a .safetensors renamed .pth both load as what they are."""
     reference = ck.load_model(golden_ckpt(golden, "mvd"), cache_dir=cache).state_dict()
     renamed_pth = tmp_path / "model.safetensors"

@@ -150,7 +150,7 @@ def test_command_line_mistakes(golden, tmp_path, capsys):
 
 
 def test_both_command_lines_share_one_vocabulary(tmp_path, capsys):
-    """One name per option (core.options.add_arguments); the old spellings still work, with a note."""
+    """One name per option (core.options.add_arguments)."""
     from mvdust3r_blender.engine.__main__ import build_parser
 
     parser = build_parser()
@@ -160,11 +160,6 @@ def test_both_command_lines_share_one_vocabulary(tmp_path, capsys):
     assert (args.pose_drop_percent, args.confidence_drop_percent, args.min_confidence, args.reference_view) == \
         (5.0, 10.0, 1.5, 1)
     assert capsys.readouterr().err == ""
-    old = parser.parse_args([*base, "--min-conf-percent", "7", "--min-conf", "2"])
-    assert (old.pose_drop_percent, old.min_confidence) == (7.0, 2.0)
-    err = capsys.readouterr().err
-    assert "--min-conf-percent is deprecated" in err and "use --pose-drop-percent" in err
-    assert "--min-conf is deprecated" in err and "use --min-confidence" in err
     from mvdust3r_blender.core.exports import parse_formats
     assert parse_formats(["ply,glb", "splat", "ply"]) == ["ply", "glb", "splat"]  # comma and space alike
     assert main([*base, "--pose-drop-percent", "100"]) == 1  # refused before any photo or model is read
@@ -177,7 +172,7 @@ def test_both_command_lines_share_one_vocabulary(tmp_path, capsys):
 
 
 def test_too_few_photos_with_a_broken_one_names_it_in_one_line(golden, tmp_path, capsys):
-    """Issue 11 item 9: with fewer photos than the model needs, a broken photo is still named; the
+    """With fewer photos than the model needs, a broken photo is still named; the
     error line has no doubled brackets; progress on a non-terminal is whole lines."""
     photos = _photos(tmp_path / "in", [(40, 30)] * 2)
     broken = tmp_path / "in" / "broken.png"

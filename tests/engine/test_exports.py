@@ -535,7 +535,7 @@ def test_exported_files_and_folders_follow_the_umask(tmp_path):
 
 
 def test_a_full_disk_names_the_file_and_leaves_nothing(bundle, full_disk):
-    """Issue 11 item 6: the disk fills up while an export is written: an ExportError that names the
+    """The disk fills up while an export is written: an ExportError that names the
     file and says the disk is full (never a raw OSError), and no partial file is left."""
     with pytest.raises(ExportError) as caught:
         export(bundle, ["ply", "glb"], full_disk)
@@ -553,7 +553,7 @@ def test_a_full_disk_while_writing_a_bundle_is_a_bundle_error(bundle, full_disk)
 
 
 def test_tied_confidences_still_lose_the_stated_share(bundle, tmp_path):
-    """Issue 11 item 8: with a third of the confidences exactly 1.0, the default cut leaves out exactly
+    """With a third of the confidences exactly 1.0, the default cut leaves out exactly
     int(total·3 %) points (the demo's rule would leave out none), the same ones every time, spread
     over the views; without ties the rule is the demo's."""
     rng = np.random.default_rng(5)

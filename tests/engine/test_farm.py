@@ -1,4 +1,4 @@
-"""A batch on a real two-node Ray cluster (token auth, 127.0.0.1; tests/ray_cluster.py) through the
+"""A batch on a real two-node Ray cluster (token auth, 127.0.0.1; tests/helpers/ray_cluster.py) through the
 Ray driver as the Blender side starts it (core.farm.FarmClient): results equal a local worker's,
 a bad photo fails only its scene, a killed actor and a removed node cost a retry, not a scene,
 an interrupted driver leaves no actor running, and a client without the token is refused."""
@@ -14,14 +14,16 @@ import numpy as np
 import pytest
 
 from mvdust3r_blender.core.bundle import read_bundle
-from mvdust3r_blender.core.farm import FarmClient, FarmEvent, FarmJob, FarmScene
+from mvdust3r_blender.client.farm import FarmClient
+from mvdust3r_blender.core.farm import FarmEvent, FarmJob, FarmScene
 from mvdust3r_blender.core.protocol import ReconstructRequest, encode
-from mvdust3r_blender.core.worker_client import WorkerClient
-from test_worker import PYTHON, TIMEOUT, make_photos
+from mvdust3r_blender.client.worker_client import WorkerClient
+from tests.helpers.photos import smooth_photos
+from test_worker import PYTHON, TIMEOUT
 
 
 def scene(root: Path, name: str, seed: int, views: int = 4) -> FarmScene:
-    photos = make_photos(root / "photos" / name, views, seed=seed)
+    photos = smooth_photos(root / "photos" / name, views, seed=seed)
     request = ReconstructRequest(id=name, photos=[str(p) for p in photos], output=str(root / "out" / f"{name}.npz"),
                                  device="cpu", exports=["ply"], export_dir=str(root / "out" / name))
     return FarmScene(name, encode(request))

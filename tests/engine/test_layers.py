@@ -1,15 +1,21 @@
-"""The rooms' import rules (docs/architecture.md), checked on the real modules in a fresh interpreter.
+"""The rooms' import rules, read from the table in docs/architecture.md and checked on the real modules.
 
-The interpreter is the worker's runtime, which HAS torch: an accidental ``import torch`` in the core
-would succeed there, and so is caught here, not only where torch is missing.
+The page is the rule: each row names a room and the rooms it may import, and any import of the
+package that the row does not list fails here (imports inside functions count). The bpy / torch
+rules are checked in a fresh interpreter — the worker's runtime, which HAS torch, so an accidental
+``import torch`` in the core would succeed there and is caught here, not only where torch is missing.
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+from tests.helpers.import_graph import PACKAGE, module_graph, strongly_connected
+
 ROOT = Path(__file__).resolve().parents[2]
+PAGE = ROOT / "docs" / "architecture.md"
 
 _IMPORT_ALL = """
 import importlib, pkgutil, sys
@@ -35,67 +41,66 @@ def test_the_core_imports_neither_bpy_nor_torch() -> None:
     assert count >= 12 and found == [], f"the core pulled in {found}"
 
 
+def test_the_client_imports_neither_bpy_nor_torch() -> None:
+    count, found = imported("client", ("bpy", "torch", "cv2", "PIL", "safetensors"))
+    assert count >= 4 and found == [], f"the client pulled in {found}"
+
+
 def test_the_engine_never_imports_bpy() -> None:
     count, found = imported("engine", ("bpy",))
     assert count >= 15 and found == [], f"the engine pulled in {found}"
 
 
-def _import_graph() -> dict[str, set[str]]:
-    """module → the package modules it imports (relative imports, at any depth in the file)."""
-    import ast
+def room_rules(page: Path = PAGE) -> dict[str, set[str]]:
+    """room (``core``, ``session``, ...) → the rooms it may import, from the page's "Rooms" table."""
+    rules: dict[str, set[str]] = {}
+    section = page.read_text(encoding="utf-8").split("## Rooms", 1)[1].split("\n## ", 1)[0]
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 2 or not cells[0].startswith("`"):
+            continue
+        room, = re.findall(r"`([^`]+)`", cells[0])
+        rules[_room_name(room)] = {_room_name(r) for r in re.findall(r"`([^`]+)`", cells[1])}
+    return rules
 
-    package = ROOT / "mvdust3r_blender"
-    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
-               for p in package.rglob("*.py")}
-    graph: dict[str, set[str]] = {name: set() for name in modules}
-    for name, path in modules.items():
-        base = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if not isinstance(node, ast.ImportFrom) or not node.level:
-                continue
-            parent = base.rsplit(".", node.level - 1)[0] if node.level > 1 else base
-            target = f"{parent}.{node.module}" if node.module else parent
-            for alias in node.names:  # `from . import x` names a module; `from .x import y` names x
-                for candidate in (f"{target}.{alias.name}", target):
-                    if candidate in modules:
-                        graph[name].add(candidate)
-                        break
-    return graph
+
+def _room_name(written: str) -> str:
+    """``core/`` → ``core``, ``session.py`` → ``session``, ``__init__.py`` → the package itself."""
+    name = written.removesuffix("/").removesuffix(".py")
+    return "" if name == "__init__" else name
+
+
+def _room(module: str) -> str:
+    """The room of a module: its first name under the package ('' for the package's own __init__)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def test_the_page_names_every_room() -> None:
+    rooms = {_room(m) for m in module_graph()}
+    rules = room_rules()
+    assert rooms == set(rules), f"rooms without a row: {sorted(rooms - set(rules))}; " \
+                                f"rows without a room: {sorted(set(rules) - rooms)}"
+
+
+def test_each_room_imports_only_what_the_page_allows() -> None:
+    rules = room_rules()
+    bad = sorted(f"{module} → {target}" for module, targets in module_graph().items() for target in targets
+                 if _room(target) != _room(module) and _room(target) not in rules[_room(module)])
+    assert not bad, "imports the page's Rooms table does not allow:\n" + "\n".join(bad)
+
+
+def test_the_rules_follow_the_floors() -> None:
+    """The table is listed from the ground floor up: a room may import only rooms above its row."""
+    rules = room_rules()
+    order = list(rules)
+    upward = sorted(f"{room} → {target}" for room, targets in rules.items() for target in targets
+                    if order.index(target) >= order.index(room))
+    assert not upward, f"rows that allow an import of a room on or above their floor: {upward}"
 
 
 def test_the_import_graph_has_no_circle() -> None:
-    graph = _import_graph()
-    assert {"mvdust3r_blender.session", "mvdust3r_blender.core.protocol", "mvdust3r_blender.run"} <= set(graph)
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
-
-    def visit(module: str, path: list[str]) -> None:
-        state[module] = 1
-        for target in sorted(graph[module]):
-            if target == module:
-                continue
-            assert state.get(target) != 1, " → ".join([*path[path.index(target):], target])
-            if target not in state:
-                visit(target, [*path, target])
-        state[module] = 2
-
-    for module in sorted(graph):
-        if module not in state:
-            visit(module, [module])
-
-
-def test_each_room_imports_only_what_the_map_allows() -> None:
-    """docs/architecture.md: core imports nothing of the package above it; the engine only the core;
-    session only the core and the preferences; importers only the core and the import options."""
-    graph = _import_graph()
-    allowed = {
-        "mvdust3r_blender.core": ("mvdust3r_blender.core",),
-        "mvdust3r_blender.engine": ("mvdust3r_blender.core", "mvdust3r_blender.engine"),
-        "mvdust3r_blender.session": ("mvdust3r_blender.core", "mvdust3r_blender.preferences"),
-        "mvdust3r_blender.importers": ("mvdust3r_blender.core", "mvdust3r_blender.importers",
-                                       "mvdust3r_blender.import_options"),
-    }
-    for module, targets in graph.items():
-        for room, rules in allowed.items():
-            if module == room or module.startswith(room + "."):
-                bad = sorted(t for t in targets if not any(t == r or t.startswith(r + ".") for r in rules))
-                assert not bad, f"{module} imports {bad}, outside what {room} may import"
+    graph = module_graph()
+    assert {f"{PACKAGE}.session", f"{PACKAGE}.core.protocol", f"{PACKAGE}.run"} <= set(graph)
+    circles = [sorted(group) for group in strongly_connected(graph) if len(group) > 1]
+    assert not circles, f"modules that import each other: {circles}"

@@ -1,4 +1,4 @@
-"""The network's state dict equals the official one: keys, order, shapes, dtypes (spec §2 tables).
+"""The network's state dict equals the official one: keys, order, shapes, dtypes.
 
 Full-size released configs are built on the meta device (no memory, no time); the reduced golden
 configs are built for real and also checked against the golden checkpoints' own tensors.

@@ -21,7 +21,7 @@ from training.metrics import camera_metrics, point_metrics
 from mvdust3r_blender.core.errors import OptionError
 from mvdust3r_blender.core.options import ReconstructOptions
 from mvdust3r_blender.engine.pipeline import reconstruct
-from synthetic_scenes import SceneNetwork, make_scene, write_index_photos
+from tests.helpers.synthetic_scenes import SceneNetwork, make_scene, write_index_photos
 
 SIZES = [(96, 72), (64, 64), (50, 90), (120, 80), (70, 70)]
 MVD = ModelConfig(img_size=(32, 32))

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from mvdust3r_blender.core.errors import OptionError
 from mvdust3r_blender.core.options import (DEFAULT_PRECISION, PRECISIONS, ReconstructOptions, add_arguments,
@@ -28,6 +27,7 @@ from mvdust3r_blender.engine.model import MultiViewModel
 from mvdust3r_blender.engine.pipeline import reconstruct
 from mvdust3r_blender.engine.precision import DeviceCaps, choose, numerics, plan_for, probe
 from mvdust3r_blender.engine.worker import Worker
+from tests.helpers.photos import smooth_photos
 
 ROOT = Path(__file__).resolve().parents[2]
 AMPERE = DeviceCaps("cuda", bf16=True, tf32=True)
@@ -115,14 +115,7 @@ def test_the_load_request_carries_a_precision() -> None:
 
 
 def _photos(folder: Path, count: int) -> list[Path]:
-    rng = np.random.default_rng(3)
-    folder.mkdir()
-    paths = []
-    for k in range(count):
-        path = folder / f"p{k}.png"
-        Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((80, 60), Image.BICUBIC).save(path)
-        paths.append(path)
-    return paths
+    return smooth_photos(folder, count, size=(80, 60), seed=3, name="p{}.png")
 
 
 def test_auto_stays_within_float32_parity_and_is_recorded(golden: Path, tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """The worker on another machine over ssh, against a real sshd on 127.0.0.1 and a separate user who
-cannot read the test's photos (tests/remote_host.py): a reconstruction equal to a local one, the
+cannot read the test's photos (tests/helpers/remote_host.py): a reconstruction equal to a local one, the
 engine cache, refused paths, cancel, a killed connection, a remote without torch, ssh's own errors."""
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ import pytest
 
 from mvdust3r_blender.core import protocol as p
 from mvdust3r_blender.core.bundle import read_bundle
-from mvdust3r_blender.core.remote import RemoteTarget, RemoteWorkerClient
-from mvdust3r_blender.core.worker_client import WorkerClient, WorkerError
-from test_worker import PYTHON, TIMEOUT, make_photos
+from mvdust3r_blender.client.remote import RemoteTarget, RemoteWorkerClient
+from mvdust3r_blender.client.worker_client import WorkerClient, WorkerError
+from test_worker import PYTHON, TIMEOUT
+from tests.helpers.photos import smooth_photos
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def job_files(remote_host: Any) -> list[Path]:
 
 def test_reconstruct_over_ssh_matches_a_local_run(remote: RemoteWorkerClient, remote_host: Any,
                                                    remote_checkpoint: str, golden: Path, tmp_path: Path) -> None:
-    photos = make_photos(tmp_path / "photos", 4)
+    photos = smooth_photos(tmp_path / "photos", 4)
     denied = remote_host.run_as_user("cat", str(photos[0]))
     assert denied.returncode != 0 and "Permission denied" in denied.stderr  # only the stream can bring them
     stages: list[str] = []
@@ -93,7 +94,7 @@ def test_a_remote_worker_reads_only_its_job_folder(remote: RemoteWorkerClient, r
         assert caught.value.code == "bad_request", caught.value
         return caught.value.message
 
-    photo = make_photos(tmp_path, 1)[0]
+    photo = smooth_photos(tmp_path, 1)[0]
     chunk = base64.b64encode(photo.read_bytes()).decode()
     size = photo.stat().st_size
     assert remote.wait(remote.send(p.PutRequest(job="j1", name="a.png", size=size, data=chunk)), TIMEOUT)
@@ -115,7 +116,7 @@ def test_a_remote_worker_reads_only_its_job_folder(remote: RemoteWorkerClient, r
 def many_photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Photos that keep the remote worker busy for a while after its first progress event: time to
     cancel the run or cut the connection while it works."""
-    return make_photos(tmp_path_factory.mktemp("many"), 12, size=(800, 600))
+    return smooth_photos(tmp_path_factory.mktemp("many"), 12, size=(800, 600))
 
 
 def test_cancel_while_the_remote_worker_runs(remote: RemoteWorkerClient, remote_checkpoint: str,
@@ -255,7 +256,7 @@ def test_a_remote_worker_killed_mid_run_is_reported(target: RemoteTarget, remote
 def test_result_files_are_checked_before_they_are_used(tmp_path: Path) -> None:
     """The client side of the download, fed parts directly: a damaged file and a file the request
     did not ask for are refused, and nothing stays on disk."""
-    from mvdust3r_blender.core.remote import RemoteError, _Transfer
+    from mvdust3r_blender.client.remote import RemoteError, _Transfer
 
     transfer = _Transfer(photos=[tmp_path / "a.png"], names=["photos/0000/a.png"], output=tmp_path / "out.npz",
                          export_dir=tmp_path / "exports")

@@ -24,7 +24,8 @@ from PIL import Image
 from mvdust3r_blender.core import protocol as p
 from mvdust3r_blender.core.bundle import read_bundle
 from mvdust3r_blender.core.options import ReconstructOptions
-from mvdust3r_blender.core.worker_client import PACKAGE_DIR, WORKER_MODULE, WorkerClient, WorkerError
+from mvdust3r_blender.client.worker_client import PACKAGE_DIR, WORKER_MODULE, WorkerClient, WorkerError
+from tests.helpers.photos import smooth_photos
 
 PYTHON = os.environ.get("MVDUST3R_WORKER_PYTHON", sys.executable)
 TIMEOUT = 60.0  # generous ceiling for a request on a loaded CI machine; never reached when things work
@@ -61,19 +62,6 @@ def checkpoint(golden: Path) -> Path:
     path = golden / "mvd_reduced_ckpt.pth"
     assert path.is_file(), f"golden checkpoint missing: {path}"
     return path
-
-
-def make_photos(folder: Path, count: int, size: tuple[int, int] = (96, 72), seed: int = 0) -> list[Path]:
-    """`count` smooth random PNG photos of `size` (W, H)."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(count):
-        coarse = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
-        img = Image.fromarray(coarse, "RGB").resize(size, Image.BICUBIC)
-        paths.append(folder / f"photo_{i:03d}.png")
-        img.save(paths[-1])
-    return paths
 
 
 def raw_session(lines: list[str | bytes], *args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[bytes]:
@@ -275,7 +263,7 @@ def many_photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """64 photos of 1000×750: loading them takes about a second or more, with a cancel check
     before each one (tens of milliseconds apart)."""
     folder = tmp_path_factory.mktemp("many")
-    (first,) = make_photos(folder, 1, size=(1000, 750))
+    (first,) = smooth_photos(folder, 1, size=(1000, 750))
     copies = [first]
     for i in range(1, 64):
         copies.append(folder / f"copy_{i:03d}.png")
@@ -295,7 +283,7 @@ def test_load_reports_the_model_and_reuses_it(served: WorkerClient, checkpoint: 
 
 def test_reconstruct_writes_a_bundle_and_keeps_the_model(served: WorkerClient, checkpoint: Path,
                                                          tmp_path: Path) -> None:
-    photos = make_photos(tmp_path / "photos", 4)
+    photos = smooth_photos(tmp_path / "photos", 4)
     seen: list[p.Event] = []
     result = served.wait(served.reconstruct(photos, tmp_path / "out" / "scene.npz"), timeout=TIMEOUT,
                          on_event=seen.append)
@@ -321,7 +309,7 @@ def test_reconstruct_writes_a_bundle_and_keeps_the_model(served: WorkerClient, c
 
 def test_reconstruct_writes_the_requested_exports(served: WorkerClient, tmp_path: Path) -> None:
     """The worker writes exports itself (it has Pillow for the COLMAP photos) and reports each file."""
-    photos = make_photos(tmp_path / "photos", 3)
+    photos = smooth_photos(tmp_path / "photos", 3)
     seen: list[p.Event] = []
     result = served.wait(served.reconstruct(photos, tmp_path / "scene.npz", exports=["ply", "colmap"],
                                             export_dir=tmp_path / "exports"), timeout=TIMEOUT, on_event=seen.append)
@@ -336,9 +324,9 @@ def test_reconstruct_writes_the_requested_exports(served: WorkerClient, tmp_path
 
 
 def test_file_names_that_are_not_utf8_cross_the_protocol_losslessly(served: WorkerClient, tmp_path: Path) -> None:
-    """Issue 11 item 4: photos named with bytes that are not UTF-8 (legal on Linux) reach the worker as
+    """Photos named with bytes that are not UTF-8 (legal on Linux) reach the worker as
     the same files, and come back in the bundle and the exports unchanged."""
-    made = make_photos(tmp_path / "photos", 3)
+    made = smooth_photos(tmp_path / "photos", 3)
     folder = os.fsencode(tmp_path / "photos")
     photos = []
     for i, photo in enumerate(made):
@@ -361,9 +349,9 @@ def test_file_names_that_are_not_utf8_cross_the_protocol_losslessly(served: Work
 
 
 def test_a_full_disk_is_named_never_a_bug(served: WorkerClient, tmp_path: Path, full_disk: Path) -> None:
-    """Issue 11 item 6: exports or the bundle onto a full disk: the file is named, the disk called
+    """Exports or the bundle onto a full disk: the file is named, the disk called
     full, no partial file is left, and the worker serves on."""
-    photos = make_photos(tmp_path / "photos", 3)
+    photos = smooth_photos(tmp_path / "photos", 3)
     with pytest.raises(WorkerError) as caught:
         served.wait(served.reconstruct(photos, tmp_path / "scene.npz", exports=["ply"], export_dir=full_disk),
                     timeout=TIMEOUT)
@@ -397,7 +385,7 @@ def test_cancel_stops_a_running_reconstruction_within_a_second(served: WorkerCli
     ack = served.wait(cancel_id, timeout=TIMEOUT)
     assert isinstance(ack, p.AckEvent) and ack.detail.startswith("cancelling")
     # Still serving, model still loaded.
-    photos = make_photos(tmp_path / "photos", 4)
+    photos = smooth_photos(tmp_path / "photos", 4)
     result = served.wait(served.reconstruct(photos, output), timeout=TIMEOUT)
     assert isinstance(result, p.ResultEvent) and result.model_reused and output.is_file()
 
@@ -450,7 +438,7 @@ def test_bad_values_are_errors_and_the_worker_serves_on(served: WorkerClient, ch
                                                         make_request, code: str, fragment: str,
                                                         keeps_model: bool) -> None:
     (tmp_path / "notes.pth").write_text("not a checkpoint")
-    make_photos(tmp_path, 2)
+    smooth_photos(tmp_path, 2)
     (tmp_path / "photo_000.png").rename(tmp_path / "a.png")
     with pytest.raises(WorkerError) as caught:
         served.wait(served.send(make_request(tmp_path)), timeout=TIMEOUT)
@@ -468,7 +456,7 @@ def test_release_frees_the_model_and_a_changed_dtype_reloads(checkpoint: Path, t
     client = start_worker()
     try:
         with pytest.raises(WorkerError) as caught:
-            client.wait(client.reconstruct(make_photos(tmp_path, 4), tmp_path / "o.npz"), timeout=TIMEOUT)
+            client.wait(client.reconstruct(smooth_photos(tmp_path, 4), tmp_path / "o.npz"), timeout=TIMEOUT)
         assert caught.value.code == "not_loaded"
         first = client.wait(client.load(checkpoint, device="cpu"), timeout=TIMEOUT)
         assert isinstance(first, p.LoadedEvent) and first.loads == 1
@@ -480,9 +468,9 @@ def test_release_frees_the_model_and_a_changed_dtype_reloads(checkpoint: Path, t
         hello = client.wait(client.hello(), timeout=TIMEOUT)
         assert isinstance(hello, p.HelloEvent) and hello.model is None and hello.loads == 2
         with pytest.raises(WorkerError) as caught:
-            client.wait(client.reconstruct(make_photos(tmp_path, 4), tmp_path / "o.npz"), timeout=TIMEOUT)
+            client.wait(client.reconstruct(smooth_photos(tmp_path, 4), tmp_path / "o.npz"), timeout=TIMEOUT)
         assert caught.value.code == "not_loaded"
-        result = client.wait(client.reconstruct(make_photos(tmp_path, 4), tmp_path / "o.npz",
+        result = client.wait(client.reconstruct(smooth_photos(tmp_path, 4), tmp_path / "o.npz",
                                                 checkpoint=checkpoint, device="cpu"), timeout=TIMEOUT)
         assert isinstance(result, p.ResultEvent) and not result.model_reused and result.loads == 3
     finally:
@@ -520,7 +508,7 @@ def test_out_of_memory_is_an_error_and_the_worker_serves_on(checkpoint: Path, tm
     decode. Afterwards the same worker, still capped, must answer and reconstruct again."""
     client = start_worker()
     try:
-        photos = make_photos(tmp_path / "small", 4)
+        photos = smooth_photos(tmp_path / "small", 4)
         assert isinstance(client.wait(client.reconstruct(photos, tmp_path / "warm.npz", checkpoint=checkpoint,
                                                          device="cpu"), timeout=TIMEOUT), p.ResultEvent)
         assert isinstance(client.wait(client.hello(), timeout=TIMEOUT), p.HelloEvent)
@@ -549,7 +537,7 @@ def test_the_weights_dtype_follows_the_runs_precision(checkpoint: Path, tmp_path
     file even without naming it, and the bundle records what ran."""
     client = start_worker()
     try:
-        photos = make_photos(tmp_path / "photos", 4)
+        photos = smooth_photos(tmp_path / "photos", 4)
         loaded = client.wait(client.load(checkpoint, device="cpu", precision="exact"), timeout=TIMEOUT)
         assert isinstance(loaded, p.LoadedEvent) and loaded.model is not None and loaded.model.dtype == "float32"
         for precision in ("exact", "auto", "fast"):
@@ -582,7 +570,7 @@ def _import_peak() -> int:
 
 @pytest.mark.parametrize("share", [0.3, 0.55, 0.8])
 def test_a_worker_that_runs_out_of_memory_while_starting_says_so(tmp_path: Path, share: float) -> None:
-    """Issue 11 item 2: under an address-space limit below what importing torch needs, the worker fails
+    """Under an address-space limit below what importing torch needs, the worker fails
     as it starts — an ImportError ("failed to map segment"), a MemoryError, std::bad_alloc (SIGABRT)
     or SIGSEGV, depending on where the limit bites. Each is "ran out of memory", never a bug."""
     limit_kib = int(_import_peak() * share) // 1024

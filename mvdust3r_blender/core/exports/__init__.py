@@ -25,15 +25,14 @@ import numpy as np
 from ..atomic import write_failure
 from ..bundle import Bundle
 from ..confidence import ConfidenceCut
-from ..errors import OptionError
 from .atomic import writable_folder
 from .colmap import require_photos, write_colmap
-from .errors import ExportError
+from .errors import ExportError, UnknownFormatError
 from .glb import write_glb
 from .ply import write_points_ply
 from .splat_ply import require_gaussians, write_gaussians_ply, write_splat
 
-__all__ = ["FORMATS", "GAUSSIAN_FORMATS", "ExportError", "export", "needing_gaussians", "parse_formats"]
+__all__ = ["FORMATS", "GAUSSIAN_FORMATS", "ExportError", "UnknownFormatError", "export", "needing_gaussians", "parse_formats"]
 
 _WRITERS: dict[str, tuple[str, Callable[[Bundle, np.ndarray, Path], Path]]] = {
     "ply": ("points.ply", write_points_ply),
@@ -59,11 +58,12 @@ def needing_gaussians(formats: Iterable[str]) -> list[str]:
 
 def parse_formats(words: Iterable[str]) -> list[str]:
     """Format names from command-line words, each a name or a comma-separated list (``ply,glb`` and
-    ``ply glb`` both work), in order, without repeats; ``OptionError`` names an unknown one."""
+    ``ply glb`` both work), in order, without repeats; :class:`UnknownFormatError` (an ``ExportError``
+    and an ``OptionError``) names an unknown one: the one check of format names."""
     names = [name.strip() for word in words for name in word.split(",") if name.strip()]
     unknown = [name for name in names if name not in _WRITERS]
     if unknown:
-        raise OptionError(f"unknown export format {', '.join(map(repr, unknown))}", f"choose from {', '.join(FORMATS)}")
+        raise UnknownFormatError(f"unknown export format {', '.join(map(repr, unknown))}", f"choose from {', '.join(FORMATS)}")
     return list(dict.fromkeys(names))
 
 
@@ -76,11 +76,9 @@ def export(bundle: Bundle, formats: Iterable[str], out_dir: str | Path, *,
     written; each file or folder then appears atomically, replacing an older one of that name.
     Raises :class:`ExportError` naming the format, file or folder at fault.
     """
-    wanted = list(dict.fromkeys(formats))
-    unknown = [f for f in wanted if f not in _WRITERS]
-    if unknown or not wanted:
-        what = f"unknown export format {', '.join(map(repr, unknown))}" if unknown else "no export format given"
-        raise ExportError(what, f"choose from {', '.join(FORMATS)}")
+    wanted = parse_formats(formats)
+    if not wanted:
+        raise ExportError("no export format given", f"choose from {', '.join(FORMATS)}")
     if needing_gaussians(wanted):
         require_gaussians(bundle)
     if "colmap" in wanted:

@@ -1,6 +1,6 @@
 """Where exports may go: a folder that exists and takes new files (checked before anything is written).
 
-The writing itself is atomic through :mod:`mvdust3r_blender.atomic`.
+The writing itself is atomic through :mod:`..atomic`.
 """
 from __future__ import annotations
 

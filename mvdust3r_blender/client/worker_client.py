@@ -29,14 +29,14 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable, Mapping, Optional, Sequence
 
-from .confidence import ConfidenceCut
-from .errors import UserError, mentions_out_of_memory
-from .options import DEFAULT_PRECISION, ReconstructOptions
-from .protocol import (FINAL_EVENTS, PROTOCOL_VERSION, CancelRequest, ErrorEvent, Event, HelloRequest,
+from ..core.confidence import ConfidenceCut
+from ..core.errors import UserError, mentions_out_of_memory
+from ..core.options import DEFAULT_PRECISION, ReconstructOptions
+from ..core.protocol import (FINAL_EVENTS, PROTOCOL_VERSION, CancelRequest, ErrorEvent, Event, HelloRequest,
                        LoadRequest, ProtocolError, ReadyEvent, ReconstructRequest, ReleaseRequest, Request,
                        ShutdownRequest, decode_event, encode)
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the extension's package (this module is in its core/)
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the extension's package (this module is in its client/)
 WORKER_MODULE = f"{PACKAGE_DIR.name}.engine.worker"
 EXIT_TAIL_LINES = 12  # stderr lines quoted in a worker_exited error
 # How a process dies when memory runs out where Python cannot raise MemoryError: the kernel's

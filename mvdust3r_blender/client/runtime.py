@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Mapping, Optional, Sequence
 
-from .errors import UserError
+from ..core.errors import UserError
 from .torch_build import AUTO, DEFAULT, TorchBuild
 
 # What the worker imports (engine/): torch plus the image and checkpoint libraries.

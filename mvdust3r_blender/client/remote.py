@@ -25,26 +25,24 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import gzip
 import hashlib
-import io
 import os
 import shlex
 import signal
 import subprocess
-import tarfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Optional, Sequence
 
-from .confidence import ConfidenceCut
-from .errors import UserError
-from .options import ReconstructOptions
+from ..core.confidence import ConfidenceCut
+from ..core.errors import UserError
+from ..core.options import ReconstructOptions
 from .runtime import Step, plan_environment
 from .torch_build import AUTO, TORCH_BACKENDS, TorchBuild
-from .protocol import (DataEvent, ErrorEvent, Event, FetchRequest, ProgressEvent, PutRequest, ReconstructRequest,
+from ..core.protocol import (DataEvent, ErrorEvent, Event, FetchRequest, ProgressEvent, PutRequest, ReconstructRequest,
                        ResultEvent)
+from ..core.engine_files import engine_archive
 from .worker_client import EXIT_TAIL_LINES, PACKAGE_DIR, WorkerClient
 
 CHUNK_BYTES = 1024 ** 2          # bytes per put request (the worker's data events use the same)
@@ -142,28 +140,6 @@ class RemoteTarget:
 # The engine's files, as sent to a remote
 
 
-def engine_archive(package_dir: Path = PACKAGE_DIR) -> tuple[bytes, str]:
-    """The reproducible ``.tar.gz`` of what a worker runs from, and its SHA-256 (the engine's version):
-    the package's ``__init__.py``, ``core/``, ``engine/`` and the manifest (for the version it reports)."""
-    files: list[tuple[str, Path]] = [("__init__.py", package_dir / "__init__.py")]
-    for room in ("core", "engine"):
-        files += [(p.relative_to(package_dir).as_posix(), p) for p in sorted((package_dir / room).rglob("*.py"))
-                  if "__pycache__" not in p.parts]
-    for manifest in (package_dir / "blender_manifest.toml", package_dir.parent / "blender_manifest.toml"):
-        if manifest.is_file():
-            files.append(("blender_manifest.toml", manifest))
-            break
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, path in files:
-            data = path.read_bytes()
-            info = tarfile.TarInfo(f"{package_dir.name}/{name}")
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
-            tar.addfile(info, io.BytesIO(data))
-    blob = gzip.compress(raw.getvalue(), mtime=0)
-    return blob, hashlib.sha256(blob).hexdigest()
-
-
 _ARCHIVE: dict[Path, tuple[bytes, str]] = {}
 
 
@@ -228,7 +204,7 @@ class _Transfer:
 
     def finish(self, result: ResultEvent) -> ResultEvent:
         """The result with local paths, after the bundle was verified and given the local photo paths."""
-        from .bundle import read_bundle, write_bundle  # numpy: imported when a result arrives
+        from ..core.bundle import read_bundle, write_bundle  # numpy: imported when a result arrives
 
         downloaded = self.received.get(result.bundle)
         if downloaded is None:

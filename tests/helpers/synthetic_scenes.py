@@ -16,19 +16,7 @@ from PIL import Image
 
 from mvdust3r_blender.engine.config import ModelConfig
 from mvdust3r_blender.engine.prediction import Prediction
-
-
-def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, -1.0, 0.0])) -> np.ndarray:
-    """OpenCV cam2world [4,4] for a camera at `eye` looking at `target` (y down)."""
-    z = target - eye
-    z = z / np.linalg.norm(z)
-    x = np.cross(up, z)
-    x = x / np.linalg.norm(x)
-    y = np.cross(z, x)
-    c2w = np.eye(4)
-    c2w[:3, :3] = np.stack([x, y, z], axis=1)
-    c2w[:3, 3] = eye
-    return c2w
+from tests.helpers.cameras import look_at
 
 
 @dataclass
