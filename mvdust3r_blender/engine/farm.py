@@ -194,6 +194,7 @@ class _Actor:
     info: dict[str, Any] = field(default_factory=dict)
     ready: bool = False
     inflight: list[Any] = field(default_factory=list)  # its scene refs, in order
+    head_since: float = 0.0  # when its first scene in flight became the one it computes
 
 
 @dataclass
@@ -297,6 +298,8 @@ class Batch:
                 self._fail(index, f"cannot read {path}: {exc.strerror or exc}", "check the photo", code="input")
                 return
         self.attempts[index] += 1
+        if not actor.inflight:
+            actor.head_since = time.monotonic()
         ref = actor.handle.reconstruct.remote(scene.request, photos)
         del photos  # the object store holds them now
         actor.inflight.append(ref)
@@ -316,6 +319,7 @@ class Batch:
         attempt = self.inflight.pop(ref)
         actor = attempt.actor
         actor.inflight.remove(ref)
+        actor.head_since = time.monotonic()
         ray = self.ray
         try:
             answer = ray.get(ref)
@@ -433,7 +437,8 @@ class Batch:
         if self.job.timeout is None:
             return
         for ref, attempt in list(self.inflight.items()):
-            if ref in self.inflight and now - attempt.sent > self.job.timeout and attempt.actor.inflight[0] == ref:
+            if ref in self.inflight and attempt.actor.inflight[0] == ref and \
+                    now - max(attempt.sent, attempt.actor.head_since) > self.job.timeout:
                 self.inflight.pop(ref)
                 attempt.actor.inflight.remove(ref)
                 self._fail(attempt.index, f"the scene took longer than {self.job.timeout:g} s", "raise the timeout",
