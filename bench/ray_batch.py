@@ -43,11 +43,13 @@ def main() -> int:
     parser.add_argument("--scenes", type=int, default=8)
     parser.add_argument("--views", type=int, default=8)
     parser.add_argument("--megabytes", type=float, default=1.0)
+    parser.add_argument("--local-threads", type=int, default=1,
+                        help="torch threads of the local worker (each actor gets 1, as Ray gives an actor of 1 CPU)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mvd-bench-ray-") as tmp:
         root = Path(tmp)
         photos = [noise_jpegs(root / f"scene{i}", args.views, args.megabytes, seed=i) for i in range(args.scenes)]
-        local_wall, local_compute = local_batch(photos, root / "local")
+        local_wall, local_compute = local_batch(photos, root / "local", args.local_threads)
         ray_wall, events = ray_batch(photos, root / "ray")
     done = [e for e in events if e.kind == "done"]
     assert len(done) == args.scenes, [e for e in events if e.kind in ("failed", "error")]
@@ -61,7 +63,7 @@ def main() -> int:
     print()
     print("| | wall (s) | scenes/min | compute per scene (s) |")
     print("|---|---:|---:|---:|")
-    print(f"| local, one worker | {local_wall:.1f} | {60 * args.scenes / local_wall:.1f} | {local_compute:.2f} |")
+    print(f"| local, one worker ({args.local_threads} thread{'s' if args.local_threads != 1 else ''}) | {local_wall:.1f} | {60 * args.scenes / local_wall:.1f} | {local_compute:.2f} |")
     print(f"| Ray, two nodes × 1 CPU | {ray_wall:.1f} | {60 * args.scenes / ray_wall:.1f} | {compute:.2f} |")
     print()
     print(f"Ray/local throughput: {local_wall / ray_wall:.2f}. Per-scene overhead: before the actor began "
@@ -76,11 +78,12 @@ def requests(photos: list[list[Path]], out: Path) -> list[ReconstructRequest]:
                                device="cpu") for i, scene in enumerate(photos)]
 
 
-def local_batch(photos: list[list[Path]], out: Path) -> tuple[float, float]:
+def local_batch(photos: list[list[Path]], out: Path, threads: int) -> tuple[float, float]:
     """Wall seconds of the local batch (worker start and model load included), mean compute per scene."""
     started = time.perf_counter()
     totals = []
-    with WorkerClient(ray_cluster.worker_python()) as client:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    with WorkerClient(ray_cluster.worker_python(), env=env) as client:
         for request in requests(photos, out):
             result = client.wait(client.reconstruct(request.photos, request.output, checkpoint=MODEL, device="cpu"),
                                  timeout=600)
