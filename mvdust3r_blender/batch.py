@@ -12,7 +12,6 @@ Note for interactive use: with ``blend=True`` the open file is replaced by each 
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -20,17 +19,17 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, TextIO, Union
 
 from .batch_records import BatchReport, SceneOutcome, finished_record, write_record
+from .client.remote import RemoteTarget
 from .core.errors import OptionError
 from .core.exports import parse_formats
-from .client.remote import RemoteTarget
-from .farm_batch import preferred_address, run_on_ray
-from .reconstruction import fresh_file, reconstruct, save_blend, show_through_first_camera
-from .session import PathLike, PhotoSource, WorkerSettings, photo_list
+from .farm_batch import farm_worker, preferred_address, run_on_ray
+from .reconstruction import api_spec, fresh_file, run_spec, save_blend, show_through_first_camera
+from .session import PathLike, PhotoSource, RunSpec, photo_list
 
 Scenes = Union[Sequence[PhotoSource], Mapping[str, PhotoSource]]
 """Folders or photo lists (named after their folder), or {name: folder or photo list}."""
@@ -81,34 +80,42 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
     `log`: where progress and the summary go (default stderr). Returns the :class:`BatchReport`;
     a failed scene does not stop the batch (check ``report.ok``). `ray`: compute on the Ray
     cluster at this address (``auto``, ``head:6379``, ``ray://head:10001``; docs/farm.md), with
-    `checkpoint` a path on its nodes or a released file's name; scenes that the cluster failed and
-    that were tried again say so in ``SceneOutcome.retries`` and the summary.
+    `checkpoint` a path on its nodes or a released file's name (default: the preferences'); without
+    `ray`, `remote` and `python`, the preferences' Worker choice Ray Cluster counts. Scenes the
+    cluster lost and tried again say why in ``SceneOutcome.retries`` and the summary.
     """
+    if not (blend or parse_formats(formats)):
+        raise OptionError("nothing to write", "ask for a .blend (blend=True) or export formats")
+    if ray is None and remote is None and python is None and ssh_command is None:
+        ray = preferred_address()
+    worker = farm_worker(python, checkpoint, device, precision) if ray is not None else None
+    template = api_spec((), checkpoint=checkpoint, device=device, precision=precision, python=python,
+                        remote=remote, ssh_command=ssh_command, exports=formats, worker=worker, **options)
+    return run_batch(scenes, out_dir, template, blend=blend, resume=resume, timeout=timeout, log=log, ray=ray)
+
+
+def run_batch(scenes: Scenes, out_dir: PathLike, template: RunSpec, *, blend: bool = True, resume: bool = True,
+              timeout: Optional[float] = None, log: Optional[TextIO] = None, ray: Optional[str] = None) -> BatchReport:
+    """Run `template` (a :class:`~.session.RunSpec` without photos) on each scene; see :func:`reconstruct_many`.
+    With `ray` (an address), the scenes still to do are computed on that Ray cluster (:mod:`.farm_batch`)."""
     stream = log if log is not None else sys.stderr
     started = time.perf_counter()
-    formats = parse_formats(formats)
+    formats = template.exports.formats
     if not (blend or formats):
         raise OptionError("nothing to write", "ask for a .blend (blend=True) or export formats")
-    if ray is None and remote is None and python is None:
-        ray = preferred_address()
+    settings = template.worker
     folder = Path(out_dir).absolute()
     folder.mkdir(parents=True, exist_ok=True)
-    wanted = (["blend"] if blend else []) + list(dict.fromkeys(formats))
+    wanted = (["blend"] if blend else []) + list(formats)
     named = scene_names(scenes)
     report = BatchReport(out_dir=folder, scenes=[])
 
     def say(text: str) -> None:
         print(f"[mvdust3r] {text}", file=stream, flush=True)
 
-    if ray is not None:
-        say(f"{len(named)} scene{'s' if len(named) != 1 else ''} → {folder} on the Ray cluster {ray}")
-        run_on_ray(named, folder, report, say, address=ray, checkpoint=checkpoint, device=device,
-                   precision=precision, python=python, blend=blend, formats=formats, resume=resume,
-                   timeout=timeout, options=options)
-        return _finish(report, started, stream)
-    settings = WorkerSettings.resolve(python, checkpoint, device, remote, ssh_command, precision)
-
-    where = f" on {settings.remote}" if settings.remote is not None else ""
+    where = f" on {settings.remote}" if settings.remote is not None else \
+        f" on the Ray cluster {ray}" if ray is not None else ""
+    on_ray: list[tuple[SceneOutcome, RunSpec, float]] = []
     say(f"{len(named)} scene{'s' if len(named) != 1 else ''} → {folder} (checkpoint {settings.checkpoint}{where}, "
         f"device {settings.device}, precision {settings.precision})")
     for index, (name, source) in enumerate(named, 1):
@@ -126,8 +133,11 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
                 outcome.outputs = {k: Path(v) for k, v in record["outputs"].items()}
                 say(f"{label}: already done, skipped")
                 continue
-            _run_scene(outcome, photos, settings, folder, blend, formats, timeout, options,
-                       stage_printer(say, label), scene_started)
+            spec = _scene_spec(template, photos, outcome.name, folder, blend)
+            if ray is not None:  # computed on the cluster below, all at once
+                on_ray.append((outcome, spec, scene_started))
+                continue
+            _run_scene(outcome, spec, folder, blend, timeout, stage_printer(say, label), scene_started)
             say(f"{label}: done in {outcome.seconds:.1f} s ({outcome.views} views, {outcome.points} points)")
         except Exception as exc:  # noqa: BLE001 -- the batch's boundary: report the scene, go on with
             # the next (a worker that died is restarted by the next scene's request).
@@ -136,10 +146,9 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
             ours = type(exc).__module__.startswith(__package__ or "")  # our errors' messages say it all
             outcome.error = (str(exc) if ours else f"{type(exc).__name__}: {exc}").replace("\n", " | ")
             say(f"{label}: FAILED: {outcome.error}")
-    return _finish(report, started, stream)
-
-
-def _finish(report: BatchReport, started: float, stream: TextIO) -> BatchReport:
+    if on_ray:
+        assert ray is not None
+        run_on_ray(on_ray, folder, say, address=ray, blend=blend, timeout=timeout)
     report.seconds = time.perf_counter() - started
     for line in report.table().splitlines():
         print(line, file=stream, flush=True)
@@ -158,22 +167,24 @@ def stage_printer(say: Callable[[str], None], label: str) -> Callable[[str, floa
     return on_progress
 
 
-def _run_scene(outcome: SceneOutcome, photos: list[str], settings: WorkerSettings, folder: Path, blend: bool,
-               formats: Sequence[str], timeout: Optional[float],
-               options: dict[str, Any], on_progress: Callable[[str, float], None], started: float) -> None:
+def _scene_spec(template: RunSpec, photos: list[str], name: str, folder: Path, blend: bool) -> RunSpec:
+    """The template filled in for one scene: its photos, its collection's name (unless the template
+    names one), its exports' folder; nothing is imported when no .blend is written."""
+    imports = replace(template.imports, name=template.imports.name if template.imports.name is not None else name)
+    if not (blend and template.importing):
+        imports = replace(imports, points=False, cameras=False, gaussians=False)
+    return replace(template, photos=tuple(photos), imports=imports,
+                   exports=replace(template.exports, folder=folder / name))
+
+
+def _run_scene(outcome: SceneOutcome, spec: RunSpec, folder: Path, blend: bool, timeout: Optional[float],
+               on_progress: Callable[[str, float], None], started: float) -> None:
     """Reconstruct one scene, write its outputs, then its record (last, so it marks completion)."""
     work = Path(tempfile.mkdtemp(prefix=f"mvdust3r-{outcome.name}-"))
     try:
         if blend:
             fresh_file()
-        importing = blend and any(options.get(k, True) for k in ("import_points", "import_cameras",
-                                                                   "import_gaussians"))
-        flags = {} if importing else {"import_points": False, "import_cameras": False, "import_gaussians": False}
-        result = reconstruct(photos, settings.checkpoint, device=settings.device, precision=settings.precision,
-                             python=settings.python, remote=settings.remote,
-                             output=work / "bundle.npz", timeout=timeout, on_progress=on_progress,
-                             exports=formats, export_dir=folder / outcome.name,
-                             **{"name": outcome.name, **options, **flags})
+        result = run_spec(spec, output=work / "bundle.npz", timeout=timeout, on_progress=on_progress)
         outcome.views, outcome.points = result.views, result.points
         outcome.worker_pid, outcome.model_reused = result.worker_pid, result.model_reused
         outcome.outputs.update(result.exports)
@@ -182,9 +193,9 @@ def _run_scene(outcome: SceneOutcome, photos: list[str], settings: WorkerSetting
             outcome.outputs["blend"] = save_blend(folder / f"{outcome.name}.blend")
         outcome.status = "done"
         outcome.seconds = time.perf_counter() - started
-        write_record(folder / f"{outcome.name}.json", outcome, photos, result.timings)
+        write_record(folder / f"{outcome.name}.json", outcome, list(spec.photos), result.timings)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-__all__ = ["BatchReport", "SceneOutcome", "reconstruct_many", "scene_names", "stage_printer"]
+__all__ = ["BatchReport", "SceneOutcome", "reconstruct_many", "run_batch", "scene_names", "stage_printer"]

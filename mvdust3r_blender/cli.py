@@ -14,17 +14,20 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
 import bpy
 
-from .batch import reconstruct_many, stage_printer
+from .batch import run_batch, stage_printer
+from .farm_batch import farm_worker
 from .core.errors import OptionError
 from .core.exports import parse_formats
-from .core.options import add_arguments
-from .reconstruction import fresh_file, reconstruct, save_blend, show_through_first_camera
-from .session import SESSION, WORKER_PYTHON_ENV
+from .core.options import add_arguments, cut_from_arguments, options_from_arguments
+from .import_options import ImportOptions
+from .reconstruction import fresh_file, run_spec, save_blend, show_through_first_camera
+from .session import SESSION, WORKER_PYTHON_ENV, Exports, RunSpec, WorkerSettings, photo_list
 
 PROG = "blender -b -c mvdust3r"
 
@@ -81,20 +84,13 @@ def main(argv: Sequence[str]) -> int:
             top.error(str(exc))
     except SystemExit as exc:  # --help (0) or a usage error (2): argparse has printed why
         return int(exc.code) if isinstance(exc.code, int) else 2
-    flags: dict[str, Any] = {"import_points": not args.no_points, "import_cameras": not args.no_cameras,
-                             "import_gaussians": not args.no_gaussians, "reference_view": args.reference_view,
-                             "pose_drop_percent": args.pose_drop_percent, "focal": args.focal,
-                             "confidence_drop_percent": args.confidence_drop_percent,
-                             "min_confidence": args.min_confidence}
-    settings: dict[str, Any] = {"checkpoint": args.checkpoint, "device": args.device, "precision": args.precision,
-                                "python": args.python, "remote": args.remote, "ssh_command": args.ssh_command}
     try:
         if args.command == "batch":
-            report = reconstruct_many(args.folders, args.out, blend=not args.no_blend, formats=args.export,
-                                      resume=not args.no_resume, timeout=args.timeout, ray=args.ray,
-                                      **settings, **flags)
+            worker = farm_worker(args.python, args.checkpoint, args.device, args.precision) if args.ray else None
+            report = run_batch(args.folders, args.out, arguments_spec(args, (), worker), blend=not args.no_blend,
+                               resume=not args.no_resume, timeout=args.timeout, ray=args.ray)
             return 0 if report.ok else 1
-        return _reconstruct_one(args, settings, flags)
+        return _reconstruct_one(args)
     except KeyboardInterrupt:
         print("mvdust3r: interrupted", file=sys.stderr)
         return 130
@@ -105,16 +101,31 @@ def main(argv: Sequence[str]) -> int:
         SESSION.shutdown()
 
 
-def _reconstruct_one(args: argparse.Namespace, settings: dict[str, Any], flags: dict[str, Any]) -> int:
+def arguments_spec(args: argparse.Namespace, photos: Sequence[str], worker: Optional[WorkerSettings] = None) -> RunSpec:
+    """The command line's run for `photos` (none: a batch's template): the options both command
+    lines share, read as ``core.options`` reads them for the engine's, and this one's own.
+    `worker`: settings already resolved (``--ray``), instead of the arguments'."""
+    cut = cut_from_arguments(args)
+    imports = ImportOptions(points=not args.no_points, cameras=not args.no_cameras, gaussians=not args.no_gaussians,
+                            confidence_drop_percent=cut.confidence_drop_percent, min_confidence=cut.min_confidence)
+    if worker is None:
+        worker = WorkerSettings.resolve(args.python, args.checkpoint, args.device, args.remote, args.ssh_command,
+                                        args.precision)
+    return RunSpec(photos=tuple(photos), worker=worker, options=options_from_arguments(args, gaussians=True),
+                   imports=imports, exports=Exports(formats=tuple(args.export), cut=cut), keep_bundle=True)
+
+
+def _reconstruct_one(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".blend":
         print(f"mvdust3r: error: --out {out} must be a .blend file", file=sys.stderr)
         return 2
     photos: Any = args.photos[0] if len(args.photos) == 1 else args.photos  # one argument: a folder
     fresh_file()
-    result = reconstruct(photos, timeout=args.timeout, on_progress=stage_printer(_say, ""), name=out.stem,
-                         exports=args.export, export_dir=Path(args.export_dir) if args.export_dir else out.with_suffix(""),
-                         **settings, **flags)
+    spec = arguments_spec(args, photo_list(photos))
+    spec = replace(spec, imports=replace(spec.imports, name=out.stem),
+                   exports=replace(spec.exports, folder=Path(args.export_dir) if args.export_dir else out.with_suffix("")))
+    result = run_spec(spec, timeout=args.timeout, on_progress=stage_printer(_say, ""))
     for fmt, path in result.exports.items():
         _say(f"{fmt}: {path}")
     show_through_first_camera(result)

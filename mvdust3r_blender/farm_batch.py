@@ -1,9 +1,10 @@
 """A batch on a Ray cluster (``reconstruct_many(..., ray=ADDRESS)``, ``batch --ray ADDRESS``).
 
 The same batch as :mod:`.batch` — names, resume, records, outputs, one broken scene kept apart, the
-summary — with the computing done on a Ray cluster: the scenes still to do go to the Ray driver
-(:class:`~.core.farm.FarmClient`, a process of the worker runtime; Blender never imports ray), each
-as the ``reconstruct`` request the local batch would send. Scenes land as the cluster finishes them,
+summary — with the computing done on a Ray cluster: :func:`~.batch.run_batch` hands over the scene
+specs still to do, and they go to the Ray driver (:class:`~.client.farm.FarmClient`, a process of
+the worker runtime; Blender never imports ray), each as the ``reconstruct`` request the local
+worker would get for that spec. Scenes land as the cluster finishes them,
 in any order: each is imported here, saved, and its record written last, exactly as a local scene.
 Retries (a lost actor or node) show in the scene's outcome and the summary.
 """
@@ -15,23 +16,19 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import bpy
 
 from . import preferences
-from .batch_records import BatchReport, SceneOutcome, finished_record, write_record
+from .batch_records import SceneOutcome, write_record
 from .client.farm import FarmClient
 from .core.farm import FarmError, FarmEvent, FarmJob, FarmScene
 from .core.options import check_precision
 from .core.protocol import ReconstructRequest, encode
-from .import_options import ImportOptions
 from .importers.scene import import_bundle
 from .reconstruction import fresh_file, save_blend
-from .session import WORKER_PYTHON_ENV, PathLike, PhotoSource, SetupError, WorkerSettings, photo_list, plan_run, worker_python
-
-RUN_OPTIONS = ("reference_view", "pose_drop_percent", "focal")
-IMPORT_FLAGS = ("import_points", "import_cameras", "import_gaussians")
+from .session import WORKER_PYTHON_ENV, PathLike, RunSpec, SetupError, WorkerSettings, worker_python
 
 
 def preferred_address() -> Optional[str]:
@@ -54,74 +51,54 @@ def driver_python(python: Optional[PathLike]) -> str:
     return str(Path(chosen).absolute())
 
 
-def run_on_ray(named: Sequence[tuple[str, PhotoSource]], folder: Path, report: BatchReport,
-               say: Callable[[str], None], *, address: str, checkpoint: Optional[PathLike], device: Optional[str],
-               precision: Optional[str], python: Optional[PathLike], blend: bool, formats: Sequence[str], resume: bool,
-               timeout: Optional[float], options: dict[str, Any]) -> None:
-    """Fill `report` with every scene's outcome, computing on the Ray cluster at `address`.
-    `checkpoint` is a path readable on the nodes or a released file's name (default: the
-    preferences' Ray checkpoint). Raises :class:`FarmError` when the cluster cannot be used at all."""
-    python = driver_python(python)
+def farm_worker(python: Optional[PathLike], checkpoint: Optional[PathLike], device: Optional[str],
+                precision: Optional[str]) -> WorkerSettings:
+    """The worker settings of a batch on a Ray cluster: the Ray driver's Python (this machine's
+    worker runtime) and the checkpoint as the nodes see it (a path there or a released file's name;
+    default: the preferences' Ray checkpoint), not checked here; device and precision as given, else
+    the preferences'."""
     prefs = preferences.get()
-    device = device if device is not None else str(prefs.device)
-    precision = check_precision(precision if precision is not None else str(prefs.precision))
-    checkpoint = os.fspath(checkpoint) if checkpoint is not None else prefs.ray_checkpoint
-    if not checkpoint:
+    chosen = os.fspath(checkpoint) if checkpoint is not None else prefs.ray_checkpoint
+    if not chosen:
         raise SetupError("no checkpoint is set for the Ray cluster",
                          "pass checkpoint= (a path on the nodes, or a released file name such as MVDp_s2.pth)")
-    flags = {k: bool(options.get(k, True)) for k in IMPORT_FLAGS}
-    run = {k: options[k] for k in RUN_OPTIONS if k in options}
-    rest = {k: v for k, v in options.items() if k not in RUN_OPTIONS and k not in IMPORT_FLAGS}
-    importing = blend and any(flags.values())
-    wanted = (["blend"] if blend else []) + list(dict.fromkeys(formats))
-    settings = WorkerSettings(python=python, checkpoint=checkpoint, device=device, precision=precision)
+    return WorkerSettings(python=driver_python(python), checkpoint=chosen,
+                          device=device if device is not None else str(prefs.device),
+                          precision=check_precision(precision if precision is not None else str(prefs.precision)))
+
+
+def run_on_ray(scenes: Sequence[tuple[SceneOutcome, RunSpec, float]], folder: Path, say: Callable[[str], None], *,
+               address: str, blend: bool, timeout: Optional[float]) -> None:
+    """Compute each (outcome, scene spec, start time) on the Ray cluster at `address` and land it
+    here: import into a fresh file, save, write the record (last). Fills the outcomes; raises
+    :class:`FarmError` when the cluster cannot be used at all (nothing ran)."""
     work = Path(tempfile.mkdtemp(prefix="mvdust3r-farm-results-"))
-    outcomes: dict[str, tuple[SceneOutcome, list[str], ImportOptions, float]] = {}
-    scenes: list[FarmScene] = []
-    total = len(named)
     try:
-        for index, (name, source) in enumerate(named, 1):
-            outcome = SceneOutcome(name=name)
-            report.scenes.append(outcome)
-            started = time.perf_counter()
-            try:
-                photos = photo_list(source)
-                record = finished_record(folder / f"{name}.json", photos, wanted) if resume else None
-                if record is not None:
-                    outcome.status = "skipped"
-                    outcome.views, outcome.points = int(record["views"]), int(record["points"])
-                    outcome.seconds = float(record["seconds"])
-                    outcome.outputs = {k: Path(v) for k, v in record["outputs"].items()}
-                    say(f"{index}/{total} {name}: already done, skipped")
-                    continue
-                imports = ImportOptions.from_keywords(
-                    points=flags["import_points"], cameras=flags["import_cameras"],
-                    gaussians=flags["import_gaussians"], **{"name": name, **rest})
-                plan = plan_run(photos, settings, work / f"{name}.npz", import_gaussians=flags["import_gaussians"],
-                                exports=formats, export_dir=folder / name, cut=imports.cut, keep_bundle=True, **run)
-                request = ReconstructRequest(
-                    id=name, photos=plan.photos, output=str(plan.output), options=plan.options, device=device,
-                    exports=plan.exports, export_dir=str(plan.export_dir) if plan.export_dir else None,
-                    export_cut=plan.cut)
-                scenes.append(FarmScene(name=name, request=encode(request)))
-                outcomes[name] = (outcome, photos, imports, started)
-            except Exception as exc:  # noqa: BLE001 -- as the local batch: report the scene, go on
-                _failed(outcome, exc, started)
-                say(f"{index}/{total} {name}: FAILED: {outcome.error}")
-        if scenes:
-            _follow(FarmClient(python, FarmJob(address=address, scenes=scenes, checkpoint=checkpoint, device=device,
-                                               precision=precision, timeout=timeout)),
-                    outcomes, folder, blend, importing, say)
+        entries: dict[str, tuple[SceneOutcome, RunSpec, float]] = {}
+        jobs: list[FarmScene] = []
+        for outcome, spec, started in scenes:
+            output = work / f"{outcome.name}.npz"
+            export_dir = spec.exports.folder_for(output)
+            request = ReconstructRequest(
+                id=outcome.name, photos=list(spec.photos), output=str(output), options=spec.options,
+                device=spec.worker.device, exports=list(spec.exports.formats),
+                export_dir=str(export_dir) if export_dir is not None else None, export_cut=spec.exports.cut)
+            jobs.append(FarmScene(name=outcome.name, request=encode(request)))
+            entries[outcome.name] = (outcome, spec, started)
+        worker = scenes[0][1].worker
+        job = FarmJob(address=address, scenes=jobs, checkpoint=worker.checkpoint, device=worker.device,
+                      precision=worker.precision, timeout=timeout)
+        _follow(FarmClient(worker.python, job), entries, folder, blend, say)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _follow(client: FarmClient, outcomes: dict[str, tuple[SceneOutcome, list[str], ImportOptions, float]],
-            folder: Path, blend: bool, importing: bool, say: Callable[[str], None]) -> None:
+def _follow(client: FarmClient, entries: dict[str, tuple[SceneOutcome, RunSpec, float]], folder: Path, blend: bool,
+            say: Callable[[str], None]) -> None:
     landed = 0
     try:
         for event in client.events():
-            entry = outcomes.get(event.scene)
+            entry = entries.get(event.scene)
             if event.kind == "cluster" and "actors" in event.detail:
                 say(f"Ray cluster: {event.detail['actors']} actor(s), {event.detail.get('resources')} each")
             elif event.kind == "retry" and entry is not None:
@@ -130,32 +107,31 @@ def _follow(client: FarmClient, outcomes: dict[str, tuple[SceneOutcome, list[str
             elif event.kind == "started" and entry is not None:
                 say(f"{event.scene}: sent to {event.actor} on {event.node} (attempt {event.attempt})")
             elif event.kind == "done" and entry is not None:
-                outcome, photos, imports, started = entry
+                outcome, spec, started = entry
                 landed += 1
                 try:
-                    _land(outcome, event, photos, imports, folder, blend, importing, started)
-                    say(f"{landed}/{len(outcomes)} {event.scene}: done in {outcome.seconds:.1f} s "
+                    _land(outcome, event, spec, folder, blend, started)
+                    say(f"{landed}/{len(entries)} {event.scene}: done in {outcome.seconds:.1f} s "
                         f"({outcome.views} views, {outcome.points} points)")
                 except Exception as exc:  # noqa: BLE001 -- this scene's import or save failed: go on
                     _failed(outcome, exc, started)
                     say(f"{event.scene}: FAILED: {outcome.error}")
             elif event.kind == "failed" and entry is not None:
                 landed += 1
-                _failed(entry[0], FarmError(event.message, event.hint), entry[3])
-                say(f"{landed}/{len(outcomes)} {event.scene}: FAILED: {entry[0].error}")
+                _failed(entry[0], FarmError(event.message, event.hint), entry[2])
+                say(f"{landed}/{len(entries)} {event.scene}: FAILED: {entry[0].error}")
             elif event.kind == "error":
-                unfinished = [o for o, *_ in outcomes.values() if o.status == "pending"]
-                if len(unfinished) == len(outcomes):  # nothing ran: the cluster itself is the problem
+                unfinished = [(o, t) for o, _, t in entries.values() if o.status == "pending"]
+                if len(unfinished) == len(entries):  # nothing ran: the cluster itself is the problem
                     raise FarmError(event.message, event.hint)
-                for outcome in unfinished:
-                    _failed(outcome, FarmError(event.message, event.hint), outcomes[outcome.name][3])
+                for outcome, started in unfinished:
+                    _failed(outcome, FarmError(event.message, event.hint), started)
                 say(f"FAILED: {event.message}")
     finally:
         client.stop()
 
 
-def _land(outcome: SceneOutcome, event: FarmEvent, photos: list[str], imports: ImportOptions, folder: Path,
-          blend: bool, importing: bool, started: float) -> None:
+def _land(outcome: SceneOutcome, event: FarmEvent, spec: RunSpec, folder: Path, blend: bool, started: float) -> None:
     """A scene the cluster finished: import it into a fresh file, save, write the record (last)."""
     bundle = Path(event.bundle)
     try:
@@ -163,10 +139,10 @@ def _land(outcome: SceneOutcome, event: FarmEvent, photos: list[str], imports: I
         outcome.outputs.update({k: Path(v) for k, v in event.exports.items()})
         if blend:
             fresh_file()
-            if importing:
+            if spec.importing:
                 scene = bpy.context.scene
                 assert scene is not None
-                imported = import_bundle(bundle, imports, scene)
+                imported = import_bundle(bundle, spec.imports, scene)
                 if imported.cameras:
                     from .importers.cameras import set_render_camera
 
@@ -174,7 +150,7 @@ def _land(outcome: SceneOutcome, event: FarmEvent, photos: list[str], imports: I
             outcome.outputs["blend"] = save_blend(folder / f"{outcome.name}.blend")
         outcome.status = "done"
         outcome.seconds = time.perf_counter() - started
-        write_record(folder / f"{outcome.name}.json", outcome, photos, dict(event.timings))
+        write_record(folder / f"{outcome.name}.json", outcome, list(spec.photos), dict(event.timings))
     finally:
         bundle.unlink(missing_ok=True)
 
@@ -186,4 +162,4 @@ def _failed(outcome: SceneOutcome, exc: BaseException, started: float) -> None:
     outcome.error = (str(exc) if ours else f"{type(exc).__name__}: {exc}").replace("\n", " | ")
 
 
-__all__ = ["run_on_ray"]
+__all__ = ["farm_worker", "preferred_address", "run_on_ray"]

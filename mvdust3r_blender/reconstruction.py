@@ -1,8 +1,10 @@
 """One reconstruction that blocks until it is in the scene: for scripts, other add-ons and the command line.
 
 The panel's run (:mod:`.run`) never blocks Blender; a script wants the opposite, a call that
-returns the finished collection. Both build their request and reach the worker through
-:mod:`.session`, so the model loaded by one call is reused by the next, whoever makes it. Settings
+returns the finished collection. :func:`reconstruct` is the API's face: it turns its keywords into
+a :class:`~.session.RunSpec` once; :func:`run_spec` runs a spec (batches and the command line call it
+too), through :mod:`.session` as the panel does, so the model loaded by one call is reused by the
+next, whoever makes it. Settings
 not given come from the add-on's preferences, the worker's Python first from
 ``$MVDUST3R_WORKER_PYTHON`` (tests, farms).
 
@@ -25,15 +27,16 @@ from typing import Any, Optional, Union
 import bpy
 
 from . import run, session
+from .client.remote import RemoteTarget
 from .core.atomic import atomic_file
 from .core.bundle import Bundle, read_bundle
 from .core.confidence import DEFAULT_DROP_PERCENT, ConfidenceCut
 from .core.exports import export as export_bundle
+from .core.options import ReconstructOptions
 from .core.protocol import Event, ProgressEvent, ResultEvent
 from .import_options import ImportOptions
 from .importers.scene import ImportResult, import_bundle
-from .client.remote import RemoteTarget
-from .session import SESSION, PathLike, PhotoSource, RunError, WorkerSettings
+from .session import SESSION, Exports, PathLike, PhotoSource, RunError, RunSpec, WorkerSettings
 
 ProgressCallback = Callable[[str, float], None]
 """Called with (stage, fraction of that stage done) as the worker reports progress."""
@@ -99,46 +102,72 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
     `ssh_command`, default ``ssh``; docs/remote.md): the photos are sent there and the results
     come back; `python` (default ``python3``) and `checkpoint` are then the remote's.
     """
-    paths = session.photo_list(photos)
-    options = ImportOptions.from_keywords(points=import_points, cameras=import_cameras,
+    spec = api_spec(session.photo_list(photos), checkpoint=checkpoint, device=device, precision=precision,
+                    python=python, remote=remote, ssh_command=ssh_command, reference_view=reference_view,
+                    pose_drop_percent=pose_drop_percent, focal=focal, import_points=import_points,
+                    import_cameras=import_cameras, import_gaussians=import_gaussians, exports=exports,
+                    export_dir=export_dir, **import_options)
+    return run_spec(spec, scene=scene, output=output, timeout=timeout, on_progress=on_progress)
+
+
+def api_spec(photos: Sequence[str], *, checkpoint: Optional[PathLike] = None, device: Optional[str] = None,
+             precision: Optional[str] = None, python: Optional[PathLike] = None,
+             remote: Union[str, RemoteTarget, None] = None, ssh_command: Optional[str] = None,
+             reference_view: Optional[int] = None, pose_drop_percent: float = DEFAULT_DROP_PERCENT,
+             focal: str | float = "auto", import_points: bool = True, import_cameras: bool = True,
+             import_gaussians: bool = True, exports: Sequence[str] = (), export_dir: Optional[PathLike] = None,
+             worker: Optional[WorkerSettings] = None, **import_options: Any) -> RunSpec:
+    """The API's keywords (:func:`reconstruct`'s, :func:`~.batch.reconstruct_many`'s) as one
+    :class:`~.session.RunSpec` for `photos` (none: a batch's template). The bundle is kept, for
+    :func:`export`; the exports leave out the points the import hides. `worker`: settings already
+    resolved (a batch on a Ray cluster), instead of resolving the keywords'."""
+    imports = ImportOptions.from_keywords(points=import_points, cameras=import_cameras,
                                           gaussians=import_gaussians, **import_options)
-    settings = WorkerSettings.resolve(python, checkpoint, device, remote, ssh_command, precision)
+    if worker is None:
+        worker = WorkerSettings.resolve(python, checkpoint, device, remote, ssh_command, precision)
+    return RunSpec(photos=tuple(photos), worker=worker,
+                   options=ReconstructOptions(reference_view=reference_view, pose_drop_percent=pose_drop_percent,
+                                              focal=str(focal)),
+                   imports=imports,
+                   exports=Exports(formats=tuple(exports), folder=Path(export_dir) if export_dir is not None else None,
+                                   cut=imports.cut),
+                   keep_bundle=True)
+
+
+def run_spec(spec: RunSpec, *, scene: Optional[bpy.types.Scene] = None, output: Optional[PathLike] = None,
+             timeout: Optional[float] = None, on_progress: Optional[ProgressCallback] = None) -> Result:
+    """Run `spec` and import what it asks for into `scene` (default: the context's); blocks. The
+    bundle goes to `output` (default: a new temporary folder). See :func:`reconstruct`."""
     target = scene if scene is not None else bpy.context.scene
-    importing = import_points or import_cameras or import_gaussians
-    if importing and target is None:
+    if spec.importing and target is None:
         raise RunError("there is no scene to import into", "pass scene=")
     if run.active() is not None:
         raise RunError("a reconstruction started from the panel is running", "wait for it or cancel it first")
     bundle_path = Path(output) if output is not None else Path(tempfile.mkdtemp(dir=results_folder())) / "bundle.npz"
     bundle_path.parent.mkdir(parents=True, exist_ok=True)
-    plan = session.plan_run(paths, settings, bundle_path, reference_view=reference_view,
-                            pose_drop_percent=pose_drop_percent, focal=focal,
-                            import_gaussians=import_gaussians, exports=exports,
-                            export_dir=Path(export_dir) if export_dir is not None else None, cut=options.cut,
-                            keep_bundle=True)
-    client, request_id = SESSION.submit(plan, session.log_path())
+    handle = SESSION.submit(spec, bundle_path, session.log_path())
 
     def follow(event: Event) -> None:
         if on_progress is not None and isinstance(event, ProgressEvent):
             on_progress(event.stage, event.fraction)
 
     try:
-        final = client.wait(request_id, timeout, on_event=follow)
+        final = handle.wait(timeout, on_event=follow)
     except (KeyboardInterrupt, TimeoutError):
-        if client.alive:
-            client.cancel(request_id)
+        if handle.client.alive:
+            handle.cancel()
         raise
     finally:
-        SESSION.close(request_id)
+        handle.close()
     assert isinstance(final, ResultEvent)
-    result = Result(bundle_path=Path(final.bundle), photos=paths, views=final.views, points=final.points,
-                    timings=dict(final.timings), imported=None, worker_pid=client.pid,
+    result = Result(bundle_path=Path(final.bundle), photos=list(spec.photos), views=final.views,
+                    points=final.points, timings=dict(final.timings), imported=None, worker_pid=handle.client.pid,
                     model_reused=final.model_reused, loads=final.loads,
                     exports={name: Path(path) for name, path in final.exports.items()})
-    if importing:
+    if spec.importing:
         assert target is not None
         started = time.perf_counter()
-        result.imported = import_bundle(result.bundle_path, options, target)
+        result.imported = import_bundle(result.bundle_path, spec.imports, target)
         result.timings["import"] = time.perf_counter() - started
     return result
 
@@ -203,6 +232,6 @@ def save_blend(path: PathLike) -> Path:
     return final
 
 
-__all__ = ["PhotoSource", "ProgressCallback", "Result", "export", "fresh_file", "reconstruct", "save_blend",
-           "show_through_first_camera"]
+__all__ = ["PhotoSource", "ProgressCallback", "Result", "api_spec", "export", "fresh_file", "reconstruct", "run_spec",
+           "save_blend", "show_through_first_camera"]
 

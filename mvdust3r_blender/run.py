@@ -1,10 +1,11 @@
 """The run controller: from the panel's photos to a new collection, without blocking Blender.
 
-A :class:`RunController` sends one ``reconstruct`` request, built and sent through
-:mod:`.session` as every run is, to the session's worker (which keeps the model loaded between
+The panel is one face of the run spec: :func:`panel_spec` turns its photos and settings and the
+preferences into a :class:`~.session.RunSpec` once. A :class:`RunController` submits it through
+:mod:`.session`, as every run is, to the session's worker (which keeps the model loaded between
 runs); its :meth:`RunController.step` — called on the main thread by a timer or the Reconstruct
 operator's modal loop, and by tests directly, since timers never fire in module mode — reads the
-events that arrived, mirrors progress into ``window_manager.mvdust3r_run`` and, when the bundle is
+request handle's events, mirrors progress into ``window_manager.mvdust3r_run`` and, when the bundle is
 ready, imports it (:func:`~.importers.scene.import_bundle`) as one undo step. A failure or a
 cancel imports nothing, and an import that fails removes what it created, so the user's scene is
 left exactly as it was.
@@ -21,57 +22,44 @@ from typing import Any, Optional
 import bpy
 
 from . import preferences, session
-from .core.protocol import ErrorEvent, Event, ProgressEvent, ResultEvent
+from .client.requests import RequestHandle
 from .client.worker_client import WorkerError
+from .core.options import ReconstructOptions
+from .core.protocol import ErrorEvent, Event, ProgressEvent, ResultEvent
 from .import_options import ImportOptions
 from .importers.scene import import_bundle
-from .session import FINISHED_STATES, SESSION, RunError, RunPlan, RunState, WorkerSession, WorkerSettings
+from .session import FINISHED_STATES, SESSION, RunError, RunSpec, RunState, WorkerSession, WorkerSettings
 
 CANCEL_GRACE = 15.0  # seconds a cancelled run may take to stop before its worker is stopped
 
 
-@dataclass
-class RunRequest:
-    """Everything one panel run needs, read from the scene and preferences at start."""
-
-    photos: list[str]
-    settings: WorkerSettings
-    reference_view: Optional[int]  # 0-based (the panel's Reference Photo counts from 1, 0 = automatic)
-    import_options: ImportOptions
-    scene_name: str
-    log_path: Optional[Path] = None
-    focal: str = "auto"            # the focal option: "auto", "estimate" or mm (35 mm equivalent)
-
-    def plan(self, output: Path) -> RunPlan:
-        """The worker request, with the bundle written to `output`."""
-        return session.plan_run(self.photos, self.settings, output, reference_view=self.reference_view,
-                                focal=self.focal, import_gaussians=self.import_options.gaussians)
-
-    @classmethod
-    def from_context(cls, context: bpy.types.Context) -> "RunRequest":
-        """Read the panel and preferences; :class:`RunError` / :class:`SetupError` name what is wrong."""
-        scene = context.scene
-        assert scene is not None
-        settings = scene.mvdust3r  # type: ignore[attr-defined]
-        photos = [bpy.path.abspath(p.filepath) for p in settings.photos]
-        session.check_photos(photos)
-        reference = int(settings.reference_photo)  # the panel counts from 1; 0 is automatic
-        if reference > len(photos):
-            raise RunError(f"reference photo {reference} does not exist: there are {len(photos)} photos",
-                           "set Reference Photo to a number from the list, or 0 for automatic")
-        prefs = preferences.get()
-        worker = WorkerSettings.from_preferences(prefs)
-        return cls(photos=photos, settings=worker, reference_view=reference - 1 if reference else None,
-                   focal=settings.focal(),
-                   import_options=ImportOptions.from_keywords(**settings.import_options()), scene_name=scene.name,
-                   log_path=session.log_path())
+def panel_spec(context: bpy.types.Context) -> RunSpec:
+    """The run the panel and the preferences describe; :class:`RunError` / :class:`SetupError`
+    name what is wrong (the Reference Photo as the panel counts: from 1, 0 for automatic)."""
+    scene = context.scene
+    assert scene is not None
+    settings = scene.mvdust3r  # type: ignore[attr-defined]
+    photos = [bpy.path.abspath(p.filepath) for p in settings.photos]
+    session.check_photos(photos)
+    reference = int(settings.reference_photo)
+    if reference > len(photos):
+        raise RunError(f"reference photo {reference} does not exist: there are {len(photos)} photos",
+                       "set Reference Photo to a number from the list, or 0 for automatic")
+    worker = WorkerSettings.from_preferences(preferences.get())
+    return RunSpec(photos=tuple(photos), worker=worker,
+                   options=ReconstructOptions(reference_view=reference - 1 if reference else None,
+                                              focal=settings.focal()),
+                   imports=ImportOptions.from_keywords(**settings.import_options()))
 
 
 @dataclass
 class RunController:
-    """One reconstruction: sends the request, follows it, imports the result on the main thread."""
+    """One reconstruction of `spec` into the scene `scene_name`: submits it, follows it, imports
+    the result on the main thread."""
 
-    request: RunRequest
+    spec: RunSpec
+    scene_name: str
+    log_path: Optional[Path] = None
     session: WorkerSession = field(default_factory=lambda: SESSION)
     phase: RunState = RunState.RUNNING
     stage: str = "Starting the worker"
@@ -80,7 +68,7 @@ class RunController:
     hint: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     collection_name: str = ""
-    request_id: str = ""
+    handle: Optional[RequestHandle] = None
     _workdir: Optional[Path] = None
     _cancelled_at: float = 0.0
 
@@ -89,8 +77,7 @@ class RunController:
         (the run's folder is removed then, as after any end)."""
         self._workdir = Path(tempfile.mkdtemp(prefix="mvdust3r-run-"))
         try:
-            _client, self.request_id = self.session.submit(self.request.plan(self._workdir / "bundle.npz"),
-                                                           self.request.log_path)
+            self.handle = self.session.submit(self.spec, self._workdir / "bundle.npz", self.log_path)
         except WorkerError as exc:
             self._finish(RunState.FAILED, exc.message, exc.hint)
         except BaseException:
@@ -109,10 +96,9 @@ class RunController:
         self.phase = RunState.CANCELLING
         self.stage = "Cancelling"
         self._cancelled_at = time.monotonic()
-        client = self.session.client
         try:
-            if client is not None:
-                client.cancel(self.request_id)
+            if self.handle is not None:
+                self.handle.cancel()
         except WorkerError as exc:
             self._finish(RunState.FAILED, exc.message, exc.hint)
         self.publish()
@@ -121,7 +107,7 @@ class RunController:
         """Handle what arrived; return when to call again (seconds), or None when the run is over."""
         if self.finished:
             return None
-        for event in self.session.take(self.request_id):
+        for event in self.handle.events() if self.handle is not None else ():
             self._handle(event)
             if self.finished:
                 break
@@ -153,15 +139,15 @@ class RunController:
     def _apply(self, bundle_path: Path) -> None:
         """Import the bundle into the run's scene as one undo step. ``api.import_bundle`` removes
         whatever it created when it fails, so a failure leaves the scene as it was."""
-        scene = bpy.data.scenes.get(self.request.scene_name)
+        scene = bpy.data.scenes.get(self.scene_name)
         if scene is None:
-            self._finish(RunState.FAILED, f"the scene '{self.request.scene_name}' was deleted during the run",
+            self._finish(RunState.FAILED, f"the scene '{self.scene_name}' was deleted during the run",
                          "run the reconstruction again")
             return
         self.stage = "Importing"
         started = time.perf_counter()
         try:
-            result = import_bundle(bundle_path, self.request.import_options, scene)
+            result = import_bundle(bundle_path, self.spec.imports, scene)
         except Exception as exc:  # reported, never half-applied: the importer cleaned up after itself
             self._finish(RunState.FAILED, f"importing the result failed: {exc}",
                          "the scene was left as it was; please report this with the worker log")
@@ -169,14 +155,15 @@ class RunController:
         self.timings["import"] = time.perf_counter() - started
         self.collection_name = result.collection.name
         _push_undo("MV-DUSt3R Reconstruction")
-        self._finish(RunState.DONE, f"{len(self.request.photos)} photos → {self.collection_name}")
+        self._finish(RunState.DONE, f"{len(self.spec.photos)} photos → {self.collection_name}")
 
     def _finish(self, phase: RunState, message: str, hint: str = "") -> None:
         self.phase, self.message, self.hint = phase, message, hint
         self.stage = phase.label
         if phase is RunState.DONE:
             self.fraction = 1.0
-        self.session.close(self.request_id)
+        if self.handle is not None:
+            self.handle.close()
         self._remove_workdir()
 
     def _remove_workdir(self) -> None:
@@ -250,7 +237,9 @@ def start(context: bpy.types.Context) -> RunController:
     global _active
     if active() is not None:
         raise RunError("a reconstruction is already running", "wait for it or cancel it")
-    controller = RunController(RunRequest.from_context(context))
+    scene = context.scene
+    assert scene is not None
+    controller = RunController(panel_spec(context), scene.name, session.log_path())
     controller.start()
     _active = controller
     return controller

@@ -4,12 +4,12 @@
 the directory that contains this package (in an installed extension: the extension repository), so
 the worker runs from the extension's own files with only the runtime's Python.
 
-Two ways to use it:
-
-- from Blender's main thread (a timer or modal operator): :meth:`WorkerClient.send` (or the
-  convenience methods, which return the request id) and :meth:`WorkerClient.poll`, which never blocks;
-- from scripts and the command line: :meth:`WorkerClient.wait`, which blocks until a request's final
-  event and raises :class:`WorkerError` for an error.
+A request is sent by :meth:`WorkerClient.send` (or the convenience methods, which return its id)
+and followed through its :class:`~.requests.RequestHandle` (:meth:`WorkerClient.follow`): its
+``events()`` never block (Blender's main thread: a timer or modal operator), its ``wait()`` blocks
+until the final event and raises :class:`WorkerError` for an error (scripts, the command line).
+:meth:`WorkerClient.wait` is the same wait by id; :meth:`WorkerClient.poll` hands out the events no
+handle follows.
 
 A reader thread decodes the worker's stdout into typed events; another keeps the last lines of its
 stderr (and copies them to a log file when asked) so that a dead worker's last words reach the user:
@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import IO, Any, Callable, Mapping, Optional, Sequence
 
 from ..core.confidence import ConfidenceCut
-from ..core.errors import UserError, mentions_out_of_memory
+from ..core.errors import mentions_out_of_memory
 from ..core.options import DEFAULT_PRECISION, ReconstructOptions
-from ..core.protocol import (FINAL_EVENTS, PROTOCOL_VERSION, CancelRequest, ErrorEvent, Event, HelloRequest,
-                       LoadRequest, ProtocolError, ReadyEvent, ReconstructRequest, ReleaseRequest, Request,
-                       ShutdownRequest, decode_event, encode)
+from ..core.protocol import (PROTOCOL_VERSION, CancelRequest, ErrorEvent, Event, HelloRequest, LoadRequest,
+                             ProtocolError, ReadyEvent, ReconstructRequest, ReleaseRequest, Request, ShutdownRequest,
+                             decode_event, encode)
+from .requests import Mailboxes, RequestHandle, WorkerError
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the extension's package (this module is in its client/)
 WORKER_MODULE = f"{PACKAGE_DIR.name}.engine.worker"
@@ -43,15 +44,6 @@ EXIT_TAIL_LINES = 12  # stderr lines quoted in a worker_exited error
 # out-of-memory killer (SIGKILL), a failed allocation in C code (SIGSEGV, SIGBUS), std::bad_alloc (SIGABRT).
 _MEMORY_SIGNALS = {int(getattr(signal, name)): name for name in ("SIGKILL", "SIGSEGV", "SIGBUS", "SIGABRT")
                    if hasattr(signal, name)}
-
-
-class WorkerError(UserError):
-    """A request failed in the worker, or the worker is gone. Carries the error event's fields."""
-
-    def __init__(self, event: ErrorEvent) -> None:
-        super().__init__(event.message, event.hint)
-        self.event = event
-        self.code = event.code
 
 
 class WorkerClient:
@@ -70,9 +62,8 @@ class WorkerClient:
         self.log_path = log_path
         self._env = dict(os.environ if env is None else env)
         self._proc: Optional[subprocess.Popen[str]] = None
-        self._events: queue.Queue[Event] = queue.Queue()
-        self._deferred: list[Event] = []  # events wait() took out of the queue for someone else
-        self._deferred_lock = threading.Lock()
+        self.mailboxes = Mailboxes()
+        self._events: queue.Queue[Event] = self.mailboxes.queue  # what the client's threads put events into
         self._send_lock = threading.Lock()
         self._stderr: collections.deque[str] = collections.deque(maxlen=stderr_lines)
         self._stderr_done = threading.Event()
@@ -90,8 +81,8 @@ class WorkerClient:
         if self.alive:
             raise RuntimeError("the worker is already running")
         argv, env = self._command()
-        self._events = queue.Queue()
-        self._deferred = []
+        self.mailboxes = Mailboxes()
+        self._events = self.mailboxes.queue
         self._stderr.clear()
         self._stderr_done.clear()
         self._exited.clear()
@@ -242,47 +233,34 @@ class WorkerClient:
 
     # -- events ---------------------------------------------------------------------------------
 
+    def follow(self, request_id: str) -> RequestHandle:
+        """The handle of request `request_id` (sent by this client): its events from the first on."""
+        self.mailboxes.open(request_id)
+        return RequestHandle(self, request_id)
+
+    def submit(self, request: Request) -> RequestHandle:
+        """Send `request` and follow it."""
+        return self.follow(self.send(request))
+
     def poll(self) -> list[Event]:
-        """Every event received since the last call, oldest first; never blocks."""
-        with self._deferred_lock:
-            events, self._deferred = self._deferred, []
-        while True:
-            try:
-                events.append(self._events.get_nowait())
-            except queue.Empty:
-                return events
+        """Every event no handle follows (``ready``, acknowledgements, a dead worker's error)
+        received since the last call, oldest first; never blocks."""
+        return self.mailboxes.unclaimed()
 
     def wait(self, request_id: str, timeout: Optional[float] = None,
              on_event: Optional[Callable[[Event], None]] = None) -> Event:
-        """Block until request `request_id`'s final event and return it. `on_event` sees each of
-        its events (progress included) as it comes. Raises :class:`WorkerError` for its error
-        event or when the worker dies, :class:`TimeoutError` after `timeout` seconds. Events of
-        other requests stay for :meth:`poll`."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._deferred_lock:  # its events that an earlier wait() set aside come first
-            backlog = [e for e in self._deferred if e.id == request_id]
-            self._deferred = [e for e in self._deferred if e.id != request_id]
-        while True:
-            try:
-                event = backlog.pop(0) if backlog else self._events.get(timeout=0.1)
-            except queue.Empty:
-                if self._exited.is_set() and self._events.empty():
-                    raise WorkerError(self._exit_event(self.returncode)) from None
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"the worker did not answer request {request_id} within {timeout} s") from None
-                continue
-            if event.id == request_id:
-                if on_event is not None:
-                    on_event(event)
-                if isinstance(event, ErrorEvent):
-                    raise WorkerError(event)
-                if isinstance(event, FINAL_EVENTS):
-                    return event
-                continue
-            with self._deferred_lock:
-                self._deferred.append(event)
-            if isinstance(event, ErrorEvent) and event.code == "worker_exited":
-                raise WorkerError(event)
+        """Follow request `request_id` until its final event (:meth:`RequestHandle.wait`), then forget it."""
+        handle = self.follow(request_id)
+        try:
+            return handle.wait(timeout, on_event)
+        finally:
+            handle.close()
+
+    def gone(self) -> Optional[ErrorEvent]:
+        """Why the worker is gone, once its stream has ended and every event it left is sorted; else None."""
+        if self._exited.is_set() and self._events.empty():
+            return self._exit_event(self.returncode)
+        return None
 
     # -- threads --------------------------------------------------------------------------------
 

@@ -102,9 +102,10 @@ def run_reconstruct(args: argparse.Namespace, stderr: TextIO) -> int:
     started = time.perf_counter()
     try:
         progress("model", 0.0)
-        model = load_model(args.checkpoint, device=device, dtype=plan_for(options.precision, device).weights)
+        plan = plan_for(options.precision, device)  # once for the run: the weights' dtype and the pipeline
+        model = load_model(args.checkpoint, device=device, dtype=plan.weights)
         progress("model", 1.0)
-        bundle = reconstruct(photos, model, options, progress=progress)
+        bundle = reconstruct(photos, model, options, progress=progress, plan=plan)
         progress("write", 0.0)
         bundle.meta["timings"]["total"] = round(time.perf_counter() - started, 4)
         written = [write_bundle(bundle, out / BUNDLE_NAME)]

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional
 
-from ..core.protocol import (AckEvent, CancelRequest, DeviceInfo, ErrorEvent, Event, HelloEvent, HelloRequest,
+from ..core.protocol import (AckEvent, CancelRequest, ErrorEvent, Event, HelloEvent, HelloRequest,
                         FetchRequest, LoadedEvent, LoadRequest, ModelInfo, ProgressEvent, ProtocolError, PutRequest,
                         ReadyEvent,
                         ReconstructRequest, ReleaseRequest, Request, ResultEvent, ShutdownRequest,
@@ -45,6 +45,7 @@ if TYPE_CHECKING:                  # torch loads lazily: the worker answers hell
     from .config import ModelConfig
     from .images import PendingPhotos
     from .model import MultiViewModel
+    from .precision import PrecisionPlan
 
 log = logging.getLogger("mvdust3r.worker")
 
@@ -170,9 +171,11 @@ class Worker:
         import numpy
         import torch
 
+        from .devices import device_infos
+
         return HelloEvent(id=request.id, protocol=PROTOCOL_VERSION, extension=extension_version(),
                           python=platform.python_version(), torch=torch.__version__, numpy=numpy.__version__,
-                          pid=os.getpid(), devices=_devices(), model=self._model_info, loads=self.loads)
+                          pid=os.getpid(), devices=device_infos(), model=self._model_info, loads=self.loads)
 
     def _cancel(self, request: CancelRequest) -> Event:
         with self._pending_lock:
@@ -215,8 +218,8 @@ class Worker:
             raise Cancelled(f"{request.type} request {request.id!r} was cancelled before it started")
         if isinstance(request, LoadRequest):
             started = time.perf_counter()
-            reused = self._ensure_model(request.checkpoint, request.device, request.dtype, request.precision,
-                                        self._progress(job))
+            dtype = self._weights_dtype(request.dtype, _plan(request.precision, request.device))
+            reused = self._ensure_model(request.checkpoint, request.device, dtype, self._progress(job))
             return LoadedEvent(id=request.id, model=self._model_info, reused=reused, loads=self.loads,
                                seconds=round(time.perf_counter() - started, 4))
         if isinstance(request, ReconstructRequest):
@@ -284,21 +287,17 @@ class Worker:
 
     # -- model ----------------------------------------------------------------------------------
 
-    def _ensure_model(self, checkpoint: str, device: str, dtype: Optional[str], precision: str,
-                      progress: Callable[[str, float], None],
+    def _ensure_model(self, checkpoint: str, device: str, dtype: str, progress: Callable[[str, float], None],
                       opened: Optional[Callable[[ModelConfig], None]] = None) -> bool:
         """Load `checkpoint` unless the same file (path, size, mtime) is loaded with the same
-        device and dtype (`dtype`, else the one `precision` keeps weights in on that device);
-        returns whether the loaded model was reused. `opened(config)` is called once the file is
-        read and checked, before its weights load (the slow part on a GPU)."""
+        device and weights' `dtype` (:meth:`_weights_dtype`); returns whether the loaded model was
+        reused. `opened(config)` is called once the file is read and checked, before its weights
+        load (the slow part on a GPU)."""
         from .checkpoint import open_checkpoint
         from .devices import resolve_device
 
         path = Path(checkpoint).expanduser().resolve()
-        if dtype is not None and dtype not in DTYPES:
-            raise BadRequest(f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPES)}, or null for the checkpoint's own")
         torch_device = resolve_device(device)
-        dtype = self._weights_dtype(str(torch_device), dtype, precision)
         try:
             stat = path.stat()
             key: Optional[ModelKey] = (str(path), stat.st_size, stat.st_mtime_ns, str(torch_device), dtype)
@@ -326,12 +325,11 @@ class Worker:
         return False
 
     @staticmethod
-    def _weights_dtype(device: str, dtype: Optional[str], precision: str) -> str:
-        """`dtype` when given, else the dtype `precision` keeps the weights in on `device`."""
-        from .devices import resolve_device
-        from .precision import plan_for
-
-        return dtype or plan_for(precision, resolve_device(device)).weights_name
+    def _weights_dtype(dtype: Optional[str], plan: "PrecisionPlan") -> str:
+        """The request's `dtype` when given (checked), else the one the run's `plan` keeps the weights in."""
+        if dtype is not None and dtype not in DTYPES:
+            raise BadRequest(f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPES)}, or null for the checkpoint's own")
+        return dtype or plan.weights_name
 
     def _drop_model(self) -> None:
         self._model = self._model_key = self._model_info = None
@@ -359,21 +357,23 @@ class Worker:
             pending.append(start_loading(request.photos, config.img_size))
 
         reused = True
+        loaded = self._model_info
+        device = request.device if request.checkpoint is not None else loaded.device if loaded is not None else None
+        plan = _plan(options.precision, device) if device is not None else None  # once per request
         try:
-            if request.checkpoint is None and self._model_info is not None and self._model_key is not None \
-                    and self._weights_dtype(self._model_info.device, request.dtype,
-                                            options.precision) != self._model_key[4]:
+            if plan is not None and loaded is not None and self._model_key is not None and request.checkpoint is None \
+                    and self._weights_dtype(request.dtype, plan) != self._model_key[4]:
                 # the loaded model, in the weights' dtype this run's precision needs
-                reused = self._ensure_model(self._model_info.checkpoint, self._model_info.device, request.dtype,
-                                            options.precision, progress, decode_photos)
-            elif request.checkpoint is not None:
-                reused = self._ensure_model(request.checkpoint, request.device, request.dtype, options.precision,
+                reused = self._ensure_model(loaded.checkpoint, loaded.device, self._weights_dtype(request.dtype, plan),
+                                            progress, decode_photos)
+            elif plan is not None and request.checkpoint is not None:
+                reused = self._ensure_model(request.checkpoint, request.device, self._weights_dtype(request.dtype, plan),
                                             progress, decode_photos)
             if self._model is None:
                 raise NotLoaded("no model is loaded",
                                 "send a load request first, or give the checkpoint in this request")
             bundle = reconstruct(list(request.photos), self._model, options, progress=progress, cancel=job.cancel,
-                                 pending=pending[0] if pending else None)
+                                 pending=pending[0] if pending else None, plan=plan)
         finally:
             for decoding in pending:
                 decoding.cancel()
@@ -399,6 +399,14 @@ class Worker:
                            loads=self.loads, exports=exported)
 
 
+def _plan(precision: str, device: str) -> "PrecisionPlan":
+    """What `precision` means on `device` (``auto``, ``cuda:1``, ...): planned once per request."""
+    from .devices import resolve_device
+    from .precision import plan_for
+
+    return plan_for(precision, resolve_device(device))
+
+
 def _export_dir(request: ReconstructRequest, gaussians: bool) -> Optional[Path]:
     """Check the requested exports before any work is done; the folder to write them to, or None."""
     if not request.exports:
@@ -417,45 +425,6 @@ def _export_dir(request: ReconstructRequest, gaussians: bool) -> Optional[Path]:
         raise BadRequest(f"export_dir {request.export_dir!r} is not an absolute path",
                          "give the full path of the folder the exports go to")
     return Path(request.export_dir).expanduser()
-
-
-def _devices() -> list[DeviceInfo]:
-    """What this runtime can compute on, best first (the order ``auto`` picks from)."""
-    import torch
-
-    from .devices import available_devices
-
-    found: list[DeviceInfo] = []
-    for kind in available_devices():
-        if kind == "cuda":
-            for index in range(torch.cuda.device_count()):
-                props = torch.cuda.get_device_properties(index)
-                found.append(DeviceInfo(name=f"cuda:{index}", label=props.name, memory=int(props.total_memory),
-                                        free=_free_memory(index, int(props.total_memory))))
-        elif kind == "mps":
-            found.append(DeviceInfo(name="mps", label="Apple GPU (Metal)"))
-        else:
-            found.append(DeviceInfo(name=kind, label=platform.processor() or platform.machine(),
-                                    memory=_physical_memory()))
-    return found
-
-
-def _free_memory(index: int, total: int) -> int:
-    """Free bytes on GPU `index`: from NVML when it is installed (no CUDA context is made on a GPU
-    the run may never use), else from the CUDA driver (which makes one)."""
-    import torch
-
-    try:
-        return max(total - int(torch.cuda.device_memory_used(index)), 0)
-    except Exception:  # noqa: BLE001 -- no pynvml / amdsmi, or an older torch: ask the driver
-        return int(torch.cuda.mem_get_info(index)[0])
-
-
-def _physical_memory() -> int:
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, ValueError, OSError):  # not POSIX
-        return 0
 
 
 def _free_cached_memory() -> None:

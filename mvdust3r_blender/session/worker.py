@@ -1,5 +1,5 @@
-"""The worker of this Blender session, the mailbox of each request sent to it, and the requests
-the preferences follow without blocking (the runtime check, a remote download)."""
+"""The worker of this Blender session, how a run reaches it, and the requests the preferences
+follow without blocking (the runtime check, a remote download)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,26 +7,21 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..client.remote import RemoteTarget, RemoteWorkerClient
+from ..client.requests import RequestHandle
 from ..client.runtime import subprocess_env
 from ..client.worker_client import WorkerClient, WorkerError
 from ..core.protocol import DeviceInfo, ErrorEvent, Event, FetchedEvent, HelloEvent, ProgressEvent
 from .errors import SetupError
-from .plan import RunPlan
+from .spec import RunSpec
 
 POLL_INTERVAL = 0.1  # seconds between looks at the worker's events from Blender's main thread
 
 
 class WorkerSession:
-    """The one worker of this Blender session and a mailbox per request id.
-
-    Events are read once (``client.poll``) and sorted into mailboxes, so the runtime check and a
-    run can wait on the same worker. An event that answers no request (the worker died, a broken
-    line) goes into every open mailbox, because each waiting request is affected.
-    """
+    """The one worker of this Blender session, (re)started on demand, and the way runs reach it."""
 
     def __init__(self) -> None:
         self.client: Optional[WorkerClient] = None
-        self._mail: dict[str, list[Event]] = {}
         self._remote: Optional[RemoteTarget] = None
 
     def ensure(self, python: str, log_path: Optional[Path] = None,
@@ -48,37 +43,14 @@ class WorkerSession:
         self.client, self._remote = client, remote
         return client
 
-    def submit(self, plan: RunPlan, log_path: Optional[Path] = None) -> tuple[WorkerClient, str]:
-        """Send `plan` to the (started if needed) worker; its client and the request's id, whose
-        events :meth:`take` hands out. Raises SetupError when the worker cannot start."""
-        client = self.ensure(plan.settings.python, log_path, plan.settings.remote)
-        request_id = self.expect(client.reconstruct(
-            list(plan.photos), plan.output, plan.options, checkpoint=plan.settings.checkpoint,
-            device=plan.settings.device, exports=plan.exports, export_dir=plan.export_dir, export_cut=plan.cut))
-        return client, request_id
-
-    def expect(self, request_id: str) -> str:
-        """Open the mailbox of a request just sent; returns its id."""
-        self._mail.setdefault(request_id, [])
-        return request_id
-
-    def take(self, request_id: str) -> list[Event]:
-        """The events for `request_id` that arrived since the last call (never blocks)."""
-        if self.client is not None:
-            for event in self.client.poll():
-                if event.id is not None and event.id in self._mail:
-                    self._mail[event.id].append(event)
-                elif event.id is None and isinstance(event, ErrorEvent):
-                    for box in self._mail.values():
-                        box.append(event)
-        events = self._mail.get(request_id)
-        if events is None:  # closed: the request already ended
-            return []
-        self._mail[request_id] = []
-        return events
-
-    def close(self, request_id: str) -> None:
-        self._mail.pop(request_id, None)
+    def submit(self, spec: RunSpec, output: Path, log_path: Optional[Path] = None) -> RequestHandle:
+        """Send `spec` to the (started if needed) worker, its bundle to be written to `output`;
+        returns the request's handle. Raises SetupError when the worker cannot start."""
+        worker = spec.worker
+        client = self.ensure(worker.python, log_path, worker.remote)
+        return client.follow(client.reconstruct(
+            list(spec.photos), output, spec.options, checkpoint=worker.checkpoint, device=worker.device,
+            exports=spec.exports.formats, export_dir=spec.exports.folder_for(output), export_cut=spec.exports.cut))
 
     def release(self) -> bool:
         """Ask the worker to free the model's memory; False when no worker runs."""
@@ -91,7 +63,6 @@ class WorkerSession:
         if self.client is not None:
             self.client.shutdown(timeout=5.0)
         self.client = None
-        self._mail.clear()
 
 
 SESSION = WorkerSession()
@@ -103,13 +74,16 @@ class FollowedRequest:
     callback) takes what arrived; ``error`` or the subclass's result ends it."""
 
     session: WorkerSession = field(default_factory=lambda: SESSION)
-    request_id: str = ""
+    handle: Optional[RequestHandle] = None
     error: str = ""
 
-    def _send(self, send: Callable[[], str]) -> None:
-        """Send the request `send` makes (it may start the worker); a failure becomes ``error``."""
+    def _send(self, python: str, remote: Optional[RemoteTarget], log_path: Optional[Path],
+              send: Callable[[WorkerClient], str]) -> None:
+        """Send the request `send` makes to the session's worker for `python` / `remote` (started
+        if needed) and follow it; a failure becomes ``error``."""
         try:
-            self.request_id = self.session.expect(send())
+            client = self.session.ensure(python, log_path, remote)
+            self.handle = client.follow(send(client))
         except (SetupError, WorkerError) as exc:
             self.error = str(exc)
 
@@ -127,15 +101,15 @@ class FollowedRequest:
         return self.answered or bool(self.error)
 
     def step(self) -> Optional[float]:
-        if self.finished:
+        if self.finished or self.handle is None:
             return None
-        for event in self.session.take(self.request_id):
+        for event in self.handle.events():
             if isinstance(event, ErrorEvent):
                 self.error = f"{event.message}: {event.hint}" if event.hint else event.message
             else:
                 self._receive(event)
         if self.finished:
-            self.session.close(self.request_id)
+            self.handle.close()
             return None
         return POLL_INTERVAL
 
@@ -149,7 +123,7 @@ class RuntimeCheck(FollowedRequest):
     result: Optional[HelloEvent] = None
 
     def start(self, log_path: Optional[Path] = None) -> None:
-        self._send(lambda: self.session.ensure(self.python, log_path, self.remote).hello())
+        self._send(self.python, self.remote, log_path, lambda client: client.hello())
 
     @property
     def answered(self) -> bool:
@@ -188,12 +162,11 @@ class RemoteFetch(FollowedRequest):
     result: Optional[FetchedEvent] = None
 
     def start(self, log_path: Optional[Path] = None) -> None:
-        def send() -> str:
-            client = self.session.ensure(self.remote.python, log_path, self.remote)
-            assert isinstance(client, RemoteWorkerClient)
+        def fetch(client: WorkerClient) -> str:
+            assert isinstance(client, RemoteWorkerClient)  # the session's worker for a remote target is one
             return client.fetch(self.url, self.filename, self.size)
 
-        self._send(send)
+        self._send(self.remote.python, self.remote, log_path, fetch)
 
     @property
     def answered(self) -> bool:

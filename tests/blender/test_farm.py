@@ -15,6 +15,7 @@ import bpy
 import pytest
 
 from installed import PACKAGE, module, worker_python
+from recording_layout import draw_preferences
 from scripting_setup import broken_scene, scene_folder
 
 
@@ -80,11 +81,15 @@ def test_the_preferences_check_describes_the_cluster(farm_env: Any) -> None:
     prefs.python_path = worker_python()
     prefs.ray_address = farm_env.address
     try:
+        layout = draw_preferences(prefs, bpy.context)  # what the artist sees: address, checkpoint, Check
+        assert {"worker_location", "ray_address", "ray_checkpoint", "python_path"} <= set(layout.props())
+        assert ("mvdust3r_blender.check_ray_cluster", "Check") in layout.buttons()
         assert bpy.ops.mvdust3r_blender.check_ray_cluster() == {"FINISHED"}
         farm = module("operators_farm")
         assert farm._CHECK and farm._CHECK[0].wait(180)
         farm.poll_check()  # the timer's work (timers never fire in module-mode bpy)
         assert prefs.ray_summary.startswith("2 nodes, 0 GPUs, 2 CPUs · Ray 2.60.0 · torch 2.13"), prefs.ray_summary
+        assert prefs.ray_summary in draw_preferences(prefs, bpy.context).labels()
         prefs.ray_address = "127.0.0.1:1"
         bpy.ops.mvdust3r_blender.check_ray_cluster()
         assert farm._CHECK[0].wait(180)

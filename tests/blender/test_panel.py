@@ -64,10 +64,8 @@ def test_running_state_shows_progress_and_cancel(ext: ModuleType, golden: Path) 
     configure_ready(golden)
     run = module("run")
     session = module("session")
-    request = run.RunRequest(photos=["/a.png", "/b.png"], settings=session.WorkerSettings("/p", "/c", "cpu"),
-                             reference_view=None, import_options=module("import_options").ImportOptions(),
-                             scene_name="Scene")
-    controller = run.RunController(request)  # not started: a run in progress as far as the UI knows
+    spec = session.RunSpec(photos=("/a.png", "/b.png"), worker=session.WorkerSettings("/p", "/c", "cpu"))
+    controller = run.RunController(spec, scene_name="Scene")  # not started: a run in progress as far as the UI knows
     controller.stage, controller.fraction = "network", 0.4
     controller.publish()
     run._active = controller

@@ -196,25 +196,25 @@ def test_reference_photo_and_options_reach_the_request(configured: Any, tmp_path
     with pytest.raises(RuntimeError, match="reference photo 4 does not exist: there are 3 photos"):
         bpy.ops.mvdust3r_blender.reconstruct()
     settings.reference_photo, settings.import_gaussians, settings.point_size = 2, False, 2.5
-    request = module("run").RunRequest.from_context(bpy.context)
-    options = request.plan(tmp_path / "bundle.npz").options
+    spec = module("run").panel_spec(bpy.context)
+    options = spec.options
     assert (options.reference_view, options.gaussians) == (1, False)  # 0-based below the panel; nothing to import
-    assert request.import_options.gaussians is False and request.import_options.point_size == 2.5
-    assert request.photos == [str(tmp_path / "shoot" / f"photo_{k:02d}.png") for k in range(3)]
-    assert (request.settings.device, request.settings.python) == ("cpu", worker_python())
+    assert spec.imports.gaussians is False and spec.imports.point_size == 2.5
+    assert list(spec.photos) == [str(tmp_path / "shoot" / f"photo_{k:02d}.png") for k in range(3)]
+    assert (spec.worker.device, spec.worker.python) == ("cpu", worker_python())
     assert options.precision == "auto"
     bpy.context.preferences.addons[PACKAGE].preferences.precision = "exact"
     try:
-        assert module("run").RunRequest.from_context(bpy.context).plan(tmp_path / "b.npz").options.precision == "exact"
+        assert module("run").panel_spec(bpy.context).options.precision == "exact"
     finally:
         bpy.context.preferences.addons[PACKAGE].preferences.precision = "auto"
     settings.reference_photo = 0
-    assert module("run").RunRequest.from_context(bpy.context).reference_view is None
+    assert module("run").panel_spec(bpy.context).options.reference_view is None
     assert options.focal == "auto"   # the panel's Focal Length: Auto, Estimate, or a given 35 mm equivalent
     settings.focal_mode, settings.focal_mm = "GIVEN", 35.0
-    assert module("run").RunRequest.from_context(bpy.context).plan(tmp_path / "b.npz").options.focal_mm == 35.0
+    assert module("run").panel_spec(bpy.context).options.focal_mm == 35.0
     settings.focal_mode = "ESTIMATE"
-    assert module("run").RunRequest.from_context(bpy.context).plan(tmp_path / "b.npz").options.focal == "estimate"
+    assert module("run").panel_spec(bpy.context).options.focal == "estimate"
 
 
 def test_opening_another_file_cancels_the_run(configured: Any, tmp_path: Path) -> None:
