@@ -29,7 +29,7 @@ from .core.errors import OptionError
 from .core.exports import parse_formats
 from .farm_batch import farm_worker, preferred_address, run_on_ray
 from .reconstruction import api_spec, fresh_file, run_spec, save_blend, show_through_first_camera
-from .session import PathLike, PhotoSource, RunSpec, photo_list
+from .session import PathLike, PhotoSource, RunSpec, SetupError, photo_list
 
 Scenes = Union[Sequence[PhotoSource], Mapping[str, PhotoSource]]
 """Folders or photo lists (named after their folder), or {name: folder or photo list}."""
@@ -86,6 +86,8 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
     """
     if not (blend or parse_formats(formats)):
         raise OptionError("nothing to write", "ask for a .blend (blend=True) or export formats")
+    if ray is not None and (remote is not None or ssh_command is not None):
+        raise SetupError("ray= and remote= are two places to compute", "give one of them")
     if ray is None and remote is None and python is None and ssh_command is None:
         ray = preferred_address()
     worker = farm_worker(python, checkpoint, device, precision) if ray is not None else None

@@ -82,6 +82,8 @@ def main(argv: Sequence[str]) -> int:
             args.export = parse_formats(args.export)
         except OptionError as exc:
             top.error(str(exc))
+        if getattr(args, "ray", None) and (args.remote or args.ssh_command):
+            top.error("--ray and --remote are two places to compute: give one")
     except SystemExit as exc:  # --help (0) or a usage error (2): argparse has printed why
         return int(exc.code) if isinstance(exc.code, int) else 2
     try:

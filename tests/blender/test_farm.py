@@ -38,6 +38,12 @@ def test_a_batch_on_the_cluster_equals_the_local_batch_and_resumes(farm_env: Any
     checkpoint = str(golden / "mvd_reduced_ckpt.pth")
     common = ["--checkpoint", checkpoint, "--device", "cpu", "--export", "ply"]
     main = module("cli").main
+    # one place to compute: a cluster or an ssh remote, not both
+    assert main(["batch", str(folders[0]), "--out", str(tmp_path / "x"), "--ray", farm_env.address,
+                 "--remote", "user@gpu-box"]) == 2
+    assert "--ray and --remote" in capsys.readouterr().err
+    with pytest.raises(module("session").SetupError, match="two places"):
+        module("api").reconstruct_many(folders, tmp_path / "x", ray=farm_env.address, remote="user@gpu-box")
 
     code = main(["batch", *map(str, folders), "--out", str(tmp_path / "ray"), "--ray", farm_env.address, *common])
     log = capsys.readouterr().err
