@@ -165,3 +165,15 @@ def test_a_node_removed_mid_batch_costs_retries_not_scenes(ray_farm: Any, golden
         ray_farm.nodes.remove(second)
         ray_farm.add_node()
         ray_farm.wait_for_nodes(2)
+
+
+def test_the_summary_says_what_was_retried(tmp_path: Path) -> None:
+    from mvdust3r_blender.batch_records import BatchReport, SceneOutcome
+
+    lost = "actor-1 on vm/1a2b3c4d was lost: ActorDiedError: the actor died unexpectedly"
+    report = BatchReport(out_dir=tmp_path, scenes=[SceneOutcome("kitchen", status="done", retries=[lost]),
+                                                   SceneOutcome("attic", status="done")])
+    lines = report.table().splitlines()
+    assert f"kitchen: retried 1x ({lost})" in lines
+    assert not any(line.startswith("attic: retried") for line in lines)
+    assert "2 done, 0 skipped, 0 failed" in report.table()
