@@ -63,7 +63,9 @@ def main() -> int:
     print()
     print("| | wall (s) | scenes/min | compute per scene (s) |")
     print("|---|---:|---:|---:|")
-    print(f"| local, one worker ({args.local_threads} thread{'s' if args.local_threads != 1 else ''}) | {local_wall:.1f} | {60 * args.scenes / local_wall:.1f} | {local_compute:.2f} |")
+    threads = f"{args.local_threads} thread{'s' if args.local_threads != 1 else ''}"
+    print(f"| local, one worker ({threads}) | {local_wall:.1f} | {60 * args.scenes / local_wall:.1f} "
+          f"| {local_compute:.2f} |")
     print(f"| Ray, two nodes × 1 CPU | {ray_wall:.1f} | {60 * args.scenes / ray_wall:.1f} | {compute:.2f} |")
     print()
     print(f"Ray/local throughput: {local_wall / ray_wall:.2f}. Per-scene overhead: before the actor began "

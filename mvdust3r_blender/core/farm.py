@@ -40,14 +40,15 @@ class FarmScene:
 class FarmJob:
     """What the driver runs: `address` as Ray users write it (``auto``, ``head:6379``,
     ``ray://head:10001``); `checkpoint`, a path readable on every node or a released file name
-    (``MVDp_s2.pth``, fetched on each node once); `cpus_per_actor` for clusters without GPUs."""
+    (``MVDp_s2.pth``, fetched on each node once); `cpus_per_actor` for clusters without GPUs (0: the
+    smallest node's CPUs, so one model per node computes with all its cores)."""
 
     address: str
     scenes: list[FarmScene]
     checkpoint: str
     device: str = "auto"
     precision: str = "auto"
-    cpus_per_actor: int = 1
+    cpus_per_actor: int = 0
     max_attempts: int = MAX_ATTEMPTS
     timeout: Optional[float] = None  # seconds per scene attempt
 

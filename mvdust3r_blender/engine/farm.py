@@ -9,7 +9,8 @@ writes :class:`~..core.farm.FarmEvent` lines; ``--check ADDRESS`` describes a cl
   environment (``py_modules``); Ray stores them content-addressed, so nodes fetch a version once.
   Nodes need Python, torch and ray, nothing installed by hand.
 - **Actors.** One :class:`~.farm_actor.SceneActor` per GPU (``num_gpus=1``), or per
-  ``cpus_per_actor`` CPUs on a cluster without GPUs, spread over the nodes, at most one per scene.
+  ``cpus_per_actor`` CPUs on a cluster without GPUs (by default the smallest node's CPUs: one model
+  per node, computing with all its cores), spread over the nodes, at most one per scene.
   Each loads the checkpoint once (a path on the nodes, or a released file fetched there once).
 - **Streaming.** At most :data:`DEPTH` scenes are in flight per actor (one computing, one whose
   photos travel meanwhile); a scene's photos are read and size-checked only when it is sent, and go
@@ -219,6 +220,7 @@ class Batch:
         self.started = 0
         self.pool = 0
         self.options: dict[str, Any] = {}
+        self.cpus = 1  # per actor, on a cluster without GPUs
 
     # -- actors ---------------------------------------------------------------------------------
 
@@ -227,8 +229,11 @@ class Batch:
         if self.job.device != "cpu" and total.get("GPU", 0) >= 1:
             self.pool = int(total["GPU"])
             return {"num_gpus": 1, "num_cpus": 1}
-        self.pool = max(int(total.get("CPU", 0)) // max(self.job.cpus_per_actor, 1), 1)
-        return {"num_cpus": self.job.cpus_per_actor}
+        nodes = [int(n["Resources"].get("CPU", 0)) for n in self.ray.nodes() if n.get("Alive")]
+        cpus = self.job.cpus_per_actor or min((c for c in nodes if c > 0), default=1)
+        self.cpus = cpus
+        self.pool = max(int(total.get("CPU", 0)) // cpus, 1)
+        return {"num_cpus": cpus}
 
     def _start_actor(self, options: dict[str, Any]) -> None:
         self.started += 1
@@ -305,7 +310,8 @@ class Batch:
         actor.inflight.append(ref)
         self.inflight[ref] = _Attempt(index, actor, time.monotonic(), request)
         self.emit(FarmEvent(kind="started", scene=scene.name, attempt=self.attempts[index], actor=actor.label,
-                            node=_node(actor), detail={"pid": actor.info.get("pid"), "node_id": actor.info.get("node")}))
+                            node=_node(actor),
+                            detail={"pid": actor.info.get("pid"), "node_id": actor.info.get("node")}))
 
     def _fill(self) -> None:
         for actor in self.actors:
@@ -433,7 +439,7 @@ class Batch:
         if starting and not any(a.ready for a in self.actors) and \
                 all(now - a.created > ACTOR_START_TIMEOUT_S for a in starting.values()):
             raise FarmError(f"no actor started on the cluster within {ACTOR_START_TIMEOUT_S:.0f} s",
-                            f"the cluster needs a free GPU, or {self.job.cpus_per_actor} free CPUs, per actor")
+                            f"the cluster needs a free GPU, or {self.cpus} free CPUs, per actor")
         if self.job.timeout is None:
             return
         for ref, attempt in list(self.inflight.items()):
