@@ -51,9 +51,11 @@ class Env:
         return self.path / "bin" / "python"
 
 
+RAY = "ray==2.60.0"  # token authentication needs 2.52+; the cluster's nodes should run the same version
 ENGINE = Env(".venv", (
     TORCH, "numpy>=1.26", "pillow>=10", "opencv-python-headless>=4.8", "safetensors>=0.4",
     "pytest>=8", "psutil>=5.9", "plyfile>=1.0", "trimesh>=4",
+    RAY,  # the farm's driver and the test cluster (engine/farm.py, tests/ray_cluster.py)
 ))
 BLENDER = {
     "4.2": Env(".venv-blender-4.2", ("bpy==4.2.23", "numpy<2", "pytest>=8", "pillow>=10")),
@@ -61,7 +63,7 @@ BLENDER = {
 }
 TYPECHECK = Env(".venv-typecheck", (
     "mypy==2.4.1", "fake-bpy-module-4.2", "numpy<2", TORCH, "pillow>=10", "opencv-python-headless>=4.8",
-    "safetensors>=0.4", "types-psutil",
+    "safetensors>=0.4", "types-psutil", RAY,
 ))
 
 

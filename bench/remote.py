@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,24 +32,9 @@ sys.path.insert(0, str(ROOT))
 from mvdust3r_blender.core import protocol as p  # noqa: E402
 from mvdust3r_blender.client.remote import RemoteTarget, RemoteWorkerClient  # noqa: E402
 from mvdust3r_blender.client.worker_client import WorkerClient  # noqa: E402
+from tests.helpers.photos import noise_jpegs  # noqa: E402
 
 MODEL = ROOT / "models" / "default.safetensors"
-
-
-def write_photos(folder: Path, count: int, megabytes: float) -> list[Path]:
-    """`count` distinct noise JPEGs of about `megabytes` each (quality 95: noise barely compresses)."""
-    from PIL import Image
-
-    pixels = int(megabytes * 1e6 / 1.18)  # a q95 noise JPEG takes about 1.18 bytes per pixel (measured)
-    height = int((pixels * 3 / 4) ** 0.5)
-    width = height * 4 // 3
-    rng = np.random.default_rng(0)
-    paths = []
-    for k in range(count):
-        path = folder / f"photo_{k:03d}.jpg"
-        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path, quality=95)
-        paths.append(path)
-    return paths
 
 
 class PeakMemory:
@@ -134,7 +118,7 @@ def main() -> int:
         target = RemoteTarget(host.destination, host.ssh_command(), host.python)
         checkpoint = host.place(MODEL)
         with tempfile.TemporaryDirectory(prefix="mvd-bench-remote-") as tmp:
-            photos = write_photos(Path(tmp), max(args.photos), args.megabytes)
+            photos = noise_jpegs(Path(tmp), max(args.photos), args.megabytes)
             sent = [sum(p.stat().st_size for p in photos[:n]) for n in args.photos]
             for n, total in zip(args.photos, sent):
                 row: dict[str, Any] = {"photos": n, "megabytes": total / 1e6}

@@ -10,8 +10,8 @@ import importlib
 
 # Blender-side modules, registered in this order and unregistered in reverse.
 _MODULES: tuple[str, ...] = ("operators_import", "operators_camera", "operators_align", "handlers", "properties",
-                             "result_settings", "preferences", "run", "operators_setup", "operators_run",
-                             "operators_result", "panel", "cli")
+                             "result_settings", "preferences", "run", "operators_setup", "operators_farm",
+                             "operators_run", "operators_result", "panel", "cli")
 
 
 def register() -> None:

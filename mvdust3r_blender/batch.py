@@ -14,7 +14,6 @@ Note for interactive use: with ``blend=True`` the open file is replaced by each 
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -22,67 +21,22 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, TextIO, Union
 
+from .batch_records import BatchReport, SceneOutcome, finished_record, scene_stamp, write_record
 from .client.remote import RemoteTarget
-from .core.atomic import atomic_file, unwritable
+from .core.atomic import unwritable
 from .core.errors import OptionError
 from .core.exports import parse_formats
-from .core.photos import file_digest, skipped_message, unsupported_photos
+from .core.photos import skipped_message, unsupported_photos
+from .farm_batch import farm_worker, preferred_address, run_on_ray
 from .reconstruction import api_spec, fresh_file, run_spec, save_blend, show_through_first_camera
-from .session import PathLike, PhotoSource, RunError, RunSpec, photo_list
+from .session import PathLike, PhotoSource, RunError, RunSpec, SetupError, photo_list
 
-RECORD_VERSION = 2
-"""2: the record carries the stamp (version 1 records lack it, so their scenes are done again)."""
 Scenes = Union[Sequence[PhotoSource], Mapping[str, PhotoSource]]
 """Folders or photo lists (named after their folder), or {name: folder or photo list}."""
-
-
-@dataclass
-class SceneOutcome:
-    """What became of one scene; a row of the summary table."""
-
-    name: str
-    status: str = "pending"           # "done", "skipped" (finished by an earlier run) or "failed"
-    views: int = 0
-    seconds: float = 0.0
-    points: int = 0
-    outputs: dict[str, Path] = field(default_factory=dict)  # "blend" and each export format → path
-    error: str = ""
-    worker_pid: Optional[int] = None
-    model_reused: bool = False
-
-
-@dataclass
-class BatchReport:
-    """Every scene's outcome, in the order given."""
-
-    out_dir: Path
-    scenes: list[SceneOutcome]
-    seconds: float = 0.0
-
-    @property
-    def failed(self) -> list[SceneOutcome]:
-        return [s for s in self.scenes if s.status == "failed"]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def table(self) -> str:
-        """The summary: one row per scene (scene, views, seconds, points, status), then the errors."""
-        rows = [("scene", "views", "seconds", "points", "status")]
-        rows += [(s.name, str(s.views), f"{s.seconds:.1f}", str(s.points), s.status) for s in self.scenes]
-        width = [max(len(r[i]) for r in rows) for i in range(5)]
-        lines = ["  ".join(c.ljust(width[i]) if i in (0, 4) else c.rjust(width[i]) for i, c in enumerate(r)).rstrip()
-                 for r in rows]
-        counts = {k: sum(s.status == k for s in self.scenes) for k in ("done", "skipped", "failed")}
-        lines.append(f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
-                     f"in {self.seconds:.1f} s; output in {self.out_dir}")
-        lines += [f"{s.name}: {s.error}" for s in self.failed]
-        return "\n".join(lines)
 
 
 def scene_names(scenes: Scenes) -> list[tuple[str, PhotoSource]]:
@@ -111,68 +65,12 @@ def scene_names(scenes: Scenes) -> list[tuple[str, PhotoSource]]:
     return result
 
 
-def _finished(record_path: Path, stamp: dict[str, Any], wanted: Sequence[str]) -> Optional[dict[str, Any]]:
-    """The record of an earlier run that made every `wanted` output with this `stamp`, else None."""
-    try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict):
-        return None
-    outputs = record.get("outputs", {})
-    if record.get("version") != RECORD_VERSION or record.get("stamp") != stamp or not isinstance(outputs, dict):
-        return None
-    if not all(k in outputs and Path(outputs[k]).exists() for k in wanted):
-        return None
-    return dict(record)
-
-
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def _digest(path: str) -> str:
-    """SHA-256 of a file, remembered for this session by (path, size, modification time): a batch
-    hashes its checkpoint once, not once per scene."""
-    stat = os.stat(path)
-    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _DIGESTS:
-        _DIGESTS[key] = file_digest(path)
-    return _DIGESTS[key]
-
-
-def scene_stamp(spec: RunSpec) -> dict[str, Any]:
-    """What a scene's result is made from: each photo (path and content), the checkpoint (its content;
-    on a remote machine, its path there), and the run's options — the engine's (precision included),
-    the import's and the exports' cut. JSON, for the record. (Which outputs were asked for is not part
-    of it: the record lists the outputs, and a scene whose record lacks one asked for now is done again.)"""
-    worker = spec.worker
-    checkpoint: dict[str, str] = {"path": str(worker.checkpoint)}
-    if worker.remote is None:
-        checkpoint["sha256"] = _digest(str(worker.checkpoint))
-    else:
-        checkpoint["remote"] = str(worker.remote)
-    options = {"options": asdict(spec.options), "imports": asdict(spec.imports), "cut": asdict(spec.exports.cut)}
-    return {"photos": [{"path": p, "sha256": file_digest(p)} for p in spec.photos], "checkpoint": checkpoint,
-            **json.loads(json.dumps(options, default=str))}
-
-
-def _write_record(path: Path, outcome: SceneOutcome, stamp: dict[str, Any], timings: dict[str, float]) -> None:
-    record = {"version": RECORD_VERSION, "scene": outcome.name, "photos": [p["path"] for p in stamp["photos"]],
-              "stamp": stamp, "views": outcome.views,
-              "points": outcome.points, "seconds": outcome.seconds, "timings": timings,
-              "worker_pid": outcome.worker_pid, "model_reused": outcome.model_reused,
-              "outputs": {k: str(v) for k, v in outcome.outputs.items()},
-              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    with atomic_file(path) as partial:
-        partial.write_text(json.dumps(record, indent=1), encoding="utf-8")
-
-
 def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[PathLike] = None,
                      device: Optional[str] = None, precision: Optional[str] = None, python: Optional[PathLike] = None, blend: bool = True,
                      formats: Sequence[str] = (), resume: bool = True,
                      timeout: Optional[float] = None, log: Optional[TextIO] = None,
                      remote: Union[str, RemoteTarget, None] = None, ssh_command: Optional[str] = None,
-                     **options: Any) -> BatchReport:
+                     ray: Optional[str] = None, **options: Any) -> BatchReport:
     """Reconstruct each scene (a folder or a list of photos) into `out_dir`.
 
     Per scene: ``<name>.blend`` when `blend`, the `formats` (``ply``, ``gaussians``, ``splat``,
@@ -184,18 +82,28 @@ def reconstruct_many(scenes: Scenes, out_dir: PathLike, *, checkpoint: Optional[
     ``import_gaussians``, ``reference_view``, ``pose_drop_percent``, ``focal`` and import options
     (``confidence_drop_percent`` / ``min_confidence`` also cut the exports), passed to ``reconstruct``.
     `log`: where progress and the summary go (default stderr). Returns the :class:`BatchReport`;
-    a failed scene does not stop the batch (check ``report.ok``).
+    a failed scene does not stop the batch (check ``report.ok``). `ray`: compute on the Ray
+    cluster at this address (``auto``, ``head:6379``, ``ray://head:10001``; docs/farm.md), with
+    `checkpoint` a path on its nodes or a released file's name (default: the preferences'); without
+    `ray`, `remote` and `python`, the preferences' Worker choice Ray Cluster counts. Scenes the
+    cluster lost and tried again say why in ``SceneOutcome.retries`` and the summary.
     """
     if not (blend or parse_formats(formats)):
         raise OptionError("nothing to write", "ask for a .blend (blend=True) or export formats")
+    if ray is not None and (remote is not None or ssh_command is not None):
+        raise SetupError("ray= and remote= are two places to compute", "give one of them")
+    if ray is None and remote is None and python is None and ssh_command is None:
+        ray = preferred_address()
+    worker = farm_worker(python, checkpoint, device, precision) if ray is not None else None
     template = api_spec((), checkpoint=checkpoint, device=device, precision=precision, python=python,
-                        remote=remote, ssh_command=ssh_command, exports=formats, **options)
-    return run_batch(scenes, out_dir, template, blend=blend, resume=resume, timeout=timeout, log=log)
+                        remote=remote, ssh_command=ssh_command, exports=formats, worker=worker, **options)
+    return run_batch(scenes, out_dir, template, blend=blend, resume=resume, timeout=timeout, log=log, ray=ray)
 
 
 def run_batch(scenes: Scenes, out_dir: PathLike, template: RunSpec, *, blend: bool = True, resume: bool = True,
-              timeout: Optional[float] = None, log: Optional[TextIO] = None) -> BatchReport:
-    """Run `template` (a :class:`~.session.RunSpec` without photos) on each scene; see :func:`reconstruct_many`."""
+              timeout: Optional[float] = None, log: Optional[TextIO] = None, ray: Optional[str] = None) -> BatchReport:
+    """Run `template` (a :class:`~.session.RunSpec` without photos) on each scene; see :func:`reconstruct_many`.
+    With `ray` (an address), the scenes still to do are computed on that Ray cluster (:mod:`.farm_batch`)."""
     stream = log if log is not None else sys.stderr
     started = time.perf_counter()
     formats = template.exports.formats
@@ -213,7 +121,9 @@ def run_batch(scenes: Scenes, out_dir: PathLike, template: RunSpec, *, blend: bo
     def say(text: str) -> None:
         print(f"[mvdust3r] {text}", file=stream, flush=True)
 
-    where = f" on {settings.remote}" if settings.remote is not None else ""
+    where = f" on {settings.remote}" if settings.remote is not None else \
+        f" on the Ray cluster {ray}" if ray is not None else ""
+    on_ray: list[tuple[SceneOutcome, RunSpec, float]] = []
     say(f"{len(named)} scene{'s' if len(named) != 1 else ''} → {folder} (checkpoint {settings.checkpoint}{where}, "
         f"device {settings.device}, precision {settings.precision})")
     for index, (name, source) in enumerate(named, 1):
@@ -227,13 +137,16 @@ def run_batch(scenes: Scenes, out_dir: PathLike, template: RunSpec, *, blend: bo
                 say(f"{label}: {skipped_message(skipped)}")
             spec = _scene_spec(template, photos, outcome.name, folder, blend)
             stamp = scene_stamp(spec)
-            record = _finished(folder / f"{name}.json", stamp, wanted) if resume else None
+            record = finished_record(folder / f"{name}.json", stamp, wanted) if resume else None
             if record is not None:
                 outcome.status = "skipped"
                 outcome.views, outcome.points = int(record["views"]), int(record["points"])
                 outcome.seconds = float(record["seconds"])
                 outcome.outputs = {k: Path(v) for k, v in record["outputs"].items()}
                 say(f"{label}: already done, skipped")
+                continue
+            if ray is not None:  # computed on the cluster below, all at once
+                on_ray.append((outcome, spec, scene_started))
                 continue
             _run_scene(outcome, spec, stamp, folder, blend, timeout, stage_printer(say, label), scene_started)
             say(f"{label}: done in {outcome.seconds:.1f} s ({outcome.views} views, {outcome.points} points)")
@@ -244,6 +157,9 @@ def run_batch(scenes: Scenes, out_dir: PathLike, template: RunSpec, *, blend: bo
             ours = type(exc).__module__.startswith(__package__ or "")  # our errors' messages say it all
             outcome.error = (str(exc) if ours else f"{type(exc).__name__}: {exc}").replace("\n", " | ")
             say(f"{label}: FAILED: {outcome.error}")
+    if on_ray:
+        assert ray is not None
+        run_on_ray(on_ray, folder, say, address=ray, blend=blend, timeout=timeout)
     report.seconds = time.perf_counter() - started
     for line in report.table().splitlines():
         print(line, file=stream, flush=True)
@@ -290,7 +206,7 @@ def _run_scene(outcome: SceneOutcome, spec: RunSpec, stamp: dict[str, Any], fold
             outcome.outputs["blend"] = save_blend(folder / f"{outcome.name}.blend")
         outcome.status = "done"
         outcome.seconds = time.perf_counter() - started
-        _write_record(folder / f"{outcome.name}.json", outcome, stamp, result.timings)
+        write_record(folder / f"{outcome.name}.json", outcome, stamp, result.timings)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -22,6 +22,7 @@ import bpy
 
 from .batch import run_batch, stage_printer
 from .core.atomic import unwritable
+from .farm_batch import farm_worker
 from .core.errors import OptionError
 from .core.exports import parse_formats
 from .core.options import add_arguments, check_align, cut_from_arguments, options_from_arguments
@@ -59,6 +60,11 @@ def parser() -> argparse.ArgumentParser:
     batch.add_argument("--out", required=True, metavar="DIR", help="output folder")
     batch.add_argument("--no-blend", action="store_true", help="write only the exports, no .blend files")
     batch.add_argument("--no-resume", action="store_true", help="redo scenes that an earlier run finished")
+    batch.add_argument("--ray", metavar="ADDRESS", help="compute on a Ray cluster: auto, head:6379 or "
+                                                        "ray://head:10001 (token from RAY_AUTH_TOKEN, "
+                                                        "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token; --checkpoint is "
+                                                        "then a path on the nodes or a released file name; "
+                                                        "docs/farm.md)")
 
     single = sub.add_parser("reconstruct", parents=[common], help="one set of photos → one .blend",
                             description="Reconstruct PHOTOS (files, or one folder) into the .blend file OUT.")
@@ -77,14 +83,17 @@ def main(argv: Sequence[str]) -> int:
             args.export = parse_formats(args.export)
         except OptionError as exc:
             top.error(str(exc))
+        if getattr(args, "ray", None) and (args.remote or args.ssh_command):
+            top.error("--ray and --remote are two places to compute: give one")
     except SystemExit as exc:  # --help (0) or a usage error (2): argparse has printed why
         return int(exc.code) if isinstance(exc.code, int) else 2
     if isinstance(args.remote, list):  # argparse drops a value of '--' (--remote=--) and leaves []
         args.remote = "--"             # the destination's own check says why it is refused
     try:
         if args.command == "batch":
-            report = run_batch(args.folders, args.out, arguments_spec(args, ()), blend=not args.no_blend,
-                               resume=not args.no_resume, timeout=args.timeout)
+            worker = farm_worker(args.python, args.checkpoint, args.device, args.precision) if args.ray else None
+            report = run_batch(args.folders, args.out, arguments_spec(args, (), worker), blend=not args.no_blend,
+                               resume=not args.no_resume, timeout=args.timeout, ray=args.ray)
             return 0 if report.ok else 1
         return _reconstruct_one(args)
     except KeyboardInterrupt:
@@ -97,15 +106,17 @@ def main(argv: Sequence[str]) -> int:
         SESSION.shutdown()
 
 
-def arguments_spec(args: argparse.Namespace, photos: Sequence[str]) -> RunSpec:
+def arguments_spec(args: argparse.Namespace, photos: Sequence[str], worker: Optional[WorkerSettings] = None) -> RunSpec:
     """The command line's run for `photos` (none: a batch's template): the options both command
-    lines share, read as ``core.options`` reads them for the engine's, and this one's own."""
+    lines share, read as ``core.options`` reads them for the engine's, and this one's own.
+    `worker`: settings already resolved (``--ray``), instead of the arguments'."""
     cut = cut_from_arguments(args)
     imports = ImportOptions(points=not args.no_points, cameras=not args.no_cameras, gaussians=not args.no_gaussians,
                             confidence_drop_percent=cut.confidence_drop_percent, min_confidence=cut.min_confidence,
                             align=check_align(args.align or preferred_align()))
-    worker = WorkerSettings.resolve(args.python, args.checkpoint, args.device, args.remote, args.ssh_command,
-                                    args.precision)
+    if worker is None:
+        worker = WorkerSettings.resolve(args.python, args.checkpoint, args.device, args.remote, args.ssh_command,
+                                        args.precision)
     return RunSpec(photos=tuple(photos), worker=worker, options=options_from_arguments(args, gaussians=True),
                    imports=imports, exports=Exports(formats=tuple(args.export), cut=cut), keep_bundle=True)
 

@@ -105,7 +105,10 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
         name="Worker",
         items=(("LOCAL", "This Computer", "Run the reconstruction here"),
                ("REMOTE", "Remote GPU (ssh)", "Run it on another machine reached with ssh: photos and results "
-                                              "travel over the connection (docs/remote.md)")),
+                                              "travel over the connection (docs/remote.md)"),
+               ("RAY", "Ray Cluster", "Batches (the command line's batch, api.reconstruct_many) run on a Ray "
+                                      "cluster, one loaded model per GPU; single runs stay on this computer "
+                                      "(docs/farm.md)")),
         default="LOCAL", update=_forget_check, description="Where the reconstruction runs")
     remote_destination: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Host", description="ssh destination: user@host or ssh://user@host:port", update=_forget_check)
@@ -125,6 +128,16 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
         description="Where the panel keeps each run's reconstruction bundle (.npz), for File › Import, "
                     "Export… and Save Bundle… later. Empty: a folder beside the saved .blend "
                     "(an unsaved file's bundles are removed when Blender quits)")
+    ray_address: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Address", default="auto", update=_forget_check,
+        description="The Ray cluster: auto, head:6379 or ray://head:10001 (the token comes from RAY_AUTH_TOKEN, "
+                    "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)")
+    ray_checkpoint: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Cluster Checkpoint", default="MVDp_s2.pth",
+        description="The model on the nodes: a path readable on every node, or a released file name "
+                    "(MVDp_s2.pth) that each node downloads once")
+    ray_summary: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Cluster", description="What the last cluster check found")
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -134,6 +147,9 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
         layout.row().prop(self, "worker_location", expand=True)
         if self.worker_location == "REMOTE":
             self._draw_remote(layout.box(), setup)
+        elif self.worker_location == "RAY":
+            self._draw_ray(layout.box())
+            self._draw_runtime(layout.box(), setup)
         else:
             self._draw_runtime(layout.box(), setup)
             self._draw_model(layout.box(), setup)
@@ -184,6 +200,15 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
             col = box.column(align=True)
             for line in record.lines():
                 col.label(text=line)
+
+    def _draw_ray(self, box: bpy.types.UILayout) -> None:
+        box.label(text="Ray Cluster (batches)", icon="NETWORK_DRIVE")
+        box.prop(self, "ray_address")
+        box.prop(self, "ray_checkpoint")
+        row = box.row()
+        row.operator("mvdust3r_blender.check_ray_cluster", text="Check", icon="CHECKMARK")
+        if self.ray_summary:
+            box.label(text=self.ray_summary)
 
     def _draw_remote(self, box: bpy.types.UILayout, setup: Any) -> None:
         box.label(text="Remote GPU over ssh", icon="NETWORK_DRIVE")

@@ -126,13 +126,15 @@ def api_spec(photos: Sequence[str], *, checkpoint: Optional[PathLike] = None, de
              reference_view: Optional[int] = None, pose_drop_percent: float = DEFAULT_DROP_PERCENT,
              focal: str | float = "auto", import_points: bool = True, import_cameras: bool = True,
              import_gaussians: bool = True, exports: Sequence[str] = (), export_dir: Optional[PathLike] = None,
-             **import_options: Any) -> RunSpec:
+             worker: Optional[WorkerSettings] = None, **import_options: Any) -> RunSpec:
     """The API's keywords (:func:`reconstruct`'s, :func:`~.batch.reconstruct_many`'s) as one
     :class:`~.session.RunSpec` for `photos` (none: a batch's template). The bundle is kept, for
-    :func:`export`; the exports leave out the points the import hides."""
+    :func:`export`; the exports leave out the points the import hides. `worker`: settings already
+    resolved (a batch on a Ray cluster), instead of resolving the keywords'."""
     imports = ImportOptions.from_keywords(points=import_points, cameras=import_cameras,
                                           gaussians=import_gaussians, **with_preferred_align(import_options))
-    worker = WorkerSettings.resolve(python, checkpoint, device, remote, ssh_command, precision)
+    if worker is None:
+        worker = WorkerSettings.resolve(python, checkpoint, device, remote, ssh_command, precision)
     return RunSpec(photos=tuple(photos), worker=worker,
                    options=ReconstructOptions(reference_view=reference_view, pose_drop_percent=pose_drop_percent,
                                               focal=str(focal)),

@@ -73,3 +73,16 @@ def remote_host() -> Iterator[Any]:
         yield host
     finally:
         host.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_farm() -> Iterator[Any]:
+    """A real two-node Ray cluster on 127.0.0.1 with token authentication (tests/helpers/ray_cluster.py),
+    started once per test run in the worker runtime, stopped (processes, files) at its end."""
+    from tests.helpers import ray_cluster
+
+    cluster = ray_cluster.start(nodes=2)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

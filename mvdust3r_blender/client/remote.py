@@ -25,16 +25,13 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import gzip
 import hashlib
-import io
 import os
 import re
 import shlex
 import shutil
 import signal
 import subprocess
-import tarfile
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -44,12 +41,13 @@ from typing import IO, Any, Optional, Sequence
 from ..core.arguments import ArgumentError, argument, control_characters
 from ..core.atomic import check_output
 from ..core.confidence import ConfidenceCut
+from ..core.engine_files import engine_archive
 from ..core.errors import UserError
 from ..core.options import ReconstructOptions
-from .runtime import Step, plan_environment
-from .torch_build import AUTO, TORCH_BACKENDS, TorchBuild
 from ..core.protocol import (CancelRequest, DataEvent, ErrorEvent, Event, FetchRequest, ProgressEvent, PutRequest,
                              ReconstructRequest, ResultEvent, read_line)
+from .runtime import Step, plan_environment
+from .torch_build import AUTO, TORCH_BACKENDS, TorchBuild
 from .worker_client import EXIT_TAIL_LINES, PACKAGE_DIR, WorkerClient, end_process
 
 CHUNK_BYTES = 1024 ** 2          # bytes per put request (the worker's data events use the same)
@@ -201,33 +199,6 @@ class RemoteTarget:
 
 # ---------------------------------------------------------------------------------------------
 # The engine's files, as sent to a remote
-
-
-def engine_archive(package_dir: Path = PACKAGE_DIR) -> tuple[bytes, str, str]:
-    """The reproducible ``.tar.gz`` of what a worker runs from, its SHA-256 (the engine's version)
-    and the tree digest of its files as the bootstrap computes it on the remote, on every start:
-    SHA-256 over each file's relative path, size and bytes, in path order. The package's
-    ``__init__.py``, ``core/``, ``engine/`` and the manifest (for the version it reports)."""
-    files: list[tuple[str, Path]] = [("__init__.py", package_dir / "__init__.py")]
-    for room in ("core", "engine"):
-        files += [(p.relative_to(package_dir).as_posix(), p) for p in sorted((package_dir / room).rglob("*.py"))
-                  if "__pycache__" not in p.parts]
-    for manifest in (package_dir / "blender_manifest.toml", package_dir.parent / "blender_manifest.toml"):
-        if manifest.is_file():
-            files.append(("blender_manifest.toml", manifest))
-            break
-    raw = io.BytesIO()
-    contents = {f"{package_dir.name}/{name}": path.read_bytes() for name, path in files}
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in contents.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
-            tar.addfile(info, io.BytesIO(data))
-    blob = gzip.compress(raw.getvalue(), mtime=0)
-    tree = hashlib.sha256()
-    for name in sorted(contents):
-        tree.update(name.encode() + b"\0" + str(len(contents[name])).encode() + b"\0" + contents[name])
-    return blob, hashlib.sha256(blob).hexdigest(), tree.hexdigest()
 
 
 _ARCHIVE: dict[Path, tuple[bytes, str, str]] = {}

@@ -250,6 +250,13 @@ class Worker:
             return AckEvent(id=request.id, request=request.type, detail=detail)
         raise AssertionError(f"no job handler for {request.type}")
 
+    def handle(self, request: Request) -> Event:
+        """Run one load, reconstruct or release request on this thread, without a stream: its
+        final event (failures as ``error`` events, as the stream would carry them). The worker
+        inside a Ray actor (:mod:`.farm_actor`) serves scenes this way."""
+        job = _Job(request)
+        return self._answer(request, lambda r: self._run(r, job))
+
     def _answer(self, request: Request, handle: Callable[[Any], Event]) -> Event:
         """Run `handle(request)`; every exception becomes the request's error event."""
         try:

@@ -1,0 +1,179 @@
+"""A batch on a real two-node Ray cluster (token auth, 127.0.0.1; tests/helpers/ray_cluster.py) through the
+Ray driver as the Blender side starts it (core.farm.FarmClient): results equal a local worker's,
+a bad photo fails only its scene, a killed actor and a removed node cost a retry, not a scene,
+an interrupted driver leaves no actor running, and a client without the token is refused."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pytest
+
+from mvdust3r_blender.core.bundle import read_bundle
+from mvdust3r_blender.client.farm import FarmClient
+from mvdust3r_blender.core.farm import FarmEvent, FarmJob, FarmScene
+from mvdust3r_blender.core.protocol import ReconstructRequest, encode
+from mvdust3r_blender.client.worker_client import WorkerClient
+from tests.helpers.photos import smooth_photos
+from test_worker import PYTHON, TIMEOUT
+
+
+def scene(root: Path, name: str, seed: int, views: int = 4) -> FarmScene:
+    photos = smooth_photos(root / "photos" / name, views, seed=seed)
+    request = ReconstructRequest(id=name, photos=[str(p) for p in photos], output=str(root / "out" / f"{name}.npz"),
+                                 device="cpu", exports=["ply"], export_dir=str(root / "out" / name))
+    return FarmScene(name, encode(request))
+
+
+def run(cluster: Any, scenes: list[FarmScene], golden: Path, *, env: Optional[dict[str, str]] = None,
+        on_event: Any = None) -> list[FarmEvent]:
+    job = FarmJob(address=cluster.address, scenes=scenes, checkpoint=str(golden / "mvd_reduced_ckpt.pth"),
+                  device="cpu")
+    client = FarmClient(PYTHON, job, env=env if env is not None else cluster.env())
+    events: list[FarmEvent] = []
+    try:
+        for event in client.events():
+            events.append(event)
+            if on_event is not None:
+                on_event(event, client)
+    finally:
+        client.stop()
+    assert events[-1].kind == "end", events
+    return events
+
+
+def kinds(events: list[FarmEvent], kind: str) -> dict[str, FarmEvent]:
+    return {e.scene: e for e in events if e.kind == kind}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def gone_soon(pids: set[int], within: float = 30.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not any(alive(p) for p in pids):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_four_scenes_and_a_broken_one_match_a_local_worker(ray_farm: Any, golden: Path, tmp_path: Path) -> None:
+    scenes = [scene(tmp_path, f"scene{i}", seed=i) for i in range(4)]
+    broken = scene(tmp_path, "broken", seed=9, views=3)
+    bad_photo = tmp_path / "photos" / "broken" / "photo_001.png"
+    bad_photo.write_bytes(b"this is not a PNG file")
+    events = run(ray_farm, [*scenes[:2], broken, *scenes[2:]], golden)
+
+    done, failed = kinds(events, "done"), kinds(events, "failed")
+    assert sorted(done) == [f"scene{i}" for i in range(4)] and list(failed) == ["broken"], events
+    assert "photo_001.png" in failed["broken"].message and failed["broken"].attempt == 1  # named, not retried
+    assert not kinds(events, "retry")
+    assert len({e.node for e in done.values()}) == 2  # both nodes worked
+    assert not (tmp_path / "out" / "broken.npz").exists() and not list((tmp_path / "out").glob(".*"))
+
+    pids = {e.detail["pid"] for e in events if e.kind == "started"}
+    assert gone_soon(pids)  # the driver released its actors
+    with WorkerClient(PYTHON) as local:  # the same requests on a local worker: the same numbers and files
+        for i in range(4):
+            photos = sorted((tmp_path / "photos" / f"scene{i}").glob("*.png"))
+            out = tmp_path / "local" / f"scene{i}.npz"
+            local.wait(local.reconstruct(photos, out, checkpoint=golden / "mvd_reduced_ckpt.pth", device="cpu",
+                                         exports=["ply"], export_dir=tmp_path / "local" / f"scene{i}"),
+                       timeout=TIMEOUT)
+            got, want = read_bundle(tmp_path / "out" / f"scene{i}.npz"), read_bundle(out)
+            assert got.photo_paths == want.photo_paths == [str(p) for p in photos]
+            for name in ("pts3d", "conf", "intrinsics", "cam2world", "crop_box", "colors"):
+                np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-5, atol=1e-6,
+                                           err_msg=name)
+            ply = (tmp_path / "out" / f"scene{i}" / "points.ply")
+            assert done[f"scene{i}"].exports == {"ply": str(ply)}
+            assert ply.stat().st_size == (tmp_path / "local" / f"scene{i}" / "points.ply").stat().st_size
+
+
+def test_an_actor_killed_mid_scene_costs_a_retry_not_the_scene(ray_farm: Any, golden: Path,
+                                                                tmp_path: Path) -> None:
+    scenes = [scene(tmp_path, f"scene{i}", seed=i, views=6) for i in range(4)]
+    killed: list[int] = []
+
+    def kill_first(event: FarmEvent, client: FarmClient) -> None:
+        if event.kind == "started" and not killed:
+            killed.append(int(event.detail["pid"]))
+            os.kill(killed[0], signal.SIGKILL)
+
+    events = run(ray_farm, scenes, golden, on_event=kill_first)
+    retried = kinds(events, "retry")
+    assert retried, events
+    assert all("actor-" in e.message and "lost" in e.message for e in retried.values())
+    assert sorted(kinds(events, "done")) == [f"scene{i}" for i in range(4)] and not kinds(events, "failed")
+    assert all(kinds(events, "done")[name].attempt == 2 for name in retried)
+    for i in range(4):
+        read_bundle(tmp_path / "out" / f"scene{i}.npz")
+
+
+def test_an_interrupted_driver_leaves_no_actor_running(ray_farm: Any, golden: Path, tmp_path: Path) -> None:
+    scenes = [scene(tmp_path, f"scene{i}", seed=i, views=6) for i in range(6)]
+    pids: set[int] = set()
+
+    def interrupt(event: FarmEvent, client: FarmClient) -> None:
+        if event.kind == "started":
+            pids.add(int(event.detail["pid"]))
+            client.interrupt()  # SIGINT, as Ctrl-C in a terminal
+
+    events = run(ray_farm, scenes, golden, on_event=interrupt)
+    assert any(e.kind == "error" and e.code == "cancelled" for e in events), events
+    assert pids and gone_soon(pids)
+    assert len(kinds(events, "done")) < 6
+
+
+def test_a_client_without_the_token_is_refused(ray_farm: Any, golden: Path, tmp_path: Path) -> None:
+    for env in ({k: v for k, v in ray_farm.env(token=None).items() if k != "RAY_AUTH_MODE"},  # Ray's defaults
+                ray_farm.env(token="0" * 64)):  # a wrong token
+        events = run(ray_farm, [scene(tmp_path, "scene0", seed=0)], golden, env=env)
+        errors = [e for e in events if e.kind == "error"]
+        assert len(errors) == 1 and "refused" in errors[0].message and "RAY_AUTH_TOKEN" in errors[0].hint, events
+        assert not kinds(events, "started")
+
+
+def test_a_node_removed_mid_batch_costs_retries_not_scenes(ray_farm: Any, golden: Path, tmp_path: Path) -> None:
+    scenes = [scene(tmp_path, f"scene{i}", seed=i, views=6) for i in range(6)]
+    second = ray_farm.nodes[1]
+    removed: list[str] = []
+
+    def remove_node(event: FarmEvent, client: FarmClient) -> None:
+        if event.kind == "started" and not removed and event.detail["node_id"] != ray_farm.head_node_id():
+            removed.append(event.node)
+            second.stop()
+
+    try:
+        events = run(ray_farm, scenes, golden, on_event=remove_node)
+        assert removed
+        assert kinds(events, "retry") and not kinds(events, "failed"), events
+        done = kinds(events, "done")
+        assert sorted(done) == [f"scene{i}" for i in range(6)]
+        assert all(done[name].node != removed[0] for name in kinds(events, "retry"))
+    finally:  # the cluster has two nodes again for the tests after this one
+        ray_farm.nodes.remove(second)
+        ray_farm.add_node()
+        ray_farm.wait_for_nodes(2)
+
+
+def test_the_summary_says_what_was_retried(tmp_path: Path) -> None:
+    from mvdust3r_blender.batch_records import BatchReport, SceneOutcome
+
+    lost = "actor-1 on vm/1a2b3c4d was lost: ActorDiedError: the actor died unexpectedly"
+    report = BatchReport(out_dir=tmp_path, scenes=[SceneOutcome("kitchen", status="done", retries=[lost]),
+                                                   SceneOutcome("attic", status="done")])
+    lines = report.table().splitlines()
+    assert f"kitchen: retried 1x ({lost})" in lines
+    assert not any(line.startswith("attic: retried") for line in lines)
+    assert "2 done, 0 skipped, 0 failed" in report.table()
