@@ -12,11 +12,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .core.atomic import atomic_file
 from .core.photos import file_digest
-from .session import RunSpec
+
+if TYPE_CHECKING:  # the engine's tests read the records without bpy, which session/ needs
+    from .session import RunSpec
 
 RECORD_VERSION = 2
 """2: the record carries the stamp (version 1 records lack it, so their scenes are done again)."""
@@ -98,7 +100,7 @@ def _digest(path: str) -> str:
     return _DIGESTS[key]
 
 
-def scene_stamp(spec: RunSpec) -> dict[str, Any]:
+def scene_stamp(spec: "RunSpec") -> dict[str, Any]:
     """What a scene's result is made from: each photo (path and content), the checkpoint (its content;
     on a remote machine or only on a cluster's nodes, its path there), and the run's options — the
     engine's (precision included), the import's and the exports' cut. JSON, for the record. (Which
