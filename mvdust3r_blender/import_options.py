@@ -173,15 +173,15 @@ class PlacementSettings:
     """What the artist knows about the scene's size, as the panel's fields (``scene.mvdust3r``)."""
 
     known_distance: bpy.props.FloatProperty(  # type: ignore[valid-type]
-        name="Distance", default=1.0, min=0.0, subtype="DISTANCE", unit="LENGTH",
+        name="Distance", default=1.0, min=0.0, max=1e6, subtype="DISTANCE", unit="LENGTH",
         description="The real distance between two picked points: two selected vertices of the point cloud "
                     "(Edit Mode), or one selected vertex and the 3D cursor")
     known_camera_height: bpy.props.FloatProperty(  # type: ignore[valid-type]
-        name="Camera Height", default=1.6, min=0.0, subtype="DISTANCE", unit="LENGTH",
+        name="Camera Height", default=1.6, min=0.0, max=1e6, subtype="DISTANCE", unit="LENGTH",
         description="The real height above the floor of the active camera (else of the cameras' median); "
                     "the floor must be at z = 0 (Level & Ground)")
     known_size: bpy.props.FloatProperty(  # type: ignore[valid-type]
-        name="Size", default=1.0, min=0.0, subtype="DISTANCE", unit="LENGTH",
+        name="Size", default=1.0, min=0.0, max=1e6, subtype="DISTANCE", unit="LENGTH",
         description="The real length of the longest side of the bounding box of the selected points "
                     "(else of every shown point)")
 

@@ -13,14 +13,15 @@ from typing import TYPE_CHECKING, Optional
 import bpy
 import numpy as np
 
-from .importers.placement import ImportParts, import_of, level_and_ground, scale_import, shown_points
+from . import result_settings
+from .importers.placement import ImportParts, level_and_ground, scale_import, shown_points
 
 if TYPE_CHECKING:
     from bpy.stub_internal.rna_enums import OperatorReturnItems
 
 
 def _parts(operator: bpy.types.Operator, context: bpy.types.Context) -> Optional[ImportParts]:
-    parts = import_of(context.active_object)
+    parts = result_settings.active_import(context)
     if parts is None:
         operator.report({"ERROR"}, "select an object of an imported reconstruction (its points, a camera or its Gaussians)")
     return parts
@@ -29,7 +30,7 @@ def _parts(operator: bpy.types.Operator, context: bpy.types.Context) -> Optional
 class _PlacementOperator:
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return import_of(context.active_object) is not None
+        return result_settings.active_import(context) is not None
 
 
 class MVDUST3R_BLENDER_OT_level_ground(_PlacementOperator, bpy.types.Operator):

@@ -12,7 +12,7 @@ import bpy
 from . import bundles, preferences, result_settings, run, session
 from .core.photos import MIN_PHOTOS_PLUS, PHOTO_COUNT
 from .importers import render
-from .importers.placement import import_of, recorded_alignment
+from .importers.placement import recorded_alignment
 from .importers.result import Reconstruction
 from .preferences import draw_task
 from .session import SetupError
@@ -190,7 +190,7 @@ def _draw_render(layout: bpy.types.UILayout, scene: bpy.types.Scene, reconstruct
 
 
 class VIEW3D_PT_mvdust3r_placement(_SidebarPanel, bpy.types.Panel):
-    """Where the selected import stands: level it, scale it to what the artist knows."""
+    """Where the Result panel's reconstruction stands: level it, scale it to what the artist knows."""
 
     bl_label = "MV-DUSt3R+ Placement"
 
@@ -198,9 +198,9 @@ class VIEW3D_PT_mvdust3r_placement(_SidebarPanel, bpy.types.Panel):
         layout = self.layout
         if layout is None or context.scene is None:
             return
-        parts = import_of(context.active_object)
+        parts = result_settings.active_import(context)
         if parts is None:
-            layout.label(text="Select an imported reconstruction", icon="INFO")
+            layout.label(text="No reconstruction yet: reconstruct photos above or use File › Import", icon="INFO")
             return
         alignment = recorded_alignment(parts.collection)
         layout.label(text=parts.collection.name, icon="OUTLINER_COLLECTION")

@@ -14,6 +14,7 @@ import bpy
 
 from .core.confidence import DEFAULT_DROP_PERCENT
 from .importers import result as imported
+from .importers.placement import ImportParts, parts_of
 from .importers.result import Reconstruction
 
 
@@ -96,6 +97,12 @@ class MVDUST3R_PG_result(bpy.types.PropertyGroup):
     show_photos: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Photos", get=_get_photos, set=_set_photos,
         description="Show the photos as camera backgrounds (seen through a camera) and image planes")
+
+
+def active_import(context: bpy.types.Context) -> Optional[ImportParts]:
+    """The parts of the :func:`active` reconstruction that Level & Ground and the scale operators move."""
+    reconstruction = active(context)
+    return parts_of(reconstruction.collection) if reconstruction is not None else None
 
 
 def active(context: bpy.types.Context) -> Optional[Reconstruction]:

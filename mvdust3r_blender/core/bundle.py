@@ -263,7 +263,8 @@ def _read_entries(path: Path, max_bytes: int) -> dict[str, np.ndarray]:
                 shape, fortran, dtype = (npformat.read_array_header_1_0(f) if version == (1, 0)
                                          else npformat.read_array_header_2_0(f))
                 if dtype.hasobject:
-                    raise BundleError(f"{path}: entry '{name}' holds Python objects, which a bundle never does")
+                    raise BundleError(f"{path}: not a reconstruction bundle (entry '{name}' holds Python objects, which "
+                                      "a bundle never does and which are never loaded)")
                 declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
                 available = min(info.file_size, info.compress_size * ratio)
                 if declared > available:

@@ -59,17 +59,25 @@ def import_of(obj: Optional[bpy.types.Object]) -> Optional[ImportParts]:
     if obj is None:
         return None
     for collection in obj.users_collection:
-        if ALIGNMENT_PROPERTY in collection:  # type: ignore[operator]
-            parts = ImportParts(collection)
-            for member in collection.objects:
-                if points.MODIFIER in member.modifiers:
-                    parts.points.append(member)
-                elif gaussians.MODIFIER in member.modifiers:
-                    parts.gaussians.append(member)
-                elif member.type == "CAMERA" and "view" in member:  # type: ignore[operator]
-                    parts.cameras.append(member)
+        parts = parts_of(collection)
+        if parts is not None:
             return parts
     return None
+
+
+def parts_of(collection: bpy.types.Collection) -> Optional[ImportParts]:
+    """The points, Gaussians and cameras of the import `collection` holds, or None if it holds none."""
+    if ALIGNMENT_PROPERTY not in collection:  # type: ignore[operator]
+        return None
+    parts = ImportParts(collection)
+    for member in collection.objects:
+        if points.MODIFIER in member.modifiers:
+            parts.points.append(member)
+        elif gaussians.MODIFIER in member.modifiers:
+            parts.gaussians.append(member)
+        elif member.type == "CAMERA" and "view" in member:  # type: ignore[operator]
+            parts.cameras.append(member)
+    return parts
 
 
 def _vectors(data: bpy.types.bpy_prop_collection, name: str, width: int) -> np.ndarray:

@@ -14,7 +14,7 @@ import bpy
 import numpy as np
 
 from .gaussians import prepare_render
-from .result import Reconstruction
+from .result import Reconstruction, of_object
 
 SOLID_TYPES = {"MESH", "CURVE", "SURFACE", "META", "FONT", "VOLUME", "CURVES", "POINTCLOUD"}
 SPLAT_SAMPLES = 8
@@ -29,31 +29,45 @@ def _world_box(obj: bpy.types.Object) -> tuple[np.ndarray, np.ndarray]:
     return world.min(axis=0), world.max(axis=0)
 
 
-def _centre(reconstruction: Reconstruction) -> Optional[np.ndarray]:
+def _box(reconstruction: Reconstruction) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """The world box of the reconstruction's points (else its splats), or None."""
     for obj in (reconstruction.points, reconstruction.gaussians):
         if obj is not None:
-            low, high = _world_box(obj)
-            return np.asarray((low + high) / 2.0)
+            return _world_box(obj)
     return None
 
 
+OVERLAP_SHARE = 0.25
+"""An object and the reconstruction whose boxes share this much of the smaller one's volume: the object
+stands among the points (the default cube in a levelled room), and F12 shows it there."""
+
+
 def blockers(scene: bpy.types.Scene, reconstruction: Reconstruction) -> list[tuple[bpy.types.Object, str]]:
-    """Objects that render and whose bounding box holds a camera of `reconstruction` or its centre:
-    (object, why) — F12 through those cameras would show the object, not the reconstruction."""
+    """Objects that render and whose bounding box holds a camera of `reconstruction`, its centre, or
+    that shares a quarter of its space (:data:`OVERLAP_SHARE`):
+    (object, why) — F12 through those cameras would show the object, not the reconstruction. Another
+    reconstruction's points and splats are the artist's result too, never a blocker."""
     own = {o.as_pointer() for o in reconstruction.collection.all_objects}
     cameras = np.array([np.array(c.matrix_world)[:3, 3] for c in reconstruction.cameras], dtype=np.float64)
-    centre = _centre(reconstruction)
+    box = _box(reconstruction)
     found = []
     for obj in scene.objects:
-        if obj.as_pointer() in own or obj.type not in SOLID_TYPES or obj.hide_render:
+        if obj.as_pointer() in own or obj.type not in SOLID_TYPES or obj.hide_render or of_object(obj) is not None:
             continue
         low, high = _world_box(obj)
         inside = np.all((cameras >= low) & (cameras <= high), axis=1) if len(cameras) else np.zeros(0, bool)
         if inside.any():
             count = int(inside.sum())
             found.append((obj, f"'{obj.name}' encloses {count} of the {len(cameras)} cameras"))
-        elif centre is not None and bool(np.all((centre >= low) & (centre <= high))):
-            found.append((obj, f"'{obj.name}' surrounds the reconstruction"))
+        elif box is not None:
+            centre = (box[0] + box[1]) / 2.0
+            overlap = np.prod(np.clip(np.minimum(high, box[1]) - np.maximum(low, box[0]), 0.0, None))
+            smaller = min(float(np.prod(box[1] - box[0])), float(np.prod(high - low)))
+            share = float(overlap / max(smaller, 1e-30))
+            if bool(np.all((centre >= low) & (centre <= high))):
+                found.append((obj, f"'{obj.name}' surrounds the reconstruction"))
+            elif share >= OVERLAP_SHARE:
+                found.append((obj, f"'{obj.name}' stands inside the reconstruction"))
     return found
 
 

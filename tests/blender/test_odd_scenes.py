@@ -324,7 +324,7 @@ def test_handlers_touch_only_the_addons_splats_and_survive_a_missing_input(api: 
     # a user's object whose modifier has the add-on's name and a node group with the same input
     bpy.ops.mesh.primitive_cube_add()
     cube = bpy.context.active_object
-    group = nodes.new_geometry_group("Mine", [(gaussians.FOCAL_LENGTH, "NodeSocketFloat")])
+    group = nodes.new_geometry_group("Mine", [nodes.ModifierInput(gaussians.FOCAL_LENGTH, "the user's own input")])
     modifier = cube.modifiers.new(gaussians.MODIFIER, "NODES")
     modifier.node_group = group
     nodes.set_modifier_input(cube, modifier, gaussians.FOCAL_LENGTH, 12.0)

@@ -19,7 +19,7 @@ from test_panel import configure_ready, photos
 
 LAYOUTS = Path(__file__).parent / "layouts"
 PANELS = ("VIEW3D_PT_mvdust3r_photos", "VIEW3D_PT_mvdust3r_options", "VIEW3D_PT_mvdust3r_run",
-          "VIEW3D_PT_mvdust3r_result")
+          "VIEW3D_PT_mvdust3r_result", "VIEW3D_PT_mvdust3r_placement")
 
 
 def _word(value: Any, tmp: Path) -> str:

@@ -91,7 +91,7 @@ def test_export_writes_every_format_with_the_current_cut(ext: ModuleType, tmp_pa
     shown = module("result_settings").active(bpy.context).shown
     out = tmp_path / "export"
     assert bpy.ops.mvdust3r_blender.export_result(directory=str(out), formats=formats) == {"FINISHED"}
-    assert {p.name for p in out.iterdir()} == {"points.ply", "gaussians.ply", "scene.splat", "colmap", "scene.glb"}
+    assert {p.name for p in out.iterdir()} == {module("core.exports").output_name(f) for f in formats}
     assert f"element vertex {shown}\n".encode() in (out / "points.ply").read_bytes()[:300]
 
 
