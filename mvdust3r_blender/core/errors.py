@@ -28,10 +28,11 @@ class UserError(Exception):
 # What allocators and loaders say when memory runs out: torch's CPU allocator ("DefaultCPUAllocator:
 # can't allocate memory"), CUDA/HIP/MPS ("... out of memory"), C++ (std::bad_alloc), the dynamic
 # loader under an address-space limit ("failed to map segment from shared object"), ENOMEM's text.
-# torch's CPU allocator says "not enough memory"; OpenBLAS "Memory allocation failed" or "too many memory
-# regions"; libgomp "Out of memory allocating N bytes" (then exit(1), no signal).
+# torch's CPU allocator says "not enough memory"; OpenBLAS "Memory allocation (still) failed" or "too many
+# memory regions"; libgomp "Out of memory allocating N bytes" (then exit(1), no signal).
 _OUT_OF_MEMORY_PHRASES = ("out of memory", "can't allocate memory", "cannot allocate memory", "bad_alloc",
                           "failed to map segment", "memoryerror", "not enough memory", "memory allocation failed",
+                          "memory allocation still failed",
                           "too many memory regions")
 
 

@@ -270,9 +270,11 @@ class Worker:
                                hint="install the runtime's packages (torch, numpy, pillow, opencv, safetensors) "
                                     "into that Python, or choose another runtime in the add-on's preferences")
             log.error("%s %s: %s", request.type, request.id, exc)
-        except Exception as exc:  # noqa: BLE001 — the boundary: nothing may kill the worker
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 — the boundary: nothing may kill the worker
             where = self._model_info.device if self._model_info else "this device"
             memory = out_of_memory(exc, request.type, where)
+            if isinstance(exc, KeyboardInterrupt) and memory is None:
+                raise  # a real Ctrl-C; one raised at the address-space limit is that limit's doing
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
                 message, hint = write_failure(Path(exc.filename or "a file"), exc)  # the user's to fix: never "a bug"
                 event = ErrorEvent(id=request.id, code="disk_full", message=f"{request.type}: {message}",
