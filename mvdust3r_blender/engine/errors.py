@@ -52,6 +52,24 @@ class Cancelled(EngineError):
     code = "cancelled"
 
 
+class BadRequest(EngineError):
+    """A well-formed worker request whose values the worker cannot use (unknown option, dtype, ...)."""
+
+    code = "bad_request"
+
+
+class NotLoaded(EngineError):
+    """A reconstruct request came before any model was loaded."""
+
+    code = "not_loaded"
+
+
+class RuntimeIncomplete(EngineError):
+    """The worker's Python lacks a library a run needs (found by hello, so Check says it)."""
+
+    code = "runtime"
+
+
 class OutOfMemory(EngineError):
     """Host or device memory ran out; the worker frees what it can and keeps serving."""
 

@@ -1,8 +1,7 @@
 """The persistent worker: ``python -m mvdust3r_blender.engine.worker``, JSON lines on stdin/stdout.
 
-Blender starts one worker and keeps it: the model stays loaded between requests (reloaded only when
-the checkpoint file, device or weights' dtype change; a run's ``precision`` can change the dtype:
-``fast`` keeps the weights in bfloat16 on CUDA, see :mod:`.precision`). Protocol: :mod:`..core.protocol`, reference:
+Blender starts one worker and keeps it: the model stays loaded between requests (:mod:`.loaded_model`
+says when it reloads). Protocol: :mod:`..core.protocol`, reference:
 ``docs/worker.md``.
 
 Threads: the main thread reads requests and answers ``hello`` and ``cancel`` at once; ``load``,
@@ -18,13 +17,11 @@ worker keeps serving.
 from __future__ import annotations
 
 import errno
-import gc
 import logging
 import math
 import os
 import platform
 import queue
-import re
 import sys
 import threading
 import time
@@ -34,38 +31,24 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional
 
 from ..core.protocol import (AckEvent, CancelRequest, ErrorEvent, Event, HelloEvent, HelloRequest,
-                        FetchRequest, LoadedEvent, LoadRequest, ModelInfo, ProgressEvent, ProtocolError, PutRequest,
+                        FetchRequest, LoadedEvent, LoadRequest, ProgressEvent, ProtocolError, PutRequest,
                         ReadyEvent,
                         ReconstructRequest, ReleaseRequest, Request, ResultEvent, ShutdownRequest,
                         LineTooLong, PROTOCOL_VERSION, decode_request, encode, read_line, skip_line)
 from ..core.atomic import write_failure
 from ..core.errors import OptionError, UserError
-from .errors import Cancelled, EngineError, out_of_memory
+from .errors import BadRequest, Cancelled, NotLoaded, out_of_memory
 from .jobs import JobFolders, PathRefused
+from .loaded_model import LoadedModel, free_cached_memory, plan_precision, weights_dtype
+from .runtime_info import extension_version, first_line, require_libraries
 
 if TYPE_CHECKING:                  # torch loads lazily: the worker answers hello without it
     from .config import ModelConfig
     from .images import PendingPhotos
-    from .model import MultiViewModel
-    from .precision import PrecisionPlan
 
 log = logging.getLogger("mvdust3r.worker")
 
-DTYPES = ("float32", "float16", "bfloat16")
-ModelKey = tuple[str, int, tuple[int, int], str, Optional[str]]  # file path, size, (mtime, ctime) in ns, device, dtype
 STOP_TIMEOUT_S = 10.0  # how long shutdown / stdin close waits for a cancelled job to wind down
-
-
-class NotLoaded(EngineError):
-    """A reconstruct request came before any model was loaded."""
-
-    code = "not_loaded"
-
-
-class BadRequest(EngineError):
-    """A well-formed request whose values the worker cannot use (unknown option, dtype, ...)."""
-
-    code = "bad_request"
 
 
 @dataclass
@@ -87,10 +70,7 @@ class Worker:
         self._pending: dict[str, _Job] = {}  # queued or running jobs by request id
         self._pending_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run_jobs, name="mvdust3r-jobs", daemon=True)
-        self._model: Optional[MultiViewModel] = None
-        self._model_key: Optional[ModelKey] = None
-        self._model_info: Optional[ModelInfo] = None
-        self.loads = 0  # checkpoints loaded by this process: a reused model does not count
+        self.models = LoadedModel()
 
     # -- stream ---------------------------------------------------------------------------------
 
@@ -175,12 +155,12 @@ class Worker:
         import numpy
         import torch
 
-        _require_libraries()
+        require_libraries()
         from .devices import device_infos
 
         return HelloEvent(id=request.id, protocol=PROTOCOL_VERSION, extension=extension_version(),
                           python=platform.python_version(), torch=torch.__version__, numpy=numpy.__version__,
-                          pid=os.getpid(), devices=device_infos(), model=self._model_info, loads=self.loads)
+                          pid=os.getpid(), devices=device_infos(), model=self.models.info, loads=self.models.loads)
 
     def _cancel(self, request: CancelRequest) -> Event:
         with self._pending_lock:
@@ -215,7 +195,7 @@ class Worker:
                 if isinstance(event, ErrorEvent):
                     # The exception and the frames holding its tensors are gone: give the memory back
                     # (after answering: a collection can take a while with torch loaded).
-                    _free_cached_memory()
+                    free_cached_memory()
             finally:
                 with self._pending_lock:
                     self._pending.pop(job.request.id, None)
@@ -227,9 +207,9 @@ class Worker:
             raise Cancelled(f"{request.type} request {request.id!r} was cancelled before it started")
         if isinstance(request, LoadRequest):
             started = time.perf_counter()
-            dtype = self._weights_dtype(request.dtype, _plan(request.precision, request.device))
-            reused = self._ensure_model(request.checkpoint, request.device, dtype, self._progress(job))
-            return LoadedEvent(id=request.id, model=self._model_info, reused=reused, loads=self.loads,
+            dtype = weights_dtype(request.dtype, plan_precision(request.precision, request.device))
+            reused = self.models.ensure(request.checkpoint, request.device, dtype, self._progress(job))
+            return LoadedEvent(id=request.id, model=self.models.info, reused=reused, loads=self.models.loads,
                                seconds=round(time.perf_counter() - started, 4))
         if isinstance(request, ReconstructRequest):
             if self._folders is not None:
@@ -244,8 +224,8 @@ class Worker:
                                  "download checkpoints with the add-on's preferences; fetch is for a remote worker")
             return self._folders.fetch(request, self._progress(job), job.cancel)
         if isinstance(request, ReleaseRequest):
-            held = self._model_info
-            self._drop_model()
+            held = self.models.info
+            self.models.drop()
             detail = f"released the {held.variant or 'model'} on {held.device}" if held else "no model was loaded"
             return AckEvent(id=request.id, request=request.type, detail=detail)
         raise AssertionError(f"no job handler for {request.type}")
@@ -271,7 +251,7 @@ class Worker:
                                     "into that Python, or choose another runtime in the add-on's preferences")
             log.error("%s %s: %s", request.type, request.id, exc)
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 — the boundary: nothing may kill the worker
-            where = self._model_info.device if self._model_info else "this device"
+            where = self.models.info.device if self.models.info else "this device"
             memory = out_of_memory(exc, request.type, where)
             if isinstance(exc, KeyboardInterrupt) and memory is None:
                 raise  # a real Ctrl-C; one raised at the address-space limit is that limit's doing
@@ -283,12 +263,12 @@ class Worker:
             elif memory is not None:
                 event = ErrorEvent(id=request.id, code=memory.code, message=memory.message,
                                    hint=memory.hint + "; the worker is still running")
-                log.warning("%s %s ran out of memory: %s", request.type, request.id, _first_line(exc))
+                log.warning("%s %s ran out of memory: %s", request.type, request.id, first_line(exc))
             else:
                 traceback.print_exc(file=sys.stderr)
                 event = ErrorEvent(id=request.id, code="internal",
                                    message=f"{request.type} failed unexpectedly: {type(exc).__name__}: "
-                                           f"{_first_line(exc)}",
+                                           f"{first_line(exc)}",
                                    hint="this is a bug; the worker log (stderr) has the traceback")
         return event
 
@@ -300,57 +280,6 @@ class Worker:
             share = float(fraction) if math.isfinite(fraction) else 0.0
             self.emit(ProgressEvent(id=job.request.id, stage=str(stage), fraction=min(max(share, 0.0), 1.0)))
         return report
-
-    # -- model ----------------------------------------------------------------------------------
-
-    def _ensure_model(self, checkpoint: str, device: str, dtype: str, progress: Callable[[str, float], None],
-                      opened: Optional[Callable[[ModelConfig], None]] = None) -> bool:
-        """Load `checkpoint` unless the same file (path, size, mtime) is loaded with the same
-        device and weights' `dtype` (:meth:`_weights_dtype`); returns whether the loaded model was
-        reused. `opened(config)` is called once the file is read and checked, before its weights
-        load (the slow part on a GPU)."""
-        from .checkpoint import open_checkpoint
-        from .devices import resolve_device
-
-        path = Path(checkpoint).expanduser().resolve()
-        torch_device = resolve_device(device)
-        try:
-            stat = path.stat()
-            key: Optional[ModelKey] = (str(path), stat.st_size, (stat.st_mtime_ns, stat.st_ctime_ns), str(torch_device),
-                                       dtype)
-        except OSError:
-            key = None  # open_checkpoint reports the missing or unreadable file
-        if key is not None and key == self._model_key and self._model is not None:
-            return True
-        progress("load", 0.0)
-        import torch
-
-        checked = open_checkpoint(path)  # a bad file fails here, while the old model is still loaded
-        if opened is not None:
-            opened(checked.model.config)
-        self._drop_model()               # free it before the new weights need the memory
-        model = checked.materialise(torch_device, getattr(torch, dtype) if dtype else None)
-        del checked
-        self._model, self._model_key = model, key
-        first = next(iter(model.parameters()), None)
-        self._model_info = ModelInfo(checkpoint=str(path), device=str(torch_device),
-                                     dtype=str(first.dtype).removeprefix("torch.") if first is not None else "",
-                                     variant=model.config.variant)
-        self.loads += 1
-        progress("load", 1.0)
-        log.info("loaded %s on %s (%s)", path, torch_device, self._model_info.dtype)
-        return False
-
-    @staticmethod
-    def _weights_dtype(dtype: Optional[str], plan: "PrecisionPlan") -> str:
-        """The request's `dtype` when given (checked), else the one the run's `plan` keeps the weights in."""
-        if dtype is not None and dtype not in DTYPES:
-            raise BadRequest(f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPES)}, or null for the checkpoint's own")
-        return dtype or plan.weights_name
-
-    def _drop_model(self) -> None:
-        self._model = self._model_key = self._model_info = None
-        _free_cached_memory()
 
     # -- reconstruct ----------------------------------------------------------------------------
 
@@ -374,22 +303,22 @@ class Worker:
             pending.append(start_loading(request.photos, config.img_size))
 
         reused = True
-        loaded = self._model_info
+        loaded = self.models.info
         device = request.device if request.checkpoint is not None else loaded.device if loaded is not None else None
-        plan = _plan(options.precision, device) if device is not None else None  # once per request
+        plan = plan_precision(options.precision, device) if device is not None else None  # once per request
         try:
-            if plan is not None and loaded is not None and self._model_key is not None and request.checkpoint is None \
-                    and self._weights_dtype(request.dtype, plan) != self._model_key[4]:
+            if plan is not None and loaded is not None and self.models.key is not None and request.checkpoint is None \
+                    and weights_dtype(request.dtype, plan) != self.models.dtype:
                 # the loaded model, in the weights' dtype this run's precision needs
-                reused = self._ensure_model(loaded.checkpoint, loaded.device, self._weights_dtype(request.dtype, plan),
+                reused = self.models.ensure(loaded.checkpoint, loaded.device, weights_dtype(request.dtype, plan),
                                             progress, decode_photos)
             elif plan is not None and request.checkpoint is not None:
-                reused = self._ensure_model(request.checkpoint, request.device, self._weights_dtype(request.dtype, plan),
+                reused = self.models.ensure(request.checkpoint, request.device, weights_dtype(request.dtype, plan),
                                             progress, decode_photos)
-            if self._model is None:
+            if self.models.network is None:
                 raise NotLoaded("no model is loaded",
                                 "send a load request first, or give the checkpoint in this request")
-            bundle = reconstruct(list(request.photos), self._model, options, progress=progress, cancel=job.cancel,
+            bundle = reconstruct(list(request.photos), self.models.network, options, progress=progress, cancel=job.cancel,
                                  pending=pending[0] if pending else None, plan=plan)
         finally:
             for decoding in pending:
@@ -413,15 +342,7 @@ class Worker:
         return ResultEvent(id=request.id, bundle=str(output), views=bundle.num_views,
                            points=int(bundle.pts3d.shape[0] * bundle.pts3d.shape[1] * bundle.pts3d.shape[2]),
                            gaussians=bundle.has_gaussians, timings=timings, model_reused=reused,
-                           loads=self.loads, exports=exported)
-
-
-def _plan(precision: str, device: str) -> "PrecisionPlan":
-    """What `precision` means on `device` (``auto``, ``cuda:1``, ...): planned once per request."""
-    from .devices import resolve_device
-    from .precision import plan_for
-
-    return plan_for(precision, resolve_device(device))
+                           loads=self.models.loads, exports=exported)
 
 
 def _export_dir(request: ReconstructRequest, gaussians: bool) -> Optional[Path]:
@@ -442,60 +363,6 @@ def _export_dir(request: ReconstructRequest, gaussians: bool) -> Optional[Path]:
         raise BadRequest(f"export_dir {request.export_dir!r} is not an absolute path",
                          "give the full path of the folder the exports go to")
     return Path(request.export_dir).expanduser()
-
-
-class RuntimeIncomplete(EngineError):
-    """The worker's Python lacks a library a run needs (found by hello, so Check says it)."""
-
-    code = "runtime"
-
-
-def _require_libraries() -> None:
-    """Import what a run needs beyond torch and numpy, so that hello (the panel's and the remote's
-    Check) names a missing or broken one instead of the first run."""
-    import importlib
-
-    broken = []
-    for module, package in (("PIL", "pillow"), ("cv2", "opencv-python-headless"), ("safetensors", "safetensors")):
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:  # missing, or a library it loads is (cv2 without libGL)
-            broken.append(f"{module!r} ({package}: {_first_line(exc)})")
-    if broken:
-        raise RuntimeIncomplete(f"the worker's Python ({sys.executable}) cannot import {', '.join(broken)}",
-                                "install the runtime's packages (torch, numpy, pillow, opencv, safetensors) into "
-                                "that Python, or choose another runtime")
-
-
-def _free_cached_memory() -> None:
-    """Collect garbage and return the allocators' cached blocks to the device."""
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    mps = getattr(torch, "mps", None)
-    backend = getattr(torch.backends, "mps", None)
-    if mps is not None and backend is not None and backend.is_available():
-        mps.empty_cache()
-
-
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    text = (str(exc).strip().splitlines() or [""])[0]
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def extension_version() -> str:
-    """The extension's version from ``blender_manifest.toml`` (in the package when installed, beside
-    it in a checkout); ``"unknown"`` when neither exists."""
-    package = Path(__file__).resolve().parents[1]
-    for manifest in (package / "blender_manifest.toml", package.parent / "blender_manifest.toml"):
-        if manifest.is_file():
-            found = re.search(r'^version\s*=\s*"([^"]+)"', manifest.read_text(encoding="utf-8"), re.MULTILINE)
-            if found:
-                return found.group(1)
-    return "unknown"
 
 
 def take_stdout() -> IO[str]:

@@ -182,13 +182,13 @@ def test_release_drops_every_reference_to_the_model(golden: Path, tmp_path: Path
     out = io.StringIO()
     worker = Worker(out)
     alive_at_drop: list[int] = []
-    original = worker._drop_model
+    original = worker.models.drop
 
     def counting_drop() -> None:
         alive_at_drop.append(_models_alive())
         original()
 
-    monkeypatch.setattr(worker, "_drop_model", counting_drop)
+    monkeypatch.setattr(worker.models, "drop", counting_drop)
     read, write = os.pipe()
     with os.fdopen(read, "rb") as stdin, os.fdopen(write, "wb") as requests:
         serving = threading.Thread(target=worker.serve, args=(stdin,))
