@@ -6,7 +6,6 @@ combines the mixins it needs and stays thin. The API takes the same options as k
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -42,15 +41,10 @@ class ImportOptions:
     def from_keywords(cls, **options: Any) -> "ImportOptions":
         """Options from keywords; an unknown name or a value out of range raises ValueError (the
         core's ``OptionError``) saying which; a cut given both ways (a share and an absolute
-        confidence) is refused. The old ``axes`` is still accepted, with a DeprecationWarning."""
+        confidence) is refused."""
         if options.get("min_confidence") is not None and options.get("confidence_drop_percent") is not None:
             make_cut(options["confidence_drop_percent"], options["min_confidence"])  # refuses both at once
         options = {k: v for k, v in options.items() if not (k == "confidence_drop_percent" and v is None)}
-        if "axes" in options:
-            warnings.warn("the import option axes is deprecated: use align ('first_camera' for Z_UP, 'none' for "
-                          "NETWORK)", DeprecationWarning, stacklevel=3)
-            axes = options.pop("axes")
-            options.setdefault("align", {"Z_UP": "first_camera", "NETWORK": "none"}.get(axes, axes))
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:

@@ -145,8 +145,8 @@ def api_spec(photos: Sequence[str], *, checkpoint: Optional[PathLike] = None, de
 
 
 def with_preferred_align(options: dict[str, Any]) -> dict[str, Any]:
-    """Import options with the preferences' ``align`` where a script gave none (nor the old ``axes``)."""
-    if "align" in options or "axes" in options:
+    """Import options with the preferences' ``align`` where a script gave none."""
+    if "align" in options:
         return options
     return {**options, "align": session.preferred_align()}
 

@@ -54,8 +54,6 @@ def test_the_api_takes_align_else_the_preference(configured: Any, tmp_path: Path
         spec = api_spec(shots, exports=["ply"])
         assert spec.imports.align == spec.options.align == "none"
         assert api_spec(shots, align="first_camera").options.align == "first_camera"   # given beats preferred
-        with pytest.warns(DeprecationWarning, match="axes"):
-            assert api_spec(shots, axes="Z_UP").imports.align == "first_camera"
     finally:
         prefs().align = "level"
     with pytest.raises(ValueError, match="align='sideways' is not an alignment"):

@@ -29,8 +29,8 @@ Z_UP = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])     # OpenCV world → Ble
 @pytest.fixture
 def mods(ext: ModuleType) -> dict[str, ModuleType]:
     return {name: importlib.import_module(f"{ext.__name__}.{name}")
-            for name in ("api", "core.bundle", "core.rotations", "core.splat_files", "importers.gaussians",
-                         "importers.splat_file")}
+            for name in ("api", "core.bundle", "core.rotations", "core.splat_files", "core.splat_files.checks",
+                         "importers.gaussians", "importers.splat_file")}
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_50_million_gaussians_beyond_memory(mods: dict[str, ModuleType], tmp_pat
     path = tmp_path / "huge.ply"
     path.write_bytes(("ply\nformat binary_little_endian 1.0\nelement vertex 50000000\n"
                       + "".join(f"property float {n}\n" for n in names) + "end_header\n").encode())
-    monkeypatch.setattr(mods["core.splat_files"], "available_memory", lambda: 20 * 2**30)   # a 24 GB machine
+    monkeypatch.setattr(mods["core.splat_files.checks"], "available_memory", lambda: 20 * 2**30)   # a 24 GB machine
     before = snapshot()
     with pytest.raises(RuntimeError, match=r"huge\.ply: 50,000,000 Gaussians \(SH degree 3\) need about"):
         bpy.ops.import_scene.mvdust3r_splats(filepath=str(path))

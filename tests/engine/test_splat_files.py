@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mvdust3r_blender.core import splat_files
 from mvdust3r_blender.core.confidence import ConfidenceCut
 from mvdust3r_blender.core.exports import export
 from mvdust3r_blender.core.splat_field import SplatField, half_turn_x, view_colours
-from mvdust3r_blender.core.splat_files import SplatFileError, read_splat_file
+from mvdust3r_blender.core.splat_files import SplatFileError, checks, read_splat_file
 
 from tests.helpers.npm_tools import splat_transform
 from tests.helpers.splat_reference_files import reference_splats, write_inria_ply
@@ -158,7 +157,7 @@ def test_50_million_gaussians_on_a_24_gb_machine(tmp_path, monkeypatch):
     path = tmp_path / "huge.ply"
     path.write_bytes(("ply\nformat binary_little_endian 1.0\nelement vertex 50000000\n"
                       + "".join(f"property float {n}\n" for n in names) + "end_header\n").encode())
-    monkeypatch.setattr(splat_files, "available_memory", lambda: 20 * 2**30)   # what a 24 GB machine has free
+    monkeypatch.setattr(checks, "available_memory", lambda: 20 * 2**30)   # what a 24 GB machine has free
     with pytest.raises(SplatFileError, match=r"huge\.ply: 50,000,000 Gaussians \(SH degree 3\) need about .* GiB "
                                              r"to import, and this machine has 20\.0 GiB free"):
         read_splat_file(path)
