@@ -1,6 +1,6 @@
 """Set-up operators of the preferences: create the runtime, check it, download a model, stop.
 
-Each starts a background task (an installer :class:`~.client.runtime.Job`, a worker ``hello``, a
+Each starts a background task (an installer :class:`~.client.setup_steps.Job`, a worker ``hello``, a
 :class:`~.core.download.Download`) and returns at once; :func:`poll_tasks`, registered as a
 ``bpy.app.timers`` callback, advances them on the main thread and mirrors their state into
 ``window_manager.mvdust3r_setup`` for the preferences to draw. (Timers never fire in module-mode
@@ -20,8 +20,8 @@ from .core import registry
 from .run import active
 from .client.remote import REMOTE_RUNTIME_PYTHON, RemoteError, plan_remote_environment
 from .session import SESSION, RemoteFetch, RuntimeCheck, SetupError, log_path, preferred_remote, worker_python
-from .client.runtime import (InstallRecord, Job, JobState, RuntimeSetupError, choose_installer, plan_environment,
-                           wheels_folder)
+from .client.runtime import InstallRecord, choose_installer, plan_environment, wheels_folder
+from .client.setup_steps import Job, JobState, RuntimeSetupError
 from .client.torch_build import choose_build
 
 if TYPE_CHECKING:

@@ -44,7 +44,8 @@ from ..core.protocol import (CancelRequest, DataEvent, ErrorEvent, Event, FetchR
                              ReconstructRequest, ResultEvent, read_line)
 from .remote_target import SSH_OPTIONS, RemoteError, RemoteTarget
 from .remote_transfer import BUNDLE_NAME, CHUNK_BYTES, EXPORTS_NAME, _Transfer, received_name, result_budget
-from .runtime import Step, plan_environment
+from .runtime import plan_environment
+from .setup_steps import Step
 from .torch_build import AUTO, TORCH_BACKENDS, TorchBuild
 from .worker_client import EXIT_TAIL_LINES, PACKAGE_DIR, WorkerClient, end_process
 

@@ -8,7 +8,7 @@ from typing import Callable, Optional
 
 from ..client.remote import RemoteTarget, RemoteWorkerClient
 from ..client.requests import RequestHandle
-from ..client.runtime import subprocess_env
+from ..client.setup_steps import subprocess_env
 from ..client.worker_client import WorkerClient, WorkerError
 from ..core.protocol import DeviceInfo, ErrorEvent, Event, FetchedEvent, HelloEvent, ProgressEvent
 from .errors import SetupError

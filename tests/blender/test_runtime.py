@@ -29,6 +29,12 @@ def runtime(ext: ModuleType) -> ModuleType:
 
 
 @pytest.fixture
+def setup_steps(ext: ModuleType) -> ModuleType:
+    """The installed extension's setup steps (the jobs that install a runtime)."""
+    return importlib.import_module(f"{ext.__name__}.client.setup_steps")
+
+
+@pytest.fixture
 def torch_build(ext: ModuleType) -> ModuleType:
     return importlib.import_module(f"{ext.__name__}.client.torch_build")
 
@@ -70,8 +76,8 @@ def uv_env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "UV_CACHE_DIR": str(tmp_path / "uv-cache")}
 
 
-def test_uv_environment_from_a_local_wheel_folder(runtime: ModuleType, torch_build: ModuleType, tmp_path: Path,
-                                                  uv_env: dict[str, str]) -> None:
+def test_uv_environment_from_a_local_wheel_folder(setup_steps: ModuleType, runtime: ModuleType, torch_build: ModuleType,
+                                                  tmp_path: Path, uv_env: dict[str, str]) -> None:
     uv = runtime.find_uv()
     assert uv is not None, "uv is missing from this test environment: run `python build.py setup`"
     make_wheel(tmp_path / "wheels")
@@ -82,14 +88,14 @@ def test_uv_environment_from_a_local_wheel_folder(runtime: ModuleType, torch_bui
     assert [s.argv[1] for s in steps] == ["venv", "pip"]
     assert "--torch-backend=auto" in steps[1].argv
     assert "--offline" in steps[0].argv and {"--offline", "--no-index"} <= set(steps[1].argv)
-    job = runtime.Job(steps, tmp_path / "install.log", env=uv_env, notes=["PyTorch build: auto"])
+    job = setup_steps.Job(steps, tmp_path / "install.log", env=uv_env, notes=["PyTorch build: auto"])
     job.start()
-    assert job.state is runtime.JobState.RUNNING
-    assert job.wait(120) is runtime.JobState.DONE, job.output()
+    assert job.state is setup_steps.JobState.RUNNING
+    assert job.wait(120) is setup_steps.JobState.DONE, job.output()
     assert job.output().lstrip().startswith("# PyTorch build: auto")
     python = runtime.env_python(env_dir)
     done = subprocess.run([str(python), "-c", "import mvd_probe_pkg; print(mvd_probe_pkg.VALUE)"],
-                          capture_output=True, text=True, env=runtime.subprocess_env())
+                          capture_output=True, text=True, env=setup_steps.subprocess_env())
     assert done.stdout.strip() == "1.0", done.stderr
     log = job.output()
     for step in steps:  # the exact command lines are in the log, as the UI shows them
@@ -97,21 +103,23 @@ def test_uv_environment_from_a_local_wheel_folder(runtime: ModuleType, torch_bui
     assert log.count("=== exit 0") == 2
 
 
-def test_venv_and_pip_environment_without_uv(runtime: ModuleType, torch_build: ModuleType, tmp_path: Path) -> None:
+def test_venv_and_pip_environment_without_uv(setup_steps: ModuleType, runtime: ModuleType, torch_build: ModuleType,
+                                             tmp_path: Path) -> None:
     make_wheel(tmp_path / "wheels")
     env_dir = tmp_path / "runtime"
     steps = runtime.plan_environment(env_dir, base_python=sys.executable, uv=None,
                                      build=torch_build.TorchBuild("cpu", "test"),
                                      requirements=("mvd_probe_pkg",), wheels=str(tmp_path / "wheels"))
     assert steps[0].argv == (sys.executable, "-m", "venv", str(env_dir))
-    job = runtime.Job(steps, tmp_path / "install.log")
+    job = setup_steps.Job(steps, tmp_path / "install.log")
     job.start()
-    assert job.wait(180) is runtime.JobState.DONE, job.output()
+    assert job.wait(180) is setup_steps.JobState.DONE, job.output()
     python = runtime.env_python(env_dir)
-    assert subprocess.run([str(python), "-c", "import mvd_probe_pkg"], env=runtime.subprocess_env()).returncode == 0
+    assert subprocess.run([str(python), "-c", "import mvd_probe_pkg"], env=setup_steps.subprocess_env()).returncode == 0
 
 
-def test_a_wheels_folder_is_the_only_source_whatever_pip_is_configured_with(runtime: ModuleType,
+def test_a_wheels_folder_is_the_only_source_whatever_pip_is_configured_with(setup_steps: ModuleType,
+                                                                             runtime: ModuleType,
                                                                              torch_build: ModuleType,
                                                                              tmp_path: Path) -> None:
     """The machine's pip configuration (a pip.conf, PIP_FIND_LINKS) once added its own sources to a
@@ -126,12 +134,12 @@ def test_a_wheels_folder_is_the_only_source_whatever_pip_is_configured_with(runt
                                      build=torch_build.TorchBuild("cpu", "test"),
                                      requirements=("mvd_probe_pkg",), wheels=str(tmp_path / "wheels"))
     env = {**os.environ, "PIP_CONFIG_FILE": str(config), "PIP_FIND_LINKS": str(elsewhere)}
-    job = runtime.Job(steps, tmp_path / "install.log", env=env)
+    job = setup_steps.Job(steps, tmp_path / "install.log", env=env)
     job.start()
-    assert job.wait(180) is runtime.JobState.FAILED, job.output()
+    assert job.wait(180) is setup_steps.JobState.FAILED, job.output()
     assert "mvd_probe_pkg" in job.output() and "--isolated" in job.output()
     python = runtime.env_python(tmp_path / "runtime")
-    assert subprocess.run([str(python), "-c", "import mvd_probe_pkg"], env=runtime.subprocess_env(),
+    assert subprocess.run([str(python), "-c", "import mvd_probe_pkg"], env=setup_steps.subprocess_env(),
                           capture_output=True).returncode != 0
 
 
@@ -222,28 +230,29 @@ def test_installer_is_pip_when_uv_cannot_run(runtime: ModuleType, tmp_path: Path
     assert good.uv is not None and good.description.startswith("uv 0.13.9 at ")
 
 
-def test_wheels_folder_from_preference_or_environment(runtime: ModuleType, tmp_path: Path) -> None:
+def test_wheels_folder_from_preference_or_environment(setup_steps: ModuleType, runtime: ModuleType,
+                                                      tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     env = {runtime.WHEELS_ENV: str(tmp_path / "b")}
     assert runtime.wheels_folder("", {}) is None
     assert runtime.wheels_folder("", env) == str(tmp_path / "b")
     assert runtime.wheels_folder(str(tmp_path / "a"), env) == str(tmp_path / "a")   # the preference wins
-    with pytest.raises(runtime.RuntimeSetupError, match=r"'.*/gone' \(\$MVDUST3R_WHEELS\) does not exist"):
+    with pytest.raises(setup_steps.RuntimeSetupError, match=r"'.*/gone' \(\$MVDUST3R_WHEELS\) does not exist"):
         runtime.wheels_folder("", {runtime.WHEELS_ENV: str(tmp_path / "gone")})
 
 
-def test_a_failing_install_reports_command_output_and_hint(runtime: ModuleType, torch_build: ModuleType,
-                                                           tmp_path: Path, uv_env: dict[str, str]) -> None:
+def test_a_failing_install_reports_command_output_and_hint(setup_steps: ModuleType, runtime: ModuleType,
+                                                           torch_build: ModuleType, tmp_path: Path, uv_env: dict[str, str]) -> None:
     uv = runtime.find_uv()
     assert uv is not None
     (tmp_path / "wheels").mkdir()
     steps = runtime.plan_environment(tmp_path / "runtime", base_python=sys.executable, uv=uv,
                                      build=torch_build.TorchBuild("auto", "test"),
                                      requirements=("mvd-package-that-is-not-there",), wheels=str(tmp_path / "wheels"))
-    job = runtime.Job(steps, tmp_path / "install.log", env=uv_env)
+    job = setup_steps.Job(steps, tmp_path / "install.log", env=uv_env)
     job.start()
-    assert job.wait(120) is runtime.JobState.FAILED
+    assert job.wait(120) is setup_steps.JobState.FAILED
     assert job.step_index == 1 and job.returncode not in (0, None)
     assert job.error is not None
     assert "'Install PyTorch and the worker's libraries' failed" in job.error.message
@@ -252,29 +261,29 @@ def test_a_failing_install_reports_command_output_and_hint(runtime: ModuleType, 
     assert "no PyTorch build matches" in job.error.hint
 
 
-def test_a_missing_program_fails_cleanly(runtime: ModuleType, tmp_path: Path) -> None:
-    job = runtime.Job([runtime.Step("Run", (str(tmp_path / "no-such-program"),))], tmp_path / "log.txt")
+def test_a_missing_program_fails_cleanly(setup_steps: ModuleType, tmp_path: Path) -> None:
+    job = setup_steps.Job([setup_steps.Step("Run", (str(tmp_path / "no-such-program"),))], tmp_path / "log.txt")
     job.start()
-    assert job.state is runtime.JobState.FAILED and job.error is not None
+    assert job.state is setup_steps.JobState.FAILED and job.error is not None
     assert "cannot start" in job.error.message and "no-such-program" in job.error.message
 
 
-def test_cancel_stops_a_running_step(runtime: ModuleType, tmp_path: Path) -> None:
-    job = runtime.Job([runtime.Step("Sleep", (sys.executable, "-c", "import time; time.sleep(60)")),
-               runtime.Step("Never", (sys.executable, "-c", "print('unreachable')"))], tmp_path / "log.txt")
+def test_cancel_stops_a_running_step(setup_steps: ModuleType, tmp_path: Path) -> None:
+    job = setup_steps.Job([setup_steps.Step("Sleep", (sys.executable, "-c", "import time; time.sleep(60)")),
+               setup_steps.Step("Never", (sys.executable, "-c", "print('unreachable')"))], tmp_path / "log.txt")
     job.start()
     started = time.monotonic()
-    assert job.poll() is runtime.JobState.RUNNING
+    assert job.poll() is setup_steps.JobState.RUNNING
     job.cancel()
-    assert job.state is runtime.JobState.CANCELLED and job.step_index == 0
+    assert job.state is setup_steps.JobState.CANCELLED and job.step_index == 0
     assert time.monotonic() - started < 10
     assert "unreachable" not in job.output() and "=== cancelled" in job.output()
 
 
-def test_diagnose_gives_actionable_hints(runtime: ModuleType) -> None:
-    assert "internet" in runtime.diagnose(["error: Failed to fetch: https://x", "dns error: failed to lookup"])
-    assert "disk is full" in runtime.diagnose(["OSError: [Errno 28] No space left on device"])
-    assert "Retry" in runtime.diagnose(["something unexpected"])
+def test_diagnose_gives_actionable_hints(setup_steps: ModuleType) -> None:
+    assert "internet" in setup_steps.diagnose(["error: Failed to fetch: https://x", "dns error: failed to lookup"])
+    assert "disk is full" in setup_steps.diagnose(["OSError: [Errno 28] No space left on device"])
+    assert "Retry" in setup_steps.diagnose(["something unexpected"])
 
 
 def test_uv_from_an_unpacked_extension_wheel_is_found_and_made_executable(runtime: ModuleType, tmp_path: Path) -> None:
@@ -294,7 +303,7 @@ def test_uv_from_an_unpacked_extension_wheel_is_found_and_made_executable(runtim
     assert subprocess.run([found, "--version"], capture_output=True, text=True).stdout.startswith("uv ")
 
 
-def test_the_installed_extension_brings_its_own_uv(runtime: ModuleType) -> None:
+def test_the_installed_extension_brings_its_own_uv(setup_steps: ModuleType, runtime: ModuleType) -> None:
     """The linux-x64 zip's uv wheel, as Blender unpacked it into the user resources' .local
     (without its executable bit: find_uv sets it), not a uv of the test environment."""
     user = Path(os.environ["BLENDER_USER_RESOURCES"])
@@ -302,5 +311,5 @@ def test_the_installed_extension_brings_its_own_uv(runtime: ModuleType) -> None:
     bundled.chmod(0o644)   # as Blender leaves it (measured: 4.2.23 and 5.0.1 extract it 0644)
     assert runtime.find_uv() == str(bundled)
     assert os.access(bundled, os.X_OK)
-    done = subprocess.run([str(bundled), "--version"], capture_output=True, text=True, env=runtime.subprocess_env())
+    done = subprocess.run([str(bundled), "--version"], capture_output=True, text=True, env=setup_steps.subprocess_env())
     assert done.stdout.startswith("uv 0.13.9 ")
