@@ -13,7 +13,7 @@ from typing import Any
 
 import bpy
 
-from .importers.gaussians import sync_focal_lengths
+from .importers.splat_camera import sync_focal_lengths
 from .importers.splat_file import restore_base_colours, sync_view_colours
 
 

@@ -188,3 +188,21 @@ def create_cameras(intrinsics: np.ndarray, photo_size: np.ndarray, matrix_world:
     if missing:
         report.append(f"{missing} of {len(photo_paths)} photos could not be loaded; their cameras are still exact")
     return cameras, report
+
+
+def camera_focal_px(scene: bpy.types.Scene) -> float | None:
+    """`scene`'s camera's focal length in render pixels along x (Blender's camera model: sensor fit,
+    resolution percentage, pixel aspect), or None without a perspective scene camera."""
+    camera = scene.camera
+    data = camera.data if camera is not None else None
+    if not isinstance(data, bpy.types.Camera) or data.type != "PERSP":
+        return None
+    render = scene.render
+    scale = render.resolution_percentage / 100.0
+    width, height = render.resolution_x * scale, render.resolution_y * scale
+    aspect_x, aspect_y = render.pixel_aspect_x, render.pixel_aspect_y
+    horizontal = data.sensor_fit == "HORIZONTAL" or (data.sensor_fit == "AUTO" and width * aspect_x >= height * aspect_y)
+    if horizontal:
+        return float(data.lens / data.sensor_width * width)
+    sensor = data.sensor_height if data.sensor_fit == "VERTICAL" else data.sensor_width  # AUTO: the width
+    return float(data.lens / sensor * height * aspect_y / aspect_x)

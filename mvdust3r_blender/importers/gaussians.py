@@ -10,7 +10,7 @@ size of a photo pixel at the Gaussian in the view it came from). The geometry-no
 1. drops Gaussians below ``Opacity Threshold``;
 2. adds the 3DGS low-pass: each σ becomes √(σ² + Low-Pass · p²), p the world size of a render pixel
    at the Gaussian — depth along the scene's active camera / ``Focal Length (px)`` (kept equal to the
-   scene camera's focal length in render pixels by :func:`sync_focal_lengths`, which the add-on runs
+   scene camera's focal length in render pixels by :func:`.splat_camera.sync_focal_lengths`, which the add-on runs
    before every render and after every scene change), or ``pixel_size`` when the scene has no camera;
 3. makes each Gaussian one transparent surface (so a ray crosses one surface per splat and
    Cycles' transparent-bounce limit is reached later): flat Gaussians (thinnest σ < 0.3 × the middle
@@ -37,7 +37,8 @@ import bpy
 import numpy as np
 
 from ..core.splats import LOW_PASS, sort_axes
-from .nodes import (ModifierInput, get_modifier_input, math_node, named_attribute, new_geometry_group, new_node_material, set_modifier_input,
+from .cameras import camera_focal_px
+from .nodes import (ModifierInput, math_node, named_attribute, new_geometry_group, new_node_material, set_modifier_input,
                     thresholded_points, vector_math_node)
 from .points import COLOR_ATTRIBUTE, new_points_mesh
 
@@ -60,8 +61,6 @@ DISC_VERTICES = 16
 ALPHA_MAX = 0.99
 ALPHA_MIN = 1.0 / 255.0
 # Cycles ends a path after this many transparent surfaces (default 8).
-TRANSPARENT_BOUNCES = 128
-MIN_TRANSPARENT_BOUNCES = 64   # no Russian roulette before this: splats composite without its noise
 
 
 def splat_material(name: str) -> bpy.types.Material:
@@ -253,83 +252,6 @@ def gaussians_node_group(name: str, material: bpy.types.Material) -> bpy.types.G
         links.new(instances, join.inputs[0])
     links.new(join.outputs[0], group_out.inputs["Geometry"])
     return group
-
-
-def camera_focal_px(scene: bpy.types.Scene) -> float | None:
-    """`scene`'s camera's focal length in render pixels along x (Blender's camera model: sensor fit,
-    resolution percentage, pixel aspect), or None without a perspective scene camera."""
-    camera = scene.camera
-    data = camera.data if camera is not None else None
-    if not isinstance(data, bpy.types.Camera) or data.type != "PERSP":
-        return None
-    render = scene.render
-    scale = render.resolution_percentage / 100.0
-    width, height = render.resolution_x * scale, render.resolution_y * scale
-    aspect_x, aspect_y = render.pixel_aspect_x, render.pixel_aspect_y
-    horizontal = data.sensor_fit == "HORIZONTAL" or (data.sensor_fit == "AUTO" and width * aspect_x >= height * aspect_y)
-    if horizontal:
-        return float(data.lens / data.sensor_width * width)
-    sensor = data.sensor_height if data.sensor_fit == "VERTICAL" else data.sensor_width  # AUTO: the width
-    return float(data.lens / sensor * height * aspect_y / aspect_x)
-
-
-def _made_as(data: bpy.types.ID) -> object:
-    """What the add-on made `data` as (its :data:`ID_PROPERTY`), or None for anything else."""
-    return data[ID_PROPERTY] if ID_PROPERTY in data else None  # type: ignore[operator]
-
-
-def splat_modifiers(scene: bpy.types.Scene) -> list[tuple[bpy.types.Object, bpy.types.NodesModifier]]:
-    """The Gaussians modifiers this add-on made in `scene`: on objects that carry its id
-    (:data:`SPLATS_ID`, stored by :func:`create_gaussians`; a duplicate of such an object carries it
-    too), whose node group carries the id as well — never a user's object because its modifier
-    happens to have the same name."""
-    found: list[tuple[bpy.types.Object, bpy.types.NodesModifier]] = []
-    for obj in scene.objects:
-        if obj.type != "MESH" or _made_as(obj) != SPLATS_ID:
-            continue
-        for modifier in obj.modifiers:
-            group = getattr(modifier, "node_group", None)
-            if isinstance(modifier, bpy.types.NodesModifier) and group is not None and _made_as(group) == SPLATS_ID:
-                found.append((obj, modifier))
-    return found
-
-
-def sync_focal_lengths(scene: bpy.types.Scene) -> None:
-    """Set Focal Length (px) of every Gaussians modifier the add-on made in `scene` to its camera's (where it
-    differs: an unchanged value is not written, so this can run from depsgraph updates without a loop).
-    A node group edited so that it lacks the input is left alone: these run on every scene change and
-    render, where an error would repeat on each."""
-    focal = camera_focal_px(scene)
-    if focal is None:
-        return
-    for obj, modifier in splat_modifiers(scene):
-        try:
-            current = float(get_modifier_input(modifier, FOCAL_LENGTH))
-        except (KeyError, TypeError, ValueError):
-            continue
-        if abs(current - focal) > 1e-4 * focal:
-            set_modifier_input(obj, modifier, FOCAL_LENGTH, focal)
-
-
-def prepare_render(scene: bpy.types.Scene) -> list[str]:
-    """Raise what the splats need in `scene`'s Cycles settings (never lower anything); one report line per change.
-
-    Cycles stops a path after ``transparent_max_bounces`` transparent surfaces (default 8) and the
-    splats behind turn dark, so the limit goes up to TRANSPARENT_BOUNCES; and its Russian roulette,
-    which ends paths at random once their throughput is low, is the main noise in splats, so it
-    starts only after MIN_TRANSPARENT_BOUNCES surfaces: more quality per second (10 k Gaussians at
-    160×120: 37.5 dB at 8 samples in 5.4 s, against 37.5 dB at 16 samples in 9.1 s with 32 and 31.9 dB
-    at 16 samples in 3.5 s with Cycles' 0; docs/benchmarks.md). EEVEE's dithered splats have no limit.
-    """
-    cycles = getattr(scene, "cycles", None)
-    lines = []
-    for setting, needed, where in (("transparent_max_bounces", TRANSPARENT_BOUNCES, "Light Paths > Max Bounces > Transparent"),
-                                   ("min_transparent_bounces", MIN_TRANSPARENT_BOUNCES, "Light Paths > Min Transparent Bounces")):
-        before = getattr(cycles, setting, None)
-        if before is not None and before < needed:
-            setattr(cycles, setting, needed)
-            lines.append(f"Cycles {where}: {before} → {needed} for the splats (Undo reverts it with the import)")
-    return lines
 
 
 def facing_transform(group: bpy.types.GeometryNodeTree, offset: bpy.types.NodeSocket, forward: bpy.types.NodeSocket,

@@ -25,7 +25,8 @@ from ..core.photos import display_name
 from ..core.splats import pixel_footprints
 from ..import_options import ImportOptions
 from .cameras import create_cameras
-from .gaussians import create_gaussians, prepare_render
+from .gaussians import create_gaussians
+from .render import prepare_render
 from .placement import record_alignment
 from .points import create_points
 from .render import blocker_lines

@@ -23,7 +23,8 @@ from ..core.conventions import transform_points, transform_rotations, world_axes
 from ..core.photos import display_name
 from ..core.splat_field import SplatField, sh_count, view_colours
 from ..core.splat_files import SplatFile, read_splat_file
-from .gaussians import ALPHA_MIN, create_gaussians, prepare_render
+from .gaussians import ALPHA_MIN, create_gaussians
+from .render import prepare_render
 from .points import COLOR_ATTRIBUTE
 from .scene import rollback_on_error
 

@@ -318,6 +318,7 @@ def test_a_folder_run_names_the_heic_files_it_skipped(api: ModuleType, golden: P
 def test_handlers_touch_only_the_addons_splats_and_survive_a_missing_input(api: ModuleType,
                                                                           make_bundle: Callable[..., Any]) -> None:
     gaussians = module("importers.gaussians")
+    splat_camera = module("importers.splat_camera")
     nodes = module("importers.nodes")
     result = api.import_bundle(make_bundle(write_photos=False))
     scene = bpy.context.scene
@@ -329,8 +330,8 @@ def test_handlers_touch_only_the_addons_splats_and_survive_a_missing_input(api: 
     modifier.node_group = group
     nodes.set_modifier_input(cube, modifier, gaussians.FOCAL_LENGTH, 12.0)
     bpy.ops.mvdust3r_blender.set_render_camera(camera=result.cameras[1].name)
-    focal = gaussians.camera_focal_px(scene)
-    gaussians.sync_focal_lengths(scene)
+    focal = module("importers.cameras").camera_focal_px(scene)
+    splat_camera.sync_focal_lengths(scene)
     ours = result.gaussians.modifiers[gaussians.MODIFIER]
     assert nodes.get_modifier_input(ours, gaussians.FOCAL_LENGTH) == pytest.approx(focal)
     assert nodes.get_modifier_input(modifier, gaussians.FOCAL_LENGTH) == 12.0  # the user's is untouched
@@ -341,7 +342,7 @@ def test_handlers_touch_only_the_addons_splats_and_survive_a_missing_input(api: 
     for handler in (*bpy.app.handlers.depsgraph_update_post, *bpy.app.handlers.render_pre):
         if handler.__module__.startswith(PACKAGE):
             handler(scene, None)
-    gaussians.sync_focal_lengths(scene)
+    splat_camera.sync_focal_lengths(scene)
 
 
 # ---------------------------------------------------------------------------------------------

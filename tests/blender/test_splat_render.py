@@ -20,7 +20,8 @@ from tests.helpers.splat_scenes import dense_stack, plane_and_sphere
 @pytest.fixture
 def mods(ext: ModuleType) -> dict[str, ModuleType]:
     return {name: importlib.import_module(f"{ext.__name__}.{name}")
-            for name in ("api", "core.bundle", "core.rotations", "importers.gaussians", "importers.nodes")}
+            for name in ("api", "core.bundle", "core.rotations", "importers.cameras", "importers.gaussians", "importers.nodes",
+                         "importers.render")}
 
 
 def scene_bundle(mods: dict[str, ModuleType], count: int, width: int, height: int) -> object:
@@ -63,15 +64,15 @@ def test_deep_stacks_composite_in_3dgs_order(mods: dict[str, ModuleType], tmp_pa
 
 
 def test_import_raises_cycles_limits_says_so_and_never_lowers(mods: dict[str, ModuleType]) -> None:
-    gaussians = mods["importers.gaussians"]
+    render = mods["importers.render"]
     scene = bpy.context.scene
     user = bpy.data.objects.new("User Empty", None)
     scene.collection.objects.link(user)
     user.location = (1.0, 2.0, 3.0)
-    assert scene.cycles.transparent_max_bounces < gaussians.TRANSPARENT_BOUNCES
+    assert scene.cycles.transparent_max_bounces < render.TRANSPARENT_BOUNCES
     result = mods["api"].import_bundle(scene_bundle(mods, 200, 32, 24), points=False, cameras=False)
-    assert scene.cycles.transparent_max_bounces == gaussians.TRANSPARENT_BOUNCES
-    assert scene.cycles.min_transparent_bounces == gaussians.MIN_TRANSPARENT_BOUNCES
+    assert scene.cycles.transparent_max_bounces == render.TRANSPARENT_BOUNCES
+    assert scene.cycles.min_transparent_bounces == render.MIN_TRANSPARENT_BOUNCES
     changed = [line for line in result.report if line.startswith("Cycles")]
     assert len(changed) == 2 and all("Undo" in line for line in changed)
     assert tuple(user.location) == (1.0, 2.0, 3.0) and user.users_collection[0] == scene.collection
@@ -170,4 +171,4 @@ def test_camera_focal_px_is_blenders_own_projection(mods: dict[str, ModuleType],
     u0 = world_to_camera_view(scene, camera, Vector((0.0, 0.0, -depth))).x
     u1 = world_to_camera_view(scene, camera, Vector((step, 0.0, -depth))).x
     expected = (u1 - u0) * size[0] * 0.5 * depth / step
-    assert np.isclose(mods["importers.gaussians"].camera_focal_px(scene), expected, rtol=1e-4)
+    assert np.isclose(mods["importers.cameras"].camera_focal_px(scene), expected, rtol=1e-4)
