@@ -1,7 +1,7 @@
 """The Ray actor of a farm batch: one loaded model on one GPU (or a few CPUs), scene after scene.
 
 It runs on a cluster node from the engine's files that travelled as the batch's runtime
-environment (:mod:`.farm`), and wraps the ordinary :class:`~.worker.Worker`, so a scene is computed
+environment (:mod:`.farm_cluster`), and wraps the ordinary :class:`~.worker.Worker`, so a scene is computed
 exactly as a local worker computes it. It reads nothing of the node on a scene's say-so: photos
 arrive as bytes (each size-checked) into a fresh folder of its own, the request's paths are
 rewritten into that folder, and the bundle and export files go back as bytes with their SHA-256;
