@@ -24,8 +24,9 @@ import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any, Optional
 
-from ..core.protocol import (ErrorEvent, LoadedEvent, LoadRequest, ReconstructRequest, ResultEvent, decode_request,
-                             encode)
+from ..core.protocol.events import ErrorEvent, LoadedEvent, ResultEvent
+from ..core.protocol.requests import LoadRequest, ReconstructRequest, decode_request
+from ..core.protocol.wire import encode
 from .jobs import MAX_FILE_BYTES
 
 BUNDLE_NAME = "bundle.npz"

@@ -13,7 +13,8 @@ from typing import Any
 
 from ..core.atomic import atomic_file, sibling
 from ..core.farm import FarmError
-from ..core.protocol import ReconstructRequest, ResultEvent
+from ..core.protocol.events import ResultEvent
+from ..core.protocol.requests import ReconstructRequest
 from .farm_actor import BUNDLE_NAME, EXPORTS_NAME
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..core.farm import FarmError, FarmEvent, FarmJob, FarmScene
-from ..core.protocol import ErrorEvent, ReconstructRequest, ResultEvent, decode_event, decode_request
+from ..core.protocol.events import ErrorEvent, ResultEvent, decode_event
+from ..core.protocol.requests import ReconstructRequest, decode_request
 from .farm_actor import SceneActor
 from .farm_results import scene_timings, write_result
 from .jobs import MAX_FILE_BYTES
