@@ -32,7 +32,8 @@ from tests.helpers.photos import noise_jpegs  # noqa: E402
 
 from mvdust3r_blender.client.farm import FarmClient
 from mvdust3r_blender.core.farm import FarmEvent, FarmJob, FarmScene  # noqa: E402
-from mvdust3r_blender.core.protocol import ReconstructRequest, encode  # noqa: E402
+from mvdust3r_blender.core.protocol.requests import ReconstructRequest  # noqa: E402
+from mvdust3r_blender.core.protocol.wire import encode  # noqa: E402
 from mvdust3r_blender.client.worker_client import WorkerClient  # noqa: E402
 
 MODEL = ROOT / "models" / "default.safetensors"

@@ -29,7 +29,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mvdust3r_blender.core import protocol as p  # noqa: E402
+from mvdust3r_blender.core.protocol.events import Event, HelloEvent, ProgressEvent, ResultEvent  # noqa: E402
 from mvdust3r_blender.client.remote import RemoteTarget, RemoteWorkerClient  # noqa: E402
 from mvdust3r_blender.client.worker_client import WorkerClient  # noqa: E402
 from tests.helpers.photos import noise_jpegs  # noqa: E402
@@ -68,11 +68,11 @@ def measure(client: WorkerClient, photos: list[Path], out: Path, checkpoint: str
     """One request after a warm-up: seconds, stage spans, sizes, peak memory."""
     client.wait(client.reconstruct(photos[:4], out / "warm.npz", checkpoint=checkpoint, device="cpu"), 600)
     hello = client.wait(client.hello(), 60)
-    assert isinstance(hello, p.HelloEvent)
+    assert isinstance(hello, HelloEvent)
     spans: dict[str, list[float]] = {}
 
-    def follow(event: p.Event) -> None:
-        if isinstance(event, p.ProgressEvent):
+    def follow(event: Event) -> None:
+        if isinstance(event, ProgressEvent):
             spans.setdefault(event.stage, []).append(time.perf_counter())
 
     with PeakMemory([psutil.Process().pid, hello.pid]) as memory:
@@ -80,7 +80,7 @@ def measure(client: WorkerClient, photos: list[Path], out: Path, checkpoint: str
         result = client.wait(client.reconstruct(photos, out / "scene.npz", checkpoint=checkpoint, device="cpu"),
                              600, on_event=follow)
         seconds = time.perf_counter() - started
-    assert isinstance(result, p.ResultEvent)
+    assert isinstance(result, ResultEvent)
     span: Callable[[str], float] = lambda s: (spans[s][-1] - spans[s][0]) if s in spans else 0.0
     return {"seconds": seconds, "upload": span("upload"), "download": span("download"),
             "worker": result.timings.get("total", 0.0), "bundle": Path(result.bundle).stat().st_size,

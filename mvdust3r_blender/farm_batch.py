@@ -25,7 +25,8 @@ from .batch_records import SceneOutcome, scene_stamp, write_record
 from .client.farm import FarmClient
 from .core.farm import FarmError, FarmEvent, FarmJob, FarmScene
 from .core.options import check_precision
-from .core.protocol import ReconstructRequest, encode
+from .core.protocol.requests import ReconstructRequest
+from .core.protocol.wire import encode
 from .importers.scene import import_bundle
 from .reconstruction import fresh_file, save_blend
 from .session import WORKER_PYTHON_ENV, PathLike, RunSpec, SetupError, WorkerSettings, worker_python

@@ -36,7 +36,7 @@ from .core.exports import export as export_bundle
 from .core.exports import parse_formats
 from .core.options import DEFAULT_ALIGN, ReconstructOptions, check_align
 from .core.photos import skipped_message, unsupported_photos
-from .core.protocol import Event, ProgressEvent, ResultEvent
+from .core.protocol.events import Event, ProgressEvent, ResultEvent
 from .import_options import ImportOptions
 from .importers.scene import ImportResult, bundle_warning_lines, import_bundle
 from .session import SESSION, Exports, PathLike, PhotoSource, RunError, RunSpec, WorkerSettings

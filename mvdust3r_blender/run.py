@@ -26,7 +26,7 @@ from . import bundles, preferences, session
 from .client.requests import RequestHandle
 from .client.worker_client import WorkerError
 from .core.options import ReconstructOptions
-from .core.protocol import ErrorEvent, Event, ProgressEvent, ResultEvent
+from .core.protocol.events import ErrorEvent, Event, ProgressEvent, ResultEvent
 from .import_options import ImportOptions
 from .importers.scene import import_bundle
 from .session import FINISHED_STATES, SESSION, RunError, RunSpec, RunState, WorkerSession, WorkerSettings

@@ -40,8 +40,9 @@ from ..core.confidence import ConfidenceCut
 from ..core.engine_files import engine_archive
 from ..core.errors import UserError
 from ..core.options import ReconstructOptions
-from ..core.protocol import (CancelRequest, DataEvent, ErrorEvent, Event, FetchRequest, ProgressEvent, PutRequest,
-                             ReconstructRequest, ResultEvent, read_line)
+from ..core.protocol.events import DataEvent, ErrorEvent, Event, ProgressEvent, ResultEvent
+from ..core.protocol.requests import CancelRequest, FetchRequest, PutRequest, ReconstructRequest
+from ..core.protocol.wire import read_line
 from .remote_target import SSH_OPTIONS, RemoteError, RemoteTarget
 from .remote_transfer import BUNDLE_NAME, CHUNK_BYTES, EXPORTS_NAME, _Transfer, received_name, result_budget
 from .runtime import plan_environment

@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 
 from ..core.arguments import control_characters
 from ..core.atomic import check_output
-from ..core.protocol import DataEvent, ResultEvent
+from ..core.protocol.events import DataEvent, ResultEvent
 from .remote_target import RemoteError
 
 CHUNK_BYTES = 1024 ** 2          # bytes per put request (the worker's data events use the same)

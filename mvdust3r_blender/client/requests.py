@@ -18,7 +18,7 @@ import time
 from typing import Callable, Optional, Protocol
 
 from ..core.errors import UserError
-from ..core.protocol import FINAL_EVENTS, ErrorEvent, Event, ProgressEvent
+from ..core.protocol.events import FINAL_EVENTS, ErrorEvent, Event, ProgressEvent
 
 UNCLAIMED_KEPT = 1000  # events no handle follows (acks, ``ready``), kept for WorkerClient.poll, newest
 

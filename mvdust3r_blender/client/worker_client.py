@@ -32,9 +32,11 @@ from typing import IO, Any, Callable, Mapping, Optional, Sequence
 from ..core.confidence import ConfidenceCut
 from ..core.errors import mentions_out_of_memory
 from ..core.options import DEFAULT_PRECISION, ReconstructOptions
-from ..core.protocol import (FINAL_EVENTS, MAX_LINE_CHARS, PROTOCOL_VERSION, CancelRequest, ErrorEvent, Event,
-                             HelloRequest, LineTooLong, LoadRequest, ProtocolError, ReadyEvent, ReconstructRequest,
-                             ReleaseRequest, Request, ShutdownRequest, decode_event, encode, read_line, skip_line)
+from ..core.protocol.events import FINAL_EVENTS, ErrorEvent, Event, ReadyEvent, decode_event
+from ..core.protocol.requests import (CancelRequest, HelloRequest, LoadRequest, ReconstructRequest, ReleaseRequest,
+                                      Request, ShutdownRequest)
+from ..core.protocol.wire import (MAX_LINE_CHARS, PROTOCOL_VERSION, LineTooLong, ProtocolError, encode, read_line,
+                                  skip_line)
 from .requests import Mailboxes, RequestHandle, WorkerError
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the extension's package (this module is in its client/)

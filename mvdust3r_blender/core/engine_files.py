@@ -2,7 +2,7 @@
 
 What a worker runs from — the package's ``__init__.py``, ``core/``, ``engine/`` and the manifest —
 travels to other machines in two ways: over ssh to a remote's cache (``client/remote.py``) and as
-a Ray job's runtime environment (``engine/farm.py``). Both name a version by this archive's hash,
+a Ray job's runtime environment (``engine/farm_cluster.py``). Both name a version by this archive's hash,
 so a machine that has it never receives it again. Standard library only.
 """
 from __future__ import annotations

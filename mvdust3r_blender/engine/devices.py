@@ -12,7 +12,7 @@ import platform
 import torch
 
 from ..core.options import DEVICES
-from ..core.protocol import DeviceInfo
+from ..core.protocol.events import DeviceInfo
 from .errors import DeviceError
 
 

@@ -1,7 +1,7 @@
 """The Ray actor of a farm batch: one loaded model on one GPU (or a few CPUs), scene after scene.
 
 It runs on a cluster node from the engine's files that travelled as the batch's runtime
-environment (:mod:`.farm`), and wraps the ordinary :class:`~.worker.Worker`, so a scene is computed
+environment (:mod:`.farm_cluster`), and wraps the ordinary :class:`~.worker.Worker`, so a scene is computed
 exactly as a local worker computes it. It reads nothing of the node on a scene's say-so: photos
 arrive as bytes (each size-checked) into a fresh folder of its own, the request's paths are
 rewritten into that folder, and the bundle and export files go back as bytes with their SHA-256;
@@ -24,8 +24,9 @@ import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any, Optional
 
-from ..core.protocol import (ErrorEvent, LoadedEvent, LoadRequest, ReconstructRequest, ResultEvent, decode_request,
-                             encode)
+from ..core.protocol.events import ErrorEvent, LoadedEvent, ResultEvent
+from ..core.protocol.requests import LoadRequest, ReconstructRequest, decode_request
+from ..core.protocol.wire import encode
 from .jobs import MAX_FILE_BYTES
 
 BUNDLE_NAME = "bundle.npz"

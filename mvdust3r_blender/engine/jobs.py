@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from ..core.protocol import (AckEvent, DataEvent, Event, FetchedEvent, FetchRequest, PutRequest, ReconstructRequest,
-                             ResultEvent)
+from ..core.protocol.events import AckEvent, DataEvent, Event, FetchedEvent, ResultEvent
+from ..core.protocol.requests import FetchRequest, PutRequest, ReconstructRequest
 from .errors import Cancelled, EngineError, InputError
 
 MAX_FILE_BYTES = 512 * 1024 ** 2

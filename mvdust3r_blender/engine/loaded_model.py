@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
-from ..core.protocol import ModelInfo
+from ..core.protocol.events import ModelInfo
 from .errors import BadRequest
 
 if TYPE_CHECKING:

@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional
 
-from ..core.protocol import (AckEvent, CancelRequest, ErrorEvent, Event, HelloEvent, HelloRequest,
-                        FetchRequest, LoadedEvent, LoadRequest, ProgressEvent, ProtocolError, PutRequest,
-                        ReadyEvent,
-                        ReconstructRequest, ReleaseRequest, Request, ResultEvent, ShutdownRequest,
-                        LineTooLong, PROTOCOL_VERSION, decode_request, encode, read_line, skip_line)
+from ..core.protocol.events import (AckEvent, ErrorEvent, Event, HelloEvent, LoadedEvent, ProgressEvent,
+                                    ReadyEvent, ResultEvent)
+from ..core.protocol.requests import (CancelRequest, FetchRequest, HelloRequest, LoadRequest, PutRequest,
+                                      ReconstructRequest, ReleaseRequest, Request, ShutdownRequest, decode_request)
+from ..core.protocol.wire import PROTOCOL_VERSION, LineTooLong, ProtocolError, encode, read_line, skip_line
 from ..core.atomic import write_failure
 from ..core.errors import OptionError, UserError
 from .errors import BadRequest, Cancelled, NotLoaded, out_of_memory

@@ -10,7 +10,7 @@ from ..client.remote import RemoteTarget, RemoteWorkerClient
 from ..client.requests import RequestHandle
 from ..client.setup_steps import subprocess_env
 from ..client.worker_client import WorkerClient, WorkerError
-from ..core.protocol import DeviceInfo, ErrorEvent, Event, FetchedEvent, HelloEvent, ProgressEvent
+from ..core.protocol.events import DeviceInfo, ErrorEvent, Event, FetchedEvent, HelloEvent, ProgressEvent
 from .errors import SetupError
 from .spec import RunSpec
 

@@ -16,7 +16,8 @@ import pytest
 from mvdust3r_blender.core.bundle import read_bundle
 from mvdust3r_blender.client.farm import FarmClient
 from mvdust3r_blender.core.farm import FarmEvent, FarmJob, FarmScene
-from mvdust3r_blender.core.protocol import ReconstructRequest, encode
+from mvdust3r_blender.core.protocol.requests import ReconstructRequest
+from mvdust3r_blender.core.protocol.wire import encode
 from mvdust3r_blender.client.worker_client import WorkerClient
 from tests.helpers.photos import smooth_photos
 from test_worker import PYTHON, TIMEOUT

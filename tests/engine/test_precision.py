@@ -21,7 +21,8 @@ import torch
 from mvdust3r_blender.core.errors import OptionError
 from mvdust3r_blender.core.options import (DEFAULT_PRECISION, PRECISIONS, ReconstructOptions, add_arguments,
                                            options_from_arguments)
-from mvdust3r_blender.core.protocol import LoadRequest, ReleaseRequest, decode_request, encode
+from mvdust3r_blender.core.protocol.requests import LoadRequest, ReleaseRequest, decode_request
+from mvdust3r_blender.core.protocol.wire import encode
 from mvdust3r_blender.engine.checkpoint import load_model
 from mvdust3r_blender.engine.model import MultiViewModel
 from mvdust3r_blender.engine.pipeline import reconstruct

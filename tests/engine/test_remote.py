@@ -18,7 +18,9 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
-from mvdust3r_blender.core import protocol as p
+from mvdust3r_blender.core.protocol.events import (DataEvent, Event, FetchedEvent, HelloEvent, LoadedEvent,
+                                                   ProgressEvent, ResultEvent)
+from mvdust3r_blender.core.protocol.requests import PutRequest, ReconstructRequest, Request
 from mvdust3r_blender.core.bundle import read_bundle
 from mvdust3r_blender.client.remote import RemoteTarget, RemoteWorkerClient
 from mvdust3r_blender.client.worker_client import WorkerClient, WorkerError
@@ -58,14 +60,14 @@ def test_reconstruct_over_ssh_matches_a_local_run(remote: RemoteWorkerClient, re
     stages: list[str] = []
     output, exports = tmp_path / "remote" / "scene.npz", tmp_path / "remote" / "exports"
 
-    def follow(event: p.Event) -> None:
-        if isinstance(event, p.ProgressEvent) and event.stage not in stages:
+    def follow(event: Event) -> None:
+        if isinstance(event, ProgressEvent) and event.stage not in stages:
             stages.append(event.stage)
 
     result = remote.wait(remote.reconstruct(photos, output, checkpoint=remote_checkpoint, device="cpu",
                                             exports=["ply", "colmap"], export_dir=exports),
                          timeout=TIMEOUT, on_event=follow)
-    assert isinstance(result, p.ResultEvent)
+    assert isinstance(result, ResultEvent)
     assert stages[0] == "upload" and stages[-1] == "download" and "network" in stages, stages
     assert result.bundle == str(output) and result.exports == {"ply": str(exports / "points.ply"),
                                                                "colmap": str(exports / "colmap")}
@@ -85,13 +87,13 @@ def test_reconstruct_over_ssh_matches_a_local_run(remote: RemoteWorkerClient, re
 
     again = RemoteWorkerClient(remote.target)  # a second connection finds the engine in the remote cache
     with again:
-        assert isinstance(again.wait(again.hello(), timeout=TIMEOUT), p.HelloEvent)
+        assert isinstance(again.wait(again.hello(), timeout=TIMEOUT), HelloEvent)
     assert not again.engine_sent
 
 
 def test_a_remote_worker_reads_only_its_job_folder(remote: RemoteWorkerClient, remote_checkpoint: str,
                                                    tmp_path: Path) -> None:
-    def refused(request: p.Request) -> str:
+    def refused(request: Request) -> str:
         with pytest.raises(WorkerError) as caught:
             remote.wait(remote.send(request), timeout=TIMEOUT)
         assert caught.value.code == "bad_request", caught.value
@@ -100,18 +102,18 @@ def test_a_remote_worker_reads_only_its_job_folder(remote: RemoteWorkerClient, r
     photo = smooth_photos(tmp_path, 1)[0]
     chunk = base64.b64encode(photo.read_bytes()).decode()
     size = photo.stat().st_size
-    assert remote.wait(remote.send(p.PutRequest(job="j1", name="a.png", size=size, data=chunk)), TIMEOUT)
-    assert "job folder" in refused(p.ReconstructRequest(photos=["a.png", "/etc/hostname"], output="out.npz",
-                                                        job="j1", checkpoint=remote_checkpoint))
-    assert "job folder" in refused(p.ReconstructRequest(photos=["a.png", "../../../../etc/passwd"],
-                                                        output="out.npz", job="j1", checkpoint=remote_checkpoint))
-    assert "job folder" in refused(p.ReconstructRequest(photos=["a.png", "a.png"], output="/tmp/out.npz", job="j1"))
-    assert "names no job" in refused(p.ReconstructRequest(photos=[str(photo), str(photo)], output=str(tmp_path / "x"),
-                                                          checkpoint=remote_checkpoint))
-    assert "job folder" in refused(p.PutRequest(job="j2", name="../escape.png", size=size, data=chunk))
-    assert "not allowed" in refused(p.PutRequest(job="..", name="a.png", size=size, data=chunk))
+    assert remote.wait(remote.send(PutRequest(job="j1", name="a.png", size=size, data=chunk)), TIMEOUT)
+    assert "job folder" in refused(ReconstructRequest(photos=["a.png", "/etc/hostname"], output="out.npz",
+                                                      job="j1", checkpoint=remote_checkpoint))
+    assert "job folder" in refused(ReconstructRequest(photos=["a.png", "../../../../etc/passwd"],
+                                                      output="out.npz", job="j1", checkpoint=remote_checkpoint))
+    assert "job folder" in refused(ReconstructRequest(photos=["a.png", "a.png"], output="/tmp/out.npz", job="j1"))
+    assert "names no job" in refused(ReconstructRequest(photos=[str(photo), str(photo)], output=str(tmp_path / "x"),
+                                                        checkpoint=remote_checkpoint))
+    assert "job folder" in refused(PutRequest(job="j2", name="../escape.png", size=size, data=chunk))
+    assert "not allowed" in refused(PutRequest(job="..", name="a.png", size=size, data=chunk))
     with pytest.raises(WorkerError, match="larger than"):
-        remote.wait(remote.send(p.PutRequest(job="j3", name="big.png", size=2 ** 40, data="")), timeout=TIMEOUT)
+        remote.wait(remote.send(PutRequest(job="j3", name="big.png", size=2 ** 40, data="")), timeout=TIMEOUT)
     assert not (tmp_path / "x").exists()
 
 
@@ -127,8 +129,8 @@ def test_cancel_while_the_remote_worker_runs(remote: RemoteWorkerClient, remote_
     photos = many_photos
     output = tmp_path / "cancelled.npz"
 
-    def cancel_once_loading(event: p.Event) -> None:
-        if isinstance(event, p.ProgressEvent) and event.stage == "load":
+    def cancel_once_loading(event: Event) -> None:
+        if isinstance(event, ProgressEvent) and event.stage == "load":
             remote.cancel(event.id)
 
     with pytest.raises(WorkerError) as caught:
@@ -138,14 +140,14 @@ def test_cancel_while_the_remote_worker_runs(remote: RemoteWorkerClient, remote_
     # and while the photos are still being sent
     with pytest.raises(WorkerError) as caught:
         remote.wait(remote.reconstruct(photos, output, checkpoint=remote_checkpoint, device="cpu"), timeout=TIMEOUT,
-                    on_event=lambda e: remote.cancel(e.id) if isinstance(e, p.ProgressEvent) else None)
+                    on_event=lambda e: remote.cancel(e.id) if isinstance(e, ProgressEvent) else None)
     assert caught.value.code == "cancelled" and "being sent" in caught.value.message
     assert not output.exists() and not list(tmp_path.glob(".*"))
     deadline = time.monotonic() + 20  # the photos already sent go at once, not when the connection ends
     while job_files(remote_host) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not job_files(remote_host)
-    assert isinstance(remote.wait(remote.hello(), timeout=TIMEOUT), p.HelloEvent)  # the worker serves on
+    assert isinstance(remote.wait(remote.hello(), timeout=TIMEOUT), HelloEvent)  # the worker serves on
 
 
 def test_a_killed_connection_is_reported_within_seconds(target: RemoteTarget, remote_host: Any,
@@ -157,8 +159,8 @@ def test_a_killed_connection_is_reported_within_seconds(target: RemoteTarget, re
     client.start()
     killed: list[float] = []
 
-    def cut_once_loading(event: p.Event) -> None:
-        if isinstance(event, p.ProgressEvent) and event.stage == "load" and not killed:
+    def cut_once_loading(event: Event) -> None:
+        if isinstance(event, ProgressEvent) and event.stage == "load" and not killed:
             assert client.pid is not None
             os.kill(client.pid, signal.SIGKILL)  # the ssh process: as if the network went away
             killed.append(time.monotonic())
@@ -222,12 +224,12 @@ def test_fetch_downloads_a_released_checkpoint_on_the_remote(remote: RemoteWorke
     try:
         fractions: list[float] = []
         fetched = remote.wait(remote.fetch(url, "MVD.pth", source.stat().st_size), timeout=TIMEOUT,
-                              on_event=lambda e: fractions.append(e.fraction) if isinstance(e, p.ProgressEvent) else None)
-        assert isinstance(fetched, p.FetchedEvent)
+                              on_event=lambda e: fractions.append(e.fraction) if isinstance(e, ProgressEvent) else None)
+        assert isinstance(fetched, FetchedEvent)
         assert fetched.path == str(remote_host.home / ".cache" / "mvdust3r-blender" / "models" / "MVD.pth")
         assert fetched.sha256 == hashlib.sha256(source.read_bytes()).hexdigest() and fractions[-1] == 1.0
         loaded = remote.wait(remote.load(fetched.path, device="cpu"), timeout=TIMEOUT)
-        assert isinstance(loaded, p.LoadedEvent) and loaded.model is not None
+        assert isinstance(loaded, LoadedEvent) and loaded.model is not None
         with pytest.raises(WorkerError, match="expected 12345"):  # a file of another size than the release's
             remote.wait(remote.fetch(url, "other.pth", 12345), timeout=TIMEOUT)
         with pytest.raises(WorkerError, match="not a checkpoint file name"):
@@ -243,11 +245,11 @@ def test_a_remote_worker_killed_mid_run_is_reported(target: RemoteTarget, remote
     process of this machine)."""
     with RemoteWorkerClient(target) as client:
         hello = client.wait(client.hello(), timeout=TIMEOUT)
-        assert isinstance(hello, p.HelloEvent)
+        assert isinstance(hello, HelloEvent)
         killed: list[float] = []
 
-        def kill_once_loading(event: p.Event) -> None:
-            if isinstance(event, p.ProgressEvent) and event.stage == "load" and not killed:
+        def kill_once_loading(event: Event) -> None:
+            if isinstance(event, ProgressEvent) and event.stage == "load" and not killed:
                 os.kill(hello.pid, signal.SIGKILL)
                 killed.append(time.monotonic())
 
@@ -273,28 +275,28 @@ def test_result_files_are_checked_before_they_are_used(tmp_path: Path) -> None:
     abc = base64.b64encode(b"abc").decode()
     good = hashlib.sha256(b"abc").hexdigest()
 
-    def refused(event: p.DataEvent, says: str) -> None:
+    def refused(event: DataEvent, says: str) -> None:
         failing = transfer()
         with pytest.raises(RemoteError, match=says):
             failing.receive(event)
         failing.discard()  # what the client does with a failed request
 
-    refused(p.DataEvent(name="bundle.npz", size=3, offset=0, data=abc, sha256="0" * 64), "arrived damaged")
+    refused(DataEvent(name="bundle.npz", size=3, offset=0, data=abc, sha256="0" * 64), "arrived damaged")
     for name in ("../../etc/x", "exports/../../x", "other.npz", "exports/", "exports/.", ".", "exports/./points.ply",
                  "exports//points.ply", "exports\\points.ply", "exports/points.ply\n", "exports/gaussians.ply",
                  "exports/points.ply/x", "/etc/passwd", "exports"):
-        refused(p.DataEvent(name=name, size=3, offset=0, data=abc, sha256=good),
+        refused(DataEvent(name=name, size=3, offset=0, data=abc, sha256=good),
                 "did not ask for|not a plain relative name")
     # 300 MiB once went through for 'size: 10'
-    refused(p.DataEvent(name="bundle.npz", size=2, offset=0, data=abc), "beyond its declared size")
-    refused(p.DataEvent(name="bundle.npz", size=10 ** 12, offset=0, data=abc), "more than the 1000 left")
+    refused(DataEvent(name="bundle.npz", size=2, offset=0, data=abc), "beyond its declared size")
+    refused(DataEvent(name="bundle.npz", size=10 ** 12, offset=0, data=abc), "more than the 1000 left")
     one = transfer()
-    one.receive(p.DataEvent(name="exports/points.ply", size=3, offset=0, data=abc, sha256=good))
+    one.receive(DataEvent(name="exports/points.ply", size=3, offset=0, data=abc, sha256=good))
     with pytest.raises(RemoteError, match="sent 'exports/points.ply' twice"):
-        one.receive(p.DataEvent(name="exports/points.ply", size=3, offset=0, data=abc, sha256=good))
+        one.receive(DataEvent(name="exports/points.ply", size=3, offset=0, data=abc, sha256=good))
     assert not (tmp_path / "exports" / "points.ply").exists()  # staged until the result is complete
     with pytest.raises(RemoteError, match="not the ones asked for"):
-        one.finish(p.ResultEvent(bundle="bundle.npz", exports={"ply": "exports/points.ply", "glb": "exports/x"}))
+        one.finish(ResultEvent(bundle="bundle.npz", exports={"ply": "exports/points.ply", "glb": "exports/x"}))
     one.discard()
     assert [f.name for f in tmp_path.rglob("*")] == ["exports"]  # the (empty) export folder alone
 
@@ -345,7 +347,7 @@ def test_the_ssh_command_s_tilde_is_the_user_s_home(remote_host: Any, tmp_path: 
     target = RemoteTarget("studio", "ssh -F ~/.ssh/studio_config", remote_host.python)
     assert target.ssh_argv_prefix()[2] == str(home / ".ssh" / "studio_config")
     with RemoteWorkerClient(target) as client:
-        assert isinstance(client.wait(client.hello(), timeout=TIMEOUT), p.HelloEvent)
+        assert isinstance(client.wait(client.hello(), timeout=TIMEOUT), HelloEvent)
 
 
 HOSTILE = Path(__file__).resolve().parents[1] / "helpers" / "hostile_remote.py"
@@ -438,7 +440,7 @@ def test_the_remote_engine_is_verified_on_every_start_and_old_versions_pruned(ta
 
     def hello() -> bool:
         with RemoteWorkerClient(target) as client:
-            assert isinstance(client.wait(client.hello(), timeout=TIMEOUT), p.HelloEvent), client.stderr_tail()
+            assert isinstance(client.wait(client.hello(), timeout=TIMEOUT), HelloEvent), client.stderr_tail()
             return client.engine_sent
 
     hello()
@@ -533,7 +535,7 @@ def test_job_folders_are_removed_only_when_their_owner_is_gone(target: RemoteTar
     for path in [cache(remote_host), jobs, *jobs.rglob("*")]:
         os.chown(path, *remote_host._ids())  # the remote user's own, as its workers made them
     with RemoteWorkerClient(target) as client:
-        assert isinstance(client.wait(client.hello(), timeout=TIMEOUT), p.HelloEvent)
+        assert isinstance(client.wait(client.hello(), timeout=TIMEOUT), HelloEvent)
         for name, (_, kept) in folders.items():
             assert (jobs / f"{dead}-{name}").exists() == kept, name
     shutil.rmtree(jobs / f"{dead}-elsewhere")
@@ -550,7 +552,7 @@ def test_photo_names_that_are_no_remote_path_still_work(remote: RemoteWorkerClie
     output = tmp_path / "out" / "scene.npz"
     result = remote.wait(remote.reconstruct(photos, output, checkpoint=remote_checkpoint, device="cpu"),
                          timeout=TIMEOUT)
-    assert isinstance(result, p.ResultEvent) and read_bundle(output).photo_paths == [str(x) for x in photos]
+    assert isinstance(result, ResultEvent) and read_bundle(output).photo_paths == [str(x) for x in photos]
 
 
 def test_the_remote_check_names_a_library_the_runs_would_miss(remote_host: Any) -> None:

@@ -21,7 +21,11 @@ import pytest
 import torch
 from PIL import Image
 
-from mvdust3r_blender.core import protocol as p
+from mvdust3r_blender.core.protocol.events import (AckEvent, ErrorEvent, Event, HelloEvent, LoadedEvent, ModelInfo,
+                                                   ProgressEvent, ReadyEvent, ResultEvent, decode_event)
+from mvdust3r_blender.core.protocol.requests import (HelloRequest, LoadRequest, ReconstructRequest, ReleaseRequest,
+                                                     ShutdownRequest, decode_request)
+from mvdust3r_blender.core.protocol.wire import MAX_LINE_CHARS, PROTOCOL_VERSION, encode
 from mvdust3r_blender.core.bundle import read_bundle
 from mvdust3r_blender.core.options import ReconstructOptions
 from mvdust3r_blender.client.worker_client import PACKAGE_DIR, WORKER_MODULE, WorkerClient, WorkerError
@@ -73,11 +77,11 @@ def raw_session(lines: list[str | bytes], *args: str, timeout: float = TIMEOUT) 
                           cwd=PACKAGE_DIR.parent)
 
 
-def events_of(stdout: bytes) -> list[p.Event]:
+def events_of(stdout: bytes) -> list[Event]:
     """Decode every stdout line; a line that is not a protocol event fails the test."""
     events = []
     for line in stdout.decode("utf-8").splitlines():
-        event = p.decode_event(line)
+        event = decode_event(line)
         assert event is not None, f"unknown event line {line!r}"
         events.append(event)
     return events
@@ -88,22 +92,22 @@ def events_of(stdout: bytes) -> list[p.Event]:
 
 def test_hello_reports_versions_and_devices(client: WorkerClient) -> None:
     answer = client.wait(client.hello(), timeout=TIMEOUT)
-    assert isinstance(answer, p.HelloEvent)
-    assert answer.protocol == p.PROTOCOL_VERSION and answer.pid == client.pid
+    assert isinstance(answer, HelloEvent)
+    assert answer.protocol == PROTOCOL_VERSION and answer.pid == client.pid
     assert answer.torch == torch.__version__ and answer.python == ".".join(map(str, sys.version_info[:3]))
     manifest = tomllib.loads((PACKAGE_DIR.parent / "blender_manifest.toml").read_text(encoding="utf-8"))
     assert answer.extension == manifest["version"]
     assert answer.devices[-1].name == "cpu" and answer.devices[-1].memory > 0
     assert answer.model is None and answer.loads == 0
-    ready = [e for e in client.poll() if isinstance(e, p.ReadyEvent)]
+    ready = [e for e in client.poll() if isinstance(e, ReadyEvent)]
     assert len(ready) == 1 and ready[0].pid == client.pid  # kept for poll() while wait() looked for hello
 
 
 def test_hello_from_another_protocol_version_is_refused(client: WorkerClient) -> None:
     with pytest.raises(WorkerError) as caught:
-        client.wait(client.send(p.HelloRequest(protocol=p.PROTOCOL_VERSION + 1)), timeout=TIMEOUT)
+        client.wait(client.send(HelloRequest(protocol=PROTOCOL_VERSION + 1)), timeout=TIMEOUT)
     assert caught.value.code == "protocol" and "same extension version" in caught.value.hint
-    assert isinstance(client.wait(client.hello(), timeout=TIMEOUT), p.HelloEvent)
+    assert isinstance(client.wait(client.hello(), timeout=TIMEOUT), HelloEvent)
 
 
 def test_bad_requests_are_answered_and_the_worker_keeps_serving() -> None:
@@ -121,8 +125,8 @@ def test_bad_requests_are_answered_and_the_worker_keeps_serving() -> None:
     ])
     assert run.returncode == 0, run.stderr.decode()
     events = events_of(run.stdout)
-    assert isinstance(events[0], p.ReadyEvent)
-    errors = [e for e in events if isinstance(e, p.ErrorEvent)]
+    assert isinstance(events[0], ReadyEvent)
+    errors = [e for e in events if isinstance(e, ErrorEvent)]
     assert [e.code for e in errors] == ["bad_request"] * 8
     assert [e.id for e in errors] == [None, None, None, "x1", None, "x2", "x3", "x4"]
     messages = " | ".join(e.message for e in errors)
@@ -130,7 +134,7 @@ def test_bad_requests_are_answered_and_the_worker_keeps_serving() -> None:
                      "hello request has no 'id'", "missing field 'checkpoint'", "'checkpoint' must be a string",
                      "unknown field(s) colour"):
         assert fragment in messages
-    assert isinstance(events[-1], p.HelloEvent) and events[-1].id == "last"
+    assert isinstance(events[-1], HelloEvent) and events[-1].id == "last"
 
 
 def test_hostile_request_lines_are_answered_without_unbounded_work() -> None:
@@ -140,17 +144,17 @@ def test_hostile_request_lines_are_answered_without_unbounded_work() -> None:
         "[" * 1000 + "]" * 1000,
         '{"type": "hello", "id": "deep", "protocol": ' + "[" * 1000 + "]" * 1000 + "}",
         '{"type": "hello", "id": "digits", "protocol": ' + "9" * 5000 + "}",
-        '{"type": "hello", "id": "long", "x": "' + "a" * (p.MAX_LINE_CHARS + 10) + '"}',
+        '{"type": "hello", "id": "long", "x": "' + "a" * (MAX_LINE_CHARS + 10) + '"}',
         '{"type": "hello", "id": "last"}',
     ])
     assert run.returncode == 0, run.stderr.decode()[-2000:]
     events = events_of(run.stdout)
-    errors = [e for e in events if isinstance(e, p.ErrorEvent)]
+    errors = [e for e in events if isinstance(e, ErrorEvent)]
     assert [e.code for e in errors] == ["bad_request"] * 4, errors
     messages = " | ".join(e.message for e in errors)
     for fragment in ("nested 1000 levels deep", "nested 1001 levels deep", "5000 digits", "longer than"):
         assert fragment in messages, messages
-    assert isinstance(events[-1], p.HelloEvent) and events[-1].id == "last"
+    assert isinstance(events[-1], HelloEvent) and events[-1].id == "last"
     assert b"Traceback" not in run.stderr
 
 
@@ -177,7 +181,7 @@ def test_stdout_carries_only_protocol_lines_when_libraries_print() -> None:
     assert run.returncode == 0, run.stderr.decode()
     assert b"NOISE" not in run.stdout
     events = events_of(run.stdout)
-    assert [type(e) for e in events] == [p.ReadyEvent, p.HelloEvent]
+    assert [type(e) for e in events] == [ReadyEvent, HelloEvent]
     stderr = run.stderr.decode()
     for noise in ("NOISE print", "NOISE sys.__stdout__", "NOISE fd1", "NOISE printf"):
         assert noise in stderr
@@ -189,8 +193,8 @@ def test_worker_exits_when_stdin_closes() -> None:
                             stderr=subprocess.PIPE, env=env)
     try:
         assert proc.stdout is not None and proc.stdin is not None
-        ready = p.decode_event(proc.stdout.readline())
-        assert isinstance(ready, p.ReadyEvent) and ready.pid == proc.pid
+        ready = decode_event(proc.stdout.readline())
+        assert isinstance(ready, ReadyEvent) and ready.pid == proc.pid
         proc.stdin.close()
         assert proc.wait(timeout=TIMEOUT) == 0
         assert b"stdin closed" in proc.stderr.read()  # type: ignore[union-attr]
@@ -201,12 +205,12 @@ def test_worker_exits_when_stdin_closes() -> None:
 
 
 def test_shutdown_is_acknowledged_and_exits_cleanly(client: WorkerClient) -> None:
-    request = client.send(p.ShutdownRequest())
+    request = client.send(ShutdownRequest())
     ack = client.wait(request, timeout=TIMEOUT)
-    assert isinstance(ack, p.AckEvent) and ack.request == "shutdown"
+    assert isinstance(ack, AckEvent) and ack.request == "shutdown"
     assert client.shutdown(timeout=TIMEOUT) == 0
     time.sleep(0.2)  # the reader thread has seen EOF: a clean exit adds no error event
-    assert not [e for e in client.poll() if isinstance(e, p.ErrorEvent)]
+    assert not [e for e in client.poll() if isinstance(e, ErrorEvent)]
 
 
 def test_a_worker_that_cannot_start_reports_its_exit_code_and_stderr(tmp_path: Path) -> None:
@@ -226,13 +230,13 @@ def test_a_worker_that_cannot_start_reports_its_exit_code_and_stderr(tmp_path: P
 
 def test_a_killed_worker_gives_an_error_event_with_its_last_log_lines() -> None:
     client = start_worker()
-    client.wait(client.send(p.ReleaseRequest()), timeout=TIMEOUT)
+    client.wait(client.send(ReleaseRequest()), timeout=TIMEOUT)
     assert client.pid is not None
     os.kill(client.pid, signal.SIGKILL)
     deadline = time.monotonic() + TIMEOUT
-    exited: list[p.ErrorEvent] = []
+    exited: list[ErrorEvent] = []
     while not exited and time.monotonic() < deadline:
-        exited = [e for e in client.poll() if isinstance(e, p.ErrorEvent) and e.code == "worker_exited"]
+        exited = [e for e in client.poll() if isinstance(e, ErrorEvent) and e.code == "worker_exited"]
         time.sleep(0.05)
     assert exited, "no worker_exited event after SIGKILL"
     assert exited[0].message == f"the worker exited with code {-signal.SIGKILL}"
@@ -274,7 +278,7 @@ def served(worker_env: dict[str, str], golden: Path) -> Iterator[WorkerClient]:
     """One worker with the golden MV-DUSt3R loaded, shared by the tests that leave it loaded."""
     worker = start_worker()
     loaded = worker.wait(worker.load(golden / "mvd_reduced_ckpt.pth", device="cpu"), timeout=TIMEOUT)
-    assert isinstance(loaded, p.LoadedEvent) and not loaded.reused
+    assert isinstance(loaded, LoadedEvent) and not loaded.reused
     yield worker
     assert worker.shutdown(timeout=10) == 0, worker.stderr_tail()
 
@@ -294,21 +298,21 @@ def many_photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 def test_load_reports_the_model_and_reuses_it(served: WorkerClient, checkpoint: Path) -> None:
     again = served.wait(served.load(checkpoint, device="cpu"), timeout=TIMEOUT)
-    assert isinstance(again, p.LoadedEvent)
+    assert isinstance(again, LoadedEvent)
     assert again.reused and again.loads == 1
-    assert again.model == p.ModelInfo(checkpoint=str(checkpoint.resolve()), device="cpu", dtype="float32",
-                                      variant="MVD")
+    assert again.model == ModelInfo(checkpoint=str(checkpoint.resolve()), device="cpu", dtype="float32",
+                                    variant="MVD")
     hello = served.wait(served.hello(), timeout=TIMEOUT)
-    assert isinstance(hello, p.HelloEvent) and hello.model == again.model and hello.loads == 1
+    assert isinstance(hello, HelloEvent) and hello.model == again.model and hello.loads == 1
 
 
 def test_reconstruct_writes_a_bundle_and_keeps_the_model(served: WorkerClient, checkpoint: Path,
                                                          tmp_path: Path) -> None:
     photos = smooth_photos(tmp_path / "photos", 4)
-    seen: list[p.Event] = []
+    seen: list[Event] = []
     result = served.wait(served.reconstruct(photos, tmp_path / "out" / "scene.npz"), timeout=TIMEOUT,
                          on_event=seen.append)
-    assert isinstance(result, p.ResultEvent)
+    assert isinstance(result, ResultEvent)
     bundle = read_bundle(result.bundle)
     assert result.bundle == str(tmp_path / "out" / "scene.npz")
     assert bundle.num_views == result.views == 4
@@ -317,13 +321,13 @@ def test_reconstruct_writes_a_bundle_and_keeps_the_model(served: WorkerClient, c
     assert result.points == 4 * bundle.grid_size[0] * bundle.grid_size[1]
     assert result.gaussians and bundle.has_gaussians
     assert {"load", "network", "cameras", "write", "total"} <= set(result.timings)
-    stages = [e.stage for e in seen if isinstance(e, p.ProgressEvent)]
+    stages = [e.stage for e in seen if isinstance(e, ProgressEvent)]
     assert stages[0] == "load" and "network" in stages and "cameras" in stages
     assert seen[-1] is result
     # Same checkpoint, device and dtype given again: no reload (the load counter stays at 1).
     second = served.wait(served.reconstruct(photos, tmp_path / "second.npz", {"gaussians": False},
                                             checkpoint=checkpoint, device="cpu"), timeout=TIMEOUT)
-    assert isinstance(second, p.ResultEvent)
+    assert isinstance(second, ResultEvent)
     assert second.model_reused and second.loads == 1 and not second.gaussians
     assert not read_bundle(second.bundle).has_gaussians
 
@@ -331,17 +335,17 @@ def test_reconstruct_writes_a_bundle_and_keeps_the_model(served: WorkerClient, c
 def test_reconstruct_writes_the_requested_exports(served: WorkerClient, tmp_path: Path) -> None:
     """The worker writes exports itself (it has Pillow for the COLMAP photos) and reports each file."""
     photos = smooth_photos(tmp_path / "photos", 3)
-    seen: list[p.Event] = []
+    seen: list[Event] = []
     result = served.wait(served.reconstruct(photos, tmp_path / "scene.npz", exports=["ply", "colmap"],
                                             export_dir=tmp_path / "exports"), timeout=TIMEOUT, on_event=seen.append)
-    assert isinstance(result, p.ResultEvent)
+    assert isinstance(result, ResultEvent)
     assert set(result.exports) == {"ply", "colmap"}
     assert Path(result.exports["ply"]).parent == tmp_path / "exports"
     assert Path(result.exports["ply"]).read_bytes().startswith(b"ply\n")
     assert (Path(result.exports["colmap"]) / "sparse" / "0" / "cameras.txt").is_file()
     assert len(list((Path(result.exports["colmap"]) / "images").iterdir())) == 3
     assert "export" in result.timings
-    assert ("export", 1.0) in [(e.stage, e.fraction) for e in seen if isinstance(e, p.ProgressEvent)]
+    assert ("export", 1.0) in [(e.stage, e.fraction) for e in seen if isinstance(e, ProgressEvent)]
 
 
 def test_file_names_that_are_not_utf8_cross_the_protocol_losslessly(served: WorkerClient, tmp_path: Path) -> None:
@@ -355,11 +359,11 @@ def test_file_names_that_are_not_utf8_cross_the_protocol_losslessly(served: Work
         os.rename(photo, raw)
         photos.append(Path(os.fsdecode(raw)))
     output = Path(os.fsdecode(os.fsencode(tmp_path) + b"/out\xe9/scene.npz"))
-    line = p.encode(p.ReconstructRequest(id="r", photos=[str(x) for x in photos], output=str(output)))
-    assert line.isascii() and p.decode_request(line.encode("ascii")).photos == [str(x) for x in photos]
+    line = encode(ReconstructRequest(id="r", photos=[str(x) for x in photos], output=str(output)))
+    assert line.isascii() and decode_request(line.encode("ascii")).photos == [str(x) for x in photos]
     result = served.wait(served.reconstruct(photos, output, exports=["colmap", "ply"],
                                             export_dir=output.parent / "exports"), timeout=TIMEOUT)
-    assert isinstance(result, p.ResultEvent) and result.bundle == str(output)
+    assert isinstance(result, ResultEvent) and result.bundle == str(output)
     assert os.path.isfile(os.fsencode(output))
     bundle = read_bundle(output)
     assert [os.fsencode(x) for x in bundle.photo_paths] == [os.fsencode(x) for x in photos]
@@ -383,7 +387,7 @@ def test_a_full_disk_is_named_never_a_bug(served: WorkerClient, tmp_path: Path, 
     assert (caught.value.code, caught.value.message) == (
         "bundle", f"cannot write {full_disk / 'scene.npz'}: the disk is full (no space left on it)")
     assert "bug" not in caught.value.hint and sorted(p.name for p in full_disk.iterdir()) == ["filler"]
-    assert isinstance(served.wait(served.reconstruct(photos, tmp_path / "after.npz"), timeout=TIMEOUT), p.ResultEvent)
+    assert isinstance(served.wait(served.reconstruct(photos, tmp_path / "after.npz"), timeout=TIMEOUT), ResultEvent)
 
 
 def test_cancel_stops_a_running_reconstruction_within_a_second(served: WorkerClient, many_photos: list[Path],
@@ -391,8 +395,8 @@ def test_cancel_stops_a_running_reconstruction_within_a_second(served: WorkerCli
     output = tmp_path / "cancelled.npz"
     sent: dict[str, float] = {}
 
-    def cancel_once_loading(event: p.Event) -> None:
-        if isinstance(event, p.ProgressEvent) and event.stage == "load" and event.fraction > 0 and not sent:
+    def cancel_once_loading(event: Event) -> None:
+        if isinstance(event, ProgressEvent) and event.stage == "load" and event.fraction > 0 and not sent:
             sent[served.cancel(event.id)] = time.perf_counter()
 
     with pytest.raises(WorkerError) as caught:
@@ -404,11 +408,11 @@ def test_cancel_stops_a_running_reconstruction_within_a_second(served: WorkerCli
     assert not output.exists() and not list(tmp_path.iterdir())  # nothing half-written
     (cancel_id,) = sent
     ack = served.wait(cancel_id, timeout=TIMEOUT)
-    assert isinstance(ack, p.AckEvent) and ack.detail.startswith("cancelling")
+    assert isinstance(ack, AckEvent) and ack.detail.startswith("cancelling")
     # Still serving, model still loaded.
     photos = smooth_photos(tmp_path / "photos", 4)
     result = served.wait(served.reconstruct(photos, output), timeout=TIMEOUT)
-    assert isinstance(result, p.ResultEvent) and result.model_reused and output.is_file()
+    assert isinstance(result, ResultEvent) and result.model_reused and output.is_file()
 
 
 def test_cancel_all_covers_running_and_queued_requests(served: WorkerClient, many_photos: list[Path],
@@ -416,44 +420,44 @@ def test_cancel_all_covers_running_and_queued_requests(served: WorkerClient, man
     running = served.reconstruct(many_photos, tmp_path / "a.npz")
     queued = served.reconstruct(many_photos[:4], tmp_path / "b.npz")
     ack = served.wait(served.cancel(), timeout=TIMEOUT)
-    assert isinstance(ack, p.AckEvent) and running in ack.detail and queued in ack.detail
+    assert isinstance(ack, AckEvent) and running in ack.detail and queued in ack.detail
     for request_id in (running, queued):
         with pytest.raises(WorkerError) as caught:
             served.wait(request_id, timeout=TIMEOUT)
         assert caught.value.code == "cancelled"
     assert "before it started" in caught.value.message
     unknown = served.wait(served.cancel("r-none"), timeout=TIMEOUT)
-    assert isinstance(unknown, p.AckEvent) and "no pending request 'r-none'" in unknown.detail
+    assert isinstance(unknown, AckEvent) and "no pending request 'r-none'" in unknown.detail
 
 
 @pytest.mark.parametrize("make_request, code, fragment, keeps_model", [
-    (lambda d: p.LoadRequest(checkpoint=str(d / "missing.pth")), "checkpoint", "missing.pth", True),
+    (lambda d: LoadRequest(checkpoint=str(d / "missing.pth")), "checkpoint", "missing.pth", True),
     # An existing file that is not a checkpoint is refused before the loaded model is freed.
-    (lambda d: p.LoadRequest(checkpoint=str(d / "notes.pth")), "checkpoint", "notes.pth", True),
-    (lambda d: p.LoadRequest(checkpoint=str(d / "missing.pth"), device="tpu"), "device", "unknown device 'tpu'",
+    (lambda d: LoadRequest(checkpoint=str(d / "notes.pth")), "checkpoint", "notes.pth", True),
+    (lambda d: LoadRequest(checkpoint=str(d / "missing.pth"), device="tpu"), "device", "unknown device 'tpu'",
      True),
-    (lambda d: p.LoadRequest(checkpoint=str(d / "missing.pth"), dtype="float8"), "bad_request", "unknown dtype",
+    (lambda d: LoadRequest(checkpoint=str(d / "missing.pth"), dtype="float8"), "bad_request", "unknown dtype",
      True),
-    (lambda d: p.ReconstructRequest(photos=[str(d / "a.png")], output="rel/out.npz"), "bad_request", "not absolute",
+    (lambda d: ReconstructRequest(photos=[str(d / "a.png")], output="rel/out.npz"), "bad_request", "not absolute",
      True),
-    (lambda d: p.ReconstructRequest(photos=[], output=str(d / "o.npz"), options={"colour": 1}),  # type: ignore[arg-type]
+    (lambda d: ReconstructRequest(photos=[], output=str(d / "o.npz"), options={"colour": 1}),  # type: ignore[arg-type]
      "bad_request", "unknown field(s) colour", True),
-    (lambda d: p.ReconstructRequest(photos=[], output=str(d / "o.npz"), options={"pose_drop_percent": 150}),  # type: ignore[arg-type]
+    (lambda d: ReconstructRequest(photos=[], output=str(d / "o.npz"), options={"pose_drop_percent": 150}),  # type: ignore[arg-type]
      "bad_request", "pose_drop_percent=150.0 is out of range", True),
-    (lambda d: p.ReconstructRequest(photos=[str(d / "a.png"), str(d / "gone.png")], output=str(d / "o.npz")),
+    (lambda d: ReconstructRequest(photos=[str(d / "a.png"), str(d / "gone.png")], output=str(d / "o.npz")),
      "input", "gone.png: no such file", True),
-    (lambda d: p.ReconstructRequest(photos=[str(d / "a.png"), str(d / "photo_001.png")],
-                                    output=str(d / "notes.pth" / "o.npz")), "bundle", "notes.pth/o.npz: " + "{d}/notes.pth is a file, not a folder", True),
+    (lambda d: ReconstructRequest(photos=[str(d / "a.png"), str(d / "photo_001.png")],
+                                  output=str(d / "notes.pth" / "o.npz")), "bundle", "notes.pth/o.npz: " + "{d}/notes.pth is a file, not a folder", True),
     # Export requests are checked before any work (valid photos: nothing else would stop the run).
-    (lambda d: p.ReconstructRequest(photos=[str(d / "a.png"), str(d / "photo_001.png")], output=str(d / "o.npz"),
-                                    exports=["ply", "obj"], export_dir=str(d / "x")),
+    (lambda d: ReconstructRequest(photos=[str(d / "a.png"), str(d / "photo_001.png")], output=str(d / "o.npz"),
+                                  exports=["ply", "obj"], export_dir=str(d / "x")),
      "bad_request", "unknown export format 'obj'", True),
-    (lambda d: p.ReconstructRequest(photos=[str(d / "a.png"), str(d / "photo_001.png")], output=str(d / "o.npz"),
-                                    options=p.ReconstructOptions(gaussians=False), exports=["gaussians"],
-                                    export_dir=str(d / "x")),
+    (lambda d: ReconstructRequest(photos=[str(d / "a.png"), str(d / "photo_001.png")], output=str(d / "o.npz"),
+                                  options=ReconstructOptions(gaussians=False), exports=["gaussians"],
+                                  export_dir=str(d / "x")),
      "bad_request", "needs Gaussians", True),
-    (lambda d: p.ReconstructRequest(photos=[str(d / "a.png"), str(d / "photo_001.png")], output=str(d / "o.npz"),
-                                    exports=["ply"], export_dir="rel/x"), "bad_request", "not an absolute path", True),
+    (lambda d: ReconstructRequest(photos=[str(d / "a.png"), str(d / "photo_001.png")], output=str(d / "o.npz"),
+                                  exports=["ply"], export_dir="rel/x"), "bad_request", "not an absolute path", True),
 ])
 def test_bad_values_are_errors_and_the_worker_serves_on(served: WorkerClient, checkpoint: Path, tmp_path: Path,
                                                         make_request, code: str, fragment: str,
@@ -468,9 +472,9 @@ def test_bad_values_are_errors_and_the_worker_serves_on(served: WorkerClient, ch
     assert caught.value.hint
     assert not (tmp_path / "o.npz").exists()
     hello = served.wait(served.hello(), timeout=TIMEOUT)
-    assert isinstance(hello, p.HelloEvent) and (hello.model is not None) == keeps_model
+    assert isinstance(hello, HelloEvent) and (hello.model is not None) == keeps_model
     reload = served.wait(served.load(checkpoint, device="cpu"), timeout=TIMEOUT)
-    assert isinstance(reload, p.LoadedEvent) and reload.reused == keeps_model
+    assert isinstance(reload, LoadedEvent) and reload.reused == keeps_model
 
 
 def test_release_frees_the_model_and_a_changed_dtype_reloads(checkpoint: Path, tmp_path: Path) -> None:
@@ -480,20 +484,20 @@ def test_release_frees_the_model_and_a_changed_dtype_reloads(checkpoint: Path, t
             client.wait(client.reconstruct(smooth_photos(tmp_path, 4), tmp_path / "o.npz"), timeout=TIMEOUT)
         assert caught.value.code == "not_loaded"
         first = client.wait(client.load(checkpoint, device="cpu"), timeout=TIMEOUT)
-        assert isinstance(first, p.LoadedEvent) and first.loads == 1
+        assert isinstance(first, LoadedEvent) and first.loads == 1
         half = client.wait(client.load(checkpoint, device="cpu", dtype="bfloat16"), timeout=TIMEOUT)
-        assert isinstance(half, p.LoadedEvent) and not half.reused and half.loads == 2
+        assert isinstance(half, LoadedEvent) and not half.reused and half.loads == 2
         assert half.model is not None and half.model.dtype == "bfloat16"
         released = client.wait(client.release(), timeout=TIMEOUT)
-        assert isinstance(released, p.AckEvent) and released.detail == "released the MVD on cpu"
+        assert isinstance(released, AckEvent) and released.detail == "released the MVD on cpu"
         hello = client.wait(client.hello(), timeout=TIMEOUT)
-        assert isinstance(hello, p.HelloEvent) and hello.model is None and hello.loads == 2
+        assert isinstance(hello, HelloEvent) and hello.model is None and hello.loads == 2
         with pytest.raises(WorkerError) as caught:
             client.wait(client.reconstruct(smooth_photos(tmp_path, 4), tmp_path / "o.npz"), timeout=TIMEOUT)
         assert caught.value.code == "not_loaded"
         result = client.wait(client.reconstruct(smooth_photos(tmp_path, 4), tmp_path / "o.npz",
                                                 checkpoint=checkpoint, device="cpu"), timeout=TIMEOUT)
-        assert isinstance(result, p.ResultEvent) and not result.model_reused and result.loads == 3
+        assert isinstance(result, ResultEvent) and not result.model_reused and result.loads == 3
     finally:
         assert client.shutdown(timeout=10) == 0
 
@@ -502,17 +506,17 @@ def test_shutdown_cancels_a_running_reconstruction(checkpoint: Path, many_photos
                                                    tmp_path: Path) -> None:
     client = start_worker()
     request = client.reconstruct(many_photos, tmp_path / "o.npz", checkpoint=checkpoint, device="cpu")
-    events: list[p.Event] = []
-    while not any(isinstance(e, p.ProgressEvent) and e.stage == "load" and e.fraction > 0 for e in events):
+    events: list[Event] = []
+    while not any(isinstance(e, ProgressEvent) and e.stage == "load" and e.fraction > 0 for e in events):
         events += client.poll()
         assert client.alive, client.stderr_tail()
         time.sleep(0.02)
     assert client.shutdown(timeout=TIMEOUT) == 0
     time.sleep(0.1)
     events += client.poll()
-    (error,) = [e for e in events if isinstance(e, p.ErrorEvent)]
+    (error,) = [e for e in events if isinstance(e, ErrorEvent)]
     assert error.id == request and error.code == "cancelled"
-    assert isinstance(events[-1], p.AckEvent) and events[-1].request == "shutdown"
+    assert isinstance(events[-1], AckEvent) and events[-1].request == "shutdown"
     assert not (tmp_path / "o.npz").exists()
 
 
@@ -531,8 +535,8 @@ def test_out_of_memory_is_an_error_and_the_worker_serves_on(checkpoint: Path, tm
     try:
         photos = smooth_photos(tmp_path / "small", 4)
         assert isinstance(client.wait(client.reconstruct(photos, tmp_path / "warm.npz", checkpoint=checkpoint,
-                                                         device="cpu"), timeout=TIMEOUT), p.ResultEvent)
-        assert isinstance(client.wait(client.hello(), timeout=TIMEOUT), p.HelloEvent)
+                                                         device="cpu"), timeout=TIMEOUT), ResultEvent)
+        assert isinstance(client.wait(client.hello(), timeout=TIMEOUT), HelloEvent)
         huge = tmp_path / "huge.png"
         Image.new("RGB", (6000, 6000), (90, 120, 200)).save(huge, compress_level=1)
         assert client.pid is not None
@@ -544,9 +548,9 @@ def test_out_of_memory_is_an_error_and_the_worker_serves_on(checkpoint: Path, tm
         assert "ran out of memory on cpu" in caught.value.message
         assert "fewer or smaller photos" in caught.value.hint and "release other GPU memory" in caught.value.hint
         assert "lower precision" in caught.value.hint and "the worker is still running" in caught.value.hint
-        assert isinstance(client.wait(client.hello(), timeout=TIMEOUT), p.HelloEvent)
+        assert isinstance(client.wait(client.hello(), timeout=TIMEOUT), HelloEvent)
         again = client.wait(client.reconstruct(photos, tmp_path / "after.npz"), timeout=TIMEOUT)
-        assert isinstance(again, p.ResultEvent) and again.model_reused
+        assert isinstance(again, ResultEvent) and again.model_reused
         assert resource.prlimit(client.pid, resource.RLIMIT_AS)[0] == cap  # still capped
     finally:
         assert client.shutdown(timeout=10) == 0, client.stderr_tail()
@@ -560,20 +564,20 @@ def test_the_weights_dtype_follows_the_runs_precision(checkpoint: Path, tmp_path
     try:
         photos = smooth_photos(tmp_path / "photos", 4)
         loaded = client.wait(client.load(checkpoint, device="cpu", precision="exact"), timeout=TIMEOUT)
-        assert isinstance(loaded, p.LoadedEvent) and loaded.model is not None and loaded.model.dtype == "float32"
+        assert isinstance(loaded, LoadedEvent) and loaded.model is not None and loaded.model.dtype == "float32"
         for precision in ("exact", "auto", "fast"):
             result = client.wait(client.reconstruct(photos, tmp_path / f"{precision}.npz",
                                                     ReconstructOptions(precision=precision)), timeout=TIMEOUT)
-            assert isinstance(result, p.ResultEvent) and result.model_reused and result.loads == 1, precision
+            assert isinstance(result, ResultEvent) and result.model_reused and result.loads == 1, precision
             meta = read_bundle(tmp_path / f"{precision}.npz").meta["precision"]
             assert meta["precision"] == precision and meta["weights"] == "float32"
         half = client.wait(client.reconstruct(photos, tmp_path / "half.npz", ReconstructOptions(precision="fast"),
                                               dtype="bfloat16"), timeout=TIMEOUT)
-        assert isinstance(half, p.ResultEvent) and not half.model_reused and half.loads == 2
+        assert isinstance(half, ResultEvent) and not half.model_reused and half.loads == 2
         assert read_bundle(tmp_path / "half.npz").meta["precision"]["weights"] == "bfloat16"
         back = client.wait(client.reconstruct(photos, tmp_path / "back.npz", ReconstructOptions(precision="exact")),
                            timeout=TIMEOUT)
-        assert isinstance(back, p.ResultEvent) and not back.model_reused and back.loads == 3
+        assert isinstance(back, ResultEvent) and not back.model_reused and back.loads == 3
         with pytest.raises(WorkerError) as caught:
             client.wait(client.load(checkpoint, device="cpu", precision="half"), timeout=TIMEOUT)
         assert caught.value.code == "input" and "precision='half'" in caught.value.message
@@ -686,7 +690,7 @@ class _DyingWorker(WorkerClient):
                   "        print(json.dumps({'type': 'ack', 'id': rid, 'request': 'cancel', 'detail': ''}), flush=True)\n"
                   "        continue\n"
                   "    sys.stderr.write(%r + '\\n')\n"
-                  "    sys.exit(1)\n") % (p.PROTOCOL_VERSION, self.last_words)
+                  "    sys.exit(1)\n") % (PROTOCOL_VERSION, self.last_words)
         return [PYTHON, "-c", script], dict(os.environ)
 
 
@@ -698,7 +702,7 @@ def test_memory_running_out_inside_openblas_or_libgomp_is_out_of_memory(last_wor
     client = _DyingWorker(last_words)
     client.start()
     try:
-        assert isinstance(client.wait(client.cancel(), timeout=TIMEOUT), p.AckEvent)  # it has answered
+        assert isinstance(client.wait(client.cancel(), timeout=TIMEOUT), AckEvent)  # it has answered
         with pytest.raises(WorkerError) as caught:
             client.wait(client.hello(), timeout=TIMEOUT)
     finally:
