@@ -20,7 +20,6 @@ os.environ["BLENDER_USER_RESOURCES"] = USER
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bpy  # noqa: E402
-import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from blender_extension import PACKAGE, install_extension  # noqa: E402

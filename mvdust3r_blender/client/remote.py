@@ -34,7 +34,7 @@ import signal
 import subprocess
 import threading
 from pathlib import Path
-from typing import IO, Any, Optional, Sequence
+from typing import IO, Optional, Sequence
 
 from ..core.confidence import ConfidenceCut
 from ..core.engine_files import engine_archive
@@ -43,8 +43,8 @@ from ..core.options import ReconstructOptions
 from ..core.protocol.events import DataEvent, ErrorEvent, Event, ProgressEvent, ResultEvent
 from ..core.protocol.requests import CancelRequest, FetchRequest, PutRequest, ReconstructRequest
 from ..core.protocol.wire import read_line
-from .remote_target import SSH_OPTIONS, RemoteError, RemoteTarget
-from .remote_transfer import BUNDLE_NAME, CHUNK_BYTES, EXPORTS_NAME, _Transfer, received_name, result_budget
+from .remote_target import RemoteError, RemoteTarget
+from .remote_transfer import BUNDLE_NAME, CHUNK_BYTES, EXPORTS_NAME, _Transfer, result_budget
 from .runtime import plan_environment
 from .setup_steps import Step
 from .torch_build import AUTO, TORCH_BACKENDS, TorchBuild

@@ -25,9 +25,8 @@ import queue
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
-from typing import IO, Any, Callable, Mapping, Optional, Sequence
+from typing import IO, Callable, Mapping, Optional, Sequence
 
 from ..core.confidence import ConfidenceCut
 from ..core.errors import mentions_out_of_memory

@@ -9,7 +9,6 @@ The render through the first photo's camera must not be empty and must correlate
 from __future__ import annotations
 
 import os
-import struct
 from pathlib import Path
 from typing import Any
 

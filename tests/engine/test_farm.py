@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-import pytest
 
 from mvdust3r_blender.core.bundle import read_bundle
 from mvdust3r_blender.client.farm import FarmClient

@@ -16,7 +16,6 @@ import tomllib
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
