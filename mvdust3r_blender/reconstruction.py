@@ -74,20 +74,15 @@ class Result:
         return [o for o in found if o is not None]
 
 
-def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, device: Optional[str] = None,
-                precision: Optional[str] = None, python: Optional[PathLike] = None, output: Optional[PathLike] = None,
-                reference_view: Optional[int] = None, pose_drop_percent: float = DEFAULT_DROP_PERCENT,
-                focal: str | float = "auto", import_points: bool = True, import_cameras: bool = True,
-                import_gaussians: bool = True, scene: Optional[bpy.types.Scene] = None,
+def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *,
+                scene: Optional[bpy.types.Scene] = None, output: Optional[PathLike] = None,
                 timeout: Optional[float] = None, on_progress: Optional[ProgressCallback] = None,
-                exports: Sequence[str] = (), export_dir: Optional[PathLike] = None,
-                remote: Union[str, RemoteTarget, None] = None,
-                ssh_command: Optional[str] = None, **import_options: Any) -> Result:
+                **options: Any) -> Result:
     """Reconstruct `photos` (a folder or a list) and import the result into a new collection; blocks.
 
-    `checkpoint`, `device` (``auto``, ``cuda``, ``mps``, ``cpu``), `precision` (``auto``, ``exact``,
-    ``fast``: see ``core.options.PRECISIONS``) and `python` (the worker's
-    interpreter) default to the add-on's preferences (`python` to ``$MVDUST3R_WORKER_PYTHON``
+    `options` are :func:`api_spec`'s keywords, where each has its default. `checkpoint`, `device`
+    (``auto``, ``cuda``, ``mps``, ``cpu``), `precision` (``auto``, ``exact``, ``fast``: see
+    ``core.options.PRECISIONS``) and `python` (the worker's interpreter) default to the add-on's preferences (`python` to ``$MVDUST3R_WORKER_PYTHON``
     first). `output`: where the bundle is written (default: a new temporary folder; it is kept, for
     :func:`export`). `reference_view`: 0-based index of the photo that becomes the world frame.
     `pose_drop_percent`: the share of least-confident pixels left out of the pose estimation.
@@ -108,11 +103,7 @@ def reconstruct(photos: PhotoSource, checkpoint: Optional[PathLike] = None, *, d
     `ssh_command`, default ``ssh``; docs/remote.md): the photos are sent there and the results
     come back; `python` (default ``python3``) and `checkpoint` are then the remote's.
     """
-    template = api_spec((), checkpoint=checkpoint, device=device, precision=precision,  # options first: no I/O
-                        python=python, remote=remote, ssh_command=ssh_command, reference_view=reference_view,
-                        pose_drop_percent=pose_drop_percent, focal=focal, import_points=import_points,
-                        import_cameras=import_cameras, import_gaussians=import_gaussians, exports=exports,
-                        export_dir=export_dir, **import_options)
+    template = api_spec((), checkpoint=checkpoint, **options)  # the options first: no I/O
     spec = replace(template, photos=tuple(session.photo_list(photos)))
     result = run_spec(spec, scene=scene, output=output, timeout=timeout, on_progress=on_progress)
     if isinstance(photos, (str, os.PathLike)) and (skipped := unsupported_photos(Path(photos))):
