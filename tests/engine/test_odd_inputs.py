@@ -71,7 +71,7 @@ def test_a_cut_given_both_ways_is_refused() -> None:
 
 
 def test_a_cut_above_every_confidence_is_said_not_silent(tmp_path: Path) -> None:
-    bundle = make_bundle()  # confidences in [1, 2)
+    bundle = make_bundle()  # confidences in [1, 2]
     with pytest.warns(EmptyExportWarning, match=r"exports hold no points: min_confidence=50 leaves out every "
                                                 r"point: the highest confidence is 2"):
         export(bundle, ["ply"], tmp_path / "out", cut=ConfidenceCut(min_confidence=50))

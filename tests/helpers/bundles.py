@@ -19,7 +19,8 @@ def grid_pixels(crop_box: Sequence[float], grid: tuple[int, int]) -> tuple[np.nd
     x0, y0, x1, y1 = crop_box
     u = x0 + (np.arange(w) + 0.5) * (x1 - x0) / w
     v = y0 + (np.arange(h) + 0.5) * (y1 - y0) / h
-    return np.meshgrid(u, v)
+    uu, vv = np.meshgrid(u, v)
+    return uu, vv
 
 
 def make_bundle(bundle_cls: Any, photo_sizes: Sequence[tuple[int, int]] = ((96, 64), (64, 96), (80, 80)),
