@@ -76,9 +76,12 @@ def make_bundle(bundle_cls: Any, photo_sizes: Sequence[tuple[int, int]] = ((96, 
         cam = np.stack([(u - cx) / fx * depth, (v - cy) / fy * depth, depth], axis=-1)
         pts3d[k] = cam @ cam2world[k][:3, :3].T + cam2world[k][:3, 3]
     images = rng.integers(0, 256, size=(n, h, w, 3), dtype=np.uint8)
-    spread = rng.exponential(2.0, size=(n, h, w))
-    if highest_confidence is not None:
-        spread *= (highest_confidence - 1.0) / spread.max()
+    names = photo_names if photo_names is not None else [f"view_{k:02d}.png" for k in range(n)]
+    photo_paths = [photo_dir / name for name in names]
+    if write_photos:
+        for path, (W, H) in zip(photo_paths, photo_sizes):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, size=(H, W, 3), dtype=np.uint8)).save(path)
     kwargs: dict[str, Any] = {}
     if gaussians:
         quat = rng.normal(size=(n, h, w, 4))
@@ -88,12 +91,9 @@ def make_bundle(bundle_cls: Any, photo_sizes: Sequence[tuple[int, int]] = ((96, 
             gaussian_opacity=rng.uniform(0.05, 0.99, size=(n, h, w)).astype(np.float32),
             gaussian_rgb=(images / 255.0).astype(np.float32),
         )
-    names = photo_names if photo_names is not None else [f"view_{k:02d}.png" for k in range(n)]
-    photo_paths = [photo_dir / name for name in names]
-    if write_photos:
-        for path, (W, H) in zip(photo_paths, photo_sizes):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 256, size=(H, W, 3), dtype=np.uint8)).save(path)
+    spread = rng.exponential(2.0, size=(n, h, w))
+    if highest_confidence is not None:
+        spread *= (highest_confidence - 1.0) / spread.max()
     bundle = bundle_cls(
         images=images, pts3d=pts3d.astype(np.float32), conf=(1.0 + spread).astype(np.float32),
         intrinsics=intrinsics.astype(np.float32), cam2world=cam2world.astype(np.float32),
