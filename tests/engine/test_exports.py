@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import math
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +41,9 @@ def rotation_from_quaternion(q: np.ndarray) -> np.ndarray:
 
 def make_bundle(photo_dir: Path, n: int = 3, h: int = 6, w: int = 8, gaussians: bool = True,
                 names: list[str] | None = None) -> Bundle:
-    """A consistent scene (every point on the ray through its grid pixel's centre on the photo, fx != fy)
-    of PHOTO_W × PHOTO_H photos with a centred principal point, written in `photo_dir`, one folder
-    a view (so that `names` may repeat)."""
+    """The helpers' consistent scene (every point on the ray through its grid pixel's centre on the photo;
+    fx != fy in views 1 and 2) of PHOTO_W × PHOTO_H photos with a centred principal point (glTF's camera
+    has no other), written in `photo_dir`, one folder a view (so that `names` may repeat)."""
     names = names or [f"view {v}.jpg" for v in range(n)]
     bundle: Bundle = bundles.make_bundle(Bundle, [(PHOTO_W, PHOTO_H)] * n, (h, w), principal_offset=[(0.0, 0.0)] * n,
                                          gaussians=gaussians, photo_dir=photo_dir, write_photos=True,
