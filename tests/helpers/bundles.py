@@ -36,7 +36,7 @@ def make_bundle(bundle_cls: Any, photo_sizes: Sequence[tuple[int, int]] = ((96, 
     a crop box of the grid's aspect inside the photo. View 0's camera is the world frame (identity);
     the others look at the scene centre (0,0,3) from around it. Every grid pixel's point is the
     back-projection of its photo pixel centre at a random depth through K and cam2world, so it
-    projects exactly onto that pixel. Confidences are 1 + an exponential of mean 2, stretched so
+    projects exactly onto that pixel. Confidences are 1 + an exponential of mean 2, scaled so
     that the highest is `highest_confidence` when it is given. The Gaussians (if any) have random
     rotations and the grid's colours.
 
