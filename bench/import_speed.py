@@ -23,6 +23,8 @@ from typing import Any, Callable
 USER = tempfile.mkdtemp(prefix="mvd-bench-user-")
 os.environ["BLENDER_USER_RESOURCES"] = USER
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests.helpers
+
 import bpy  # noqa: E402
 import numpy as np  # noqa: E402
 from blender_extension import PACKAGE, install_extension  # noqa: E402  (bench/ is this script's folder)

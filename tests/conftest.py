@@ -62,6 +62,19 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "--lazy", str(mount)], check=True)
 
 
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a real read-only file system (a tmpfs mounted ro): root, which the test machines
+    run as, ignores permission bits, not a read-only mount."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
 @pytest.fixture(scope="session")
 def remote_host() -> Iterator[Any]:
     """A real sshd on 127.0.0.1 and a throw-away user: the remote GPU machine (tests/helpers/remote_host.py).

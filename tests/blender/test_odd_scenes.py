@@ -88,19 +88,7 @@ def test_one_export_name_as_a_string(api: ModuleType, make_bundle: Callable[...,
 
 
 # ---------------------------------------------------------------------------------------------
-# photos= and outputs, checked before any worker starts
-
-@pytest.fixture
-def read_only(tmp_path: Path) -> Iterator[Path]:
-    """A read-only file system (root ignores permission bits, not a read-only mount)."""
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
-
+# photos= and outputs, checked before any worker starts (`read_only`: tests/conftest.py)
 
 @pytest.fixture
 def no_worker(ext: ModuleType, golden: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:

@@ -5,31 +5,22 @@ import json
 import os
 import stat
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mvdust3r_blender.core.bundle import Bundle, BundleError, read_bundle, write_bundle
+from tests.helpers import bundles
 
 
 def make_bundle(n: int = 3, h: int = 8, w: int = 6, gaussians: bool = True) -> Bundle:
-    rng = np.random.default_rng(0)
-    quat = rng.normal(size=(n, h, w, 4)).astype(np.float32)
-    return Bundle(
-        images=rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8),
-        pts3d=rng.normal(size=(n, h, w, 3)).astype(np.float32),
-        conf=1 + rng.random((n, h, w), dtype=np.float32),
-        intrinsics=np.tile(np.array([[100, 0, 32], [0, 100, 24], [0, 0, 1]], np.float32), (n, 1, 1)),
-        cam2world=np.tile(np.eye(4, dtype=np.float32), (n, 1, 1)),
-        photo_size=np.tile(np.array([64, 48], np.int32), (n, 1)),
-        crop_box=np.tile(np.array([8, 0, 56, 48], np.float32), (n, 1)),
-        photo_paths=[f"/photos/ünïcode {i}.jpg" for i in range(n)],
-        gaussian_rotation=quat / np.linalg.norm(quat, axis=-1, keepdims=True) if gaussians else None,
-        gaussian_scale=rng.random((n, h, w, 3), dtype=np.float32) + 0.01 if gaussians else None,
-        gaussian_opacity=rng.random((n, h, w), dtype=np.float32) if gaussians else None,
-        gaussian_rgb=rng.random((n, h, w, 3), dtype=np.float32) if gaussians else None,
-        meta={"model": {"variant": "MVD"}, "timings": {"network": 0.5}},
-    )
+    """Three views whose photos have non-ASCII names, confidences in [1, 2], timings in the meta."""
+    bundle: Bundle = bundles.make_bundle(Bundle, [(64, 48)] * n, (h, w), gaussians=gaussians,
+                                         photo_dir=Path("/photos"), photo_names=[f"ünïcode {i}.jpg" for i in range(n)],
+                                         highest_confidence=2.0)
+    bundle.meta.update(model={"variant": "MVD"}, timings={"network": 0.5})
+    return bundle
 
 
 @pytest.mark.parametrize("gaussians", [True, False])

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import math
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from mvdust3r_blender.core.exports import FORMATS, ExportError, export
 from mvdust3r_blender.core.exports.colmap import image_names, write_colmap
 from mvdust3r_blender.core.exports.ply import write_vertex_ply
 from mvdust3r_blender.core.rotations import quaternion_from_matrix
+from tests.helpers import bundles
 
 C0 = 0.28209479177387814
 PHOTO_W, PHOTO_H = 64, 48
@@ -42,45 +41,14 @@ def rotation_from_quaternion(q: np.ndarray) -> np.ndarray:
 
 def make_bundle(photo_dir: Path, n: int = 3, h: int = 6, w: int = 8, gaussians: bool = True,
                 names: list[str] | None = None) -> Bundle:
-    """A consistent scene: every point lies on the ray through its grid pixel's centre on the photo,
-    seen by a posed pinhole camera (fx != fy, centred principal point), at a random depth."""
-    rng = np.random.default_rng(7)
-    fx, fy = 50.0, 56.0
-    K = np.array([[fx, 0, PHOTO_W / 2], [0, fy, PHOTO_H / 2], [0, 0, 1]])
-    crop = np.array([8.0, 0.0, 56.0, 48.0])
-    cam2world = np.tile(np.eye(4), (n, 1, 1))
-    for v in range(1, n):
-        q = rng.normal(size=4)
-        cam2world[v, :3, :3] = rotation_from_quaternion(q / np.linalg.norm(q))
-        cam2world[v, :3, 3] = rng.normal(size=3)
-    jj, ii = np.meshgrid(np.arange(w), np.arange(h))
-    u = crop[0] + (jj + 0.5) * (crop[2] - crop[0]) / w
-    vv = crop[1] + (ii + 0.5) * (crop[3] - crop[1]) / h
-    rays = np.stack([(u - K[0, 2]) / fx, (vv - K[1, 2]) / fy, np.ones_like(u)], -1)
-    depth = rng.uniform(1.0, 3.0, size=(n, h, w, 1))
-    cam_pts = rays[None] * depth
-    pts3d = np.einsum("nij,nhwj->nhwi", cam2world[:, :3, :3], cam_pts) + cam2world[:, None, None, :3, 3]
+    """The helpers' consistent scene (every point on the ray through its grid pixel's centre on the photo;
+    fx != fy in views 1 and 2) of PHOTO_W × PHOTO_H photos with a centred principal point (glTF's camera
+    has no other), written in `photo_dir`, one folder a view (so that `names` may repeat)."""
     names = names or [f"view {v}.jpg" for v in range(n)]
-    paths = []
-    for v, name in enumerate(names):
-        folder = photo_dir / f"d{v}"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_bytes(f"photo bytes of view {v}".encode())
-        paths.append(str(folder / name))
-    quat = rng.normal(size=(n, h, w, 4))
-    return Bundle(
-        images=rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8),
-        pts3d=pts3d.astype(np.float32),
-        conf=(1 + rng.exponential(2.0, (n, h, w))).astype(np.float32),
-        intrinsics=np.tile(K, (n, 1, 1)).astype(np.float32),
-        cam2world=cam2world.astype(np.float32),
-        photo_size=np.tile(np.array([PHOTO_W, PHOTO_H], np.int32), (n, 1)),
-        crop_box=np.tile(crop, (n, 1)).astype(np.float32),
-        photo_paths=paths,
-        gaussian_rotation=(quat / np.linalg.norm(quat, axis=-1, keepdims=True)).astype(np.float32) if gaussians else None,
-        gaussian_scale=rng.uniform(1e-3, 0.1, (n, h, w, 3)).astype(np.float32) if gaussians else None,
-        gaussian_opacity=rng.uniform(0.0, 1.0, (n, h, w)).astype(np.float32) if gaussians else None,
-    )
+    bundle: Bundle = bundles.make_bundle(Bundle, [(PHOTO_W, PHOTO_H)] * n, (h, w), principal_offset=[(0.0, 0.0)] * n,
+                                         gaussians=gaussians, photo_dir=photo_dir, write_photos=True,
+                                         photo_names=[f"d{v}/{name}" for v, name in enumerate(names)])
+    return bundle
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import warnings
 import zipfile
 from pathlib import Path
@@ -71,7 +70,7 @@ def test_a_cut_given_both_ways_is_refused() -> None:
 
 
 def test_a_cut_above_every_confidence_is_said_not_silent(tmp_path: Path) -> None:
-    bundle = make_bundle()  # confidences in [1, 2)
+    bundle = make_bundle()  # confidences in [1, 2]
     with pytest.warns(EmptyExportWarning, match=r"exports hold no points: min_confidence=50 leaves out every "
                                                 r"point: the highest confidence is 2"):
         export(bundle, ["ply"], tmp_path / "out", cut=ConfidenceCut(min_confidence=50))
@@ -186,20 +185,7 @@ def test_a_dataparallel_checkpoint_loads_as_the_same_network(golden: Path, tmp_p
 
 
 # ---------------------------------------------------------------------------------------------
-# outputs that cannot be written, known before the job
-
-@pytest.fixture
-def read_only(tmp_path: Path):
-    """A real read-only file system (a tmpfs mounted ro): root, which the test machines run as,
-    ignores permission bits, not a read-only mount."""
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
-
+# outputs that cannot be written, known before the job (`read_only`: tests/conftest.py)
 
 def test_unwritable_names_the_file_not_a_hidden_probe(read_only: Path, tmp_path: Path) -> None:
     problem = unwritable(read_only / "one.blend")

@@ -64,22 +64,9 @@ def plane_and_sphere(bundle_cls: Any, quaternion_from_matrix: Callable[[np.ndarr
     scale = pixel[:, None] * np.exp(rng.uniform(np.log(0.25), np.log(1.2), (n, 3)))
     scale[flat, 2] = 0.05 * scale[flat, :2].min(axis=1)
     order = rng.permutation(n)   # plane and sphere Gaussians interleaved in the grid
-    images = np.round(rgb[order] * 255).astype(np.uint8).reshape(1, grid_h, grid_w, 3)
-    pts3d = positions[order].reshape(1, grid_h, grid_w, 3)
-    return bundle_cls(
-        images=images, pts3d=pts3d.astype(np.float32),
-        conf=np.full((1, grid_h, grid_w), 2.0, np.float32),
-        intrinsics=np.array([[[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]]], np.float32),
-        cam2world=np.eye(4, dtype=np.float32)[None],
-        photo_size=np.array([[width, height]], np.int32),
-        crop_box=np.array([[0, 0, width, height]], np.float32),
-        photo_paths=["/nonexistent/splat-scene.png"],
-        gaussian_rotation=quat[order].astype(np.float32).reshape(1, grid_h, grid_w, 4),
-        gaussian_scale=scale[order].astype(np.float32).reshape(1, grid_h, grid_w, 3),
-        gaussian_opacity=rng.uniform(0.1, 0.95, n)[order].astype(np.float32).reshape(1, grid_h, grid_w),
-        gaussian_rgb=rgb[order].astype(np.float32).reshape(1, grid_h, grid_w, 3),
-        meta={"model": "splat-scene", "seed": seed},
-    )
+    opacity = rng.uniform(0.1, 0.95, n)[order]
+    return one_view(bundle_cls, width, height, (grid_h, grid_w), positions[order], quat[order], scale[order], opacity,
+                    rgb[order], {"model": "splat-scene", "seed": seed})
 
 
 def dense_stack(bundle_cls: Any, count: int, width: int = 320, height: int = 240, layers: float = 100.0,
@@ -105,18 +92,29 @@ def dense_stack(bundle_cls: Any, count: int, width: int = 320, height: int = 240
     quat = rng.normal(size=(n, 4))
     quat /= np.linalg.norm(quat, axis=1, keepdims=True)
     rgb = rng.uniform(0.05, 0.95, (n, 3))
+    return one_view(bundle_cls, width, height, (grid_h, grid_w), positions, quat, scale, rng.uniform(*opacity, n), rgb,
+                    {"model": "dense-stack", "seed": seed})
+
+
+def one_view(bundle_cls: Any, width: int, height: int, grid: tuple[int, int], positions: np.ndarray,
+             quat: np.ndarray, scale: np.ndarray, opacity: np.ndarray, rgb: np.ndarray, meta: dict[str, Any]) -> Any:
+    """A `bundle_cls` of one width×height camera at the origin looking along +z (OpenCV) whose `grid`
+    (rows, columns) holds the given Gaussians row by row, its pixels their colours, confidence 2
+    everywhere; its photo is named after ``meta["model"]`` and does not exist."""
+    focal = FOCAL_RATIO * width
+    shape = (1, *grid)
     return bundle_cls(
-        images=np.round(rgb * 255).astype(np.uint8).reshape(1, grid_h, grid_w, 3),
-        pts3d=positions.astype(np.float32).reshape(1, grid_h, grid_w, 3),
-        conf=np.full((1, grid_h, grid_w), 2.0, np.float32),
+        images=np.round(rgb * 255).astype(np.uint8).reshape(*shape, 3),
+        pts3d=positions.astype(np.float32).reshape(*shape, 3),
+        conf=np.full(shape, 2.0, np.float32),
         intrinsics=np.array([[[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]]], np.float32),
         cam2world=np.eye(4, dtype=np.float32)[None],
         photo_size=np.array([[width, height]], np.int32),
         crop_box=np.array([[0, 0, width, height]], np.float32),
-        photo_paths=["/nonexistent/dense-stack.png"],
-        gaussian_rotation=quat.astype(np.float32).reshape(1, grid_h, grid_w, 4),
-        gaussian_scale=scale.astype(np.float32).reshape(1, grid_h, grid_w, 3),
-        gaussian_opacity=rng.uniform(*opacity, n).astype(np.float32).reshape(1, grid_h, grid_w),
-        gaussian_rgb=rgb.astype(np.float32).reshape(1, grid_h, grid_w, 3),
-        meta={"model": "dense-stack", "seed": seed},
+        photo_paths=[f"/nonexistent/{meta['model']}.png"],
+        gaussian_rotation=quat.astype(np.float32).reshape(*shape, 4),
+        gaussian_scale=scale.astype(np.float32).reshape(*shape, 3),
+        gaussian_opacity=opacity.astype(np.float32).reshape(shape),
+        gaussian_rgb=rgb.astype(np.float32).reshape(*shape, 3),
+        meta=meta,
     )
