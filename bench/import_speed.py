@@ -15,6 +15,7 @@ import importlib
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import bpy
 import numpy as np
 import pytest
-from mathutils import Matrix, Quaternion, Vector
+from mathutils import Quaternion
 
 from tests.helpers.blender_queries import instance_matrices, project, render_rgba
 
