@@ -43,6 +43,7 @@ WORKER_MODULE = f"{PACKAGE_DIR.name}.engine.worker"
 EXIT_TAIL_LINES = 12  # stderr lines quoted in a worker_exited error
 _REQUEST_IDS = itertools.count(1)  # one sequence for every client of this process
 STDERR_LINE_CHARS = 8192  # a longer stderr line is kept cut to this many characters
+LOG_BYTES = 8 * 1024 ** 2  # the most one worker writes to the log file; an older log above half is moved aside
 # How a process dies when memory runs out where Python cannot raise MemoryError: the kernel's
 # out-of-memory killer (SIGKILL), a failed allocation in C code (SIGSEGV, SIGBUS), std::bad_alloc (SIGABRT).
 _MEMORY_SIGNALS = {int(getattr(signal, name)): name for name in ("SIGKILL", "SIGSEGV", "SIGBUS", "SIGABRT")
@@ -54,15 +55,18 @@ class WorkerClient:
 
     `python`: the runtime's interpreter (torch installed there). `env`: the worker's environment
     (default: this process's); ``PYTHONPATH`` gets `package_parent` in front. `log_path`: a file
-    that receives the worker's stderr (appended). `stderr_lines`: how many stderr lines to keep.
+    that receives the worker's stderr (appended; at most `log_bytes` a worker, so that a worker —
+    or a remote — that writes without end never fills the disk; a log already above half of
+    `log_bytes` is moved aside to ``<name>.1`` first). `stderr_lines`: how many stderr lines to keep.
     """
 
     def __init__(self, python: str | os.PathLike[str], *, env: Optional[Mapping[str, str]] = None,
                  package_parent: Path = PACKAGE_DIR.parent, log_path: Optional[Path] = None,
-                 stderr_lines: int = 200) -> None:
+                 stderr_lines: int = 200, log_bytes: int = LOG_BYTES) -> None:
         self.python = Path(python)
         self.package_parent = Path(package_parent)
         self.log_path = log_path
+        self.log_bytes = log_bytes
         self._env = dict(os.environ if env is None else env)
         self._proc: Optional[subprocess.Popen[str]] = None
         self.mailboxes = Mailboxes()
@@ -335,7 +339,8 @@ class WorkerClient:
             self._events.put(received)
 
     def _drain_stderr(self, stderr: IO[str]) -> None:
-        log = open(self.log_path, "a", encoding="utf-8") if self.log_path is not None else None
+        log = self._open_log()
+        budget = self.log_bytes
         try:
             while True:
                 try:
@@ -347,6 +352,13 @@ class WorkerClient:
                     break
                 self._stderr.append(line.rstrip("\n"))
                 if log is not None:
+                    budget -= len(line.encode("utf-8", "replace"))
+                    if budget < 0:  # the rest is not kept on disk (the last lines stay in memory)
+                        log.write(f"[client] the worker wrote more than {self.log_bytes / 2 ** 20:g} MiB to its log: "
+                                  "the rest of its output is not kept\n")
+                        log.close()
+                        log = None
+                        continue
                     log.write(line)
                     log.flush()
         finally:
@@ -382,6 +394,19 @@ class WorkerClient:
         if signal_name and not self._answered:
             return f"most likely ran out of memory while starting (it died of {signal_name})"
         return ""
+
+    def _open_log(self) -> Optional[IO[str]]:
+        """The log file to append this worker's stderr to (None without one); a log already over half
+        of :attr:`log_bytes` (earlier workers') is moved aside to ``<name>.1``, replacing an older one:
+        the two files never hold more than three times :attr:`log_bytes`."""
+        if self.log_path is None:
+            return None
+        try:
+            if self.log_path.stat().st_size > self.log_bytes // 2:
+                os.replace(self.log_path, self.log_path.with_name(self.log_path.name + ".1"))
+        except OSError:
+            pass  # no log yet, or it cannot be moved: appending still works
+        return open(self.log_path, "a", encoding="utf-8")
 
     @staticmethod
     def _close_stdin(proc: subprocess.Popen[str]) -> None:

@@ -428,6 +428,36 @@ def test_a_hostile_remote_writes_nothing_outside_what_was_asked(remote_host: Any
     assert not list(tmp_path.glob(".*")) and not (out / "exports.part").exists()
 
 
+def test_a_remote_that_writes_without_end_cannot_fill_the_disk(remote_host: Any, tmp_path: Path) -> None:
+    """What a remote writes to stderr goes to the log file, at most LOG_BYTES a connection: the rest
+    is left out with a line that says so (the last lines are still at hand), and a log already over
+    half the bound is moved aside first, one older log kept: however often it runs, the log stays bounded."""
+    from mvdust3r_blender.client.worker_client import LOG_BYTES
+
+    log = tmp_path / "worker.log"
+    target = RemoteTarget(remote_host.destination, remote_host.ssh_command(), hostile(remote_host, "chatter"))
+    sizes = []
+    for _ in range(2):
+        with RemoteWorkerClient(target, log_path=log) as client:
+            with pytest.raises(WorkerError, match="hostile"):
+                client.wait(client.hello(), timeout=TIMEOUT)
+            deadline = time.monotonic() + TIMEOUT
+            while not _log_ends_with(log, "the rest of its output is not kept") and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert client.stderr_tail(1)[0].startswith("chatter x"), client.stderr_tail(3)
+        sizes.append(log.stat().st_size)
+        assert _log_ends_with(log, "the rest of its output is not kept")
+    older = log.with_name("worker.log.1")
+    assert older.stat().st_size == sizes[0] and LOG_BYTES - 8200 < sizes[1] < LOG_BYTES + 200, (sizes, LOG_BYTES)
+    assert not list(tmp_path.glob("worker.log.2*"))
+
+
+def _log_ends_with(log: Path, words: str) -> bool:
+    with open(log, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 300))
+        return f.read().decode("utf-8", "replace").rstrip("\n").endswith(words)
+
+
 def cache(remote_host: Any) -> Path:
     return remote_host.home / ".cache" / "mvdust3r-blender"
 

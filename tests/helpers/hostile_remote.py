@@ -9,6 +9,7 @@ library only. Each MODE breaks one promise the client must not rely on:
 - ``endless-before`` / ``endless-after``: one endless line, before / after the handshake;
 - ``flood``: answers every request with progress events forever, and events for a request id it was
   never sent (the client's memory and ``wait(timeout)`` must hold);
+- ``chatter``: writes 24 MB of log lines to stderr as it starts (the client's log file must stay bounded);
 - ``oversize``, ``unasked``, ``dot``, ``bomb``, ``die``: answer a reconstruct request with a part past
   its declared size, an export nobody asked for, files named ``exports/`` and ``.``, a 1 MB
   bundle that inflates to 1 GB, or half a bundle and then a dead connection.
@@ -61,6 +62,11 @@ elif MODE == "endless-before":
     chunk = b"x" * (1 << 20)
     while True:
         out.write(chunk)
+elif MODE == "chatter":
+    chatter = b"chatter " + b"x" * 8000 + b"\n"
+    for _ in range(3000):
+        sys.stderr.buffer.write(chatter)
+    sys.stderr.flush()
 say_have = ("mvdust3r-engine: have " + DIGEST + "\n").encode()
 out.write(say_have)
 say({"type": "ready", "protocol": 3, "pid": os.getpid()})
