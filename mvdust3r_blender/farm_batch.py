@@ -62,7 +62,8 @@ def farm_worker(python: Optional[PathLike], checkpoint: Optional[PathLike], devi
     chosen = os.fspath(checkpoint) if checkpoint is not None else prefs.ray_checkpoint
     if not chosen:
         raise SetupError("no checkpoint is set for the Ray cluster",
-                         "pass checkpoint= (a path on the nodes, or a released file name such as MVDp_s2.pth)")
+                         "pass checkpoint= (a path on the nodes, a released file name such as MVDp_s2.pth, or "
+                         "'builtin')")
     return WorkerSettings(python=driver_python(python), checkpoint=chosen,
                           device=device if device is not None else str(prefs.device),
                           precision=check_precision(precision if precision is not None else str(prefs.precision)))

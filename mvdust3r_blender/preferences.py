@@ -121,7 +121,8 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
         description="The command that runs a Python with torch on the remote machine")
     remote_checkpoint: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Remote Checkpoint", description="Path of the model file ON THE REMOTE machine (relative: to the "
-                                              "remote home)")
+                                              "remote home), or 'builtin' for the built-in small model, which "
+                                              "travels with the add-on's engine")
 
     bundle_folder: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Keep Results In", subtype="DIR_PATH",
@@ -134,8 +135,9 @@ class MVDUST3R_AddonPreferences(bpy.types.AddonPreferences):
                     "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)")
     ray_checkpoint: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Cluster Checkpoint", default="MVDp_s2.pth",
-        description="The model on the nodes: a path readable on every node, or a released file name "
-                    "(MVDp_s2.pth) that each node downloads once")
+        description="The model on the nodes: a path readable on every node, a released file name "
+                    "(MVDp_s2.pth) that each node downloads once, or 'builtin' for the built-in small model, "
+                    "which travels with the add-on's engine")
     ray_summary: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Cluster", description="What the last cluster check found")
 

@@ -1,6 +1,7 @@
 """The engine's files as one reproducible archive, named by its SHA-256: the engine's version.
 
-What a worker runs from — the package's ``__init__.py``, ``core/``, ``engine/`` and the manifest —
+What a worker runs from — the package's ``__init__.py``, ``core/``, ``engine/``, the manifest and the
+built-in model (13.7 MB, so that ``checkpoint="builtin"`` works wherever the engine runs) —
 travels to other machines in two ways: over ssh to a remote's cache (``client/remote.py``) and as
 a Ray job's runtime environment (``engine/farm_cluster.py``). Both name a version by this archive's hash,
 so a machine that has it never receives it again. Standard library only.
@@ -13,6 +14,8 @@ import io
 import tarfile
 from pathlib import Path
 
+from .registry import builtin_model
+
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -20,7 +23,8 @@ def engine_archive(package_dir: Path = PACKAGE_DIR) -> tuple[bytes, str, str]:
     """The reproducible ``.tar.gz`` of what a worker runs from, its SHA-256 (the engine's version)
     and the tree digest of its files as the bootstrap computes it on the remote, on every start:
     SHA-256 over each file's relative path, size and bytes, in path order. The package's
-    ``__init__.py``, ``core/``, ``engine/`` and the manifest (for the version it reports)."""
+    ``__init__.py``, ``core/``, ``engine/``, the manifest (for the version it reports) and the
+    built-in model, at ``models/`` inside the package where :func:`~.registry.builtin_model` looks."""
     files: list[tuple[str, Path]] = [("__init__.py", package_dir / "__init__.py")]
     for room in ("core", "engine"):
         files += [(p.relative_to(package_dir).as_posix(), p) for p in sorted((package_dir / room).rglob("*.py"))
@@ -29,15 +33,21 @@ def engine_archive(package_dir: Path = PACKAGE_DIR) -> tuple[bytes, str, str]:
         if manifest.is_file():
             files.append(("blender_manifest.toml", manifest))
             break
-    raw = io.BytesIO()
-    contents = {f"{package_dir.name}/{name}": path.read_bytes() for name, path in files}
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in contents.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
-            tar.addfile(info, io.BytesIO(data))
-    blob = gzip.compress(raw.getvalue(), mtime=0)
+    if (model := builtin_model(package_dir)).is_file():
+        files.append(("models/default.safetensors", model))
+    named = sorted((f"{package_dir.name}/{name}", path) for name, path in files)
     tree = hashlib.sha256()
-    for name in sorted(contents):
-        tree.update(name.encode() + b"\0" + str(len(contents[name])).encode() + b"\0" + contents[name])
+    raw = io.BytesIO()  # streamed file by file: the model is never held twice
+    with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as packed, \
+            tarfile.open(fileobj=packed, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, path in named:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = path.stat().st_size, 0o644, 0
+            tree.update(name.encode() + b"\0" + str(info.size).encode() + b"\0")
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    tree.update(chunk)
+                f.seek(0)
+                tar.addfile(info, f)
+    blob = raw.getvalue()
     return blob, hashlib.sha256(blob).hexdigest(), tree.hexdigest()

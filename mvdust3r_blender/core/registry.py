@@ -111,14 +111,15 @@ BUILTIN = "builtin"
 _PACKAGE = Path(__file__).resolve().parent.parent
 
 
-def builtin_model() -> Path:
+def builtin_model(package: Path = _PACKAGE) -> Path:
     """The built-in model's file: ``models/default.safetensors`` inside the installed extension (in a
-    source checkout, the repository's ``models/``)."""
-    for root in (_PACKAGE, _PACKAGE.parent):
+    source checkout, the repository's ``models/``) whose package folder is `package`. The engine's
+    files carry it to an ssh remote and a Ray cluster, so :data:`BUILTIN` names it there too."""
+    for root in (package, package.parent):
         path = root / "models" / "default.safetensors"
         if path.is_file():
             return path
-    return _PACKAGE / "models" / "default.safetensors"
+    return package / "models" / "default.safetensors"
 
 
 def checkpoint_path(name: str) -> str:

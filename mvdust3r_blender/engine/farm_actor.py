@@ -41,9 +41,11 @@ def sha256_bytes(data: bytes) -> str:
 
 def node_checkpoint(checkpoint: str) -> Path:
     """The checkpoint file on this node: a released file's name (``MVDp_s2.pth``) is fetched into
-    :data:`MODELS` once per node (other actors of the node wait on a lock), anything else is a path."""
-    from ..core.registry import find_released
+    :data:`MODELS` once per node (other actors of the node wait on a lock), ``builtin`` is the copy
+    that came with the engine, anything else is a path."""
+    from ..core.registry import checkpoint_path, find_released
 
+    checkpoint = checkpoint_path(checkpoint)
     released = find_released(checkpoint)
     if released is None or checkpoint != released.filename:
         return Path(checkpoint).expanduser()

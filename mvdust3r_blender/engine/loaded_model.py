@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
 from ..core.protocol.events import ModelInfo
+from ..core.registry import checkpoint_path
 from .errors import BadRequest
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class LoadedModel:
         from .checkpoint import open_checkpoint
         from .devices import resolve_device
 
-        path = Path(checkpoint).expanduser().resolve()
+        path = Path(checkpoint_path(checkpoint)).expanduser().resolve()  # "builtin": the engine's own copy
         torch_device = resolve_device(device)
         try:
             stat = path.stat()

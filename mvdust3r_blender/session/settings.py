@@ -136,7 +136,8 @@ class WorkerSettings:
         if remote is not None:
             if checkpoint is None:
                 raise SetupError(f"no checkpoint is given for the remote worker on {remote}",
-                                 "pass checkpoint= (a path on the remote machine)")
+                                 "pass checkpoint= (a path on the remote machine, or 'builtin': the built-in "
+                                 "model travels with the engine)")
             return cls(python=remote.python, checkpoint=os.fspath(checkpoint), device=device, remote=remote,
                        precision=precision)
         python = python if python is not None else os.environ.get(WORKER_PYTHON_ENV) or None

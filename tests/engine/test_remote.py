@@ -458,6 +458,19 @@ def _log_ends_with(log: Path, words: str) -> bool:
         return f.read().decode("utf-8", "replace").rstrip("\n").endswith(words)
 
 
+def test_builtin_names_the_model_that_travels_with_the_engine(target: RemoteTarget, remote_host: Any) -> None:
+    """``checkpoint="builtin"`` on a remote loads the built-in model the engine's files brought there
+    (the same bytes as here), with nothing downloaded or copied by hand."""
+    from mvdust3r_blender.core.registry import builtin_model
+
+    with RemoteWorkerClient(target) as client:
+        loaded = client.wait(client.load("builtin", device="cpu"), timeout=TIMEOUT)
+    assert isinstance(loaded, LoadedEvent) and loaded.model is not None, loaded
+    there = Path(loaded.model.checkpoint)
+    assert there.is_relative_to(cache(remote_host)) and there.parts[-2:] == ("models", "default.safetensors")
+    assert there.read_bytes() == builtin_model().read_bytes()
+
+
 def cache(remote_host: Any) -> Path:
     return remote_host.home / ".cache" / "mvdust3r-blender"
 
@@ -523,6 +536,17 @@ def small_remote_disk(remote_host: Any) -> Iterator[Any]:
             subprocess.run(["umount", "--lazy", str(where)], check=True)
 
 
+def _unpacked_kib() -> int:
+    """KiB the engine's files take unpacked on a tmpfs (each file in whole 4 KiB pages)."""
+    import io
+    import tarfile
+
+    from mvdust3r_blender.core.engine_files import engine_archive
+
+    with tarfile.open(fileobj=io.BytesIO(engine_archive()[0]), mode="r:gz") as tar:
+        return sum(-(-member.size // 4096) * 4 for member in tar.getmembers())
+
+
 def test_a_full_remote_disk_is_said_so_and_leaves_nothing_half_done(target: RemoteTarget, remote_host: Any,
                                                                     small_remote_disk: Any, tmp_path: Path) -> None:
     where = small_remote_disk("64k")  # too small for the engine
@@ -532,7 +556,7 @@ def test_a_full_remote_disk_is_said_so_and_leaves_nothing_half_done(target: Remo
     assert "the remote disk is full" in caught.value.hint, caught.value
     assert "bug" not in caught.value.message + caught.value.hint
     assert not list(where.glob(".engine-*")) and not list(where.glob("engine-*"))
-    where = small_remote_disk("2m")  # room for the engine, not for the photo
+    where = small_remote_disk(f"{_unpacked_kib() + 1024}k")  # room for the engine, not for the photo
     photo = tmp_path / "big.png"  # never decoded: the disk fills while it is being sent
     photo.write_bytes(os.urandom(3 * 1024 ** 2))
     with RemoteWorkerClient(target) as client:
