@@ -21,6 +21,7 @@ from .core.exports import FORMATS, GAUSSIAN_FORMATS, export
 from .importers import render
 from .importers import result as imported
 from .importers.cameras import set_render_camera
+from .importers.placement import standing
 from .importers.result import Reconstruction
 from .result_settings import active
 
@@ -86,7 +87,7 @@ class MVDUST3R_BLENDER_OT_look_through(bpy.types.Operator):
 
 class MVDUST3R_BLENDER_OT_export_result(bpy.types.Operator):
     """Write the reconstruction's shown points (the current cut), cameras and Gaussians in the formats
-    chosen, into a folder"""
+    chosen, into a folder, placed as the import stands in the scene (levelled, scaled)"""
 
     bl_idname = "mvdust3r_blender.export_result"
     bl_label = "Export Reconstruction"
@@ -134,7 +135,7 @@ class MVDUST3R_BLENDER_OT_export_result(bpy.types.Operator):
         try:
             bundle = read_bundle(_bundle_of(reconstruction))
             written = export(bundle, sorted(self.formats, key=FORMATS.index), bpy.path.abspath(self.directory),
-                             cut=reconstruction.cut)
+                             cut=reconstruction.cut, alignment=standing(reconstruction.collection))
         except UserError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}

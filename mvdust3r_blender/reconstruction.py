@@ -29,6 +29,7 @@ import bpy
 
 from . import run, session
 from .client.remote import RemoteTarget
+from .core.alignment import Alignment
 from .core.atomic import check_output, unwritable, write_failure
 from .core.bundle import Bundle, read_bundle
 from .core.confidence import DEFAULT_DROP_PERCENT, make_cut
@@ -38,6 +39,7 @@ from .core.options import DEFAULT_ALIGN, ReconstructOptions, check_align
 from .core.photos import skipped_message, unsupported_photos
 from .core.protocol.events import Event, ProgressEvent, ResultEvent
 from .import_options import ImportOptions
+from .importers.placement import standing
 from .importers.scene import ImportResult, bundle_warning_lines, import_bundle
 from .session import SESSION, Exports, PathLike, PhotoSource, RunError, RunSpec, WorkerSettings
 
@@ -187,22 +189,27 @@ def run_spec(spec: RunSpec, *, scene: Optional[bpy.types.Scene] = None, output: 
 
 def export(result_or_bundle: Union[Result, Bundle, PathLike], formats: Sequence[str], out_dir: PathLike, *,
            confidence_drop_percent: Optional[float] = None, min_confidence: Optional[float] = None,
-           align: str = DEFAULT_ALIGN) -> dict[str, Path]:
+           align: Optional[str] = None) -> dict[str, Path]:
     """Write a reconstruction (a :class:`Result`, a :class:`~.core.bundle.Bundle` or a bundle path) in
     `formats` (``ply``, ``gaussians``, ``splat``, ``colmap``, ``glb``) into `out_dir`; {format: path written}.
     Points below the cut are left out: `min_confidence` (absolute), else `confidence_drop_percent`
     (default: the least-confident 3 %). `align`: ``level`` (the default, as for a run's exports)
     writes them in the frame a level import lands in (the bundle's ``meta["alignment"]``); ``none``
-    and ``first_camera`` in the bundle's own world.
+    and ``first_camera`` in the bundle's own world. Without `align`, an imported :class:`Result`
+    is written as it stands in the scene (levelled or scaled since by the Placement operators).
     Raises the core's ``ExportError`` naming the format or file at fault."""
     cut = make_cut(confidence_drop_percent, min_confidence)
+    standing_as: Optional[Alignment] = None
     if isinstance(result_or_bundle, Result):
         bundle = read_bundle(result_or_bundle.bundle_path)
+        collection = result_or_bundle.collection
+        standing_as = standing(collection) if align is None and collection is not None else None
     elif isinstance(result_or_bundle, Bundle):
         bundle = result_or_bundle
     else:
         bundle = read_bundle(result_or_bundle)
-    written: dict[str, Path] = export_bundle(bundle, formats, Path(out_dir), cut=cut, align=check_align(align))
+    written: dict[str, Path] = export_bundle(bundle, formats, Path(out_dir), cut=cut, alignment=standing_as,
+                                             align=check_align(align if align is not None else DEFAULT_ALIGN))
     return written
 
 

@@ -47,6 +47,12 @@ def recorded_alignment(collection: bpy.types.Collection) -> Alignment:
     return Alignment.from_meta(json.loads(str(collection[ALIGNMENT_PROPERTY])))
 
 
+def standing(collection: bpy.types.Collection) -> Optional[Alignment]:
+    """Where the import in `collection` stands: the alignment it was imported with, as Level & Ground
+    and the scale operators left it; None for a collection that holds no import of a bundle."""
+    return recorded_alignment(collection) if ALIGNMENT_PROPERTY in collection else None  # type: ignore[operator]
+
+
 def reference_view(parts: ImportParts) -> int:
     collection = parts.collection
     return int(collection[REFERENCE_PROPERTY]) if REFERENCE_PROPERTY in collection else 0  # type: ignore[operator]

@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 
 from ..atomic import write_failure
-from ..alignment import aligned_bundle, alignment_of
+from ..alignment import Alignment, aligned_bundle, alignment_of
 from ..bundle import Bundle
 from ..confidence import ConfidenceCut, empty_cut_warning
 from .atomic import writable_folder
@@ -100,7 +100,7 @@ def _warn(message: str) -> None:
 
 
 def export(bundle: Bundle, formats: Iterable[str] | str, out_dir: str | Path, *,
-           cut: ConfidenceCut = ConfidenceCut(), align: str = "none",
+           cut: ConfidenceCut = ConfidenceCut(), align: str = "none", alignment: Optional[Alignment] = None,
            on_warning: Optional[Callable[[str], None]] = None) -> dict[str, Path]:
     """Write `bundle` in each of `formats` (names from :data:`FORMATS`) into `out_dir`.
 
@@ -108,7 +108,10 @@ def export(bundle: Bundle, formats: Iterable[str] | str, out_dir: str | Path, *,
     are left out of every format. With `align` ``level`` every format is written in the bundle's
     recorded level frame (:func:`~..alignment.aligned_bundle`: gravity along +y, the floor at y = 0,
     as COLMAP and glTF after its usual flip expect); ``first_camera`` and ``none`` keep the bundle's
-    world, which Blender's first-camera rule already shows upright-as-shot. Everything that can be checked is checked before the first file is
+    world, which Blender's first-camera rule already shows upright-as-shot. `alignment`, when given,
+    is where an import stands in Blender (after Level & Ground or a scale, as its collection
+    records it): every format is then written as that import stands, in place of `align`'s frame.
+    Everything that can be checked is checked before the first file is
     written; each file or folder then appears atomically, replacing an older one of that name.
     Raises :class:`ExportError` naming the format, file or folder at fault. A cut that leaves out
     every point is said through `on_warning` (default: an :class:`EmptyExportWarning`).
@@ -125,8 +128,11 @@ def export(bundle: Bundle, formats: Iterable[str] | str, out_dir: str | Path, *,
         (on_warning or _warn)(f"{Path(out_dir)}: the exports hold no points: {empty}")
     folder = writable_folder(Path(out_dir))
     keep = cut.keep(bundle.conf)
-    alignment = alignment_of(bundle, align)   # an unknown `align` is an OptionError
-    if alignment.method == "level":
+    if alignment is None:
+        alignment = alignment_of(bundle, align)   # an unknown `align` is an OptionError
+        if alignment.method == "level":
+            bundle = aligned_bundle(bundle, alignment)
+    else:
         bundle = aligned_bundle(bundle, alignment)
     written: dict[str, Path] = {}
     for name in FORMATS:
