@@ -10,7 +10,6 @@ import threading
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from mvdust3r_blender.core.bundle import read_bundle, write_bundle
 from mvdust3r_blender.engine.checkpoint import load_model
@@ -21,6 +20,7 @@ from training.metrics import camera_metrics, point_metrics
 from mvdust3r_blender.core.errors import OptionError
 from mvdust3r_blender.core.options import ReconstructOptions
 from mvdust3r_blender.engine.pipeline import reconstruct
+from tests.helpers.photos import noise_photos
 from tests.helpers.synthetic_scenes import SceneNetwork, make_scene, write_index_photos
 
 SIZES = [(96, 72), (64, 64), (50, 90), (120, 80), (70, 70)]
@@ -180,12 +180,7 @@ def test_real_golden_networks_end_to_end(golden, tmp_path, name):
     network's own output for the reordered input."""
     torch.set_num_threads(2)
     model = load_model(golden / f"{name}_reduced_ckpt.pth", cache_dir=tmp_path / "cache")
-    rng = np.random.default_rng(0)
-    photos = []
-    for k, (w, h) in enumerate([(96, 72), (64, 64), (50, 90), (120, 80), (70, 70)]):
-        path = tmp_path / f"photo {k}.png"
-        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(path)
-        photos.append(path)
+    photos = noise_photos(tmp_path, [(96, 72), (64, 64), (50, 90), (120, 80), (70, 70)], name="photo {}.png")
     b = reconstruct(photos, model, ReconstructOptions(reference_view=2, precision="exact"))
     b.validate()
     assert b.meta["precision"] == {"precision": "exact", "weights": "float32", "compute": "fp32", "tf32": False,
@@ -207,11 +202,7 @@ def test_cancel_takes_effect_inside_the_network_pass(golden, tmp_path):
     a cancel must not wait for its end. It takes effect at the next block, before the heads run."""
     torch.set_num_threads(2)
     model = load_model(golden / "mvdp_reduced_ckpt.pth", cache_dir=tmp_path / "cache")
-    rng = np.random.default_rng(1)
-    photos = []
-    for k in range(4):
-        photos.append(tmp_path / f"p{k}.png")
-        Image.fromarray((rng.random((48, 48, 3)) * 255).astype(np.uint8)).save(photos[-1])
+    photos = noise_photos(tmp_path, [(48, 48)] * 4, seed=1, name="p{}.png")
     stop = threading.Event()
     fractions: list[float] = []
 
