@@ -34,18 +34,19 @@ FOCALS = [0.9 * max(s) for s in SIZES]   # photo pixels: every size is its own c
 @pytest.fixture
 def scene_photos(tmp_path):
     photos = write_index_photos(tmp_path / "photos", SIZES)
-    scene = make_scene(len(SIZES), 32, 32, seed=11, noise=0.001, grid_K=_grid_K(photos))
+    scene = make_scene(len(SIZES), 32, 32, seed=11, noise=0.001, grid_K=_grid_K(photos, SIZES, FOCALS))
     return scene, photos
 
 
-def _grid_K(photos):
-    """Each photo's camera (focal FOCALS[k], principal point at the photo centre) on its 32×32 grid:
-    grid index j is photo x = x0 + j·sx (the network's integer-coordinate convention)."""
+def _grid_K(photos, sizes, focals):
+    """Each photo's camera (of its (W, H) in `sizes` with focal `focals[k]` in photo pixels, principal point
+    at the photo centre) on its 32×32 grid: grid index j is photo x = x0 + j·sx (the network's
+    integer-coordinate convention)."""
     K = np.zeros((len(photos), 3, 3))
     for k, path in enumerate(photos):
         x0, y0, x1, y1 = load_photo(path, (32, 32)).crop_box
         sx, sy = (x1 - x0) / 32, (y1 - y0) / 32
-        K[k] = [[FOCALS[k] / sx, 0, (SIZES[k][0] / 2 - x0) / sx], [0, FOCALS[k] / sy, (SIZES[k][1] / 2 - y0) / sy],
+        K[k] = [[focals[k] / sx, 0, (sizes[k][0] / 2 - x0) / sx], [0, focals[k] / sy, (sizes[k][1] / 2 - y0) / sy],
                 [0, 0, 1]]
     return K
 
@@ -224,13 +225,7 @@ def test_a_given_focal_is_kept_and_only_poses_are_solved(tmp_path, given_mm):
     true_mm = 28.0
     photos = write_index_photos(tmp_path / "photos", sizes)
     focals = [true_mm * np.hypot(*s) / np.hypot(36, 24) for s in sizes]
-    K = np.zeros((len(sizes), 3, 3))
-    for k, path in enumerate(photos):
-        x0, y0, x1, y1 = load_photo(path, (32, 32)).crop_box
-        sx, sy = (x1 - x0) / 32, (y1 - y0) / 32
-        K[k] = [[focals[k] / sx, 0, (sizes[k][0] / 2 - x0) / sx], [0, focals[k] / sy, (sizes[k][1] / 2 - y0) / sy],
-                [0, 0, 1]]
-    scene = make_scene(len(sizes), 32, 32, seed=12, grid_K=K)
+    scene = make_scene(len(sizes), 32, 32, seed=12, grid_K=_grid_K(photos, sizes, focals))
     bundle = reconstruct(photos, SceneNetwork(scene, MVD), ReconstructOptions(gaussians=False, focal=f"{given_mm}"))
     expected = [given_mm * np.hypot(*s) / np.hypot(36, 24) for s in sizes]
     np.testing.assert_allclose(bundle.meta["focal_px"], expected, rtol=1e-6)
