@@ -19,10 +19,10 @@ from typing import Any, Callable
 import bpy
 import numpy as np
 import pytest
-from PIL import Image
 
 from tests.helpers.blender_queries import project
 from tests.helpers.cameras import Z_UP_WORLD, look_at
+from tests.helpers.photos import smooth_photos
 from recording_layout import RecordingLayout
 
 UNITS = 0.37          # network units per metre
@@ -60,9 +60,7 @@ def floor_scene(mods: dict[str, ModuleType], folder: Path) -> tuple[Any, np.ndar
     net_cams = to_first @ truth_cams
     net_cams[:, :3, 3] *= UNITS
     net_pts = (truth_pts @ to_first[:3, :3].T + to_first[:3, 3]) * UNITS
-    photos = [folder / f"v{k}.png" for k in range(n)]
-    for photo in photos:
-        Image.new("RGB", size, (90, 120, 60)).save(photo)
+    photos = smooth_photos(folder, n, size, name="v{}.png")
     quat = rng.normal(size=(n, h, w, 4))
     quat /= np.linalg.norm(quat, axis=-1, keepdims=True)
     bundle = mods["core.bundle"].Bundle(
