@@ -20,10 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from tests.helpers.photos import smooth_photos  # noqa: E402
 
 _LOAD = """
 import resource, sys, time
@@ -42,13 +41,10 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def huge_photo(megapixels: float, folder: Path) -> Path:
-    from PIL import Image
-
     height = int(round((megapixels * 1e6 * 3 / 4) ** 0.5))
     width = int(round(height * 4 / 3))
-    small = (np.random.default_rng(0).random((height // 64, width // 64, 3)) * 255).astype(np.uint8)
-    path = folder / "huge.jpg"
-    Image.fromarray(small).resize((width, height), Image.Resampling.BILINEAR).save(path, quality=90)
+    (path,) = smooth_photos(folder, 1, (width, height), coarse=(height // 64, width // 64), name="huge.jpg",
+                            quality=90)
     return path
 
 
@@ -56,16 +52,9 @@ def decode_rows(count: int, folder: Path) -> list[str]:
     """The photo stage on `count` 12 MP JPEGs: one decoder thread against the pool, in one run."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from PIL import Image
-
     from mvdust3r_blender.engine import images
 
-    rng = np.random.default_rng(1)
-    paths = []
-    for k in range(count):
-        small = (rng.random((47, 63, 3)) * 255).astype(np.uint8)
-        paths.append(folder / f"photo_{k:02d}.jpg")
-        Image.fromarray(small).resize((4000, 3000), Image.Resampling.BILINEAR).save(paths[-1], quality=90)
+    paths = smooth_photos(folder, count, (4000, 3000), seed=1, coarse=(47, 63), name="photo_{:02d}.jpg", quality=90)
     rows = []
     for threads in (1, images.DECODE_THREADS):
         images._POOL = ThreadPoolExecutor(max_workers=threads)

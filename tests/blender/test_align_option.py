@@ -10,17 +10,9 @@ from typing import Any
 
 import bpy
 import pytest
-from PIL import Image
 from installed import PACKAGE, module
 
-
-
-def photos(folder: Path, count: int = 3) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"photo_{k}.png" for k in range(count)]
-    for k, path in enumerate(paths):
-        Image.new("RGB", (32, 24), (40 * k, 90, 160)).save(path)
-    return paths
+from tests.helpers.photos import smooth_photos
 
 
 def prefs() -> Any:
@@ -34,7 +26,7 @@ def test_the_preferences_offer_every_alignment_with_level_first(configured: Any)
 
 
 def test_the_panels_align_reaches_the_import_and_the_exports(configured: Any, tmp_path: Path) -> None:
-    shots = photos(tmp_path / "shoot")
+    shots = smooth_photos(tmp_path / "shoot", 3, size=(32, 24))
     assert bpy.ops.mvdust3r_blender.add_photos(directory=str(shots[0].parent) + os.sep,
                                                files=[{"name": p.name} for p in shots]) == {"FINISHED"}
     settings = bpy.context.scene.mvdust3r
@@ -47,7 +39,7 @@ def test_the_panels_align_reaches_the_import_and_the_exports(configured: Any, tm
 
 def test_the_api_takes_align_else_the_preference(configured: Any, tmp_path: Path) -> None:
     api_spec = module("reconstruction").api_spec
-    shots = [str(p) for p in photos(tmp_path / "shoot")]
+    shots = [str(p) for p in smooth_photos(tmp_path / "shoot", 3, size=(32, 24))]
     assert api_spec(shots).options.align == "level"
     prefs().align = "none"
     try:
@@ -65,7 +57,7 @@ def test_the_api_takes_align_else_the_preference(configured: Any, tmp_path: Path
 def test_the_command_line_takes_align_else_the_preference(configured: Any, tmp_path: Path, given: list[str],
                                                            expected: str) -> None:
     cli = module("cli")
-    shots = [str(p) for p in photos(tmp_path / "shoot")]
+    shots = [str(p) for p in smooth_photos(tmp_path / "shoot", 3, size=(32, 24))]
     args = cli.parser().parse_args(["reconstruct", *shots, "--out", str(tmp_path / "x.blend"), *given])
     spec = cli.arguments_spec(args, shots)
     assert spec.imports.align == spec.options.align == expected

@@ -9,25 +9,16 @@ from typing import Any
 
 import bpy
 import pytest
-from PIL import Image
 from installed import PACKAGE, ROOT, module
 from recording_layout import RecordingLayout
+
+from tests.helpers.photos import smooth_photos
 
 
 def draw(panel_name: str) -> RecordingLayout:
     layout = RecordingLayout()
     getattr(module("panel"), panel_name).draw(SimpleNamespace(layout=layout), bpy.context)
     return layout
-
-
-def photos(folder: Path, names: list[str]) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name in names:
-        path = folder / name
-        Image.new("RGB", (8, 6), (10, 20, 30)).save(path, format="PNG" if name.endswith(".png") else "JPEG")
-        paths.append(path)
-    return paths
 
 
 def configure_ready(golden: Path) -> None:
@@ -98,7 +89,7 @@ def test_done_state_shows_result_and_timings(ext: ModuleType, golden: Path) -> N
 
 
 def test_photo_panel_lists_photos_and_options_panel_draws_the_import_options(ext: ModuleType, tmp_path: Path) -> None:
-    paths = photos(tmp_path, ["a.png", "b.jpg"])
+    paths = smooth_photos(tmp_path, 2, name=["a.png", "b.jpg"])
     bpy.ops.mvdust3r_blender.add_photos(directory=str(tmp_path) + os.sep, files=[{"name": p.name} for p in paths])
     layout = draw("VIEW3D_PT_mvdust3r_photos")
     assert [args[0] for name, args, _ in layout.log if name == "template_list"] == ["MVDUST3R_UL_photos"]
@@ -121,7 +112,7 @@ def test_photo_panel_lists_photos_and_options_panel_draws_the_import_options(ext
 
 
 def test_add_photos_from_files_and_folders_skips_duplicates_and_non_images(ext: ModuleType, tmp_path: Path) -> None:
-    paths = photos(tmp_path / "shoot", ["c.png", "a.jpg", "b.png"])
+    paths = smooth_photos(tmp_path / "shoot", 3, name=["c.png", "a.jpg", "b.png"])
     (tmp_path / "shoot" / "notes.txt").write_text("not a photo")
     settings = bpy.context.scene.mvdust3r
     folder = str(tmp_path / "shoot") + os.sep
@@ -138,7 +129,7 @@ def test_add_photos_from_files_and_folders_skips_duplicates_and_non_images(ext: 
 
 
 def test_remove_and_clear_photos(ext: ModuleType, tmp_path: Path) -> None:
-    paths = photos(tmp_path, ["a.png", "b.png", "c.png"])
+    paths = smooth_photos(tmp_path, 3, name=["a.png", "b.png", "c.png"])
     bpy.ops.mvdust3r_blender.add_photos(directory=str(tmp_path) + os.sep, files=[{"name": p.name} for p in paths])
     settings = bpy.context.scene.mvdust3r
     settings.photo_index = 1
@@ -159,7 +150,7 @@ def test_file_handler_adds_dropped_photos(ext: ModuleType, tmp_path: Path) -> No
     assert handler.bl_import_operator == "mvdust3r_blender.add_photos"
     assert {".jpg", ".png"} <= set(handler.bl_file_extensions.split(";"))
     assert not handler.poll_drop(bpy.context)  # no 3D viewport under the cursor here
-    paths = photos(tmp_path, ["x.png", "y.png"])
+    paths = smooth_photos(tmp_path, 2, name=["x.png", "y.png"])
     # what Blender does on a drop: invoke the import operator with directory + files filled in
     assert bpy.ops.mvdust3r_blender.add_photos("INVOKE_DEFAULT", directory=str(tmp_path) + os.sep,
                                                files=[{"name": p.name} for p in paths]) == {"FINISHED"}
@@ -174,7 +165,7 @@ def test_photo_list_edits_are_undoable_operators(ext: ModuleType) -> None:
 def test_a_failed_runs_message_goes_when_the_photo_list_changes(ext: ModuleType, tmp_path: Path) -> None:
     state = bpy.context.window_manager.mvdust3r_run
     state.state, state.message, state.hint = "FAILED", "1 photo in the list", "add at least 2 photos"
-    paths = photos(tmp_path, ["a.png", "b.png"])
+    paths = smooth_photos(tmp_path, 2, name=["a.png", "b.png"])
     bpy.ops.mvdust3r_blender.add_photos(directory=str(tmp_path) + os.sep, files=[{"name": p.name} for p in paths])
     assert (state.state, state.message, state.hint) == ("IDLE", "", "")
     assert not any("1 photo in the list" in t for t in draw("VIEW3D_PT_mvdust3r_run").labels())

@@ -19,9 +19,10 @@ from typing import Any, Callable
 import bpy
 import numpy as np
 import pytest
-from PIL import Image
 
 from tests.helpers.blender_queries import project
+from tests.helpers.cameras import Z_UP_WORLD, look_at
+from tests.helpers.photos import smooth_photos
 from recording_layout import RecordingLayout
 
 UNITS = 0.37          # network units per metre
@@ -36,16 +37,6 @@ def mods(ext: ModuleType) -> dict[str, ModuleType]:
                          "importers.gaussians", "importers.nodes")}
 
 
-def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
-    z = (target - eye) / np.linalg.norm(target - eye)
-    x = np.cross(z, [0.0, 0.0, 1.0])
-    x /= np.linalg.norm(x)
-    c2w = np.eye(4)
-    c2w[:3, :3] = np.stack([x, np.cross(z, x), z], 1)
-    c2w[:3, 3] = eye
-    return c2w
-
-
 def floor_scene(mods: dict[str, ModuleType], folder: Path) -> tuple[Any, np.ndarray, np.ndarray]:
     """(bundle in camera 0's frame and network units, truth cameras [N,4,4] OpenCV, truth points [N,h,w,3]) in metres."""
     h, w = GRID
@@ -58,7 +49,7 @@ def floor_scene(mods: dict[str, ModuleType], folder: Path) -> tuple[Any, np.ndar
         elevation = math.radians(20 + 4 * k)
         eye = 3.0 * np.array([math.cos(azimuth) * math.cos(elevation), math.sin(azimuth) * math.cos(elevation),
                               math.sin(elevation)])
-        c2w = look_at(eye, np.zeros(3))
+        c2w = look_at(eye, np.zeros(3), Z_UP_WORLD)
         u, v = np.meshgrid(8 + (np.arange(w) + 0.5) * 3.0, (np.arange(h) + 0.5) * 4.0)
         rays = np.stack([(u - size[0] / 2) / focal, (v - size[1] / 2) / focal, np.ones_like(u)], -1) @ c2w[:3, :3].T
         depth = -eye[2] / rays[..., 2]                           # every ray hits the floor z = 0
@@ -69,9 +60,7 @@ def floor_scene(mods: dict[str, ModuleType], folder: Path) -> tuple[Any, np.ndar
     net_cams = to_first @ truth_cams
     net_cams[:, :3, 3] *= UNITS
     net_pts = (truth_pts @ to_first[:3, :3].T + to_first[:3, 3]) * UNITS
-    photos = [folder / f"v{k}.png" for k in range(n)]
-    for photo in photos:
-        Image.new("RGB", size, (90, 120, 60)).save(photo)
+    photos = smooth_photos(folder, n, size, name="v{}.png")
     quat = rng.normal(size=(n, h, w, 4))
     quat /= np.linalg.norm(quat, axis=-1, keepdims=True)
     bundle = mods["core.bundle"].Bundle(

@@ -12,24 +12,15 @@ from types import ModuleType
 from typing import Any
 
 import bpy
-import numpy as np
 import pytest
-from PIL import Image
 from installed import PACKAGE, module, worker_python
 
+from tests.helpers.photos import smooth_photos
 
-def make_photos(folder: Path, count: int = 3, size: tuple[int, int] = (96, 64)) -> list[Path]:
-    """Smooth, slightly shifted colour gradients: like photos of one scene, and cheap."""
-    folder.mkdir(parents=True, exist_ok=True)
-    w, h = size
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    paths = []
-    for k in range(count):
-        rgb = np.stack([(x + 4 * k) / w, y / h, 0.5 + 0.5 * np.sin((x + y + 3 * k) / 9)], -1)
-        path = folder / f"photo_{k:02d}.png"
-        Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8)).save(path)
-        paths.append(path)
-    return paths
+
+def make_photos(folder: Path, count: int = 3) -> list[Path]:
+    """The Blender runs' photos, named as their messages are checked: photo_00.png, photo_01.png, …"""
+    return smooth_photos(folder, count, size=(96, 64), name="photo_{:02d}.png")
 
 
 def add(paths: list[Path]) -> None:

@@ -17,21 +17,7 @@ from mvdust3r_blender.core.bundle import Bundle
 from mvdust3r_blender.core.confidence import ConfidenceCut
 from mvdust3r_blender.core.exports import export
 from mvdust3r_blender.core.conventions import world_axes
-
-
-def look_at(eye: np.ndarray, target: np.ndarray, roll_deg: float = 0.0) -> np.ndarray:
-    """OpenCV cam2world [4,4] in a Z-up world: looking from `eye` at `target`, rolled about its axis."""
-    z = target - eye
-    z = z / np.linalg.norm(z)
-    x = np.cross(z, [0.0, 0.0, 1.0])
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    r = math.radians(roll_deg)
-    x, y = math.cos(r) * x + math.sin(r) * y, -math.sin(r) * x + math.cos(r) * y
-    c2w = np.eye(4)
-    c2w[:3, :3] = np.stack([x, y, z], 1)
-    c2w[:3, 3] = eye
-    return c2w
+from tests.helpers.cameras import Z_UP_WORLD, look_at
 
 
 def in_first_camera(c2w: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -68,7 +54,7 @@ def turntable(rng: np.random.Generator, roll: float = 2.0) -> tuple[np.ndarray, 
         a = math.radians(azimuth)
         eye = target + 3.5 * np.array([math.cos(a) * math.cos(elevation), math.sin(a) * math.cos(elevation),
                                        math.sin(elevation)])
-        cams.append(look_at(eye, target, rng.uniform(-roll, roll)))
+        cams.append(look_at(eye, target, Z_UP_WORLD, math.radians(rng.uniform(-roll, roll))))
     table = plane((-0.5, 1.1), (-1.0, 0.6), 0.75, 4000, rng)
     floor = plane((-4, 4), (-4, 4), 0.0, 6000, rng)
     floor = floor[np.hypot(floor[:, 0] - 0.3, floor[:, 1] + 0.2) > 1.2]
@@ -93,8 +79,9 @@ def test_a_ring_lands_upright_on_its_table_under_the_point_it_looks_at(rng):
 def test_a_room_scan_looking_down_finds_the_floor_and_ignores_a_camera_held_sideways(rng):
     cams = [look_at(np.array([rng.uniform(-2, 2), rng.uniform(-1.5, 1.5), 1.6]),
                     np.array([4 * math.cos(a), 3 * math.sin(a), 1.6 - 4 * math.tan(math.radians(rng.uniform(10, 25)))]),
-                    rng.uniform(-3, 3)) for a in np.linspace(0, 2 * math.pi, 10, endpoint=False)]
-    cams[3] = look_at(cams[3][:3, 3], np.array([0.0, 0.0, 0.5]), 90.0)     # an outlier
+                    Z_UP_WORLD, math.radians(rng.uniform(-3, 3)))
+            for a in np.linspace(0, 2 * math.pi, 10, endpoint=False)]
+    cams[3] = look_at(cams[3][:3, 3], np.array([0.0, 0.0, 0.5]), Z_UP_WORLD, math.radians(90))     # an outlier
     walls = np.concatenate([np.stack([np.full(3000, s * 4.5), rng.uniform(-3.5, 3.5, 3000), rng.uniform(0, 3, 3000)], 1)
                             for s in (-1, 1)] + [np.stack([rng.uniform(-4.5, 4.5, 3000), np.full(3000, s * 3.5),
                                                            rng.uniform(0, 3, 3000)], 1) for s in (-1, 1)])
@@ -111,7 +98,7 @@ def test_a_room_scan_looking_down_finds_the_floor_and_ignores_a_camera_held_side
 def test_a_strip_with_a_steep_pitch_is_levelled_by_the_floor(rng):
     """Every x-axis is the same: the cameras fix up only up to a turn about it, their −y is 55° off."""
     cams = np.stack([look_at(np.array([x, 0.0, 1.6]), np.array([x, 1.6 / math.tan(math.radians(55)), 0.0]),
-                             rng.uniform(-1, 1)) for x in np.linspace(-2, 2, 6)])
+                             Z_UP_WORLD, math.radians(rng.uniform(-1, 1))) for x in np.linspace(-2, 2, 6)])
     points = np.concatenate([plane((-3, 3), (0, 3), 0.0, 8000, rng),
                              np.stack([rng.uniform(-3, 3, 2000), np.full(2000, 3.0), rng.uniform(0, 2, 2000)], 1)])
     bundle_cams, pts, to_bundle = in_first_camera(cams, points)
@@ -129,7 +116,7 @@ def test_without_evidence_it_falls_back_to_the_first_camera_rule(rng, case):
     if case == "one camera":
         c2w = c2w[:1]
     elif case == "all rolled 90°":
-        c2w = np.stack([look_at(c[:3, 3], np.array([0.3, -0.2, 0.9]), 90.0) for c in c2w])
+        c2w = np.stack([look_at(c[:3, 3], np.array([0.3, -0.2, 0.9]), Z_UP_WORLD, math.radians(90)) for c in c2w])
     else:
         failed = list(range(1, len(c2w)))
     cams, pts, _ = in_first_camera(c2w, points)

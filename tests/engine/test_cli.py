@@ -6,13 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from mvdust3r_blender.core.bundle import read_bundle
 from mvdust3r_blender.engine.__main__ import main
 from mvdust3r_blender.engine.devices import available_devices
+from tests.helpers.photos import noise_photos
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,14 +31,7 @@ def _cli(*args, cwd):
 
 
 def _photos(folder: Path, sizes, seed=0, suffix=".png"):
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for k, (w, h) in enumerate(sizes):
-        path = folder / f"vue {k} é{suffix}"
-        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(path)
-        paths.append(path)
-    return paths
+    return noise_photos(folder, sizes, seed, name="vue {} é" + suffix)
 
 
 def test_photos_folder_to_bundle_and_every_export(golden, tmp_path):

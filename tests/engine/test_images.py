@@ -14,6 +14,7 @@ from mvdust3r_blender.engine import images
 from mvdust3r_blender.engine.errors import Cancelled
 from mvdust3r_blender.engine.images import (collect_photo_paths, load_photo, load_photos, network_input,
                                             plan_resize, start_loading)
+from tests.helpers.photos import flat_photos
 
 
 def _gradient(width, height):
@@ -199,10 +200,8 @@ def test_huge_rotated_jpeg_keeps_orientation_and_geometry(tmp_path):
 
 def test_photos_come_back_in_order_from_the_decoder_threads(tmp_path):
     """Many photos of different sizes decode on several threads; the results keep the given order."""
-    paths = []
-    for k in range(12):
-        paths.append(tmp_path / f"{k:02d}.png")
-        Image.new("RGB", (40 + 13 * k, 30 + 7 * k), (10 * k, 0, 255 - 10 * k)).save(paths[-1])
+    paths = flat_photos(tmp_path, [(40 + 13 * k, 30 + 7 * k) for k in range(12)],
+                        [(10 * k, 0, 255 - 10 * k) for k in range(12)], name="{:02d}.png")
     photos = load_photos(paths, (16, 16))
     assert [p.path for p in photos] == [str(p) for p in paths]
     assert [int(p.image[0, 0, 0]) for p in photos] == [10 * k for k in range(12)]

@@ -10,7 +10,6 @@ import threading
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from mvdust3r_blender.core.bundle import read_bundle, write_bundle
 from mvdust3r_blender.engine.checkpoint import load_model
@@ -21,6 +20,7 @@ from training.metrics import camera_metrics, point_metrics
 from mvdust3r_blender.core.errors import OptionError
 from mvdust3r_blender.core.options import ReconstructOptions
 from mvdust3r_blender.engine.pipeline import reconstruct
+from tests.helpers.photos import noise_photos
 from tests.helpers.synthetic_scenes import SceneNetwork, make_scene, write_index_photos
 
 SIZES = [(96, 72), (64, 64), (50, 90), (120, 80), (70, 70)]
@@ -34,18 +34,19 @@ FOCALS = [0.9 * max(s) for s in SIZES]   # photo pixels: every size is its own c
 @pytest.fixture
 def scene_photos(tmp_path):
     photos = write_index_photos(tmp_path / "photos", SIZES)
-    scene = make_scene(len(SIZES), 32, 32, seed=11, noise=0.001, grid_K=_grid_K(photos))
+    scene = make_scene(len(SIZES), 32, 32, seed=11, noise=0.001, grid_K=_grid_K(photos, SIZES, FOCALS))
     return scene, photos
 
 
-def _grid_K(photos):
-    """Each photo's camera (focal FOCALS[k], principal point at the photo centre) on its 32×32 grid:
-    grid index j is photo x = x0 + j·sx (the network's integer-coordinate convention)."""
+def _grid_K(photos, sizes, focals):
+    """Each photo's camera (of its (W, H) in `sizes` with focal `focals[k]` in photo pixels, principal point
+    at the photo centre) on its 32×32 grid: grid index j is photo x = x0 + j·sx (the network's
+    integer-coordinate convention)."""
     K = np.zeros((len(photos), 3, 3))
     for k, path in enumerate(photos):
         x0, y0, x1, y1 = load_photo(path, (32, 32)).crop_box
         sx, sy = (x1 - x0) / 32, (y1 - y0) / 32
-        K[k] = [[FOCALS[k] / sx, 0, (SIZES[k][0] / 2 - x0) / sx], [0, FOCALS[k] / sy, (SIZES[k][1] / 2 - y0) / sy],
+        K[k] = [[focals[k] / sx, 0, (sizes[k][0] / 2 - x0) / sx], [0, focals[k] / sy, (sizes[k][1] / 2 - y0) / sy],
                 [0, 0, 1]]
     return K
 
@@ -180,12 +181,7 @@ def test_real_golden_networks_end_to_end(golden, tmp_path, name):
     network's own output for the reordered input."""
     torch.set_num_threads(2)
     model = load_model(golden / f"{name}_reduced_ckpt.pth", cache_dir=tmp_path / "cache")
-    rng = np.random.default_rng(0)
-    photos = []
-    for k, (w, h) in enumerate([(96, 72), (64, 64), (50, 90), (120, 80), (70, 70)]):
-        path = tmp_path / f"photo {k}.png"
-        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(path)
-        photos.append(path)
+    photos = noise_photos(tmp_path, [(96, 72), (64, 64), (50, 90), (120, 80), (70, 70)], name="photo {}.png")
     b = reconstruct(photos, model, ReconstructOptions(reference_view=2, precision="exact"))
     b.validate()
     assert b.meta["precision"] == {"precision": "exact", "weights": "float32", "compute": "fp32", "tf32": False,
@@ -207,11 +203,7 @@ def test_cancel_takes_effect_inside_the_network_pass(golden, tmp_path):
     a cancel must not wait for its end. It takes effect at the next block, before the heads run."""
     torch.set_num_threads(2)
     model = load_model(golden / "mvdp_reduced_ckpt.pth", cache_dir=tmp_path / "cache")
-    rng = np.random.default_rng(1)
-    photos = []
-    for k in range(4):
-        photos.append(tmp_path / f"p{k}.png")
-        Image.fromarray((rng.random((48, 48, 3)) * 255).astype(np.uint8)).save(photos[-1])
+    photos = noise_photos(tmp_path, [(48, 48)] * 4, seed=1, name="p{}.png")
     stop = threading.Event()
     fractions: list[float] = []
 
@@ -233,13 +225,7 @@ def test_a_given_focal_is_kept_and_only_poses_are_solved(tmp_path, given_mm):
     true_mm = 28.0
     photos = write_index_photos(tmp_path / "photos", sizes)
     focals = [true_mm * np.hypot(*s) / np.hypot(36, 24) for s in sizes]
-    K = np.zeros((len(sizes), 3, 3))
-    for k, path in enumerate(photos):
-        x0, y0, x1, y1 = load_photo(path, (32, 32)).crop_box
-        sx, sy = (x1 - x0) / 32, (y1 - y0) / 32
-        K[k] = [[focals[k] / sx, 0, (sizes[k][0] / 2 - x0) / sx], [0, focals[k] / sy, (sizes[k][1] / 2 - y0) / sy],
-                [0, 0, 1]]
-    scene = make_scene(len(sizes), 32, 32, seed=12, grid_K=K)
+    scene = make_scene(len(sizes), 32, 32, seed=12, grid_K=_grid_K(photos, sizes, focals))
     bundle = reconstruct(photos, SceneNetwork(scene, MVD), ReconstructOptions(gaussians=False, focal=f"{given_mm}"))
     expected = [given_mm * np.hypot(*s) / np.hypot(36, 24) for s in sizes]
     np.testing.assert_allclose(bundle.meta["focal_px"], expected, rtol=1e-6)

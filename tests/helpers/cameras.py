@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import numpy as np
 
+Z_UP_WORLD = np.array([0.0, 0.0, -1.0])
+"""`look_at`'s `up` for an upright picture in a Z-up world (Blender's): image y runs down the picture."""
+
 
 def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, -1.0, 0.0]),
             roll: float = 0.0) -> np.ndarray:
     """OpenCV cam2world [4,4] for a camera at `eye` looking at `target`, its image's x axis along
-    ``up × forward`` (the default `up`, world −y, makes image y point roughly down the world's y),
-    then turned by `roll` radians about its axis."""
+    ``up × forward``, so image y (OpenCV's down the picture) leans toward `up`: the default toward
+    world −y, :data:`Z_UP_WORLD` toward −Z (upright in a Z-up world); then turned by `roll` radians
+    about its axis."""
     z = target - eye
     z = z / np.linalg.norm(z)
     x = np.cross(up, z)

@@ -12,11 +12,11 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-from PIL import Image
 
 from mvdust3r_blender.engine.config import ModelConfig
 from mvdust3r_blender.engine.prediction import Prediction
 from tests.helpers.cameras import look_at
+from tests.helpers.photos import flat_photos
 
 
 @dataclass
@@ -67,13 +67,7 @@ def make_scene(n: int, h: int, w: int, focal: float = 40.0, seed: int = 0, noise
 
 def write_index_photos(folder: Path, sizes: list[tuple[int, int]], names: Optional[list[str]] = None) -> list[Path]:
     """Photos of the given (W,H) sizes whose red channel encodes their index k as 20k+10 (flat colour)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for k, (width, height) in enumerate(sizes):
-        path = folder / (names[k] if names else f"photo_{k:02d}.png")
-        Image.new("RGB", (width, height), (20 * k + 10, 128, 90)).save(path)
-        paths.append(path)
-    return paths
+    return flat_photos(folder, sizes, [(20 * k + 10, 128, 90) for k in range(len(sizes))], names or "photo_{:02d}.png")
 
 
 class SceneNetwork:
