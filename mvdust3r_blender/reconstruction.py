@@ -31,7 +31,7 @@ from . import run, session
 from .client.remote import RemoteTarget
 from .core.alignment import Alignment
 from .core.atomic import check_output, unwritable, write_failure
-from .core.bundle import Bundle, read_bundle
+from .core.bundle import Bundle, BundleError, read_bundle
 from .core.confidence import DEFAULT_DROP_PERCENT, make_cut
 from .core.exports import export as export_bundle
 from .core.exports import parse_formats
@@ -40,6 +40,7 @@ from .core.photos import skipped_message, unsupported_photos
 from .core.protocol.events import Event, ProgressEvent, ResultEvent
 from .import_options import ImportOptions
 from .importers.placement import standing
+from .importers.result import Reconstruction
 from .importers.scene import ImportResult, bundle_warning_lines, import_bundle
 from .session import SESSION, Exports, PathLike, PhotoSource, RunError, RunSpec, WorkerSettings
 
@@ -187,23 +188,31 @@ def run_spec(spec: RunSpec, *, scene: Optional[bpy.types.Scene] = None, output: 
     return result
 
 
-def export(result_or_bundle: Union[Result, Bundle, PathLike], formats: Sequence[str], out_dir: PathLike, *,
-           confidence_drop_percent: Optional[float] = None, min_confidence: Optional[float] = None,
+def export(result_or_bundle: Union[Result, ImportResult, Bundle, PathLike], formats: Sequence[str], out_dir: PathLike,
+           *, confidence_drop_percent: Optional[float] = None, min_confidence: Optional[float] = None,
            align: Optional[str] = None) -> dict[str, Path]:
-    """Write a reconstruction (a :class:`Result`, a :class:`~.core.bundle.Bundle` or a bundle path) in
-    `formats` (``ply``, ``gaussians``, ``splat``, ``colmap``, ``glb``) into `out_dir`; {format: path written}.
+    """Write a reconstruction (a :class:`Result`, what :func:`~.api.import_bundle` returned, a
+    :class:`~.core.bundle.Bundle` or a bundle path) in `formats` (``ply``, ``gaussians``, ``splat``,
+    ``colmap``, ``glb``) into `out_dir`; {format: path written}.
     Points below the cut are left out: `min_confidence` (absolute), else `confidence_drop_percent`
-    (default: the least-confident 3 %). `align`: ``level`` (the default, as for a run's exports)
-    writes them in the frame a level import lands in (the bundle's ``meta["alignment"]``); ``none``
-    and ``first_camera`` in the bundle's own world. Without `align`, an imported :class:`Result`
-    is written as it stands in the scene (levelled or scaled since by the Placement operators).
+    (default for a bundle: the least-confident 3 %). `align`: ``level`` (the default for a bundle, as for a run's
+    exports) writes them in the frame a level import lands in (the bundle's ``meta["alignment"]``);
+    ``none`` and ``first_camera`` in the bundle's own world. Without `align`, an import is written as
+    it stands in the scene (as imported, or levelled and scaled since by the Placement operators),
+    and without a cut, with the points it shows now (the Result panel's cut).
     Raises the core's ``ExportError`` naming the format or file at fault."""
     cut = make_cut(confidence_drop_percent, min_confidence)
     standing_as: Optional[Alignment] = None
-    if isinstance(result_or_bundle, Result):
+    if isinstance(result_or_bundle, (Result, ImportResult)):
+        if result_or_bundle.bundle_path is None:
+            raise BundleError(f"'{result_or_bundle.collection.name}' was imported from data, not a bundle file",
+                              "export the Bundle object that was imported")
         bundle = read_bundle(result_or_bundle.bundle_path)
-        collection = result_or_bundle.collection
-        standing_as = standing(collection) if align is None and collection is not None else None
+        shown = Reconstruction.of(result_or_bundle.collection) if result_or_bundle.collection is not None else None
+        if shown is not None:
+            standing_as = standing(shown.collection) if align is None else None
+            if confidence_drop_percent is None and min_confidence is None:
+                cut = shown.cut  # the points shown now, as the Result panel's Export… writes them
     elif isinstance(result_or_bundle, Bundle):
         bundle = result_or_bundle
     else:

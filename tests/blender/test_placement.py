@@ -33,7 +33,8 @@ METRIC = 1e-3         # the scale operators' bound: 0.1 %
 @pytest.fixture
 def mods(ext: ModuleType) -> dict[str, ModuleType]:
     return {name: importlib.import_module(f"{ext.__name__}.{name}")
-            for name in ("api", "panel", "core.bundle", "importers.placement", "importers.points",
+            for name in ("api", "panel", "core.bundle", "core.conventions", "core.exports.ply", "importers.placement",
+                         "importers.points",
                          "importers.gaussians", "importers.nodes")}
 
 
@@ -186,6 +187,35 @@ def test_scaling_to_what_is_known_gives_the_metric_truth(mods, known, tmp_path):
     np.testing.assert_allclose(seen_after[:, :2], seen_before[:, :2], rtol=1e-4, atol=1e-3)
     recorded = json.loads(result.collection[mods["importers.placement"].ALIGNMENT_PROPERTY])
     assert np.cbrt(np.linalg.det(np.array(recorded["matrix"])[:3, :3])) == pytest.approx(factor, rel=METRIC)
+
+
+def test_export_writes_the_import_as_it_stands_levelled_and_to_scale(mods, tmp_path):
+    """Export… after Level & Ground and a scale writes the metric truth: the files carry the placement
+    the artist gave the import (in the exports' axes), not the bundle's network units."""
+    bundle, truth_cams, truth_pts = floor_scene(mods, tmp_path)
+    path = tmp_path / "scene.npz"
+    mods["core.bundle"].write_bundle(bundle, path)
+    result = imported(mods, path)
+    assert bpy.ops.mvdust3r_blender.level_ground() == {"FINISHED"}
+    truth = truth_pts.reshape(-1, 3)
+    bpy.context.scene.mvdust3r.known_size = float(np.ptp(truth, axis=0).max())
+    assert bpy.ops.mvdust3r_blender.scale_size() == {"FINISHED"}
+    out = tmp_path / "exports"
+    assert bpy.ops.mvdust3r_blender.export_result(directory=str(out), formats={"ply"}) == {"FINISHED"}
+    header, body = (out / "points.ply").read_bytes().split(b"end_header\n", 1)
+    assert f"element vertex {len(truth)}\n".encode() in header
+    written = np.frombuffer(body, dtype=mods["core.exports.ply"].POINTS_DTYPE)
+    exported = np.stack([written["x"], written["y"], written["z"]], -1).astype(np.float64)
+    to_exports = np.linalg.inv(mods["core.conventions"].world_axes("Z_UP"))[:3, :3]  # Blender Z-up → the exports' axes
+    size = float(np.linalg.norm(np.ptp(truth, axis=0)))
+    assert np.abs(exported - truth @ to_exports.T).max() < METRIC * size
+    # api.export of the same import agrees; asking for the bundle's own level frame leaves the scale out
+    again = mods["api"].export(result, ["ply"], tmp_path / "api")
+    assert (again["ply"]).read_bytes() == (out / "points.ply").read_bytes()
+    level = mods["api"].export(result, ["ply"], tmp_path / "level", align="level")
+    spread = np.frombuffer(level["ply"].read_bytes().split(b"end_header\n", 1)[1],
+                           dtype=mods["core.exports.ply"].POINTS_DTYPE)
+    assert np.ptp(spread["x"]) == pytest.approx(np.ptp(written["x"]) * UNITS, rel=1e-3)
 
 
 def test_a_distance_needs_two_picked_points(mods, tmp_path):
