@@ -15,7 +15,9 @@ import bpy
 import pytest
 from installed import PACKAGE, module
 from recording_layout import RecordingLayout
-from test_panel import configure_ready, photos
+from test_panel import configure_ready
+
+from tests.helpers.photos import flat_photos
 
 LAYOUTS = Path(__file__).parent / "layouts"
 PANELS = ("VIEW3D_PT_mvdust3r_photos", "VIEW3D_PT_mvdust3r_options", "VIEW3D_PT_mvdust3r_run",
@@ -67,7 +69,7 @@ def _empty(ext: ModuleType, golden: Path, tmp: Path, make_bundle: Callable[..., 
 
 def _ready(ext: ModuleType, golden: Path, tmp: Path, make_bundle: Callable[..., Any]) -> None:
     configure_ready(golden)
-    paths = photos(tmp / "shoot", ["a.png", "b.png", "c.png", "d.png"])
+    paths = flat_photos(tmp / "shoot", [(8, 6)] * 4, [(10, 20, 30)] * 4, name=["a.png", "b.png", "c.png", "d.png"])
     bpy.ops.mvdust3r_blender.add_photos(directory=str(tmp / "shoot") + os.sep, files=[{"name": p.name} for p in paths])
 
 
