@@ -6,6 +6,7 @@ driver leaves no actor running, and a client without the token is refused."""
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import struct
 import time
@@ -23,7 +24,7 @@ from mvdust3r_blender.core.protocol.wire import encode
 from mvdust3r_blender.client.worker_client import WorkerClient
 from mvdust3r_blender.engine.jobs import MAX_FILE_BYTES
 from tests.helpers.photos import smooth_photos
-from test_worker import PYTHON, TIMEOUT
+from test_worker import PYTHON, TIMEOUT, _virtual_memory
 
 
 def scene(root: Path, name: str, seed: int, views: int = 4) -> FarmScene:
@@ -196,6 +197,50 @@ def test_a_scene_over_its_timeout_fails_alone_and_its_actor_is_replaced(ray_farm
     for i in range(4):
         read_bundle(tmp_path / "out" / f"scene{i}.npz")
     assert gone_soon(set(ran_on.values()))  # nothing of the batch left running
+
+
+def test_an_actor_out_of_memory_costs_a_retry_elsewhere(ray_farm: Any, golden: Path, tmp_path: Path) -> None:
+    """Real memory exhaustion, as in test_worker's: the first actor to get scenes is stopped (SIGSTOP)
+    as its first scene is sent (12 small photos: it computes for a few tenths of a second, against the
+    milliseconds this process takes to react), its address space capped 320 MiB above its size
+    (prlimit from outside; a small scene and the decoder threads fit), and let go once the other actor
+    has scenes. Its second scene has a 9000² photo (243 MB per copy, decoded and copied twice): memory
+    runs out, the actor answers and the scene is tried again on the other actor, where it lands."""
+    photos = [str(p) for p in smooth_photos(tmp_path / "photos" / "oom", 3, seed=7)]
+    photos += slow_photos(tmp_path / "photos" / "oom_big", views=1, side=9000)
+    oom = FarmScene("oom", encode(ReconstructRequest(id="oom", photos=photos, device="cpu",
+                                                     output=str(tmp_path / "out" / "oom.npz"))))
+    small = [scene(tmp_path, f"scene{i}", seed=i, views=12 if i == 0 else 4) for i in range(4)]
+    capped: dict[str, int] = {}  # actor -> pid
+    stopped: list[int] = []
+
+    def squeeze(event: FarmEvent, client: FarmClient) -> None:
+        if event.kind != "started":
+            return
+        pid = int(event.detail["pid"])
+        if not capped:
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+            cap = _virtual_memory(pid) + (320 << 20)
+            resource.prlimit(pid, resource.RLIMIT_AS, (cap, cap))
+            capped[event.actor] = pid
+        elif event.actor not in capped and stopped:
+            os.kill(stopped.pop(), signal.SIGCONT)
+
+    try:
+        events = run(ray_farm, [small[0], oom, *small[1:]], golden, on_event=squeeze)
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+    (first,) = capped
+    retried, done = kinds(events, "retry"), kinds(events, "done")
+    assert list(retried) == ["oom"] and not kinds(events, "failed"), events
+    assert retried["oom"].actor == first and "ran out of memory" in retried["oom"].message, retried["oom"]
+    assert sorted(done) == ["oom", *(f"scene{i}" for i in range(4))]
+    assert done["oom"].attempt == 2 and done["oom"].actor != first
+    assert done["scene0"].actor == first  # a small scene fitted under the cap
+    assert len({e.actor for e in events if e.kind == "started"}) == 2  # running out of memory cost no actor
+    assert read_bundle(tmp_path / "out" / "oom.npz").pts3d.shape[0] == 4
 
 
 def test_an_interrupted_driver_leaves_no_actor_running(ray_farm: Any, golden: Path, tmp_path: Path) -> None:
