@@ -20,6 +20,11 @@ from ..core.farm import FarmError
 from .farm_actor import gpu_memory
 
 CONNECT_TIMEOUT_S = 60.0
+GCS_ATTEMPTS = 5
+"""How often ``ray.init`` asks the head for the cluster's id, a second apart, before it gives up
+(Ray's ``RAY_NUM_REDIS_GET_RETRIES``, 20 by default, set unless the environment sets it): Ray asks
+again even when the head refused the token, so its default keeps a user with a wrong token
+waiting 20 s; the head is already known to answer (:func:`_reachable`)."""
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -42,6 +47,7 @@ def stage_engine(parent: Path) -> Path:
 def connect(address: str, staging: Path) -> Any:
     """``ray.init`` to an existing cluster (never a new one) with the engine as runtime environment;
     a refused token or an unreachable head becomes a :class:`FarmError` that says which."""
+    os.environ.setdefault("RAY_NUM_REDIS_GET_RETRIES", str(GCS_ATTEMPTS))  # read when ray is imported
     try:
         import ray
     except ImportError:
