@@ -202,7 +202,7 @@ def test_a_scene_over_its_timeout_fails_alone_and_its_actor_is_replaced(ray_farm
 
 def test_an_actor_out_of_memory_costs_a_retry_elsewhere(ray_farm: Any, golden: Path, tmp_path: Path) -> None:
     """Real memory exhaustion, as in test_worker's: the first actor to get scenes is stopped (SIGSTOP)
-    as its first scene is sent (12 small photos: about a second of work on the actor, measured, against
+    as its first scene is sent (24 small photos: twice the 12 measured at about a second of work on the actor, against
     the milliseconds this process takes to react), its address space capped 320 MiB above its size
     (prlimit from outside; a small scene and the decoder threads fit), and let go once the other actor
     has scenes. Its second scene has a 9000² photo (243 MB per copy, decoded and copied twice): memory
@@ -211,7 +211,7 @@ def test_an_actor_out_of_memory_costs_a_retry_elsewhere(ray_farm: Any, golden: P
     photos += slow_photos(tmp_path / "photos" / "oom_big", views=1, side=9000)
     oom = FarmScene("oom", encode(ReconstructRequest(id="oom", photos=photos, device="cpu",
                                                      output=str(tmp_path / "out" / "oom.npz"))))
-    small = [scene(tmp_path, f"scene{i}", seed=i, views=12 if i == 0 else 4) for i in range(4)]
+    small = [scene(tmp_path, f"scene{i}", seed=i, views=24 if i == 0 else 4) for i in range(4)]
     capped: dict[str, int] = {}  # actor -> pid
     stopped: list[int] = []
 
