@@ -28,16 +28,10 @@ SIZE = (480, 360)
 
 
 def emission(name: str, colour: tuple[float, float, float]) -> bpy.types.Material:
-    material = bpy.data.materials.new(name)
-    if bpy.app.version < (5, 0, 0):
-        material.use_nodes = True
-    tree = material.node_tree
-    assert tree is not None
-    tree.nodes.clear()
-    light = tree.nodes.new("ShaderNodeEmission")
-    light.inputs["Color"].default_value = (*colour, 1.0)  # type: ignore[attr-defined]
-    output = tree.nodes.new("ShaderNodeOutputMaterial")
-    tree.links.new(light.outputs["Emission"], output.inputs["Surface"])
+    material, nodes, links = sys.modules[f"{PACKAGE}.importers.nodes"].new_node_material(name)
+    light = nodes.new("ShaderNodeEmission")
+    light.inputs["Color"].default_value = (*colour, 1.0)
+    links.new(light.outputs["Emission"], nodes["Material Output"].inputs["Surface"])
     return material
 
 

@@ -143,12 +143,4 @@ class MVDUST3R_BLENDER_OT_scale_size(_ScaleOperator, bpy.types.Operator):
 CLASSES = (MVDUST3R_BLENDER_OT_level_ground, MVDUST3R_BLENDER_OT_scale_distance,
            MVDUST3R_BLENDER_OT_scale_camera_height, MVDUST3R_BLENDER_OT_scale_size)
 
-
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)  # type: ignore[func-returns-value,misc]  # the stubs say None

@@ -6,7 +6,7 @@ errors a user can cause (a bad file, a bad option) are reported and cancel with 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import bpy
 from bpy_extras.io_utils import ImportHelper
@@ -59,17 +59,21 @@ class IMPORT_SCENE_OT_mvdust3r_bundle(bpy.types.Operator, ImportHelper, ImportSe
         return {"FINISHED"}
 
 
-class MVDUST3R_FH_bundle(bpy.types.FileHandler):
+class _DropOnViewport:
+    """A file handler that takes files dropped onto the 3D viewport."""
+
+    @classmethod
+    def poll_drop(cls, context: bpy.types.Context) -> bool:
+        return context.area is not None and context.area.type == "VIEW_3D"
+
+
+class MVDUST3R_FH_bundle(_DropOnViewport, bpy.types.FileHandler):
     """Drop a reconstruction bundle (.npz) onto the 3D viewport to import it."""
 
     bl_idname = "MVDUST3R_FH_bundle"
     bl_label = "MV-DUSt3R Reconstruction"
     bl_import_operator = "import_scene.mvdust3r_bundle"
     bl_file_extensions = ".npz"
-
-    @classmethod
-    def poll_drop(cls, context: bpy.types.Context) -> bool:
-        return context.area is not None and context.area.type == "VIEW_3D"
 
 
 class IMPORT_SCENE_OT_mvdust3r_splats(bpy.types.Operator, ImportHelper):  # type: ignore[misc]
@@ -101,17 +105,13 @@ class IMPORT_SCENE_OT_mvdust3r_splats(bpy.types.Operator, ImportHelper):  # type
         return {"FINISHED"}
 
 
-class MVDUST3R_FH_splats(bpy.types.FileHandler):
+class MVDUST3R_FH_splats(_DropOnViewport, bpy.types.FileHandler):
     """Drop a Gaussian splat file onto the 3D viewport to import it as splats."""
 
     bl_idname = "MVDUST3R_FH_splats"
     bl_label = "Gaussian Splats"
     bl_import_operator = "import_scene.mvdust3r_splats"
     bl_file_extensions = ".ply;.spz;.glb;.gltf"
-
-    @classmethod
-    def poll_drop(cls, context: bpy.types.Context) -> bool:
-        return context.area is not None and context.area.type == "VIEW_3D"
 
 
 def menu_import(self: bpy.types.Menu, context: bpy.types.Context) -> None:
@@ -122,14 +122,16 @@ def menu_import(self: bpy.types.Menu, context: bpy.types.Context) -> None:
 
 _CLASSES = (IMPORT_SCENE_OT_mvdust3r_bundle, MVDUST3R_FH_bundle, IMPORT_SCENE_OT_mvdust3r_splats, MVDUST3R_FH_splats)
 
+_register_classes: Callable[[], None]
+_unregister_classes: Callable[[], None]
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(_CLASSES)  # type: ignore[func-returns-value,misc]  # the stubs say None
+
 
 def register() -> None:
-    for cls in _CLASSES:
-        bpy.utils.register_class(cls)
+    _register_classes()
     bpy.types.TOPBAR_MT_file_import.append(menu_import)
 
 
 def unregister() -> None:
     bpy.types.TOPBAR_MT_file_import.remove(menu_import)
-    for cls in reversed(_CLASSES):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import bpy
 
@@ -279,10 +279,13 @@ def _menus() -> list[tuple[Any, Any]]:
     return [(getattr(bpy.types, name), draw_camera_menu) for name in CAMERA_MENUS if hasattr(bpy.types, name)] + \
         [(getattr(bpy.types, name), draw_collection_menu) for name in COLLECTION_MENUS if hasattr(bpy.types, name)]
 
+_register_classes: Callable[[], None]
+_unregister_classes: Callable[[], None]
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(CLASSES)  # type: ignore[func-returns-value,misc]  # the stubs say None
+
 
 def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
+    _register_classes()
     for menu, entry in _menus():
         menu.append(entry)
 
@@ -290,5 +293,4 @@ def register() -> None:
 def unregister() -> None:
     for menu, entry in _menus():
         menu.remove(entry)
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()

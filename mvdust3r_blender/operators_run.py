@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import bpy
 
@@ -304,14 +304,16 @@ CLASSES = (MVDUST3R_BLENDER_OT_add_photos, MVDUST3R_BLENDER_OT_remove_photo, MVD
            MVDUST3R_BLENDER_OT_reconstruct, MVDUST3R_BLENDER_OT_cancel, MVDUST3R_BLENDER_OT_release,
            MVDUST3R_FH_photos)
 
+_register_classes: Callable[[], None]
+_unregister_classes: Callable[[], None]
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(CLASSES)  # type: ignore[func-returns-value,misc]  # the stubs say None
+
 
 def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
+    _register_classes()
 
 
 def unregister() -> None:
     if bpy.app.timers.is_registered(run.tick):
         bpy.app.timers.unregister(run.tick)
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import bpy
 
@@ -337,10 +337,13 @@ CLASSES = (MVDUST3R_BLENDER_OT_create_runtime, MVDUST3R_BLENDER_OT_create_remote
            MVDUST3R_BLENDER_OT_check_runtime,
            MVDUST3R_BLENDER_OT_download_model, MVDUST3R_BLENDER_OT_fetch_remote_model, MVDUST3R_BLENDER_OT_cancel_setup)
 
+_register_classes: Callable[[], None]
+_unregister_classes: Callable[[], None]
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(CLASSES)  # type: ignore[func-returns-value,misc]  # the stubs say None
+
 
 def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
+    _register_classes()
 
 
 def unregister() -> None:
@@ -352,5 +355,4 @@ def unregister() -> None:
         TASKS.download.cancel()
     TASKS.install = TASKS.check = TASKS.download = TASKS.fetch = None
     TASKS.install_record = None
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()

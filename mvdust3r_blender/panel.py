@@ -223,12 +223,4 @@ def _missing_setup() -> SetupError | None:
 CLASSES = (MVDUST3R_UL_photos, VIEW3D_PT_mvdust3r_photos, VIEW3D_PT_mvdust3r_options, VIEW3D_PT_mvdust3r_run,
            VIEW3D_PT_mvdust3r_result, VIEW3D_PT_mvdust3r_placement)
 
-
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)  # type: ignore[func-returns-value,misc]  # the stubs say None

@@ -7,6 +7,8 @@ the main thread by the run controller and the set-up timers, read by the panel a
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import bpy
 
 from .import_options import ImportSettings, PlacementSettings
@@ -87,10 +89,13 @@ class MVDUST3R_PG_setup(bpy.types.PropertyGroup):
 
 CLASSES = (MVDUST3R_PG_photo, MVDUST3R_PG_scene, MVDUST3R_PG_run, MVDUST3R_PG_setup)
 
+_register_classes: Callable[[], None]
+_unregister_classes: Callable[[], None]
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(CLASSES)  # type: ignore[func-returns-value,misc]  # the stubs say None
+
 
 def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
+    _register_classes()
     # setattr: the stubs type the property functions as returning None
     setattr(bpy.types.Scene, "mvdust3r", bpy.props.PointerProperty(type=MVDUST3R_PG_scene))  # type: ignore[func-returns-value]
     setattr(bpy.types.WindowManager, "mvdust3r_run", bpy.props.PointerProperty(type=MVDUST3R_PG_run))  # type: ignore[func-returns-value]
@@ -101,5 +106,4 @@ def unregister() -> None:
     delattr(bpy.types.WindowManager, "mvdust3r_setup")
     delattr(bpy.types.WindowManager, "mvdust3r_run")
     delattr(bpy.types.Scene, "mvdust3r")
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()

@@ -13,6 +13,7 @@ import hashlib
 import io
 import tarfile
 from pathlib import Path
+from typing import BinaryIO
 
 from .registry import builtin_model
 
@@ -45,9 +46,18 @@ def engine_archive(package_dir: Path = PACKAGE_DIR) -> tuple[bytes, str, str]:
             info.size, info.mode, info.mtime = path.stat().st_size, 0o644, 0
             tree.update(name.encode() + b"\0" + str(info.size).encode() + b"\0")
             with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    tree.update(chunk)
-                f.seek(0)
-                tar.addfile(info, f)
+                tar.addfile(info, _Hashing(f, tree))  # one read of each file feeds the tree digest and the archive
     blob = raw.getvalue()
     return blob, hashlib.sha256(blob).hexdigest(), tree.hexdigest()
+
+
+class _Hashing:
+    """A file read through: each block read also goes into `digest`."""
+
+    def __init__(self, file: BinaryIO, digest: "hashlib._Hash") -> None:
+        self._file, self._digest = file, digest
+
+    def read(self, size: int = -1) -> bytes:
+        block = self._file.read(size)
+        self._digest.update(block)
+        return block

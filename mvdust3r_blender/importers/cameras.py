@@ -16,6 +16,7 @@ from mathutils import Matrix
 
 from ..core.conventions import BlenderCamera, blender_camera, image_plane_corners
 from ..core.photos import display_name, upright
+from .nodes import new_node_material
 
 INTRINSIC_PROPS = ("W", "H", "fx", "fy", "cx", "cy")
 
@@ -112,20 +113,13 @@ def image_plane(name: str, image: bpy.types.Image, corners: np.ndarray, camera: 
     uv.data.foreach_set("uv", np.array([0, 0, 1, 0, 1, 1, 0, 1], dtype=np.float32))
     mesh.update(calc_edges=True)
     mesh.validate()
-    material = bpy.data.materials.new(name)
-    if bpy.app.version < (5, 0, 0):
-        material.use_nodes = True
-    tree = material.node_tree
-    assert tree is not None
-    tree.nodes.clear()
-    texture = tree.nodes.new("ShaderNodeTexImage")
+    material, nodes, links = new_node_material(name)
+    texture = nodes.new("ShaderNodeTexImage")
     setattr(texture, "image", image)
     texture.location = (-400, 0)
-    emission = tree.nodes.new("ShaderNodeEmission")
-    output = tree.nodes.new("ShaderNodeOutputMaterial")
-    output.location = (300, 0)
-    tree.links.new(texture.outputs["Color"], emission.inputs["Color"])
-    tree.links.new(emission.outputs["Emission"], output.inputs["Surface"])
+    emission = nodes.new("ShaderNodeEmission")
+    links.new(texture.outputs["Color"], emission.inputs["Color"])
+    links.new(emission.outputs["Emission"], nodes["Material Output"].inputs["Surface"])
     mesh.materials.append(material)
     obj = bpy.data.objects.new(name, mesh)
     collection.objects.link(obj)
